@@ -1,0 +1,109 @@
+# ngx_http_model_gateway_module: build, run, test and benchmark.
+#
+# Everything is built under build/; the module is compiled against Debian's
+# nginx-dev (the configure scripts of the nginx that runs it) with
+# --with-compat, so the .so loads into the stock nginx binary.
+
+SHELL     := /bin/bash
+TOP       := $(CURDIR)
+B         := $(TOP)/build
+NGX_SRC   ?= /usr/share/nginx/src
+MODULE    := ngx_http_model_gateway_module.so
+NGINX     ?= /usr/sbin/nginx
+
+DEBS      := nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
+             redis-server wrk gcc make perl openssl libio-socket-ssl-perl \
+             libclang-rt-14-dev clang
+
+MOD_SRCS  := $(wildcard $(TOP)/ngx_module/*.c $(TOP)/ngx_module/*.h \
+                        $(TOP)/src/*.c $(TOP)/src/*.h) $(TOP)/config
+CORE_SRCS := $(wildcard $(TOP)/src/*.c)
+UNIT_SRCS := $(wildcard $(TOP)/t/unit/test_*.c)
+UNIT_BINS := $(patsubst $(TOP)/t/unit/%.c,$(B)/unit/%,$(UNIT_SRCS))
+
+CFLAGS_UNIT := -std=gnu99 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter \
+               -fsanitize=address,undefined -fno-omit-frame-pointer \
+               -fno-sanitize-recover=all -I$(TOP)/src -I$(TOP)/t/unit
+
+ASAN_CC_OPT := -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer
+ASAN_LD_OPT := -fsanitize=address,undefined
+
+.PHONY: all deps build asan unit test test-unit test-nginx test-asan run \
+        bench fuzz clean style
+
+all: build
+
+# Installs the Debian packages the project needs, only when one is missing.
+deps:
+	@missing=""; for p in $(DEBS); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
+	        | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# $(1): build dir, $(2): extra configure arguments
+define ngx_configure
+	rm -rf $(1) && mkdir -p $(1) && cp -a $(NGX_SRC)/. $(1)/
+	cd $(1) && . ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" \
+	    --add-dynamic-module=$(TOP) $(2) >configure.log 2>&1 \
+	    || { tail -30 configure.log; exit 1; }
+	touch $(1)/.configured
+endef
+
+$(B)/nginx/.configured: $(TOP)/config | deps
+	$(call ngx_configure,$(B)/nginx,)
+
+$(B)/asan/.configured: $(TOP)/config | deps
+	$(call ngx_configure,$(B)/asan,--with-cc-opt="$(ASAN_CC_OPT)" \
+	    --with-ld-opt="$(ASAN_LD_OPT)")
+
+$(B)/$(MODULE): $(B)/nginx/.configured $(MOD_SRCS)
+	$(MAKE) -s -C $(B)/nginx -f objs/Makefile modules
+	cp $(B)/nginx/objs/$(MODULE) $@
+
+$(B)/asan/$(MODULE): $(B)/asan/.configured $(MOD_SRCS)
+	$(MAKE) -s -C $(B)/asan -f objs/Makefile modules
+
+build: deps $(B)/$(MODULE)
+
+asan: deps $(B)/asan/$(MODULE)
+
+# C unit tests of src/, built with ASan/UBSan; each prints TAP.
+$(B)/unit/%: $(TOP)/t/unit/%.c $(CORE_SRCS) $(wildcard $(TOP)/src/*.h) \
+             $(TOP)/t/unit/tap.h
+	@mkdir -p $(B)/unit
+	cc $(CFLAGS_UNIT) -o $@ $< $(CORE_SRCS) -ljansson -lcrypto
+
+unit: $(UNIT_BINS)
+
+test-unit: deps unit
+	prove --exec '' $(UNIT_BINS)
+
+test-nginx: build
+	MG_MODULE=$(B)/$(MODULE) prove -I t/lib t/
+
+test: deps build unit
+	prove --exec '' $(UNIT_BINS)
+	MG_MODULE=$(B)/$(MODULE) prove -I t/lib t/
+
+# The same suite against the AddressSanitizer/UBSan build of the module.
+test-asan: deps asan
+	MG_MODULE=$(B)/asan/objs/$(MODULE) MG_ASAN=1 prove -I t/lib t/
+
+run: build
+	@$(TOP)/bin/mg-run $(B)/$(MODULE)
+
+bench: build
+	@$(TOP)/bench/run.sh $(B)/$(MODULE)
+
+style:
+	@! grep -n "$$(printf '\t')" ngx_module/*.[ch] src/*.[ch] t/unit/*.[ch]
+	@awk 'length > 80 { print FILENAME ":" FNR ": longer than 80"; n++ } \
+	    END { exit n > 0 }' ngx_module/*.[ch] src/*.[ch] t/unit/*.[ch]
+
+clean:
+	rm -rf $(B)

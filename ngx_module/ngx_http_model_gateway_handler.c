@@ -1,0 +1,719 @@
+
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ *
+ * The content handler: endpoint dispatch, reading and validating the
+ * request body, and the route step that runs before the upstream starts.
+ */
+
+
+#include "ngx_http_model_gateway_module.h"
+
+
+static ngx_int_t ngx_http_model_gateway_send_json(ngx_http_request_t *r,
+    ngx_str_t *json);
+static ngx_int_t ngx_http_model_gateway_models(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, u_char *id, size_t id_len);
+static void ngx_http_model_gateway_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+static ngx_int_t ngx_http_model_gateway_forward_headers(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+static void ngx_http_model_gateway_route(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+
+
+/* client headers that are the gateway's business, never forwarded */
+
+static ngx_str_t  ngx_http_model_gateway_drop_headers[] = {
+    ngx_string("host"),
+    ngx_string("authorization"),
+    ngx_string("cookie"),
+    ngx_string("content-length"),
+    ngx_string("content-type"),
+    ngx_string("transfer-encoding"),
+    ngx_string("connection"),
+    ngx_string("keep-alive"),
+    ngx_string("te"),
+    ngx_string("trailer"),
+    ngx_string("upgrade"),
+    ngx_string("expect"),
+    ngx_string("accept"),
+    ngx_string("accept-encoding"),
+    ngx_string("proxy-authorization"),
+    ngx_string("proxy-connection"),
+    ngx_string("api-key"),
+    ngx_string("x-api-key"),
+    ngx_string("x-goog-api-key"),
+    ngx_string("openai-organization"),
+    ngx_string("openai-project"),
+    ngx_null_string
+};
+
+
+ngx_http_model_gateway_ctx_t *
+ngx_http_model_gateway_get_ctx(ngx_http_request_t *r)
+{
+    ngx_http_model_gateway_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_model_gateway_module);
+    if (ctx) {
+        return ctx;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_model_gateway_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    ctx->request = r;
+    ctx->lcf = ngx_http_get_module_loc_conf(r, ngx_http_model_gateway_module);
+    ctx->min_retry_after_ms = -1;
+    ctx->retry_after_ms = -1;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_model_gateway_module);
+
+    return ctx;
+}
+
+
+/*
+ * Records an error the gateway answers itself and returns its status; the
+ * filter module renders it as an OpenAI error object.
+ */
+
+ngx_int_t
+ngx_http_model_gateway_fail(ngx_http_request_t *r, ngx_uint_t status,
+    const char *type, const char *code, const char *param,
+    const char *message)
+{
+    ngx_http_model_gateway_ctx_t  *ctx;
+
+    ctx = ngx_http_model_gateway_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->err_status = status;
+    ctx->err_type = type;
+    ctx->err_code = code;
+    ctx->err_param = param;
+    ctx->err_message = message;
+
+    return status;
+}
+
+
+ngx_int_t
+ngx_http_model_gateway_handler(ngx_http_request_t *r)
+{
+    u_char                        *p;
+    size_t                         len;
+    ngx_int_t                      rc;
+    const char                    *id;
+    size_t                         id_len;
+    ngx_http_core_loc_conf_t      *clcf;
+    ngx_http_model_gateway_ctx_t  *ctx;
+
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_model_gateway_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /*
+     * the location prefix is the SDK's base_url, so the endpoint is what
+     * follows it: "/llm/v1/chat/completions" under "location /llm/"
+     */
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    p = r->uri.data;
+    len = r->uri.len;
+
+    if (!clcf->exact_match
+#if (NGX_PCRE)
+        && clcf->regex == NULL
+#endif
+        && !clcf->named
+        && clcf->name.len <= len
+        && ngx_strncmp(clcf->name.data, p, clcf->name.len) == 0)
+    {
+        p += clcf->name.len;
+        len -= clcf->name.len;
+    }
+
+    ctx->endpoint = mg_endpoint_match((char *) p, len, &id, &id_len);
+
+    switch (ctx->endpoint) {
+
+    case MG_EP_MODELS:
+    case MG_EP_MODEL:
+
+        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+            goto not_allowed;
+        }
+
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_http_model_gateway_models(r, ctx,
+                                             (u_char *) id, id_len);
+
+    case MG_EP_CHAT:
+        ngx_str_set(&ctx->uri_suffix, "/chat/completions");
+        break;
+
+    case MG_EP_EMBEDDINGS:
+        ngx_str_set(&ctx->uri_suffix, "/embeddings");
+        break;
+
+    default:
+        p = ngx_pnalloc(r->pool, sizeof("Invalid URL ( )") - 1
+                                 + r->method_name.len + r->uri.len);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->err_message_str.data = p;
+        ctx->err_message_str.len = ngx_sprintf(p, "Invalid URL (%V %V)",
+                                               &r->method_name, &r->uri)
+                                   - p;
+
+        return ngx_http_model_gateway_fail(r, NGX_HTTP_NOT_FOUND,
+                                           "invalid_request_error",
+                                           "unknown_url", NULL, NULL);
+    }
+
+    if (r->method != NGX_HTTP_POST) {
+        goto not_allowed;
+    }
+
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r,
+                                           ngx_http_model_gateway_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+
+not_allowed:
+
+    return ngx_http_model_gateway_fail(r, NGX_HTTP_NOT_ALLOWED,
+                                       "invalid_request_error",
+                                       "method_not_allowed", NULL,
+                                       "This method is not allowed on this "
+                                       "endpoint.");
+}
+
+
+static ngx_int_t
+ngx_http_model_gateway_send_json(ngx_http_request_t *r, ngx_str_t *json)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = json->len;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = json->data;
+    b->last = json->data + json->len;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static ngx_int_t
+ngx_http_model_gateway_models(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, u_char *id, size_t id_len)
+{
+    u_char                              *p, *q, *end;
+    ngx_str_t                            json;
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
+
+    if (id == NULL) {
+        return ngx_http_model_gateway_send_json(r, &mcf->models_json);
+    }
+
+    /*
+     * one model: cut its object out of the rendered list, where every
+     * entry starts with {"id":"NAME"
+     */
+
+    p = mcf->models_json.data;
+    end = p + mcf->models_json.len;
+
+    for ( ;; ) {
+        p = ngx_strlcasestrn(p, end, (u_char *) "{\"id\":\"", 6);
+        if (p == NULL) {
+            break;
+        }
+
+        q = p + 7;
+
+        if ((size_t) (end - q) > id_len
+            && ngx_strncmp(q, id, id_len) == 0
+            && q[id_len] == '"')
+        {
+            q = ngx_strlchr(q, end, '}');
+            if (q == NULL) {
+                break;
+            }
+
+            json.data = p;
+            json.len = q + 1 - p;
+
+            return ngx_http_model_gateway_send_json(r, &json);
+        }
+
+        p = q;
+    }
+
+    p = ngx_pnalloc(r->pool, sizeof("The model `` does not exist.") - 1
+                             + id_len);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->err_message_str.data = p;
+    ctx->err_message_str.len = ngx_sprintf(p, "The model `%*s` does not "
+                                           "exist.", id_len, id) - p;
+
+    return ngx_http_model_gateway_fail(r, NGX_HTTP_NOT_FOUND,
+                                       "invalid_request_error",
+                                       "model_not_found", "model", NULL);
+}
+
+
+static void
+ngx_http_model_gateway_body_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                      rc;
+    ngx_http_model_gateway_ctx_t  *ctx;
+
+    ctx = ngx_http_model_gateway_get_ctx(r);
+    if (ctx == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    rc = ngx_http_model_gateway_parse_body(r, ctx);
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    if (ngx_http_model_gateway_forward_headers(r, ctx) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ctx->route_index = 0;
+
+    ngx_http_model_gateway_route(r, ctx);
+}
+
+
+static ngx_int_t
+ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx)
+{
+    u_char                              *p;
+    size_t                               len;
+    ssize_t                              n;
+    ngx_int_t                            rc;
+    ngx_uint_t                           i;
+    ngx_buf_t                           *b;
+    ngx_chain_t                         *cl;
+    mg_json_error_t                      err;
+    ngx_http_model_gateway_model_t      *m;
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    enum { F_MODEL = 0, F_MESSAGES, F_STREAM, F_INPUT, F_N };
+
+    mg_json_field_t  f[F_N] = {
+        { "model", 5, MG_JSON_NONE, 0, 0 },
+        { "messages", 8, MG_JSON_NONE, 0, 0 },
+        { "stream", 6, MG_JSON_NONE, 0, 0 },
+        { "input", 5, MG_JSON_NONE, 0, 0 }
+    };
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
+                                           "invalid_request_error", NULL,
+                                           NULL, "The request body is "
+                                           "empty; a JSON object is "
+                                           "expected.");
+    }
+
+    if (r->request_body->temp_file) {
+
+        /* cannot happen: the body buffer is as large as the body limit */
+
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "model gateway: request body was buffered to a file");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cl = r->request_body->bufs;
+
+    if (cl->next == NULL) {
+        ctx->body.data = cl->buf->pos;
+        ctx->body.len = cl->buf->last - cl->buf->pos;
+
+    } else {
+        len = 0;
+        for ( /* void */ ; cl; cl = cl->next) {
+            len += ngx_buf_size(cl->buf);
+        }
+
+        p = ngx_pnalloc(r->pool, len);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->body.data = p;
+        ctx->body.len = len;
+
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            b = cl->buf;
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+        }
+    }
+
+    rc = mg_json_scan((char *) ctx->body.data, ctx->body.len, f, F_N, 64,
+                      &err);
+
+    if (rc != MG_JSON_OK) {
+        p = ngx_pnalloc(r->pool, 160);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->err_message_str.data = p;
+        ctx->err_message_str.len =
+            ngx_snprintf(p, 160, "We could not parse the JSON body of your "
+                         "request: %s at byte %uz.",
+                         rc == MG_JSON_EDEPTH ? "nesting is too deep"
+                                              : err.message,
+                         err.offset)
+            - p;
+
+        return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
+                                           "invalid_request_error",
+                                           "invalid_json", NULL, NULL);
+    }
+
+    for (p = ctx->body.data; p < ctx->body.data + ctx->body.len; p++) {
+        if (*p != ' ' && *p != '\t' && *p != CR && *p != LF) {
+            break;
+        }
+    }
+
+    if (*p != '{') {
+        return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
+                                           "invalid_request_error",
+                                           "invalid_type", NULL,
+                                           "The request body must be a "
+                                           "JSON object.");
+    }
+
+    if (f[F_MODEL].type == MG_JSON_NONE) {
+        return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
+                                           "invalid_request_error",
+                                           "missing_required_parameter",
+                                           "model", "you must provide a "
+                                           "model parameter");
+    }
+
+    if (f[F_MODEL].type != MG_JSON_STRING || f[F_MODEL].len <= 2) {
+        return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
+                                           "invalid_request_error",
+                                           "invalid_type", "model",
+                                           "model must be a non-empty "
+                                           "string");
+    }
+
+    if (ctx->endpoint == MG_EP_CHAT) {
+
+        if (f[F_MESSAGES].type == MG_JSON_NONE) {
+            return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
+                                           "invalid_request_error",
+                                           "missing_required_parameter",
+                                           "messages", "Missing required "
+                                           "parameter: 'messages'.");
+        }
+
+        if (f[F_MESSAGES].type != MG_JSON_ARRAY) {
+            return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
+                                           "invalid_request_error",
+                                           "invalid_type", "messages",
+                                           "'messages' must be an array.");
+        }
+
+        /* "[" optional whitespace "]" is an empty array */
+
+        p = ctx->body.data + f[F_MESSAGES].start + 1;
+        while (*p == ' ' || *p == '\t' || *p == CR || *p == LF) {
+            p++;
+        }
+
+        if (*p == ']') {
+            return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
+                                           "invalid_request_error",
+                                           "empty_array", "messages",
+                                           "'messages' must contain at "
+                                           "least one message.");
+        }
+
+        ctx->stream = (f[F_STREAM].type == MG_JSON_TRUE);
+
+    } else if (f[F_INPUT].type == MG_JSON_NONE) {
+        return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
+                                           "invalid_request_error",
+                                           "missing_required_parameter",
+                                           "input", "Missing required "
+                                           "parameter: 'input'.");
+    }
+
+    ctx->model_start = f[F_MODEL].start;
+    ctx->model_len = f[F_MODEL].len;
+
+    ctx->model.data = ngx_pnalloc(r->pool, f[F_MODEL].len);
+    if (ctx->model.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    n = mg_json_unescape((char *) ctx->body.data + f[F_MODEL].start,
+                         f[F_MODEL].len, (char *) ctx->model.data,
+                         f[F_MODEL].len);
+    if (n <= 0) {
+        return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
+                                           "invalid_request_error",
+                                           "invalid_type", "model",
+                                           "model must be a non-empty "
+                                           "string");
+    }
+
+    ctx->model.len = n;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
+
+    m = mcf->models.elts;
+    for (i = 0; i < mcf->models.nelts; i++) {
+        if (m[i].name.len == ctx->model.len
+            && ngx_memcmp(m[i].name.data, ctx->model.data, ctx->model.len)
+               == 0)
+        {
+            ctx->model_conf = &m[i];
+            break;
+        }
+    }
+
+    if (ctx->model_conf == NULL) {
+        len = ngx_min(ctx->model.len, 256);
+
+        p = ngx_pnalloc(r->pool, sizeof("The model `` does not exist or "
+                                        "you do not have access to it.")
+                                 + len);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->err_message_str.data = p;
+        ctx->err_message_str.len =
+            ngx_sprintf(p, "The model `%*s` does not exist or you do not "
+                        "have access to it.", len, ctx->model.data)
+            - p;
+
+        return ngx_http_model_gateway_fail(r, NGX_HTTP_NOT_FOUND,
+                                           "invalid_request_error",
+                                           "model_not_found", "model", NULL);
+    }
+
+    ctx->tried = ngx_pcalloc(r->pool, ctx->model_conf->targets.nelts);
+    if (ctx->tried == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_model_gateway_forward_headers(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx)
+{
+    u_char           *p;
+    size_t            len;
+    ngx_str_t        *d;
+    ngx_uint_t        i, pass;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = 0;
+    p = NULL;
+
+    for (pass = 0; pass < 2; pass++) {
+
+        part = &r->headers_in.headers.part;
+        h = part->elts;
+
+        for (i = 0; /* void */; i++) {
+
+            if (i >= part->nelts) {
+                if (part->next == NULL) {
+                    break;
+                }
+
+                part = part->next;
+                h = part->elts;
+                i = 0;
+            }
+
+            for (d = ngx_http_model_gateway_drop_headers; d->len; d++) {
+                if (h[i].key.len == d->len
+                    && ngx_strncasecmp(h[i].key.data, d->data, d->len) == 0)
+                {
+                    break;
+                }
+            }
+
+            if (d->len) {
+                continue;
+            }
+
+            if (pass == 0) {
+                len += h[i].key.len + sizeof(": " CRLF) - 1
+                       + h[i].value.len;
+                continue;
+            }
+
+            p = ngx_cpymem(p, h[i].key.data, h[i].key.len);
+            *p++ = ':'; *p++ = ' ';
+            p = ngx_cpymem(p, h[i].value.data, h[i].value.len);
+            *p++ = CR; *p++ = LF;
+        }
+
+        if (pass == 0) {
+            if (len == 0) {
+                return NGX_OK;
+            }
+
+            p = ngx_pnalloc(r->pool, len);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            ctx->fwd_headers.data = p;
+            ctx->fwd_headers.len = len;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_model_gateway_route(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx)
+{
+    ngx_int_t                             rc;
+    ngx_http_model_gateway_route_pt      *h;
+    ngx_http_model_gateway_main_conf_t   *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
+    h = mcf->route_handlers.elts;
+
+    while (ctx->route_index < mcf->route_handlers.nelts) {
+
+        rc = h[ctx->route_index](r, ctx);
+
+        if (rc == NGX_AGAIN) {
+            /* the handler calls ngx_http_model_gateway_route_done() */
+            return;
+        }
+
+        ctx->route_index++;
+
+        if (rc == NGX_OK) {
+            break;
+        }
+
+        if (rc != NGX_DECLINED) {
+            ngx_http_finalize_request(r, rc == NGX_ERROR
+                                         ? NGX_HTTP_INTERNAL_SERVER_ERROR
+                                         : rc);
+            return;
+        }
+    }
+
+    rc = ngx_http_model_gateway_upstream_start(r, ctx);
+
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, rc);
+    }
+}
+
+
+/*
+ * Resumes a request whose route handler returned NGX_AGAIN.  It must be
+ * called from the event that completed the handler's work (never after the
+ * request was finalized: the handler's cleanup must cancel that work).
+ */
+
+void
+ngx_http_model_gateway_route_done(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_connection_t              *c;
+    ngx_http_model_gateway_ctx_t  *ctx;
+
+    c = r->connection;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_model_gateway_module);
+
+    if (rc != NGX_OK && rc != NGX_DECLINED) {
+        ngx_http_finalize_request(r, rc == NGX_ERROR
+                                     ? NGX_HTTP_INTERNAL_SERVER_ERROR : rc);
+
+    } else {
+        ctx->route_index++;
+
+        if (rc == NGX_OK) {
+            ctx->route_index = NGX_MAX_UINT32_VALUE;
+        }
+
+        ngx_http_model_gateway_route(r, ctx);
+    }
+
+    ngx_http_run_posted_requests(c);
+}

@@ -1,0 +1,1162 @@
+
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ *
+ * Directives, configuration and the module tables.  The request path lives
+ * in _handler.c (validation and routing) and _upstream.c (talking to
+ * backends); error responses are rendered by _filter.c.
+ */
+
+
+#include "ngx_http_model_gateway_module.h"
+
+
+#define NGX_HTTP_MG_DEFAULT_CA  "/etc/ssl/certs/ca-certificates.crt"
+
+
+static void *ngx_http_model_gateway_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_model_gateway_init_main_conf(ngx_conf_t *cf,
+    void *conf);
+static void *ngx_http_model_gateway_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_model_gateway_merge_loc_conf(ngx_conf_t *cf,
+    void *parent, void *child);
+static ngx_int_t ngx_http_model_gateway_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_model_gateway_init_process(ngx_cycle_t *cycle);
+
+static char *ngx_http_model_gateway_backend_block(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_model_gateway_backend_directive(ngx_conf_t *cf,
+    ngx_command_t *dummy, void *conf);
+static char *ngx_http_model_gateway_backend_url(ngx_conf_t *cf,
+    ngx_http_model_gateway_backend_t *b, ngx_str_t *url);
+static char *ngx_http_model_gateway_backend_connect(ngx_conf_t *cf,
+    ngx_http_model_gateway_backend_t *b, ngx_str_t *addr);
+static char *ngx_http_model_gateway_backend_key(ngx_conf_t *cf,
+    ngx_http_model_gateway_backend_t *b, ngx_str_t *how, ngx_str_t *value);
+static char *ngx_http_model_gateway_backend_model(ngx_conf_t *cf,
+    ngx_http_model_gateway_main_conf_t *mcf,
+    ngx_http_model_gateway_backend_t *b, ngx_str_t *value, ngx_uint_t n);
+static ngx_int_t ngx_http_model_gateway_backend_finish(ngx_conf_t *cf,
+    ngx_http_model_gateway_main_conf_t *mcf,
+    ngx_http_model_gateway_backend_t *b);
+static ngx_int_t ngx_http_model_gateway_build_models_json(ngx_conf_t *cf,
+    ngx_http_model_gateway_main_conf_t *mcf);
+static char *ngx_http_model_gateway(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+
+static ngx_conf_num_bounds_t  ngx_http_model_gateway_tries_bounds = {
+    ngx_conf_check_num_bounds, 1, 16
+};
+
+
+static ngx_command_t  ngx_http_model_gateway_commands[] = {
+
+    { ngx_string("model_gateway_backend"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_BLOCK|NGX_CONF_TAKE1,
+      ngx_http_model_gateway_backend_block,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("model_gateway_connect_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, connect_timeout),
+      NULL },
+
+    { ngx_string("model_gateway_first_byte_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, first_byte_timeout),
+      NULL },
+
+    { ngx_string("model_gateway_idle_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, idle_timeout),
+      NULL },
+
+    { ngx_string("model_gateway_ssl_trusted_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, ssl_trusted_certificate),
+      NULL },
+
+    { ngx_string("model_gateway"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_model_gateway,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("model_gateway_tries"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_loc_conf_t, tries),
+      &ngx_http_model_gateway_tries_bounds },
+
+    { ngx_string("model_gateway_total_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_loc_conf_t, total_timeout),
+      NULL },
+
+    { ngx_string("model_gateway_retry_idle_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_loc_conf_t, retry_idle_timeout),
+      NULL },
+
+    { ngx_string("model_gateway_max_body_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_loc_conf_t, max_body_size),
+      NULL },
+
+    { ngx_string("model_gateway_buffer_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_loc_conf_t, buffer_size),
+      NULL },
+
+    { ngx_string("model_gateway_response_max_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_loc_conf_t, response_max_size),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_model_gateway_module_ctx = {
+    ngx_http_model_gateway_preconfiguration, /* preconfiguration */
+    ngx_http_model_gateway_filter_init,    /* postconfiguration */
+
+    ngx_http_model_gateway_create_main_conf, /* create main configuration */
+    ngx_http_model_gateway_init_main_conf, /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_model_gateway_create_loc_conf, /* create location configuration */
+    ngx_http_model_gateway_merge_loc_conf  /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_model_gateway_module = {
+    NGX_MODULE_V1,
+    &ngx_http_model_gateway_module_ctx,    /* module context */
+    ngx_http_model_gateway_commands,       /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_model_gateway_init_process,   /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_int_t
+ngx_http_model_gateway_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_model_gateway_add_variables(cf);
+}
+
+
+static void *
+ngx_http_model_gateway_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_upstream_srv_conf_t        *us;
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    mcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_model_gateway_main_conf_t));
+    if (mcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&mcf->backends, cf->pool, 4,
+                       sizeof(ngx_http_model_gateway_backend_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&mcf->models, cf->pool, 8,
+                       sizeof(ngx_http_model_gateway_model_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&mcf->route_handlers, cf->pool, 2,
+                       sizeof(ngx_http_model_gateway_route_pt))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    mcf->connect_timeout = NGX_CONF_UNSET_MSEC;
+    mcf->first_byte_timeout = NGX_CONF_UNSET_MSEC;
+    mcf->idle_timeout = NGX_CONF_UNSET_MSEC;
+
+    /*
+     * every gateway request selects its backend with our own peer
+     * functions, so they share one upstream "block" that nginx never
+     * sees in its list of upstreams
+     */
+
+    us = ngx_pcalloc(cf->pool, sizeof(ngx_http_upstream_srv_conf_t));
+    if (us == NULL) {
+        return NULL;
+    }
+
+    us->peer.init = ngx_http_model_gateway_init_peer;
+    us->srv_conf = NULL;
+    ngx_str_set(&us->host, "model_gateway");
+    us->file_name = cf->conf_file->file.name.data;
+    us->line = cf->conf_file->line;
+
+    mcf->upstream = us;
+
+    return mcf;
+}
+
+
+static char *
+ngx_http_model_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_model_gateway_main_conf_t *mcf = conf;
+
+    ngx_uint_t                          i, j;
+    ngx_http_model_gateway_model_t     *m;
+    ngx_http_model_gateway_target_t    *t;
+    ngx_http_model_gateway_backend_t  **b;
+
+    ngx_conf_init_msec_value(mcf->connect_timeout, 10000);
+    ngx_conf_init_msec_value(mcf->first_byte_timeout, 300000);
+    ngx_conf_init_msec_value(mcf->idle_timeout, 120000);
+
+    if (mcf->ssl_trusted_certificate.data == NULL) {
+        ngx_str_set(&mcf->ssl_trusted_certificate, NGX_HTTP_MG_DEFAULT_CA);
+    }
+
+    b = mcf->backends.elts;
+    for (i = 0; i < mcf->backends.nelts; i++) {
+        if (ngx_http_model_gateway_backend_finish(cf, mcf, b[i]) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    m = mcf->models.elts;
+    for (i = 0; i < mcf->models.nelts; i++) {
+        m[i].wrr = ngx_pcalloc(cf->pool,
+                               m[i].targets.nelts * sizeof(mg_wrr_peer_t));
+        if (m[i].wrr == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        t = m[i].targets.elts;
+        for (j = 0; j < m[i].targets.nelts; j++) {
+            m[i].wrr[j].weight = t[j].backend->weight;
+        }
+    }
+
+    if (ngx_http_model_gateway_build_models_json(cf, mcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_model_gateway_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_model_gateway_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_model_gateway_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->enable = NGX_CONF_UNSET;
+    conf->tries = NGX_CONF_UNSET_UINT;
+    conf->total_timeout = NGX_CONF_UNSET_MSEC;
+    conf->retry_idle_timeout = NGX_CONF_UNSET;
+    conf->max_body_size = NGX_CONF_UNSET_SIZE;
+    conf->buffer_size = NGX_CONF_UNSET_SIZE;
+    conf->response_max_size = NGX_CONF_UNSET_SIZE;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_model_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child)
+{
+    ngx_http_model_gateway_loc_conf_t *prev = parent;
+    ngx_http_model_gateway_loc_conf_t *conf = child;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_uint_value(conf->tries, prev->tries, 3);
+    ngx_conf_merge_msec_value(conf->total_timeout, prev->total_timeout,
+                              600000);
+    ngx_conf_merge_value(conf->retry_idle_timeout, prev->retry_idle_timeout,
+                         0);
+    ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size,
+                              4 * 1024 * 1024);
+    ngx_conf_merge_size_value(conf->buffer_size, prev->buffer_size,
+                              16 * 1024);
+    ngx_conf_merge_size_value(conf->response_max_size,
+                              prev->response_max_size, 8 * 1024 * 1024);
+
+    if (conf->buffer_size < 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"model_gateway_buffer_size\" must be at least 1k");
+        return NGX_CONF_ERROR;
+    }
+
+    if (!conf->enable) {
+        return NGX_CONF_OK;
+    }
+
+    /*
+     * the gateway parses the request body and may send it to several
+     * backends, so it must be in memory: a body that spilled into a temp
+     * file would have to be read back with blocking disk I/O.  The core
+     * module's location configuration is already merged at this point.
+     */
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    clcf->client_max_body_size = conf->max_body_size;
+
+    if (clcf->client_body_buffer_size < conf->max_body_size) {
+        clcf->client_body_buffer_size = conf->max_body_size;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_model_gateway_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                              ngx_http_model_gateway_module);
+    if (mcf == NULL) {
+        return NGX_OK;
+    }
+
+    return ngx_http_model_gateway_keepalive_init(cycle, mcf);
+}
+
+
+static char *
+ngx_http_model_gateway(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_model_gateway_loc_conf_t *mlcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (mlcf->enable != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    mlcf->enable = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_model_gateway_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_model_gateway_backend_block(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_model_gateway_main_conf_t *mcf = conf;
+
+    char                               *rv;
+    ngx_str_t                          *value;
+    ngx_uint_t                          i;
+    ngx_conf_t                          save;
+    ngx_http_model_gateway_backend_t   *b, **bp;
+
+    value = cf->args->elts;
+
+    bp = mcf->backends.elts;
+    for (i = 0; i < mcf->backends.nelts; i++) {
+        if (bp[i]->name.len == value[1].len
+            && ngx_strncmp(bp[i]->name.data, value[1].data, value[1].len)
+               == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate model_gateway_backend \"%V\", "
+                               "first defined in %V:%ui",
+                               &value[1], &bp[i]->conf_file,
+                               bp[i]->conf_line);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    b = ngx_pcalloc(cf->pool, sizeof(ngx_http_model_gateway_backend_t));
+    if (b == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    b->name = value[1];
+    b->index = mcf->backends.nelts;
+    b->weight = NGX_CONF_UNSET;
+    b->connect_timeout = NGX_CONF_UNSET_MSEC;
+    b->first_byte_timeout = NGX_CONF_UNSET_MSEC;
+    b->idle_timeout = NGX_CONF_UNSET_MSEC;
+    b->ssl_verify = NGX_CONF_UNSET;
+    b->keepalive = NGX_CONF_UNSET_UINT;
+    b->keepalive_timeout = NGX_CONF_UNSET_MSEC;
+    b->conf_file = cf->conf_file->file.name;
+    b->conf_line = cf->conf_file->line;
+
+    bp = ngx_array_push(&mcf->backends);
+    if (bp == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *bp = b;
+
+    save = *cf;
+    cf->handler = ngx_http_model_gateway_backend_directive;
+    cf->handler_conf = (char *) b;
+
+    rv = ngx_conf_parse(cf, NULL);
+
+    *cf = save;
+
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (b->url.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "model_gateway_backend \"%V\" has no \"url\"",
+                           &b->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (b->type == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "model_gateway_backend \"%V\" has no \"type\"",
+                           &b->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (b->type == NGX_HTTP_MG_OPENAI && b->key.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "model_gateway_backend \"%V\" of type \"openai\" "
+                           "needs \"key_env\" or \"key_file\"", &b->name);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* the directives inside a model_gateway_backend { } block */
+
+static char *
+ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
+    void *conf)
+{
+    ngx_http_model_gateway_backend_t *b = (void *) cf->handler_conf;
+
+    ngx_int_t                            n;
+    ngx_str_t                           *value, *name;
+    ngx_uint_t                           nargs;
+    ngx_msec_t                           ms, *msp;
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    value = cf->args->elts;
+    name = &value[0];
+    nargs = cf->args->nelts - 1;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf,
+                                             ngx_http_model_gateway_module);
+
+#define ngx_mg_is(s)                                                        \
+    (name->len == sizeof(s) - 1 && ngx_strncmp(name->data, s, name->len) == 0)
+
+    if (ngx_mg_is("model")) {
+        if (nargs < 1 || nargs > 2) {
+            goto invalid_args;
+        }
+
+        return ngx_http_model_gateway_backend_model(cf, mcf, b, value, nargs);
+    }
+
+    if (nargs != 1) {
+        goto invalid_args;
+    }
+
+    if (ngx_mg_is("type")) {
+        if (b->type) {
+            return "is duplicate";
+        }
+
+        if (value[1].len == 6 && ngx_strncmp(value[1].data, "openai", 6) == 0)
+        {
+            b->type = NGX_HTTP_MG_OPENAI;
+
+        } else if (value[1].len == 17
+                   && ngx_strncmp(value[1].data, "openai_compatible", 17)
+                      == 0)
+        {
+            b->type = NGX_HTTP_MG_OPENAI_COMPATIBLE;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "unknown backend type \"%V\" (supported: "
+                               "openai, openai_compatible)", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_mg_is("url")) {
+        return ngx_http_model_gateway_backend_url(cf, b, &value[1]);
+    }
+
+    if (ngx_mg_is("connect")) {
+        return ngx_http_model_gateway_backend_connect(cf, b, &value[1]);
+    }
+
+    if (ngx_mg_is("key_env") || ngx_mg_is("key_file")) {
+        return ngx_http_model_gateway_backend_key(cf, b, name, &value[1]);
+    }
+
+    if (ngx_mg_is("weight")) {
+        if (b->weight != NGX_CONF_UNSET) {
+            return "is duplicate";
+        }
+
+        n = ngx_atoi(value[1].data, value[1].len);
+        if (n < 1 || n > 1000) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid weight \"%V\" (1..1000)", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        b->weight = n;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_mg_is("keepalive")) {
+        n = ngx_atoi(value[1].data, value[1].len);
+        if (n == NGX_ERROR || n > 10000) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid keepalive \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        b->keepalive = n;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_mg_is("ssl_verify")) {
+        if (value[1].len == 2 && ngx_strncmp(value[1].data, "on", 2) == 0) {
+            b->ssl_verify = 1;
+
+        } else if (value[1].len == 3
+                   && ngx_strncmp(value[1].data, "off", 3) == 0)
+        {
+            b->ssl_verify = 0;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value \"%V\", it must be "
+                               "\"on\" or \"off\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_mg_is("ssl_trusted_certificate")) {
+        b->ssl_trusted_certificate = value[1];
+        return NGX_CONF_OK;
+    }
+
+    msp = NULL;
+
+    if (ngx_mg_is("connect_timeout")) {
+        msp = &b->connect_timeout;
+
+    } else if (ngx_mg_is("first_byte_timeout")) {
+        msp = &b->first_byte_timeout;
+
+    } else if (ngx_mg_is("idle_timeout")) {
+        msp = &b->idle_timeout;
+
+    } else if (ngx_mg_is("keepalive_timeout")) {
+        msp = &b->keepalive_timeout;
+    }
+
+#undef ngx_mg_is
+
+    if (msp) {
+        ms = ngx_parse_time(&value[1], 0);
+        if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid %V \"%V\"", name, &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        *msp = ms;
+        return NGX_CONF_OK;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "unknown directive \"%V\" in model_gateway_backend",
+                       name);
+    return NGX_CONF_ERROR;
+
+invalid_args:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid number of arguments in \"%V\" in "
+                       "model_gateway_backend", name);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_model_gateway_backend_url(ngx_conf_t *cf,
+    ngx_http_model_gateway_backend_t *b, ngx_str_t *value)
+{
+    size_t      add;
+    u_char     *p;
+    ngx_url_t   u;
+
+    if (b->url.len) {
+        return "is duplicate";
+    }
+
+    if (value->len > 8 && ngx_strncasecmp(value->data, (u_char *) "https://",
+                                          8) == 0)
+    {
+        add = 8;
+        b->ssl = 1;
+
+    } else if (value->len > 7
+               && ngx_strncasecmp(value->data, (u_char *) "http://", 7) == 0)
+    {
+        add = 7;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid url \"%V\": it must start with "
+                           "\"http://\" or \"https://\"", value);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url.len = value->len - add;
+    u.url.data = value->data + add;
+    u.default_port = b->ssl ? 443 : 80;
+    u.uri_part = 1;
+    u.no_resolve = 1;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.host.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid url \"%V\"%s%s",
+                           value, u.err ? ": " : "", u.err ? u.err : "");
+        return NGX_CONF_ERROR;
+    }
+
+    b->url = *value;
+    b->host = u.host;
+
+    if (u.no_port || u.port == u.default_port) {
+        b->host_header = u.host;
+
+    } else {
+        b->host_header.len = u.host.len + 1 + NGX_INT_T_LEN;
+        b->host_header.data = ngx_pnalloc(cf->pool, b->host_header.len);
+        if (b->host_header.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        b->host_header.len = ngx_sprintf(b->host_header.data, "%V:%d",
+                                         &u.host, (int) u.port)
+                             - b->host_header.data;
+    }
+
+    /* the path prefix, without a trailing slash or a query */
+
+    b->path = u.uri;
+
+    p = ngx_strlchr(b->path.data, b->path.data + b->path.len, '?');
+    if (p) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid url \"%V\": a query is not allowed",
+                           value);
+        return NGX_CONF_ERROR;
+    }
+
+    while (b->path.len && b->path.data[b->path.len - 1] == '/') {
+        b->path.len--;
+    }
+
+    b->port = u.port;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_model_gateway_backend_connect(ngx_conf_t *cf,
+    ngx_http_model_gateway_backend_t *b, ngx_str_t *value)
+{
+    ngx_url_t  u;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = *value;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid connect address \"%V\"%s%s", value,
+                           u.err ? ": " : "", u.err ? u.err : "");
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.no_port) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "connect address \"%V\" needs a port", value);
+        return NGX_CONF_ERROR;
+    }
+
+    b->addrs = u.addrs;
+    b->naddrs = u.naddrs;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_model_gateway_backend_key(ngx_conf_t *cf,
+    ngx_http_model_gateway_backend_t *b, ngx_str_t *how, ngx_str_t *value)
+{
+    u_char     *p, *last, *env;
+    ssize_t     n;
+    ngx_str_t   path;
+    ngx_file_t  file;
+    u_char      buf[4096];
+
+    if (b->key.len) {
+        return "is duplicate";
+    }
+
+    if (how->data[4] == 'e') {
+
+        /* key_env: read from the master's environment, at load time */
+
+        p = ngx_pnalloc(cf->pool, value->len + 1);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        (void) ngx_cpystrn(p, value->data, value->len + 1);
+
+        env = (u_char *) getenv((char *) p);
+
+        if (env == NULL || *env == '\0') {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "environment variable \"%V\" for the key of "
+                               "backend \"%V\" is not set or empty",
+                               value, &b->name);
+            return NGX_CONF_ERROR;
+        }
+
+        p = env;
+        last = env + ngx_strlen(env);
+
+    } else {
+
+        path = *value;
+
+        if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(&file, sizeof(ngx_file_t));
+        file.name = path;
+        file.log = cf->log;
+
+        file.fd = ngx_open_file(path.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+        if (file.fd == NGX_INVALID_FILE) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                               ngx_open_file_n " \"%V\" for the key of "
+                               "backend \"%V\" failed", &path, &b->name);
+            return NGX_CONF_ERROR;
+        }
+
+        n = ngx_read_file(&file, buf, sizeof(buf), 0);
+
+        if (ngx_close_file(file.fd) == NGX_FILE_ERROR) {
+            ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
+                          ngx_close_file_n " \"%V\" failed", &path);
+        }
+
+        if (n == NGX_ERROR) {
+            return NGX_CONF_ERROR;
+        }
+
+        if ((size_t) n == sizeof(buf)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "key file \"%V\" is too large", &path);
+            return NGX_CONF_ERROR;
+        }
+
+        p = buf;
+        last = buf + n;
+    }
+
+    /* a trailing newline is the usual way such a file ends */
+
+    while (p < last && (*p == ' ' || *p == '\t' || *p == CR || *p == LF)) {
+        p++;
+    }
+
+    while (last > p && (last[-1] == ' ' || last[-1] == '\t'
+                        || last[-1] == CR || last[-1] == LF))
+    {
+        last--;
+    }
+
+    if (p == last) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the key of backend \"%V\" is empty", &b->name);
+        return NGX_CONF_ERROR;
+    }
+
+    for (env = p; env < last; env++) {
+        if (*env < 0x21 || *env > 0x7e) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "the key of backend \"%V\" contains an "
+                               "invalid character", &b->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    b->key.len = last - p;
+    b->key.data = ngx_pnalloc(cf->pool, b->key.len);
+    if (b->key.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(b->key.data, p, b->key.len);
+    ngx_explicit_memzero(buf, sizeof(buf));
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_model_gateway_backend_model(ngx_conf_t *cf,
+    ngx_http_model_gateway_main_conf_t *mcf,
+    ngx_http_model_gateway_backend_t *b, ngx_str_t *value, ngx_uint_t n)
+{
+    size_t                            len;
+    u_char                           *p;
+    ngx_str_t                        *name, *id;
+    ngx_uint_t                        i, j;
+    ngx_http_model_gateway_model_t   *m;
+    ngx_http_model_gateway_target_t  *t;
+
+    name = &value[1];
+    id = (n == 2) ? &value[2] : &value[1];
+
+    for (i = 0; i < name->len; i++) {
+        if (name->data[i] < 0x21 || name->data[i] > 0x7e
+            || name->data[i] == '"' || name->data[i] == '\\')
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid model name \"%V\"", name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    m = mcf->models.elts;
+    for (i = 0; i < mcf->models.nelts; i++) {
+        if (m[i].name.len == name->len
+            && ngx_strncmp(m[i].name.data, name->data, name->len) == 0)
+        {
+            break;
+        }
+    }
+
+    if (i == mcf->models.nelts) {
+        m = ngx_array_push(&mcf->models);
+        if (m == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(m, sizeof(ngx_http_model_gateway_model_t));
+        m->name = *name;
+
+        if (ngx_array_init(&m->targets, cf->pool, 2,
+                           sizeof(ngx_http_model_gateway_target_t))
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+    } else {
+        m = &m[i];
+    }
+
+    t = m->targets.elts;
+    for (j = 0; j < m->targets.nelts; j++) {
+        if (t[j].backend == b) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "model \"%V\" is duplicate in backend \"%V\"",
+                               name, &b->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    t = ngx_array_push(&m->targets);
+    if (t == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    t->backend = b;
+    t->provider_model = *id;
+
+    /* the provider's id as a JSON string, spliced into request bodies */
+
+    len = mg_json_escape(NULL, 0, (char *) id->data, id->len);
+
+    p = ngx_pnalloc(cf->pool, len + 2);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p[0] = '"';
+    (void) mg_json_escape((char *) p + 1, len, (char *) id->data, id->len);
+    p[len + 1] = '"';
+
+    t->provider_model_json.data = p;
+    t->provider_model_json.len = len + 2;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_model_gateway_backend_finish(ngx_conf_t *cf,
+    ngx_http_model_gateway_main_conf_t *mcf,
+    ngx_http_model_gateway_backend_t *b)
+{
+    u_char                    *p;
+    ngx_url_t                  u;
+    ngx_pool_cleanup_t        *cln;
+    ngx_http_upstream_conf_t  *ucf;
+
+    /*
+     * host names are resolved now, at configuration time, so that a worker
+     * never waits on DNS; "connect" overrides the address
+     */
+
+    if (b->addrs == NULL) {
+        ngx_memzero(&u, sizeof(ngx_url_t));
+
+        u.url = b->host;
+        u.default_port = b->port;
+
+        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "cannot resolve \"%V\" of model_gateway_backend "
+                          "\"%V\" in %V:%ui%s%s", &b->host, &b->name,
+                          &b->conf_file, b->conf_line, u.err ? ": " : "",
+                          u.err ? u.err : "");
+            return NGX_ERROR;
+        }
+
+        b->addrs = u.addrs;
+        b->naddrs = u.naddrs;
+    }
+
+    ngx_conf_init_value(b->weight, 1);
+    ngx_conf_init_msec_value(b->connect_timeout, mcf->connect_timeout);
+    ngx_conf_init_msec_value(b->first_byte_timeout, mcf->first_byte_timeout);
+    ngx_conf_init_msec_value(b->idle_timeout, mcf->idle_timeout);
+    ngx_conf_init_value(b->ssl_verify, 1);
+    ngx_conf_init_uint_value(b->keepalive, 32);
+    ngx_conf_init_msec_value(b->keepalive_timeout, 60000);
+
+    if (b->ssl_trusted_certificate.data == NULL) {
+        b->ssl_trusted_certificate = mcf->ssl_trusted_certificate;
+    }
+
+    if (b->key.len) {
+        b->auth_header.len = sizeof("Authorization: Bearer " CRLF) - 1
+                             + b->key.len;
+        b->auth_header.data = ngx_pnalloc(cf->pool, b->auth_header.len);
+        if (b->auth_header.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_cpymem(b->auth_header.data, "Authorization: Bearer ",
+                       sizeof("Authorization: Bearer ") - 1);
+        p = ngx_cpymem(p, b->key.data, b->key.len);
+        *p++ = CR; *p = LF;
+    }
+
+    ucf = &b->header_conf;
+
+    ucf->upstream = mcf->upstream;
+    ucf->connect_timeout = b->connect_timeout;
+    ucf->send_timeout = b->connect_timeout;
+    ucf->read_timeout = b->first_byte_timeout;
+    ucf->buffering = 0;
+    ucf->request_buffering = 1;
+    ucf->ignore_client_abort = 0;
+    ucf->intercept_errors = 0;
+    ucf->limit_rate = 0;
+    ucf->buffer_size = ngx_pagesize;
+
+    /*
+     * failures are classified by the module itself (process_header turns
+     * every status worth another backend into an invalid header), so
+     * nginx's next-upstream logic only needs to know these; a POST that
+     * was sent is only retried when the module's peer.free says so
+     */
+
+    ucf->next_upstream = NGX_HTTP_UPSTREAM_FT_ERROR
+                         |NGX_HTTP_UPSTREAM_FT_TIMEOUT
+                         |NGX_HTTP_UPSTREAM_FT_INVALID_HEADER
+                         |NGX_HTTP_UPSTREAM_FT_NON_IDEMPOTENT;
+
+    ucf->hide_headers_hash.buckets = NULL;
+    ngx_str_set(&ucf->module, "model_gateway");
+
+    if (b->ssl) {
+        ucf->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+        if (ucf->ssl == NULL) {
+            return NGX_ERROR;
+        }
+
+        ucf->ssl->log = cf->log;
+
+        if (ngx_ssl_create(ucf->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        cln = ngx_pool_cleanup_add(cf->pool, 0);
+        if (cln == NULL) {
+            ngx_ssl_cleanup_ctx(ucf->ssl);
+            return NGX_ERROR;
+        }
+
+        cln->handler = ngx_ssl_cleanup_ctx;
+        cln->data = ucf->ssl;
+
+        ucf->ssl_server_name = 1;
+        ucf->ssl_verify = b->ssl_verify;
+        ucf->ssl_session_reuse = 0;
+
+        if (b->ssl_verify) {
+            if (ngx_ssl_trusted_certificate(cf, ucf->ssl,
+                                            &b->ssl_trusted_certificate, 4)
+                != NGX_OK)
+            {
+                ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                              "cannot load the trusted certificates \"%V\" "
+                              "of model_gateway_backend \"%V\" in %V:%ui",
+                              &b->ssl_trusted_certificate, &b->name,
+                              &b->conf_file, b->conf_line);
+                return NGX_ERROR;
+            }
+        }
+    }
+
+    b->body_conf = b->header_conf;
+    b->body_conf.read_timeout = b->idle_timeout;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_model_gateway_build_models_json(ngx_conf_t *cf,
+    ngx_http_model_gateway_main_conf_t *mcf)
+{
+    u_char                          *p;
+    size_t                           len;
+    time_t                           now;
+    ngx_uint_t                       i;
+    ngx_http_model_gateway_model_t  *m;
+
+    /*
+     * the answer of GET /v1/models never changes until a reload, so it is
+     * rendered once here; names were checked to need no JSON escaping
+     */
+
+    now = ngx_time();
+    m = mcf->models.elts;
+
+    len = sizeof("{\"object\":\"list\",\"data\":[]}") - 1;
+
+    for (i = 0; i < mcf->models.nelts; i++) {
+        len += sizeof("{\"id\":\"\",\"object\":\"model\",\"created\":,"
+                      "\"owned_by\":\"model-gateway\"},") - 1
+               + m[i].name.len + NGX_TIME_T_LEN;
+    }
+
+    p = ngx_pnalloc(cf->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    mcf->models_json.data = p;
+
+    p = ngx_cpymem(p, "{\"object\":\"list\",\"data\":[",
+                   sizeof("{\"object\":\"list\",\"data\":[") - 1);
+
+    for (i = 0; i < mcf->models.nelts; i++) {
+        p = ngx_sprintf(p, "%s{\"id\":\"%V\",\"object\":\"model\","
+                        "\"created\":%T,\"owned_by\":\"model-gateway\"}",
+                        i ? "," : "", &m[i].name, now);
+    }
+
+    p = ngx_cpymem(p, "]}", 2);
+
+    mcf->models_json.len = p - mcf->models_json.data;
+
+    return NGX_OK;
+}

@@ -1,0 +1,293 @@
+
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ */
+
+
+#ifndef _NGX_HTTP_MODEL_GATEWAY_MODULE_H_INCLUDED_
+#define _NGX_HTTP_MODEL_GATEWAY_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "mg_json.h"
+#include "mg_sse.h"
+#include "mg_util.h"
+#include "mg_wrr.h"
+
+
+#define NGX_HTTP_MG_OPENAI             1
+#define NGX_HTTP_MG_OPENAI_COMPATIBLE  2
+
+
+/* why an attempt failed; decides retry and the final status */
+typedef enum {
+    NGX_HTTP_MG_FAIL_NONE = 0,
+    NGX_HTTP_MG_FAIL_CONNECT,          /* connect, TLS or send error */
+    NGX_HTTP_MG_FAIL_CONNECT_TIMEOUT,
+    NGX_HTTP_MG_FAIL_FIRST_BYTE,       /* no response byte in time */
+    NGX_HTTP_MG_FAIL_IDLE,             /* response stalled midway */
+    NGX_HTTP_MG_FAIL_CLOSED,           /* response cut short */
+    NGX_HTTP_MG_FAIL_INVALID,          /* unparsable response */
+    NGX_HTTP_MG_FAIL_STATUS,           /* retryable status */
+    NGX_HTTP_MG_FAIL_RATE_LIMITED,     /* 429 */
+    NGX_HTTP_MG_FAIL_AUTH,             /* 401/403: our credential */
+    NGX_HTTP_MG_FAIL_STREAM_ERROR,     /* 200 whose first event is an error */
+    NGX_HTTP_MG_FAIL_TOO_BIG,          /* response over the buffer limit */
+    NGX_HTTP_MG_FAIL_TOTAL_TIMEOUT
+} ngx_http_model_gateway_fail_e;
+
+
+typedef struct ngx_http_model_gateway_backend_s
+    ngx_http_model_gateway_backend_t;
+typedef struct ngx_http_model_gateway_ctx_s  ngx_http_model_gateway_ctx_t;
+
+
+/* an idle upstream connection kept by a worker for one backend */
+typedef struct {
+    ngx_queue_t                        queue;
+    ngx_http_model_gateway_backend_t  *backend;
+    ngx_connection_t                  *connection;
+} ngx_http_model_gateway_cached_t;
+
+
+struct ngx_http_model_gateway_backend_s {
+    ngx_str_t                          name;
+    ngx_uint_t                         type;
+    ngx_uint_t                         index;
+
+    ngx_str_t                          url;
+    ngx_str_t                          host;        /* SNI, cert check */
+    ngx_str_t                          host_header; /* host[:port] */
+    ngx_str_t                          path;        /* prefix, no "/" end */
+    in_port_t                          port;
+    ngx_addr_t                        *addrs;
+    ngx_uint_t                         naddrs;
+    ngx_uint_t                         next_addr;   /* per worker */
+    unsigned                           ssl:1;
+
+    ngx_str_t                          key;         /* never logged */
+    ngx_str_t                          auth_header; /* "Authorization: .." */
+
+    ngx_int_t                          weight;
+
+    ngx_msec_t                         connect_timeout;
+    ngx_msec_t                         first_byte_timeout;
+    ngx_msec_t                         idle_timeout;
+
+    ngx_flag_t                         ssl_verify;
+    ngx_str_t                          ssl_trusted_certificate;
+
+    ngx_uint_t                         keepalive;
+    ngx_msec_t                         keepalive_timeout;
+    ngx_queue_t                        cache;       /* per worker */
+    ngx_queue_t                        free;
+
+    /* u->conf before and after the response header */
+    ngx_http_upstream_conf_t           header_conf;
+    ngx_http_upstream_conf_t           body_conf;
+
+    ngx_str_t                          conf_file;
+    ngx_uint_t                         conf_line;
+};
+
+
+/* one backend serving one client-visible model */
+typedef struct {
+    ngx_http_model_gateway_backend_t  *backend;
+    ngx_str_t                          provider_model;
+    ngx_str_t                          provider_model_json; /* quoted */
+} ngx_http_model_gateway_target_t;
+
+
+typedef struct {
+    ngx_str_t                          name;        /* client-visible */
+    ngx_array_t                        targets;     /* _target_t */
+    mg_wrr_peer_t                     *wrr;         /* per worker state */
+} ngx_http_model_gateway_model_t;
+
+
+typedef struct {
+    ngx_array_t                        backends;    /* _backend_t * */
+    ngx_array_t                        models;      /* _model_t */
+    ngx_hash_t                         model_hash;
+    ngx_str_t                          models_json; /* GET /models body */
+
+    ngx_msec_t                         connect_timeout;
+    ngx_msec_t                         first_byte_timeout;
+    ngx_msec_t                         idle_timeout;
+    ngx_str_t                          ssl_trusted_certificate;
+
+    ngx_http_upstream_srv_conf_t      *upstream;    /* our peer selector */
+
+    /*
+     * route handlers (ngx_http_model_gateway_route_pt), run in order;
+     * other modules push theirs in their postconfiguration
+     */
+    ngx_array_t                        route_handlers;
+} ngx_http_model_gateway_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                         enable;
+    ngx_uint_t                         tries;
+    ngx_msec_t                         total_timeout;
+    ngx_flag_t                         retry_idle_timeout;
+    size_t                             max_body_size;
+    size_t                             buffer_size;
+    size_t                             response_max_size;
+} ngx_http_model_gateway_loc_conf_t;
+
+
+/*
+ * The per-event response hook: every complete stream event (and, for
+ * responses read whole, the body) passes through it on its way to the
+ * client.  Provider translation, response-id capture and usage accounting
+ * plug in here; the OpenAI pass-through simply copies.
+ */
+typedef ngx_int_t (*ngx_http_model_gateway_event_pt)(
+    ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
+
+/*
+ * The route step.  A handler runs after the body was read and validated and
+ * before the upstream starts.  It returns NGX_OK when done, NGX_DECLINED to
+ * leave the choice to the next handler, an HTTP status to fail the request
+ * (with ctx->err_* set), or NGX_AGAIN when it suspended the request on
+ * something asynchronous (a Redis lookup); it then calls
+ * ngx_http_model_gateway_route_done() from its callback.
+ */
+typedef ngx_int_t (*ngx_http_model_gateway_route_pt)(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+
+
+typedef enum {
+    NGX_HTTP_MG_RESP_STATUS = 0,
+    NGX_HTTP_MG_RESP_HEADERS,
+    NGX_HTTP_MG_RESP_BODY
+} ngx_http_model_gateway_resp_state_e;
+
+
+typedef enum {
+    NGX_HTTP_MG_BODY_WHOLE = 0,        /* read whole, then send */
+    NGX_HTTP_MG_BODY_STREAM            /* SSE, held until first content */
+} ngx_http_model_gateway_body_mode_e;
+
+
+typedef enum {
+    NGX_HTTP_MG_FRAME_CLOSE = 0,
+    NGX_HTTP_MG_FRAME_LENGTH,
+    NGX_HTTP_MG_FRAME_CHUNKED
+} ngx_http_model_gateway_framing_e;
+
+
+struct ngx_http_model_gateway_ctx_s {
+    ngx_http_request_t                *request;
+    ngx_http_model_gateway_loc_conf_t *lcf;
+
+    /* the request */
+    mg_endpoint_t                      endpoint;
+    ngx_str_t                          body;        /* whole client body */
+    ngx_str_t                          model;       /* client-visible */
+    size_t                             model_start; /* token in body */
+    size_t                             model_len;
+    ngx_http_model_gateway_model_t    *model_conf;
+    ngx_str_t                          fwd_headers; /* client headers kept */
+    ngx_str_t                          uri_suffix;  /* "/chat/completions" */
+    unsigned                           stream:1;
+
+    /* routing */
+    ngx_uint_t                         route_index;
+    u_char                            *tried;       /* per target */
+    ngx_http_model_gateway_target_t   *target;
+    ngx_uint_t                         attempts;
+    ngx_uint_t                         stale_retries;
+    ngx_array_t                        attempt_log; /* ngx_str_t */
+
+    /* the current attempt's response */
+    ngx_http_model_gateway_resp_state_e  resp_state;
+    ngx_http_model_gateway_body_mode_e   mode;
+    ngx_http_model_gateway_framing_e     framing;
+    ngx_http_status_t                  status;
+    ngx_http_chunked_t                 chunked;
+    off_t                              length;      /* bytes left */
+    ngx_array_t                        headers;     /* kept: _table_elt_t */
+    ngx_str_t                          content_type;
+    ngx_int_t                          retry_after_ms;
+    size_t                             received;    /* bytes this attempt */
+    u_char                            *body_start;  /* in u->buffer */
+    u_char                            *scanned;     /* held bytes parsed */
+    ngx_buf_t                         *whole;       /* body read whole */
+    mg_sse_parser_t                    sse;
+    ngx_http_model_gateway_fail_e      fail;
+    ngx_int_t                          fail_status;
+    unsigned                           upstream_close:1;
+    unsigned                           framing_done:1;
+    unsigned                           committed:1;
+    unsigned                           keepalive:1;
+
+    /* the stream after commit */
+    ngx_http_model_gateway_event_pt    on_event;
+    ngx_chain_t                       *out;         /* this read's output */
+    ngx_buf_t                         *out_buf;
+    ngx_http_upstream_handler_pt       read_handler; /* upstream's own */
+    ngx_str_t                          stream_error; /* why it was cut */
+    unsigned                           done_seen:1;
+    unsigned                           error_seen:1;
+    unsigned                           stream_closed:1;
+    unsigned                           passthrough:1;
+
+    /* the overall outcome */
+    ngx_http_model_gateway_fail_e      last_fail;
+    ngx_uint_t                         failures;
+    ngx_uint_t                         rate_limited;
+    ngx_int_t                          min_retry_after_ms;
+    ngx_event_t                        total_timer;
+    unsigned                           total_expired:1;
+
+    /* an error the gateway itself answers, rendered by the filter */
+    ngx_uint_t                         err_status;
+    const char                        *err_message;
+    ngx_str_t                          err_message_str;
+    const char                        *err_type;
+    const char                        *err_param;
+    const char                        *err_code;
+    ngx_int_t                          err_retry_after;  /* seconds */
+    ngx_buf_t                         *err_body;
+    unsigned                           err_rendering:1;
+    unsigned                           err_sent:1;
+};
+
+
+extern ngx_module_t  ngx_http_model_gateway_module;
+
+
+/* handler.c */
+ngx_int_t ngx_http_model_gateway_handler(ngx_http_request_t *r);
+void ngx_http_model_gateway_route_done(ngx_http_request_t *r,
+    ngx_int_t rc);
+ngx_http_model_gateway_ctx_t *ngx_http_model_gateway_get_ctx(
+    ngx_http_request_t *r);
+ngx_int_t ngx_http_model_gateway_fail(ngx_http_request_t *r,
+    ngx_uint_t status, const char *type, const char *code,
+    const char *param, const char *message);
+
+/* upstream.c */
+ngx_int_t ngx_http_model_gateway_upstream_start(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+ngx_int_t ngx_http_model_gateway_init_peer(ngx_http_request_t *r,
+    ngx_http_upstream_srv_conf_t *us);
+ngx_int_t ngx_http_model_gateway_keepalive_init(ngx_cycle_t *cycle,
+    ngx_http_model_gateway_main_conf_t *mcf);
+
+/* filter.c */
+ngx_int_t ngx_http_model_gateway_filter_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_model_gateway_error_json(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, ngx_str_t *out);
+
+/* variables */
+ngx_int_t ngx_http_model_gateway_add_variables(ngx_conf_t *cf);
+
+
+#endif /* _NGX_HTTP_MODEL_GATEWAY_MODULE_H_INCLUDED_ */

@@ -1,0 +1,128 @@
+
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ *
+ * Variables for log_format and add_header.
+ */
+
+
+#include "ngx_http_model_gateway_module.h"
+
+
+static ngx_int_t ngx_http_model_gateway_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+
+#define NGX_HTTP_MG_VAR_BACKEND   0
+#define NGX_HTTP_MG_VAR_MODEL     1
+#define NGX_HTTP_MG_VAR_ATTEMPTS  2
+
+
+static ngx_http_variable_t  ngx_http_model_gateway_vars[] = {
+
+    { ngx_string("model_gateway_backend"), NULL,
+      ngx_http_model_gateway_variable, NGX_HTTP_MG_VAR_BACKEND,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("model_gateway_model"), NULL,
+      ngx_http_model_gateway_variable, NGX_HTTP_MG_VAR_MODEL,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("model_gateway_attempts"), NULL,
+      ngx_http_model_gateway_variable, NGX_HTTP_MG_VAR_ATTEMPTS,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+ngx_int_t
+ngx_http_model_gateway_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_model_gateway_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_model_gateway_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                        *p;
+    size_t                         len;
+    ngx_str_t                     *s, val;
+    ngx_uint_t                     i;
+    ngx_http_model_gateway_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_model_gateway_module);
+
+    ngx_str_null(&val);
+
+    if (ctx) {
+        switch (data) {
+
+        case NGX_HTTP_MG_VAR_BACKEND:
+            if (ctx->target) {
+                val = ctx->target->backend->name;
+            }
+            break;
+
+        case NGX_HTTP_MG_VAR_MODEL:
+            val = ctx->model;
+            break;
+
+        default: /* NGX_HTTP_MG_VAR_ATTEMPTS */
+            s = ctx->attempt_log.elts;
+            len = 0;
+
+            for (i = 0; i < ctx->attempt_log.nelts; i++) {
+                len += s[i].len + 1;
+            }
+
+            if (len == 0) {
+                break;
+            }
+
+            p = ngx_pnalloc(r->pool, len);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            val.data = p;
+
+            for (i = 0; i < ctx->attempt_log.nelts; i++) {
+                if (i) {
+                    *p++ = ',';
+                }
+
+                p = ngx_cpymem(p, s[i].data, s[i].len);
+            }
+
+            val.len = p - val.data;
+        }
+    }
+
+    if (val.len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = val.len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    v->data = val.data;
+
+    return NGX_OK;
+}
