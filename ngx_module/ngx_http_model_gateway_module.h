@@ -278,6 +278,8 @@ ngx_int_t ngx_http_model_gateway_upstream_start(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
 ngx_int_t ngx_http_model_gateway_init_peer(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us);
+ngx_int_t ngx_http_model_gateway_emit(ngx_http_model_gateway_ctx_t *ctx,
+    const u_char *data, size_t len);
 ngx_int_t ngx_http_model_gateway_keepalive_init(ngx_cycle_t *cycle,
     ngx_http_model_gateway_main_conf_t *mcf);
 

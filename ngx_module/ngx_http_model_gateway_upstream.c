@@ -45,8 +45,6 @@ static int ngx_http_model_gateway_stream_event(void *data,
     const mg_sse_event_t *ev);
 static ngx_int_t ngx_http_model_gateway_openai_event(
     ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
-static ngx_int_t ngx_http_model_gateway_emit(ngx_http_model_gateway_ctx_t *ctx,
-    const u_char *data, size_t len);
 static void ngx_http_model_gateway_stream_read_handler(ngx_http_request_t *r,
     ngx_http_upstream_t *u);
 static ngx_int_t ngx_http_model_gateway_stream_tail(ngx_http_request_t *r,
@@ -1570,7 +1568,7 @@ ngx_http_model_gateway_openai_event(ngx_http_model_gateway_ctx_t *ctx,
  * only as much memory as is in flight to the client.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_model_gateway_emit(ngx_http_model_gateway_ctx_t *ctx,
     const u_char *data, size_t len)
 {
