@@ -50,6 +50,10 @@ typedef struct {
     ngx_queue_t                        queue;
     ngx_http_model_gateway_backend_t  *backend;
     ngx_connection_t                  *connection;
+
+    /* nginx does not record the peer address of outgoing connections */
+    socklen_t                          socklen;
+    ngx_sockaddr_t                     sockaddr;
 } ngx_http_model_gateway_cached_t;
 
 

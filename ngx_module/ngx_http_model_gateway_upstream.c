@@ -298,8 +298,8 @@ ngx_http_model_gateway_get_peer(ngx_peer_connection_t *pc, void *data)
         item = ngx_queue_data(q, ngx_http_model_gateway_cached_t, queue);
         c = item->connection;
 
-        if (ngx_memn2cmp((u_char *) c->sockaddr, (u_char *) pc->sockaddr,
-                         c->socklen, pc->socklen)
+        if (ngx_memn2cmp((u_char *) &item->sockaddr, (u_char *) pc->sockaddr,
+                         item->socklen, pc->socklen)
             != 0)
         {
             continue;
@@ -1958,6 +1958,9 @@ ngx_http_model_gateway_keepalive_save(ngx_peer_connection_t *pc,
     ngx_queue_insert_head(&b->cache, q);
 
     item->connection = c;
+    item->socklen = pc->socklen;
+    ngx_memcpy(&item->sockaddr, pc->sockaddr, pc->socklen);
+
     pc->connection = NULL;
 
     c->read->delayed = 0;

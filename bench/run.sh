@@ -1,0 +1,505 @@
+#!/usr/bin/env bash
+# bench/run.sh -- throughput and tail latency of the model gateway, measured
+# against stock nginx proxy_pass doing the same job (client -> mock provider).
+#
+# Usage:   bench/run.sh /abs/path/to/ngx_http_model_gateway_module.so
+#          (`make bench` builds the module and calls this)
+#
+# Knobs (environment variables):
+#   BENCH_SECONDS=10       length of each measured wrk run, in seconds
+#   BENCH_ROUNDS=2         rounds; each round measures proxy_pass then gateway,
+#                          so the two alternate and share the machine's drift
+#   BENCH_CONNECTIONS=16   wrk connections (always one wrk thread: -t1)
+#   BENCH_WARMUP=2         warm-up seconds per target before the first round
+#   BENCH_MAX_ERRORS=5     socket errors, and separately non-2xx responses,
+#                          tolerated per wrk run before the bench aborts
+#   BENCH_SCENARIOS=basic  space-separated scenarios to run (functions named
+#                          scenario_<name> below); the LAST two lines printed
+#                          are the ratios of the FIRST scenario
+#   BENCH_FAKE_GATEWAY=1   put a second plain proxy_pass nginx in the gateway
+#                          slot (tests this harness without the module; the
+#                          ratios should then be ~1.00)
+#   NGINX=/usr/sbin/nginx  nginx binary;  WRK=wrk  wrk binary
+#
+# Output: one line per measured run ("proxy_pass: N req/s, p99 X ms (...)"),
+# a summary per scenario, and as the last two lines
+#   gateway/proxy_pass throughput ratio: X.XX    (best req/s over rounds)
+#   gateway/proxy_pass p99 latency ratio: X.XX   (median p99 over rounds)
+# Everything (configs, logs, raw wrk output) stays in build/bench/<run>/,
+# build/bench/last points at the newest run.
+set -euo pipefail
+
+BENCH_SECONDS=${BENCH_SECONDS:-10}
+BENCH_ROUNDS=${BENCH_ROUNDS:-2}
+BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-16}
+BENCH_WARMUP=${BENCH_WARMUP:-2}
+BENCH_MAX_ERRORS=${BENCH_MAX_ERRORS:-5}
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-basic}
+BENCH_FAKE_GATEWAY=${BENCH_FAKE_GATEWAY:-0}
+NGINX=${NGINX:-/usr/sbin/nginx}
+WRK=${WRK:-wrk}
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TOP=$(dirname "$BENCH_DIR")
+LUA=$BENCH_DIR/post.lua
+
+# ---------------------------------------------------------------- helpers
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { printf 'bench: ERROR: %s\n' "$*" >&2; exit 1; }
+
+is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+
+# show_logs NAME: the tail of an nginx instance's stderr and error log
+show_logs() {
+    local f
+    for f in "$WORK/$1.stderr" "$WORK/$1.error.log"; do
+        if [ -s "$f" ]; then
+            printf -- '--- %s (last 20 lines)\n' "$f" >&2
+            tail -n 20 "$f" >&2
+        fi
+    done
+}
+
+# pick_port: sets PICKED_PORT to a port nobody listens on, below the
+# ephemeral range (32768+) so outgoing connections cannot collide with it.
+USED_PORTS=" "
+pick_port() {
+    local p listening
+    listening=" $(ss -Htln 2>/dev/null | awk '{ n = split($4, a, ":"); print a[n] }' \
+                  | tr '\n' ' ') "
+    for _ in $(seq 1 500); do
+        p=$((20000 + RANDOM % 12000))
+        case "$listening$USED_PORTS" in *" $p "*) continue ;; esac
+        # something answering there after all (not visible to ss)?
+        if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then continue; fi
+        USED_PORTS+="$p "
+        PICKED_PORT=$p
+        return 0
+    done
+    die "no free TCP port found on 127.0.0.1"
+}
+
+# render TEMPLATE OUT KEY=VALUE...: replaces every @KEY@ in TEMPLATE
+render() {
+    local tpl=$1 out=$2 kv k v
+    shift 2
+    local -a expr=()
+    for kv in "$@"; do
+        k=${kv%%=*}
+        v=${kv#*=}
+        v=${v//\\/\\\\}
+        v=${v//|/\\|}
+        v=${v//&/\\&}
+        expr+=(-e "s|@${k}@|${v}|g")
+    done
+    sed "${expr[@]}" "$tpl" >"$out"
+    if grep -n '@[A-Z][A-Z_]*@' "$out" >&2; then
+        die "unfilled placeholder in $out (from $tpl)"
+    fi
+}
+
+# wait_listen PID PORT: until the nginx with master PID listens on PORT
+# (checked with ss -p, so another process on that port cannot fool us)
+wait_listen() {
+    local pid=$1 port=$2
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if ss -Htlnp "sport = :$port" 2>/dev/null | grep -q "pid=$pid,"; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+declare -A NGX_PID=() NGX_PORT=()
+
+# start_nginx NAME TEMPLATE KEY=VALUE...: renders TEMPLATE (plus NAME,
+# WORKDIR and a fresh PORT) into $WORK/NAME.conf and runs nginx on it in the
+# background; sets NGX_PID[NAME] and NGX_PORT[NAME].
+start_nginx() {
+    local name=$1 tpl=$2 pid port
+    shift 2
+    local conf=$WORK/$name.conf
+    mkdir -p "$WORK/tmp/$name"
+    for _ in 1 2 3 4 5; do
+        pick_port
+        port=$PICKED_PORT
+        render "$tpl" "$conf" NAME="$name" WORKDIR="$WORK" PORT="$port" "$@"
+        : >"$WORK/$name.error.log"
+        "$NGINX" -p "$WORK/" -c "$conf" >"$WORK/$name.stderr" 2>&1 &
+        pid=$!
+        NGX_PID[$name]=$pid
+        if wait_listen "$pid" "$port"; then
+            NGX_PORT[$name]=$port
+            log "started $name: pid $pid, 127.0.0.1:$port ($conf)"
+            return 0
+        fi
+        stop_nginx "$name"
+        if grep -qs "Address already in use" "$WORK/$name.stderr" \
+                "$WORK/$name.error.log"; then
+            log "$name: port $port was taken meanwhile, retrying"
+            continue
+        fi
+        show_logs "$name"
+        die "nginx '$name' failed to start ($conf)"
+    done
+    die "nginx '$name': no usable port after 5 attempts"
+}
+
+# stop_nginx NAME: fast shutdown (TERM), KILL after 5 s; silent
+stop_nginx() {
+    local name=$1 pid
+    pid=${NGX_PID[$name]:-}
+    [ -n "$pid" ] || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    unset "NGX_PID[$name]"
+}
+
+cleanup() {
+    local name
+    for name in "${!NGX_PID[@]}"; do
+        stop_nginx "$name"
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# check_alive NAME...: the instances still run and no worker crashed
+check_alive() {
+    local name
+    for name in "$@"; do
+        if ! kill -0 "${NGX_PID[$name]}" 2>/dev/null; then
+            show_logs "$name"
+            die "nginx '$name' died during the benchmark"
+        fi
+        if grep -qs "exited on signal" "$WORK/$name.error.log"; then
+            grep -s "exited on signal" "$WORK/$name.error.log" | head -5 >&2
+            show_logs "$name"
+            die "a worker of nginx '$name' crashed during the benchmark"
+        fi
+        if grep -qsE '\[(alert|crit|emerg)\]' "$WORK/$name.error.log"; then
+            log "WARNING: $name logged alerts, see $WORK/$name.error.log:"
+            grep -sE '\[(alert|crit|emerg)\]' "$WORK/$name.error.log" \
+                | head -3 >&2
+        fi
+    done
+}
+
+# gen_body OUT: a realistic ~20 KB multi-turn chat completion request.
+# Deterministic; the prose needs no JSON escaping.
+gen_body() {
+    local out=$1
+    local system="You are a senior site reliability engineer helping a small \
+platform team plan and run a database migration. Answer precisely, prefer \
+concrete steps over general advice, call out risks and how to detect them \
+early, and keep the tone calm and practical. When numbers are involved, show \
+the arithmetic. When something is uncertain, say so and suggest how to find out."
+    local -a user=(
+        "We run a Postgres cluster for the orders service, about two terabytes, with one primary and two replicas in the same region."
+        "The new cluster is managed by the cloud provider and lives in a different VPC, peered with ours, with roughly one millisecond of extra latency."
+        "Our busiest hour sees around four thousand writes per second and twenty thousand reads per second, mostly point lookups by order id."
+        "Some reports run long analytical queries against the replicas at night, and they sometimes hold snapshots open for more than an hour."
+        "We cannot afford more than a few seconds of write unavailability, and the business wants the cutover done before the holiday freeze."
+        "The team is five people, two of whom are on call this month, so whatever we do has to be simple enough to run at three in the morning."
+        "I am worried about sequences, about the foreign keys to the payments schema, and about the cron jobs that nobody really owns anymore."
+        "Can you also tell me what we should monitor during each step, and what numbers would make you stop and roll back without discussion?"
+        "Last time we tried logical replication the initial copy took two days and the slot grew so much that the primary almost ran out of disk."
+        "Please keep the answer structured, because I will paste it into the design document and the change request for the review board."
+    )
+    local -a assistant=(
+        "Given the size and write rate, logical replication with a pre-seeded copy is the safest route, because it lets you keep both clusters in sync for days."
+        "Start by taking a base backup of the primary, restore it into the new cluster, and only then create the subscription with copy_data disabled."
+        "That avoids the two day initial copy you hit last time, and it keeps the replication slot small because it only has to carry recent changes."
+        "Watch the slot lag in bytes and in seconds, and alert when it crosses one gigabyte or thirty seconds, which at your write rate is a clear anomaly."
+        "Sequences are not replicated logically, so script a step that reads every sequence on the old primary and sets it on the new one with a safety margin."
+        "For the payments foreign keys, replicate both schemas in the same publication so the constraints stay satisfiable on the subscriber at all times."
+        "The nightly reports should move to the new replicas first, a week before the cutover, which tests the new cluster with real load at low risk."
+        "Cron jobs are the classic source of surprises, so inventory them now by grepping the crontabs and the job scheduler for the old connection string."
+        "For the cutover itself, put the application into read only mode, wait for the slot lag to reach zero, bump the sequences, and switch the DNS name."
+        "Rehearse the whole sequence twice on a staging copy, time each step, and write the exact commands into the runbook so the on call person can paste them."
+        "Roll back without discussion if the error rate doubles, if p99 latency exceeds three times the baseline for five minutes, or if the lag keeps growing."
+        "With four thousand writes per second and a ten second read only window, about forty thousand writes would be delayed, which the queue can absorb."
+    )
+    local nu=${#user[@]} na=${#assistant[@]}
+    local t k content role
+    {
+        printf '{"model":"gpt-4o-mini","messages":['
+        printf '{"role":"system","content":"%s"}' "$system"
+        for ((t = 0; t < 20; t++)); do
+            content=""
+            if ((t % 2 == 0)); then
+                role=user
+                for ((k = 0; k < 7; k++)); do
+                    content+="${content:+ }${user[(t * 3 + k) % nu]}"
+                done
+            else
+                role=assistant
+                for ((k = 0; k < 7; k++)); do
+                    content+="${content:+ }${assistant[(t * 5 + k) % na]}"
+                done
+            fi
+            printf ',{"role":"%s","content":"%s"}' "$role" "$content"
+        done
+        printf '],"temperature":0.7}\n'
+    } >"$out"
+    if command -v perl >/dev/null 2>&1; then
+        perl -MJSON::PP -e 'local $/; open my $f, "<", $ARGV[0] or die $!;
+            JSON::PP->new->decode(<$f>)' "$out" \
+            || die "generated request body $out is not valid JSON"
+    fi
+}
+
+# sanity LABEL URL [NAME]: one request with curl; expects HTTP 200 and a
+# chat.completion body (on failure shows the logs of nginx instance NAME)
+sanity() {
+    local label=$1 url=$2 name=${3:-} code out=$WORK/sanity-$1.json
+    code=$(curl -sS --max-time 10 -o "$out" -w '%{http_code}' -X POST \
+        -H 'Content-Type: application/json' \
+        -H 'Authorization: Bearer client-key' \
+        --data-binary @"$BODY" "$url") \
+        || { [ -z "$name" ] || show_logs "$name"
+             die "sanity check of $label ($url): curl failed"; }
+    if [ "$code" != 200 ] || ! grep -qF '"chat.completion"' "$out"; then
+        printf -- '--- response body (first 500 bytes):\n' >&2
+        head -c 500 "$out" >&2
+        echo >&2
+        [ -z "$name" ] || show_logs "$name"
+        die "sanity check of $label ($url) failed: HTTP $code" \
+            "(expected 200 and a \"chat.completion\" body)"
+    fi
+    log "sanity check of $label OK (HTTP 200, $(wc -c <"$out") byte body)"
+}
+
+# active_opens: the kernel's count of outgoing TCP connections so far (for
+# the whole network namespace, so other activity on the machine counts too)
+active_opens() {
+    awk '/^Tcp:/ { if (!c) { for (i = 1; i <= NF; i++) if ($i == "ActiveOpens") c = i }
+                   else { print $c; exit } }' /proc/net/snmp 2>/dev/null || true
+}
+
+# measure LABEL URL SECONDS OUTFILE: one wrk run; sets M_RPS (requests per
+# second), M_P99 (99th percentile latency in ms) and M_OPENS (new outgoing
+# TCP connections per request, wrk's own excluded: ~0 when the front end
+# reuses its backend connections, ~1 when it connects for every request);
+# aborts on errors.
+measure() {
+    local label=$1 url=$2 secs=$3 out=$4 non2xx sockerr reqs opens0 opens1
+    opens0=$(active_opens)
+    if ! BENCH_BODY=$BODY timeout -k 5 $((secs + 30)) "$WRK" -t1 \
+            -c"$BENCH_CONNECTIONS" -d"${secs}s" --timeout 10s --latency \
+            -s "$LUA" "$url" >"$out" 2>&1; then
+        cat "$out" >&2
+        die "wrk failed against $label ($url)"
+    fi
+    opens1=$(active_opens)
+    M_RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+    M_P99=$(awk '$1 == "99%" {
+            v = $2
+            if (v ~ /us$/)      { sub(/us$/, "", v); v = v / 1000 }
+            else if (v ~ /ms$/) { sub(/ms$/, "", v); v = v + 0 }
+            else if (v ~ /s$/)  { sub(/s$/, "", v);  v = v * 1000 }
+            else if (v ~ /m$/)  { sub(/m$/, "", v);  v = v * 60000 }
+            else if (v ~ /h$/)  { sub(/h$/, "", v);  v = v * 3600000 }
+            printf "%.3f\n", v }' "$out")
+    reqs=$(awk '/ requests in / { print $1 }' "$out")
+    non2xx=$(awk -F: '/Non-2xx or 3xx responses/ { gsub(/ /, "", $2); print $2 }' "$out")
+    sockerr=$(awk '/Socket errors:/ {
+            s = 0
+            for (i = 1; i <= NF; i++) { v = $i; sub(/,$/, "", v); if (v ~ /^[0-9]+$/) s += v }
+            print s }' "$out")
+    non2xx=${non2xx:-0}
+    sockerr=${sockerr:-0}
+    if [ -z "$M_RPS" ] || [ -z "$M_P99" ] || [ -z "$reqs" ]; then
+        cat "$out" >&2
+        die "could not parse wrk output for $label ($out)"
+    fi
+    if [ "$reqs" -eq 0 ]; then
+        cat "$out" >&2
+        die "$label: wrk completed no request"
+    fi
+    if [ "$non2xx" -gt "$BENCH_MAX_ERRORS" ]; then
+        cat "$out" >&2
+        die "$label: $non2xx non-2xx responses out of $reqs (limit" \
+            "BENCH_MAX_ERRORS=$BENCH_MAX_ERRORS)"
+    fi
+    if [ "$sockerr" -gt "$BENCH_MAX_ERRORS" ]; then
+        cat "$out" >&2
+        die "$label: $sockerr socket errors (limit" \
+            "BENCH_MAX_ERRORS=$BENCH_MAX_ERRORS)"
+    fi
+    M_OPENS=$(awk -v a="${opens0:-0}" -v b="${opens1:-0}" -v c="$BENCH_CONNECTIONS" \
+        -v n="$reqs" 'BEGIN { v = (b - a - c) / n; if (v < 0) v = 0; printf "%.2f\n", v }')
+    if [ "$non2xx" -gt 0 ] || [ "$sockerr" -gt 0 ]; then
+        log "WARNING: $label: $non2xx non-2xx, $sockerr socket errors (see $out)"
+    fi
+}
+
+# best / median of numbers given as arguments
+best()   { printf '%s\n' "$@" | sort -g | tail -n 1; }
+median() {
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+# ratio A B: A/B with two decimals
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "nan"; else printf "%.2f\n", a / b }'
+}
+fmt() { awk -v v="$1" -v d="$2" 'BEGIN { printf "%.*f\n", d, v }'; }
+
+# report_opens LABEL: on stderr, the new connections per request of the last
+# measure, with a warning when the backend connections are not reused
+report_opens() {
+    log "$1: $M_OPENS new TCP connections per request"
+    if awk -v v="$M_OPENS" 'BEGIN { exit !(v > 0.2) }'; then
+        log "WARNING: $1 opened a new connection for most requests:" \
+            "backend keepalive not effective?"
+    fi
+}
+
+# compare TAG LABEL_A URL_A LABEL_B URL_B: warm both up, then alternate
+# A, B for BENCH_ROUNDS rounds. Prints one line per run and sets
+# CMP_TPUT_RATIO (best req/s of B / best of A) and CMP_P99_RATIO (median p99
+# of B / median of A). The best req/s is the run least disturbed by the
+# neighbours of a shared machine; the median p99 does not reward one lucky run.
+compare() {
+    local tag=$1 la=$2 ua=$3 lb=$4 ub=$5 r
+    local -a rps_a=() rps_b=() p99_a=() p99_b=()
+    log "[$tag] warm-up: ${BENCH_WARMUP}s each"
+    measure "$la" "$ua" "$BENCH_WARMUP" "$WORK/$tag-warmup-a.txt"
+    measure "$lb" "$ub" "$BENCH_WARMUP" "$WORK/$tag-warmup-b.txt"
+    for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+        measure "$la" "$ua" "$BENCH_SECONDS" "$WORK/$tag-round$r-a.txt"
+        rps_a+=("$M_RPS"); p99_a+=("$M_P99")
+        echo "$la: $(fmt "$M_RPS" 0) req/s, p99 $(fmt "$M_P99" 2) ms ($tag, round $r/$BENCH_ROUNDS)"
+        report_opens "$la"
+        measure "$lb" "$ub" "$BENCH_SECONDS" "$WORK/$tag-round$r-b.txt"
+        rps_b+=("$M_RPS"); p99_b+=("$M_P99")
+        echo "$lb: $(fmt "$M_RPS" 0) req/s, p99 $(fmt "$M_P99" 2) ms ($tag, round $r/$BENCH_ROUNDS)"
+        report_opens "$lb"
+    done
+    local ba bb ma mb
+    ba=$(best "${rps_a[@]}"); bb=$(best "${rps_b[@]}")
+    ma=$(median "${p99_a[@]}"); mb=$(median "${p99_b[@]}")
+    CMP_TPUT_RATIO=$(ratio "$bb" "$ba")
+    CMP_P99_RATIO=$(ratio "$mb" "$ma")
+    echo "[$tag] $la: best $(fmt "$ba" 0) req/s, median p99 $(fmt "$ma" 2) ms"
+    echo "[$tag] $lb: best $(fmt "$bb" 0) req/s, median p99 $(fmt "$mb" 2) ms"
+    echo "[$tag] $lb/$la throughput ratio $CMP_TPUT_RATIO, p99 latency ratio $CMP_P99_RATIO"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$tag" "$ba" "$ma" "$bb" "$mb" \
+        "$CMP_TPUT_RATIO" "$CMP_P99_RATIO" >>"$WORK/results.tsv"
+}
+
+url_of() { echo "http://127.0.0.1:${NGX_PORT[$1]}/v1/chat/completions"; }
+
+# ensure_mock: the shared mock provider (started once, used by every scenario)
+ensure_mock() {
+    [ -n "${NGX_PID[mock]:-}" ] && return 0
+    start_nginx mock "$BENCH_DIR/mock.conf.in"
+}
+
+# start_proxy NAME WORKERS: a plain proxy_pass nginx in front of the mock
+start_proxy() {
+    start_nginx "$1" "$BENCH_DIR/proxy.conf.in" \
+        MOCKPORT="${NGX_PORT[mock]}" WORKERS="$2"
+}
+
+# start_gateway NAME WORKERS [TEMPLATE]: the module in front of the mock
+# (or, with BENCH_FAKE_GATEWAY=1, one more plain proxy)
+start_gateway() {
+    local name=$1 workers=$2 tpl=${3:-$BENCH_DIR/gateway.conf.in}
+    if [ "$BENCH_FAKE_GATEWAY" = 1 ]; then
+        log "BENCH_FAKE_GATEWAY=1: '$name' is a plain proxy_pass, not the module"
+        start_proxy "$name" "$workers"
+        return
+    fi
+    start_nginx "$name" "$tpl" \
+        MOCKPORT="${NGX_PORT[mock]}" WORKERS="$workers" MODULE="$MODULE"
+}
+
+# ---------------------------------------------------------------- scenarios
+# A scenario starts what it needs (ensure_mock, start_proxy, start_gateway,
+# or start_nginx with its own template), checks it with sanity, runs
+# compare, checks check_alive and stops its instances. compare leaves its
+# ratios in CMP_TPUT_RATIO / CMP_P99_RATIO, which main collects.
+# To add one (other backend types, 2 workers, streaming with another wrk
+# script/body via LUA and BODY), write scenario_<name> and list it in
+# BENCH_SCENARIOS.
+
+# basic: non-streaming chat completion, ~20 KB request, ~1.3 KB response,
+# one worker each, gateway with an openai_compatible backend.
+scenario_basic() {
+    ensure_mock
+    start_proxy proxy 1
+    start_gateway gateway 1
+    sanity proxy_pass "$(url_of proxy)" proxy
+    sanity gateway "$(url_of gateway)" gateway
+    compare basic proxy_pass "$(url_of proxy)" gateway "$(url_of gateway)"
+    check_alive mock proxy gateway
+    stop_nginx proxy
+    stop_nginx gateway
+}
+
+# ---------------------------------------------------------------- main
+
+[ $# -eq 1 ] || die "usage: $0 /abs/path/to/ngx_http_model_gateway_module.so"
+MODULE=$1
+for v in BENCH_SECONDS BENCH_ROUNDS BENCH_CONNECTIONS BENCH_WARMUP \
+         BENCH_MAX_ERRORS; do
+    is_uint "${!v}" || die "$v must be a non-negative integer, got '${!v}'"
+done
+for v in BENCH_SECONDS BENCH_ROUNDS BENCH_CONNECTIONS BENCH_WARMUP; do
+    [ "${!v}" -ge 1 ] || die "$v must be >= 1"
+done
+command -v "$WRK" >/dev/null || die "wrk not found (apt-get install wrk)"
+command -v curl >/dev/null || die "curl not found"
+command -v ss >/dev/null || die "ss not found (iproute2)"
+[ -x "$NGINX" ] || die "nginx binary $NGINX not found or not executable"
+if [ "$BENCH_FAKE_GATEWAY" != 1 ]; then
+    [ -f "$MODULE" ] || die "module $MODULE not found (run make build, or" \
+        "BENCH_FAKE_GATEWAY=1 to test the harness without it)"
+    MODULE=$(cd "$(dirname "$MODULE")" && pwd)/$(basename "$MODULE")
+fi
+
+mkdir -p "$TOP/build/bench"
+WORK=$TOP/build/bench/run-$(date +%Y%m%d-%H%M%S)-$$
+mkdir -p "$WORK/tmp"
+ln -sfn "$(basename "$WORK")" "$TOP/build/bench/last"
+# keep the last 5 runs
+find "$TOP/build/bench" -mindepth 1 -maxdepth 1 -type d -name 'run-*' \
+    | sort | head -n -5 | while read -r old; do rm -rf -- "$old"; done
+printf 'sk-bench\n' >"$WORK/key"
+chmod 600 "$WORK/key"
+BODY=$WORK/request.json
+gen_body "$BODY"
+printf 'scenario\tproxy_best_rps\tproxy_median_p99_ms\tgateway_best_rps\tgateway_median_p99_ms\ttput_ratio\tp99_ratio\n' \
+    >"$WORK/results.tsv"
+
+log "work dir $WORK; request body $(wc -c <"$BODY") bytes"
+log "wrk -t1 -c$BENCH_CONNECTIONS, ${BENCH_SECONDS}s x $BENCH_ROUNDS rounds per target"
+if [ "$BENCH_FAKE_GATEWAY" = 1 ]; then
+    log "BENCH_FAKE_GATEWAY=1: measuring proxy_pass against itself"
+fi
+
+first=""
+declare -A SC_TPUT=() SC_P99=()
+for sc in $BENCH_SCENARIOS; do
+    declare -F "scenario_$sc" >/dev/null || die "unknown scenario '$sc'"
+    log "scenario $sc"
+    "scenario_$sc"
+    SC_TPUT[$sc]=$CMP_TPUT_RATIO
+    SC_P99[$sc]=$CMP_P99_RATIO
+    first=${first:-$sc}
+done
+cleanup
+
+echo "gateway/proxy_pass throughput ratio: ${SC_TPUT[$first]}"
+echo "gateway/proxy_pass p99 latency ratio: ${SC_P99[$first]}"
