@@ -216,6 +216,7 @@ struct ngx_http_model_gateway_ctx_s {
     ngx_http_status_t                  status;
     ngx_http_chunked_t                 chunked;
     off_t                              length;      /* bytes left */
+    off_t                              content_length;
     ngx_array_t                        headers;     /* kept: _table_elt_t */
     ngx_str_t                          content_type;
     ngx_int_t                          retry_after_ms;

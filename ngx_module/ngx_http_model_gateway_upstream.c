@@ -937,6 +937,8 @@ ngx_http_model_gateway_headers_done(ngx_http_request_t *r,
         ctx->framing = NGX_HTTP_MG_FRAME_LENGTH;
     }
 
+    ctx->content_length = ctx->length;
+
     if (status >= 200 && status < 300 && ctx->stream
         && ctx->content_type.len >= 17
         && ngx_strncasecmp(ctx->content_type.data,
@@ -1288,6 +1290,7 @@ ngx_http_model_gateway_commit(ngx_http_request_t *r,
         mg_sse_init(&ctx->sse, ctx->sse.buf, ctx->sse.cap, ctx->sse.dbuf,
                     ctx->sse.dcap);
         ctx->framing_done = 0;
+        ctx->length = ctx->content_length;
         u->headers_in.content_length_n = -1;
 
     } else if (ctx->whole) {
@@ -1758,6 +1761,13 @@ ngx_http_model_gateway_finalize_request(ngx_http_request_t *r, ngx_int_t rc)
 
     if (ctx->total_timer.timer_set) {
         ngx_del_timer(&ctx->total_timer);
+    }
+
+    if (rc == 0 && ctx->framing == NGX_HTTP_MG_FRAME_CLOSE
+        && !ctx->stream_closed)
+    {
+        /* a stream without length or chunks ends with its connection */
+        ctx->framing_done = 1;
     }
 
     if (u->header_sent && ctx->mode == NGX_HTTP_MG_BODY_STREAM
