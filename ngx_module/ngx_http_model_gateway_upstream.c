@@ -431,9 +431,11 @@ ngx_http_model_gateway_free_peer(ngx_peer_connection_t *pc, void *data,
     switch (ctx->fail) {
 
     case NGX_HTTP_MG_FAIL_IDLE:
-    case NGX_HTTP_MG_FAIL_CLOSED:
 
-        /* the backend got the request and may bill for it */
+        /*
+         * the backend started answering, so it got the request and may
+         * bill for it: a stalled response is only retried on request
+         */
         retry = ctx->lcf->retry_idle_timeout;
         break;
 
@@ -578,7 +580,10 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
 
     p = ngx_sprintf(p, "POST %V%V HTTP/1.1" CRLF "Host: %V" CRLF,
                     &be->path, &ctx->uri_suffix, &be->host_header);
-    p = ngx_cpymem(p, be->auth_header.data, be->auth_header.len);
+    if (be->auth_header.len) {
+        p = ngx_cpymem(p, be->auth_header.data, be->auth_header.len);
+    }
+
     p = ngx_sprintf(p, "Content-Type: application/json" CRLF
                     "Content-Length: %uz" CRLF
                     "Accept-Encoding: identity" CRLF
@@ -587,7 +592,10 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
                     body_len,
                     ctx->stream ? "Accept: text/event-stream"
                                 : "Accept: application/json");
-    p = ngx_cpymem(p, ctx->fwd_headers.data, ctx->fwd_headers.len);
+    if (ctx->fwd_headers.len) {
+        p = ngx_cpymem(p, ctx->fwd_headers.data, ctx->fwd_headers.len);
+    }
+
     *p++ = CR; *p++ = LF;
 
     b->last = p;
