@@ -46,6 +46,34 @@ ngx_http_model_gateway_final_error(ngx_http_model_gateway_ctx_t *ctx,
         return;
     }
 
+    if (ctx->all_cooling && ctx->failures == 0) {
+
+        /* nothing was tried: every candidate is cooling down */
+
+        ctx->err_retry_after = (ctx->cool_wait + 999) / 1000;
+        if (ctx->err_retry_after == 0) {
+            ctx->err_retry_after = 1;
+        }
+
+        if (ctx->cool_limited) {
+            ctx->err_status = NGX_HTTP_TOO_MANY_REQUESTS;
+            ctx->err_type = "rate_limit_error";
+            ctx->err_code = "rate_limit_exceeded";
+            ctx->err_message = "Every backend serving this model is rate "
+                               "limited; retry after the time in "
+                               "Retry-After.";
+            return;
+        }
+
+        ctx->err_status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        ctx->err_type = "server_error";
+        ctx->err_code = "no_backend_available";
+        ctx->err_message = "Every backend serving this model is cooling "
+                           "down after failures; retry after the time in "
+                           "Retry-After.";
+        return;
+    }
+
     if (ctx->rate_limited && ctx->rate_limited == ctx->failures) {
         ctx->err_status = NGX_HTTP_TOO_MANY_REQUESTS;
         ctx->err_type = "rate_limit_error";
@@ -235,7 +263,7 @@ ngx_http_model_gateway_header_filter(ngx_http_request_t *r)
     }
 
     if (ctx->err_status == 0) {
-        if (ctx->failures || ctx->total_expired) {
+        if (ctx->failures || ctx->total_expired || ctx->all_cooling) {
             ngx_http_model_gateway_final_error(ctx, r->err_status);
 
         } else {

@@ -357,6 +357,7 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
     ngx_chain_t                         *cl;
     mg_json_error_t                      err;
     ngx_http_model_gateway_model_t      *m;
+    ngx_http_model_gateway_policy_t     *pol;
     ngx_http_model_gateway_main_conf_t  *mcf;
 
     enum { F_MODEL = 0, F_MESSAGES, F_STREAM, F_INPUT, F_N };
@@ -564,6 +565,22 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
     ctx->tried = ngx_pcalloc(r->pool, ctx->model_conf->targets.nelts);
     if (ctx->tried == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->policy = ctx->lcf->balance;
+
+    if (ctx->lcf->balance_models) {
+        pol = ctx->lcf->balance_models->elts;
+
+        for (i = 0; i < ctx->lcf->balance_models->nelts; i++) {
+            if (pol[i].model.len == ctx->model.len
+                && ngx_memcmp(pol[i].model.data, ctx->model.data,
+                              ctx->model.len) == 0)
+            {
+                ctx->policy = pol[i].policy;
+                break;
+            }
+        }
     }
 
     return NGX_OK;

@@ -43,6 +43,8 @@ static ngx_int_t ngx_http_model_gateway_build_models_json(ngx_conf_t *cf,
     ngx_http_model_gateway_main_conf_t *mcf);
 static char *ngx_http_model_gateway(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_model_gateway_balance_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 
 
 static ngx_conf_num_bounds_t  ngx_http_model_gateway_tries_bounds = {
@@ -85,6 +87,69 @@ static ngx_command_t  ngx_http_model_gateway_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_model_gateway_main_conf_t, ssl_trusted_certificate),
+      NULL },
+
+    { ngx_string("model_gateway_zone_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, zone_size),
+      NULL },
+
+    { ngx_string("model_gateway_max_fails"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, max_fails),
+      NULL },
+
+    { ngx_string("model_gateway_fail_window"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, fail_window),
+      NULL },
+
+    { ngx_string("model_gateway_cooldown"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, cooldown),
+      NULL },
+
+    { ngx_string("model_gateway_retry_after_max"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, retry_after_max),
+      NULL },
+
+    { ngx_string("model_gateway_rate_limit_cooldown"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, rate_limit_cooldown),
+      NULL },
+
+    { ngx_string("model_gateway_ewma_decay"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, ewma_decay),
+      NULL },
+
+    { ngx_string("model_gateway_balance"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_model_gateway_balance_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("model_gateway_backend_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_loc_conf_t, backend_header),
       NULL },
 
     { ngx_string("model_gateway"),
@@ -210,6 +275,13 @@ ngx_http_model_gateway_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    mcf->zone_size = NGX_CONF_UNSET_SIZE;
+    mcf->max_fails = NGX_CONF_UNSET_UINT;
+    mcf->fail_window = NGX_CONF_UNSET_MSEC;
+    mcf->cooldown = NGX_CONF_UNSET_MSEC;
+    mcf->retry_after_max = NGX_CONF_UNSET_MSEC;
+    mcf->rate_limit_cooldown = NGX_CONF_UNSET_MSEC;
+    mcf->ewma_decay = NGX_CONF_UNSET_MSEC;
     mcf->connect_timeout = NGX_CONF_UNSET_MSEC;
     mcf->first_byte_timeout = NGX_CONF_UNSET_MSEC;
     mcf->idle_timeout = NGX_CONF_UNSET_MSEC;
@@ -242,14 +314,20 @@ ngx_http_model_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_model_gateway_main_conf_t *mcf = conf;
 
-    ngx_uint_t                          i, j;
+    ngx_uint_t                          i;
     ngx_http_model_gateway_model_t     *m;
-    ngx_http_model_gateway_target_t    *t;
     ngx_http_model_gateway_backend_t  **b;
 
     ngx_conf_init_msec_value(mcf->connect_timeout, 10000);
     ngx_conf_init_msec_value(mcf->first_byte_timeout, 300000);
     ngx_conf_init_msec_value(mcf->idle_timeout, 120000);
+    ngx_conf_init_size_value(mcf->zone_size, 1024 * 1024);
+    ngx_conf_init_uint_value(mcf->max_fails, 3);
+    ngx_conf_init_msec_value(mcf->fail_window, 10000);
+    ngx_conf_init_msec_value(mcf->cooldown, 10000);
+    ngx_conf_init_msec_value(mcf->retry_after_max, 60000);
+    ngx_conf_init_msec_value(mcf->rate_limit_cooldown, 5000);
+    ngx_conf_init_msec_value(mcf->ewma_decay, 10000);
 
     if (mcf->ssl_trusted_certificate.data == NULL) {
         ngx_str_set(&mcf->ssl_trusted_certificate, NGX_HTTP_MG_DEFAULT_CA);
@@ -264,16 +342,19 @@ ngx_http_model_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
 
     m = mcf->models.elts;
     for (i = 0; i < mcf->models.nelts; i++) {
-        m[i].wrr = ngx_pcalloc(cf->pool,
-                               m[i].targets.nelts * sizeof(mg_wrr_peer_t));
-        if (m[i].wrr == NULL) {
+        if (m[i].targets.nelts > NGX_HTTP_MG_MAX_TARGETS) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "model \"%V\" is served by more than %d backends",
+                          &m[i].name, NGX_HTTP_MG_MAX_TARGETS);
             return NGX_CONF_ERROR;
         }
 
-        t = m[i].targets.elts;
-        for (j = 0; j < m[i].targets.nelts; j++) {
-            m[i].wrr[j].weight = t[j].backend->weight;
-        }
+    }
+
+    if (mcf->backends.nelts
+        && ngx_http_model_gateway_zone_add(cf, mcf) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
     }
 
     if (ngx_http_model_gateway_build_models_json(cf, mcf) != NGX_OK) {
@@ -295,6 +376,9 @@ ngx_http_model_gateway_create_loc_conf(ngx_conf_t *cf)
     }
 
     conf->enable = NGX_CONF_UNSET;
+    conf->balance = NGX_CONF_UNSET_UINT;
+    conf->balance_models = NGX_CONF_UNSET_PTR;
+    conf->backend_header = NGX_CONF_UNSET;
     conf->tries = NGX_CONF_UNSET_UINT;
     conf->total_timeout = NGX_CONF_UNSET_MSEC;
     conf->retry_idle_timeout = NGX_CONF_UNSET;
@@ -316,6 +400,11 @@ ngx_http_model_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_core_loc_conf_t  *clcf;
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_uint_value(conf->balance, prev->balance,
+                              NGX_HTTP_MG_BALANCE_ROUND_ROBIN);
+    ngx_conf_merge_ptr_value(conf->balance_models, prev->balance_models,
+                             NULL);
+    ngx_conf_merge_value(conf->backend_header, prev->backend_header, 1);
     ngx_conf_merge_uint_value(conf->tries, prev->tries, 3);
     ngx_conf_merge_msec_value(conf->total_timeout, prev->total_timeout,
                               600000);
@@ -387,6 +476,67 @@ ngx_http_model_gateway(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_model_gateway_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/* model_gateway_balance POLICY [MODEL ...]; */
+
+static char *
+ngx_http_model_gateway_balance_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_model_gateway_loc_conf_t *mlcf = conf;
+
+    ngx_str_t                        *value;
+    ngx_uint_t                        i, policy;
+    ngx_http_model_gateway_policy_t  *p;
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "round_robin") == 0) {
+        policy = NGX_HTTP_MG_BALANCE_ROUND_ROBIN;
+
+    } else if (ngx_strcmp(value[1].data, "least_outstanding") == 0) {
+        policy = NGX_HTTP_MG_BALANCE_LEAST_OUTSTANDING;
+
+    } else if (ngx_strcmp(value[1].data, "peak_ewma") == 0) {
+        policy = NGX_HTTP_MG_BALANCE_PEAK_EWMA;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown balancing policy \"%V\" (round_robin, "
+                           "least_outstanding, peak_ewma)", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (cf->args->nelts == 2) {
+        if (mlcf->balance != NGX_CONF_UNSET_UINT) {
+            return "is duplicate";
+        }
+
+        mlcf->balance = policy;
+        return NGX_CONF_OK;
+    }
+
+    if (mlcf->balance_models == NGX_CONF_UNSET_PTR) {
+        mlcf->balance_models = ngx_array_create(cf->pool, 4,
+                                       sizeof(ngx_http_model_gateway_policy_t));
+        if (mlcf->balance_models == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+        p = ngx_array_push(mlcf->balance_models);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        p->model = value[i];
+        p->policy = policy;
+    }
 
     return NGX_CONF_OK;
 }
@@ -568,6 +718,18 @@ ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
         }
 
         b->weight = n;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_mg_is("priority")) {
+        n = ngx_atoi(value[1].data, value[1].len);
+        if (n == NGX_ERROR || n > 100) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid priority \"%V\" (0..100)", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        b->priority = n;
         return NGX_CONF_OK;
     }
 

@@ -21,6 +21,45 @@
 #define NGX_HTTP_MG_OPENAI             1
 #define NGX_HTTP_MG_OPENAI_COMPATIBLE  2
 
+#define NGX_HTTP_MG_MAX_TARGETS        64
+
+
+typedef enum {
+    NGX_HTTP_MG_BALANCE_ROUND_ROBIN = 1,
+    NGX_HTTP_MG_BALANCE_LEAST_OUTSTANDING,
+    NGX_HTTP_MG_BALANCE_PEAK_EWMA
+} ngx_http_model_gateway_balance_e;
+
+
+/*
+ * Shared state of a backend, or of a backend serving one model (the pair
+ * fields); found by name, so it survives reloads.
+ */
+typedef struct {
+    ngx_rbtree_node_t                  node;
+
+    ngx_atomic_t                       outstanding;
+    ngx_msec_t                         cooldown_until;
+    ngx_msec_t                         trial_until;
+    ngx_msec_t                         window_start;
+    ngx_uint_t                         fails;
+    uint64_t                           ewma_us;
+    ngx_msec_t                         ewma_stamp;
+
+    ngx_msec_t                         limited_until;
+    long                               wrr_current;
+
+    size_t                             len;
+    u_char                             name[1];
+} ngx_http_model_gateway_node_t;
+
+
+typedef struct {
+    ngx_rbtree_t                       rbtree;
+    ngx_rbtree_node_t                  sentinel;
+    ngx_uint_t                         rotate;
+} ngx_http_model_gateway_shm_t;
+
 
 /* why an attempt failed; decides retry and the final status */
 typedef enum {
@@ -76,6 +115,8 @@ struct ngx_http_model_gateway_backend_s {
     ngx_str_t                          auth_header; /* "Authorization: .." */
 
     ngx_int_t                          weight;
+    ngx_int_t                          priority;
+    ngx_http_model_gateway_node_t     *node;        /* shared state */
 
     ngx_msec_t                         connect_timeout;
     ngx_msec_t                         first_byte_timeout;
@@ -103,13 +144,13 @@ typedef struct {
     ngx_http_model_gateway_backend_t  *backend;
     ngx_str_t                          provider_model;
     ngx_str_t                          provider_model_json; /* quoted */
+    ngx_http_model_gateway_node_t     *node;        /* shared pair state */
 } ngx_http_model_gateway_target_t;
 
 
 typedef struct {
     ngx_str_t                          name;        /* client-visible */
     ngx_array_t                        targets;     /* _target_t */
-    mg_wrr_peer_t                     *wrr;         /* per worker state */
 } ngx_http_model_gateway_model_t;
 
 
@@ -124,6 +165,17 @@ typedef struct {
     ngx_msec_t                         idle_timeout;
     ngx_str_t                          ssl_trusted_certificate;
 
+    size_t                             zone_size;
+    ngx_shm_zone_t                    *shm_zone;
+    ngx_slab_pool_t                   *shpool;
+    ngx_http_model_gateway_shm_t      *sh;
+    ngx_uint_t                         max_fails;
+    ngx_msec_t                         fail_window;
+    ngx_msec_t                         cooldown;
+    ngx_msec_t                         retry_after_max;
+    ngx_msec_t                         rate_limit_cooldown;
+    ngx_msec_t                         ewma_decay;
+
     ngx_http_upstream_srv_conf_t      *upstream;    /* our peer selector */
 
     /*
@@ -135,7 +187,16 @@ typedef struct {
 
 
 typedef struct {
+    ngx_str_t                          model;
+    ngx_uint_t                         policy;
+} ngx_http_model_gateway_policy_t;
+
+
+typedef struct {
     ngx_flag_t                         enable;
+    ngx_uint_t                         balance;     /* default policy */
+    ngx_array_t                       *balance_models; /* _policy_t */
+    ngx_flag_t                         backend_header;
     ngx_uint_t                         tries;
     ngx_msec_t                         total_timeout;
     ngx_flag_t                         retry_idle_timeout;
@@ -203,6 +264,14 @@ struct ngx_http_model_gateway_ctx_s {
 
     /* routing */
     ngx_uint_t                         route_index;
+    ngx_uint_t                         policy;
+    ngx_msec_t                         attempt_start;
+    ngx_msec_t                         first_byte_at;
+    ngx_msec_t                         cool_wait;   /* all cooling down */
+    unsigned                           cool_limited:1;
+    unsigned                           all_cooling:1;
+    unsigned                           trial:1;
+    unsigned                           counted:1;
     u_char                            *tried;       /* per target */
     ngx_http_model_gateway_target_t   *target;
     ngx_uint_t                         attempts;
@@ -287,6 +356,14 @@ ngx_int_t ngx_http_model_gateway_emit(ngx_http_model_gateway_ctx_t *ctx,
     const u_char *data, size_t len);
 ngx_int_t ngx_http_model_gateway_keepalive_init(ngx_cycle_t *cycle,
     ngx_http_model_gateway_main_conf_t *mcf);
+
+/* shm.c */
+ngx_int_t ngx_http_model_gateway_zone_add(ngx_conf_t *cf,
+    ngx_http_model_gateway_main_conf_t *mcf);
+ngx_int_t ngx_http_model_gateway_balance(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+void ngx_http_model_gateway_balance_done(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, ngx_uint_t failed);
 
 /* filter.c */
 ngx_int_t ngx_http_model_gateway_filter_init(ngx_conf_t *cf);

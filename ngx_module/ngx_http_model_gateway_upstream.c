@@ -229,8 +229,7 @@ ngx_http_model_gateway_get_peer(ngx_peer_connection_t *pc, void *data)
 {
     ngx_http_model_gateway_ctx_t *ctx = data;
 
-    int                                n;
-    ngx_uint_t                         i, ntargets;
+    ngx_int_t                          n;
     ngx_addr_t                        *addr;
     ngx_queue_t                       *q;
     ngx_connection_t                  *c;
@@ -239,7 +238,6 @@ ngx_http_model_gateway_get_peer(ngx_peer_connection_t *pc, void *data)
     ngx_http_model_gateway_cached_t   *item;
     ngx_http_model_gateway_target_t   *t;
     ngx_http_model_gateway_backend_t  *b;
-    u_char                             eligible[64];
 
     r = ctx->request;
     u = r->upstream;
@@ -248,15 +246,11 @@ ngx_http_model_gateway_get_peer(ngx_peer_connection_t *pc, void *data)
     pc->connection = NULL;
 
     t = ctx->model_conf->targets.elts;
-    ntargets = ngx_min(ctx->model_conf->targets.nelts, sizeof(eligible));
 
-    for (i = 0; i < ntargets; i++) {
-        eligible[i] = !ctx->tried[i];
-    }
-
-    n = mg_wrr_pick(ctx->model_conf->wrr, ntargets, eligible);
+    n = ngx_http_model_gateway_balance(r, ctx);
 
     if (n < 0) {
+        ctx->all_cooling = 1;
         return NGX_BUSY;
     }
 
@@ -357,6 +351,10 @@ ngx_http_model_gateway_free_peer(ngx_peer_connection_t *pc, void *data,
         what.len = p - buf;
         ngx_http_model_gateway_log_attempt(r, ctx, &what);
 
+        /* a client that went away says nothing about the backend */
+
+        ngx_http_model_gateway_balance_done(r, ctx, ctx->committed ? 0 : 2);
+
         if (c && ctx->keepalive && ctx->framing_done && !ctx->stream_closed
             && u->request_body_sent)
         {
@@ -389,6 +387,7 @@ ngx_http_model_gateway_free_peer(ngx_peer_connection_t *pc, void *data,
 
             ctx->stale_retries++;
             ctx->attempts--;
+            ngx_http_model_gateway_balance_done(r, ctx, 2);
             ctx->tried[ctx->target - (ngx_http_model_gateway_target_t *)
                                      ctx->model_conf->targets.elts] = 0;
             pc->tries = 0;
@@ -405,6 +404,8 @@ ngx_http_model_gateway_free_peer(ngx_peer_connection_t *pc, void *data,
 
     ctx->last_fail = ctx->fail;
     ctx->failures++;
+
+    ngx_http_model_gateway_balance_done(r, ctx, 1);
 
     if (ctx->fail == NGX_HTTP_MG_FAIL_RATE_LIMITED) {
         ctx->rate_limited++;
@@ -503,6 +504,7 @@ ngx_http_model_gateway_reset_attempt(ngx_http_request_t *r,
     ngx_str_null(&ctx->content_type);
     ctx->retry_after_ms = -1;
     ctx->received = 0;
+    ctx->first_byte_at = 0;
     ctx->body_start = NULL;
     ctx->scanned = NULL;
     ctx->whole = NULL;
@@ -681,7 +683,11 @@ ngx_http_model_gateway_process_header(ngx_http_request_t *r)
      * bytes flow, the gap between reads is bounded by the idle timeout
      */
 
-    ctx->received = 1;
+    if (!ctx->received) {
+        ctx->received = 1;
+        ctx->first_byte_at = ngx_current_msec;
+    }
+
     ngx_add_timer(u->peer.connection->read,
                   ctx->target->backend->idle_timeout);
 
@@ -1278,9 +1284,10 @@ static ngx_int_t
 ngx_http_model_gateway_commit(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {
-    ngx_uint_t            i;
-    ngx_table_elt_t      *h, *src;
-    ngx_http_upstream_t  *u;
+    ngx_uint_t                         i;
+    ngx_table_elt_t                   *h, *src;
+    ngx_http_upstream_t               *u;
+    ngx_http_model_gateway_backend_t  *b;
 
     u = r->upstream;
 
@@ -1326,6 +1333,29 @@ ngx_http_model_gateway_commit(ngx_http_request_t *r,
         }
 
         *h = src[i];
+    }
+
+    if (ctx->lcf->backend_header) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        b = ctx->target->backend;
+
+        h->value.data = ngx_pnalloc(r->pool, b->name.len
+                                             + sizeof("; worker=") - 1
+                                             + NGX_INT64_LEN);
+        if (h->value.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "X-Model-Gateway-Backend");
+        h->value.len = ngx_sprintf(h->value.data, "%V; worker=%P", &b->name,
+                                   ngx_pid)
+                       - h->value.data;
+        h->lowcase_key = NULL;
     }
 
     if (ctx->mode == NGX_HTTP_MG_BODY_STREAM) {

@@ -181,6 +181,10 @@ events {
 http {
     %%TEST_GLOBALS_HTTP%%
 
+    # failover tests: no passive cool-downs between requests
+    model_gateway_max_fails 0;
+    model_gateway_retry_after_max 0;
+
     log_format gw '\$request_uri \$status model=\$model_gateway_model '
                   'backend=\$model_gateway_backend '
                   'attempts=[\$model_gateway_attempts]';

@@ -88,6 +88,10 @@ events {
 http {
     %%TEST_GLOBALS_HTTP%%
 
+    # failover tests: no passive cool-downs between requests
+    model_gateway_max_fails 0;
+    model_gateway_retry_after_max 0;
+
     model_gateway_backend x {
         type openai_compatible;
         url http://x.test:%%PORT_e1%%/v1;
