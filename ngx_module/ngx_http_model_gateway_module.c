@@ -457,7 +457,11 @@ ngx_http_model_gateway_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    return ngx_http_model_gateway_keepalive_init(cycle, mcf);
+    if (ngx_http_model_gateway_keepalive_init(cycle, mcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_model_gateway_resolve_init(cycle, mcf);
 }
 
 
@@ -662,6 +666,15 @@ ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
         }
 
         return ngx_http_model_gateway_backend_model(cf, mcf, b, value, nargs);
+    }
+
+    if (ngx_mg_is("resolve")) {
+        if (nargs != 0) {
+            goto invalid_args;
+        }
+
+        b->resolve = 1;
+        return NGX_CONF_OK;
     }
 
     if (nargs != 1) {
@@ -921,6 +934,7 @@ ngx_http_model_gateway_backend_connect(ngx_conf_t *cf,
 
     b->addrs = u.addrs;
     b->naddrs = u.naddrs;
+    b->connect_set = 1;
 
     return NGX_CONF_OK;
 }
@@ -1145,6 +1159,7 @@ ngx_http_model_gateway_backend_finish(ngx_conf_t *cf,
     u_char                    *p;
     ngx_url_t                  u;
     ngx_pool_cleanup_t        *cln;
+    ngx_http_core_loc_conf_t  *clcf;
     ngx_http_upstream_conf_t  *ucf;
 
     /*
@@ -1152,7 +1167,19 @@ ngx_http_model_gateway_backend_finish(ngx_conf_t *cf,
      * never waits on DNS; "connect" overrides the address
      */
 
-    if (b->addrs == NULL) {
+    if (b->resolve && !b->connect_set) {
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+        if (clcf->resolver == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "model_gateway_backend \"%V\" in %V:%ui uses "
+                          "\"resolve\", which needs a \"resolver\" at "
+                          "http level", &b->name, &b->conf_file,
+                          b->conf_line);
+            return NGX_ERROR;
+        }
+
+    } else if (b->addrs == NULL) {
         ngx_memzero(&u, sizeof(ngx_url_t));
 
         u.url = b->host;

@@ -110,6 +110,14 @@ struct ngx_http_model_gateway_backend_s {
     ngx_uint_t                         naddrs;
     ngx_uint_t                         next_addr;   /* per worker */
     unsigned                           ssl:1;
+    unsigned                           connect_set:1;
+    unsigned                           resolve:1;   /* at run time only */
+
+    /* re-resolution, per worker */
+    ngx_resolver_t                    *resolver;
+    ngx_msec_t                         resolver_timeout;
+    ngx_event_t                        resolve_ev;
+    void                              *raddrs;
 
     ngx_str_t                          key;         /* never logged */
     ngx_str_t                          auth_header; /* "Authorization: .." */
@@ -354,6 +362,8 @@ ngx_int_t ngx_http_model_gateway_init_peer(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us);
 ngx_int_t ngx_http_model_gateway_emit(ngx_http_model_gateway_ctx_t *ctx,
     const u_char *data, size_t len);
+ngx_int_t ngx_http_model_gateway_resolve_init(ngx_cycle_t *cycle,
+    ngx_http_model_gateway_main_conf_t *mcf);
 ngx_int_t ngx_http_model_gateway_keepalive_init(ngx_cycle_t *cycle,
     ngx_http_model_gateway_main_conf_t *mcf);
 

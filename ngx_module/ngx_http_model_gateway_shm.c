@@ -235,7 +235,9 @@ ngx_http_model_gateway_balance(ngx_http_request_t *r,
 
         eligible[i] = 0;
 
-        if (ctx->tried[i]) {
+        if (ctx->tried[i] || t[i].backend->naddrs == 0) {
+
+            /* tried already, or a "resolve" host not resolved yet */
             continue;
         }
 

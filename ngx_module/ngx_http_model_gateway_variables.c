@@ -16,6 +16,8 @@ static ngx_int_t ngx_http_model_gateway_variable(ngx_http_request_t *r,
 #define NGX_HTTP_MG_VAR_BACKEND   0
 #define NGX_HTTP_MG_VAR_MODEL     1
 #define NGX_HTTP_MG_VAR_ATTEMPTS  2
+#define NGX_HTTP_MG_VAR_POLICY    3
+#define NGX_HTTP_MG_VAR_TTFB      4
 
 
 static ngx_http_variable_t  ngx_http_model_gateway_vars[] = {
@@ -30,6 +32,14 @@ static ngx_http_variable_t  ngx_http_model_gateway_vars[] = {
 
     { ngx_string("model_gateway_attempts"), NULL,
       ngx_http_model_gateway_variable, NGX_HTTP_MG_VAR_ATTEMPTS,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("model_gateway_policy"), NULL,
+      ngx_http_model_gateway_variable, NGX_HTTP_MG_VAR_POLICY,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("model_gateway_first_byte_time"), NULL,
+      ngx_http_model_gateway_variable, NGX_HTTP_MG_VAR_TTFB,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
@@ -80,6 +90,37 @@ ngx_http_model_gateway_variable(ngx_http_request_t *r,
 
         case NGX_HTTP_MG_VAR_MODEL:
             val = ctx->model;
+            break;
+
+        case NGX_HTTP_MG_VAR_POLICY:
+            switch (ctx->policy) {
+            case NGX_HTTP_MG_BALANCE_ROUND_ROBIN:
+                ngx_str_set(&val, "round_robin");
+                break;
+            case NGX_HTTP_MG_BALANCE_LEAST_OUTSTANDING:
+                ngx_str_set(&val, "least_outstanding");
+                break;
+            case NGX_HTTP_MG_BALANCE_PEAK_EWMA:
+                ngx_str_set(&val, "peak_ewma");
+                break;
+            }
+            break;
+
+        case NGX_HTTP_MG_VAR_TTFB:
+            if (ctx->first_byte_at == 0) {
+                break;
+            }
+
+            p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN + 4);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            len = ctx->first_byte_at - ctx->attempt_start;
+            val.data = p;
+            val.len = ngx_sprintf(p, "%T.%03M", (time_t) len / 1000,
+                                  (ngx_msec_t) (len % 1000))
+                      - p;
             break;
 
         default: /* NGX_HTTP_MG_VAR_ATTEMPTS */

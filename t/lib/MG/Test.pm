@@ -904,13 +904,16 @@ sub done_testing {
 # release => $file (relative to DIR; wait max hold_timeout, default 20 s),
 # close_after => $k, delay => $sec, no_response => 1, close => 1,
 # trailers => [[n,v],..].
+# Options addr => '127.0.0.2' and port => N listen elsewhere than
+# 127.0.0.1:port($name) (two mocks on one port, different addresses).
 # Log records: requests as above; events {event => accept|closed|eof|
 # hold_timeout|handler_error|bad_request|tls_error, conn => N, ...}.
 sub mock {
     my ($self, $name, %opt) = @_;
     die "MG::Test: bad mock name '$name'\n" unless $name =~ /^\w+$/;
     die "MG::Test: mock $name already running\n" if $self->{mocks}{$name};
-    my $port = $self->port($name);
+    my $port = $opt{port} // $self->port($name);
+    $self->{ports}{$name} //= $port;
     my $dir = $self->{dir};
     my $ctx = {
         name     => $name,
@@ -929,7 +932,7 @@ sub mock {
             unless ref $ctx->{tls} eq 'ARRAY' && -f $ctx->{tls}[0]
                 && -f $ctx->{tls}[1];
     }
-    my $lsn = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+    my $lsn = IO::Socket::INET->new(LocalAddr => $opt{addr} // '127.0.0.1',
         LocalPort => $port, Proto => 'tcp', Listen => 128, ReuseAddr => 1)
         or die "MG::Test: mock $name cannot listen on $port: $!\n";
 
