@@ -34,7 +34,7 @@ BENCH_ROUNDS=${BENCH_ROUNDS:-2}
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-16}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_MAX_ERRORS=${BENCH_MAX_ERRORS:-5}
-BENCH_SCENARIOS=${BENCH_SCENARIOS:-basic}
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-basic balanced}
 BENCH_FAKE_GATEWAY=${BENCH_FAKE_GATEWAY:-0}
 NGINX=${NGINX:-/usr/sbin/nginx}
 WRK=${WRK:-wrk}
@@ -448,6 +448,21 @@ scenario_basic() {
     stop_nginx gateway
 }
 
+# balanced: two workers on each side; the gateway balances over two
+# backends (the same mock under two names) with least_outstanding, so every
+# request pays for the shared-memory counters.
+scenario_balanced() {
+    ensure_mock
+    start_proxy proxy2 2
+    start_gateway gateway2 2 "$BENCH_DIR/gateway-balanced.conf.in"
+    sanity proxy_pass "$(url_of proxy2)" proxy2
+    sanity balanced "$(url_of gateway2)" gateway2
+    compare balanced proxy_pass "$(url_of proxy2)" balanced "$(url_of gateway2)"
+    check_alive mock proxy2 gateway2
+    stop_nginx proxy2
+    stop_nginx gateway2
+}
+
 # ---------------------------------------------------------------- main
 
 [ $# -eq 1 ] || die "usage: $0 /abs/path/to/ngx_http_model_gateway_module.so"
@@ -501,5 +516,11 @@ for sc in $BENCH_SCENARIOS; do
 done
 cleanup
 
+for sc in $BENCH_SCENARIOS; do
+    [ "$sc" = "$first" ] && continue
+    echo "$sc/proxy_pass throughput ratio: ${SC_TPUT[$sc]}"
+done
+
+# the headline figures come last
 echo "gateway/proxy_pass throughput ratio: ${SC_TPUT[$first]}"
 echo "gateway/proxy_pass p99 latency ratio: ${SC_P99[$first]}"
