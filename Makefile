@@ -76,7 +76,7 @@ asan: deps $(B)/asan/$(MODULE)
 $(B)/unit/%: $(TOP)/t/unit/%.c $(CORE_SRCS) $(wildcard $(TOP)/src/*.h) \
              $(TOP)/t/unit/tap.h
 	@mkdir -p $(B)/unit
-	cc $(CFLAGS_UNIT) -o $@ $< $(CORE_SRCS) -ljansson -lcrypto
+	@cc $(CFLAGS_UNIT) -o $@ $< $(CORE_SRCS) -ljansson -lcrypto -lm
 
 unit: $(UNIT_BINS)
 
