@@ -63,10 +63,12 @@ $(B)/asan/.configured: $(TOP)/config | deps
 
 $(B)/$(MODULE): $(B)/nginx/.configured $(MOD_SRCS)
 	$(MAKE) -s -C $(B)/nginx -f objs/Makefile modules
-	cp $(B)/nginx/objs/$(MODULE) $@
+	@# replaced atomically: a running nginx may have the old one mapped
+	cp $(B)/nginx/objs/$(MODULE) $@.tmp && mv -f $@.tmp $@
 
 $(B)/asan/$(MODULE): $(B)/asan/.configured $(MOD_SRCS)
 	$(MAKE) -s -C $(B)/asan -f objs/Makefile modules
+	cp $(B)/asan/objs/$(MODULE) $@.tmp && mv -f $@.tmp $@
 
 build: deps $(B)/$(MODULE)
 
@@ -92,7 +94,7 @@ test: deps build unit
 
 # The same suite against the AddressSanitizer/UBSan build of the module.
 test-asan: deps asan
-	MG_MODULE=$(B)/asan/objs/$(MODULE) MG_ASAN=1 prove -I t/lib t/
+	MG_MODULE=$(B)/asan/$(MODULE) MG_ASAN=1 prove -I t/lib t/
 
 run: build
 	@$(TOP)/bin/mg-run $(B)/$(MODULE)

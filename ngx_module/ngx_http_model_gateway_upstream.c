@@ -641,6 +641,10 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
 
     *ll = NULL;
 
+    /* nginx's SSL layer buffers until told to flush */
+
+    b->flush = 1;
+
     return NGX_OK;
 }
 
