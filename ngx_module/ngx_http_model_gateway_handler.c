@@ -70,6 +70,9 @@ ngx_http_model_gateway_get_ctx(ngx_http_request_t *r)
     ctx->lcf = ngx_http_get_module_loc_conf(r, ngx_http_model_gateway_module);
     ctx->min_retry_after_ms = -1;
     ctx->retry_after_ms = -1;
+    ctx->pinned = -1;
+    ctx->preferred = -1;
+    ctx->hashed = -1;
 
     ngx_http_set_ctx(r, ctx, ngx_http_model_gateway_module);
 

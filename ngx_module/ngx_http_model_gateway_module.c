@@ -9,6 +9,7 @@
 
 
 #include "ngx_http_model_gateway_module.h"
+#include "ngx_http_model_gateway_redis.h"
 
 
 #define NGX_HTTP_MG_DEFAULT_CA  "/etc/ssl/certs/ca-certificates.crt"
@@ -47,8 +48,32 @@ static char *ngx_http_model_gateway_balance_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 
 
+static char *ngx_http_model_gateway_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_model_gateway_redis_password(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static void ngx_http_model_gateway_exit_process(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_model_gateway_redis_finish(ngx_conf_t *cf,
+    ngx_http_model_gateway_main_conf_t *mcf);
+static ngx_int_t ngx_http_model_gateway_postconfiguration(ngx_conf_t *cf);
+
+
 static ngx_conf_num_bounds_t  ngx_http_model_gateway_tries_bounds = {
     ngx_conf_check_num_bounds, 1, 16
+};
+
+
+static ngx_conf_enum_t  ngx_http_model_gateway_session_modes[] = {
+    { ngx_string("rebind"), NGX_HTTP_MG_SESSION_REBIND },
+    { ngx_string("strict"), NGX_HTTP_MG_SESSION_STRICT },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_http_model_gateway_session_fallbacks[] = {
+    { ngx_string("hash"), NGX_HTTP_MG_FALLBACK_HASH },
+    { ngx_string("fail"), NGX_HTTP_MG_FALLBACK_FAIL },
+    { ngx_null_string, 0 }
 };
 
 
@@ -152,6 +177,127 @@ static ngx_command_t  ngx_http_model_gateway_commands[] = {
       offsetof(ngx_http_model_gateway_loc_conf_t, backend_header),
       NULL },
 
+    { ngx_string("model_gateway_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_model_gateway_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("model_gateway_redis_tls"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, redis_conf.tls),
+      NULL },
+
+    { ngx_string("model_gateway_redis_tls_verify"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, redis_conf.ssl_verify),
+      NULL },
+
+    { ngx_string("model_gateway_redis_tls_trusted_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t,
+               redis_conf.ssl_trusted_certificate),
+      NULL },
+
+    { ngx_string("model_gateway_redis_user"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, redis_conf.user),
+      NULL },
+
+    { ngx_string("model_gateway_redis_password_env"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_model_gateway_redis_password,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      1,
+      NULL },
+
+    { ngx_string("model_gateway_redis_password_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_model_gateway_redis_password,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("model_gateway_redis_database"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, redis_conf.database),
+      NULL },
+
+    { ngx_string("model_gateway_redis_prefix"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, redis_conf.prefix),
+      NULL },
+
+    { ngx_string("model_gateway_redis_connect_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t,
+               redis_conf.connect_timeout),
+      NULL },
+
+    { ngx_string("model_gateway_redis_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, redis_conf.timeout),
+      NULL },
+
+    { ngx_string("model_gateway_redis_max_inflight"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, redis_conf.max_inflight),
+      NULL },
+
+    { ngx_string("model_gateway_session"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_loc_conf_t, session),
+      NULL },
+
+    { ngx_string("model_gateway_session_idle_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_loc_conf_t, session_idle),
+      NULL },
+
+    { ngx_string("model_gateway_session_max_lifetime"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_loc_conf_t, session_max),
+      NULL },
+
+    { ngx_string("model_gateway_session_mode"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_loc_conf_t, session_mode),
+      &ngx_http_model_gateway_session_modes },
+
+    { ngx_string("model_gateway_session_fallback"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_loc_conf_t, session_fallback),
+      &ngx_http_model_gateway_session_fallbacks },
+
     { ngx_string("model_gateway"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_model_gateway,
@@ -207,7 +353,7 @@ static ngx_command_t  ngx_http_model_gateway_commands[] = {
 
 static ngx_http_module_t  ngx_http_model_gateway_module_ctx = {
     ngx_http_model_gateway_preconfiguration, /* preconfiguration */
-    ngx_http_model_gateway_filter_init,    /* postconfiguration */
+    ngx_http_model_gateway_postconfiguration, /* postconfiguration */
 
     ngx_http_model_gateway_create_main_conf, /* create main configuration */
     ngx_http_model_gateway_init_main_conf, /* init main configuration */
@@ -230,7 +376,7 @@ ngx_module_t  ngx_http_model_gateway_module = {
     ngx_http_model_gateway_init_process,   /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_model_gateway_exit_process,   /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -240,6 +386,17 @@ static ngx_int_t
 ngx_http_model_gateway_preconfiguration(ngx_conf_t *cf)
 {
     return ngx_http_model_gateway_add_variables(cf);
+}
+
+
+static ngx_int_t
+ngx_http_model_gateway_postconfiguration(ngx_conf_t *cf)
+{
+    if (ngx_http_model_gateway_filter_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_model_gateway_session_init(cf);
 }
 
 
@@ -275,6 +432,12 @@ ngx_http_model_gateway_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    mcf->redis_conf.tls = NGX_CONF_UNSET;
+    mcf->redis_conf.ssl_verify = NGX_CONF_UNSET;
+    mcf->redis_conf.database = NGX_CONF_UNSET_UINT;
+    mcf->redis_conf.connect_timeout = NGX_CONF_UNSET_MSEC;
+    mcf->redis_conf.timeout = NGX_CONF_UNSET_MSEC;
+    mcf->redis_conf.max_inflight = NGX_CONF_UNSET_UINT;
     mcf->zone_size = NGX_CONF_UNSET_SIZE;
     mcf->max_fails = NGX_CONF_UNSET_UINT;
     mcf->fail_window = NGX_CONF_UNSET_MSEC;
@@ -333,6 +496,10 @@ ngx_http_model_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
         ngx_str_set(&mcf->ssl_trusted_certificate, NGX_HTTP_MG_DEFAULT_CA);
     }
 
+    if (ngx_http_model_gateway_redis_finish(cf, mcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     b = mcf->backends.elts;
     for (i = 0; i < mcf->backends.nelts; i++) {
         if (ngx_http_model_gateway_backend_finish(cf, mcf, b[i]) != NGX_OK) {
@@ -379,6 +546,11 @@ ngx_http_model_gateway_create_loc_conf(ngx_conf_t *cf)
     conf->balance = NGX_CONF_UNSET_UINT;
     conf->balance_models = NGX_CONF_UNSET_PTR;
     conf->backend_header = NGX_CONF_UNSET;
+    conf->session = NGX_CONF_UNSET_PTR;
+    conf->session_idle = NGX_CONF_UNSET_MSEC;
+    conf->session_max = NGX_CONF_UNSET_MSEC;
+    conf->session_mode = NGX_CONF_UNSET_UINT;
+    conf->session_fallback = NGX_CONF_UNSET_UINT;
     conf->tries = NGX_CONF_UNSET_UINT;
     conf->total_timeout = NGX_CONF_UNSET_MSEC;
     conf->retry_idle_timeout = NGX_CONF_UNSET;
@@ -405,6 +577,15 @@ ngx_http_model_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_ptr_value(conf->balance_models, prev->balance_models,
                              NULL);
     ngx_conf_merge_value(conf->backend_header, prev->backend_header, 1);
+    ngx_conf_merge_ptr_value(conf->session, prev->session, NULL);
+    ngx_conf_merge_msec_value(conf->session_idle, prev->session_idle,
+                              30 * 60 * 1000);
+    ngx_conf_merge_msec_value(conf->session_max, prev->session_max,
+                              24 * 60 * 60 * 1000);
+    ngx_conf_merge_uint_value(conf->session_mode, prev->session_mode,
+                              NGX_HTTP_MG_SESSION_REBIND);
+    ngx_conf_merge_uint_value(conf->session_fallback, prev->session_fallback,
+                              NGX_HTTP_MG_FALLBACK_HASH);
     ngx_conf_merge_uint_value(conf->tries, prev->tries, 3);
     ngx_conf_merge_msec_value(conf->total_timeout, prev->total_timeout,
                               600000);
@@ -461,7 +642,139 @@ ngx_http_model_gateway_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    if (ngx_http_mg_redis_init_process(cycle, mcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_model_gateway_resolve_init(cycle, mcf);
+}
+
+
+static void
+ngx_http_model_gateway_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_mg_redis_exit_process();
+}
+
+
+/* model_gateway_redis HOST[:PORT] | unix:PATH; */
+
+static char *
+ngx_http_model_gateway_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_model_gateway_main_conf_t *mcf = conf;
+
+    ngx_str_t  *value;
+    ngx_url_t   u;
+
+    if (mcf->redis) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = value[1];
+    u.default_port = 6379;
+
+    /* resolved now: a worker never waits on DNS */
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid redis address \"%V\"%s%s", &value[1],
+                           u.err ? ": " : "", u.err ? u.err : "");
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->redis = &mcf->redis_conf;
+    mcf->redis->addr = u.addrs[0];
+    mcf->redis->host = u.host;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_model_gateway_redis_password(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_model_gateway_main_conf_t *mcf = conf;
+
+    ngx_str_t  *value, what;
+
+    value = cf->args->elts;
+    ngx_str_set(&what, "the redis password");
+
+    return ngx_http_model_gateway_read_secret(cf, cmd->offset, &value[1],
+                                              &mcf->redis_conf.password,
+                                              &what);
+}
+
+
+static ngx_int_t
+ngx_http_model_gateway_redis_finish(ngx_conf_t *cf,
+    ngx_http_model_gateway_main_conf_t *mcf)
+{
+    ngx_pool_cleanup_t        *cln;
+    ngx_http_mg_redis_conf_t  *rcf;
+
+    rcf = &mcf->redis_conf;
+
+    ngx_conf_init_value(rcf->tls, 0);
+    ngx_conf_init_value(rcf->ssl_verify, 1);
+    ngx_conf_init_uint_value(rcf->database, 0);
+    ngx_conf_init_msec_value(rcf->connect_timeout, 1000);
+    ngx_conf_init_msec_value(rcf->timeout, 250);
+    ngx_conf_init_uint_value(rcf->max_inflight, 4096);
+
+    if (rcf->prefix.data == NULL) {
+        ngx_str_set(&rcf->prefix, "mg");
+    }
+
+    if (rcf->ssl_trusted_certificate.data == NULL) {
+        rcf->ssl_trusted_certificate = mcf->ssl_trusted_certificate;
+    }
+
+    if (ngx_http_mg_redis_scripts_init(cf->log) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (mcf->redis == NULL || !rcf->tls) {
+        return NGX_OK;
+    }
+
+    rcf->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (rcf->ssl == NULL) {
+        return NGX_ERROR;
+    }
+
+    rcf->ssl->log = cf->log;
+
+    if (ngx_ssl_create(rcf->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(rcf->ssl);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = rcf->ssl;
+
+    if (rcf->ssl_verify
+        && ngx_ssl_trusted_certificate(cf, rcf->ssl,
+                                       &rcf->ssl_trusted_certificate, 4)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -940,9 +1253,15 @@ ngx_http_model_gateway_backend_connect(ngx_conf_t *cf,
 }
 
 
-static char *
-ngx_http_model_gateway_backend_key(ngx_conf_t *cf,
-    ngx_http_model_gateway_backend_t *b, ngx_str_t *how, ngx_str_t *value)
+/*
+ * Reads a secret (a backend key, a Redis password) from the environment
+ * or a file, once, when the configuration loads.  "what" names it in
+ * messages; the secret itself never appears in one.
+ */
+
+char *
+ngx_http_model_gateway_read_secret(ngx_conf_t *cf, ngx_uint_t from_env,
+    ngx_str_t *value, ngx_str_t *out, ngx_str_t *what)
 {
     u_char     *p, *last, *env;
     ssize_t     n;
@@ -950,13 +1269,13 @@ ngx_http_model_gateway_backend_key(ngx_conf_t *cf,
     ngx_file_t  file;
     u_char      buf[4096];
 
-    if (b->key.len) {
+    if (out->len) {
         return "is duplicate";
     }
 
-    if (how->data[4] == 'e') {
+    if (from_env) {
 
-        /* key_env: read from the master's environment, at load time */
+        /* read from the master's environment, at load time */
 
         p = ngx_pnalloc(cf->pool, value->len + 1);
         if (p == NULL) {
@@ -969,9 +1288,8 @@ ngx_http_model_gateway_backend_key(ngx_conf_t *cf,
 
         if (env == NULL || *env == '\0') {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "environment variable \"%V\" for the key of "
-                               "backend \"%V\" is not set or empty",
-                               value, &b->name);
+                               "environment variable \"%V\" for %V is not "
+                               "set or empty", value, what);
             return NGX_CONF_ERROR;
         }
 
@@ -993,8 +1311,8 @@ ngx_http_model_gateway_backend_key(ngx_conf_t *cf,
         file.fd = ngx_open_file(path.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
         if (file.fd == NGX_INVALID_FILE) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                               ngx_open_file_n " \"%V\" for the key of "
-                               "backend \"%V\" failed", &path, &b->name);
+                               ngx_open_file_n " \"%V\" for %V failed",
+                               &path, what);
             return NGX_CONF_ERROR;
         }
 
@@ -1011,7 +1329,8 @@ ngx_http_model_gateway_backend_key(ngx_conf_t *cf,
 
         if ((size_t) n == sizeof(buf)) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "key file \"%V\" is too large", &path);
+                               "file \"%V\" for %V is too large", &path,
+                               what);
             return NGX_CONF_ERROR;
         }
 
@@ -1033,29 +1352,47 @@ ngx_http_model_gateway_backend_key(ngx_conf_t *cf,
 
     if (p == last) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "the key of backend \"%V\" is empty", &b->name);
+                           "%V is empty", what);
         return NGX_CONF_ERROR;
     }
 
     for (env = p; env < last; env++) {
         if (*env < 0x21 || *env > 0x7e) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "the key of backend \"%V\" contains an "
-                               "invalid character", &b->name);
+                               "%V contains an invalid character", what);
             return NGX_CONF_ERROR;
         }
     }
 
-    b->key.len = last - p;
-    b->key.data = ngx_pnalloc(cf->pool, b->key.len);
-    if (b->key.data == NULL) {
+    out->data = ngx_pnalloc(cf->pool, last - p);
+    if (out->data == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    ngx_memcpy(b->key.data, p, b->key.len);
+    out->len = last - p;
+    ngx_memcpy(out->data, p, out->len);
     ngx_explicit_memzero(buf, sizeof(buf));
 
     return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_model_gateway_backend_key(ngx_conf_t *cf,
+    ngx_http_model_gateway_backend_t *b, ngx_str_t *how, ngx_str_t *value)
+{
+    ngx_str_t  what;
+
+    what.len = sizeof("the key of backend \"\"") - 1 + b->name.len;
+    what.data = ngx_pnalloc(cf->pool, what.len);
+    if (what.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_sprintf(what.data, "the key of backend \"%V\"", &b->name);
+
+    return ngx_http_model_gateway_read_secret(cf, how->data[4] == 'e', value,
+                                              &b->key, &what);
 }
 
 

@@ -23,6 +23,18 @@
 
 #define NGX_HTTP_MG_MAX_TARGETS        64
 
+#define NGX_HTTP_MG_SESSION_REBIND     0
+#define NGX_HTTP_MG_SESSION_STRICT     1
+
+#define NGX_HTTP_MG_FALLBACK_HASH      0
+#define NGX_HTTP_MG_FALLBACK_FAIL      1
+
+#define NGX_HTTP_MG_PIN_NONE           0
+#define NGX_HTTP_MG_PIN_NEW            1
+#define NGX_HTTP_MG_PIN_HIT            2
+#define NGX_HTTP_MG_PIN_REBOUND        3
+#define NGX_HTTP_MG_PIN_FALLBACK       4
+
 
 typedef enum {
     NGX_HTTP_MG_BALANCE_ROUND_ROBIN = 1,
@@ -163,6 +175,23 @@ typedef struct {
 
 
 typedef struct {
+    ngx_addr_t                         addr;
+    ngx_str_t                          host;        /* TLS name */
+    ngx_flag_t                         tls;
+    ngx_flag_t                         ssl_verify;
+    ngx_str_t                          ssl_trusted_certificate;
+    ngx_ssl_t                         *ssl;
+    ngx_str_t                          user;
+    ngx_str_t                          password;    /* never logged */
+    ngx_uint_t                         database;
+    ngx_str_t                          prefix;
+    ngx_msec_t                         connect_timeout;
+    ngx_msec_t                         timeout;
+    ngx_uint_t                         max_inflight;
+} ngx_http_mg_redis_conf_t;
+
+
+typedef struct {
     ngx_array_t                        backends;    /* _backend_t * */
     ngx_array_t                        models;      /* _model_t */
     ngx_hash_t                         model_hash;
@@ -183,6 +212,9 @@ typedef struct {
     ngx_msec_t                         retry_after_max;
     ngx_msec_t                         rate_limit_cooldown;
     ngx_msec_t                         ewma_decay;
+
+    ngx_http_mg_redis_conf_t           redis_conf;
+    ngx_http_mg_redis_conf_t          *redis;       /* NULL: no Redis */
 
     ngx_http_upstream_srv_conf_t      *upstream;    /* our peer selector */
 
@@ -205,6 +237,12 @@ typedef struct {
     ngx_uint_t                         balance;     /* default policy */
     ngx_array_t                       *balance_models; /* _policy_t */
     ngx_flag_t                         backend_header;
+
+    ngx_http_complex_value_t          *session;
+    ngx_msec_t                         session_idle;
+    ngx_msec_t                         session_max;
+    ngx_uint_t                         session_mode;
+    ngx_uint_t                         session_fallback;
     ngx_uint_t                         tries;
     ngx_msec_t                         total_timeout;
     ngx_flag_t                         retry_idle_timeout;
@@ -280,6 +318,16 @@ struct ngx_http_model_gateway_ctx_s {
     unsigned                           all_cooling:1;
     unsigned                           trial:1;
     unsigned                           counted:1;
+
+    /* a session pinned to a backend */
+    ngx_str_t                          session;
+    ngx_str_t                          pin_key;
+    ngx_int_t                          pinned;      /* target, or -1 */
+    ngx_int_t                          preferred;   /* target, or -1 */
+    ngx_int_t                          hashed;      /* rendezvous choice */
+    ngx_str_t                          pin_backend; /* as Redis named it */
+    ngx_uint_t                         pin_status;
+    void                              *redis_cmd;
     u_char                            *tried;       /* per target */
     ngx_http_model_gateway_target_t   *target;
     ngx_uint_t                         attempts;
@@ -374,6 +422,23 @@ ngx_int_t ngx_http_model_gateway_balance(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
 void ngx_http_model_gateway_balance_done(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, ngx_uint_t failed);
+
+/* session.c */
+ngx_int_t ngx_http_model_gateway_session_init(ngx_conf_t *cf);
+void ngx_http_model_gateway_session_commit(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+void ngx_http_model_gateway_session_failed(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+ngx_str_t *ngx_http_model_gateway_pin_status(
+    ngx_http_model_gateway_ctx_t *ctx);
+
+/* redis.c */
+ngx_int_t ngx_http_mg_redis_init_process(ngx_cycle_t *cycle,
+    ngx_http_model_gateway_main_conf_t *mcf);
+
+/* module.c */
+char *ngx_http_model_gateway_read_secret(ngx_conf_t *cf, ngx_uint_t from_env,
+    ngx_str_t *value, ngx_str_t *out, ngx_str_t *what);
 
 /* filter.c */
 ngx_int_t ngx_http_model_gateway_filter_init(ngx_conf_t *cf);

@@ -290,6 +290,14 @@ ngx_http_model_gateway_balance(ngx_http_request_t *r,
         return -1;
     }
 
+    if (ctx->preferred >= 0 && eligible[ctx->preferred]) {
+
+        /* a session's pinned backend goes first */
+
+        n = ctx->preferred;
+        goto picked;
+    }
+
     (void) mg_priority_filter(peers, ntargets, eligible);
 
     switch (ctx->policy) {
@@ -312,6 +320,8 @@ ngx_http_model_gateway_balance(ngx_http_request_t *r,
             }
         }
     }
+
+picked:
 
     bn = t[n].backend->node;
 

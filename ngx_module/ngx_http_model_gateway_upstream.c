@@ -1339,6 +1339,20 @@ ngx_http_model_gateway_commit(ngx_http_request_t *r,
         *h = src[i];
     }
 
+    ngx_http_model_gateway_session_commit(r, ctx);
+
+    if (ctx->session.len) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "X-Model-Gateway-Session");
+        h->value = *ngx_http_model_gateway_pin_status(ctx);
+        h->lowcase_key = NULL;
+    }
+
     if (ctx->lcf->backend_header) {
         h = ngx_list_push(&r->headers_out.headers);
         if (h == NULL) {
@@ -1803,6 +1817,10 @@ ngx_http_model_gateway_finalize_request(ngx_http_request_t *r, ngx_int_t rc)
 
     if (ctx->total_timer.timer_set) {
         ngx_del_timer(&ctx->total_timer);
+    }
+
+    if (!ctx->committed) {
+        ngx_http_model_gateway_session_failed(r, ctx);
     }
 
     if (rc == 0 && ctx->framing == NGX_HTTP_MG_FRAME_CLOSE

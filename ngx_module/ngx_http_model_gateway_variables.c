@@ -18,6 +18,8 @@ static ngx_int_t ngx_http_model_gateway_variable(ngx_http_request_t *r,
 #define NGX_HTTP_MG_VAR_ATTEMPTS  2
 #define NGX_HTTP_MG_VAR_POLICY    3
 #define NGX_HTTP_MG_VAR_TTFB      4
+#define NGX_HTTP_MG_VAR_SESSION   5
+#define NGX_HTTP_MG_VAR_PINNED    6
 
 
 static ngx_http_variable_t  ngx_http_model_gateway_vars[] = {
@@ -40,6 +42,14 @@ static ngx_http_variable_t  ngx_http_model_gateway_vars[] = {
 
     { ngx_string("model_gateway_first_byte_time"), NULL,
       ngx_http_model_gateway_variable, NGX_HTTP_MG_VAR_TTFB,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("model_gateway_session_status"), NULL,
+      ngx_http_model_gateway_variable, NGX_HTTP_MG_VAR_SESSION,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("model_gateway_session_backend"), NULL,
+      ngx_http_model_gateway_variable, NGX_HTTP_MG_VAR_PINNED,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
@@ -90,6 +100,23 @@ ngx_http_model_gateway_variable(ngx_http_request_t *r,
 
         case NGX_HTTP_MG_VAR_MODEL:
             val = ctx->model;
+            break;
+
+        case NGX_HTTP_MG_VAR_SESSION:
+            if (ctx->session.len) {
+                val = *ngx_http_model_gateway_pin_status(ctx);
+            }
+            break;
+
+        case NGX_HTTP_MG_VAR_PINNED:
+            if (ctx->pin_backend.len) {
+                val = ctx->pin_backend;
+
+            } else if (ctx->session.len && ctx->hashed >= 0) {
+                val = ((ngx_http_model_gateway_target_t *)
+                       ctx->model_conf->targets.elts)[ctx->hashed]
+                      .backend->name;
+            }
             break;
 
         case NGX_HTTP_MG_VAR_POLICY:

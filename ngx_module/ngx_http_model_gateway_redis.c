@@ -1,0 +1,987 @@
+
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ *
+ * The Redis client: one connection per worker, owned by nginx (its event
+ * loop, its timers), with hiredis used only for the protocol (the reply
+ * reader and the command formatter).  Commands are pipelined and answered
+ * in order; one timer watches the oldest command in flight, and a command
+ * that times out drops the connection and fails every waiter at once, so
+ * no request ever waits longer than the command timeout.  Reconnects back
+ * off exponentially.  Waiters live in worker memory, never in a request's
+ * pool: a request that goes away only clears its waiter's data pointer.
+ */
+
+
+#include "ngx_http_model_gateway_module.h"
+#include "ngx_http_model_gateway_redis.h"
+
+#include <hiredis/hiredis.h>
+
+
+#define NGX_HTTP_MG_REDIS_DOWN        0
+#define NGX_HTTP_MG_REDIS_CONNECTING  1
+#define NGX_HTTP_MG_REDIS_READY       2
+
+#define NGX_HTTP_MG_REDIS_MAX_ARGS    8
+
+
+struct ngx_http_mg_redis_cmd_s {
+    ngx_queue_t                    queue;
+    ngx_http_mg_redis_handler_pt   handler;
+    void                          *data;        /* NULL: cancelled */
+    ngx_msec_t                     deadline;
+    ngx_int_t                      script;      /* -1: not a script */
+    ngx_uint_t                     nargs;
+    ngx_str_t                      args[NGX_HTTP_MG_REDIS_MAX_ARGS];
+    unsigned                       internal:1;
+    unsigned                       retried:1;
+};
+
+
+typedef struct {
+    ngx_http_model_gateway_main_conf_t  *mcf;
+    ngx_log_t                           *log;
+    ngx_uint_t                           state;
+    ngx_peer_connection_t                peer;
+    redisReader                         *reader;
+    ngx_queue_t                          inflight;
+    ngx_uint_t                           ninflight;
+    ngx_queue_t                          free;
+    ngx_buf_t                           *out;
+    ngx_event_t                          timer;     /* oldest command */
+    ngx_event_t                          reconnect;
+    ngx_msec_t                           backoff;
+    ngx_uint_t                           handshake; /* replies pending */
+    unsigned                             logged_down:1;
+} ngx_http_mg_redis_t;
+
+
+static ngx_http_mg_redis_t  *ngx_http_mg_redis;
+
+
+static void ngx_http_mg_redis_connect(ngx_http_mg_redis_t *rd);
+static void ngx_http_mg_redis_reconnect_handler(ngx_event_t *ev);
+static void ngx_http_mg_redis_write_handler(ngx_event_t *ev);
+static void ngx_http_mg_redis_read_handler(ngx_event_t *ev);
+static void ngx_http_mg_redis_connected(ngx_http_mg_redis_t *rd);
+#if (NGX_HTTP_SSL)
+static void ngx_http_mg_redis_ssl_handshake(ngx_connection_t *c);
+#endif
+static void ngx_http_mg_redis_timer_handler(ngx_event_t *ev);
+static void ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd,
+    const char *why);
+static ngx_int_t ngx_http_mg_redis_append(ngx_http_mg_redis_t *rd,
+    ngx_uint_t argc, const char **argv, const size_t *argvlen);
+static ngx_int_t ngx_http_mg_redis_send_cmd(ngx_http_mg_redis_t *rd,
+    ngx_http_mg_redis_cmd_t *cmd, ngx_uint_t as_eval);
+static ngx_http_mg_redis_cmd_t *ngx_http_mg_redis_alloc(
+    ngx_http_mg_redis_t *rd);
+static void ngx_http_mg_redis_release(ngx_http_mg_redis_t *rd,
+    ngx_http_mg_redis_cmd_t *cmd);
+static void ngx_http_mg_redis_flush(ngx_http_mg_redis_t *rd);
+static void ngx_http_mg_redis_arm_timer(ngx_http_mg_redis_t *rd);
+static void ngx_http_mg_redis_handshake_reply(void *data, redisReply *reply,
+    ngx_int_t rc);
+
+
+ngx_int_t
+ngx_http_mg_redis_init_process(ngx_cycle_t *cycle,
+    ngx_http_model_gateway_main_conf_t *mcf)
+{
+    ngx_http_mg_redis_t  *rd;
+
+    ngx_http_mg_redis = NULL;
+
+    if (mcf->redis == NULL) {
+        return NGX_OK;
+    }
+
+    rd = ngx_pcalloc(cycle->pool, sizeof(ngx_http_mg_redis_t));
+    if (rd == NULL) {
+        return NGX_ERROR;
+    }
+
+    rd->mcf = mcf;
+    rd->log = cycle->log;
+    rd->state = NGX_HTTP_MG_REDIS_DOWN;
+    rd->backoff = 100;
+
+    ngx_queue_init(&rd->inflight);
+    ngx_queue_init(&rd->free);
+
+    rd->out = ngx_create_temp_buf(cycle->pool, 16384);
+    if (rd->out == NULL) {
+        return NGX_ERROR;
+    }
+
+    rd->timer.handler = ngx_http_mg_redis_timer_handler;
+    rd->timer.data = rd;
+    rd->timer.log = cycle->log;
+    rd->timer.cancelable = 1;
+
+    rd->reconnect.handler = ngx_http_mg_redis_reconnect_handler;
+    rd->reconnect.data = rd;
+    rd->reconnect.log = cycle->log;
+    rd->reconnect.cancelable = 1;
+
+    ngx_http_mg_redis = rd;
+
+    ngx_http_mg_redis_connect(rd);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_mg_redis_exit_process(void)
+{
+    ngx_http_mg_redis_t  *rd;
+
+    rd = ngx_http_mg_redis;
+
+    if (rd == NULL) {
+        return;
+    }
+
+    ngx_http_mg_redis_fail(rd, NULL);
+
+    if (rd->reconnect.timer_set) {
+        ngx_del_timer(&rd->reconnect);
+    }
+
+    ngx_http_mg_redis = NULL;
+}
+
+
+ngx_uint_t
+ngx_http_mg_redis_ready(void)
+{
+    return ngx_http_mg_redis
+           && ngx_http_mg_redis->state == NGX_HTTP_MG_REDIS_READY;
+}
+
+
+static void
+ngx_http_mg_redis_connect(ngx_http_mg_redis_t *rd)
+{
+    ngx_int_t                       rc;
+    ngx_connection_t               *c;
+    ngx_http_mg_redis_conf_t       *rcf;
+
+    rcf = rd->mcf->redis;
+
+    ngx_memzero(&rd->peer, sizeof(ngx_peer_connection_t));
+
+    rd->peer.sockaddr = rcf->addr.sockaddr;
+    rd->peer.socklen = rcf->addr.socklen;
+    rd->peer.name = &rcf->addr.name;
+    rd->peer.get = ngx_event_get_peer;
+    rd->peer.log = rd->log;
+    rd->peer.log_error = NGX_ERROR_ERR;
+
+    rc = ngx_event_connect_peer(&rd->peer);
+
+    if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
+        if (rd->peer.connection) {
+            ngx_close_connection(rd->peer.connection);
+            rd->peer.connection = NULL;
+        }
+
+        ngx_http_mg_redis_fail(rd, "cannot connect");
+        return;
+    }
+
+    c = rd->peer.connection;
+    c->data = rd;
+    c->read->handler = ngx_http_mg_redis_read_handler;
+    c->write->handler = ngx_http_mg_redis_write_handler;
+    c->idle = 0;
+
+    rd->state = NGX_HTTP_MG_REDIS_CONNECTING;
+
+    rd->reader = redisReaderCreate();
+    if (rd->reader == NULL) {
+        ngx_http_mg_redis_fail(rd, "out of memory");
+        return;
+    }
+
+    if (rc == NGX_AGAIN) {
+        ngx_add_timer(c->write, rcf->connect_timeout);
+        return;
+    }
+
+    ngx_http_mg_redis_write_handler(c->write);
+}
+
+
+static void
+ngx_http_mg_redis_reconnect_handler(ngx_event_t *ev)
+{
+    ngx_http_mg_redis_t *rd = ev->data;
+
+    if (ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    ngx_http_mg_redis_connect(rd);
+}
+
+
+static void
+ngx_http_mg_redis_write_handler(ngx_event_t *wev)
+{
+    int                        err;
+    socklen_t                  len;
+    ngx_connection_t          *c;
+    ngx_http_mg_redis_t       *rd;
+    ngx_http_mg_redis_conf_t  *rcf;
+
+    c = wev->data;
+    rd = c->data;
+    rcf = rd->mcf->redis;
+
+    if (wev->timedout) {
+        ngx_http_mg_redis_fail(rd, "connect timed out");
+        return;
+    }
+
+    if (rd->state == NGX_HTTP_MG_REDIS_CONNECTING && c->ssl == NULL
+        && rd->handshake == 0)
+    {
+        err = 0;
+        len = sizeof(int);
+
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len)
+            == -1)
+        {
+            err = ngx_socket_errno;
+        }
+
+        if (err) {
+            ngx_http_mg_redis_fail(rd, "connect failed");
+            return;
+        }
+
+        if (wev->timer_set) {
+            ngx_del_timer(wev);
+        }
+
+#if (NGX_HTTP_SSL)
+
+        if (rcf->ssl) {
+            if (ngx_ssl_create_connection(rcf->ssl, c, NGX_SSL_CLIENT)
+                != NGX_OK)
+            {
+                ngx_http_mg_redis_fail(rd, "TLS setup failed");
+                return;
+            }
+
+            if (rcf->host.len) {
+                u_char  name[256];
+
+                ngx_cpystrn(name, rcf->host.data,
+                            ngx_min(rcf->host.len + 1, sizeof(name)));
+                (void) SSL_set_tlsext_host_name(c->ssl->connection,
+                                                (char *) name);
+            }
+
+            if (ngx_ssl_handshake(c) == NGX_AGAIN) {
+                ngx_add_timer(c->write, rcf->connect_timeout);
+                c->ssl->handler = ngx_http_mg_redis_ssl_handshake;
+                return;
+            }
+
+            ngx_http_mg_redis_ssl_handshake(c);
+            return;
+        }
+
+#endif
+
+        ngx_http_mg_redis_connected(rd);
+        return;
+    }
+
+    ngx_http_mg_redis_flush(rd);
+}
+
+
+#if (NGX_HTTP_SSL)
+
+static void
+ngx_http_mg_redis_ssl_handshake(ngx_connection_t *c)
+{
+    long                       rc;
+    ngx_http_mg_redis_t       *rd;
+    ngx_http_mg_redis_conf_t  *rcf;
+
+    rd = c->data;
+    rcf = rd->mcf->redis;
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    if (!c->ssl->handshaked) {
+        ngx_http_mg_redis_fail(rd, "TLS handshake failed");
+        return;
+    }
+
+    if (rcf->ssl_verify) {
+        rc = SSL_get_verify_result(c->ssl->connection);
+
+        if (rc != X509_V_OK) {
+            ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                          "model gateway: redis certificate verify error: "
+                          "(%l:%s)", rc, X509_verify_cert_error_string(rc));
+            ngx_http_mg_redis_fail(rd, "TLS certificate not trusted");
+            return;
+        }
+
+        if (ngx_ssl_check_host(c, &rcf->host) != NGX_OK) {
+            ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                          "model gateway: redis certificate does not match "
+                          "\"%V\"", &rcf->host);
+            ngx_http_mg_redis_fail(rd, "TLS certificate name mismatch");
+            return;
+        }
+    }
+
+    c->read->handler = ngx_http_mg_redis_read_handler;
+    c->write->handler = ngx_http_mg_redis_write_handler;
+
+    ngx_http_mg_redis_connected(rd);
+}
+
+#endif
+
+
+/*
+ * AUTH, SELECT and the scripts go first, pipelined; the connection is
+ * ready when their replies came back without an error.
+ */
+
+static void
+ngx_http_mg_redis_connected(ngx_http_mg_redis_t *rd)
+{
+    size_t                     lens[3];
+    ngx_uint_t                 i, argc;
+    const char                *argv[3];
+    ngx_http_mg_redis_cmd_t   *cmd;
+    ngx_http_mg_redis_conf_t  *rcf;
+    u_char                     db[NGX_INT_T_LEN];
+
+    rcf = rd->mcf->redis;
+    rd->handshake = 0;
+
+    if (rcf->password.len) {
+        argc = 0;
+        argv[argc] = "AUTH"; lens[argc++] = 4;
+
+        if (rcf->user.len) {
+            argv[argc] = (char *) rcf->user.data;
+            lens[argc++] = rcf->user.len;
+        }
+
+        argv[argc] = (char *) rcf->password.data;
+        lens[argc++] = rcf->password.len;
+
+        if (ngx_http_mg_redis_append(rd, argc, argv, lens) != NGX_OK) {
+            goto failed;
+        }
+
+        rd->handshake++;
+    }
+
+    if (rcf->database) {
+        argv[0] = "SELECT"; lens[0] = 6;
+        argv[1] = (char *) db;
+        lens[1] = ngx_sprintf(db, "%ui", rcf->database) - db;
+
+        if (ngx_http_mg_redis_append(rd, 2, argv, lens) != NGX_OK) {
+            goto failed;
+        }
+
+        rd->handshake++;
+    }
+
+    for (i = 0; i < NGX_HTTP_MG_REDIS_NSCRIPTS; i++) {
+        argv[0] = "SCRIPT"; lens[0] = 6;
+        argv[1] = "LOAD"; lens[1] = 4;
+        argv[2] = ngx_http_mg_redis_scripts[i].body;
+        lens[2] = ngx_strlen(argv[2]);
+
+        if (ngx_http_mg_redis_append(rd, 3, argv, lens) != NGX_OK) {
+            goto failed;
+        }
+
+        rd->handshake++;
+    }
+
+    for (i = 0; i < rd->handshake; i++) {
+        cmd = ngx_http_mg_redis_alloc(rd);
+        if (cmd == NULL) {
+            goto failed;
+        }
+
+        cmd->internal = 1;
+        cmd->handler = ngx_http_mg_redis_handshake_reply;
+        cmd->data = rd;
+        cmd->deadline = ngx_current_msec + rcf->timeout;
+
+        ngx_queue_insert_tail(&rd->inflight, &cmd->queue);
+        rd->ninflight++;
+    }
+
+    if (rd->handshake == 0) {
+        rd->state = NGX_HTTP_MG_REDIS_READY;
+        rd->backoff = 100;
+        rd->logged_down = 0;
+        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                      "model gateway: redis %V is up", &rcf->addr.name);
+    }
+
+    ngx_http_mg_redis_arm_timer(rd);
+    ngx_http_mg_redis_flush(rd);
+
+    return;
+
+failed:
+
+    ngx_http_mg_redis_fail(rd, "cannot prepare the connection");
+}
+
+
+static void
+ngx_http_mg_redis_handshake_reply(void *data, redisReply *reply,
+    ngx_int_t rc)
+{
+    ngx_http_mg_redis_t *rd = data;
+
+    if (rc != NGX_OK) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+
+        /* never the password: only Redis' own error text */
+
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "model gateway: redis refused the connection setup: "
+                      "%*s", (size_t) ngx_min(reply->len, 200), reply->str);
+        rd->handshake = (ngx_uint_t) -1;
+        return;
+    }
+
+    if (--rd->handshake == 0) {
+        rd->state = NGX_HTTP_MG_REDIS_READY;
+        rd->backoff = 100;
+        rd->logged_down = 0;
+        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                      "model gateway: redis %V is up",
+                      &rd->mcf->redis->addr.name);
+    }
+}
+
+
+static void
+ngx_http_mg_redis_read_handler(ngx_event_t *rev)
+{
+    ssize_t                   n;
+    void                     *r;
+    ngx_queue_t              *q;
+    redisReply               *reply;
+    ngx_connection_t         *c;
+    ngx_http_mg_redis_t      *rd;
+    ngx_http_mg_redis_cmd_t  *cmd;
+    u_char                    buf[16384];
+
+    c = rev->data;
+    rd = c->data;
+
+    if (rev->timedout) {
+        rev->timedout = 0;
+        return;
+    }
+
+    for ( ;; ) {
+
+        n = c->recv(c, buf, sizeof(buf));
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == 0 || n == NGX_ERROR) {
+            ngx_http_mg_redis_fail(rd, n == 0 ? "connection closed"
+                                              : "read error");
+            return;
+        }
+
+        if (redisReaderFeed(rd->reader, (char *) buf, n) != REDIS_OK) {
+            ngx_http_mg_redis_fail(rd, "protocol error");
+            return;
+        }
+
+        for ( ;; ) {
+            r = NULL;
+
+            if (redisReaderGetReply(rd->reader, &r) != REDIS_OK) {
+                ngx_http_mg_redis_fail(rd, "protocol error");
+                return;
+            }
+
+            if (r == NULL) {
+                break;
+            }
+
+            reply = r;
+
+            if (ngx_queue_empty(&rd->inflight)) {
+                freeReplyObject(reply);
+                ngx_http_mg_redis_fail(rd, "unexpected reply");
+                return;
+            }
+
+            q = ngx_queue_head(&rd->inflight);
+            ngx_queue_remove(q);
+            rd->ninflight--;
+
+            cmd = ngx_queue_data(q, ngx_http_mg_redis_cmd_t, queue);
+
+            if (reply->type == REDIS_REPLY_ERROR && reply->len >= 8
+                && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
+                && cmd->script >= 0 && !cmd->retried)
+            {
+                /* a flushed script cache: the same command, as EVAL */
+
+                freeReplyObject(reply);
+                cmd->retried = 1;
+
+                if (ngx_http_mg_redis_send_cmd(rd, cmd, 1) != NGX_OK) {
+                    if (cmd->data) {
+                        cmd->handler(cmd->data, NULL, NGX_ERROR);
+                    }
+
+                    ngx_http_mg_redis_release(rd, cmd);
+                }
+
+                continue;
+            }
+
+            if (reply->type == REDIS_REPLY_ERROR
+                && ((reply->len >= 8
+                     && ngx_strncmp(reply->str, "READONLY", 8) == 0)
+                    || (reply->len >= 7
+                        && ngx_strncmp(reply->str, "LOADING", 7) == 0)))
+            {
+                /*
+                 * a replica promoted or a server still loading: a managed
+                 * Redis failover; the address may now lead elsewhere
+                 */
+
+                ngx_log_error(NGX_LOG_WARN, rd->log, 0,
+                              "model gateway: redis answered \"%*s\", "
+                              "reconnecting",
+                              (size_t) ngx_min(reply->len, 80), reply->str);
+
+                if (cmd->data) {
+                    cmd->handler(cmd->data, NULL, NGX_ERROR);
+                }
+
+                ngx_http_mg_redis_release(rd, cmd);
+                freeReplyObject(reply);
+                ngx_http_mg_redis_fail(rd, NULL);
+                return;
+            }
+
+            if (cmd->data) {
+                cmd->handler(cmd->data, reply, NGX_OK);
+            }
+
+            freeReplyObject(reply);
+            ngx_http_mg_redis_release(rd, cmd);
+
+            if (rd->handshake == (ngx_uint_t) -1) {
+                ngx_http_mg_redis_fail(rd, "connection setup refused");
+                return;
+            }
+        }
+    }
+
+    if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+        ngx_http_mg_redis_fail(rd, "event error");
+        return;
+    }
+
+    ngx_http_mg_redis_arm_timer(rd);
+}
+
+
+static void
+ngx_http_mg_redis_timer_handler(ngx_event_t *ev)
+{
+    ngx_http_mg_redis_t *rd = ev->data;
+
+    ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                  "model gateway: redis command timed out after %M ms",
+                  rd->mcf->redis->timeout);
+
+    ngx_http_mg_redis_fail(rd, NULL);
+}
+
+
+/* one timer for the oldest command in flight */
+
+static void
+ngx_http_mg_redis_arm_timer(ngx_http_mg_redis_t *rd)
+{
+    ngx_queue_t              *q;
+    ngx_http_mg_redis_cmd_t  *cmd;
+
+    if (ngx_queue_empty(&rd->inflight)) {
+        if (rd->timer.timer_set) {
+            ngx_del_timer(&rd->timer);
+        }
+
+        return;
+    }
+
+    q = ngx_queue_head(&rd->inflight);
+    cmd = ngx_queue_data(q, ngx_http_mg_redis_cmd_t, queue);
+
+    ngx_add_timer(&rd->timer, (cmd->deadline > ngx_current_msec)
+                              ? cmd->deadline - ngx_current_msec : 1);
+}
+
+
+/*
+ * Drops the connection, fails every waiter at once and schedules a
+ * reconnect with exponential backoff.  Transitions are logged once.
+ */
+
+static void
+ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd, const char *why)
+{
+    ngx_queue_t              *q;
+    ngx_connection_t         *c;
+    ngx_http_mg_redis_cmd_t  *cmd;
+
+    c = rd->peer.connection;
+
+    if (c) {
+#if (NGX_HTTP_SSL)
+        if (c->ssl) {
+            c->ssl->no_wait_shutdown = 1;
+            c->ssl->no_send_shutdown = 1;
+            (void) ngx_ssl_shutdown(c);
+        }
+#endif
+        ngx_close_connection(c);
+        rd->peer.connection = NULL;
+    }
+
+    if (rd->reader) {
+        redisReaderFree(rd->reader);
+        rd->reader = NULL;
+    }
+
+    if (rd->timer.timer_set) {
+        ngx_del_timer(&rd->timer);
+    }
+
+    rd->out->pos = rd->out->start;
+    rd->out->last = rd->out->start;
+    rd->handshake = 0;
+
+    if (rd->state != NGX_HTTP_MG_REDIS_DOWN || !rd->logged_down) {
+        if (!rd->logged_down && rd->mcf->redis) {
+            ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                          "model gateway: redis %V is down%s%s",
+                          &rd->mcf->redis->addr.name,
+                          why ? ": " : "", why ? why : "");
+            rd->logged_down = 1;
+        }
+    }
+
+    rd->state = NGX_HTTP_MG_REDIS_DOWN;
+
+    /* the waiters' handlers may queue new commands: they fail at once */
+
+    while (!ngx_queue_empty(&rd->inflight)) {
+        q = ngx_queue_head(&rd->inflight);
+        ngx_queue_remove(q);
+        rd->ninflight--;
+
+        cmd = ngx_queue_data(q, ngx_http_mg_redis_cmd_t, queue);
+
+        if (cmd->data) {
+            cmd->handler(cmd->data, NULL, NGX_ERROR);
+        }
+
+        ngx_http_mg_redis_release(rd, cmd);
+    }
+
+    if (ngx_exiting || ngx_terminate || rd->reconnect.timer_set) {
+        return;
+    }
+
+    ngx_add_timer(&rd->reconnect, rd->backoff + ngx_random() % 50);
+
+    rd->backoff = ngx_min(rd->backoff * 2, 5000);
+}
+
+
+static ngx_int_t
+ngx_http_mg_redis_append(ngx_http_mg_redis_t *rd, ngx_uint_t argc,
+    const char **argv, const size_t *argvlen)
+{
+    int         len;
+    char       *cmd;
+    size_t      size, used;
+    ngx_buf_t  *b;
+
+    len = redisFormatCommandArgv(&cmd, (int) argc, argv, argvlen);
+    if (len < 0) {
+        return NGX_ERROR;
+    }
+
+    b = rd->out;
+
+    if ((size_t) (b->end - b->last) < (size_t) len) {
+
+        /* compact, then grow within the configured bound */
+
+        used = b->last - b->pos;
+        ngx_memmove(b->start, b->pos, used);
+        b->pos = b->start;
+        b->last = b->start + used;
+
+        if ((size_t) (b->end - b->last) < (size_t) len) {
+            size = ngx_max(2 * (size_t) (b->end - b->start), used + len);
+
+            if (size > 4 * 1024 * 1024) {
+                free(cmd);
+                return NGX_ERROR;
+            }
+
+            b = ngx_create_temp_buf(ngx_cycle->pool, size);
+            if (b == NULL) {
+                free(cmd);
+                return NGX_ERROR;
+            }
+
+            b->last = ngx_cpymem(b->pos, rd->out->pos, used);
+            rd->out = b;
+        }
+    }
+
+    b->last = ngx_cpymem(b->last, cmd, len);
+    free(cmd);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_mg_redis_flush(ngx_http_mg_redis_t *rd)
+{
+    ssize_t            n;
+    ngx_buf_t         *b;
+    ngx_connection_t  *c;
+
+    c = rd->peer.connection;
+    b = rd->out;
+
+    if (c == NULL) {
+        return;
+    }
+
+    while (b->pos < b->last) {
+        n = c->send(c, b->pos, b->last - b->pos);
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == NGX_ERROR) {
+            ngx_http_mg_redis_fail(rd, "write error");
+            return;
+        }
+
+        b->pos += n;
+    }
+
+    if (b->pos == b->last) {
+        b->pos = b->start;
+        b->last = b->start;
+    }
+
+    if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+        ngx_http_mg_redis_fail(rd, "event error");
+    }
+}
+
+
+static ngx_int_t
+ngx_http_mg_redis_send_cmd(ngx_http_mg_redis_t *rd,
+    ngx_http_mg_redis_cmd_t *cmd, ngx_uint_t as_eval)
+{
+    ngx_uint_t                 i, argc;
+    const char                *argv[NGX_HTTP_MG_REDIS_MAX_ARGS + 3];
+    size_t                     lens[NGX_HTTP_MG_REDIS_MAX_ARGS + 3];
+    u_char                     nkeys[NGX_INT_T_LEN];
+    ngx_http_mg_redis_script_t  *s;
+
+    s = &ngx_http_mg_redis_scripts[cmd->script];
+
+    argc = 0;
+
+    if (as_eval) {
+        argv[argc] = "EVAL"; lens[argc++] = 4;
+        argv[argc] = s->body; lens[argc++] = ngx_strlen(s->body);
+
+    } else {
+        argv[argc] = "EVALSHA"; lens[argc++] = 7;
+        argv[argc] = s->sha1; lens[argc++] = 40;
+    }
+
+    argv[argc] = (char *) nkeys;
+    lens[argc++] = ngx_sprintf(nkeys, "%ui", s->nkeys) - nkeys;
+
+    for (i = 0; i < cmd->nargs; i++) {
+        argv[argc] = (char *) cmd->args[i].data;
+        lens[argc++] = cmd->args[i].len;
+    }
+
+    if (ngx_http_mg_redis_append(rd, argc, argv, lens) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    cmd->deadline = ngx_current_msec + rd->mcf->redis->timeout;
+
+    ngx_queue_insert_tail(&rd->inflight, &cmd->queue);
+    rd->ninflight++;
+
+    if (rd->ninflight == 1) {
+        ngx_http_mg_redis_arm_timer(rd);
+    }
+
+    ngx_http_mg_redis_flush(rd);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Runs one of the module's scripts.  Arguments are copied; the handler is
+ * called exactly once (also when Redis is down: with rc NGX_ERROR, possibly
+ * before this returns NULL) unless the command is cancelled first.
+ */
+
+ngx_http_mg_redis_cmd_t *
+ngx_http_mg_redis_script(ngx_uint_t script, ngx_uint_t nargs,
+    ngx_str_t *args, ngx_http_mg_redis_handler_pt handler, void *data)
+{
+    u_char                   *p;
+    size_t                    len;
+    ngx_uint_t                i;
+    ngx_http_mg_redis_t      *rd;
+    ngx_http_mg_redis_cmd_t  *cmd;
+
+    rd = ngx_http_mg_redis;
+
+    if (rd == NULL || rd->state != NGX_HTTP_MG_REDIS_READY
+        || nargs > NGX_HTTP_MG_REDIS_MAX_ARGS
+        || rd->ninflight >= rd->mcf->redis->max_inflight)
+    {
+        return NULL;
+    }
+
+    cmd = ngx_http_mg_redis_alloc(rd);
+    if (cmd == NULL) {
+        return NULL;
+    }
+
+    len = 0;
+    for (i = 0; i < nargs; i++) {
+        len += args[i].len;
+    }
+
+    p = ngx_alloc(len ? len : 1, rd->log);
+    if (p == NULL) {
+        ngx_http_mg_redis_release(rd, cmd);
+        return NULL;
+    }
+
+    for (i = 0; i < nargs; i++) {
+        cmd->args[i].data = p;
+        cmd->args[i].len = args[i].len;
+        p = ngx_cpymem(p, args[i].data, args[i].len);
+    }
+
+    cmd->nargs = nargs;
+    cmd->script = script;
+    cmd->handler = handler;
+    cmd->data = data;
+
+    if (ngx_http_mg_redis_send_cmd(rd, cmd, 0) != NGX_OK) {
+        ngx_http_mg_redis_release(rd, cmd);
+        return NULL;
+    }
+
+    if (rd->state != NGX_HTTP_MG_REDIS_READY) {
+
+        /* the write failed and every waiter, this one too, was failed */
+        return NULL;
+    }
+
+    return cmd;
+}
+
+
+void
+ngx_http_mg_redis_cancel(ngx_http_mg_redis_cmd_t *cmd)
+{
+    cmd->data = NULL;
+}
+
+
+static ngx_http_mg_redis_cmd_t *
+ngx_http_mg_redis_alloc(ngx_http_mg_redis_t *rd)
+{
+    ngx_queue_t              *q;
+    ngx_http_mg_redis_cmd_t  *cmd;
+
+    if (!ngx_queue_empty(&rd->free)) {
+        q = ngx_queue_head(&rd->free);
+        ngx_queue_remove(q);
+        cmd = ngx_queue_data(q, ngx_http_mg_redis_cmd_t, queue);
+
+    } else {
+        cmd = ngx_alloc(sizeof(ngx_http_mg_redis_cmd_t), rd->log);
+        if (cmd == NULL) {
+            return NULL;
+        }
+    }
+
+    ngx_memzero(cmd, sizeof(ngx_http_mg_redis_cmd_t));
+    cmd->script = -1;
+
+    return cmd;
+}
+
+
+static void
+ngx_http_mg_redis_release(ngx_http_mg_redis_t *rd,
+    ngx_http_mg_redis_cmd_t *cmd)
+{
+    if (cmd->nargs) {
+        ngx_free(cmd->args[0].data);
+    }
+
+    cmd->nargs = 0;
+    cmd->data = NULL;
+
+    ngx_queue_insert_head(&rd->free, &cmd->queue);
+}

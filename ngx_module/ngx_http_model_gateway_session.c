@@ -1,0 +1,430 @@
+
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ *
+ * Sessions pinned to backends.  A request that carries a session key is
+ * routed to the backend its session is pinned to; the pin lives in Redis,
+ * so every nginx node of a fleet agrees.  A new session is pinned to the
+ * backend that weighted rendezvous hashing of its key picks, which is also
+ * what every node picks when Redis is unreachable.  This is a route
+ * handler: it suspends the request for one Redis round trip.
+ */
+
+
+#include "ngx_http_model_gateway_module.h"
+#include "ngx_http_model_gateway_redis.h"
+#include "mg_rendezvous.h"
+
+#include <hiredis/hiredis.h>
+
+
+#define NGX_HTTP_MG_SESSION_MAX_LEN  256
+
+
+static ngx_int_t ngx_http_model_gateway_session_route(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+static ngx_int_t ngx_http_model_gateway_session_fallback(
+    ngx_http_request_t *r, ngx_http_model_gateway_ctx_t *ctx);
+static void ngx_http_model_gateway_session_reply(void *data,
+    redisReply *reply, ngx_int_t rc);
+static void ngx_http_model_gateway_session_cleanup(void *data);
+static ngx_int_t ngx_http_model_gateway_session_target(
+    ngx_http_model_gateway_ctx_t *ctx, const char *name, size_t len);
+static void ngx_http_model_gateway_session_ignore(void *data,
+    redisReply *reply, ngx_int_t rc);
+
+
+ngx_int_t
+ngx_http_model_gateway_session_init(ngx_conf_t *cf)
+{
+    ngx_http_model_gateway_route_pt      *h;
+    ngx_http_model_gateway_main_conf_t   *mcf;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf,
+                                             ngx_http_model_gateway_module);
+
+    h = ngx_array_push(&mcf->route_handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_model_gateway_session_route;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_model_gateway_session_route(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx)
+{
+    size_t                                i;
+    ngx_str_t                             key, args[4];
+    ngx_msec_t                            now;
+    ngx_uint_t                            n;
+    ngx_pool_cleanup_t                   *cln;
+    ngx_http_mg_redis_cmd_t              *cmd;
+    ngx_http_model_gateway_node_t        *bn, *pn;
+    ngx_http_model_gateway_target_t      *t;
+    ngx_http_model_gateway_loc_conf_t    *lcf;
+    ngx_http_model_gateway_main_conf_t   *mcf;
+    mg_rendezvous_node_t                  nodes[NGX_HTTP_MG_MAX_TARGETS];
+    unsigned char                         eligible[NGX_HTTP_MG_MAX_TARGETS];
+    u_char                                ms[2][NGX_INT64_LEN];
+
+    lcf = ctx->lcf;
+
+    if (lcf->session == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_complex_value(r, lcf->session, &key) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (key.len == 0) {
+        return NGX_DECLINED;
+    }
+
+    if (key.len > NGX_HTTP_MG_SESSION_MAX_LEN) {
+        goto invalid;
+    }
+
+    for (i = 0; i < key.len; i++) {
+        if (key.data[i] < 0x21 || key.data[i] > 0x7e) {
+            goto invalid;
+        }
+    }
+
+    ctx->session = key;
+
+    /*
+     * the backend a new session gets: weighted rendezvous over the healthy
+     * candidates, the same choice on every node with or without Redis
+     */
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
+
+    t = ctx->model_conf->targets.elts;
+    n = ctx->model_conf->targets.nelts;
+    now = ngx_current_msec;
+
+    for (i = 0; i < n; i++) {
+        bn = t[i].backend->node;
+        pn = t[i].node;
+
+        nodes[i].name = (char *) t[i].backend->name.data;
+        nodes[i].len = t[i].backend->name.len;
+        nodes[i].weight = t[i].backend->weight;
+
+        eligible[i] = t[i].backend->naddrs
+                      && bn->cooldown_until <= now
+                      && pn->limited_until <= now;
+    }
+
+    ctx->hashed = mg_rendezvous_pick((char *) key.data, key.len, nodes, n,
+                                     eligible);
+    if (ctx->hashed < 0) {
+        ctx->hashed = mg_rendezvous_pick((char *) key.data, key.len, nodes,
+                                         n, NULL);
+    }
+
+    if (mcf->redis == NULL || !ngx_http_mg_redis_ready()) {
+        return ngx_http_model_gateway_session_fallback(r, ctx);
+    }
+
+    /* <prefix>:pin:<session>:<model> */
+
+    ctx->pin_key.len = mcf->redis->prefix.len + sizeof(":pin::") - 1
+                       + key.len + ctx->model.len;
+    ctx->pin_key.data = ngx_pnalloc(r->pool, ctx->pin_key.len);
+    if (ctx->pin_key.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(ctx->pin_key.data, "%V:pin:%V:%V", &mcf->redis->prefix,
+                &key, &ctx->model);
+
+    args[0] = ctx->pin_key;
+    args[1] = t[ctx->hashed].backend->name;
+
+    args[2].data = ms[0];
+    args[2].len = ngx_sprintf(ms[0], "%M", lcf->session_idle) - ms[0];
+    args[3].data = ms[1];
+    args[3].len = ngx_sprintf(ms[1], "%M", lcf->session_max) - ms[1];
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cmd = ngx_http_mg_redis_script(NGX_HTTP_MG_SCRIPT_PIN, 4, args,
+                                   ngx_http_model_gateway_session_reply, ctx);
+    if (cmd == NULL) {
+        return ngx_http_model_gateway_session_fallback(r, ctx);
+    }
+
+    /*
+     * the command outlives the request if the client goes away: the
+     * cleanup only cancels it, and the reply then touches nothing
+     */
+
+    ctx->redis_cmd = cmd;
+    cln->handler = ngx_http_model_gateway_session_cleanup;
+    cln->data = ctx;
+
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_AGAIN;
+
+invalid:
+
+    return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
+                                       "invalid_request_error",
+                                       "invalid_session_key", NULL,
+                                       "The session key must be 1 to 256 "
+                                       "printable ASCII characters.");
+}
+
+
+static ngx_int_t
+ngx_http_model_gateway_session_fallback(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx)
+{
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
+
+    if (mcf->redis && ctx->lcf->session_fallback == NGX_HTTP_MG_FALLBACK_FAIL)
+    {
+        return ngx_http_model_gateway_fail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                           "server_error",
+                                           "session_store_unavailable", NULL,
+                                           "The session store is "
+                                           "unavailable.");
+    }
+
+    /* no shared state needed: every node hashes the key the same way */
+
+    ctx->pin_status = NGX_HTTP_MG_PIN_FALLBACK;
+    ctx->preferred = ctx->hashed;
+
+    if (ctx->lcf->session_mode == NGX_HTTP_MG_SESSION_STRICT) {
+        ngx_memset(ctx->tried, 1, ctx->model_conf->targets.nelts);
+        ctx->tried[ctx->hashed] = 0;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_model_gateway_session_cleanup(void *data)
+{
+    ngx_http_model_gateway_ctx_t *ctx = data;
+
+    if (ctx->redis_cmd) {
+        ngx_http_mg_redis_cancel(ctx->redis_cmd);
+        ctx->redis_cmd = NULL;
+    }
+}
+
+
+static void
+ngx_http_model_gateway_session_reply(void *data, redisReply *reply,
+    ngx_int_t rc)
+{
+    ngx_http_model_gateway_ctx_t *ctx = data;
+
+    ngx_int_t                          n, next;
+    redisReply                        *name, *fresh;
+    ngx_http_request_t                *r;
+    ngx_http_model_gateway_target_t   *t;
+
+    r = ctx->request;
+    ctx->redis_cmd = NULL;
+    r->read_event_handler = ngx_http_block_reading;
+
+    if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != 2
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || reply->element[1]->type != REDIS_REPLY_INTEGER)
+    {
+        if (rc == NGX_OK) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "model gateway: unexpected reply to the session "
+                          "pin script%s%*s",
+                          reply->type == REDIS_REPLY_ERROR ? ": " : "",
+                          (size_t) (reply->type == REDIS_REPLY_ERROR
+                                    ? ngx_min(reply->len, 200) : 0),
+                          reply->str);
+        }
+
+        next = ngx_http_model_gateway_session_fallback(r, ctx);
+        ngx_http_model_gateway_route_done(r, next);
+        return;
+    }
+
+    name = reply->element[0];
+    fresh = reply->element[1];
+
+    ctx->pin_backend.data = ngx_pnalloc(r->pool, name->len);
+    if (ctx->pin_backend.data == NULL) {
+        ngx_http_model_gateway_route_done(r, NGX_ERROR);
+        return;
+    }
+
+    ngx_memcpy(ctx->pin_backend.data, name->str, name->len);
+    ctx->pin_backend.len = name->len;
+
+    ctx->pin_status = fresh->integer ? NGX_HTTP_MG_PIN_NEW
+                                     : NGX_HTTP_MG_PIN_HIT;
+
+    n = ngx_http_model_gateway_session_target(ctx, name->str, name->len);
+    ctx->pinned = n;
+
+    t = ctx->model_conf->targets.elts;
+
+    if (ctx->lcf->session_mode == NGX_HTTP_MG_SESSION_STRICT) {
+
+        /* the pinned backend is the only candidate */
+
+        if (n < 0 || t[n].backend->node->cooldown_until > ngx_current_msec
+            || t[n].node->limited_until > ngx_current_msec
+            || t[n].backend->naddrs == 0)
+        {
+            next = ngx_http_model_gateway_fail(r,
+                                           NGX_HTTP_SERVICE_UNAVAILABLE,
+                                           "server_error",
+                                           "session_backend_unavailable",
+                                           NULL, "the session's backend is "
+                                           "unavailable");
+            ngx_http_model_gateway_route_done(r, next);
+            return;
+        }
+
+        ngx_memset(ctx->tried, 1, ctx->model_conf->targets.nelts);
+        ctx->tried[n] = 0;
+    }
+
+    /* rebind: the pinned backend first, then the others */
+
+    ctx->preferred = (n >= 0) ? n : ctx->hashed;
+
+    ngx_http_model_gateway_route_done(r, NGX_OK);
+}
+
+
+static ngx_int_t
+ngx_http_model_gateway_session_target(ngx_http_model_gateway_ctx_t *ctx,
+    const char *name, size_t len)
+{
+    ngx_uint_t                        i;
+    ngx_http_model_gateway_target_t  *t;
+
+    t = ctx->model_conf->targets.elts;
+
+    for (i = 0; i < ctx->model_conf->targets.nelts; i++) {
+        if (t[i].backend->name.len == len
+            && ngx_memcmp(t[i].backend->name.data, name, len) == 0)
+        {
+            return i;
+        }
+    }
+
+    return -1;
+}
+
+
+static void
+ngx_http_model_gateway_session_ignore(void *data, redisReply *reply,
+    ngx_int_t rc)
+{
+    return;
+}
+
+
+ngx_str_t *
+ngx_http_model_gateway_pin_status(ngx_http_model_gateway_ctx_t *ctx)
+{
+    static ngx_str_t  status[] = {
+        ngx_string("none"),
+        ngx_string("new"),
+        ngx_string("hit"),
+        ngx_string("rebound"),
+        ngx_string("fallback")
+    };
+
+    return &status[ctx->pin_status];
+}
+
+
+/*
+ * The response committed to a backend: if it is not the pinned one (a
+ * failover, or a rebind), the pin follows it, compare-and-set so that a
+ * concurrent move elsewhere wins.
+ */
+
+void
+ngx_http_model_gateway_session_commit(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx)
+{
+    ngx_str_t                            args[3];
+    ngx_http_model_gateway_backend_t    *b;
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    if (ctx->pin_backend.len == 0) {
+        return;
+    }
+
+    b = ctx->target->backend;
+
+    if (b->name.len == ctx->pin_backend.len
+        && ngx_memcmp(b->name.data, ctx->pin_backend.data, b->name.len) == 0)
+    {
+        return;
+    }
+
+    ctx->pin_status = NGX_HTTP_MG_PIN_REBOUND;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
+
+    args[0] = ctx->pin_key;
+    args[1] = ctx->pin_backend;
+    args[2] = b->name;
+
+    if (ngx_http_mg_redis_script(NGX_HTTP_MG_SCRIPT_MOVE, 3, args,
+                                 ngx_http_model_gateway_session_ignore, mcf)
+        == NULL)
+    {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "model gateway: could not move the pin of a session "
+                      "to backend \"%V\": redis unavailable", &b->name);
+    }
+}
+
+
+/* a new session whose every attempt failed leaves no pin behind */
+
+void
+ngx_http_model_gateway_session_failed(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx)
+{
+    ngx_str_t                            args[2];
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    if (ctx->pin_status != NGX_HTTP_MG_PIN_NEW || ctx->pin_backend.len == 0) {
+        return;
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
+
+    args[0] = ctx->pin_key;
+    args[1] = ctx->pin_backend;
+
+    (void) ngx_http_mg_redis_script(NGX_HTTP_MG_SCRIPT_DROP, 2, args,
+                                    ngx_http_model_gateway_session_ignore,
+                                    mcf);
+
+    ctx->pin_backend.len = 0;
+}
