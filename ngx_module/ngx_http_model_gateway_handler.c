@@ -19,6 +19,14 @@ static ngx_int_t ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
 static ngx_int_t ngx_http_model_gateway_forward_headers(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
+static ngx_int_t ngx_http_model_gateway_json_string(ngx_http_request_t *r,
+    u_char *tok, size_t len, ngx_str_t *out);
+static ngx_int_t ngx_http_model_gateway_conversation_id(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, u_char *p, size_t len,
+    mg_json_type_t type);
+static ngx_int_t ngx_http_model_gateway_state_model(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx,
+    ngx_http_model_gateway_main_conf_t *mcf);
 static void ngx_http_model_gateway_route(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
 
@@ -175,6 +183,62 @@ ngx_http_model_gateway_handler(ngx_http_request_t *r)
     case MG_EP_EMBEDDINGS:
         ngx_str_set(&ctx->uri_suffix, "/embeddings");
         break;
+
+    case MG_EP_RESPONSES:
+        ngx_str_set(&ctx->uri_suffix, "/responses");
+        ctx->state_kind = NGX_HTTP_MG_STATE_NEW_RESPONSE;
+        break;
+
+    case MG_EP_CONVERSATIONS:
+        ngx_str_set(&ctx->uri_suffix, "/conversations");
+        ctx->state_kind = NGX_HTTP_MG_STATE_NEW_CONVERSATION;
+        break;
+
+    case MG_EP_RESPONSE:
+    case MG_EP_CONVERSATION:
+
+        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_DELETE|NGX_HTTP_POST))) {
+            goto not_allowed;
+        }
+
+        ctx->state_kind = (ctx->endpoint == MG_EP_RESPONSE)
+                          ? NGX_HTTP_MG_STATE_RESPONSE
+                          : NGX_HTTP_MG_STATE_CONVERSATION;
+        ctx->state_id.data = (u_char *) id;
+        ctx->state_id.len = id_len;
+
+        /*
+         * the backend gets the same object path ("/responses/ID/...")
+         * and query after its own prefix
+         */
+
+        p = (u_char *) id - ((ctx->endpoint == MG_EP_RESPONSE)
+                             ? sizeof("responses/") - 1
+                             : sizeof("conversations/") - 1);
+
+        len = r->uri.data + r->uri.len - p;
+
+        ctx->uri_suffix.data = ngx_pnalloc(r->pool,
+                                           1 + len + 1 + r->args.len);
+        if (ctx->uri_suffix.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->uri_suffix.len = ngx_sprintf(ctx->uri_suffix.data, "/%*s%s%V",
+                                          len, p, r->args.len ? "?" : "",
+                                          &r->args)
+                              - ctx->uri_suffix.data;
+
+        r->request_body_in_single_buf = 1;
+
+        rc = ngx_http_read_client_request_body(r,
+                                           ngx_http_model_gateway_body_handler);
+
+        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+            return rc;
+        }
+
+        return NGX_DONE;
 
     default:
         p = ngx_pnalloc(r->pool, sizeof("Invalid URL ( )") - 1
@@ -363,14 +427,31 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
     ngx_http_model_gateway_policy_t     *pol;
     ngx_http_model_gateway_main_conf_t  *mcf;
 
-    enum { F_MODEL = 0, F_MESSAGES, F_STREAM, F_INPUT, F_N };
+    enum { F_MODEL = 0, F_MESSAGES, F_STREAM, F_INPUT, F_PREVIOUS,
+           F_CONVERSATION, F_N };
 
     mg_json_field_t  f[F_N] = {
         { "model", 5, MG_JSON_NONE, 0, 0 },
         { "messages", 8, MG_JSON_NONE, 0, 0 },
         { "stream", 6, MG_JSON_NONE, 0, 0 },
-        { "input", 5, MG_JSON_NONE, 0, 0 }
+        { "input", 5, MG_JSON_NONE, 0, 0 },
+        { "previous_response_id", 20, MG_JSON_NONE, 0, 0 },
+        { "conversation", 12, MG_JSON_NONE, 0, 0 }
     };
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
+
+    if ((ctx->state_kind == NGX_HTTP_MG_STATE_RESPONSE
+         || ctx->state_kind == NGX_HTTP_MG_STATE_CONVERSATION
+         || ctx->state_kind == NGX_HTTP_MG_STATE_NEW_CONVERSATION)
+        && (r->request_body == NULL || r->request_body->bufs == NULL
+            || (r->request_body->bufs->next == NULL
+                && ngx_buf_size(r->request_body->bufs->buf) == 0)))
+    {
+        /* an object by its id, or a new conversation: no body needed */
+
+        return ngx_http_model_gateway_state_model(r, ctx, mcf);
+    }
 
     if (r->request_body == NULL || r->request_body->bufs == NULL) {
         return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
@@ -452,6 +533,53 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
                                            "JSON object.");
     }
 
+    if (ctx->state_kind == NGX_HTTP_MG_STATE_RESPONSE
+        || ctx->state_kind == NGX_HTTP_MG_STATE_CONVERSATION
+        || ctx->state_kind == NGX_HTTP_MG_STATE_NEW_CONVERSATION)
+    {
+        return ngx_http_model_gateway_state_model(r, ctx, mcf);
+    }
+
+    if (ctx->state_kind == NGX_HTTP_MG_STATE_NEW_RESPONSE) {
+
+        if (f[F_PREVIOUS].type == MG_JSON_STRING) {
+            rc = ngx_http_model_gateway_json_string(r, ctx->body.data
+                                                       + f[F_PREVIOUS].start,
+                                                    f[F_PREVIOUS].len,
+                                                    &ctx->state_id);
+            if (rc != NGX_OK) {
+                return rc;
+            }
+
+            ctx->state_via = NGX_HTTP_MG_STATE_RESPONSE;
+
+        } else if (f[F_PREVIOUS].type != MG_JSON_NONE
+                   && f[F_PREVIOUS].type != MG_JSON_NULL)
+        {
+            return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
+                                           "invalid_request_error",
+                                           "invalid_type",
+                                           "previous_response_id",
+                                           "'previous_response_id' must be "
+                                           "a string.");
+        }
+
+        if (f[F_CONVERSATION].type != MG_JSON_NONE
+            && f[F_CONVERSATION].type != MG_JSON_NULL)
+        {
+            rc = ngx_http_model_gateway_conversation_id(r, ctx,
+                                               ctx->body.data
+                                               + f[F_CONVERSATION].start,
+                                               f[F_CONVERSATION].len,
+                                               f[F_CONVERSATION].type);
+            if (rc != NGX_OK) {
+                return rc;
+            }
+        }
+
+        ctx->stream = (f[F_STREAM].type == MG_JSON_TRUE);
+    }
+
     if (f[F_MODEL].type == MG_JSON_NONE) {
         return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
                                            "invalid_request_error",
@@ -502,7 +630,9 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
 
         ctx->stream = (f[F_STREAM].type == MG_JSON_TRUE);
 
-    } else if (f[F_INPUT].type == MG_JSON_NONE) {
+    } else if (ctx->endpoint == MG_EP_EMBEDDINGS
+               && f[F_INPUT].type == MG_JSON_NONE)
+    {
         return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
                                            "invalid_request_error",
                                            "missing_required_parameter",
@@ -530,8 +660,6 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
     }
 
     ctx->model.len = n;
-
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
 
     m = mcf->models.elts;
     for (i = 0; i < mcf->models.nelts; i++) {
@@ -585,6 +713,114 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
             }
         }
     }
+
+    return NGX_OK;
+}
+
+
+/* unescapes a JSON string token into the request pool */
+
+static ngx_int_t
+ngx_http_model_gateway_json_string(ngx_http_request_t *r, u_char *tok,
+    size_t len, ngx_str_t *out)
+{
+    ssize_t  n;
+
+    out->data = ngx_pnalloc(r->pool, len);
+    if (out->data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    n = mg_json_unescape((char *) tok, len, (char *) out->data, len);
+
+    if (n <= 0 || n > 200) {
+        return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
+                                           "invalid_request_error",
+                                           "invalid_value", NULL,
+                                           "An object id must be a "
+                                           "non-empty string of at most "
+                                           "200 characters.");
+    }
+
+    out->len = n;
+
+    return NGX_OK;
+}
+
+
+/* "conversation": "conv_..." or {"id": "conv_..."} */
+
+static ngx_int_t
+ngx_http_model_gateway_conversation_id(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, u_char *p, size_t len,
+    mg_json_type_t type)
+{
+    size_t          start, vlen;
+    mg_json_type_t  t;
+
+    if (type == MG_JSON_OBJECT) {
+        t = mg_json_member((char *) p, len, "id", 2, &start, &vlen);
+
+        if (t != MG_JSON_STRING) {
+            goto invalid;
+        }
+
+        p += start;
+        len = vlen;
+
+    } else if (type != MG_JSON_STRING) {
+        goto invalid;
+    }
+
+    if (ctx->state_via == NGX_HTTP_MG_STATE_NONE) {
+        ctx->state_via = NGX_HTTP_MG_STATE_CONVERSATION;
+        return ngx_http_model_gateway_json_string(r, p, len, &ctx->state_id);
+    }
+
+    return NGX_OK;
+
+invalid:
+
+    return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
+                                       "invalid_request_error",
+                                       "invalid_type", "conversation",
+                                       "'conversation' must be a string or "
+                                       "an object with an 'id'.");
+}
+
+
+/*
+ * Requests about a stored object (and new conversations) name no model:
+ * their candidates are every OpenAI-type backend, narrowed down by the
+ * state route handler.
+ */
+
+static ngx_int_t
+ngx_http_model_gateway_state_model(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, ngx_http_model_gateway_main_conf_t *mcf)
+{
+    if (mcf->state_model.targets.nelts == 0) {
+        return ngx_http_model_gateway_fail(r, NGX_HTTP_NOT_FOUND,
+                                           "invalid_request_error",
+                                           "unknown_url", NULL,
+                                           "No backend serves the OpenAI "
+                                           "Responses and Conversations "
+                                           "APIs.");
+    }
+
+    ctx->model_conf = &mcf->state_model;
+    ngx_str_null(&ctx->model);
+
+    if (ctx->body.data == NULL) {
+        ngx_str_set(&ctx->body, "");
+    }
+
+    ctx->tried = ngx_pcalloc(r->pool, ctx->model_conf->targets.nelts);
+    if (ctx->tried == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->policy = ctx->lcf->balance;
 
     return NGX_OK;
 }

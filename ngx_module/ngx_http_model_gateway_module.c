@@ -263,6 +263,27 @@ static ngx_command_t  ngx_http_model_gateway_commands[] = {
       offsetof(ngx_http_model_gateway_main_conf_t, redis_conf.max_inflight),
       NULL },
 
+    { ngx_string("model_gateway_state_default_backend"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, state_default),
+      NULL },
+
+    { ngx_string("model_gateway_response_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, response_ttl),
+      NULL },
+
+    { ngx_string("model_gateway_conversation_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, conversation_ttl),
+      NULL },
+
     { ngx_string("model_gateway_session"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_set_complex_value_slot,
@@ -396,6 +417,12 @@ ngx_http_model_gateway_postconfiguration(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    /* an object id routes before (and instead of) a session key */
+
+    if (ngx_http_model_gateway_state_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_model_gateway_session_init(cf);
 }
 
@@ -438,6 +465,8 @@ ngx_http_model_gateway_create_main_conf(ngx_conf_t *cf)
     mcf->redis_conf.connect_timeout = NGX_CONF_UNSET_MSEC;
     mcf->redis_conf.timeout = NGX_CONF_UNSET_MSEC;
     mcf->redis_conf.max_inflight = NGX_CONF_UNSET_UINT;
+    mcf->response_ttl = NGX_CONF_UNSET_MSEC;
+    mcf->conversation_ttl = NGX_CONF_UNSET_MSEC;
     mcf->zone_size = NGX_CONF_UNSET_SIZE;
     mcf->max_fails = NGX_CONF_UNSET_UINT;
     mcf->fail_window = NGX_CONF_UNSET_MSEC;
@@ -479,6 +508,7 @@ ngx_http_model_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_uint_t                          i;
     ngx_http_model_gateway_model_t     *m;
+    ngx_http_model_gateway_target_t    *t;
     ngx_http_model_gateway_backend_t  **b;
 
     ngx_conf_init_msec_value(mcf->connect_timeout, 10000);
@@ -516,6 +546,54 @@ ngx_http_model_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
             return NGX_CONF_ERROR;
         }
 
+    }
+
+    /*
+     * the candidates of requests that name no model (an object by its id,
+     * a new conversation): every OpenAI-type backend
+     */
+
+    ngx_str_set(&mcf->state_model.name, "");
+
+    if (ngx_array_init(&mcf->state_model.targets, cf->pool, 4,
+                       sizeof(ngx_http_model_gateway_target_t))
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 0; i < mcf->backends.nelts
+                && mcf->state_model.targets.nelts < NGX_HTTP_MG_MAX_TARGETS;
+         i++)
+    {
+        t = ngx_array_push(&mcf->state_model.targets);
+        if (t == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(t, sizeof(ngx_http_model_gateway_target_t));
+        t->backend = b[i];
+    }
+
+    ngx_conf_init_msec_value(mcf->response_ttl, 30 * 24 * 3600 * 1000ULL);
+    ngx_conf_init_msec_value(mcf->conversation_ttl, 0);
+
+    if (mcf->state_default.len) {
+        for (i = 0; i < mcf->backends.nelts; i++) {
+            if (b[i]->name.len == mcf->state_default.len
+                && ngx_strncmp(b[i]->name.data, mcf->state_default.data,
+                               b[i]->name.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (i == mcf->backends.nelts) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"model_gateway_state_default_backend\" names "
+                          "an unknown backend \"%V\"", &mcf->state_default);
+            return NGX_CONF_ERROR;
+        }
     }
 
     if (mcf->backends.nelts

@@ -29,6 +29,12 @@
 #define NGX_HTTP_MG_FALLBACK_HASH      0
 #define NGX_HTTP_MG_FALLBACK_FAIL      1
 
+#define NGX_HTTP_MG_STATE_NONE             0
+#define NGX_HTTP_MG_STATE_NEW_RESPONSE     1   /* POST responses */
+#define NGX_HTTP_MG_STATE_NEW_CONVERSATION 2   /* POST conversations */
+#define NGX_HTTP_MG_STATE_RESPONSE         3   /* responses/{id}... */
+#define NGX_HTTP_MG_STATE_CONVERSATION     4   /* conversations/{id}... */
+
 #define NGX_HTTP_MG_PIN_NONE           0
 #define NGX_HTTP_MG_PIN_NEW            1
 #define NGX_HTTP_MG_PIN_HIT            2
@@ -194,6 +200,10 @@ typedef struct {
 typedef struct {
     ngx_array_t                        backends;    /* _backend_t * */
     ngx_array_t                        models;      /* _model_t */
+    ngx_http_model_gateway_model_t     state_model; /* OpenAI-type ones */
+    ngx_str_t                          state_default; /* backend name */
+    ngx_msec_t                         response_ttl;
+    ngx_msec_t                         conversation_ttl;
     ngx_hash_t                         model_hash;
     ngx_str_t                          models_json; /* GET /models body */
 
@@ -306,6 +316,7 @@ struct ngx_http_model_gateway_ctx_s {
     ngx_http_model_gateway_model_t    *model_conf;
     ngx_str_t                          fwd_headers; /* client headers kept */
     ngx_str_t                          uri_suffix;  /* "/chat/completions" */
+    ngx_str_t                          method;      /* to the backend */
     unsigned                           stream:1;
 
     /* routing */
@@ -326,6 +337,18 @@ struct ngx_http_model_gateway_ctx_s {
     ngx_int_t                          preferred;   /* target, or -1 */
     ngx_int_t                          hashed;      /* rendezvous choice */
     ngx_str_t                          pin_backend; /* as Redis named it */
+
+    /* Responses and Conversations */
+    ngx_uint_t                         state_kind;
+    ngx_uint_t                         state_via;   /* the id's kind */
+    ngx_str_t                          state_id;
+    ngx_str_t                          state_key;
+    void                              *state_cmd;
+    ngx_buf_t                         *held;        /* last byte, held */
+    unsigned                           single:1;    /* no failover */
+    unsigned                           store_pending:1;
+    unsigned                           stored:1;
+    unsigned                           finish_pending:1;
     ngx_uint_t                         pin_status;
     void                              *redis_cmd;
     u_char                            *tried;       /* per target */
@@ -422,6 +445,13 @@ ngx_int_t ngx_http_model_gateway_balance(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
 void ngx_http_model_gateway_balance_done(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, ngx_uint_t failed);
+
+/* state.c */
+ngx_int_t ngx_http_model_gateway_state_init(ngx_conf_t *cf);
+void ngx_http_model_gateway_state_commit(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+ngx_int_t ngx_http_model_gateway_responses_event(
+    ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
 
 /* session.c */
 ngx_int_t ngx_http_model_gateway_session_init(ngx_conf_t *cf);

@@ -867,16 +867,26 @@ ngx_http_mg_redis_send_cmd(ngx_http_mg_redis_t *rd,
         ngx_http_mg_redis_arm_timer(rd);
     }
 
-    ngx_http_mg_redis_flush(rd);
+    /*
+     * written from a posted event: commands of one event loop iteration
+     * go out together, and a write error never calls a handler back from
+     * inside the call that queued its command
+     */
+
+    if (rd->peer.connection) {
+        ngx_post_event(rd->peer.connection->write, &ngx_posted_events);
+    }
 
     return NGX_OK;
 }
 
 
 /*
- * Runs one of the module's scripts.  Arguments are copied; the handler is
- * called exactly once (also when Redis is down: with rc NGX_ERROR, possibly
- * before this returns NULL) unless the command is cancelled first.
+ * Runs one of the module's scripts.  Arguments are copied.  NULL means
+ * Redis cannot take the command now (down, or too many in flight) and the
+ * handler will not be called; otherwise the handler is called exactly
+ * once, from a later event (rc NGX_ERROR on a timeout or a lost
+ * connection), unless the command is cancelled first.
  */
 
 ngx_http_mg_redis_cmd_t *
@@ -927,12 +937,6 @@ ngx_http_mg_redis_script(ngx_uint_t script, ngx_uint_t nargs,
 
     if (ngx_http_mg_redis_send_cmd(rd, cmd, 0) != NGX_OK) {
         ngx_http_mg_redis_release(rd, cmd);
-        return NULL;
-    }
-
-    if (rd->state != NGX_HTTP_MG_REDIS_READY) {
-
-        /* the write failed and every waiter, this one too, was failed */
         return NULL;
     }
 

@@ -31,7 +31,9 @@ typedef struct {
 #define NGX_HTTP_MG_SCRIPT_PIN      0
 #define NGX_HTTP_MG_SCRIPT_MOVE     1
 #define NGX_HTTP_MG_SCRIPT_DROP     2
-#define NGX_HTTP_MG_REDIS_NSCRIPTS  3
+#define NGX_HTTP_MG_SCRIPT_LOOKUP   3
+#define NGX_HTTP_MG_SCRIPT_STORE    4
+#define NGX_HTTP_MG_REDIS_NSCRIPTS  5
 
 extern ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[];
 

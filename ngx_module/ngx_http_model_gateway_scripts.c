@@ -69,6 +69,22 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
       "local sep = string.find(v, '|', 1, true) "
       "if not sep or string.sub(v, 1, sep - 1) ~= ARGV[1] then return 0 end "
       "return redis.call('DEL', KEYS[1])",
+      1, "" },
+
+    /* LOOKUP: KEYS[1] an object id's key; its backend, or nil */
+
+    { "return redis.call('GET', KEYS[1])",
+      1, "" },
+
+    /*
+     * STORE: KEYS[1] an object id's key; ARGV[1] the backend that created
+     * it, ARGV[2] the time to keep it (ms, 0: no expiry)
+     */
+
+    { "if ARGV[2] == '0' then "
+        "return redis.call('SET', KEYS[1], ARGV[1]) "
+      "end "
+      "return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])",
       1, "" }
 };
 

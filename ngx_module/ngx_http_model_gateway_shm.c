@@ -397,18 +397,24 @@ ngx_http_model_gateway_balance_done(ngx_http_request_t *r,
     }
 
     if (!failed) {
-        if (ctx->trial || bn->cooldown_until) {
-            if (bn->cooldown_until) {
-                ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
-                              "model gateway: backend \"%V\" passed its "
-                              "trial request, in use again", &b->name);
-            }
+
+        /*
+         * only the trial ends a cool-down: a request that was already in
+         * flight when the backend started cooling down says too little;
+         * failures are counted within their window, so a success between
+         * two failures does not reset them
+         */
+
+        if (ctx->trial) {
+            ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                          "model gateway: backend \"%V\" passed its trial "
+                          "request, in use again", &b->name);
 
             bn->cooldown_until = 0;
             bn->trial_until = 0;
+            bn->fails = 0;
         }
 
-        bn->fails = 0;
         goto done;
     }
 

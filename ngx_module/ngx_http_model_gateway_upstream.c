@@ -456,7 +456,9 @@ ngx_http_model_gateway_free_peer(ngx_peer_connection_t *pc, void *data,
         }
     }
 
-    if (!retry || left == 0 || ctx->attempts >= ctx->lcf->tries) {
+    if (!retry || left == 0 || ctx->single
+        || ctx->attempts >= ctx->lcf->tries)
+    {
         pc->tries = 0;
 
     } else {
@@ -540,9 +542,10 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
     t = ctx->target;
     be = t->backend;
 
-    if (t->provider_model.len == ctx->model.len
-        && ngx_memcmp(t->provider_model.data, ctx->model.data,
-                      ctx->model.len) == 0)
+    if (t->provider_model.len == 0
+        || (t->provider_model.len == ctx->model.len
+            && ngx_memcmp(t->provider_model.data, ctx->model.data,
+                          ctx->model.len) == 0))
     {
         part[0] = ctx->body;
         n = 1;
@@ -561,7 +564,7 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
         body_len += part[i].len;
     }
 
-    len = sizeof("POST  HTTP/1.1" CRLF) - 1 + be->path.len
+    len = sizeof("  HTTP/1.1" CRLF) - 1 + r->method_name.len + be->path.len
           + ctx->uri_suffix.len
           + sizeof("Host: " CRLF) - 1 + be->host_header.len
           + be->auth_header.len
@@ -580,18 +583,24 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
 
     p = b->last;
 
-    p = ngx_sprintf(p, "POST %V%V HTTP/1.1" CRLF "Host: %V" CRLF,
-                    &be->path, &ctx->uri_suffix, &be->host_header);
+    /* the client's method: POST, or GET and DELETE of stored objects */
+
+    p = ngx_sprintf(p, "%V %V%V HTTP/1.1" CRLF "Host: %V" CRLF,
+                    &r->method_name, &be->path, &ctx->uri_suffix,
+                    &be->host_header);
+
     if (be->auth_header.len) {
         p = ngx_cpymem(p, be->auth_header.data, be->auth_header.len);
     }
 
-    p = ngx_sprintf(p, "Content-Type: application/json" CRLF
-                    "Content-Length: %uz" CRLF
-                    "Accept-Encoding: identity" CRLF
+    if (body_len || r->method == NGX_HTTP_POST) {
+        p = ngx_sprintf(p, "Content-Type: application/json" CRLF
+                        "Content-Length: %uz" CRLF, body_len);
+    }
+
+    p = ngx_sprintf(p, "Accept-Encoding: identity" CRLF
                     "%s" CRLF
                     "Connection: keep-alive" CRLF,
-                    body_len,
                     ctx->stream ? "Accept: text/event-stream"
                                 : "Accept: application/json");
     if (ctx->fwd_headers.len) {
@@ -1340,6 +1349,7 @@ ngx_http_model_gateway_commit(ngx_http_request_t *r,
     }
 
     ngx_http_model_gateway_session_commit(r, ctx);
+    ngx_http_model_gateway_state_commit(r, ctx);
 
     if (ctx->session.len) {
         h = ngx_list_push(&r->headers_out.headers);
@@ -1484,9 +1494,31 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
         cl->buf->last = p + bytes;
         cl->buf->tag = u->output.tag;
 
-        if (ctx->whole) {
-            u->length = 0;
+        if (ctx->whole == NULL) {
+            return NGX_OK;
         }
+
+        if (ctx->store_pending && bytes > 0) {
+
+            /*
+             * the last byte waits until the id of what this response
+             * created is recorded: a client that follows up as soon as
+             * it has the whole answer finds it
+             */
+
+            ctx->held = ngx_create_temp_buf(r->pool, 1);
+            if (ctx->held == NULL) {
+                return NGX_ERROR;
+            }
+
+            *ctx->held->last++ = p[bytes - 1];
+            ctx->held->flush = 1;
+            cl->buf->last--;
+
+            return NGX_OK;
+        }
+
+        u->length = 0;
 
         return NGX_OK;
     }
@@ -1574,7 +1606,14 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
             ctx->stream_closed = 1;
         }
 
-        u->length = 0;
+        if (rc == 0 && ctx->store_pending) {
+
+            /* the end waits for the response id to be recorded */
+            ctx->finish_pending = 1;
+
+        } else {
+            u->length = 0;
+        }
     }
 
     if (ctx->out) {
@@ -1809,6 +1848,7 @@ ngx_http_model_gateway_abort_request(ngx_http_request_t *r)
 static void
 ngx_http_model_gateway_finalize_request(ngx_http_request_t *r, ngx_int_t rc)
 {
+    ngx_chain_t                    out;
     ngx_http_upstream_t           *u;
     ngx_http_model_gateway_ctx_t  *ctx;
 
@@ -1821,6 +1861,17 @@ ngx_http_model_gateway_finalize_request(ngx_http_request_t *r, ngx_int_t rc)
 
     if (!ctx->committed) {
         ngx_http_model_gateway_session_failed(r, ctx);
+    }
+
+    if (ctx->held && u->header_sent && !r->connection->error) {
+
+        /* the backend went away first: never leave the body short */
+
+        out.buf = ctx->held;
+        out.next = NULL;
+        ctx->held = NULL;
+
+        (void) ngx_http_output_filter(r, &out);
     }
 
     if (rc == 0 && ctx->framing == NGX_HTTP_MG_FRAME_CLOSE

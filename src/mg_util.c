@@ -29,6 +29,38 @@ static int mg_parse_http_date(const u_char *p, const u_char *end,
     long long *t);
 
 
+/* an object id: one segment of id characters, then nothing or "/..." */
+
+static mg_endpoint_t
+mg_endpoint_state(const char *p, const char *end, mg_endpoint_t ep,
+    const char **id, size_t *id_len)
+{
+    const char  *s;
+
+    for (s = p; s < end && *s != '/'; s++) {
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')
+              || (*s >= '0' && *s <= '9') || *s == '_' || *s == '-'))
+        {
+            return MG_EP_UNKNOWN;
+        }
+    }
+
+    if (s == p || s - p > 200) {
+        return MG_EP_UNKNOWN;
+    }
+
+    if (id) {
+        *id = p;
+    }
+
+    if (id_len) {
+        *id_len = s - p;
+    }
+
+    return ep;
+}
+
+
 mg_endpoint_t
 mg_endpoint_match(const char *path, size_t len, const char **id,
     size_t *id_len)
@@ -75,6 +107,23 @@ mg_endpoint_match(const char *path, size_t len, const char **id,
 
     if (n == 6 && memcmp(p, "models", 6) == 0) {
         return MG_EP_MODELS;
+    }
+
+    if (n == 9 && memcmp(p, "responses", 9) == 0) {
+        return MG_EP_RESPONSES;
+    }
+
+    if (n == 13 && memcmp(p, "conversations", 13) == 0) {
+        return MG_EP_CONVERSATIONS;
+    }
+
+    if (n > 10 && memcmp(p, "responses/", 10) == 0) {
+        return mg_endpoint_state(p + 10, end, MG_EP_RESPONSE, id, id_len);
+    }
+
+    if (n > 14 && memcmp(p, "conversations/", 14) == 0) {
+        return mg_endpoint_state(p + 14, end, MG_EP_CONVERSATION, id,
+                                 id_len);
     }
 
     /* ids such as "meta-llama/Llama-3-8B" have a slash inside, not first */

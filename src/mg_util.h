@@ -18,7 +18,11 @@ typedef enum {
     MG_EP_CHAT,                 /* chat/completions */
     MG_EP_EMBEDDINGS,           /* embeddings */
     MG_EP_MODELS,               /* models */
-    MG_EP_MODEL                 /* models/{id}: the id follows */
+    MG_EP_MODEL,                /* models/{id}: the id follows */
+    MG_EP_RESPONSES,            /* responses */
+    MG_EP_RESPONSE,             /* responses/{id}[/...]: id is a segment */
+    MG_EP_CONVERSATIONS,        /* conversations */
+    MG_EP_CONVERSATION          /* conversations/{id}[/...] */
 } mg_endpoint_t;
 
 
@@ -26,7 +30,10 @@ typedef enum {
  * Classifies the part of the URI after the location prefix, e.g.
  * "/v1/chat/completions", "v1/chat/completions" or "/chat/completions"
  * (a leading "/" and one leading "v1/" segment are optional; a trailing "/"
- * is tolerated).  For MG_EP_MODEL, *id and *id_len name the model.
+ * is tolerated).  For MG_EP_MODEL, *id and *id_len name the model; for
+ * MG_EP_RESPONSE and MG_EP_CONVERSATION, the first path segment after
+ * "responses/" or "conversations/" (what follows it, e.g. "/input_items",
+ * is the caller's to pass on).
  */
 mg_endpoint_t mg_endpoint_match(const char *path, size_t len,
     const char **id, size_t *id_len);

@@ -14,7 +14,7 @@
 #
 # Candidate order: each scenario has its own model, served by a failing
 # backend of weight 100 and a good one of weight 1; the smooth weighted
-# round robin (per model, per worker) picks the heavy one first.
+# round robin (per model, shared by all workers) picks the heavy one first.
 
 use strict;
 use warnings;

@@ -1,0 +1,566 @@
+
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ *
+ * OpenAI Responses and Conversations.  Their ids live in one provider
+ * account, so a follow-up (previous_response_id, a conversation, GET or
+ * DELETE of a stored object) must reach the backend that created the
+ * object, with no failover elsewhere.  The gateway records each created id
+ * against its backend in Redis (<prefix>:resp:<id>, <prefix>:conv:<id>),
+ * and that write is acknowledged, or times out, before the response's
+ * last byte reaches the client: a client that follows up at once finds it.
+ */
+
+
+#include "ngx_http_model_gateway_module.h"
+#include "ngx_http_model_gateway_redis.h"
+
+#include <hiredis/hiredis.h>
+
+
+static ngx_int_t ngx_http_model_gateway_state_route(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+static ngx_int_t ngx_http_model_gateway_state_key(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, ngx_uint_t kind, ngx_str_t *id);
+static ngx_int_t ngx_http_model_gateway_state_unknown(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+static ngx_int_t ngx_http_model_gateway_state_only(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, u_char *name, size_t len);
+static void ngx_http_model_gateway_state_found(void *data,
+    redisReply *reply, ngx_int_t rc);
+static void ngx_http_model_gateway_state_store(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, ngx_uint_t kind, u_char *id,
+    size_t len);
+static void ngx_http_model_gateway_state_stored(void *data,
+    redisReply *reply, ngx_int_t rc);
+static void ngx_http_model_gateway_state_cleanup(void *data);
+
+
+ngx_int_t
+ngx_http_model_gateway_state_init(ngx_conf_t *cf)
+{
+    ngx_http_model_gateway_route_pt      *h;
+    ngx_http_model_gateway_main_conf_t   *mcf;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf,
+                                             ngx_http_model_gateway_module);
+
+    h = ngx_array_push(&mcf->route_handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_model_gateway_state_route;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_model_gateway_state_route(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx)
+{
+    ngx_uint_t                           kind;
+    ngx_str_t                            args[1];
+    ngx_pool_cleanup_t                  *cln;
+    ngx_http_mg_redis_cmd_t             *cmd;
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    switch (ctx->state_kind) {
+
+    case NGX_HTTP_MG_STATE_RESPONSE:
+    case NGX_HTTP_MG_STATE_CONVERSATION:
+        kind = ctx->state_kind;
+        break;
+
+    case NGX_HTTP_MG_STATE_NEW_RESPONSE:
+        if (ctx->state_via == NGX_HTTP_MG_STATE_NONE) {
+            return NGX_DECLINED;
+        }
+
+        kind = ctx->state_via;
+        break;
+
+    default:
+        return NGX_DECLINED;
+    }
+
+    /* the object's backend, only: an id wins over a session key */
+
+    ctx->single = 1;
+    ctx->session.len = 0;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
+
+    if (ngx_http_model_gateway_state_key(r, ctx, kind, &ctx->state_id)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (mcf->redis == NULL || !ngx_http_mg_redis_ready()) {
+
+        if (mcf->state_default.len) {
+            return ngx_http_model_gateway_state_only(r, ctx,
+                                                     mcf->state_default.data,
+                                                     mcf->state_default.len);
+        }
+
+        return ngx_http_model_gateway_fail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                           "server_error",
+                                           "state_store_unavailable", NULL,
+                                           "The store of response and "
+                                           "conversation ids is "
+                                           "unavailable.");
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    args[0] = ctx->state_key;
+
+    cmd = ngx_http_mg_redis_script(NGX_HTTP_MG_SCRIPT_LOOKUP, 1, args,
+                                   ngx_http_model_gateway_state_found, ctx);
+    if (cmd == NULL) {
+        return ngx_http_model_gateway_fail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                           "server_error",
+                                           "state_store_unavailable", NULL,
+                                           "The store of response and "
+                                           "conversation ids is busy.");
+    }
+
+    ctx->state_cmd = cmd;
+    cln->handler = ngx_http_model_gateway_state_cleanup;
+    cln->data = ctx;
+
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_AGAIN;
+}
+
+
+/* <prefix>:resp:<id> or <prefix>:conv:<id> */
+
+static ngx_int_t
+ngx_http_model_gateway_state_key(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, ngx_uint_t kind, ngx_str_t *id)
+{
+    ngx_str_t                            prefix;
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
+
+    if (mcf->redis) {
+        prefix = mcf->redis->prefix;
+
+    } else {
+        ngx_str_set(&prefix, "mg");
+    }
+
+    ctx->state_key.len = prefix.len + sizeof(":resp:") - 1 + id->len;
+    ctx->state_key.data = ngx_pnalloc(r->pool, ctx->state_key.len);
+    if (ctx->state_key.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->state_key.len = ngx_sprintf(ctx->state_key.data, "%V:%s:%V",
+                                     &prefix,
+                                     (kind == NGX_HTTP_MG_STATE_RESPONSE)
+                                     ? "resp" : "conv", id)
+                         - ctx->state_key.data;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_model_gateway_state_cleanup(void *data)
+{
+    ngx_http_model_gateway_ctx_t *ctx = data;
+
+    if (ctx->state_cmd) {
+        ngx_http_mg_redis_cancel(ctx->state_cmd);
+        ctx->state_cmd = NULL;
+    }
+}
+
+
+static void
+ngx_http_model_gateway_state_found(void *data, redisReply *reply,
+    ngx_int_t rc)
+{
+    ngx_http_model_gateway_ctx_t *ctx = data;
+
+    ngx_int_t                            next;
+    ngx_http_request_t                  *r;
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    r = ctx->request;
+    ctx->state_cmd = NULL;
+    r->read_event_handler = ngx_http_block_reading;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
+
+    if (rc != NGX_OK || reply->type == REDIS_REPLY_ERROR) {
+
+        if (mcf->state_default.len) {
+            next = ngx_http_model_gateway_state_only(r, ctx,
+                                                     mcf->state_default.data,
+                                                     mcf->state_default.len);
+
+        } else {
+            next = ngx_http_model_gateway_fail(r,
+                                           NGX_HTTP_SERVICE_UNAVAILABLE,
+                                           "server_error",
+                                           "state_store_unavailable", NULL,
+                                           "The store of response and "
+                                           "conversation ids did not "
+                                           "answer.");
+        }
+
+    } else if (reply->type == REDIS_REPLY_STRING) {
+        next = ngx_http_model_gateway_state_only(r, ctx,
+                                                 (u_char *) reply->str,
+                                                 reply->len);
+
+    } else {
+        next = ngx_http_model_gateway_state_unknown(r, ctx);
+    }
+
+    ngx_http_model_gateway_route_done(r, next);
+}
+
+
+static ngx_int_t
+ngx_http_model_gateway_state_unknown(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx)
+{
+    u_char                              *p;
+    ngx_uint_t                           response;
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
+
+    if (mcf->state_default.len) {
+        return ngx_http_model_gateway_state_only(r, ctx,
+                                                 mcf->state_default.data,
+                                                 mcf->state_default.len);
+    }
+
+    response = (ctx->state_kind == NGX_HTTP_MG_STATE_RESPONSE
+                || ctx->state_via == NGX_HTTP_MG_STATE_RESPONSE);
+
+    p = ngx_pnalloc(r->pool, sizeof("No conversation found with id ''.")
+                             + ctx->state_id.len);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->err_message_str.data = p;
+    ctx->err_message_str.len = ngx_sprintf(p, "No %s found with id '%V'.",
+                                           response ? "response"
+                                                    : "conversation",
+                                           &ctx->state_id)
+                               - p;
+
+    return ngx_http_model_gateway_fail(r, NGX_HTTP_NOT_FOUND,
+                                       "invalid_request_error",
+                                       response ? "response_not_found"
+                                                : "conversation_not_found",
+                                       (ctx->state_kind
+                                        == NGX_HTTP_MG_STATE_NEW_RESPONSE)
+                                       ? (response ? "previous_response_id"
+                                                   : "conversation")
+                                       : NULL,
+                                       NULL);
+}
+
+
+/* narrows the candidates to the backend that holds the object */
+
+static ngx_int_t
+ngx_http_model_gateway_state_only(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, u_char *name, size_t len)
+{
+    ngx_uint_t                           i, n;
+    ngx_http_model_gateway_target_t     *t;
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    n = ctx->model_conf->targets.nelts;
+    t = ctx->model_conf->targets.elts;
+
+    for (i = 0; i < n; i++) {
+        if (t[i].backend->name.len == len
+            && ngx_memcmp(t[i].backend->name.data, name, len) == 0)
+        {
+            goto found;
+        }
+    }
+
+    /*
+     * the backend holding the object does not list the model asked for:
+     * the request still goes there, with the model as the client named it
+     */
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
+
+    n = mcf->state_model.targets.nelts;
+    t = mcf->state_model.targets.elts;
+
+    for (i = 0; i < n; i++) {
+        if (t[i].backend->name.len == len
+            && ngx_memcmp(t[i].backend->name.data, name, len) == 0)
+        {
+            ctx->model_conf = &mcf->state_model;
+
+            ctx->tried = ngx_pcalloc(r->pool, n);
+            if (ctx->tried == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            goto found;
+        }
+    }
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "model gateway: the backend \"%*s\" holding \"%V\" is not "
+                  "configured any more", len, name, &ctx->state_id);
+
+    return ngx_http_model_gateway_fail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                       "server_error",
+                                       "state_backend_unavailable", NULL,
+                                       "The backend holding this object is "
+                                       "not available.");
+
+found:
+
+    ngx_memset(ctx->tried, 1, n);
+    ctx->tried[i] = 0;
+    ctx->preferred = i;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A response committed: a newly created response or conversation has its
+ * id recorded against the backend that created it.
+ */
+
+void
+ngx_http_model_gateway_state_commit(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx)
+{
+    size_t           start, len;
+    mg_json_field_t  f[1] = { { "id", 2, MG_JSON_NONE, 0, 0 } };
+
+    if ((ctx->state_kind != NGX_HTTP_MG_STATE_NEW_RESPONSE
+         && ctx->state_kind != NGX_HTTP_MG_STATE_NEW_CONVERSATION)
+        || ctx->status.code < 200 || ctx->status.code >= 300)
+    {
+        return;
+    }
+
+    if (ctx->mode == NGX_HTTP_MG_BODY_STREAM) {
+
+        /* the id comes with the stream's response.created event */
+
+        ctx->on_event = ngx_http_model_gateway_responses_event;
+        return;
+    }
+
+    if (ctx->whole == NULL) {
+        return;
+    }
+
+    if (mg_json_scan((char *) ctx->whole->pos,
+                     ctx->whole->last - ctx->whole->pos, f, 1, 64, NULL)
+        != MG_JSON_OK
+        || f[0].type != MG_JSON_STRING)
+    {
+        return;
+    }
+
+    start = f[0].start;
+    len = f[0].len;
+
+    ngx_http_model_gateway_state_store(r, ctx,
+                              (ctx->state_kind == NGX_HTTP_MG_STATE_NEW_RESPONSE)
+                              ? NGX_HTTP_MG_STATE_RESPONSE
+                              : NGX_HTTP_MG_STATE_CONVERSATION,
+                              ctx->whole->pos + start, len);
+}
+
+
+/* the per-event hook of streamed Responses: pass-through, and the id */
+
+ngx_int_t
+ngx_http_model_gateway_responses_event(ngx_http_model_gateway_ctx_t *ctx,
+    const mg_sse_event_t *ev)
+{
+    size_t           start, len;
+    mg_json_type_t   t;
+    mg_json_field_t  f[2] = {
+        { "type", 4, MG_JSON_NONE, 0, 0 },
+        { "response", 8, MG_JSON_NONE, 0, 0 }
+    };
+
+    if (ev->data && !ctx->stored
+        && mg_json_scan(ev->data, ev->data_len, f, 2, 64, NULL) == MG_JSON_OK
+        && f[0].type == MG_JSON_STRING
+        && f[0].len == sizeof("\"response.created\"") - 1
+        && ngx_strncmp(ev->data + f[0].start, "\"response.created\"",
+                       f[0].len) == 0
+        && f[1].type == MG_JSON_OBJECT)
+    {
+        t = mg_json_member(ev->data + f[1].start, f[1].len, "id", 2,
+                           &start, &len);
+
+        if (t == MG_JSON_STRING) {
+            ngx_http_model_gateway_state_store(ctx->request, ctx,
+                                          NGX_HTTP_MG_STATE_RESPONSE,
+                                          (u_char *) ev->data + f[1].start
+                                          + start, len);
+        }
+    }
+
+    if (ev->data && mg_sse_is_done(ev)) {
+        ctx->done_seen = 1;
+
+    } else if (ev->data && mg_sse_is_error(ev)) {
+        ctx->error_seen = 1;
+    }
+
+    return ngx_http_model_gateway_emit(ctx, (u_char *) ev->raw, ev->raw_len);
+}
+
+
+static void
+ngx_http_model_gateway_state_store(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, ngx_uint_t kind, u_char *tok,
+    size_t toklen)
+{
+    ngx_str_t                            id, args[3];
+    ngx_msec_t                           ttl;
+    ngx_pool_cleanup_t                  *cln;
+    ngx_http_mg_redis_cmd_t             *cmd;
+    ngx_http_model_gateway_main_conf_t  *mcf;
+    u_char                               ms[NGX_INT64_LEN];
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
+
+    if (mcf->redis == NULL || ctx->stored) {
+        return;
+    }
+
+    ctx->stored = 1;
+
+    id.data = ngx_pnalloc(r->pool, toklen);
+    if (id.data == NULL) {
+        return;
+    }
+
+    if (toklen < 3
+        || mg_json_unescape((char *) tok, toklen, (char *) id.data, toklen)
+           <= 0)
+    {
+        return;
+    }
+
+    id.len = mg_json_unescape((char *) tok, toklen, (char *) id.data, toklen);
+
+    if (ngx_http_model_gateway_state_key(r, ctx, kind, &id) != NGX_OK) {
+        return;
+    }
+
+    ttl = (kind == NGX_HTTP_MG_STATE_RESPONSE) ? mcf->response_ttl
+                                               : mcf->conversation_ttl;
+
+    args[0] = ctx->state_key;
+    args[1] = ctx->target->backend->name;
+    args[2].data = ms;
+    args[2].len = ngx_sprintf(ms, "%M", ttl) - ms;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return;
+    }
+
+    cmd = ngx_http_mg_redis_script(NGX_HTTP_MG_SCRIPT_STORE, 3, args,
+                                   ngx_http_model_gateway_state_stored, ctx);
+    if (cmd == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "model gateway: could not record \"%V\" of backend "
+                      "\"%V\": redis unavailable, follow-ups will not find "
+                      "it", &id, &ctx->target->backend->name);
+        return;
+    }
+
+    ctx->state_cmd = cmd;
+    ctx->store_pending = 1;
+
+    cln->handler = ngx_http_model_gateway_state_cleanup;
+    cln->data = ctx;
+}
+
+
+/*
+ * The id is recorded (or the write failed or timed out): whatever the
+ * response held back for it goes out now.
+ */
+
+static void
+ngx_http_model_gateway_state_stored(void *data, redisReply *reply,
+    ngx_int_t rc)
+{
+    ngx_http_model_gateway_ctx_t *ctx = data;
+
+    ngx_chain_t          *cl, **ll;
+    ngx_http_request_t   *r;
+    ngx_http_upstream_t  *u;
+
+    r = ctx->request;
+    u = r->upstream;
+
+    ctx->state_cmd = NULL;
+    ctx->store_pending = 0;
+
+    if (rc != NGX_OK || reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "model gateway: recording \"%V\" failed, follow-ups "
+                      "will not find it", &ctx->state_key);
+    }
+
+    if (u == NULL) {
+        return;
+    }
+
+    if (ctx->held) {
+        cl = ngx_alloc_chain_link(r->pool);
+        if (cl == NULL) {
+            return;
+        }
+
+        cl->buf = ctx->held;
+        cl->next = NULL;
+        ctx->held = NULL;
+
+        for (ll = &u->out_bufs; *ll; ll = &(*ll)->next) { /* void */ }
+        *ll = cl;
+
+        u->length = 0;
+
+    } else if (ctx->finish_pending) {
+        ctx->finish_pending = 0;
+        u->length = 0;
+
+    } else {
+        return;
+    }
+
+    /* the client connection's writer sends it and finalizes */
+
+    ngx_post_event(r->connection->write, &ngx_posted_events);
+}
