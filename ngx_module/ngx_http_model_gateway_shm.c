@@ -115,6 +115,19 @@ ngx_http_model_gateway_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         }
     }
 
+    /* requests that name no model have pair state of their own */
+
+    t = mcf->state_model.targets.elts;
+
+    for (j = 0; j < mcf->state_model.targets.nelts; j++) {
+        t[j].node = ngx_http_model_gateway_node(shpool, sh,
+                                                &t[j].backend->name,
+                                                &mcf->state_model.name);
+        if (t[j].node == NULL) {
+            goto nomem;
+        }
+    }
+
     return NGX_OK;
 
 nomem:

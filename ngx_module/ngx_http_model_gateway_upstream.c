@@ -1767,26 +1767,33 @@ static ngx_int_t
 ngx_http_model_gateway_stream_tail(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {
-    u_char       *p;
-    size_t        len;
+    u_char       *p, *last;
+    size_t        n;
     ngx_buf_t    *b;
     ngx_chain_t   out;
-    const char   *msg;
-    u_char        errbuf[512];
+    ngx_uint_t    cut, responses;
 
-    static const char  done[] = "data: [DONE]\n\n";
+    responses = (ctx->endpoint == MG_EP_RESPONSES);
 
-    b = ngx_calloc_buf(r->pool);
+    cut = !ctx->error_seen
+          && (!ctx->framing_done || ctx->stream_closed
+              || mg_sse_pending(&ctx->sse));
+
+    if (!cut && responses) {
+
+        /* a Responses stream ends with its own events, no "[DONE]" */
+        return NGX_OK;
+    }
+
+    b = ngx_create_temp_buf(r->pool, 1024);
     if (b == NULL) {
         return NGX_ERROR;
     }
 
-    len = sizeof(done) - 1;
+    p = b->pos;
+    last = b->end;
 
-    if (!ctx->error_seen
-        && (!ctx->framing_done || ctx->stream_closed
-            || mg_sse_pending(&ctx->sse)))
-    {
+    if (cut) {
         if (ctx->stream_error.len == 0) {
             ngx_str_set(&ctx->stream_error,
                         "the backend closed the stream before it ended");
@@ -1797,36 +1804,29 @@ ngx_http_model_gateway_stream_tail(ngx_http_request_t *r,
                           &ctx->stream_error);
         }
 
-        msg = (const char *) ctx->stream_error.data;
+        /* messages are the gateway's own static texts: no escaping */
 
-        p = errbuf;
-        p = ngx_cpymem(p, "data: ", 6);
-        p += mg_error_json((char *) p, sizeof(errbuf) - 16, msg,
-                           "server_error", NULL, "stream_interrupted");
-        *p++ = '\n'; *p++ = '\n';
+        if (responses) {
+            p = ngx_slprintf(p, last, "event: error\ndata: {\"type\":"
+                             "\"error\",\"code\":\"stream_interrupted\","
+                             "\"message\":\"%V\",\"param\":null}\n\n",
+                             &ctx->stream_error);
 
-        len += p - errbuf;
-
-        b->start = ngx_pnalloc(r->pool, len);
-        if (b->start == NULL) {
-            return NGX_ERROR;
+        } else {
+            p = ngx_cpymem(p, "data: ", 6);
+            n = mg_error_json((char *) p, last - p - 32,
+                              (char *) ctx->stream_error.data,
+                              "server_error", NULL, "stream_interrupted");
+            p += ngx_min(n, (size_t) (last - p - 32));
+            *p++ = '\n'; *p++ = '\n';
         }
-
-        b->last = ngx_cpymem(b->start, errbuf, p - errbuf);
-
-    } else {
-        b->start = ngx_pnalloc(r->pool, len);
-        if (b->start == NULL) {
-            return NGX_ERROR;
-        }
-
-        b->last = b->start;
     }
 
-    b->pos = b->start;
-    b->last = ngx_cpymem(b->last, done, sizeof(done) - 1);
-    b->end = b->last;
-    b->temporary = 1;
+    if (!responses) {
+        p = ngx_cpymem(p, "data: [DONE]\n\n", sizeof("data: [DONE]\n\n") - 1);
+    }
+
+    b->last = p;
     b->flush = 1;
 
     out.buf = b;
