@@ -34,7 +34,7 @@ BENCH_ROUNDS=${BENCH_ROUNDS:-2}
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-16}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_MAX_ERRORS=${BENCH_MAX_ERRORS:-5}
-BENCH_SCENARIOS=${BENCH_SCENARIOS:-basic balanced}
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-basic balanced stateful}
 BENCH_FAKE_GATEWAY=${BENCH_FAKE_GATEWAY:-0}
 NGINX=${NGINX:-/usr/sbin/nginx}
 WRK=${WRK:-wrk}
@@ -163,11 +163,19 @@ stop_nginx() {
     unset "NGX_PID[$name]"
 }
 
+REDIS_PID=""
+REDIS_PORT=""
+
 cleanup() {
     local name
     for name in "${!NGX_PID[@]}"; do
         stop_nginx "$name"
     done
+    if [ -n "$REDIS_PID" ]; then
+        kill "$REDIS_PID" 2>/dev/null || true
+        wait "$REDIS_PID" 2>/dev/null || true
+        REDIS_PID=""
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -461,6 +469,68 @@ scenario_balanced() {
     check_alive mock proxy2 gateway2
     stop_nginx proxy2
     stop_nginx gateway2
+}
+
+# ensure_redis: a private redis-server for the stateful run
+ensure_redis() {
+    [ -n "$REDIS_PID" ] && return 0
+    command -v redis-server >/dev/null || die "redis-server not found"
+    pick_port
+    REDIS_PORT=$PICKED_PORT
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
+        --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+    REDIS_PID=$!
+    local i
+    for ((i = 0; i < 50; i++)); do
+        redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    die "redis-server did not start (see $WORK/redis.log)"
+}
+
+# redis_calls [CMD...]: calls counted by INFO commandstats (all commands,
+# those run inside scripts included, or only the ones named)
+redis_calls() {
+    local want=" $* "
+    redis-cli -p "$REDIS_PORT" info commandstats \
+        | awk -F'[:=,]' -v w="$want" '/^cmdstat_/ {
+              c = substr($1, 9)
+              if (w == "  " || index(w, " " c " ")) s += $3
+          } END { print s + 0 }'
+}
+
+# stateful: two workers each; every request carries one of 1000 session
+# keys, all pinned in Redis by the warm-up, so each costs one round trip
+# (an EVALSHA of the pin script). proxy_pass gets the same header.
+scenario_stateful() {
+    local lua_saved=$LUA calls0 calls1 trips0 trips1 reqs
+    ensure_mock
+    ensure_redis
+    start_proxy proxy3 2
+    start_nginx gateway3 "$BENCH_DIR/gateway-stateful.conf.in" \
+        MOCKPORT="${NGX_PORT[mock]}" WORKERS=2 MODULE="$MODULE" \
+        REDISPORT="$REDIS_PORT"
+    sanity proxy_pass "$(url_of proxy3)" proxy3
+    sanity stateful "$(url_of gateway3)" gateway3
+    LUA=$BENCH_DIR/post-session.lua
+    calls0=$(redis_calls)
+    trips0=$(redis_calls getex evalsha eval)
+    compare stateful proxy_pass "$(url_of proxy3)" stateful "$(url_of gateway3)"
+    calls1=$(redis_calls)
+    trips1=$(redis_calls getex evalsha eval)
+    LUA=$lua_saved
+    reqs=$(awk '/ requests in / { s += $1 } END { print s + 0 }' \
+               "$WORK"/stateful-*-b.txt)
+    STATEFUL_CMDS=$(awk -v a="$calls0" -v b="$calls1" -v n="$reqs" \
+        'BEGIN { if (n > 0) printf "%.2f", (b - a) / n; else print "n/a" }')
+    STATEFUL_TRIPS=$(awk -v a="$trips0" -v b="$trips1" -v n="$reqs" \
+        'BEGIN { if (n > 0) printf "%.2f", (b - a) / n; else print "n/a" }')
+    echo "[stateful] redis round trips per gateway request: $STATEFUL_TRIPS;" \
+         "commands per request (INFO commandstats, scripts' inner ones" \
+         "included): $STATEFUL_CMDS ($reqs requests)"
+    check_alive mock proxy3 gateway3
+    stop_nginx proxy3
+    stop_nginx gateway3
 }
 
 # ---------------------------------------------------------------- main

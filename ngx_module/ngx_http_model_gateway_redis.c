@@ -833,9 +833,21 @@ ngx_http_mg_redis_send_cmd(ngx_http_mg_redis_t *rd,
     u_char                     nkeys[NGX_INT_T_LEN];
     ngx_http_mg_redis_script_t  *s;
 
-    s = &ngx_http_mg_redis_scripts[cmd->script];
-
     argc = 0;
+
+    if (cmd->script < 0) {
+
+        /* a plain command: its name is the first argument */
+
+        for (i = 0; i < cmd->nargs; i++) {
+            argv[argc] = (char *) cmd->args[i].data;
+            lens[argc++] = cmd->args[i].len;
+        }
+
+        goto send;
+    }
+
+    s = &ngx_http_mg_redis_scripts[cmd->script];
 
     if (as_eval) {
         argv[argc] = "EVAL"; lens[argc++] = 4;
@@ -853,6 +865,8 @@ ngx_http_mg_redis_send_cmd(ngx_http_mg_redis_t *rd,
         argv[argc] = (char *) cmd->args[i].data;
         lens[argc++] = cmd->args[i].len;
     }
+
+send:
 
     if (ngx_http_mg_redis_append(rd, argc, argv, lens) != NGX_OK) {
         return NGX_ERROR;
@@ -888,6 +902,15 @@ ngx_http_mg_redis_send_cmd(ngx_http_mg_redis_t *rd,
  * once, from a later event (rc NGX_ERROR on a timeout or a lost
  * connection), unless the command is cancelled first.
  */
+
+ngx_http_mg_redis_cmd_t *
+ngx_http_mg_redis_command(ngx_uint_t nargs, ngx_str_t *args,
+    ngx_http_mg_redis_handler_pt handler, void *data)
+{
+    return ngx_http_mg_redis_script((ngx_uint_t) -1, nargs, args, handler,
+                                    data);
+}
+
 
 ngx_http_mg_redis_cmd_t *
 ngx_http_mg_redis_script(ngx_uint_t script, ngx_uint_t nargs,
@@ -931,7 +954,7 @@ ngx_http_mg_redis_script(ngx_uint_t script, ngx_uint_t nargs,
     }
 
     cmd->nargs = nargs;
-    cmd->script = script;
+    cmd->script = (ngx_int_t) script;
     cmd->handler = handler;
     cmd->data = data;
 

@@ -43,6 +43,8 @@ ngx_uint_t ngx_http_mg_redis_ready(void);
 ngx_http_mg_redis_cmd_t *ngx_http_mg_redis_script(ngx_uint_t script,
     ngx_uint_t nargs, ngx_str_t *args, ngx_http_mg_redis_handler_pt handler,
     void *data);
+ngx_http_mg_redis_cmd_t *ngx_http_mg_redis_command(ngx_uint_t nargs,
+    ngx_str_t *args, ngx_http_mg_redis_handler_pt handler, void *data);
 void ngx_http_mg_redis_cancel(ngx_http_mg_redis_cmd_t *cmd);
 void ngx_http_mg_redis_exit_process(void);
 

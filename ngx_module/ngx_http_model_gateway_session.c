@@ -27,6 +27,13 @@ static ngx_int_t ngx_http_model_gateway_session_fallback(
     ngx_http_request_t *r, ngx_http_model_gateway_ctx_t *ctx);
 static void ngx_http_model_gateway_session_reply(void *data,
     redisReply *reply, ngx_int_t rc);
+static void ngx_http_model_gateway_session_peek(void *data,
+    redisReply *reply, ngx_int_t rc);
+static ngx_int_t ngx_http_model_gateway_session_pin(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+static void ngx_http_model_gateway_session_apply(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, const char *name, size_t len,
+    ngx_uint_t fresh);
 static void ngx_http_model_gateway_session_cleanup(void *data);
 static ngx_int_t ngx_http_model_gateway_session_target(
     ngx_http_model_gateway_ctx_t *ctx, const char *name, size_t len);
@@ -70,7 +77,7 @@ ngx_http_model_gateway_session_route(ngx_http_request_t *r,
     ngx_http_model_gateway_main_conf_t   *mcf;
     mg_rendezvous_node_t                  nodes[NGX_HTTP_MG_MAX_TARGETS];
     unsigned char                         eligible[NGX_HTTP_MG_MAX_TARGETS];
-    u_char                                ms[2][NGX_INT64_LEN];
+    u_char                                ms[1][NGX_INT64_LEN];
 
     lcf = ctx->lcf;
 
@@ -145,21 +152,24 @@ ngx_http_model_gateway_session_route(ngx_http_request_t *r,
     ngx_sprintf(ctx->pin_key.data, "%V:pin:%V:%V", &mcf->redis->prefix,
                 &key, &ctx->model);
 
-    args[0] = ctx->pin_key;
-    args[1] = t[ctx->hashed].backend->name;
+    /*
+     * an existing pin costs one plain GETEX (read and refresh the idle
+     * timeout); only a missing or too old pin needs the script
+     */
 
-    args[2].data = ms[0];
-    args[2].len = ngx_sprintf(ms[0], "%M", lcf->session_idle) - ms[0];
-    args[3].data = ms[1];
-    args[3].len = ngx_sprintf(ms[1], "%M", lcf->session_max) - ms[1];
+    ngx_str_set(&args[0], "GETEX");
+    args[1] = ctx->pin_key;
+    ngx_str_set(&args[2], "PX");
+    args[3].data = ms[0];
+    args[3].len = ngx_sprintf(ms[0], "%M", lcf->session_idle) - ms[0];
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
         return NGX_ERROR;
     }
 
-    cmd = ngx_http_mg_redis_script(NGX_HTTP_MG_SCRIPT_PIN, 4, args,
-                                   ngx_http_model_gateway_session_reply, ctx);
+    cmd = ngx_http_mg_redis_command(4, args,
+                                    ngx_http_model_gateway_session_peek, ctx);
     if (cmd == NULL) {
         return ngx_http_model_gateway_session_fallback(r, ctx);
     }
@@ -236,10 +246,9 @@ ngx_http_model_gateway_session_reply(void *data, redisReply *reply,
 {
     ngx_http_model_gateway_ctx_t *ctx = data;
 
-    ngx_int_t                          n, next;
+    ngx_int_t                          next;
     redisReply                        *name, *fresh;
     ngx_http_request_t                *r;
-    ngx_http_model_gateway_target_t   *t;
 
     r = ctx->request;
     ctx->redis_cmd = NULL;
@@ -268,19 +277,118 @@ ngx_http_model_gateway_session_reply(void *data, redisReply *reply,
     name = reply->element[0];
     fresh = reply->element[1];
 
-    ctx->pin_backend.data = ngx_pnalloc(r->pool, name->len);
+    ngx_http_model_gateway_session_apply(r, ctx, name->str, name->len,
+                                         fresh->integer != 0);
+}
+
+
+/* the GETEX answer: "BACKEND|CREATED_MS", or nil */
+
+static void
+ngx_http_model_gateway_session_peek(void *data, redisReply *reply,
+    ngx_int_t rc)
+{
+    ngx_http_model_gateway_ctx_t *ctx = data;
+
+    u_char              *sep, *end;
+    ngx_int_t            born, next;
+    ngx_time_t          *tp;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+    ctx->redis_cmd = NULL;
+
+    if (rc != NGX_OK || reply->type == REDIS_REPLY_ERROR) {
+        r->read_event_handler = ngx_http_block_reading;
+        next = ngx_http_model_gateway_session_fallback(r, ctx);
+        ngx_http_model_gateway_route_done(r, next);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_STRING) {
+        end = (u_char *) reply->str + reply->len;
+        sep = ngx_strlchr((u_char *) reply->str, end, '|');
+
+        if (sep) {
+            born = ngx_atoi(sep + 1, end - sep - 1);
+            tp = ngx_timeofday();
+
+            /* the maximum lifetime is checked here, with this node's clock */
+
+            if (born != NGX_ERROR
+                && (ngx_msec_t) (tp->sec * 1000 + tp->msec - born)
+                   < ctx->lcf->session_max)
+            {
+                r->read_event_handler = ngx_http_block_reading;
+                ngx_http_model_gateway_session_apply(r, ctx, reply->str,
+                                                     sep - (u_char *) reply->str,
+                                                     0);
+                return;
+            }
+        }
+    }
+
+    /* no pin, or one past its lifetime: the script reserves one */
+
+    next = ngx_http_model_gateway_session_pin(r, ctx);
+
+    if (next != NGX_AGAIN) {
+        r->read_event_handler = ngx_http_block_reading;
+        ngx_http_model_gateway_route_done(r, next);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_model_gateway_session_pin(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx)
+{
+    ngx_str_t                         args[4];
+    ngx_http_mg_redis_cmd_t          *cmd;
+    ngx_http_model_gateway_target_t  *t;
+    u_char                            ms[2][NGX_INT64_LEN];
+
+    t = ctx->model_conf->targets.elts;
+
+    args[0] = ctx->pin_key;
+    args[1] = t[ctx->hashed].backend->name;
+    args[2].data = ms[0];
+    args[2].len = ngx_sprintf(ms[0], "%M", ctx->lcf->session_idle) - ms[0];
+    args[3].data = ms[1];
+    args[3].len = ngx_sprintf(ms[1], "%M", ctx->lcf->session_max) - ms[1];
+
+    cmd = ngx_http_mg_redis_script(NGX_HTTP_MG_SCRIPT_PIN, 4, args,
+                                   ngx_http_model_gateway_session_reply, ctx);
+    if (cmd == NULL) {
+        return ngx_http_model_gateway_session_fallback(r, ctx);
+    }
+
+    ctx->redis_cmd = cmd;
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_model_gateway_session_apply(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, const char *name, size_t len,
+    ngx_uint_t fresh)
+{
+    ngx_int_t                         n, next;
+    ngx_http_model_gateway_target_t  *t;
+
+    ctx->pin_backend.data = ngx_pnalloc(r->pool, len);
     if (ctx->pin_backend.data == NULL) {
         ngx_http_model_gateway_route_done(r, NGX_ERROR);
         return;
     }
 
-    ngx_memcpy(ctx->pin_backend.data, name->str, name->len);
-    ctx->pin_backend.len = name->len;
+    ngx_memcpy(ctx->pin_backend.data, name, len);
+    ctx->pin_backend.len = len;
 
-    ctx->pin_status = fresh->integer ? NGX_HTTP_MG_PIN_NEW
-                                     : NGX_HTTP_MG_PIN_HIT;
+    ctx->pin_status = fresh ? NGX_HTTP_MG_PIN_NEW : NGX_HTTP_MG_PIN_HIT;
 
-    n = ngx_http_model_gateway_session_target(ctx, name->str, name->len);
+    n = ngx_http_model_gateway_session_target(ctx, name, len);
     ctx->pinned = n;
 
     t = ctx->model_conf->targets.elts;
