@@ -291,6 +291,7 @@ ngx_http_model_gateway_session_peek(void *data, redisReply *reply,
     ngx_http_model_gateway_ctx_t *ctx = data;
 
     u_char              *sep, *end;
+    size_t               len;
     ngx_int_t            born, next;
     ngx_time_t          *tp;
     ngx_http_request_t  *r;
@@ -320,9 +321,9 @@ ngx_http_model_gateway_session_peek(void *data, redisReply *reply,
                    < ctx->lcf->session_max)
             {
                 r->read_event_handler = ngx_http_block_reading;
+                len = sep - (u_char *) reply->str;
                 ngx_http_model_gateway_session_apply(r, ctx, reply->str,
-                                                     sep - (u_char *) reply->str,
-                                                     0);
+                                                     len, 0);
                 return;
             }
         }

@@ -354,6 +354,7 @@ ngx_http_model_gateway_state_commit(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {
     size_t           start, len;
+    ngx_uint_t       kind;
     mg_json_field_t  f[1] = { { "id", 2, MG_JSON_NONE, 0, 0 } };
 
     if ((ctx->state_kind != NGX_HTTP_MG_STATE_NEW_RESPONSE
@@ -386,11 +387,11 @@ ngx_http_model_gateway_state_commit(ngx_http_request_t *r,
     start = f[0].start;
     len = f[0].len;
 
-    ngx_http_model_gateway_state_store(r, ctx,
-                              (ctx->state_kind == NGX_HTTP_MG_STATE_NEW_RESPONSE)
-                              ? NGX_HTTP_MG_STATE_RESPONSE
-                              : NGX_HTTP_MG_STATE_CONVERSATION,
-                              ctx->whole->pos + start, len);
+    kind = (ctx->state_kind == NGX_HTTP_MG_STATE_NEW_RESPONSE)
+           ? NGX_HTTP_MG_STATE_RESPONSE : NGX_HTTP_MG_STATE_CONVERSATION;
+
+    ngx_http_model_gateway_state_store(r, ctx, kind,
+                                       ctx->whole->pos + start, len);
 }
 
 
