@@ -17,7 +17,8 @@
 #include "ngx_http_model_gateway_module.h"
 
 
-#define NGX_HTTP_MG_OUT_CHUNK  4096
+#define NGX_HTTP_MG_OUT_CHUNK     4096
+#define NGX_HTTP_MG_BAD_FRAMING   3
 
 
 static ngx_int_t ngx_http_model_gateway_create_request(ngx_http_request_t *r);
@@ -31,6 +32,9 @@ static ngx_int_t ngx_http_model_gateway_read_whole(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
 static ngx_int_t ngx_http_model_gateway_read_held(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
+static int ngx_http_model_gateway_unframe(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, ngx_buf_t *view,
+    mg_sse_handler_pt handler);
 static int ngx_http_model_gateway_held_event(void *data,
     const mg_sse_event_t *ev);
 static ngx_int_t ngx_http_model_gateway_commit(ngx_http_request_t *r,
@@ -1155,44 +1159,37 @@ append_failed:
 
 
 /*
- * A stream is held in the upstream buffer until its first content event:
- * events are only classified here, and parsed again for the client by the
- * input filter once the gateway has committed to this backend.
+ * Takes the body's framing off (chunked, a length, or the connection's
+ * end) and feeds the payload to the SSE tokenizer, whose handler sees each
+ * event.  Returns 0, the tokenizer's or the handler's nonzero result, or
+ * NGX_HTTP_MG_BAD_FRAMING; view->pos tells how far it got.
  */
 
-static ngx_int_t
-ngx_http_model_gateway_read_held(ngx_http_request_t *r,
-    ngx_http_model_gateway_ctx_t *ctx)
+static int
+ngx_http_model_gateway_unframe(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, ngx_buf_t *view,
+    mg_sse_handler_pt handler)
 {
-    int                   rc;
-    size_t                n;
-    ngx_int_t             crc;
-    ngx_buf_t            *b, view;
-    ngx_http_upstream_t  *u;
-
-    u = r->upstream;
-    b = &u->buffer;
-
-    ngx_memzero(&view, sizeof(ngx_buf_t));
-    view.pos = ctx->scanned;
-    view.last = b->last;
+    int        rc;
+    size_t     n;
+    ngx_int_t  crc;
 
     rc = 0;
 
-    while (view.pos < view.last && !ctx->framing_done && rc == 0) {
+    while (view->pos < view->last && !ctx->framing_done && rc == 0) {
 
         if (ctx->framing == NGX_HTTP_MG_FRAME_CHUNKED) {
 
-            crc = ngx_http_parse_chunked(r, &view, &ctx->chunked);
+            crc = ngx_http_parse_chunked(r, view, &ctx->chunked);
 
             if (crc == NGX_OK) {
-                n = ngx_min((off_t) (view.last - view.pos),
+                n = ngx_min((off_t) (view->last - view->pos),
                             ctx->chunked.size);
 
-                rc = mg_sse_feed(&ctx->sse, (char *) view.pos, n,
-                                 ngx_http_model_gateway_held_event, ctx);
+                rc = mg_sse_feed(&ctx->sse, (char *) view->pos, n, handler,
+                                 ctx);
 
-                view.pos += n;
+                view->pos += n;
                 ctx->chunked.size -= n;
                 continue;
             }
@@ -1206,14 +1203,10 @@ ngx_http_model_gateway_read_held(ngx_http_request_t *r,
                 break;
             }
 
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "model gateway: backend \"%V\" sent invalid "
-                          "chunked stream", &ctx->target->backend->name);
-            ctx->fail = NGX_HTTP_MG_FAIL_INVALID;
-            return NGX_HTTP_UPSTREAM_INVALID_HEADER;
+            return NGX_HTTP_MG_BAD_FRAMING;
         }
 
-        n = view.last - view.pos;
+        n = view->last - view->pos;
 
         if (ctx->framing == NGX_HTTP_MG_FRAME_LENGTH) {
             n = ngx_min((off_t) n, ctx->length);
@@ -1224,9 +1217,44 @@ ngx_http_model_gateway_read_held(ngx_http_request_t *r,
             }
         }
 
-        rc = mg_sse_feed(&ctx->sse, (char *) view.pos, n,
-                         ngx_http_model_gateway_held_event, ctx);
-        view.pos += n;
+        rc = mg_sse_feed(&ctx->sse, (char *) view->pos, n, handler, ctx);
+        view->pos += n;
+    }
+
+    return rc;
+}
+
+
+/*
+ * A stream is held in the upstream buffer until its first content event:
+ * events are only classified here, and parsed again for the client by the
+ * input filter once the gateway has committed to this backend.
+ */
+
+static ngx_int_t
+ngx_http_model_gateway_read_held(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx)
+{
+    int                   rc;
+    ngx_buf_t            *b, view;
+    ngx_http_upstream_t  *u;
+
+    u = r->upstream;
+    b = &u->buffer;
+
+    ngx_memzero(&view, sizeof(ngx_buf_t));
+    view.pos = ctx->scanned;
+    view.last = b->last;
+
+    rc = ngx_http_model_gateway_unframe(r, ctx, &view,
+                                        ngx_http_model_gateway_held_event);
+
+    if (rc == NGX_HTTP_MG_BAD_FRAMING) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "model gateway: backend \"%V\" sent invalid "
+                      "chunked stream", &ctx->target->backend->name);
+        ctx->fail = NGX_HTTP_MG_FAIL_INVALID;
+        return NGX_HTTP_UPSTREAM_INVALID_HEADER;
     }
 
     ctx->scanned = view.pos;
@@ -1454,9 +1482,7 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
     ngx_http_model_gateway_ctx_t *ctx = data;
 
     int                   rc;
-    size_t                n;
     u_char               *p;
-    ngx_int_t             crc;
     ngx_buf_t            *b, view;
     ngx_chain_t          *cl, **ll;
     ngx_http_request_t   *r;
@@ -1530,55 +1556,12 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
     ctx->out = NULL;
     ctx->out_buf = NULL;
 
-    rc = 0;
+    rc = ngx_http_model_gateway_unframe(r, ctx, &view,
+                                        ngx_http_model_gateway_stream_event);
 
-    while (view.pos < view.last && !ctx->framing_done && rc == 0) {
-
-        if (ctx->framing == NGX_HTTP_MG_FRAME_CHUNKED) {
-
-            crc = ngx_http_parse_chunked(r, &view, &ctx->chunked);
-
-            if (crc == NGX_OK) {
-                n = ngx_min((off_t) (view.last - view.pos),
-                            ctx->chunked.size);
-
-                rc = mg_sse_feed(&ctx->sse, (char *) view.pos, n,
-                                 ngx_http_model_gateway_stream_event, ctx);
-
-                view.pos += n;
-                ctx->chunked.size -= n;
-                continue;
-            }
-
-            if (crc == NGX_DONE) {
-                ctx->framing_done = 1;
-                break;
-            }
-
-            if (crc == NGX_AGAIN) {
-                break;
-            }
-
-            ngx_str_set(&ctx->stream_error,
-                        "the backend sent an invalid chunked stream");
-            rc = 3;
-            break;
-        }
-
-        n = view.last - view.pos;
-
-        if (ctx->framing == NGX_HTTP_MG_FRAME_LENGTH) {
-            n = ngx_min((off_t) n, ctx->length);
-            ctx->length -= n;
-
-            if (ctx->length == 0) {
-                ctx->framing_done = 1;
-            }
-        }
-
-        rc = mg_sse_feed(&ctx->sse, (char *) view.pos, n,
-                         ngx_http_model_gateway_stream_event, ctx);
-        view.pos += n;
+    if (rc == NGX_HTTP_MG_BAD_FRAMING) {
+        ngx_str_set(&ctx->stream_error,
+                    "the backend sent an invalid chunked stream");
     }
 
     if (rc == 2) {
