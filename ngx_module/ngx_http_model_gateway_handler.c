@@ -115,6 +115,42 @@ ngx_http_model_gateway_fail(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/* letters, digits, "-", "_", "." and "/", with no "." or ".." segment */
+
+static ngx_uint_t
+ngx_http_model_gateway_safe_path(u_char *p, size_t len)
+{
+    u_char  *end, *seg;
+
+    end = p + len;
+    seg = p;
+
+    for ( ;; ) {
+        if (p == end || *p == '/') {
+            if ((p - seg == 1 && seg[0] == '.')
+                || (p - seg == 2 && seg[0] == '.' && seg[1] == '.'))
+            {
+                return 0;
+            }
+
+            if (p == end) {
+                return 1;
+            }
+
+            seg = p + 1;
+
+        } else if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+                     || (*p >= '0' && *p <= '9')
+                     || *p == '-' || *p == '_' || *p == '.'))
+        {
+            return 0;
+        }
+
+        p++;
+    }
+}
+
+
 ngx_int_t
 ngx_http_model_gateway_handler(ngx_http_request_t *r)
 {
@@ -123,6 +159,7 @@ ngx_http_model_gateway_handler(ngx_http_request_t *r)
     ngx_int_t                      rc;
     const char                    *id;
     size_t                         id_len;
+    ngx_str_t                      arg;
     ngx_http_core_loc_conf_t      *clcf;
     ngx_http_model_gateway_ctx_t  *ctx;
 
@@ -218,6 +255,16 @@ ngx_http_model_gateway_handler(ngx_http_request_t *r)
 
         len = r->uri.data + r->uri.len - p;
 
+        /*
+         * r->uri is decoded: what follows the id must be plain path
+         * characters, or a "%0D%0A" in it would let a client write its
+         * own request to the backend, signed with the gateway's key
+         */
+
+        if (!ngx_http_model_gateway_safe_path(p, len)) {
+            goto unknown;
+        }
+
         ctx->uri_suffix.data = ngx_pnalloc(r->pool,
                                            1 + len + 1 + r->args.len);
         if (ctx->uri_suffix.data == NULL) {
@@ -228,6 +275,15 @@ ngx_http_model_gateway_handler(ngx_http_request_t *r)
                                           len, p, r->args.len ? "?" : "",
                                           &r->args)
                               - ctx->uri_suffix.data;
+
+        /* GET /v1/responses/{id}?stream=true streams a stored response */
+
+        if (r->method == NGX_HTTP_GET
+            && ngx_http_arg(r, (u_char *) "stream", 6, &arg) == NGX_OK
+            && arg.len == 4 && ngx_strncmp(arg.data, "true", 4) == 0)
+        {
+            ctx->stream = 1;
+        }
 
         r->request_body_in_single_buf = 1;
 
@@ -241,20 +297,7 @@ ngx_http_model_gateway_handler(ngx_http_request_t *r)
         return NGX_DONE;
 
     default:
-        p = ngx_pnalloc(r->pool, sizeof("Invalid URL ( )") - 1
-                                 + r->method_name.len + r->uri.len);
-        if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        ctx->err_message_str.data = p;
-        ctx->err_message_str.len = ngx_sprintf(p, "Invalid URL (%V %V)",
-                                               &r->method_name, &r->uri)
-                                   - p;
-
-        return ngx_http_model_gateway_fail(r, NGX_HTTP_NOT_FOUND,
-                                           "invalid_request_error",
-                                           "unknown_url", NULL, NULL);
+        goto unknown;
     }
 
     if (r->method != NGX_HTTP_POST) {
@@ -271,6 +314,25 @@ ngx_http_model_gateway_handler(ngx_http_request_t *r)
     }
 
     return NGX_DONE;
+
+unknown:
+
+    {
+        p = ngx_pnalloc(r->pool, sizeof("Invalid URL ( )") - 1
+                                 + r->method_name.len + r->uri.len);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->err_message_str.data = p;
+        ctx->err_message_str.len = ngx_sprintf(p, "Invalid URL (%V %V)",
+                                               &r->method_name, &r->uri)
+                                   - p;
+
+        return ngx_http_model_gateway_fail(r, NGX_HTTP_NOT_FOUND,
+                                           "invalid_request_error",
+                                           "unknown_url", NULL, NULL);
+    }
 
 not_allowed:
 

@@ -361,6 +361,13 @@ static ngx_command_t  ngx_http_model_gateway_commands[] = {
       offsetof(ngx_http_model_gateway_loc_conf_t, buffer_size),
       NULL },
 
+    { ngx_string("model_gateway_event_max_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_loc_conf_t, event_max_size),
+      NULL },
+
     { ngx_string("model_gateway_response_max_size"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -634,6 +641,7 @@ ngx_http_model_gateway_create_loc_conf(ngx_conf_t *cf)
     conf->retry_idle_timeout = NGX_CONF_UNSET;
     conf->max_body_size = NGX_CONF_UNSET_SIZE;
     conf->buffer_size = NGX_CONF_UNSET_SIZE;
+    conf->event_max_size = NGX_CONF_UNSET_SIZE;
     conf->response_max_size = NGX_CONF_UNSET_SIZE;
 
     return conf;
@@ -673,6 +681,8 @@ ngx_http_model_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent,
                               4 * 1024 * 1024);
     ngx_conf_merge_size_value(conf->buffer_size, prev->buffer_size,
                               16 * 1024);
+    ngx_conf_merge_size_value(conf->event_max_size, prev->event_max_size,
+                              256 * 1024);
     ngx_conf_merge_size_value(conf->response_max_size,
                               prev->response_max_size, 8 * 1024 * 1024);
 

@@ -258,6 +258,7 @@ typedef struct {
     ngx_flag_t                         retry_idle_timeout;
     size_t                             max_body_size;
     size_t                             buffer_size;
+    size_t                             event_max_size;
     size_t                             response_max_size;
 } ngx_http_model_gateway_loc_conf_t;
 

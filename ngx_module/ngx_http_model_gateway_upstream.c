@@ -164,12 +164,6 @@ ngx_http_model_gateway_upstream_start(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ctx->stream) {
-        ctx->sse.buf = ngx_palloc(r->pool, 2 * size);
-        if (ctx->sse.buf == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-    }
 
     ctx->on_event = ngx_http_model_gateway_openai_event;
 
@@ -976,9 +970,20 @@ ngx_http_model_gateway_headers_done(ngx_http_request_t *r,
                            (u_char *) "text/event-stream", 17) == 0)
     {
         ctx->mode = NGX_HTTP_MG_BODY_STREAM;
-        mg_sse_init(&ctx->sse, (char *) ctx->sse.buf, ctx->lcf->buffer_size,
-                    (char *) ctx->sse.buf + ctx->lcf->buffer_size,
-                    ctx->lcf->buffer_size);
+
+        /* room for one event, allocated once a stream is there */
+
+        size = ctx->lcf->event_max_size;
+
+        if (ctx->sse.buf == NULL) {
+            ctx->sse.buf = ngx_palloc(r->pool, 2 * size);
+            if (ctx->sse.buf == NULL) {
+                return NGX_ERROR;
+            }
+        }
+
+        mg_sse_init(&ctx->sse, ctx->sse.buf, size, ctx->sse.buf + size,
+                    size);
         return NGX_OK;
     }
 
@@ -1262,7 +1267,7 @@ ngx_http_model_gateway_read_held(ngx_http_request_t *r,
     if (rc == MG_SSE_ETOOBIG) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "model gateway: backend \"%V\" sent a stream event "
-                      "larger than model_gateway_buffer_size",
+                      "larger than model_gateway_event_max_size",
                       &ctx->target->backend->name);
         ctx->fail = NGX_HTTP_MG_FAIL_TOO_BIG;
         return NGX_HTTP_UPSTREAM_INVALID_HEADER;
@@ -1570,7 +1575,7 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
 
     if (rc == MG_SSE_ETOOBIG) {
         ngx_str_set(&ctx->stream_error, "the backend sent a stream event "
-                    "larger than model_gateway_buffer_size");
+                    "larger than model_gateway_event_max_size");
     }
 
     if (rc != 0 || ctx->framing_done) {
@@ -1756,7 +1761,8 @@ ngx_http_model_gateway_stream_tail(ngx_http_request_t *r,
     ngx_chain_t   out;
     ngx_uint_t    cut, responses;
 
-    responses = (ctx->endpoint == MG_EP_RESPONSES);
+    responses = (ctx->endpoint == MG_EP_RESPONSES
+                 || ctx->endpoint == MG_EP_RESPONSE);
 
     cut = !ctx->error_seen
           && (!ctx->framing_done || ctx->stream_closed
