@@ -53,6 +53,7 @@ typedef struct {
     ngx_event_t                          reconnect;
     ngx_msec_t                           backoff;
     ngx_uint_t                           handshake; /* replies pending */
+    ngx_int_t                            clock_offset; /* Redis - ours, ms */
     unsigned                             logged_down:1;
 } ngx_http_mg_redis_t;
 
@@ -82,6 +83,8 @@ static void ngx_http_mg_redis_release(ngx_http_mg_redis_t *rd,
 static void ngx_http_mg_redis_flush(ngx_http_mg_redis_t *rd);
 static void ngx_http_mg_redis_arm_timer(ngx_http_mg_redis_t *rd);
 static void ngx_http_mg_redis_handshake_reply(void *data, redisReply *reply,
+    ngx_int_t rc);
+static void ngx_http_mg_redis_time_reply(void *data, redisReply *reply,
     ngx_int_t rc);
 
 
@@ -197,6 +200,14 @@ ngx_http_mg_redis_connect(ngx_http_mg_redis_t *rd)
     c->read->handler = ngx_http_mg_redis_read_handler;
     c->write->handler = ngx_http_mg_redis_write_handler;
     c->idle = 0;
+
+    /* nginx's SSL allocates from the connection's pool */
+
+    c->pool = ngx_create_pool(512, rd->log);
+    if (c->pool == NULL) {
+        ngx_http_mg_redis_fail(rd, "out of memory");
+        return;
+    }
 
     rd->state = NGX_HTTP_MG_REDIS_CONNECTING;
 
@@ -418,6 +429,16 @@ ngx_http_mg_redis_connected(ngx_http_mg_redis_t *rd)
         rd->handshake++;
     }
 
+    /* Redis' clock, so that every node measures pin ages alike */
+
+    argv[0] = "TIME"; lens[0] = 4;
+
+    if (ngx_http_mg_redis_append(rd, 1, argv, lens) != NGX_OK) {
+        goto failed;
+    }
+
+    rd->handshake++;
+
     for (i = 0; i < rd->handshake; i++) {
         cmd = ngx_http_mg_redis_alloc(rd);
         if (cmd == NULL) {
@@ -425,7 +446,9 @@ ngx_http_mg_redis_connected(ngx_http_mg_redis_t *rd)
         }
 
         cmd->internal = 1;
-        cmd->handler = ngx_http_mg_redis_handshake_reply;
+        cmd->handler = (i == rd->handshake - 1)
+                       ? ngx_http_mg_redis_time_reply
+                       : ngx_http_mg_redis_handshake_reply;
         cmd->data = rd;
         cmd->deadline = ngx_current_msec + rcf->timeout;
 
@@ -449,6 +472,55 @@ ngx_http_mg_redis_connected(ngx_http_mg_redis_t *rd)
 failed:
 
     ngx_http_mg_redis_fail(rd, "cannot prepare the connection");
+}
+
+
+/*
+ * The offset between Redis' clock and this worker's, measured when the
+ * connection is made (to within a round trip), so that the age of a pin,
+ * stamped with Redis' clock, is the same on every node.
+ */
+
+static void
+ngx_http_mg_redis_time_reply(void *data, redisReply *reply, ngx_int_t rc)
+{
+    ngx_http_mg_redis_t *rd = data;
+
+    ngx_int_t    sec, usec;
+    ngx_time_t  *tp;
+
+    if (rc == NGX_OK && reply->type == REDIS_REPLY_ARRAY
+        && reply->elements == 2
+        && reply->element[0]->type == REDIS_REPLY_STRING
+        && reply->element[1]->type == REDIS_REPLY_STRING)
+    {
+        sec = ngx_atoi((u_char *) reply->element[0]->str,
+                       reply->element[0]->len);
+        usec = ngx_atoi((u_char *) reply->element[1]->str,
+                        reply->element[1]->len);
+
+        if (sec != NGX_ERROR && usec != NGX_ERROR) {
+            ngx_time_update();
+            tp = ngx_timeofday();
+
+            rd->clock_offset = (sec * 1000 + usec / 1000)
+                               - (ngx_int_t) (tp->sec * 1000 + tp->msec);
+        }
+    }
+
+    ngx_http_mg_redis_handshake_reply(data, reply, rc);
+}
+
+
+ngx_int_t
+ngx_http_mg_redis_now(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (ngx_int_t) (tp->sec * 1000 + tp->msec)
+           + (ngx_http_mg_redis ? ngx_http_mg_redis->clock_offset : 0);
 }
 
 
@@ -677,6 +749,10 @@ ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd, const char *why)
             (void) ngx_ssl_shutdown(c);
         }
 #endif
+        if (c->pool) {
+            ngx_destroy_pool(c->pool);
+        }
+
         ngx_close_connection(c);
         rd->peer.connection = NULL;
     }

@@ -293,13 +293,23 @@ ngx_http_model_gateway_session_peek(void *data, redisReply *reply,
     u_char              *sep, *end;
     size_t               len;
     ngx_int_t            born, next;
-    ngx_time_t          *tp;
     ngx_http_request_t  *r;
 
     r = ctx->request;
     ctx->redis_cmd = NULL;
 
     if (rc != NGX_OK || reply->type == REDIS_REPLY_ERROR) {
+
+        if (rc == NGX_OK) {
+
+            /* GETEX came with Redis 6.2 */
+
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "model gateway: redis refused GETEX (Redis 6.2 or "
+                          "later is needed): %*s",
+                          (size_t) ngx_min(reply->len, 200), reply->str);
+        }
+
         r->read_event_handler = ngx_http_block_reading;
         next = ngx_http_model_gateway_session_fallback(r, ctx);
         ngx_http_model_gateway_route_done(r, next);
@@ -312,13 +322,16 @@ ngx_http_model_gateway_session_peek(void *data, redisReply *reply,
 
         if (sep) {
             born = ngx_atoi(sep + 1, end - sep - 1);
-            tp = ngx_timeofday();
 
-            /* the maximum lifetime is checked here, with this node's clock */
+            /*
+             * pins are stamped with Redis' clock, and so is their age
+             * measured (this worker's clock corrected by the offset taken
+             * when it connected), so every node agrees
+             */
 
             if (born != NGX_ERROR
-                && (ngx_msec_t) (tp->sec * 1000 + tp->msec - born)
-                   < ctx->lcf->session_max)
+                && ngx_http_mg_redis_now() - born
+                   < (ngx_int_t) ctx->lcf->session_max)
             {
                 r->read_event_handler = ngx_http_block_reading;
                 len = sep - (u_char *) reply->str;
