@@ -107,6 +107,20 @@ ngx_http_model_gateway_final_error(ngx_http_model_gateway_ctx_t *ctx,
         ctx->err_message = "backend authentication failed";
         return;
 
+    case NGX_HTTP_MG_FAIL_STATUS:
+
+        if (ctx->last_fail_status != 529) {
+            break;
+        }
+
+        /* Anthropic's "overloaded": the client may well retry later */
+
+        ctx->err_status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        ctx->err_type = "server_error";
+        ctx->err_code = "overloaded";
+        ctx->err_message = "The model backend is overloaded.";
+        return;
+
     case NGX_HTTP_MG_FAIL_TOO_BIG:
         ctx->err_status = NGX_HTTP_BAD_GATEWAY;
         ctx->err_type = "server_error";

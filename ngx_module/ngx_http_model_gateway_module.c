@@ -573,6 +573,10 @@ ngx_http_model_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
                 && mcf->state_model.targets.nelts < NGX_HTTP_MG_MAX_TARGETS;
          i++)
     {
+        if (b[i]->type == NGX_HTTP_MG_ANTHROPIC) {
+            continue;
+        }
+
         t = ngx_array_push(&mcf->state_model.targets);
         if (t == NULL) {
             return NGX_CONF_ERROR;
@@ -984,6 +988,7 @@ ngx_http_model_gateway_backend_block(ngx_conf_t *cf, ngx_command_t *cmd,
     b->name = value[1];
     b->index = mcf->backends.nelts;
     b->weight = NGX_CONF_UNSET;
+    b->max_tokens = 0;
     b->connect_timeout = NGX_CONF_UNSET_MSEC;
     b->first_byte_timeout = NGX_CONF_UNSET_MSEC;
     b->idle_timeout = NGX_CONF_UNSET_MSEC;
@@ -1026,10 +1031,14 @@ ngx_http_model_gateway_backend_block(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    if (b->type == NGX_HTTP_MG_OPENAI && b->key.len == 0) {
+    if ((b->type == NGX_HTTP_MG_OPENAI || b->type == NGX_HTTP_MG_ANTHROPIC)
+        && b->key.len == 0)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "model_gateway_backend \"%V\" of type \"openai\" "
-                           "needs \"key_env\" or \"key_file\"", &b->name);
+                           "model_gateway_backend \"%V\" of type \"%s\" "
+                           "needs \"key_env\" or \"key_file\"", &b->name,
+                           b->type == NGX_HTTP_MG_OPENAI ? "openai"
+                                                         : "anthropic");
         return NGX_CONF_ERROR;
     }
 
@@ -1097,10 +1106,16 @@ ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
         {
             b->type = NGX_HTTP_MG_OPENAI_COMPATIBLE;
 
+        } else if (value[1].len == 9
+                   && ngx_strncmp(value[1].data, "anthropic", 9) == 0)
+        {
+            b->type = NGX_HTTP_MG_ANTHROPIC;
+
         } else {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "unknown backend type \"%V\" (supported: "
-                               "openai, openai_compatible)", &value[1]);
+                               "openai, openai_compatible, anthropic)",
+                               &value[1]);
             return NGX_CONF_ERROR;
         }
 
@@ -1132,6 +1147,23 @@ ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
         }
 
         b->weight = n;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_mg_is("anthropic_version")) {
+        b->anthropic_version = value[1];
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_mg_is("max_tokens")) {
+        n = ngx_atoi(value[1].data, value[1].len);
+        if (n == NGX_ERROR || n < 1) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid max_tokens \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        b->max_tokens = n;
         return NGX_CONF_OK;
     }
 
@@ -1635,7 +1667,27 @@ ngx_http_model_gateway_backend_finish(ngx_conf_t *cf,
         b->ssl_trusted_certificate = mcf->ssl_trusted_certificate;
     }
 
-    if (b->key.len) {
+    if (b->anthropic_version.data == NULL) {
+        ngx_str_set(&b->anthropic_version, "2023-06-01");
+    }
+
+    if (b->type == NGX_HTTP_MG_ANTHROPIC) {
+
+        /* Anthropic's own key header, and the API version it requires */
+
+        b->auth_header.len = sizeof("x-api-key: " CRLF) - 1 + b->key.len
+                             + sizeof("anthropic-version: " CRLF) - 1
+                             + b->anthropic_version.len;
+        b->auth_header.data = ngx_pnalloc(cf->pool, b->auth_header.len);
+        if (b->auth_header.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_sprintf(b->auth_header.data,
+                    "x-api-key: %V" CRLF "anthropic-version: %V" CRLF,
+                    &b->key, &b->anthropic_version);
+
+    } else if (b->key.len) {
         b->auth_header.len = sizeof("Authorization: Bearer " CRLF) - 1
                              + b->key.len;
         b->auth_header.data = ngx_pnalloc(cf->pool, b->auth_header.len);

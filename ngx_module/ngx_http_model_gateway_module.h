@@ -16,10 +16,12 @@
 #include "mg_sse.h"
 #include "mg_util.h"
 #include "mg_wrr.h"
+#include "mg_translate.h"
 
 
 #define NGX_HTTP_MG_OPENAI             1
 #define NGX_HTTP_MG_OPENAI_COMPATIBLE  2
+#define NGX_HTTP_MG_ANTHROPIC          3
 
 #define NGX_HTTP_MG_MAX_TARGETS        64
 
@@ -138,6 +140,8 @@ struct ngx_http_model_gateway_backend_s {
     void                              *raddrs;
 
     ngx_str_t                          key;         /* never logged */
+    ngx_str_t                          anthropic_version;
+    ngx_int_t                          max_tokens;  /* Anthropic default */
     ngx_str_t                          auth_header; /* "Authorization: .." */
 
     ngx_int_t                          weight;
@@ -319,6 +323,12 @@ struct ngx_http_model_gateway_ctx_s {
     ngx_str_t                          uri_suffix;  /* "/chat/completions" */
     ngx_str_t                          method;      /* to the backend */
     unsigned                           stream:1;
+    unsigned                           include_usage:1;
+
+    /* translated requests per target, and a stream translator */
+    ngx_str_t                         *xbody;
+    void                              *anthropic;
+    mg_buf_t                           xout;
 
     /* routing */
     ngx_uint_t                         route_index;
@@ -394,6 +404,7 @@ struct ngx_http_model_gateway_ctx_s {
 
     /* the overall outcome */
     ngx_http_model_gateway_fail_e      last_fail;
+    ngx_uint_t                         last_fail_status;
     ngx_uint_t                         failures;
     ngx_uint_t                         rate_limited;
     ngx_int_t                          min_retry_after_ms;
@@ -446,6 +457,16 @@ ngx_int_t ngx_http_model_gateway_balance(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
 void ngx_http_model_gateway_balance_done(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, ngx_uint_t failed);
+
+/* anthropic.c */
+ngx_int_t ngx_http_model_gateway_anthropic_prepare(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+ngx_uint_t ngx_http_model_gateway_anthropic_preamble(
+    const mg_sse_event_t *ev);
+ngx_int_t ngx_http_model_gateway_anthropic_commit(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+ngx_int_t ngx_http_model_gateway_anthropic_event(
+    ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
 
 /* state.c */
 ngx_int_t ngx_http_model_gateway_state_init(ngx_conf_t *cf);

@@ -401,6 +401,7 @@ ngx_http_model_gateway_free_peer(ngx_peer_connection_t *pc, void *data,
     }
 
     ctx->last_fail = ctx->fail;
+    ctx->last_fail_status = ctx->fail_status;
     ctx->failures++;
 
     ngx_http_model_gateway_balance_done(r, ctx, 1);
@@ -531,7 +532,7 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
     ngx_buf_t                         *b;
     ngx_uint_t                         i, n;
     ngx_chain_t                       *cl, **ll;
-    ngx_str_t                          part[3];
+    ngx_str_t                          part[3], suffix;
     ngx_http_upstream_t               *u;
     ngx_http_model_gateway_target_t   *t;
     ngx_http_model_gateway_backend_t  *be;
@@ -539,8 +540,19 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
     u = r->upstream;
     t = ctx->target;
     be = t->backend;
+    suffix = ctx->uri_suffix;
 
-    if (t->provider_model.len == 0
+    if (ctx->xbody && ctx->xbody[t - (ngx_http_model_gateway_target_t *)
+                                  ctx->model_conf->targets.elts].len)
+    {
+        /* translated for this backend when the body was read */
+
+        part[0] = ctx->xbody[t - (ngx_http_model_gateway_target_t *)
+                                 ctx->model_conf->targets.elts];
+        n = 1;
+        ngx_str_set(&suffix, "/messages");
+
+    } else if (t->provider_model.len == 0
         || (t->provider_model.len == ctx->model.len
             && ngx_memcmp(t->provider_model.data, ctx->model.data,
                           ctx->model.len) == 0))
@@ -563,7 +575,7 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
     }
 
     len = sizeof("  HTTP/1.1" CRLF) - 1 + r->method_name.len + be->path.len
-          + ctx->uri_suffix.len
+          + suffix.len
           + sizeof("Host: " CRLF) - 1 + be->host_header.len
           + be->auth_header.len
           + sizeof("Content-Type: application/json" CRLF) - 1
@@ -584,8 +596,7 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
     /* the client's method: POST, or GET and DELETE of stored objects */
 
     p = ngx_sprintf(p, "%V %V%V HTTP/1.1" CRLF "Host: %V" CRLF,
-                    &r->method_name, &be->path, &ctx->uri_suffix,
-                    &be->host_header);
+                    &r->method_name, &be->path, &suffix, &be->host_header);
 
     if (be->auth_header.len) {
         p = ngx_cpymem(p, be->auth_header.data, be->auth_header.len);
@@ -1315,6 +1326,13 @@ ngx_http_model_gateway_held_event(void *data, const mg_sse_event_t *ev)
         return 1;
     }
 
+    if (ctx->target->backend->type == NGX_HTTP_MG_ANTHROPIC
+        && ngx_http_model_gateway_anthropic_preamble(ev))
+    {
+        /* an error may still follow: keep holding */
+        return 0;
+    }
+
     ctx->committed = 1;
 
     return 1;
@@ -1341,6 +1359,12 @@ ngx_http_model_gateway_commit(ngx_http_request_t *r,
     ctx->passthrough = (ctx->status.code >= 300);
 
     u->headers_in.status_n = ctx->status.code;
+
+    if (ctx->target->backend->type == NGX_HTTP_MG_ANTHROPIC
+        && ngx_http_model_gateway_anthropic_commit(r, ctx) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     if (ctx->mode == NGX_HTTP_MG_BODY_STREAM) {
 

@@ -1,0 +1,2638 @@
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ */
+
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+
+#include "mg_anthropic.h"
+
+
+/* what a content list may hold, by where it is */
+#define MG_A_TEXT      0x01
+#define MG_A_IMAGE     0x02
+#define MG_A_FILE      0x04
+#define MG_A_REFUSAL   0x08
+
+/* token counts are clamped, so that their sums cannot overflow */
+#define MG_A_TOKENS_MAX  1000000000000000LL
+
+#define MG_A_ERRLEN  200
+
+#define mg_a_streq(s, lit)  ((s) != NULL && strcmp(s, lit) == 0)
+
+#define mg_a_id_char(c)                                                       \
+    (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z')                 \
+     || ((c) >= '0' && (c) <= '9') || (c) == '_' || (c) == '-')
+
+
+static json_t *mg_a_get(json_t *o, const char *key);
+static int mg_a_bad(mg_xerror_t *err, const char *param, const char *fmt,
+    ...) __attribute__((format(printf, 3, 4)));
+static int mg_a_nomem(mg_xerror_t *err);
+static void mg_a_utf8(char *s);
+static int mg_a_set(json_t *o, const char *key, json_t *v);
+static int mg_a_set_str(json_t *o, const char *key, const char *s);
+static json_t *mg_a_prefixed(const char *prefix, const char *s, size_t n);
+static int mg_a_dump_cb(const char *buf, size_t size, void *data);
+static int mg_a_dump(json_t *j, mg_buf_t *out, size_t flags);
+
+static int mg_a_req_check(json_t *in, mg_xerror_t *err);
+static int mg_a_req_head(json_t *in, const mg_anthropic_opts_t *o,
+    json_t *req, mg_xerror_t *err);
+static int mg_a_req_messages(json_t *in, json_t *req, mg_xerror_t *err);
+static int mg_a_req_assistant(json_t *m, json_t *blocks, size_t i,
+    mg_xerror_t *err);
+static int mg_a_req_tool_result(json_t *m, json_t *blocks, size_t i,
+    mg_xerror_t *err);
+static int mg_a_req_content(json_t *content, unsigned allow, json_t *blocks,
+    size_t i, mg_xerror_t *err);
+static int mg_a_req_part(json_t *part, unsigned allow, json_t *blocks,
+    size_t i, size_t j, mg_xerror_t *err);
+static int mg_a_req_image(json_t *part, json_t **block, size_t i, size_t j,
+    mg_xerror_t *err);
+static int mg_a_req_file(json_t *part, json_t **block, size_t i, size_t j,
+    mg_xerror_t *err);
+static json_t *mg_a_base64_source(const char *type, const char *mt,
+    size_t mt_len, const char *data, size_t data_len);
+static int mg_a_data_url(const char *s, size_t len, const char **mt,
+    size_t *mt_len, const char **data, size_t *data_len);
+static json_t *mg_a_tool_id(json_t *id);
+static int mg_a_results_first(json_t *blocks);
+static json_t *mg_a_simplify(json_t *blocks);
+static int mg_a_req_tools(json_t *in, json_t *req, mg_xerror_t *err);
+static int mg_a_req_tool_choice(json_t *in, json_t *req, size_t ntools,
+    mg_xerror_t *err);
+static int mg_a_req_params(json_t *in, json_t *req, int *stream,
+    int *include_usage, mg_xerror_t *err);
+static int mg_a_req_output(json_t *in, json_t *req, mg_xerror_t *err);
+
+static const char *mg_a_finish(const char *reason);
+static long long mg_a_tokens(json_t *usage, const char *key, long long dflt);
+static json_t *mg_a_usage(long long input, long long output,
+    long long cache_read, long long cache_creation);
+static void mg_a_error_map(int status, json_t *body, mg_xerror_t *err);
+static int mg_a_bad_backend(mg_xerror_t *err, const char *what);
+
+static int mg_a_stream_start(mg_anthropic_stream_t *st, json_t *j,
+    mg_buf_t *out);
+static int mg_a_stream_block_start(mg_anthropic_stream_t *st, json_t *j,
+    mg_buf_t *out, mg_xerror_t *err);
+static int mg_a_stream_delta(mg_anthropic_stream_t *st, json_t *j,
+    mg_buf_t *out);
+static int mg_a_stream_message_delta(mg_anthropic_stream_t *st, json_t *j,
+    mg_buf_t *out);
+static int mg_a_stream_stop(mg_anthropic_stream_t *st, mg_buf_t *out);
+static int mg_a_chunk(mg_anthropic_stream_t *st, mg_buf_t *out,
+    json_t *delta, const char *finish);
+static int mg_a_tool_delta(mg_anthropic_stream_t *st, mg_buf_t *out,
+    size_t k, json_t *fn, const char *id, size_t id_len);
+
+
+/* helpers */
+
+/* a member, with JSON null taken as absent (clients send null for unset) */
+
+static json_t *
+mg_a_get(json_t *o, const char *key)
+{
+    json_t  *v;
+
+    v = json_object_get(o, key);
+
+    return json_is_null(v) ? NULL : v;
+}
+
+
+static int
+mg_a_bad(mg_xerror_t *err, const char *param, const char *fmt, ...)
+{
+    char     buf[sizeof(err->message)];
+    va_list  ap;
+
+    va_start(ap, fmt);
+    (void) vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+
+    mg_xerror_set(err, 400, 0, "invalid_request_error", NULL, param, "%s",
+                  buf);
+
+    if (err) {
+        mg_a_utf8(err->message);
+    }
+
+    return MG_X_ERROR;
+}
+
+
+static int
+mg_a_nomem(mg_xerror_t *err)
+{
+    mg_xerror_set(err, 500, 1, "server_error", NULL, NULL, "out of memory");
+
+    return MG_X_NOMEM;
+}
+
+
+/*
+ * Messages quote what we were sent (a role, jansson's view of a syntax
+ * error) and snprintf may cut them inside a character: the client gets
+ * them in a JSON string, so bad bytes become '?' and a cut character goes.
+ */
+
+static void
+mg_a_utf8(char *s)
+{
+    size_t          n, k;
+    unsigned char  *p, c, lo, hi;
+
+    p = (unsigned char *) s;
+
+    while (*p) {
+        c = *p;
+
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+
+        lo = 0x80;
+        hi = 0xbf;
+
+        if (c >= 0xc2 && c <= 0xdf) {
+            n = 1;
+
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 2;
+            lo = (c == 0xe0) ? 0xa0 : 0x80;
+            hi = (c == 0xed) ? 0x9f : 0xbf;
+
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3;
+            lo = (c == 0xf0) ? 0x90 : 0x80;
+            hi = (c == 0xf4) ? 0x8f : 0xbf;
+
+        } else {
+            *p++ = '?';
+            continue;
+        }
+
+        for (k = 1; k <= n; k++) {
+            c = p[k];
+
+            if (c == '\0' || c < (k == 1 ? lo : 0x80)
+                || c > (k == 1 ? hi : 0xbf))
+            {
+                break;
+            }
+        }
+
+        if (k > n) {
+            p += n + 1;
+            continue;
+        }
+
+        if (p[k] == '\0') {
+            /* cut at the end */
+            *p = '\0';
+            return;
+        }
+
+        *p++ = '?';
+    }
+}
+
+
+/* json_object_set_new() that tells whether v (possibly a NULL from a
+ * failed constructor) was stored; v is consumed either way */
+
+static int
+mg_a_set(json_t *o, const char *key, json_t *v)
+{
+    return json_object_set_new(o, key, v) == 0 ? MG_X_OK : MG_X_NOMEM;
+}
+
+
+static int
+mg_a_set_str(json_t *o, const char *key, const char *s)
+{
+    return mg_a_set(o, key, json_string(s));
+}
+
+
+static json_t *
+mg_a_prefixed(const char *prefix, const char *s, size_t n)
+{
+    char    *p;
+    size_t   plen;
+    json_t  *v;
+
+    plen = strlen(prefix);
+
+    p = malloc(plen + n + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    memcpy(p, prefix, plen);
+
+    if (n) {
+        memcpy(p + plen, s, n);
+    }
+
+    v = json_stringn(p, plen + n);
+
+    free(p);
+
+    return v;
+}
+
+
+static int
+mg_a_dump_cb(const char *buf, size_t size, void *data)
+{
+    return mg_buf_append(data, buf, size) == MG_X_OK ? 0 : -1;
+}
+
+
+static int
+mg_a_dump(json_t *j, mg_buf_t *out, size_t flags)
+{
+    size_t  len;
+
+    len = out->len;
+
+    if (json_dump_callback(j, mg_a_dump_cb, out, JSON_COMPACT | flags) != 0) {
+        out->len = len;
+        return MG_X_NOMEM;
+    }
+
+    return MG_X_OK;
+}
+
+
+/* the request */
+
+int
+mg_anthropic_request(const char *body, size_t len,
+    const mg_anthropic_opts_t *o, mg_buf_t *out, int *stream,
+    int *include_usage, mg_xerror_t *err)
+{
+    int           rc;
+    json_t       *in, *req;
+    json_error_t  jerr;
+
+    *stream = 0;
+    *include_usage = 0;
+
+    in = json_loadb(body, body ? len : 0, JSON_ALLOW_NUL, &jerr);
+
+    if (in == NULL) {
+        return mg_a_bad(err, NULL, "The request body is not valid JSON: %s",
+                        jerr.text);
+    }
+
+    req = NULL;
+
+    if (!json_is_object(in)) {
+        rc = mg_a_bad(err, NULL, "The request body must be a JSON object.");
+        goto done;
+    }
+
+    req = json_object();
+    if (req == NULL) {
+        rc = MG_X_NOMEM;
+        goto done;
+    }
+
+    rc = mg_a_req_check(in, err);
+    if (rc != MG_X_OK) {
+        goto done;
+    }
+
+    rc = mg_a_req_head(in, o, req, err);
+    if (rc != MG_X_OK) {
+        goto done;
+    }
+
+    rc = mg_a_req_messages(in, req, err);
+    if (rc != MG_X_OK) {
+        goto done;
+    }
+
+    rc = mg_a_req_tools(in, req, err);
+    if (rc != MG_X_OK) {
+        goto done;
+    }
+
+    rc = mg_a_req_params(in, req, stream, include_usage, err);
+    if (rc != MG_X_OK) {
+        goto done;
+    }
+
+    rc = mg_a_dump(req, out, 0);
+
+done:
+
+    if (rc == MG_X_NOMEM) {
+        (void) mg_a_nomem(err);
+    }
+
+    json_decref(req);
+    json_decref(in);
+
+    return rc;
+}
+
+
+/* OpenAI features without an Anthropic counterpart: refused, not dropped */
+
+static int
+mg_a_req_check(json_t *in, mg_xerror_t *err)
+{
+    size_t       i, k;
+    json_t      *v, *m;
+
+    static const char  *none[] = {
+        "audio", "prediction", "web_search_options", "functions",
+        "function_call"
+    };
+
+    static const char  *penalties[] = {
+        "frequency_penalty", "presence_penalty"
+    };
+
+    v = mg_a_get(in, "n");
+    if (v && (!json_is_integer(v) || json_integer_value(v) != 1)) {
+        return mg_a_bad(err, "n", "n other than 1 is not supported by this "
+                        "model's backend.");
+    }
+
+    if (json_is_true(json_object_get(in, "logprobs"))) {
+        return mg_a_bad(err, "logprobs", "logprobs are not supported by "
+                        "this model's backend.");
+    }
+
+    v = mg_a_get(in, "top_logprobs");
+    if (v && !(json_is_integer(v) && json_integer_value(v) == 0)) {
+        return mg_a_bad(err, "top_logprobs", "top_logprobs are not "
+                        "supported by this model's backend.");
+    }
+
+    for (k = 0; k < sizeof(penalties) / sizeof(penalties[0]); k++) {
+        v = mg_a_get(in, penalties[k]);
+
+        if (v && (!json_is_number(v) || json_number_value(v) != 0)) {
+            return mg_a_bad(err, penalties[k], "%s is not supported by "
+                            "this model's backend.", penalties[k]);
+        }
+    }
+
+    v = mg_a_get(in, "logit_bias");
+    if (v && (!json_is_object(v) || json_object_size(v) != 0)) {
+        return mg_a_bad(err, "logit_bias", "logit_bias is not supported by "
+                        "this model's backend.");
+    }
+
+    for (k = 0; k < sizeof(none) / sizeof(none[0]); k++) {
+        if (mg_a_get(in, none[k])) {
+            return mg_a_bad(err, none[k], "%s is not supported by this "
+                            "model's backend%s.", none[k],
+                            k >= 3 ? " (use tools and tool_choice)" : "");
+        }
+    }
+
+    v = mg_a_get(in, "modalities");
+
+    if (v) {
+        if (!json_is_array(v)) {
+            return mg_a_bad(err, "modalities", "modalities must be an "
+                            "array.");
+        }
+
+        json_array_foreach(v, i, m) {
+            if (!mg_a_streq(json_string_value(m), "text")) {
+                return mg_a_bad(err, "modalities", "Only the \"text\" "
+                                "modality is supported by this model's "
+                                "backend.");
+            }
+        }
+    }
+
+    return MG_X_OK;
+}
+
+
+static int
+mg_a_req_head(json_t *in, const mg_anthropic_opts_t *o, json_t *req,
+    mg_xerror_t *err)
+{
+    long         n;
+    json_t      *v;
+    const char  *name;
+
+    if (o && o->model && o->model_len) {
+        v = json_stringn(o->model, o->model_len);
+
+    } else {
+        v = json_object_get(in, "model");
+
+        if (!json_is_string(v)) {
+            return mg_a_bad(err, "model", "model must be a string.");
+        }
+
+        json_incref(v);
+    }
+
+    if (mg_a_set(req, "model", v) != MG_X_OK) {
+        return MG_X_NOMEM;
+    }
+
+    /* max_completion_tokens replaces max_tokens; Anthropic requires one */
+
+    name = "max_completion_tokens";
+    v = mg_a_get(in, name);
+
+    if (v == NULL) {
+        name = "max_tokens";
+        v = mg_a_get(in, name);
+    }
+
+    if (v) {
+        if (!json_is_integer(v) || json_integer_value(v) <= 0) {
+            return mg_a_bad(err, name, "%s must be a positive integer.",
+                            name);
+        }
+
+        json_incref(v);
+
+    } else {
+        n = (o && o->default_max_tokens > 0) ? o->default_max_tokens
+                                              : MG_ANTHROPIC_MAX_TOKENS;
+        v = json_integer(n);
+    }
+
+    return mg_a_set(req, "max_tokens", v);
+}
+
+
+/*
+ * System and developer messages become the top-level "system"; tool
+ * results become user messages; consecutive messages of one role are
+ * merged, since Anthropic wants user and assistant turns to alternate.
+ * Blocks are collected first and a lone plain text block is written as a
+ * string at the end.
+ */
+
+static int
+mg_a_req_messages(json_t *in, json_t *req, mg_xerror_t *err)
+{
+    int          rc;
+    size_t       i;
+    json_t      *msgs, *m, *system, *out, *blocks, *last, *msg;
+    const char  *role, *arole, *lrole;
+
+    msgs = json_object_get(in, "messages");
+
+    if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
+        return mg_a_bad(err, "messages", "messages must be a non-empty "
+                        "array.");
+    }
+
+    system = json_array();
+    out = json_array();
+    blocks = NULL;
+    last = NULL;
+    lrole = NULL;
+
+    if (system == NULL || out == NULL) {
+        rc = MG_X_NOMEM;
+        goto done;
+    }
+
+    json_array_foreach(msgs, i, m) {
+
+        role = json_string_value(json_object_get(m, "role"));
+
+        if (role == NULL) {
+            rc = mg_a_bad(err, "messages", "messages[%zu].role must be a "
+                          "string.", i);
+            goto done;
+        }
+
+        if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
+            rc = mg_a_req_content(json_object_get(m, "content"), MG_A_TEXT,
+                                  system, i, err);
+            if (rc != MG_X_OK) {
+                goto done;
+            }
+
+            continue;
+        }
+
+        blocks = json_array();
+        if (blocks == NULL) {
+            rc = MG_X_NOMEM;
+            goto done;
+        }
+
+        if (strcmp(role, "user") == 0) {
+            arole = "user";
+            rc = mg_a_req_content(json_object_get(m, "content"),
+                                  MG_A_TEXT | MG_A_IMAGE | MG_A_FILE,
+                                  blocks, i, err);
+
+        } else if (strcmp(role, "assistant") == 0) {
+            arole = "assistant";
+            rc = mg_a_req_assistant(m, blocks, i, err);
+
+        } else if (strcmp(role, "tool") == 0) {
+            arole = "user";
+            rc = mg_a_req_tool_result(m, blocks, i, err);
+
+        } else {
+            arole = NULL;
+            rc = mg_a_bad(err, "messages", "messages[%zu]: the role \"%s\" "
+                          "is not supported by this model's backend.", i,
+                          role);
+        }
+
+        if (rc != MG_X_OK) {
+            goto done;
+        }
+
+        if (json_array_size(blocks) == 0) {
+            json_decref(blocks);
+            blocks = NULL;
+            continue;
+        }
+
+        if (lrole && strcmp(lrole, arole) == 0) {
+            if (json_array_extend(last, blocks) != 0) {
+                rc = MG_X_NOMEM;
+                goto done;
+            }
+
+            json_decref(blocks);
+            blocks = NULL;
+            continue;
+        }
+
+        msg = json_pack("{s:s,s:O}", "role", arole, "content", blocks);
+
+        if (msg == NULL || json_array_append_new(out, msg) != 0) {
+            rc = MG_X_NOMEM;
+            goto done;
+        }
+
+        last = blocks;
+        lrole = arole;
+
+        json_decref(blocks);
+        blocks = NULL;
+    }
+
+    if (json_array_size(out) == 0) {
+        rc = mg_a_bad(err, "messages", "messages must hold at least one "
+                      "user or assistant message with content.");
+        goto done;
+    }
+
+    json_array_foreach(out, i, msg) {
+        blocks = json_object_get(msg, "content");
+
+        if (mg_a_streq(json_string_value(json_object_get(msg, "role")),
+                       "user")
+            && mg_a_results_first(blocks) != MG_X_OK)
+        {
+            blocks = NULL;
+            rc = MG_X_NOMEM;
+            goto done;
+        }
+
+        if (mg_a_set(msg, "content", mg_a_simplify(blocks)) != MG_X_OK) {
+            blocks = NULL;
+            rc = MG_X_NOMEM;
+            goto done;
+        }
+    }
+
+    blocks = NULL;
+
+    if (json_array_size(system)
+        && mg_a_set(req, "system", mg_a_simplify(system)) != MG_X_OK)
+    {
+        rc = MG_X_NOMEM;
+        goto done;
+    }
+
+    rc = json_object_set(req, "messages", out) == 0 ? MG_X_OK : MG_X_NOMEM;
+
+done:
+
+    json_decref(blocks);
+    json_decref(out);
+    json_decref(system);
+
+    return rc;
+}
+
+
+static int
+mg_a_req_assistant(json_t *m, json_t *blocks, size_t i, mg_xerror_t *err)
+{
+    int           rc;
+    size_t        k;
+    json_t       *calls, *c, *fn, *id, *name, *args, *input, *b, *v;
+    const char   *s;
+    json_error_t  jerr;
+
+    rc = mg_a_req_content(json_object_get(m, "content"),
+                          MG_A_TEXT | MG_A_REFUSAL, blocks, i, err);
+    if (rc != MG_X_OK) {
+        return rc;
+    }
+
+    /* an assistant turn that was a refusal keeps its words */
+
+    v = mg_a_get(m, "refusal");
+
+    if (json_array_size(blocks) == 0 && json_is_string(v)
+        && json_string_length(v))
+    {
+        b = json_pack("{s:s,s:O}", "type", "text", "text", v);
+
+        if (b == NULL || json_array_append_new(blocks, b) != 0) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    calls = mg_a_get(m, "tool_calls");
+
+    if (calls == NULL) {
+        return MG_X_OK;
+    }
+
+    if (!json_is_array(calls)) {
+        return mg_a_bad(err, "messages", "messages[%zu].tool_calls must be "
+                        "an array.", i);
+    }
+
+    json_array_foreach(calls, k, c) {
+        v = mg_a_get(c, "type");
+        fn = json_object_get(c, "function");
+        id = json_object_get(c, "id");
+        name = json_object_get(fn, "name");
+
+        if (!json_is_object(c)
+            || (v && !mg_a_streq(json_string_value(v), "function")))
+        {
+            return mg_a_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
+                            ": only function tool calls are supported.",
+                            i, k);
+        }
+
+        if (!json_is_string(id) || !json_is_string(name)) {
+            return mg_a_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
+                            " needs a string id and function.name.", i, k);
+        }
+
+        args = mg_a_get(fn, "arguments");
+
+        if (args == NULL
+            || (json_is_string(args) && json_string_length(args) == 0))
+        {
+            input = json_object();
+
+        } else if (json_is_object(args)) {
+            /* not OpenAI's shape, but unambiguous */
+            input = json_incref(args);
+
+        } else if (json_is_string(args)) {
+            s = json_string_value(args);
+            input = json_loadb(s, json_string_length(args), JSON_ALLOW_NUL,
+                               &jerr);
+
+            if (input == NULL) {
+                return mg_a_bad(err, "messages", "messages[%zu].tool_calls"
+                                "[%zu].function.arguments is not valid "
+                                "JSON: %s", i, k, jerr.text);
+            }
+
+            if (!json_is_object(input)) {
+                json_decref(input);
+                return mg_a_bad(err, "messages", "messages[%zu].tool_calls"
+                                "[%zu].function.arguments must be a JSON "
+                                "object.", i, k);
+            }
+
+        } else {
+            return mg_a_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
+                            ".function.arguments must be a string.", i, k);
+        }
+
+        if (input == NULL) {
+            return MG_X_NOMEM;
+        }
+
+        id = mg_a_tool_id(id);
+
+        b = id ? json_pack("{s:s,s:O,s:O,s:O}", "type", "tool_use", "id",
+                           id, "name", name, "input", input)
+               : NULL;
+
+        json_decref(id);
+        json_decref(input);
+
+        if (b == NULL || json_array_append_new(blocks, b) != 0) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    return MG_X_OK;
+}
+
+
+static int
+mg_a_req_tool_result(json_t *m, json_t *blocks, size_t i, mg_xerror_t *err)
+{
+    int      rc;
+    json_t  *id, *content, *b;
+
+    id = json_object_get(m, "tool_call_id");
+
+    if (!json_is_string(id)) {
+        return mg_a_bad(err, "messages", "messages[%zu].tool_call_id must be "
+                        "a string.", i);
+    }
+
+    id = mg_a_tool_id(id);
+    content = json_array();
+    b = json_object();
+
+    if (id == NULL || content == NULL || b == NULL) {
+        rc = MG_X_NOMEM;
+        goto done;
+    }
+
+    rc = mg_a_req_content(json_object_get(m, "content"),
+                          MG_A_TEXT | MG_A_IMAGE, content, i, err);
+    if (rc != MG_X_OK) {
+        goto done;
+    }
+
+    if (mg_a_set_str(b, "type", "tool_result") != MG_X_OK
+        || json_object_set(b, "tool_use_id", id) != 0)
+    {
+        rc = MG_X_NOMEM;
+        goto done;
+    }
+
+    /* an empty result is sent without content: "" is not a valid block */
+
+    if (json_array_size(content)
+        && mg_a_set(b, "content", mg_a_simplify(content)) != MG_X_OK)
+    {
+        rc = MG_X_NOMEM;
+        goto done;
+    }
+
+    rc = json_array_append(blocks, b) == 0 ? MG_X_OK : MG_X_NOMEM;
+
+done:
+
+    json_decref(b);
+    json_decref(content);
+    json_decref(id);
+
+    return rc;
+}
+
+
+/* a message's content, a string or an array of parts, appended as blocks */
+
+static int
+mg_a_req_content(json_t *content, unsigned allow, json_t *blocks, size_t i,
+    mg_xerror_t *err)
+{
+    int      rc;
+    size_t   j;
+    json_t  *part, *b;
+
+    if (content == NULL || json_is_null(content)) {
+        return MG_X_OK;
+    }
+
+    if (json_is_string(content)) {
+
+        /* Anthropic refuses empty text blocks; an empty string says nothing */
+
+        if (json_string_length(content) == 0) {
+            return MG_X_OK;
+        }
+
+        b = json_pack("{s:s,s:O}", "type", "text", "text", content);
+
+        if (b == NULL || json_array_append_new(blocks, b) != 0) {
+            return MG_X_NOMEM;
+        }
+
+        return MG_X_OK;
+    }
+
+    if (!json_is_array(content)) {
+        return mg_a_bad(err, "messages", "messages[%zu].content must be a "
+                        "string or an array of parts.", i);
+    }
+
+    json_array_foreach(content, j, part) {
+        rc = mg_a_req_part(part, allow, blocks, i, j, err);
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+    }
+
+    return MG_X_OK;
+}
+
+
+static int
+mg_a_req_part(json_t *part, unsigned allow, json_t *blocks, size_t i,
+    size_t j, mg_xerror_t *err)
+{
+    int          rc;
+    json_t      *b, *v;
+    const char  *type, *key;
+
+    type = json_string_value(json_object_get(part, "type"));
+
+    if (type == NULL) {
+        return mg_a_bad(err, "messages", "messages[%zu].content[%zu] must "
+                        "be an object with a string type.", i, j);
+    }
+
+    b = NULL;
+
+    if (strcmp(type, "text") == 0
+        || (strcmp(type, "refusal") == 0 && (allow & MG_A_REFUSAL)))
+    {
+        key = (type[0] == 't') ? "text" : "refusal";
+        v = json_object_get(part, key);
+
+        if (!json_is_string(v)) {
+            return mg_a_bad(err, "messages", "messages[%zu].content[%zu]."
+                            "%s must be a string.", i, j, key);
+        }
+
+        if (json_string_length(v) == 0) {
+            return MG_X_OK;
+        }
+
+        b = json_pack("{s:s,s:O}", "type", "text", "text", v);
+        if (b == NULL) {
+            return MG_X_NOMEM;
+        }
+
+    } else if (strcmp(type, "image_url") == 0 && (allow & MG_A_IMAGE)) {
+        rc = mg_a_req_image(part, &b, i, j, err);
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+
+    } else if (strcmp(type, "file") == 0 && (allow & MG_A_FILE)) {
+        rc = mg_a_req_file(part, &b, i, j, err);
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+
+    } else if (strcmp(type, "input_audio") == 0) {
+        return mg_a_bad(err, "messages", "messages[%zu].content[%zu]: audio "
+                        "input is not supported by this model's backend.",
+                        i, j);
+
+    } else {
+        return mg_a_bad(err, "messages", "messages[%zu].content[%zu]: a "
+                        "\"%s\" part is not supported here.", i, j, type);
+    }
+
+    /* prompt caching markers, as Anthropic-aware clients send them */
+
+    v = json_object_get(part, "cache_control");
+
+    if (json_is_object(v) && json_object_set(b, "cache_control", v) != 0) {
+        json_decref(b);
+        return MG_X_NOMEM;
+    }
+
+    return json_array_append_new(blocks, b) == 0 ? MG_X_OK : MG_X_NOMEM;
+}
+
+
+static int
+mg_a_req_image(json_t *part, json_t **block, size_t i, size_t j,
+    mg_xerror_t *err)
+{
+    size_t       len, mt_len, data_len;
+    json_t      *iu, *url, *src, *b;
+    const char  *s, *mt, *data;
+
+    iu = json_object_get(part, "image_url");
+    url = json_is_string(iu) ? iu : json_object_get(iu, "url");
+
+    if (!json_is_string(url)) {
+        return mg_a_bad(err, "messages", "messages[%zu].content[%zu]."
+                        "image_url.url must be a string.", i, j);
+    }
+
+    s = json_string_value(url);
+    len = json_string_length(url);
+
+    if (len > 5 && strncasecmp(s, "data:", 5) == 0) {
+        if (mg_a_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0) {
+            return mg_a_bad(err, "messages", "messages[%zu].content[%zu]: "
+                            "a data URL must be \"data:<media type>;base64,"
+                            "<data>\".", i, j);
+        }
+
+        src = mg_a_base64_source("base64", mt, mt_len, data, data_len);
+
+    } else if ((len > 7 && strncasecmp(s, "http://", 7) == 0)
+               || (len > 8 && strncasecmp(s, "https://", 8) == 0))
+    {
+        src = json_pack("{s:s,s:O}", "type", "url", "url", url);
+
+    } else {
+        return mg_a_bad(err, "messages", "messages[%zu].content[%zu]: an "
+                        "image URL must be an http(s) or a base64 data URL.",
+                        i, j);
+    }
+
+    if (src == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    b = json_pack("{s:s,s:O}", "type", "image", "source", src);
+
+    json_decref(src);
+
+    if (b == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    *block = b;
+
+    return MG_X_OK;
+}
+
+
+/* a PDF given inline becomes a document block; file ids mean nothing here */
+
+static int
+mg_a_req_file(json_t *part, json_t **block, size_t i, size_t j,
+    mg_xerror_t *err)
+{
+    size_t       len, mt_len, data_len, nlen;
+    json_t      *f, *fd, *src, *b;
+    const char  *s, *mt, *data, *name;
+
+    f = json_object_get(part, "file");
+
+    if (mg_a_get(f, "file_id")) {
+        return mg_a_bad(err, "messages", "messages[%zu].content[%zu]: file "
+                        "ids cannot be used with this model's backend; send "
+                        "file_data.", i, j);
+    }
+
+    fd = json_object_get(f, "file_data");
+
+    if (!json_is_string(fd)) {
+        return mg_a_bad(err, "messages", "messages[%zu].content[%zu]."
+                        "file.file_data must be a string.", i, j);
+    }
+
+    s = json_string_value(fd);
+    len = json_string_length(fd);
+
+    if (len > 5 && strncasecmp(s, "data:", 5) == 0) {
+        if (mg_a_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0) {
+            return mg_a_bad(err, "messages", "messages[%zu].content[%zu]: "
+                            "file_data must be a base64 data URL.", i, j);
+        }
+
+    } else {
+        /* bare base64: only a name can tell what it is */
+
+        name = json_string_value(json_object_get(f, "filename"));
+        nlen = name ? strlen(name) : 0;
+
+        mt = "application/pdf";
+        mt_len = sizeof("application/pdf") - 1;
+        data = s;
+        data_len = len;
+
+        if (nlen < 5 || strcasecmp(name + nlen - 4, ".pdf") != 0
+            || len == 0)
+        {
+            mt = NULL;
+        }
+    }
+
+    if (mt == NULL || mt_len != sizeof("application/pdf") - 1
+        || strncasecmp(mt, "application/pdf", mt_len) != 0)
+    {
+        return mg_a_bad(err, "messages", "messages[%zu].content[%zu]: only "
+                        "PDF files are supported by this model's backend.",
+                        i, j);
+    }
+
+    src = mg_a_base64_source("base64", "application/pdf", mt_len, data,
+                             data_len);
+    if (src == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    b = json_pack("{s:s,s:O}", "type", "document", "source", src);
+
+    json_decref(src);
+
+    if (b == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    *block = b;
+
+    return MG_X_OK;
+}
+
+
+/* media types lower-cased, and the common "image/jpg" made right */
+
+static json_t *
+mg_a_base64_source(const char *type, const char *mt, size_t mt_len,
+    const char *data, size_t data_len)
+{
+    char    buf[64];
+    size_t  i;
+
+    if (mt_len < sizeof(buf)) {
+        for (i = 0; i < mt_len; i++) {
+            buf[i] = (mt[i] >= 'A' && mt[i] <= 'Z') ? mt[i] + 32 : mt[i];
+        }
+
+        mt = buf;
+
+        if (mt_len == 9 && memcmp(buf, "image/jpg", 9) == 0) {
+            mt = "image/jpeg";
+            mt_len = 10;
+        }
+    }
+
+    return json_pack("{s:s,s:s%,s:s%}", "type", type, "media_type", mt,
+                     mt_len, "data", data, data_len);
+}
+
+
+/* "data:<media type>[;params];base64,<data>" */
+
+static int
+mg_a_data_url(const char *s, size_t len, const char **mt, size_t *mt_len,
+    const char **data, size_t *data_len)
+{
+    const char  *p, *end, *comma, *semi;
+
+    p = s + 5;
+    end = s + len;
+
+    comma = memchr(p, ',', end - p);
+
+    if (comma == NULL || comma - p < 7
+        || strncasecmp(comma - 7, ";base64", 7) != 0)
+    {
+        return -1;
+    }
+
+    semi = memchr(p, ';', comma - p);
+
+    if (semi == p || comma + 1 == end) {
+        return -1;
+    }
+
+    *mt = p;
+    *mt_len = semi - p;
+    *data = comma + 1;
+    *data_len = end - comma - 1;
+
+    return 0;
+}
+
+
+/*
+ * Anthropic's tool use ids must match ^[a-zA-Z0-9_-]+$; other clients and
+ * models make ids such as "functions.get_weather:0".  A call and its result
+ * go through the same mapping, so they still pair.  A new reference.
+ */
+
+static json_t *
+mg_a_tool_id(json_t *id)
+{
+    char        *p;
+    size_t       i, n;
+    json_t      *v;
+    const char  *s;
+
+    s = json_string_value(id);
+    n = json_string_length(id);
+
+    for (i = 0; i < n; i++) {
+        if (!mg_a_id_char(s[i])) {
+            break;
+        }
+    }
+
+    if (i == n) {
+        return json_incref(id);
+    }
+
+    p = malloc(n);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    for (i = 0; i < n; i++) {
+        p[i] = mg_a_id_char(s[i]) ? s[i] : '_';
+    }
+
+    v = json_stringn(p, n);
+
+    free(p);
+
+    return v;
+}
+
+
+/*
+ * Anthropic wants a user turn's tool results before anything else in it;
+ * a user message merged into the results (or sent between a call and its
+ * result) would put text first.  The order among results is kept.
+ */
+
+static int
+mg_a_results_first(json_t *blocks)
+{
+    int          rc;
+    size_t       i;
+    json_t      *sorted, *b;
+    const char  *type;
+
+    sorted = json_array();
+    if (sorted == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    rc = MG_X_OK;
+
+    json_array_foreach(blocks, i, b) {
+        type = json_string_value(json_object_get(b, "type"));
+
+        if (mg_a_streq(type, "tool_result")
+            && json_array_append(sorted, b) != 0)
+        {
+            rc = MG_X_NOMEM;
+        }
+    }
+
+    json_array_foreach(blocks, i, b) {
+        type = json_string_value(json_object_get(b, "type"));
+
+        if (!mg_a_streq(type, "tool_result")
+            && json_array_append(sorted, b) != 0)
+        {
+            rc = MG_X_NOMEM;
+        }
+    }
+
+    if (rc == MG_X_OK
+        && (json_array_clear(blocks) != 0
+            || json_array_extend(blocks, sorted) != 0))
+    {
+        rc = MG_X_NOMEM;
+    }
+
+    json_decref(sorted);
+
+    return rc;
+}
+
+
+/* a lone plain text block as a string, the usual shape; a new reference */
+
+static json_t *
+mg_a_simplify(json_t *blocks)
+{
+    json_t  *b;
+
+    b = json_array_get(blocks, 0);
+
+    if (json_array_size(blocks) == 1 && json_object_size(b) == 2
+        && mg_a_streq(json_string_value(json_object_get(b, "type")), "text")
+        && json_is_string(json_object_get(b, "text")))
+    {
+        return json_incref(json_object_get(b, "text"));
+    }
+
+    return json_incref(blocks);
+}
+
+
+static int
+mg_a_req_tools(json_t *in, json_t *req, mg_xerror_t *err)
+{
+    int          rc;
+    size_t       i;
+    json_t      *tools, *out, *t, *fn, *name, *desc, *params, *schema, *b;
+    json_t      *v;
+    const char  *type;
+
+    tools = mg_a_get(in, "tools");
+
+    if (tools == NULL) {
+        return mg_a_req_tool_choice(in, req, 0, err);
+    }
+
+    if (!json_is_array(tools)) {
+        return mg_a_bad(err, "tools", "tools must be an array.");
+    }
+
+    out = json_array();
+    if (out == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    b = NULL;
+    schema = NULL;
+
+    json_array_foreach(tools, i, t) {
+        type = json_string_value(json_object_get(t, "type"));
+        fn = json_object_get(t, "function");
+
+        if (!json_is_object(t) || (type && strcmp(type, "function") != 0)) {
+            rc = mg_a_bad(err, "tools", "tools[%zu]: only function tools "
+                          "are supported by this model's backend.", i);
+            goto done;
+        }
+
+        name = json_object_get(fn, "name");
+        desc = mg_a_get(fn, "description");
+        params = mg_a_get(fn, "parameters");
+        v = mg_a_get(fn, "strict");
+
+        if (!json_is_string(name) || json_string_length(name) == 0
+            || (desc && !json_is_string(desc))
+            || (params && !json_is_object(params))
+            || (v && !json_is_boolean(v)))
+        {
+            rc = mg_a_bad(err, "tools", "tools[%zu].function needs a name, "
+                          "and description, parameters and strict of the "
+                          "right types.", i);
+            goto done;
+        }
+
+        /* input_schema.type must be "object"; {} means "no arguments" */
+
+        if (params == NULL) {
+            schema = json_pack("{s:s,s:{}}", "type", "object",
+                               "properties");
+
+        } else if (json_object_get(params, "type") == NULL) {
+            schema = json_copy(params);
+
+            if (schema && mg_a_set_str(schema, "type", "object") != MG_X_OK)
+            {
+                json_decref(schema);
+                schema = NULL;
+            }
+
+        } else {
+            schema = json_incref(params);
+        }
+
+        b = json_object();
+
+        if (schema == NULL || b == NULL
+            || json_object_set(b, "name", name) != 0
+            || (desc && json_object_set(b, "description", desc) != 0)
+            || json_object_set(b, "input_schema", schema) != 0
+            || (json_is_true(v) && json_object_set(b, "strict", v) != 0)
+            || json_array_append(out, b) != 0)
+        {
+            rc = MG_X_NOMEM;
+            goto done;
+        }
+
+        json_decref(schema);
+        json_decref(b);
+        schema = NULL;
+        b = NULL;
+    }
+
+    if (json_array_size(out) && json_object_set(req, "tools", out) != 0) {
+        rc = MG_X_NOMEM;
+        goto done;
+    }
+
+    rc = mg_a_req_tool_choice(in, req, json_array_size(out), err);
+
+done:
+
+    json_decref(schema);
+    json_decref(b);
+    json_decref(out);
+
+    return rc;
+}
+
+
+static int
+mg_a_req_tool_choice(json_t *in, json_t *req, size_t ntools,
+    mg_xerror_t *err)
+{
+    json_t      *choice, *ptc, *tc, *name;
+    const char  *s, *type;
+
+    choice = mg_a_get(in, "tool_choice");
+    ptc = mg_a_get(in, "parallel_tool_calls");
+
+    if (ptc && !json_is_boolean(ptc)) {
+        return mg_a_bad(err, "parallel_tool_calls", "parallel_tool_calls "
+                        "must be a boolean.");
+    }
+
+    type = NULL;
+    name = NULL;
+
+    if (choice) {
+        s = json_string_value(choice);
+
+        if (mg_a_streq(s, "auto")) {
+            type = "auto";
+
+        } else if (mg_a_streq(s, "required")) {
+            type = "any";
+
+        } else if (mg_a_streq(s, "none")) {
+            type = "none";
+
+        } else if (mg_a_streq(json_string_value(json_object_get(choice,
+                                                                "type")),
+                              "function"))
+        {
+            name = json_object_get(json_object_get(choice, "function"),
+                                   "name");
+
+            if (!json_is_string(name)) {
+                return mg_a_bad(err, "tool_choice", "tool_choice.function."
+                                "name must be a string.");
+            }
+
+            type = "tool";
+
+        } else {
+            return mg_a_bad(err, "tool_choice", "tool_choice must be "
+                            "\"auto\", \"required\", \"none\" or a named "
+                            "function with this model's backend.");
+        }
+
+        if (ntools == 0 && strcmp(type, "any") == 0) {
+            return mg_a_bad(err, "tool_choice", "tool_choice \"required\" "
+                            "needs tools.");
+        }
+
+        if (ntools == 0 && name) {
+            return mg_a_bad(err, "tool_choice", "tool_choice names a "
+                            "function, but there are no tools.");
+        }
+    }
+
+    /* without tools there is nothing to choose from */
+
+    if (ntools == 0) {
+        return MG_X_OK;
+    }
+
+    if (type == NULL) {
+        if (!json_is_false(ptc)) {
+            return MG_X_OK;
+        }
+
+        type = "auto";
+    }
+
+    tc = json_object();
+
+    if (tc == NULL
+        || mg_a_set_str(tc, "type", type) != MG_X_OK
+        || (name && json_object_set(tc, "name", name) != 0)
+        || (json_is_false(ptc) && strcmp(type, "none") != 0
+            && mg_a_set(tc, "disable_parallel_tool_use", json_true())
+               != MG_X_OK))
+    {
+        json_decref(tc);
+        return MG_X_NOMEM;
+    }
+
+    return mg_a_set(req, "tool_choice", tc);
+}
+
+
+static int
+mg_a_req_params(json_t *in, json_t *req, int *stream, int *include_usage,
+    mg_xerror_t *err)
+{
+    int          rc;
+    size_t       i;
+    double       t;
+    json_t      *v, *seq, *s, *md;
+    const char  *key;
+
+    v = mg_a_get(in, "stop");
+
+    if (v) {
+        if (json_is_string(v)) {
+            seq = json_pack("[O]", v);
+
+        } else if (json_is_array(v)) {
+            json_array_foreach(v, i, s) {
+                if (!json_is_string(s)) {
+                    return mg_a_bad(err, "stop", "stop must be a string or "
+                                    "an array of strings.");
+                }
+            }
+
+            seq = json_incref(v);
+
+        } else {
+            return mg_a_bad(err, "stop", "stop must be a string or an array "
+                            "of strings.");
+        }
+
+        if (seq == NULL) {
+            return MG_X_NOMEM;
+        }
+
+        if (json_array_size(seq) == 0) {
+            json_decref(seq);
+
+        } else if (mg_a_set(req, "stop_sequences", seq) != MG_X_OK) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    /* OpenAI's range is 0..2, Anthropic's 0..1 */
+
+    v = mg_a_get(in, "temperature");
+
+    if (v) {
+        if (!json_is_number(v)) {
+            return mg_a_bad(err, "temperature", "temperature must be a "
+                            "number.");
+        }
+
+        t = json_number_value(v);
+
+        if (t < 0 || t > 1) {
+            v = json_real(t < 0 ? 0.0 : 1.0);
+
+        } else {
+            json_incref(v);
+        }
+
+        if (mg_a_set(req, "temperature", v) != MG_X_OK) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    /* top_p 1 (OpenAI's default, sent by many clients) changes nothing,
+     * and recent Claude models refuse temperature and top_p together */
+
+    v = mg_a_get(in, "top_p");
+
+    if (v) {
+        if (!json_is_number(v)) {
+            return mg_a_bad(err, "top_p", "top_p must be a number.");
+        }
+
+        if (json_number_value(v) != 1
+            && json_object_set(req, "top_p", v) != 0)
+        {
+            return MG_X_NOMEM;
+        }
+    }
+
+    /* not OpenAI's, but many clients send it for Anthropic models */
+
+    v = mg_a_get(in, "top_k");
+
+    if (v) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0) {
+            return mg_a_bad(err, "top_k", "top_k must be a non-negative "
+                            "integer.");
+        }
+
+        if (json_object_set(req, "top_k", v) != 0) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    /* safety_identifier replaces user */
+
+    key = "safety_identifier";
+    v = mg_a_get(in, key);
+
+    if (v == NULL) {
+        key = "user";
+        v = mg_a_get(in, key);
+    }
+
+    if (v) {
+        if (!json_is_string(v)) {
+            return mg_a_bad(err, key, "%s must be a string.", key);
+        }
+
+        md = json_pack("{s:O}", "user_id", v);
+
+        if (mg_a_set(req, "metadata", md) != MG_X_OK) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    rc = mg_a_req_output(in, req, err);
+    if (rc != MG_X_OK) {
+        return rc;
+    }
+
+    v = mg_a_get(in, "stream");
+
+    if (v) {
+        if (!json_is_boolean(v)) {
+            return mg_a_bad(err, "stream", "stream must be a boolean.");
+        }
+
+        *stream = json_is_true(v);
+
+        if (json_object_set(req, "stream", v) != 0) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    v = mg_a_get(in, "stream_options");
+
+    if (v) {
+        if (!json_is_object(v)) {
+            return mg_a_bad(err, "stream_options", "stream_options must be "
+                            "an object.");
+        }
+
+        *include_usage = json_is_true(json_object_get(v, "include_usage"));
+    }
+
+    return MG_X_OK;
+}
+
+
+/*
+ * response_format json_schema and reasoning_effort go to output_config
+ * (format and effort).  json_object has no faithful equivalent: Anthropic's
+ * JSON outputs need a schema with closed objects.
+ */
+
+static int
+mg_a_req_output(json_t *in, json_t *req, mg_xerror_t *err)
+{
+    json_t      *rf, *re, *schema, *fmt, *oc;
+    const char  *type, *s, *effort;
+
+    rf = mg_a_get(in, "response_format");
+    re = mg_a_get(in, "reasoning_effort");
+    fmt = NULL;
+    effort = NULL;
+
+    if (rf) {
+        type = json_string_value(json_object_get(rf, "type"));
+
+        if (mg_a_streq(type, "json_schema")) {
+            schema = json_object_get(json_object_get(rf, "json_schema"),
+                                     "schema");
+
+            if (!json_is_object(schema)) {
+                return mg_a_bad(err, "response_format", "response_format."
+                                "json_schema.schema must be an object.");
+            }
+
+            fmt = json_pack("{s:s,s:O}", "type", "json_schema", "schema",
+                            schema);
+            if (fmt == NULL) {
+                return MG_X_NOMEM;
+            }
+
+        } else if (!mg_a_streq(type, "text")) {
+            return mg_a_bad(err, "response_format", "response_format %s%s%s "
+                            "is not supported by this model's backend; use "
+                            "json_schema.", type ? "\"" : "",
+                            type ? type : "without a type",
+                            type ? "\"" : "");
+        }
+    }
+
+    if (re) {
+        s = json_string_value(re);
+
+        if (mg_a_streq(s, "low") || mg_a_streq(s, "medium")
+            || mg_a_streq(s, "high") || mg_a_streq(s, "xhigh"))
+        {
+            effort = s;
+
+        } else if (mg_a_streq(s, "minimal")) {
+            effort = "low";
+
+        } else if (!mg_a_streq(s, "none")) {
+            json_decref(fmt);
+            return mg_a_bad(err, "reasoning_effort", "reasoning_effort must "
+                            "be none, minimal, low, medium, high or xhigh.");
+        }
+    }
+
+    if (fmt == NULL && effort == NULL) {
+        return MG_X_OK;
+    }
+
+    oc = json_object();
+
+    if (oc == NULL
+        || (effort && mg_a_set_str(oc, "effort", effort) != MG_X_OK)
+        || (fmt && json_object_set(oc, "format", fmt) != 0))
+    {
+        json_decref(fmt);
+        json_decref(oc);
+        return MG_X_NOMEM;
+    }
+
+    json_decref(fmt);
+
+    return mg_a_set(req, "output_config", oc);
+}
+
+
+/* the response */
+
+int
+mg_anthropic_response(const char *body, size_t len, const char *model,
+    size_t model_len, long created, mg_buf_t *out, mg_xerror_t *err)
+{
+    int           rc;
+    size_t        i;
+    char         *args;
+    json_t       *in, *content, *b, *calls, *call, *msg, *res, *u, *v;
+    json_t       *id;
+    mg_buf_t      text;
+    const char   *type;
+    json_error_t  jerr;
+
+    in = json_loadb(body, body ? len : 0, JSON_ALLOW_NUL, &jerr);
+
+    if (!json_is_object(in)) {
+        json_decref(in);
+        return mg_a_bad_backend(err, "response");
+    }
+
+    type = json_string_value(json_object_get(in, "type"));
+
+    if (mg_a_streq(type, "error")) {
+        mg_a_error_map(0, in, err);
+        json_decref(in);
+        return MG_X_ERROR;
+    }
+
+    content = json_object_get(in, "content");
+
+    if (!json_is_array(content)) {
+        json_decref(in);
+        return mg_a_bad_backend(err, "response");
+    }
+
+    memset(&text, 0, sizeof(mg_buf_t));
+    calls = NULL;
+    msg = NULL;
+    res = NULL;
+    rc = MG_X_NOMEM;
+
+    calls = json_array();
+    if (calls == NULL) {
+        goto done;
+    }
+
+    /* thinking and server tool blocks have no chat completions shape */
+
+    json_array_foreach(content, i, b) {
+        type = json_string_value(json_object_get(b, "type"));
+
+        if (mg_a_streq(type, "text")) {
+            v = json_object_get(b, "text");
+
+            if (json_is_string(v)
+                && mg_buf_append(&text, json_string_value(v),
+                                 json_string_length(v))
+                   != MG_X_OK)
+            {
+                goto done;
+            }
+
+            continue;
+        }
+
+        if (!mg_a_streq(type, "tool_use")) {
+            continue;
+        }
+
+        v = json_object_get(b, "input");
+
+        args = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY)
+                 : strdup("{}");
+        if (args == NULL) {
+            goto done;
+        }
+
+        id = json_object_get(b, "id");
+        v = json_object_get(b, "name");
+
+        /* json_string_value() of a non-string is NULL, its length 0 */
+
+        call = json_pack("{s:s%,s:s,s:{s:s%,s:s}}",
+                         "id", json_is_string(id) ? json_string_value(id) : "",
+                         json_string_length(id),
+                         "type", "function",
+                         "function",
+                         "name", json_is_string(v) ? json_string_value(v) : "",
+                         json_string_length(v),
+                         "arguments", args);
+        free(args);
+
+        if (call == NULL || json_array_append_new(calls, call) != 0) {
+            goto done;
+        }
+    }
+
+    msg = json_object();
+
+    if (msg == NULL
+        || mg_a_set_str(msg, "role", "assistant") != MG_X_OK
+        || mg_a_set(msg, "content",
+                    (text.len == 0 && json_array_size(calls))
+                    ? json_null()
+                    : json_stringn(text.len ? text.data : "", text.len))
+           != MG_X_OK
+        || mg_a_set(msg, "refusal", json_null()) != MG_X_OK
+        || (json_array_size(calls)
+            && json_object_set(msg, "tool_calls", calls) != 0))
+    {
+        goto done;
+    }
+
+    v = json_object_get(in, "id");
+
+    res = json_object();
+
+    if (res == NULL
+        || mg_a_set(res, "id",
+                    mg_a_prefixed("chatcmpl-",
+                                  json_is_string(v) ? json_string_value(v)
+                                                    : "",
+                                  json_string_length(v)))
+           != MG_X_OK
+        || mg_a_set_str(res, "object", "chat.completion") != MG_X_OK
+        || mg_a_set(res, "created", json_integer(created)) != MG_X_OK
+        || mg_a_set(res, "model",
+                    json_stringn(model ? model : "", model ? model_len : 0))
+           != MG_X_OK
+        || mg_a_set(res, "choices",
+                    json_pack("[{s:i,s:O,s:n,s:s}]", "index", 0,
+                              "message", msg, "logprobs",
+                              "finish_reason",
+                              mg_a_finish(json_string_value(
+                                  json_object_get(in, "stop_reason")))))
+           != MG_X_OK)
+    {
+        goto done;
+    }
+
+    u = json_object_get(in, "usage");
+
+    if (json_is_object(u)
+        && mg_a_set(res, "usage",
+                    mg_a_usage(mg_a_tokens(u, "input_tokens", 0),
+                               mg_a_tokens(u, "output_tokens", 0),
+                               mg_a_tokens(u, "cache_read_input_tokens", 0),
+                               mg_a_tokens(u, "cache_creation_input_tokens",
+                                           0)))
+           != MG_X_OK)
+    {
+        goto done;
+    }
+
+    rc = mg_a_dump(res, out, 0);
+
+done:
+
+    if (rc == MG_X_NOMEM) {
+        (void) mg_a_nomem(err);
+    }
+
+    mg_buf_free(&text);
+    json_decref(res);
+    json_decref(msg);
+    json_decref(calls);
+    json_decref(in);
+
+    return rc;
+}
+
+
+/* table 10.2; a new or unknown reason is a normal stop */
+
+static const char *
+mg_a_finish(const char *reason)
+{
+    if (reason == NULL) {
+        return "stop";
+    }
+
+    if (strcmp(reason, "tool_use") == 0) {
+        return "tool_calls";
+    }
+
+    if (strcmp(reason, "max_tokens") == 0
+        || strcmp(reason, "model_context_window_exceeded") == 0)
+    {
+        return "length";
+    }
+
+    if (strcmp(reason, "refusal") == 0) {
+        return "content_filter";
+    }
+
+    return "stop";
+}
+
+
+static long long
+mg_a_tokens(json_t *usage, const char *key, long long dflt)
+{
+    json_t     *v;
+    long long   n;
+
+    v = json_object_get(usage, key);
+
+    if (!json_is_integer(v)) {
+        return dflt;
+    }
+
+    n = json_integer_value(v);
+
+    return n < 0 ? 0 : (n > MG_A_TOKENS_MAX ? MG_A_TOKENS_MAX : n);
+}
+
+
+/* table 10.3: Anthropic's input_tokens exclude the cached ones */
+
+static json_t *
+mg_a_usage(long long input, long long output, long long cache_read,
+    long long cache_creation)
+{
+    long long  prompt;
+
+    prompt = input + cache_read + cache_creation;
+
+    if (cache_creation) {
+        return json_pack("{s:I,s:I,s:I,s:{s:I,s:I}}",
+                         "prompt_tokens", (json_int_t) prompt,
+                         "completion_tokens", (json_int_t) output,
+                         "total_tokens", (json_int_t) (prompt + output),
+                         "prompt_tokens_details",
+                         "cached_tokens", (json_int_t) cache_read,
+                         "cache_write_tokens", (json_int_t) cache_creation);
+    }
+
+    return json_pack("{s:I,s:I,s:I,s:{s:I}}",
+                     "prompt_tokens", (json_int_t) prompt,
+                     "completion_tokens", (json_int_t) output,
+                     "total_tokens", (json_int_t) (prompt + output),
+                     "prompt_tokens_details",
+                     "cached_tokens", (json_int_t) cache_read);
+}
+
+
+/* errors */
+
+void
+mg_anthropic_error(int status, const char *body, size_t len,
+    mg_xerror_t *err)
+{
+    json_t  *j;
+
+    j = (body && len) ? json_loadb(body, len, JSON_ALLOW_NUL, NULL) : NULL;
+
+    mg_a_error_map(status, j, err);
+
+    json_decref(j);
+}
+
+
+/*
+ * status: the HTTP status, or 0 for an error that came inside a 200 (an
+ * error body or stream event): its error.type then stands for the status.
+ */
+
+static void
+mg_a_error_map(int status, json_t *body, mg_xerror_t *err)
+{
+    int          spend;
+    size_t       k;
+    json_t      *e;
+    const char  *type, *msg, *code;
+
+    static const struct {
+        const char  *type;
+        int          status;
+    } types[] = {
+        { "invalid_request_error", 400 },
+        { "authentication_error", 401 },
+        { "billing_error", 402 },
+        { "permission_error", 403 },
+        { "not_found_error", 404 },
+        { "request_too_large", 413 },
+        { "rate_limit_error", 429 },
+        { "api_error", 500 },
+        { "timeout_error", 504 },
+        { "overloaded_error", 529 }
+    };
+
+    e = json_object_get(body, "error");
+    type = json_string_value(json_object_get(e, "type"));
+    msg = json_string_value(json_object_get(e, "message"));
+
+    /* a spend limit is this account's, not the model's: say it as OpenAI
+     * says an exhausted quota; another backend may still have budget */
+
+    spend = mg_a_streq(json_string_value(json_object_get(
+                           json_object_get(e, "details"), "error_code")),
+                       "enforced_spend_limit_reached");
+
+    if (msg == NULL || msg[0] == '\0') {
+        msg = NULL;
+    }
+
+    if (status < 400 || status > 599) {
+        status = 500;
+
+        for (k = 0; type && k < sizeof(types) / sizeof(types[0]); k++) {
+            if (strcmp(type, types[k].type) == 0) {
+                status = types[k].status;
+                break;
+            }
+        }
+    }
+
+    if (status == 529 || mg_a_streq(type, "overloaded_error")) {
+        mg_xerror_set(err, 503, 1, "server_error", "overloaded", NULL,
+                      "The model backend is overloaded%s%s", msg ? ": " : ".",
+                      msg ? msg : "");
+
+    } else if (status == 429 && spend) {
+        mg_xerror_set(err, 429, 1, "insufficient_quota", "insufficient_quota",
+                      NULL, "The model backend's spend limit is reached%s%s",
+                      msg ? ": " : ".", msg ? msg : "");
+
+    } else if (status == 429) {
+        mg_xerror_set(err, 429, 1, "rate_limit_error", "rate_limit_exceeded",
+                      NULL, "The model backend is rate limited%s%s",
+                      msg ? ": " : ".", msg ? msg : "");
+
+    } else if (status == 401 || status == 403) {
+        mg_xerror_set(err, 502, 1, "server_error", "backend_auth_failed",
+                      NULL, "backend authentication failed");
+
+    } else if (status == 404) {
+        mg_xerror_set(err, 404, 0, "invalid_request_error", "model_not_found",
+                      "model", "The model backend does not know the "
+                      "model%s%s", msg ? ": " : ".", msg ? msg : "");
+
+    } else if (status == 413) {
+        mg_xerror_set(err, 413, 0, "invalid_request_error",
+                      "request_too_large", NULL, "%s",
+                      msg ? msg : "The request is too large for the model "
+                                  "backend.");
+
+    } else if (status >= 500 || status == 402 || status == 408
+               || status == 409)
+    {
+        mg_xerror_set(err, 502, 1, "server_error", "backend_error", NULL,
+                      "The model backend failed (HTTP %d%s%s)%s%s", status,
+                      type ? " " : "", type ? type : "", msg ? ": " : ".",
+                      msg ? msg : "");
+
+    } else {
+        /* the client's request, as Anthropic judged it */
+
+        code = (msg && strstr(msg, "prompt is too long"))
+               ? "context_length_exceeded" : NULL;
+
+        if (msg) {
+            mg_xerror_set(err, 400, 0, "invalid_request_error", code, NULL,
+                          "%s", msg);
+
+        } else {
+            mg_xerror_set(err, 400, 0, "invalid_request_error", code, NULL,
+                          "The model backend rejected the request (HTTP "
+                          "%d).", status);
+        }
+    }
+
+    if (err) {
+        mg_a_utf8(err->message);
+    }
+}
+
+
+static int
+mg_a_bad_backend(mg_xerror_t *err, const char *what)
+{
+    mg_xerror_set(err, 502, 1, "server_error", "backend_error", NULL,
+                  "The model backend sent an invalid %s.", what);
+
+    return MG_X_ERROR;
+}
+
+
+/* the stream */
+
+void
+mg_anthropic_stream_init(mg_anthropic_stream_t *st, const char *model,
+    size_t model_len, long created, int include_usage)
+{
+    memset(st, 0, sizeof(mg_anthropic_stream_t));
+
+    st->created = created;
+    st->include_usage = include_usage != 0;
+
+    if (model == NULL) {
+        model_len = 0;
+    }
+
+    /* init cannot fail: a failed copy is reported by the first event */
+
+    st->model = malloc(model_len + 1);
+
+    if (st->model == NULL) {
+        st->nomem = 1;
+        return;
+    }
+
+    if (model_len) {
+        memcpy(st->model, model, model_len);
+    }
+
+    st->model[model_len] = '\0';
+    st->model_len = model_len;
+}
+
+
+int
+mg_anthropic_stream_event(mg_anthropic_stream_t *st, const char *event,
+    size_t event_len, const char *data, size_t data_len, mg_buf_t *out,
+    mg_xerror_t *err)
+{
+    int          rc;
+    size_t       start, nlen;
+    json_t      *j;
+    const char  *name;
+
+    if (st->nomem) {
+        return mg_a_nomem(err);
+    }
+
+    if (st->done) {
+        return MG_X_DONE;
+    }
+
+    if (event == NULL) {
+        event_len = 0;
+    }
+
+    if (data == NULL) {
+        if (event_len == 5 && memcmp(event, "error", 5) == 0) {
+            mg_xerror_set(err, 502, 1, "server_error", "backend_error", NULL,
+                          "The model backend sent an empty error event.");
+            return MG_X_ERROR;
+        }
+
+        /* comments only */
+
+        return MG_X_OK;
+    }
+
+    j = json_loadb(data, data_len, JSON_ALLOW_NUL, NULL);
+
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return mg_a_bad_backend(err, "stream event");
+    }
+
+    /* the data's type repeats the event name; either one will do */
+
+    if (event_len) {
+        name = event;
+        nlen = event_len;
+
+    } else {
+        name = json_string_value(json_object_get(j, "type"));
+        nlen = name ? json_string_length(json_object_get(j, "type")) : 0;
+    }
+
+#define mg_a_is(lit)                                                          \
+    (nlen == sizeof(lit) - 1 && memcmp(name, lit, sizeof(lit) - 1) == 0)
+
+    start = out->len;
+
+    if (mg_a_is("error")
+        || mg_a_streq(json_string_value(json_object_get(j, "type")), "error"))
+    {
+        mg_a_error_map(0, j, err);
+        rc = MG_X_ERROR;
+
+    } else if (mg_a_is("ping")) {
+        rc = MG_X_OK;
+
+    } else if (mg_a_is("message_start")) {
+        rc = st->started ? MG_X_OK : mg_a_stream_start(st, j, out);
+
+    } else if (!(mg_a_is("content_block_start")
+                 || mg_a_is("content_block_delta")
+                 || mg_a_is("content_block_stop")
+                 || mg_a_is("message_delta") || mg_a_is("message_stop")))
+    {
+        /* an event type newer than this code */
+        rc = MG_X_OK;
+
+    } else if (!st->started) {
+        rc = mg_a_bad_backend(err, "stream (no message_start)");
+
+    } else if (mg_a_is("content_block_start")) {
+        rc = mg_a_stream_block_start(st, j, out, err);
+
+    } else if (mg_a_is("content_block_delta")) {
+        rc = mg_a_stream_delta(st, j, out);
+
+    } else if (mg_a_is("message_delta")) {
+        rc = mg_a_stream_message_delta(st, j, out);
+
+    } else if (mg_a_is("message_stop")) {
+        rc = mg_a_stream_stop(st, out);
+
+    } else {
+        /* content_block_stop */
+        rc = MG_X_OK;
+    }
+
+#undef mg_a_is
+
+    json_decref(j);
+
+    if (rc == MG_X_NOMEM) {
+        (void) mg_a_nomem(err);
+    }
+
+    if (rc != MG_X_OK && rc != MG_X_DONE) {
+        out->len = start;
+    }
+
+    return rc;
+}
+
+
+static int
+mg_a_stream_start(mg_anthropic_stream_t *st, json_t *j, mg_buf_t *out)
+{
+    int      rc;
+    char    *p;
+    json_t  *msg, *id, *u, *head, *delta;
+
+    msg = json_object_get(j, "message");
+    id = json_object_get(msg, "id");
+    u = json_object_get(msg, "usage");
+
+    head = json_object();
+
+    if (head == NULL
+        || mg_a_set(head, "id",
+                    mg_a_prefixed("chatcmpl-",
+                                  json_is_string(id) ? json_string_value(id)
+                                                     : "",
+                                  json_string_length(id)))
+           != MG_X_OK
+        || mg_a_set_str(head, "object", "chat.completion.chunk") != MG_X_OK
+        || mg_a_set(head, "created", json_integer(st->created)) != MG_X_OK
+        || mg_a_set(head, "model", json_stringn(st->model, st->model_len))
+           != MG_X_OK)
+    {
+        json_decref(head);
+        return MG_X_NOMEM;
+    }
+
+    p = json_dumps(head, JSON_COMPACT);
+
+    json_decref(head);
+
+    if (p == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    /* every chunk goes on after these members: drop the closing brace */
+
+    st->prefix = p;
+    st->prefix_len = strlen(p) - 1;
+
+    st->input_tokens = mg_a_tokens(u, "input_tokens", 0);
+    st->output_tokens = mg_a_tokens(u, "output_tokens", 0);
+    st->cache_read_tokens = mg_a_tokens(u, "cache_read_input_tokens", 0);
+    st->cache_creation_tokens = mg_a_tokens(u, "cache_creation_input_tokens",
+                                            0);
+
+    delta = json_pack("{s:s,s:s}", "role", "assistant", "content", "");
+    if (delta == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    rc = mg_a_chunk(st, out, delta, NULL);
+
+    json_decref(delta);
+
+    if (rc == MG_X_OK) {
+        st->started = 1;
+    }
+
+    return rc;
+}
+
+
+static int
+mg_a_stream_block_start(mg_anthropic_stream_t *st, json_t *j, mg_buf_t *out,
+    mg_xerror_t *err)
+{
+    int          rc;
+    size_t       cap;
+    json_t      *cb, *idx, *v, *delta, *fn;
+    long long   *tools;
+    const char  *type;
+
+    cb = json_object_get(j, "content_block");
+    type = json_string_value(json_object_get(cb, "type"));
+
+    if (mg_a_streq(type, "text")) {
+        v = json_object_get(cb, "text");
+
+        if (!json_is_string(v) || json_string_length(v) == 0) {
+            return MG_X_OK;
+        }
+
+        delta = json_pack("{s:O}", "content", v);
+        if (delta == NULL) {
+            return MG_X_NOMEM;
+        }
+
+        rc = mg_a_chunk(st, out, delta, NULL);
+
+        json_decref(delta);
+
+        if (rc == MG_X_OK) {
+            st->content = 1;
+        }
+
+        return rc;
+    }
+
+    if (!mg_a_streq(type, "tool_use")) {
+        /* thinking, server tools: nothing a chat client can take */
+        return MG_X_OK;
+    }
+
+    idx = json_object_get(j, "index");
+
+    if (!json_is_integer(idx)) {
+        return mg_a_bad_backend(err, "stream (a tool_use block without an "
+                                "index)");
+    }
+
+    if (st->ntools == st->tools_cap) {
+        cap = st->tools_cap ? st->tools_cap * 2 : 4;
+
+        tools = realloc(st->tools, cap * sizeof(long long));
+        if (tools == NULL) {
+            return MG_X_NOMEM;
+        }
+
+        st->tools = tools;
+        st->tools_cap = cap;
+    }
+
+    v = json_object_get(cb, "name");
+
+    fn = json_pack("{s:s%,s:s}", "name",
+                   json_is_string(v) ? json_string_value(v) : "",
+                   json_string_length(v), "arguments", "");
+    if (fn == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    v = json_object_get(cb, "id");
+
+    rc = mg_a_tool_delta(st, out, st->ntools, fn,
+                         json_is_string(v) ? json_string_value(v) : "",
+                         json_string_length(v));
+
+    json_decref(fn);
+
+    if (rc == MG_X_OK) {
+        st->tools[st->ntools++] = json_integer_value(idx);
+        st->content = 1;
+    }
+
+    return rc;
+}
+
+
+/*
+ * {"tool_calls":[{"index":k,"id":..,"type":"function","function":fn}]}, or
+ * without id and type when id is NULL (fn is borrowed)
+ */
+
+static int
+mg_a_tool_delta(mg_anthropic_stream_t *st, mg_buf_t *out, size_t k,
+    json_t *fn, const char *id, size_t id_len)
+{
+    int      rc;
+    json_t  *delta;
+
+    if (id) {
+        delta = json_pack("{s:[{s:I,s:s%,s:s,s:O}]}", "tool_calls",
+                          "index", (json_int_t) k, "id", id, id_len,
+                          "type", "function", "function", fn);
+
+    } else {
+        delta = json_pack("{s:[{s:I,s:O}]}", "tool_calls",
+                          "index", (json_int_t) k, "function", fn);
+    }
+
+    if (delta == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    rc = mg_a_chunk(st, out, delta, NULL);
+
+    json_decref(delta);
+
+    return rc;
+}
+
+
+static int
+mg_a_stream_delta(mg_anthropic_stream_t *st, json_t *j, mg_buf_t *out)
+{
+    int          rc;
+    size_t       k;
+    json_t      *d, *v, *fn, *delta;
+    long long    idx;
+    const char  *type;
+
+    d = json_object_get(j, "delta");
+    type = json_string_value(json_object_get(d, "type"));
+
+    if (mg_a_streq(type, "text_delta")) {
+        v = json_object_get(d, "text");
+
+        if (!json_is_string(v) || json_string_length(v) == 0) {
+            return MG_X_OK;
+        }
+
+        delta = json_pack("{s:O}", "content", v);
+        if (delta == NULL) {
+            return MG_X_NOMEM;
+        }
+
+        rc = mg_a_chunk(st, out, delta, NULL);
+
+        json_decref(delta);
+
+        if (rc == MG_X_OK) {
+            st->content = 1;
+        }
+
+        return rc;
+    }
+
+    if (!mg_a_streq(type, "input_json_delta")) {
+        /* thinking, signature and citations deltas */
+        return MG_X_OK;
+    }
+
+    v = json_object_get(d, "partial_json");
+
+    if (!json_is_string(v) || json_string_length(v) == 0
+        || !json_is_integer(json_object_get(j, "index")))
+    {
+        return MG_X_OK;
+    }
+
+    idx = json_integer_value(json_object_get(j, "index"));
+
+    /* the latest block of that index; a server tool's input is not ours */
+
+    for (k = st->ntools; k > 0; k--) {
+        if (st->tools[k - 1] == idx) {
+            break;
+        }
+    }
+
+    if (k == 0) {
+        return MG_X_OK;
+    }
+
+    fn = json_pack("{s:O}", "arguments", v);
+    if (fn == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    rc = mg_a_tool_delta(st, out, k - 1, fn, NULL, 0);
+
+    json_decref(fn);
+
+    return rc;
+}
+
+
+static int
+mg_a_stream_message_delta(mg_anthropic_stream_t *st, json_t *j,
+    mg_buf_t *out)
+{
+    int          rc;
+    json_t      *u, *delta;
+    const char  *reason;
+
+    /* the counts there are cumulative: the last ones are the totals */
+
+    u = json_object_get(j, "usage");
+
+    st->output_tokens = mg_a_tokens(u, "output_tokens", st->output_tokens);
+    st->input_tokens = mg_a_tokens(u, "input_tokens", st->input_tokens);
+    st->cache_read_tokens = mg_a_tokens(u, "cache_read_input_tokens",
+                                        st->cache_read_tokens);
+    st->cache_creation_tokens = mg_a_tokens(u, "cache_creation_input_tokens",
+                                            st->cache_creation_tokens);
+
+    reason = json_string_value(json_object_get(json_object_get(j, "delta"),
+                                               "stop_reason"));
+
+    if (reason == NULL || st->finished) {
+        return MG_X_OK;
+    }
+
+    delta = json_object();
+    if (delta == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    rc = mg_a_chunk(st, out, delta, mg_a_finish(reason));
+
+    json_decref(delta);
+
+    if (rc == MG_X_OK) {
+        st->finished = 1;
+    }
+
+    return rc;
+}
+
+
+static int
+mg_a_stream_stop(mg_anthropic_stream_t *st, mg_buf_t *out)
+{
+    int      rc;
+    json_t  *delta, *u;
+
+    if (!st->finished) {
+        delta = json_object();
+        if (delta == NULL) {
+            return MG_X_NOMEM;
+        }
+
+        rc = mg_a_chunk(st, out, delta, "stop");
+
+        json_decref(delta);
+
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+
+        st->finished = 1;
+    }
+
+    if (st->include_usage) {
+        u = mg_a_usage(st->input_tokens, st->output_tokens,
+                       st->cache_read_tokens, st->cache_creation_tokens);
+        if (u == NULL) {
+            return MG_X_NOMEM;
+        }
+
+        rc = MG_X_OK;
+
+        if (mg_buf_append(out, "data: ", 6) != MG_X_OK
+            || mg_buf_append(out, st->prefix, st->prefix_len) != MG_X_OK
+            || mg_buf_append(out, ",\"choices\":[],\"usage\":",
+                             sizeof(",\"choices\":[],\"usage\":") - 1)
+               != MG_X_OK
+            || mg_a_dump(u, out, 0) != MG_X_OK
+            || mg_buf_append(out, "}\n\n", 3) != MG_X_OK)
+        {
+            rc = MG_X_NOMEM;
+        }
+
+        json_decref(u);
+
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+    }
+
+    if (mg_buf_append(out, "data: [DONE]\n\n", 14) != MG_X_OK) {
+        return MG_X_NOMEM;
+    }
+
+    st->done = 1;
+
+    return MG_X_DONE;
+}
+
+
+/* one chunk with choices[0].delta = delta (borrowed) */
+
+static int
+mg_a_chunk(mg_anthropic_stream_t *st, mg_buf_t *out, json_t *delta,
+    const char *finish)
+{
+    static const char  choice[] = ",\"choices\":[{\"index\":0,\"delta\":";
+    static const char  tail[] = ",\"logprobs\":null,\"finish_reason\":null}],"
+                                "\"usage\":null}\n\n";
+
+    if (mg_buf_append(out, "data: ", 6) != MG_X_OK
+        || mg_buf_append(out, st->prefix, st->prefix_len) != MG_X_OK
+        || mg_buf_append(out, choice, sizeof(choice) - 1) != MG_X_OK
+        || mg_a_dump(delta, out, 0) != MG_X_OK)
+    {
+        return MG_X_NOMEM;
+    }
+
+    if (finish) {
+        if (mg_buf_printf(out, ",\"logprobs\":null,\"finish_reason\":\"%s\"}],"
+                          "\"usage\":null}\n\n", finish)
+            != MG_X_OK)
+        {
+            return MG_X_NOMEM;
+        }
+
+        return MG_X_OK;
+    }
+
+    return mg_buf_append(out, tail, sizeof(tail) - 1);
+}
+
+
+int
+mg_anthropic_stream_has_content(const mg_anthropic_stream_t *st)
+{
+    return st->content;
+}
+
+
+void
+mg_anthropic_stream_free(mg_anthropic_stream_t *st)
+{
+    free(st->model);
+    free(st->prefix);
+    free(st->tools);
+
+    memset(st, 0, sizeof(mg_anthropic_stream_t));
+}
