@@ -102,10 +102,34 @@ run: build
 bench: build
 	@$(TOP)/bench/run.sh $(B)/$(MODULE)
 
+# libFuzzer targets (fuzz/fuzz_*.c), each run for FUZZ_SECONDS, seeded from
+# t/fixtures/<name>/ (and its corpus/); new inputs go to build/fuzz only.
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined \
+              -fno-sanitize-recover=all -I$(TOP)/src
+
+fuzz: deps
+	@mkdir -p $(B)/fuzz
+	@set -e -o pipefail; for f in $(TOP)/fuzz/fuzz_*.c; do \
+	    n=$$(basename $$f .c); s=$${n#fuzz_}; \
+	    echo "fuzz: $$n for $(FUZZ_SECONDS)s"; \
+	    clang $(FUZZ_FLAGS) -o $(B)/fuzz/$$n $$f $(CORE_SRCS) \
+	        -ljansson -lcrypto -lm; \
+	    mkdir -p $(B)/fuzz/$$n-corpus; \
+	    seeds=""; \
+	    for d in $(TOP)/t/fixtures/$$s $(TOP)/t/fixtures/$$s/corpus; do \
+	        [ -d $$d ] && seeds="$$seeds $$d"; \
+	    done; \
+	    $(B)/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        $(B)/fuzz/$$n-corpus $$seeds 2>&1 | tail -3; \
+	done
+
 style:
-	@! grep -n "$$(printf '\t')" ngx_module/*.[ch] src/*.[ch] t/unit/*.[ch]
+	@! grep -n "$$(printf '\t')" ngx_module/*.[ch] src/*.[ch] t/unit/*.[ch] \
+	    fuzz/*.c
 	@awk 'length > 80 { print FILENAME ":" FNR ": longer than 80"; n++ } \
-	    END { exit n > 0 }' ngx_module/*.[ch] src/*.[ch] t/unit/*.[ch]
+	    END { exit n > 0 }' ngx_module/*.[ch] src/*.[ch] t/unit/*.[ch] \
+	    fuzz/*.c
 
 clean:
 	rm -rf $(B)
