@@ -573,7 +573,9 @@ ngx_http_model_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
                 && mcf->state_model.targets.nelts < NGX_HTTP_MG_MAX_TARGETS;
          i++)
     {
-        if (b[i]->type == NGX_HTTP_MG_ANTHROPIC) {
+        if (b[i]->type == NGX_HTTP_MG_ANTHROPIC
+            || (b[i]->type == NGX_HTTP_MG_AZURE && !b[i]->azure_v1))
+        {
             continue;
         }
 
@@ -1031,14 +1033,13 @@ ngx_http_model_gateway_backend_block(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    if ((b->type == NGX_HTTP_MG_OPENAI || b->type == NGX_HTTP_MG_ANTHROPIC)
-        && b->key.len == 0)
-    {
+    if (b->type != NGX_HTTP_MG_OPENAI_COMPATIBLE && b->key.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "model_gateway_backend \"%V\" of type \"%s\" "
                            "needs \"key_env\" or \"key_file\"", &b->name,
                            b->type == NGX_HTTP_MG_OPENAI ? "openai"
-                                                         : "anthropic");
+                           : b->type == NGX_HTTP_MG_AZURE ? "azure"
+                           : "anthropic");
         return NGX_CONF_ERROR;
     }
 
@@ -1111,10 +1112,15 @@ ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
         {
             b->type = NGX_HTTP_MG_ANTHROPIC;
 
+        } else if (value[1].len == 5
+                   && ngx_strncmp(value[1].data, "azure", 5) == 0)
+        {
+            b->type = NGX_HTTP_MG_AZURE;
+
         } else {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "unknown backend type \"%V\" (supported: "
-                               "openai, openai_compatible, anthropic)",
+                               "openai, openai_compatible, anthropic, azure)",
                                &value[1]);
             return NGX_CONF_ERROR;
         }
@@ -1147,6 +1153,11 @@ ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
         }
 
         b->weight = n;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_mg_is("api_version")) {
+        b->api_version = value[1];
         return NGX_CONF_OK;
     }
 
@@ -1671,7 +1682,32 @@ ngx_http_model_gateway_backend_finish(ngx_conf_t *cf,
         ngx_str_set(&b->anthropic_version, "2023-06-01");
     }
 
-    if (b->type == NGX_HTTP_MG_ANTHROPIC) {
+    if (b->api_version.data == NULL) {
+        ngx_str_set(&b->api_version, "2024-10-21");
+    }
+
+    /*
+     * Azure: the classic form puts the deployment in the path and needs a
+     * dated api-version; the v1 form (".../openai/v1", or api_version v1)
+     * is OpenAI's API with the deployment as the model
+     */
+
+    b->azure_v1 = (b->api_version.len == 2
+                   && ngx_strncmp(b->api_version.data, "v1", 2) == 0)
+                  || (b->path.len >= 3
+                      && ngx_strncmp(b->path.data + b->path.len - 3, "/v1", 3)
+                         == 0);
+
+    if (b->type == NGX_HTTP_MG_AZURE) {
+        b->auth_header.len = sizeof("api-key: " CRLF) - 1 + b->key.len;
+        b->auth_header.data = ngx_pnalloc(cf->pool, b->auth_header.len);
+        if (b->auth_header.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_sprintf(b->auth_header.data, "api-key: %V" CRLF, &b->key);
+
+    } else if (b->type == NGX_HTTP_MG_ANTHROPIC) {
 
         /* Anthropic's own key header, and the API version it requires */
 

@@ -22,6 +22,7 @@
 #define NGX_HTTP_MG_OPENAI             1
 #define NGX_HTTP_MG_OPENAI_COMPATIBLE  2
 #define NGX_HTTP_MG_ANTHROPIC          3
+#define NGX_HTTP_MG_AZURE              4
 
 #define NGX_HTTP_MG_MAX_TARGETS        64
 
@@ -141,6 +142,8 @@ struct ngx_http_model_gateway_backend_s {
 
     ngx_str_t                          key;         /* never logged */
     ngx_str_t                          anthropic_version;
+    ngx_str_t                          api_version; /* Azure */
+    unsigned                           azure_v1:1;
     ngx_int_t                          max_tokens;  /* Anthropic default */
     ngx_str_t                          auth_header; /* "Authorization: .." */
 

@@ -552,6 +552,31 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
         n = 1;
         ngx_str_set(&suffix, "/messages");
 
+    } else if (be->type == NGX_HTTP_MG_AZURE && !be->azure_v1
+               && t->provider_model.len)
+    {
+        /*
+         * classic Azure: the deployment is in the path and decides the
+         * model; the body goes as the client sent it
+         */
+
+        part[0] = ctx->body;
+        n = 1;
+
+        suffix.len = sizeof("/deployments/?api-version=") - 1
+                     + t->provider_model.len + ctx->uri_suffix.len
+                     + be->api_version.len;
+        suffix.data = ngx_pnalloc(r->pool, suffix.len);
+        if (suffix.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        suffix.len = ngx_sprintf(suffix.data,
+                                 "/deployments/%V%V?api-version=%V",
+                                 &t->provider_model, &ctx->uri_suffix,
+                                 &be->api_version)
+                     - suffix.data;
+
     } else if (t->provider_model.len == 0
         || (t->provider_model.len == ctx->model.len
             && ngx_memcmp(t->provider_model.data, ctx->model.data,
