@@ -213,6 +213,20 @@ static ngx_command_t  ngx_http_model_gateway_commands[] = {
       offsetof(ngx_http_model_gateway_main_conf_t, redis_conf.user),
       NULL },
 
+    { ngx_string("model_gateway_redis_user_env"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_model_gateway_redis_password,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      3,
+      NULL },
+
+    { ngx_string("model_gateway_redis_user_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_model_gateway_redis_password,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      2,
+      NULL },
+
     { ngx_string("model_gateway_redis_password_env"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_model_gateway_redis_password,
@@ -784,6 +798,11 @@ ngx_http_model_gateway_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     mcf->redis = &mcf->redis_conf;
     mcf->redis->addr = u.addrs[0];
     mcf->redis->host = u.host;
+    mcf->redis->port = u.port;
+    mcf->redis->named = (u.family != AF_UNIX
+                         && ngx_inet_addr(u.host.data, u.host.len)
+                            == INADDR_NONE
+                         && !(u.host.len && u.host.data[0] == '['));
 
     return NGX_CONF_OK;
 }
@@ -797,10 +816,22 @@ ngx_http_model_gateway_redis_password(ngx_conf_t *cf, ngx_command_t *cmd,
 
     ngx_str_t  *value, what;
 
+    /* cmd->offset: bit 0 from the environment, bit 1 the ACL user */
+
     value = cf->args->elts;
+
+    if (cmd->offset & 2) {
+        ngx_str_set(&what, "the redis user");
+
+        return ngx_http_model_gateway_read_secret(cf, cmd->offset & 1,
+                                                  &value[1],
+                                                  &mcf->redis_conf.user,
+                                                  &what);
+    }
+
     ngx_str_set(&what, "the redis password");
 
-    return ngx_http_model_gateway_read_secret(cf, cmd->offset, &value[1],
+    return ngx_http_model_gateway_read_secret(cf, cmd->offset & 1, &value[1],
                                               &mcf->redis_conf.password,
                                               &what);
 }

@@ -190,6 +190,8 @@ typedef struct {
 typedef struct {
     ngx_addr_t                         addr;
     ngx_str_t                          host;        /* TLS name */
+    in_port_t                          port;
+    unsigned                           named:1;     /* host is a DNS name */
     ngx_flag_t                         tls;
     ngx_flag_t                         ssl_verify;
     ngx_str_t                          ssl_trusted_certificate;

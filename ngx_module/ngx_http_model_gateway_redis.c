@@ -54,7 +54,14 @@ typedef struct {
     ngx_msec_t                           backoff;
     ngx_uint_t                           handshake; /* replies pending */
     ngx_int_t                            clock_offset; /* Redis - ours, ms */
+    ngx_resolver_t                      *resolver;
+    ngx_msec_t                           resolver_timeout;
+    ngx_sockaddr_t                       sockaddr;  /* last resolved */
+    socklen_t                            socklen;
+    u_char                               text[NGX_SOCKADDR_STRLEN];
+    ngx_str_t                            name;
     unsigned                             logged_down:1;
+    unsigned                             resolving:1;
 } ngx_http_mg_redis_t;
 
 
@@ -62,6 +69,8 @@ static ngx_http_mg_redis_t  *ngx_http_mg_redis;
 
 
 static void ngx_http_mg_redis_connect(ngx_http_mg_redis_t *rd);
+static void ngx_http_mg_redis_resolve(ngx_http_mg_redis_t *rd);
+static void ngx_http_mg_redis_resolved(ngx_resolver_ctx_t *ctx);
 static void ngx_http_mg_redis_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_mg_redis_write_handler(ngx_event_t *ev);
 static void ngx_http_mg_redis_read_handler(ngx_event_t *ev);
@@ -92,7 +101,9 @@ ngx_int_t
 ngx_http_mg_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_model_gateway_main_conf_t *mcf)
 {
-    ngx_http_mg_redis_t  *rd;
+    ngx_http_mg_redis_t       *rd;
+    ngx_http_conf_ctx_t       *hctx;
+    ngx_http_core_loc_conf_t  *clcf;
 
     ngx_http_mg_redis = NULL;
 
@@ -127,6 +138,26 @@ ngx_http_mg_redis_init_process(ngx_cycle_t *cycle,
     rd->reconnect.data = rd;
     rd->reconnect.log = cycle->log;
     rd->reconnect.cancelable = 1;
+
+    ngx_memcpy(&rd->sockaddr, mcf->redis->addr.sockaddr,
+               mcf->redis->addr.socklen);
+    rd->socklen = mcf->redis->addr.socklen;
+    rd->name = mcf->redis->addr.name;
+
+    /*
+     * with nginx's resolver, a host name is looked up again before each
+     * reconnect: a managed Redis that failed over may have moved
+     */
+
+    if (mcf->redis->named) {
+        hctx = (ngx_http_conf_ctx_t *) cycle->conf_ctx[ngx_http_module.index];
+        clcf = hctx->loc_conf[ngx_http_core_module.ctx_index];
+
+        if (clcf->resolver && clcf->resolver->connections.nelts) {
+            rd->resolver = clcf->resolver;
+            rd->resolver_timeout = clcf->resolver_timeout;
+        }
+    }
 
     ngx_http_mg_redis = rd;
 
@@ -176,9 +207,9 @@ ngx_http_mg_redis_connect(ngx_http_mg_redis_t *rd)
 
     ngx_memzero(&rd->peer, sizeof(ngx_peer_connection_t));
 
-    rd->peer.sockaddr = rcf->addr.sockaddr;
-    rd->peer.socklen = rcf->addr.socklen;
-    rd->peer.name = &rcf->addr.name;
+    rd->peer.sockaddr = &rd->sockaddr.sockaddr;
+    rd->peer.socklen = rd->socklen;
+    rd->peer.name = &rd->name;
     rd->peer.get = ngx_event_get_peer;
     rd->peer.log = rd->log;
     rd->peer.log_error = NGX_ERROR_ERR;
@@ -230,6 +261,75 @@ static void
 ngx_http_mg_redis_reconnect_handler(ngx_event_t *ev)
 {
     ngx_http_mg_redis_t *rd = ev->data;
+
+    if (ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    if (rd->resolver) {
+        ngx_http_mg_redis_resolve(rd);
+        return;
+    }
+
+    ngx_http_mg_redis_connect(rd);
+}
+
+
+static void
+ngx_http_mg_redis_resolve(ngx_http_mg_redis_t *rd)
+{
+    ngx_resolver_ctx_t  *ctx;
+
+    ctx = ngx_resolve_start(rd->resolver, NULL);
+
+    if (ctx == NULL || ctx == NGX_NO_RESOLVER) {
+        ngx_http_mg_redis_connect(rd);
+        return;
+    }
+
+    ctx->name = rd->mcf->redis->host;
+    ctx->handler = ngx_http_mg_redis_resolved;
+    ctx->data = rd;
+    ctx->timeout = rd->resolver_timeout;
+    ctx->cancelable = 1;
+
+    rd->resolving = 1;
+
+    if (ngx_resolve_name(ctx) != NGX_OK) {
+        rd->resolving = 0;
+        ngx_http_mg_redis_connect(rd);
+    }
+}
+
+
+static void
+ngx_http_mg_redis_resolved(ngx_resolver_ctx_t *ctx)
+{
+    ngx_http_mg_redis_t *rd = ctx->data;
+
+    rd->resolving = 0;
+
+    if (ctx->state) {
+
+        /* keep the address it had: it may be right again */
+
+        ngx_log_error(NGX_LOG_WARN, rd->log, 0,
+                      "model gateway: redis host %V could not be resolved "
+                      "(%i: %s)", &ctx->name, ctx->state,
+                      ngx_resolver_strerror(ctx->state));
+
+    } else if (ctx->naddrs) {
+        ngx_memcpy(&rd->sockaddr, ctx->addrs[0].sockaddr,
+                   ctx->addrs[0].socklen);
+        rd->socklen = ctx->addrs[0].socklen;
+        ngx_inet_set_port(&rd->sockaddr.sockaddr, rd->mcf->redis->port);
+
+        rd->name.data = rd->text;
+        rd->name.len = ngx_sock_ntop(&rd->sockaddr.sockaddr, rd->socklen,
+                                     rd->text, NGX_SOCKADDR_STRLEN, 1);
+    }
+
+    ngx_resolve_name_done(ctx);
 
     if (ngx_exiting || ngx_terminate) {
         return;
@@ -461,7 +561,7 @@ ngx_http_mg_redis_connected(ngx_http_mg_redis_t *rd)
         rd->backoff = 100;
         rd->logged_down = 0;
         ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
-                      "model gateway: redis %V is up", &rcf->addr.name);
+                      "model gateway: redis %V is up", &rd->name);
     }
 
     ngx_http_mg_redis_arm_timer(rd);
@@ -550,8 +650,7 @@ ngx_http_mg_redis_handshake_reply(void *data, redisReply *reply,
         rd->backoff = 100;
         rd->logged_down = 0;
         ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
-                      "model gateway: redis %V is up",
-                      &rd->mcf->redis->addr.name);
+                      "model gateway: redis %V is up", &rd->name);
     }
 }
 
@@ -774,8 +873,7 @@ ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd, const char *why)
         if (!rd->logged_down && rd->mcf->redis) {
             ngx_log_error(NGX_LOG_ERR, rd->log, 0,
                           "model gateway: redis %V is down%s%s",
-                          &rd->mcf->redis->addr.name,
-                          why ? ": " : "", why ? why : "");
+                          &rd->name, why ? ": " : "", why ? why : "");
             rd->logged_down = 1;
         }
     }
@@ -798,7 +896,9 @@ ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd, const char *why)
         ngx_http_mg_redis_release(rd, cmd);
     }
 
-    if (ngx_exiting || ngx_terminate || rd->reconnect.timer_set) {
+    if (ngx_exiting || ngx_terminate || rd->reconnect.timer_set
+        || rd->resolving)
+    {
         return;
     }
 

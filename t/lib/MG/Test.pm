@@ -1440,23 +1440,29 @@ sub _mock_respond {
 # $t->redis(%opt): starts redis-server on 127.0.0.1:port($opt{name} //
 # 'redis') with --save '' --appendonly no --dir DIR plus @{$opt{args}};
 # waits until it answers PING (10 s); returns the port.
+# Options addr => '127.0.0.2' and port => N bind elsewhere (redis_cmd
+# then talks to that address).
 sub redis {
     my ($self, %opt) = @_;
     my $name = $opt{name} // 'redis';
     die "MG::Test: redis $name already running\n" if $self->{redis}{$name};
-    my $port = $self->port($name);
+    my $port = $opt{port} // $self->port($name);
+    my $addr = $opt{addr} // '127.0.0.1';
+    $self->{ports}{$name} //= $port;
     my $dir = $self->{dir};
     my $pid = $self->_spawn(
-        cmd => ['redis-server', '--port', $port, '--bind', '127.0.0.1',
+        cmd => ['redis-server', '--port', $port, '--bind', $addr,
                 '--save', '', '--appendonly', 'no', '--dir', $dir,
                 '--dbfilename', "$name.rdb", '--daemonize', 'no',
                 @{$opt{args} || []}],
         out => "$dir/$name.log",
     );
-    $self->{redis}{$name} = { pid => $pid, port => $port };
+    $self->{redis}{$name} = { pid => $pid, port => $port, addr => $addr };
     my $deadline = time + 10;
     while (1) {
-        my $r = eval { $self->redis_cmd({ name => $name, timeout => 1 }, 'PING') };
+        my $r = eval { $self->redis_cmd({ name => $name, port => $port,
+                                          addr => $addr, timeout => 1 },
+                                        'PING') };
         return $port if defined $r && !ref $r && $r eq 'PONG';
         if (waitpid($pid, WNOHANG) == $pid || time > $deadline) {
             my $log = _read_file("$dir/$name.log", 1) // '';
@@ -1484,7 +1490,10 @@ sub redis_cmd {
     my $self = shift;
     my $o = ref $_[0] eq 'HASH' ? shift : {};
     my $port = $o->{port} // $self->port($o->{name} // 'redis');
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+    my $peer = $o->{addr}
+               // ($self->{redis}{$o->{name} // 'redis'} || {})->{addr}
+               // '127.0.0.1';
+    my $s = IO::Socket::INET->new(PeerAddr => $peer, PeerPort => $port,
         Proto => 'tcp', Timeout => $o->{timeout} // 5)
         or die "redis connect: $!\n";
     my $io = MG::Test::IO->new($s);
