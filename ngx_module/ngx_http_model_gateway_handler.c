@@ -53,6 +53,8 @@ static ngx_str_t  ngx_http_model_gateway_drop_headers[] = {
     ngx_string("api-key"),
     ngx_string("x-api-key"),
     ngx_string("x-goog-api-key"),
+    ngx_string("anthropic-version"),
+    ngx_string("anthropic-beta"),
     ngx_string("openai-organization"),
     ngx_string("openai-project"),
     ngx_null_string

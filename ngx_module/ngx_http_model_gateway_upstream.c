@@ -1713,6 +1713,12 @@ ngx_http_model_gateway_emit(ngx_http_model_gateway_ctx_t *ctx,
     ngx_http_request_t   *r;
     ngx_http_upstream_t  *u;
 
+    if (len == 0) {
+
+        /* an empty buffer would upset nginx's write filter */
+        return NGX_OK;
+    }
+
     b = ctx->out_buf;
 
     if (b && (size_t) (b->end - b->last) >= len) {
