@@ -762,7 +762,7 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_model_gateway_anthropic_prepare(r, ctx);
+    rc = ngx_http_model_gateway_translate_prepare(r, ctx);
     if (rc != NGX_OK) {
         return rc;
     }

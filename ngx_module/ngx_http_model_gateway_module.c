@@ -587,7 +587,7 @@ ngx_http_model_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
                 && mcf->state_model.targets.nelts < NGX_HTTP_MG_MAX_TARGETS;
          i++)
     {
-        if (b[i]->type == NGX_HTTP_MG_ANTHROPIC
+        if (ngx_http_model_gateway_translated(b[i]->type)
             || (b[i]->type == NGX_HTTP_MG_AZURE && !b[i]->azure_v1))
         {
             continue;
@@ -1070,6 +1070,7 @@ ngx_http_model_gateway_backend_block(ngx_conf_t *cf, ngx_command_t *cmd,
                            "needs \"key_env\" or \"key_file\"", &b->name,
                            b->type == NGX_HTTP_MG_OPENAI ? "openai"
                            : b->type == NGX_HTTP_MG_AZURE ? "azure"
+                           : b->type == NGX_HTTP_MG_GEMINI ? "gemini"
                            : "anthropic");
         return NGX_CONF_ERROR;
     }
@@ -1148,10 +1149,16 @@ ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
         {
             b->type = NGX_HTTP_MG_AZURE;
 
+        } else if (value[1].len == 6
+                   && ngx_strncmp(value[1].data, "gemini", 6) == 0)
+        {
+            b->type = NGX_HTTP_MG_GEMINI;
+
         } else {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "unknown backend type \"%V\" (supported: "
-                               "openai, openai_compatible, anthropic, azure)",
+                               "openai, openai_compatible, anthropic, azure, "
+                               "gemini)",
                                &value[1]);
             return NGX_CONF_ERROR;
         }
@@ -1729,7 +1736,17 @@ ngx_http_model_gateway_backend_finish(ngx_conf_t *cf,
                       && ngx_strncmp(b->path.data + b->path.len - 3, "/v1", 3)
                          == 0);
 
-    if (b->type == NGX_HTTP_MG_AZURE) {
+    if (b->type == NGX_HTTP_MG_GEMINI) {
+        b->auth_header.len = sizeof("x-goog-api-key: " CRLF) - 1
+                             + b->key.len;
+        b->auth_header.data = ngx_pnalloc(cf->pool, b->auth_header.len);
+        if (b->auth_header.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_sprintf(b->auth_header.data, "x-goog-api-key: %V" CRLF, &b->key);
+
+    } else if (b->type == NGX_HTTP_MG_AZURE) {
         b->auth_header.len = sizeof("api-key: " CRLF) - 1 + b->key.len;
         b->auth_header.data = ngx_pnalloc(cf->pool, b->auth_header.len);
         if (b->auth_header.data == NULL) {

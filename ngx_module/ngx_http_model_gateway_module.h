@@ -23,6 +23,7 @@
 #define NGX_HTTP_MG_OPENAI_COMPATIBLE  2
 #define NGX_HTTP_MG_ANTHROPIC          3
 #define NGX_HTTP_MG_AZURE              4
+#define NGX_HTTP_MG_GEMINI             5
 
 #define NGX_HTTP_MG_MAX_TARGETS        64
 
@@ -103,6 +104,8 @@ typedef enum {
 typedef struct ngx_http_model_gateway_backend_s
     ngx_http_model_gateway_backend_t;
 typedef struct ngx_http_model_gateway_ctx_s  ngx_http_model_gateway_ctx_t;
+typedef struct ngx_http_model_gateway_xlate_s
+    ngx_http_model_gateway_xlate_t;
 
 
 /* an idle upstream connection kept by a worker for one backend */
@@ -332,7 +335,8 @@ struct ngx_http_model_gateway_ctx_s {
 
     /* translated requests per target, and a stream translator */
     ngx_str_t                         *xbody;
-    void                              *anthropic;
+    ngx_http_model_gateway_xlate_t    *xlate;
+    void                              *xstream;
     mg_buf_t                           xout;
 
     /* routing */
@@ -463,15 +467,18 @@ ngx_int_t ngx_http_model_gateway_balance(ngx_http_request_t *r,
 void ngx_http_model_gateway_balance_done(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, ngx_uint_t failed);
 
-/* anthropic.c */
-ngx_int_t ngx_http_model_gateway_anthropic_prepare(ngx_http_request_t *r,
+/* translate.c */
+ngx_uint_t ngx_http_model_gateway_translated(ngx_uint_t type);
+ngx_int_t ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
-ngx_uint_t ngx_http_model_gateway_anthropic_preamble(
+ngx_uint_t ngx_http_model_gateway_translate_preamble(ngx_uint_t type,
     const mg_sse_event_t *ev);
-ngx_int_t ngx_http_model_gateway_anthropic_commit(ngx_http_request_t *r,
+ngx_int_t ngx_http_model_gateway_translate_commit(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
-ngx_int_t ngx_http_model_gateway_anthropic_event(
+ngx_int_t ngx_http_model_gateway_translate_event(
     ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
+ngx_int_t ngx_http_model_gateway_translate_finish(
+    ngx_http_model_gateway_ctx_t *ctx);
 
 /* state.c */
 ngx_int_t ngx_http_model_gateway_state_init(ngx_conf_t *cf);

@@ -2,47 +2,135 @@
 /*
  * Copyright (C) The ngx_http_model_gateway_module authors
  *
- * Anthropic Messages backends: the glue around src/mg_anthropic.c.  The
- * client's chat request is translated once per Anthropic target when the
- * body is read (a feature Anthropic cannot honour rules that target out,
- * and is a 400 if no other target is left); responses, stream events and
- * errors are translated back through the per-event hook.
+ * Backends that do not speak OpenAI's API (Anthropic Messages, Gemini):
+ * the glue around the translators in src/.  The client's chat request is
+ * translated once per such target when the body is read (a feature the
+ * provider cannot honour rules that target out, and is a 400 if no other
+ * target is left); responses, stream events and errors are translated
+ * back, streams through the per-event hook.  Each provider is a row of
+ * functions below.
  */
 
 
 #include "ngx_http_model_gateway_module.h"
 #include "mg_anthropic.h"
+#include "mg_gemini.h"
 
 
-static void ngx_http_model_gateway_anthropic_cleanup(void *data);
+struct ngx_http_model_gateway_xlate_s {
+    int        (*request)(ngx_http_model_gateway_target_t *t,
+                          ngx_str_t *body, mg_buf_t *out, int *stream,
+                          int *include_usage, mg_xerror_t *err);
+    int        (*response)(const char *body, size_t len, const char *model,
+                           size_t model_len, long created, mg_buf_t *out,
+                           mg_xerror_t *err);
+    void       (*error)(int status, const char *body, size_t len,
+                        mg_xerror_t *err);
+    size_t       stream_size;
+    void       (*stream_init)(void *st, const char *model, size_t model_len,
+                              long created, int include_usage);
+    int        (*stream_event)(void *st, const mg_sse_event_t *ev,
+                               mg_buf_t *out, mg_xerror_t *err);
+    int        (*stream_finish)(void *st, mg_buf_t *out);
+    void       (*stream_free)(void *st);
+};
+
+
+static int ngx_http_model_gateway_anthropic_request(
+    ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
+    int *stream, int *include_usage, mg_xerror_t *err);
+static void ngx_http_model_gateway_anthropic_init(void *st, const char *model,
+    size_t model_len, long created, int include_usage);
+static int ngx_http_model_gateway_anthropic_stream(void *st,
+    const mg_sse_event_t *ev, mg_buf_t *out, mg_xerror_t *err);
+static void ngx_http_model_gateway_anthropic_free(void *st);
+
+static int ngx_http_model_gateway_gemini_request(
+    ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
+    int *stream, int *include_usage, mg_xerror_t *err);
+static void ngx_http_model_gateway_gemini_init(void *st, const char *model,
+    size_t model_len, long created, int include_usage);
+static int ngx_http_model_gateway_gemini_stream(void *st,
+    const mg_sse_event_t *ev, mg_buf_t *out, mg_xerror_t *err);
+static int ngx_http_model_gateway_gemini_finish(void *st, mg_buf_t *out);
+static void ngx_http_model_gateway_gemini_free(void *st);
+
+static ngx_http_model_gateway_xlate_t *ngx_http_model_gateway_xlate(
+    ngx_uint_t type);
+static void ngx_http_model_gateway_translate_cleanup(void *data);
+
+
+static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_anthropic = {
+    ngx_http_model_gateway_anthropic_request,
+    mg_anthropic_response,
+    mg_anthropic_error,
+    sizeof(mg_anthropic_stream_t),
+    ngx_http_model_gateway_anthropic_init,
+    ngx_http_model_gateway_anthropic_stream,
+    NULL,
+    ngx_http_model_gateway_anthropic_free
+};
+
+
+static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_gemini = {
+    ngx_http_model_gateway_gemini_request,
+    mg_gemini_response,
+    mg_gemini_error,
+    sizeof(mg_gemini_stream_t),
+    ngx_http_model_gateway_gemini_init,
+    ngx_http_model_gateway_gemini_stream,
+    ngx_http_model_gateway_gemini_finish,
+    ngx_http_model_gateway_gemini_free
+};
+
+
+static ngx_http_model_gateway_xlate_t *
+ngx_http_model_gateway_xlate(ngx_uint_t type)
+{
+    switch (type) {
+    case NGX_HTTP_MG_ANTHROPIC:
+        return &ngx_http_model_gateway_anthropic;
+    case NGX_HTTP_MG_GEMINI:
+        return &ngx_http_model_gateway_gemini;
+    default:
+        return NULL;
+    }
+}
+
+
+ngx_uint_t
+ngx_http_model_gateway_translated(ngx_uint_t type)
+{
+    return ngx_http_model_gateway_xlate(type) != NULL;
+}
 
 
 ngx_int_t
-ngx_http_model_gateway_anthropic_prepare(ngx_http_request_t *r,
+ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {
     int                                rc, stream, include_usage;
     u_char                            *p;
-    ngx_uint_t                         i, n, left, anthropic;
+    ngx_uint_t                         i, n, left, translated;
     mg_buf_t                           out;
     mg_xerror_t                        err;
-    mg_anthropic_opts_t                opts;
+    ngx_http_model_gateway_xlate_t    *x;
     ngx_http_model_gateway_target_t   *t;
     ngx_http_model_gateway_backend_t  *b;
 
     t = ctx->model_conf->targets.elts;
     n = ctx->model_conf->targets.nelts;
 
-    anthropic = 0;
+    translated = 0;
     left = 0;
 
     for (i = 0; i < n; i++) {
-        if (t[i].backend->type == NGX_HTTP_MG_ANTHROPIC) {
-            anthropic = 1;
+        if (ngx_http_model_gateway_translated(t[i].backend->type)) {
+            translated = 1;
         }
     }
 
-    if (!anthropic) {
+    if (!translated) {
         return NGX_OK;
     }
 
@@ -55,15 +143,16 @@ ngx_http_model_gateway_anthropic_prepare(ngx_http_request_t *r,
 
     for (i = 0; i < n; i++) {
         b = t[i].backend;
+        x = ngx_http_model_gateway_xlate(b->type);
 
-        if (b->type != NGX_HTTP_MG_ANTHROPIC) {
+        if (x == NULL) {
             left += !ctx->tried[i];
             continue;
         }
 
         if (ctx->endpoint != MG_EP_CHAT) {
 
-            /* Anthropic serves chat only */
+            /* translated providers serve chat only */
 
             ctx->tried[i] = 1;
             mg_xerror_set(&err, 400, 0, "invalid_request_error",
@@ -74,13 +163,8 @@ ngx_http_model_gateway_anthropic_prepare(ngx_http_request_t *r,
 
         ngx_memzero(&out, sizeof(mg_buf_t));
 
-        opts.model = (char *) t[i].provider_model.data;
-        opts.model_len = t[i].provider_model.len;
-        opts.default_max_tokens = b->max_tokens;
-
-        rc = mg_anthropic_request((char *) ctx->body.data, ctx->body.len,
-                                  &opts, &out, &stream, &include_usage,
-                                  &err);
+        rc = x->request(&t[i], &ctx->body, &out, &stream, &include_usage,
+                        &err);
 
         if (rc != MG_X_OK) {
             mg_buf_free(&out);
@@ -135,9 +219,10 @@ ngx_http_model_gateway_anthropic_prepare(ngx_http_request_t *r,
 /* a stream event Anthropic sends before any content */
 
 ngx_uint_t
-ngx_http_model_gateway_anthropic_preamble(const mg_sse_event_t *ev)
+ngx_http_model_gateway_translate_preamble(ngx_uint_t type,
+    const mg_sse_event_t *ev)
 {
-    if (ev->event == NULL) {
+    if (type != NGX_HTTP_MG_ANTHROPIC || ev->event == NULL) {
         return 0;
     }
 
@@ -153,13 +238,13 @@ ngx_http_model_gateway_anthropic_preamble(const mg_sse_event_t *ev)
 
 
 /*
- * The response of an Anthropic backend, about to be sent: a body read
+ * The response of a translated backend, about to be sent: a body read
  * whole is translated (an answer, or an error with the status OpenAI
  * clients expect); a stream gets the translating event hook.
  */
 
 ngx_int_t
-ngx_http_model_gateway_anthropic_commit(ngx_http_request_t *r,
+ngx_http_model_gateway_translate_commit(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {
     int                     rc;
@@ -167,16 +252,18 @@ ngx_http_model_gateway_anthropic_commit(ngx_http_request_t *r,
     size_t                  len;
     mg_buf_t                out;
     ngx_buf_t              *b;
-    mg_xerror_t             err;
-    ngx_pool_cleanup_t     *cln;
-    ngx_http_upstream_t    *u;
+    mg_xerror_t                      err;
+    ngx_pool_cleanup_t              *cln;
+    ngx_http_upstream_t             *u;
+    ngx_http_model_gateway_xlate_t  *x;
 
     u = r->upstream;
+    x = ngx_http_model_gateway_xlate(ctx->target->backend->type);
 
     if (ctx->mode == NGX_HTTP_MG_BODY_STREAM) {
 
-        ctx->anthropic = ngx_pcalloc(r->pool, sizeof(mg_anthropic_stream_t));
-        if (ctx->anthropic == NULL) {
+        ctx->xstream = ngx_pcalloc(r->pool, x->stream_size);
+        if (ctx->xstream == NULL) {
             return NGX_ERROR;
         }
 
@@ -185,14 +272,15 @@ ngx_http_model_gateway_anthropic_commit(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
-        mg_anthropic_stream_init(ctx->anthropic, (char *) ctx->model.data,
-                                 ctx->model.len, (long) ngx_time(),
-                                 ctx->include_usage);
+        x->stream_init(ctx->xstream, (char *) ctx->model.data,
+                       ctx->model.len, (long) ngx_time(),
+                       ctx->include_usage);
 
-        cln->handler = ngx_http_model_gateway_anthropic_cleanup;
+        ctx->xlate = x;
+        cln->handler = ngx_http_model_gateway_translate_cleanup;
         cln->data = ctx;
 
-        ctx->on_event = ngx_http_model_gateway_anthropic_event;
+        ctx->on_event = ngx_http_model_gateway_translate_event;
 
         return NGX_OK;
     }
@@ -208,12 +296,11 @@ ngx_http_model_gateway_anthropic_commit(ngx_http_request_t *r,
     len = ctx->whole->last - ctx->whole->pos;
 
     if (ctx->status.code >= 200 && ctx->status.code < 300) {
-        rc = mg_anthropic_response((char *) p, len, (char *) ctx->model.data,
-                                   ctx->model.len, (long) ngx_time(), &out,
-                                   &err);
+        rc = x->response((char *) p, len, (char *) ctx->model.data,
+                         ctx->model.len, (long) ngx_time(), &out, &err);
 
     } else {
-        mg_anthropic_error((int) ctx->status.code, (char *) p, len, &err);
+        x->error((int) ctx->status.code, (char *) p, len, &err);
         rc = MG_X_ERROR;
     }
 
@@ -266,10 +353,10 @@ ngx_http_model_gateway_anthropic_commit(ngx_http_request_t *r,
 }
 
 
-/* the per-event hook of Anthropic streams */
+/* the per-event hook of translated streams */
 
 ngx_int_t
-ngx_http_model_gateway_anthropic_event(ngx_http_model_gateway_ctx_t *ctx,
+ngx_http_model_gateway_translate_event(ngx_http_model_gateway_ctx_t *ctx,
     const mg_sse_event_t *ev)
 {
     int           rc;
@@ -283,8 +370,7 @@ ngx_http_model_gateway_anthropic_event(ngx_http_model_gateway_ctx_t *ctx,
 
     mg_buf_reset(&ctx->xout);
 
-    rc = mg_anthropic_stream_event(ctx->anthropic, ev->event, ev->event_len,
-                                   ev->data, ev->data_len, &ctx->xout, &err);
+    rc = ctx->xlate->stream_event(ctx->xstream, ev, &ctx->xout, &err);
 
     switch (rc) {
 
@@ -323,15 +409,130 @@ ngx_http_model_gateway_anthropic_event(ngx_http_model_gateway_ctx_t *ctx,
 }
 
 
+/*
+ * A translated stream whose provider has no end event of its own (Gemini)
+ * gets its final chunks when the HTTP stream ends cleanly.
+ */
+
+ngx_int_t
+ngx_http_model_gateway_translate_finish(ngx_http_model_gateway_ctx_t *ctx)
+{
+    int  rc;
+
+    if (ctx->xlate == NULL || ctx->xlate->stream_finish == NULL
+        || ctx->done_seen)
+    {
+        return NGX_OK;
+    }
+
+    mg_buf_reset(&ctx->xout);
+
+    rc = ctx->xlate->stream_finish(ctx->xstream, &ctx->xout);
+
+    if (rc == MG_X_DONE) {
+        ctx->done_seen = 1;
+    }
+
+    return ngx_http_model_gateway_emit(ctx, (u_char *) ctx->xout.data,
+                                       ctx->xout.len);
+}
+
+
 static void
-ngx_http_model_gateway_anthropic_cleanup(void *data)
+ngx_http_model_gateway_translate_cleanup(void *data)
 {
     ngx_http_model_gateway_ctx_t *ctx = data;
 
-    if (ctx->anthropic) {
-        mg_anthropic_stream_free(ctx->anthropic);
-        ctx->anthropic = NULL;
+    if (ctx->xstream) {
+        ctx->xlate->stream_free(ctx->xstream);
+        ctx->xstream = NULL;
     }
 
     mg_buf_free(&ctx->xout);
+}
+
+
+/* the providers */
+
+static int
+ngx_http_model_gateway_anthropic_request(ngx_http_model_gateway_target_t *t,
+    ngx_str_t *body, mg_buf_t *out, int *stream, int *include_usage,
+    mg_xerror_t *err)
+{
+    mg_anthropic_opts_t  opts;
+
+    opts.model = (char *) t->provider_model.data;
+    opts.model_len = t->provider_model.len;
+    opts.default_max_tokens = t->backend->max_tokens;
+
+    return mg_anthropic_request((char *) body->data, body->len, &opts, out,
+                                stream, include_usage, err);
+}
+
+
+static void
+ngx_http_model_gateway_anthropic_init(void *st, const char *model,
+    size_t model_len, long created, int include_usage)
+{
+    mg_anthropic_stream_init(st, model, model_len, created, include_usage);
+}
+
+
+static int
+ngx_http_model_gateway_anthropic_stream(void *st, const mg_sse_event_t *ev,
+    mg_buf_t *out, mg_xerror_t *err)
+{
+    return mg_anthropic_stream_event(st, ev->event, ev->event_len, ev->data,
+                                     ev->data_len, out, err);
+}
+
+
+static void
+ngx_http_model_gateway_anthropic_free(void *st)
+{
+    mg_anthropic_stream_free(st);
+}
+
+
+static int
+ngx_http_model_gateway_gemini_request(ngx_http_model_gateway_target_t *t,
+    ngx_str_t *body, mg_buf_t *out, int *stream, int *include_usage,
+    mg_xerror_t *err)
+{
+    mg_gemini_opts_t  opts;
+
+    opts.default_max_tokens = t->backend->max_tokens;
+
+    return mg_gemini_request((char *) body->data, body->len, &opts, out,
+                             stream, include_usage, err);
+}
+
+
+static void
+ngx_http_model_gateway_gemini_init(void *st, const char *model,
+    size_t model_len, long created, int include_usage)
+{
+    mg_gemini_stream_init(st, model, model_len, created, include_usage);
+}
+
+
+static int
+ngx_http_model_gateway_gemini_stream(void *st, const mg_sse_event_t *ev,
+    mg_buf_t *out, mg_xerror_t *err)
+{
+    return mg_gemini_stream_event(st, ev->data, ev->data_len, out, err);
+}
+
+
+static int
+ngx_http_model_gateway_gemini_finish(void *st, mg_buf_t *out)
+{
+    return mg_gemini_stream_finish(st, out);
+}
+
+
+static void
+ngx_http_model_gateway_gemini_free(void *st)
+{
+    mg_gemini_stream_free(st);
 }

@@ -550,7 +550,28 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
         part[0] = ctx->xbody[t - (ngx_http_model_gateway_target_t *)
                                  ctx->model_conf->targets.elts];
         n = 1;
-        ngx_str_set(&suffix, "/messages");
+
+        if (be->type == NGX_HTTP_MG_GEMINI) {
+
+            /* the model is in Gemini's path */
+
+            suffix.len = sizeof("/models/:streamGenerateContent?alt=sse") - 1
+                         + t->provider_model.len;
+            suffix.data = ngx_pnalloc(r->pool, suffix.len);
+            if (suffix.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            suffix.len = ngx_sprintf(suffix.data, "/models/%V:%s",
+                                     &t->provider_model,
+                                     ctx->stream
+                                     ? "streamGenerateContent?alt=sse"
+                                     : "generateContent")
+                         - suffix.data;
+
+        } else {
+            ngx_str_set(&suffix, "/messages");
+        }
 
     } else if (be->type == NGX_HTTP_MG_AZURE && !be->azure_v1
                && t->provider_model.len)
@@ -1351,8 +1372,8 @@ ngx_http_model_gateway_held_event(void *data, const mg_sse_event_t *ev)
         return 1;
     }
 
-    if (ctx->target->backend->type == NGX_HTTP_MG_ANTHROPIC
-        && ngx_http_model_gateway_anthropic_preamble(ev))
+    if (ngx_http_model_gateway_translate_preamble(
+                                           ctx->target->backend->type, ev))
     {
         /* an error may still follow: keep holding */
         return 0;
@@ -1385,8 +1406,8 @@ ngx_http_model_gateway_commit(ngx_http_request_t *r,
 
     u->headers_in.status_n = ctx->status.code;
 
-    if (ctx->target->backend->type == NGX_HTTP_MG_ANTHROPIC
-        && ngx_http_model_gateway_anthropic_commit(r, ctx) != NGX_OK)
+    if (ngx_http_model_gateway_translated(ctx->target->backend->type)
+        && ngx_http_model_gateway_translate_commit(r, ctx) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -1625,6 +1646,12 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
     if (rc == MG_SSE_ETOOBIG) {
         ngx_str_set(&ctx->stream_error, "the backend sent a stream event "
                     "larger than model_gateway_event_max_size");
+    }
+
+    if (rc == 0 && ctx->framing_done
+        && ngx_http_model_gateway_translate_finish(ctx) != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     if (rc != 0 || ctx->framing_done) {

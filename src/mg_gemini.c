@@ -1,0 +1,3632 @@
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ */
+
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+
+#include "mg_gemini.h"
+
+
+/* what a content list may hold, by where it is */
+#define MG_G_TEXT      0x01
+#define MG_G_IMAGE     0x02
+#define MG_G_FILE      0x04
+#define MG_G_AUDIO     0x08
+#define MG_G_REFUSAL   0x10
+
+/* token counts are clamped, so that their sums cannot overflow */
+#define MG_G_TOKENS_MAX  1000000000000000LL
+
+/*
+ * A tool's parameters are rewritten into the OpenAPI subset Gemini takes;
+ * $refs are expanded in place, so that a small schema could grow without
+ * bound: these cap the nodes written, the $refs followed one inside
+ * another (a recursive schema has no finite expansion) and the nesting.
+ */
+#define MG_G_SCHEMA_NODES  4096
+#define MG_G_SCHEMA_REFS   16
+#define MG_G_SCHEMA_DEPTH  64
+
+/* the candidate indexes a stream may use (candidateCount is at most 8) */
+#define MG_G_CHOICES_MAX   64
+
+/* where the Gemini Files API keeps what was uploaded to it */
+#define MG_G_FILES_HOST  "https://generativelanguage.googleapis.com/"
+
+#define mg_g_streq(s, lit)  ((s) != NULL && strcmp(s, lit) == 0)
+
+
+typedef struct {
+    json_t      *root;          /* where "#/$defs/..." is looked up */
+    size_t       nodes;         /* left to write */
+    unsigned     refs;          /* $refs being expanded */
+    unsigned     depth;
+    const char  *why;           /* what was wrong, for the 400 */
+} mg_g_schema_t;
+
+
+static json_t *mg_g_get(json_t *o, const char *key);
+static int mg_g_bad(mg_xerror_t *err, const char *param, const char *fmt,
+    ...) __attribute__((format(printf, 3, 4)));
+static int mg_g_nomem(mg_xerror_t *err);
+static void mg_g_utf8(char *s);
+static int mg_g_set(json_t *o, const char *key, json_t *v);
+static int mg_g_set_str(json_t *o, const char *key, const char *s);
+static json_t *mg_g_prefixed(const char *prefix, const char *s, size_t n);
+static int mg_g_dump_cb(const char *buf, size_t size, void *data);
+static int mg_g_dump(json_t *j, mg_buf_t *out, size_t flags);
+static json_t *mg_g_string(json_t *v);
+
+static int mg_g_req_check(json_t *in, mg_xerror_t *err);
+static int mg_g_req_messages(json_t *in, json_t *req, mg_xerror_t *err);
+static int mg_g_req_assistant(json_t *m, json_t *parts, size_t i,
+    mg_xerror_t *err);
+static int mg_g_req_tool_result(json_t *msgs, json_t *m, json_t *parts,
+    size_t i, mg_xerror_t *err);
+static json_t *mg_g_call_name(json_t *msgs, size_t i, json_t *id);
+static int mg_g_req_content(json_t *content, unsigned allow, json_t *parts,
+    size_t i, mg_xerror_t *err);
+static int mg_g_req_part(json_t *part, unsigned allow, json_t *parts,
+    size_t i, size_t j, mg_xerror_t *err);
+static int mg_g_req_image(json_t *part, json_t **gp, size_t i, size_t j,
+    mg_xerror_t *err);
+static int mg_g_req_file(json_t *part, json_t **gp, size_t i, size_t j,
+    mg_xerror_t *err);
+static int mg_g_req_audio(json_t *part, json_t **gp, size_t i, size_t j,
+    mg_xerror_t *err);
+static json_t *mg_g_inline(const char *mt, size_t mt_len, const char *data,
+    size_t data_len);
+static int mg_g_data_url(const char *s, size_t len, const char **mt,
+    size_t *mt_len, const char **data, size_t *data_len);
+static int mg_g_file_uri(const char *s, size_t len);
+static int mg_g_req_tools(json_t *in, json_t *req, mg_xerror_t *err);
+static int mg_g_req_tool_choice(json_t *in, json_t *req, size_t ntools,
+    mg_xerror_t *err);
+static int mg_g_schema(mg_g_schema_t *sc, json_t *in, json_t **out);
+static int mg_g_schema_ref(mg_g_schema_t *sc, json_t *in, const char *ref,
+    json_t **out);
+static int mg_g_schema_keys(mg_g_schema_t *sc, json_t *in, json_t *o);
+static int mg_g_schema_type(json_t *v, json_t *o, int *nullable);
+static int mg_g_schema_props(mg_g_schema_t *sc, json_t *v, json_t *o);
+static int mg_g_schema_any(mg_g_schema_t *sc, json_t *v, json_t *o,
+    int *nullable);
+static int mg_g_schema_all(mg_g_schema_t *sc, json_t *v, json_t *o);
+static int mg_g_schema_enum(json_t *v, json_t *o, int *nullable);
+static int mg_g_schema_strings(json_t *v, json_t *o, const char *key);
+static int mg_g_merge(json_t *o, json_t *s);
+static int mg_g_req_config(json_t *in, const mg_gemini_opts_t *o,
+    json_t *gc, mg_xerror_t *err);
+static int mg_g_req_output(json_t *in, json_t *gc, mg_xerror_t *err);
+static int mg_g_req_stream(json_t *in, int *stream, int *include_usage,
+    mg_xerror_t *err);
+
+static uint64_t mg_g_seed(json_t *rid, long created);
+static json_t *mg_g_call_id(uint64_t seed, size_t cand, size_t k);
+static json_t *mg_g_tool_call(json_t *part, uint64_t seed, size_t cand,
+    size_t k, int with_index);
+static int mg_g_choice(json_t *c, size_t index, uint64_t seed,
+    json_t **choice, int *unusable);
+static const char *mg_g_finish(const char *reason, int calls);
+static int mg_g_malformed(const char *reason);
+static int mg_g_usable(json_t *c);
+static long long mg_g_tokens(json_t *usage, const char *key, long long dflt);
+static json_t *mg_g_usage(long long prompt, long long candidates,
+    long long thoughts, long long tool_prompt, long long cached,
+    long long total);
+static json_t *mg_g_error_body(json_t *j);
+static void mg_g_error_map(int status, json_t *body, mg_xerror_t *err);
+static int mg_g_api_key_error(json_t *e);
+static int mg_g_bad_backend(mg_xerror_t *err, const char *what);
+
+static int mg_g_stream_start(mg_gemini_stream_t *st, json_t *j);
+static int mg_g_stream_chunk(mg_gemini_stream_t *st, json_t *j,
+    mg_buf_t *out, mg_xerror_t *err);
+static int mg_g_stream_index(json_t *c, size_t pos, size_t *idx);
+static int mg_g_stream_candidate(mg_gemini_stream_t *st, json_t *c,
+    size_t idx, mg_buf_t *out);
+static mg_gemini_choice_t *mg_g_stream_choice(mg_gemini_stream_t *st,
+    size_t idx);
+static int mg_g_stream_text(mg_gemini_stream_t *st, size_t idx,
+    mg_buf_t *text, mg_buf_t *out);
+static void mg_g_stream_usage(mg_gemini_stream_t *st, json_t *u);
+static int mg_g_chunk(mg_gemini_stream_t *st, mg_buf_t *out, size_t idx,
+    json_t *delta, const char *finish);
+
+
+/* helpers */
+
+/* a member, with JSON null taken as absent (clients send null for unset) */
+
+static json_t *
+mg_g_get(json_t *o, const char *key)
+{
+    json_t  *v;
+
+    v = json_object_get(o, key);
+
+    return json_is_null(v) ? NULL : v;
+}
+
+
+static int
+mg_g_bad(mg_xerror_t *err, const char *param, const char *fmt, ...)
+{
+    char     buf[sizeof(err->message)];
+    va_list  ap;
+
+    va_start(ap, fmt);
+    (void) vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+
+    mg_xerror_set(err, 400, 0, "invalid_request_error", NULL, param, "%s",
+                  buf);
+
+    if (err) {
+        mg_g_utf8(err->message);
+    }
+
+    return MG_X_ERROR;
+}
+
+
+static int
+mg_g_nomem(mg_xerror_t *err)
+{
+    mg_xerror_set(err, 500, 1, "server_error", NULL, NULL, "out of memory");
+
+    return MG_X_NOMEM;
+}
+
+
+/*
+ * Messages quote what we were sent (a role, a tool call id, jansson's view
+ * of a syntax error, Gemini's own message) and snprintf may cut them
+ * inside a character: the client gets them in a JSON string, so bad bytes
+ * become '?' and a cut character goes.
+ */
+
+static void
+mg_g_utf8(char *s)
+{
+    size_t          n, k;
+    unsigned char  *p, c, lo, hi;
+
+    p = (unsigned char *) s;
+
+    while (*p) {
+        c = *p;
+
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+
+        lo = 0x80;
+        hi = 0xbf;
+
+        if (c >= 0xc2 && c <= 0xdf) {
+            n = 1;
+
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 2;
+            lo = (c == 0xe0) ? 0xa0 : 0x80;
+            hi = (c == 0xed) ? 0x9f : 0xbf;
+
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3;
+            lo = (c == 0xf0) ? 0x90 : 0x80;
+            hi = (c == 0xf4) ? 0x8f : 0xbf;
+
+        } else {
+            *p++ = '?';
+            continue;
+        }
+
+        for (k = 1; k <= n; k++) {
+            c = p[k];
+
+            if (c == '\0' || c < (k == 1 ? lo : 0x80)
+                || c > (k == 1 ? hi : 0xbf))
+            {
+                break;
+            }
+        }
+
+        if (k > n) {
+            p += n + 1;
+            continue;
+        }
+
+        if (p[k] == '\0') {
+            /* cut at the end */
+            *p = '\0';
+            return;
+        }
+
+        *p++ = '?';
+    }
+}
+
+
+/* json_object_set_new() that tells whether v (possibly a NULL from a
+ * failed constructor) was stored; v is consumed either way */
+
+static int
+mg_g_set(json_t *o, const char *key, json_t *v)
+{
+    return json_object_set_new(o, key, v) == 0 ? MG_X_OK : MG_X_NOMEM;
+}
+
+
+static int
+mg_g_set_str(json_t *o, const char *key, const char *s)
+{
+    return mg_g_set(o, key, json_string(s));
+}
+
+
+static json_t *
+mg_g_prefixed(const char *prefix, const char *s, size_t n)
+{
+    char    *p;
+    size_t   plen;
+    json_t  *v;
+
+    plen = strlen(prefix);
+
+    p = malloc(plen + n + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    memcpy(p, prefix, plen);
+
+    if (n) {
+        memcpy(p + plen, s, n);
+    }
+
+    v = json_stringn(p, plen + n);
+
+    free(p);
+
+    return v;
+}
+
+
+static int
+mg_g_dump_cb(const char *buf, size_t size, void *data)
+{
+    return mg_buf_append(data, buf, size) == MG_X_OK ? 0 : -1;
+}
+
+
+static int
+mg_g_dump(json_t *j, mg_buf_t *out, size_t flags)
+{
+    size_t  len;
+
+    len = out->len;
+
+    if (json_dump_callback(j, mg_g_dump_cb, out, JSON_COMPACT | flags) != 0) {
+        out->len = len;
+        return MG_X_NOMEM;
+    }
+
+    return MG_X_OK;
+}
+
+
+/* a string member as a new string, "" for anything else (NULL: no memory) */
+
+static json_t *
+mg_g_string(json_t *v)
+{
+    return json_is_string(v) ? json_stringn(json_string_value(v),
+                                            json_string_length(v))
+                             : json_string("");
+}
+
+
+/* the request */
+
+int
+mg_gemini_request(const char *body, size_t len, const mg_gemini_opts_t *o,
+    mg_buf_t *out, int *stream, int *include_usage, mg_xerror_t *err)
+{
+    int           rc;
+    json_t       *in, *req, *gc;
+    json_error_t  jerr;
+
+    *stream = 0;
+    *include_usage = 0;
+
+    in = json_loadb(body, body ? len : 0, JSON_ALLOW_NUL, &jerr);
+
+    if (in == NULL) {
+        return mg_g_bad(err, NULL, "The request body is not valid JSON: %s",
+                        jerr.text);
+    }
+
+    req = NULL;
+    gc = NULL;
+
+    if (!json_is_object(in)) {
+        rc = mg_g_bad(err, NULL, "The request body must be a JSON object.");
+        goto done;
+    }
+
+    req = json_object();
+    gc = json_object();
+
+    if (req == NULL || gc == NULL) {
+        rc = MG_X_NOMEM;
+        goto done;
+    }
+
+    rc = mg_g_req_check(in, err);
+    if (rc != MG_X_OK) {
+        goto done;
+    }
+
+    rc = mg_g_req_messages(in, req, err);
+    if (rc != MG_X_OK) {
+        goto done;
+    }
+
+    rc = mg_g_req_tools(in, req, err);
+    if (rc != MG_X_OK) {
+        goto done;
+    }
+
+    rc = mg_g_req_config(in, o, gc, err);
+    if (rc != MG_X_OK) {
+        goto done;
+    }
+
+    if (json_object_size(gc)
+        && json_object_set(req, "generationConfig", gc) != 0)
+    {
+        rc = MG_X_NOMEM;
+        goto done;
+    }
+
+    rc = mg_g_req_stream(in, stream, include_usage, err);
+    if (rc != MG_X_OK) {
+        goto done;
+    }
+
+    rc = mg_g_dump(req, out, 0);
+
+done:
+
+    if (rc == MG_X_NOMEM) {
+        (void) mg_g_nomem(err);
+    }
+
+    json_decref(gc);
+    json_decref(req);
+    json_decref(in);
+
+    return rc;
+}
+
+
+/* OpenAI features without a Gemini counterpart: refused, not dropped */
+
+static int
+mg_g_req_check(json_t *in, mg_xerror_t *err)
+{
+    size_t       i, k;
+    json_t      *v, *m;
+    const char  *key;
+
+    static const char  *none[] = {
+        "audio", "prediction", "web_search_options", "functions",
+        "function_call"
+    };
+
+    v = mg_g_get(in, "n");
+    if (v && (!json_is_integer(v) || json_integer_value(v) < 1)) {
+        return mg_g_bad(err, "n", "n must be a positive integer.");
+    }
+
+    /* Gemini has logprobs of its own, but they are not translated here */
+
+    if (json_is_true(json_object_get(in, "logprobs"))) {
+        return mg_g_bad(err, "logprobs", "logprobs are not supported by "
+                        "this model's backend.");
+    }
+
+    v = mg_g_get(in, "top_logprobs");
+    if (v && !(json_is_integer(v) && json_integer_value(v) == 0)) {
+        return mg_g_bad(err, "top_logprobs", "top_logprobs are not "
+                        "supported by this model's backend.");
+    }
+
+    v = mg_g_get(in, "logit_bias");
+    if (v && (!json_is_object(v) || json_object_size(v) != 0)) {
+        return mg_g_bad(err, "logit_bias", "logit_bias is not supported by "
+                        "this model's backend.");
+    }
+
+    for (k = 0; k < sizeof(none) / sizeof(none[0]); k++) {
+        if (mg_g_get(in, none[k])) {
+            return mg_g_bad(err, none[k], "%s is not supported by this "
+                            "model's backend%s.", none[k],
+                            k >= 3 ? " (use tools and tool_choice)" : "");
+        }
+    }
+
+    v = mg_g_get(in, "modalities");
+
+    if (v) {
+        if (!json_is_array(v)) {
+            return mg_g_bad(err, "modalities", "modalities must be an "
+                            "array.");
+        }
+
+        json_array_foreach(v, i, m) {
+            if (!mg_g_streq(json_string_value(m), "text")) {
+                return mg_g_bad(err, "modalities", "Only the \"text\" "
+                                "modality is supported by this model's "
+                                "backend.");
+            }
+        }
+    }
+
+    /* Gemini has no end-user field; these only have to be well formed */
+
+    key = "safety_identifier";
+    v = mg_g_get(in, key);
+
+    if (v == NULL) {
+        key = "user";
+        v = mg_g_get(in, key);
+    }
+
+    if (v && !json_is_string(v)) {
+        return mg_g_bad(err, key, "%s must be a string.", key);
+    }
+
+    return MG_X_OK;
+}
+
+
+/*
+ * System and developer messages become systemInstruction; assistant
+ * messages are the "model" role; tool results become user parts;
+ * consecutive contents of one role are merged, so that all the results
+ * answering one model turn go in a single content, as Gemini wants.
+ */
+
+static int
+mg_g_req_messages(json_t *in, json_t *req, mg_xerror_t *err)
+{
+    int          rc;
+    size_t       i;
+    json_t      *msgs, *m, *system, *contents, *parts, *last, *c;
+    const char  *role, *grole, *lrole;
+
+    msgs = json_object_get(in, "messages");
+
+    if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
+        return mg_g_bad(err, "messages", "messages must be a non-empty "
+                        "array.");
+    }
+
+    system = json_array();
+    contents = json_array();
+    parts = NULL;
+    last = NULL;
+    lrole = NULL;
+
+    if (system == NULL || contents == NULL) {
+        rc = MG_X_NOMEM;
+        goto done;
+    }
+
+    json_array_foreach(msgs, i, m) {
+
+        role = json_string_value(json_object_get(m, "role"));
+
+        if (role == NULL) {
+            rc = mg_g_bad(err, "messages", "messages[%zu].role must be a "
+                          "string.", i);
+            goto done;
+        }
+
+        if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
+            rc = mg_g_req_content(json_object_get(m, "content"), MG_G_TEXT,
+                                  system, i, err);
+            if (rc != MG_X_OK) {
+                goto done;
+            }
+
+            continue;
+        }
+
+        parts = json_array();
+        if (parts == NULL) {
+            rc = MG_X_NOMEM;
+            goto done;
+        }
+
+        if (strcmp(role, "user") == 0) {
+            grole = "user";
+            rc = mg_g_req_content(json_object_get(m, "content"),
+                                  MG_G_TEXT | MG_G_IMAGE | MG_G_FILE
+                                  | MG_G_AUDIO,
+                                  parts, i, err);
+
+        } else if (strcmp(role, "assistant") == 0) {
+            grole = "model";
+            rc = mg_g_req_assistant(m, parts, i, err);
+
+        } else if (strcmp(role, "tool") == 0) {
+            grole = "user";
+            rc = mg_g_req_tool_result(msgs, m, parts, i, err);
+
+        } else {
+            grole = NULL;
+            rc = mg_g_bad(err, "messages", "messages[%zu]: the role \"%s\" "
+                          "is not supported by this model's backend.", i,
+                          role);
+        }
+
+        if (rc != MG_X_OK) {
+            goto done;
+        }
+
+        /* Gemini refuses a content without parts */
+
+        if (json_array_size(parts) == 0) {
+            json_decref(parts);
+            parts = NULL;
+            continue;
+        }
+
+        if (lrole && strcmp(lrole, grole) == 0) {
+            if (json_array_extend(last, parts) != 0) {
+                rc = MG_X_NOMEM;
+                goto done;
+            }
+
+            json_decref(parts);
+            parts = NULL;
+            continue;
+        }
+
+        c = json_pack("{s:s,s:O}", "role", grole, "parts", parts);
+
+        if (c == NULL || json_array_append_new(contents, c) != 0) {
+            rc = MG_X_NOMEM;
+            goto done;
+        }
+
+        last = parts;
+        lrole = grole;
+
+        json_decref(parts);
+        parts = NULL;
+    }
+
+    if (json_array_size(contents) == 0) {
+        rc = mg_g_bad(err, "messages", "messages must hold at least one "
+                      "user or assistant message with content.");
+        goto done;
+    }
+
+    if (json_array_size(system)
+        && mg_g_set(req, "systemInstruction",
+                    json_pack("{s:O}", "parts", system))
+           != MG_X_OK)
+    {
+        rc = MG_X_NOMEM;
+        goto done;
+    }
+
+    rc = json_object_set(req, "contents", contents) == 0 ? MG_X_OK
+                                                         : MG_X_NOMEM;
+
+done:
+
+    json_decref(parts);
+    json_decref(contents);
+    json_decref(system);
+
+    return rc;
+}
+
+
+static int
+mg_g_req_assistant(json_t *m, json_t *parts, size_t i, mg_xerror_t *err)
+{
+    int           rc;
+    size_t        k;
+    json_t       *calls, *c, *fn, *id, *name, *args, *input, *p, *v, *sig;
+    const char   *s;
+    json_error_t  jerr;
+
+    rc = mg_g_req_content(json_object_get(m, "content"),
+                          MG_G_TEXT | MG_G_REFUSAL, parts, i, err);
+    if (rc != MG_X_OK) {
+        return rc;
+    }
+
+    /* an assistant turn that was a refusal keeps its words */
+
+    v = mg_g_get(m, "refusal");
+
+    if (json_array_size(parts) == 0 && json_is_string(v)
+        && json_string_length(v))
+    {
+        p = json_pack("{s:O}", "text", v);
+
+        if (p == NULL || json_array_append_new(parts, p) != 0) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    calls = mg_g_get(m, "tool_calls");
+
+    if (calls == NULL) {
+        return MG_X_OK;
+    }
+
+    if (!json_is_array(calls)) {
+        return mg_g_bad(err, "messages", "messages[%zu].tool_calls must be "
+                        "an array.", i);
+    }
+
+    json_array_foreach(calls, k, c) {
+        v = mg_g_get(c, "type");
+        fn = json_object_get(c, "function");
+        id = json_object_get(c, "id");
+        name = json_object_get(fn, "name");
+
+        if (!json_is_object(c)
+            || (v && !mg_g_streq(json_string_value(v), "function")))
+        {
+            return mg_g_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
+                            ": only function tool calls are supported.",
+                            i, k);
+        }
+
+        /* the id is how a tool message finds its function's name */
+
+        if (!json_is_string(id) || !json_is_string(name)) {
+            return mg_g_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
+                            " needs a string id and function.name.", i, k);
+        }
+
+        args = mg_g_get(fn, "arguments");
+
+        if (args == NULL
+            || (json_is_string(args) && json_string_length(args) == 0))
+        {
+            input = json_object();
+
+        } else if (json_is_object(args)) {
+            /* not OpenAI's shape, but unambiguous */
+            input = json_incref(args);
+
+        } else if (json_is_string(args)) {
+            s = json_string_value(args);
+            input = json_loadb(s, json_string_length(args), JSON_ALLOW_NUL,
+                               &jerr);
+
+            if (input == NULL) {
+                return mg_g_bad(err, "messages", "messages[%zu].tool_calls"
+                                "[%zu].function.arguments is not valid "
+                                "JSON: %s", i, k, jerr.text);
+            }
+
+            if (!json_is_object(input)) {
+                json_decref(input);
+                return mg_g_bad(err, "messages", "messages[%zu].tool_calls"
+                                "[%zu].function.arguments must be a JSON "
+                                "object.", i, k);
+            }
+
+        } else {
+            return mg_g_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
+                            ".function.arguments must be a string.", i, k);
+        }
+
+        if (input == NULL) {
+            return MG_X_NOMEM;
+        }
+
+        p = json_pack("{s:{s:O,s:O}}", "functionCall", "name", name, "args",
+                      input);
+
+        json_decref(input);
+
+        if (p == NULL) {
+            return MG_X_NOMEM;
+        }
+
+        /* Gemini 3 wants the signature of its calls back, and they went
+         * out where Google's own OpenAI-compatible endpoint puts them */
+
+        sig = json_object_get(json_object_get(json_object_get(c,
+                                  "extra_content"), "google"),
+                              "thought_signature");
+
+        if (json_is_string(sig) && json_string_length(sig)
+            && json_object_set(p, "thoughtSignature", sig) != 0)
+        {
+            json_decref(p);
+            return MG_X_NOMEM;
+        }
+
+        if (json_array_append_new(parts, p) != 0) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    return MG_X_OK;
+}
+
+
+/*
+ * A tool message: functionResponse {name, response}.  Gemini pairs a
+ * response with its call by the function's name, which OpenAI does not
+ * repeat: it is looked up by tool_call_id among the calls made before.
+ * The response must be an object: the content is sent as it is when it is
+ * a JSON object, and as {"content": text} otherwise.
+ */
+
+static int
+mg_g_req_tool_result(json_t *msgs, json_t *m, json_t *parts, size_t i,
+    mg_xerror_t *err)
+{
+    int       rc;
+    size_t    j;
+    json_t   *id, *name, *content, *part, *v, *resp, *p;
+    mg_buf_t  text;
+
+    id = json_object_get(m, "tool_call_id");
+
+    if (!json_is_string(id)) {
+        return mg_g_bad(err, "messages", "messages[%zu].tool_call_id must be "
+                        "a string.", i);
+    }
+
+    name = mg_g_call_name(msgs, i, id);
+
+    if (name == NULL) {
+        return mg_g_bad(err, "messages", "messages[%zu].tool_call_id \"%s\" "
+                        "answers no tool call of an earlier assistant "
+                        "message.", i, json_string_value(id));
+    }
+
+    memset(&text, 0, sizeof(mg_buf_t));
+    resp = NULL;
+
+    content = mg_g_get(m, "content");
+
+    if (json_is_string(content)) {
+        if (mg_buf_append(&text, json_string_value(content),
+                          json_string_length(content))
+            != MG_X_OK)
+        {
+            rc = MG_X_NOMEM;
+            goto done;
+        }
+
+    } else if (json_is_array(content)) {
+        json_array_foreach(content, j, part) {
+            v = json_object_get(part, "text");
+
+            if (!mg_g_streq(json_string_value(json_object_get(part, "type")),
+                            "text")
+                || !json_is_string(v))
+            {
+                rc = mg_g_bad(err, "messages", "messages[%zu].content[%zu]: "
+                              "a tool result may only hold text parts with "
+                              "this model's backend.", i, j);
+                goto done;
+            }
+
+            if (mg_buf_append(&text, json_string_value(v),
+                              json_string_length(v))
+                != MG_X_OK)
+            {
+                rc = MG_X_NOMEM;
+                goto done;
+            }
+        }
+
+    } else if (content) {
+        rc = mg_g_bad(err, "messages", "messages[%zu].content must be a "
+                      "string or an array of parts.", i);
+        goto done;
+    }
+
+    resp = text.len ? json_loadb(text.data, text.len, JSON_ALLOW_NUL, NULL)
+                    : NULL;
+
+    if (!json_is_object(resp)) {
+        json_decref(resp);
+        resp = json_pack("{s:s%}", "content", text.len ? text.data : "",
+                         text.len);
+    }
+
+    p = resp ? json_pack("{s:{s:O,s:O}}", "functionResponse", "name", name,
+                         "response", resp)
+             : NULL;
+
+    rc = (p && json_array_append_new(parts, p) == 0) ? MG_X_OK : MG_X_NOMEM;
+
+done:
+
+    json_decref(resp);
+    mg_buf_free(&text);
+
+    return rc;
+}
+
+
+/* the name of the function of call id among the tool calls before msgs[i],
+ * the latest one if ids repeat; borrowed */
+
+static json_t *
+mg_g_call_name(json_t *msgs, size_t i, json_t *id)
+{
+    size_t   k;
+    json_t  *m, *calls, *c, *name;
+
+    while (i-- > 0) {
+        m = json_array_get(msgs, i);
+
+        if (!mg_g_streq(json_string_value(json_object_get(m, "role")),
+                        "assistant"))
+        {
+            continue;
+        }
+
+        calls = json_object_get(m, "tool_calls");
+
+        json_array_foreach(calls, k, c) {
+            name = json_object_get(json_object_get(c, "function"), "name");
+
+            if (json_is_string(name)
+                && json_equal(json_object_get(c, "id"), id))
+            {
+                return name;
+            }
+        }
+    }
+
+    return NULL;
+}
+
+
+/* a message's content, a string or an array of parts, appended as parts */
+
+static int
+mg_g_req_content(json_t *content, unsigned allow, json_t *parts, size_t i,
+    mg_xerror_t *err)
+{
+    int      rc;
+    size_t   j;
+    json_t  *part, *p;
+
+    if (content == NULL || json_is_null(content)) {
+        return MG_X_OK;
+    }
+
+    if (json_is_string(content)) {
+
+        /* Gemini refuses empty text; an empty string says nothing */
+
+        if (json_string_length(content) == 0) {
+            return MG_X_OK;
+        }
+
+        p = json_pack("{s:O}", "text", content);
+
+        if (p == NULL || json_array_append_new(parts, p) != 0) {
+            return MG_X_NOMEM;
+        }
+
+        return MG_X_OK;
+    }
+
+    if (!json_is_array(content)) {
+        return mg_g_bad(err, "messages", "messages[%zu].content must be a "
+                        "string or an array of parts.", i);
+    }
+
+    json_array_foreach(content, j, part) {
+        rc = mg_g_req_part(part, allow, parts, i, j, err);
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+    }
+
+    return MG_X_OK;
+}
+
+
+static int
+mg_g_req_part(json_t *part, unsigned allow, json_t *parts, size_t i,
+    size_t j, mg_xerror_t *err)
+{
+    int          rc;
+    json_t      *p, *v;
+    const char  *type, *key;
+
+    type = json_string_value(json_object_get(part, "type"));
+
+    if (type == NULL) {
+        return mg_g_bad(err, "messages", "messages[%zu].content[%zu] must "
+                        "be an object with a string type.", i, j);
+    }
+
+    p = NULL;
+
+    if (strcmp(type, "text") == 0
+        || (strcmp(type, "refusal") == 0 && (allow & MG_G_REFUSAL)))
+    {
+        key = (type[0] == 't') ? "text" : "refusal";
+        v = json_object_get(part, key);
+
+        if (!json_is_string(v)) {
+            return mg_g_bad(err, "messages", "messages[%zu].content[%zu]."
+                            "%s must be a string.", i, j, key);
+        }
+
+        if (json_string_length(v) == 0) {
+            return MG_X_OK;
+        }
+
+        p = json_pack("{s:O}", "text", v);
+        if (p == NULL) {
+            return MG_X_NOMEM;
+        }
+
+    } else if (strcmp(type, "image_url") == 0 && (allow & MG_G_IMAGE)) {
+        rc = mg_g_req_image(part, &p, i, j, err);
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+
+    } else if (strcmp(type, "file") == 0 && (allow & MG_G_FILE)) {
+        rc = mg_g_req_file(part, &p, i, j, err);
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+
+    } else if (strcmp(type, "input_audio") == 0 && (allow & MG_G_AUDIO)) {
+        rc = mg_g_req_audio(part, &p, i, j, err);
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+
+    } else {
+        return mg_g_bad(err, "messages", "messages[%zu].content[%zu]: a "
+                        "\"%s\" part is not supported here.", i, j, type);
+    }
+
+    return json_array_append_new(parts, p) == 0 ? MG_X_OK : MG_X_NOMEM;
+}
+
+
+/*
+ * Gemini fetches no URLs: an image is sent inline, or it is a file the
+ * Files API already holds (its URI goes as fileData).
+ */
+
+static int
+mg_g_req_image(json_t *part, json_t **gp, size_t i, size_t j,
+    mg_xerror_t *err)
+{
+    size_t       len, mt_len, data_len;
+    json_t      *iu, *url, *p;
+    const char  *s, *mt, *data;
+
+    iu = json_object_get(part, "image_url");
+    url = json_is_string(iu) ? iu : json_object_get(iu, "url");
+
+    if (!json_is_string(url)) {
+        return mg_g_bad(err, "messages", "messages[%zu].content[%zu]."
+                        "image_url.url must be a string.", i, j);
+    }
+
+    s = json_string_value(url);
+    len = json_string_length(url);
+
+    if (len > 5 && strncasecmp(s, "data:", 5) == 0) {
+        if (mg_g_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0) {
+            return mg_g_bad(err, "messages", "messages[%zu].content[%zu]: "
+                            "a data URL must be \"data:<media type>;base64,"
+                            "<data>\".", i, j);
+        }
+
+        p = mg_g_inline(mt, mt_len, data, data_len);
+
+    } else if (mg_g_file_uri(s, len)) {
+        p = json_pack("{s:{s:O}}", "fileData", "fileUri", url);
+
+    } else {
+        return mg_g_bad(err, "messages", "messages[%zu].content[%zu]: an "
+                        "image must be a base64 data URL or a Gemini file "
+                        "URI (" MG_G_FILES_HOST "...): this model's backend "
+                        "does not fetch URLs.", i, j);
+    }
+
+    if (p == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    *gp = p;
+
+    return MG_X_OK;
+}
+
+
+/* a file given inline goes as it is; file ids mean nothing here */
+
+static int
+mg_g_req_file(json_t *part, json_t **gp, size_t i, size_t j,
+    mg_xerror_t *err)
+{
+    size_t       len, mt_len, data_len, nlen;
+    json_t      *f, *fd, *p;
+    const char  *s, *mt, *data, *name;
+
+    f = json_object_get(part, "file");
+
+    if (mg_g_get(f, "file_id")) {
+        return mg_g_bad(err, "messages", "messages[%zu].content[%zu]: file "
+                        "ids cannot be used with this model's backend; send "
+                        "file_data.", i, j);
+    }
+
+    fd = json_object_get(f, "file_data");
+
+    if (!json_is_string(fd)) {
+        return mg_g_bad(err, "messages", "messages[%zu].content[%zu]."
+                        "file.file_data must be a string.", i, j);
+    }
+
+    s = json_string_value(fd);
+    len = json_string_length(fd);
+
+    if (len > 5 && strncasecmp(s, "data:", 5) == 0) {
+        if (mg_g_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0) {
+            return mg_g_bad(err, "messages", "messages[%zu].content[%zu]: "
+                            "file_data must be a base64 data URL.", i, j);
+        }
+
+    } else {
+        /* bare base64: only a name can tell what it is */
+
+        name = json_string_value(json_object_get(f, "filename"));
+        nlen = name ? strlen(name) : 0;
+
+        if (nlen < 5 || strcasecmp(name + nlen - 4, ".pdf") != 0
+            || len == 0)
+        {
+            return mg_g_bad(err, "messages", "messages[%zu].content[%zu]: "
+                            "file_data must be a data URL, or a PDF named "
+                            "*.pdf.", i, j);
+        }
+
+        mt = "application/pdf";
+        mt_len = sizeof("application/pdf") - 1;
+        data = s;
+        data_len = len;
+    }
+
+    p = mg_g_inline(mt, mt_len, data, data_len);
+    if (p == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    *gp = p;
+
+    return MG_X_OK;
+}
+
+
+static int
+mg_g_req_audio(json_t *part, json_t **gp, size_t i, size_t j,
+    mg_xerror_t *err)
+{
+    size_t       k;
+    json_t      *a, *data, *p;
+    const char  *fmt;
+    char         mt[16];
+
+    static const char  *formats[] = {
+        "wav", "mp3", "aiff", "aac", "ogg", "flac"
+    };
+
+    a = json_object_get(part, "input_audio");
+    data = json_object_get(a, "data");
+    fmt = json_string_value(json_object_get(a, "format"));
+
+    for (k = 0; fmt && k < sizeof(formats) / sizeof(formats[0]); k++) {
+        if (strcmp(fmt, formats[k]) == 0) {
+            break;
+        }
+    }
+
+    if (fmt == NULL || k == sizeof(formats) / sizeof(formats[0])) {
+        return mg_g_bad(err, "messages", "messages[%zu].content[%zu]."
+                        "input_audio.format must be wav, mp3, aiff, aac, "
+                        "ogg or flac.", i, j);
+    }
+
+    if (!json_is_string(data) || json_string_length(data) == 0) {
+        return mg_g_bad(err, "messages", "messages[%zu].content[%zu]."
+                        "input_audio.data must be a base64 string.", i, j);
+    }
+
+    (void) snprintf(mt, sizeof(mt), "audio/%s", formats[k]);
+
+    p = json_pack("{s:{s:s,s:O}}", "inlineData", "mimeType", mt, "data",
+                  data);
+    if (p == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    *gp = p;
+
+    return MG_X_OK;
+}
+
+
+/* inlineData; media types lower-cased, and the common "image/jpg" made
+ * right */
+
+static json_t *
+mg_g_inline(const char *mt, size_t mt_len, const char *data, size_t data_len)
+{
+    char    buf[64];
+    size_t  i;
+
+    if (mt_len < sizeof(buf)) {
+        for (i = 0; i < mt_len; i++) {
+            buf[i] = (mt[i] >= 'A' && mt[i] <= 'Z') ? mt[i] + 32 : mt[i];
+        }
+
+        mt = buf;
+
+        if (mt_len == 9 && memcmp(buf, "image/jpg", 9) == 0) {
+            mt = "image/jpeg";
+            mt_len = 10;
+        }
+    }
+
+    return json_pack("{s:{s:s%,s:s%}}", "inlineData", "mimeType", mt, mt_len,
+                     "data", data, data_len);
+}
+
+
+/* "data:<media type>[;params];base64,<data>" */
+
+static int
+mg_g_data_url(const char *s, size_t len, const char **mt, size_t *mt_len,
+    const char **data, size_t *data_len)
+{
+    const char  *p, *end, *comma, *semi;
+
+    p = s + 5;
+    end = s + len;
+
+    comma = memchr(p, ',', end - p);
+
+    if (comma == NULL || comma - p < 7
+        || strncasecmp(comma - 7, ";base64", 7) != 0)
+    {
+        return -1;
+    }
+
+    semi = memchr(p, ';', comma - p);
+
+    if (semi == p || comma + 1 == end) {
+        return -1;
+    }
+
+    *mt = p;
+    *mt_len = semi - p;
+    *data = comma + 1;
+    *data_len = end - comma - 1;
+
+    return 0;
+}
+
+
+/* https://generativelanguage.googleapis.com/v1beta/files/abc123 */
+
+static int
+mg_g_file_uri(const char *s, size_t len)
+{
+    size_t       n, k;
+    const char  *p;
+
+    n = sizeof(MG_G_FILES_HOST) - 1;
+
+    if (len <= n || strncasecmp(s, MG_G_FILES_HOST, n) != 0) {
+        return 0;
+    }
+
+    p = s + n;
+    len -= n;
+
+    for (k = 0; k + 7 < len; k++) {
+        if (memcmp(p + k, "/files/", 7) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * OpenAI function tools -> one Gemini tool with the function declarations.
+ * strict has no counterpart (Gemini validates the arguments it writes
+ * against the declaration anyway) and is dropped.
+ */
+
+static int
+mg_g_req_tools(json_t *in, json_t *req, mg_xerror_t *err)
+{
+    int             rc;
+    size_t          i;
+    json_t         *tools, *decls, *t, *fn, *name, *desc, *params, *schema;
+    json_t         *d, *v;
+    const char     *type;
+    mg_g_schema_t   sc;
+
+    tools = mg_g_get(in, "tools");
+
+    if (tools == NULL) {
+        return mg_g_req_tool_choice(in, req, 0, err);
+    }
+
+    if (!json_is_array(tools)) {
+        return mg_g_bad(err, "tools", "tools must be an array.");
+    }
+
+    decls = json_array();
+    if (decls == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    d = NULL;
+    schema = NULL;
+
+    json_array_foreach(tools, i, t) {
+        type = json_string_value(json_object_get(t, "type"));
+        fn = json_object_get(t, "function");
+
+        if (!json_is_object(t) || (type && strcmp(type, "function") != 0)) {
+            rc = mg_g_bad(err, "tools", "tools[%zu]: only function tools "
+                          "are supported by this model's backend.", i);
+            goto done;
+        }
+
+        name = json_object_get(fn, "name");
+        desc = mg_g_get(fn, "description");
+        params = mg_g_get(fn, "parameters");
+        v = mg_g_get(fn, "strict");
+
+        if (!json_is_string(name) || json_string_length(name) == 0
+            || (desc && !json_is_string(desc))
+            || (params && !json_is_object(params))
+            || (v && !json_is_boolean(v)))
+        {
+            rc = mg_g_bad(err, "tools", "tools[%zu].function needs a name, "
+                          "and description, parameters and strict of the "
+                          "right types.", i);
+            goto done;
+        }
+
+        if (params) {
+            sc.root = params;
+            sc.nodes = MG_G_SCHEMA_NODES;
+            sc.refs = 0;
+            sc.depth = 0;
+            sc.why = NULL;
+
+            rc = mg_g_schema(&sc, params, &schema);
+
+            if (rc == MG_X_ERROR) {
+                rc = mg_g_bad(err, "tools", "tools[%zu].function.parameters "
+                              "%s.", i, sc.why);
+                goto done;
+            }
+
+            if (rc != MG_X_OK) {
+                goto done;
+            }
+
+            /* no arguments: Gemini refuses an object without properties */
+
+            if (json_object_get(schema, "properties") == NULL
+                && json_object_get(schema, "anyOf") == NULL)
+            {
+                json_decref(schema);
+                schema = NULL;
+            }
+        }
+
+        d = json_object();
+
+        if (d == NULL
+            || json_object_set(d, "name", name) != 0
+            || (desc && json_object_set(d, "description", desc) != 0)
+            || (schema && json_object_set(d, "parameters", schema) != 0)
+            || json_array_append(decls, d) != 0)
+        {
+            rc = MG_X_NOMEM;
+            goto done;
+        }
+
+        json_decref(schema);
+        json_decref(d);
+        schema = NULL;
+        d = NULL;
+    }
+
+    if (json_array_size(decls)
+        && mg_g_set(req, "tools",
+                    json_pack("[{s:O}]", "functionDeclarations", decls))
+           != MG_X_OK)
+    {
+        rc = MG_X_NOMEM;
+        goto done;
+    }
+
+    rc = mg_g_req_tool_choice(in, req, json_array_size(decls), err);
+
+done:
+
+    json_decref(schema);
+    json_decref(d);
+    json_decref(decls);
+
+    return rc;
+}
+
+
+/*
+ * auto, none, required and a named function -> functionCallingConfig
+ * AUTO, NONE, ANY, and ANY limited to that function.  Gemini has no
+ * switch for parallel calls: parallel_tool_calls is checked and dropped.
+ */
+
+static int
+mg_g_req_tool_choice(json_t *in, json_t *req, size_t ntools,
+    mg_xerror_t *err)
+{
+    json_t      *choice, *ptc, *fcc, *name;
+    const char  *s, *mode;
+
+    choice = mg_g_get(in, "tool_choice");
+    ptc = mg_g_get(in, "parallel_tool_calls");
+
+    if (ptc && !json_is_boolean(ptc)) {
+        return mg_g_bad(err, "parallel_tool_calls", "parallel_tool_calls "
+                        "must be a boolean.");
+    }
+
+    if (choice == NULL) {
+        return MG_X_OK;
+    }
+
+    name = NULL;
+    s = json_string_value(choice);
+
+    if (mg_g_streq(s, "auto")) {
+        mode = "AUTO";
+
+    } else if (mg_g_streq(s, "required")) {
+        mode = "ANY";
+
+    } else if (mg_g_streq(s, "none")) {
+        mode = "NONE";
+
+    } else if (mg_g_streq(json_string_value(json_object_get(choice, "type")),
+                          "function"))
+    {
+        name = json_object_get(json_object_get(choice, "function"), "name");
+
+        if (!json_is_string(name)) {
+            return mg_g_bad(err, "tool_choice", "tool_choice.function.name "
+                            "must be a string.");
+        }
+
+        mode = "ANY";
+
+    } else {
+        return mg_g_bad(err, "tool_choice", "tool_choice must be \"auto\", "
+                        "\"required\", \"none\" or a named function with "
+                        "this model's backend.");
+    }
+
+    if (ntools == 0) {
+        if (name) {
+            return mg_g_bad(err, "tool_choice", "tool_choice names a "
+                            "function, but there are no tools.");
+        }
+
+        if (strcmp(mode, "ANY") == 0) {
+            return mg_g_bad(err, "tool_choice", "tool_choice \"required\" "
+                            "needs tools.");
+        }
+
+        /* without tools there is nothing to choose from */
+
+        return MG_X_OK;
+    }
+
+    fcc = json_pack("{s:s}", "mode", mode);
+
+    if (fcc == NULL
+        || (name && mg_g_set(fcc, "allowedFunctionNames",
+                             json_pack("[O]", name))
+                    != MG_X_OK))
+    {
+        json_decref(fcc);
+        return MG_X_NOMEM;
+    }
+
+    return mg_g_set(req, "toolConfig",
+                    json_pack("{s:o}", "functionCallingConfig", fcc));
+}
+
+
+/*
+ * A JSON Schema -> the OpenAPI 3.0 subset of Gemini's Schema: what it
+ * would refuse as unknown ($schema, additionalProperties, ...) goes,
+ * type ["x", "null"] and anyOf [x, {"type": "null"}] become x with
+ * nullable, const a one-value enum, $ref the schema it points to.  *out
+ * is a new object.  MG_X_ERROR: sc->why says what cannot be sent.
+ */
+
+static int
+mg_g_schema(mg_g_schema_t *sc, json_t *in, json_t **out)
+{
+    int          rc;
+    json_t      *o;
+    const char  *ref;
+
+    *out = NULL;
+
+    if (sc->nodes == 0) {
+        sc->why = "are too large once their $refs are expanded";
+        return MG_X_ERROR;
+    }
+
+    if (sc->depth >= MG_G_SCHEMA_DEPTH) {
+        sc->why = "nest too deeply";
+        return MG_X_ERROR;
+    }
+
+    sc->nodes--;
+
+    if (json_is_boolean(in)) {
+        /* true (anything) or false: nothing a model can be told */
+        *out = json_object();
+        return *out ? MG_X_OK : MG_X_NOMEM;
+    }
+
+    if (!json_is_object(in)) {
+        sc->why = "hold a schema that is not an object";
+        return MG_X_ERROR;
+    }
+
+    ref = json_string_value(json_object_get(in, "$ref"));
+
+    if (ref) {
+        return mg_g_schema_ref(sc, in, ref, out);
+    }
+
+    o = json_object();
+    if (o == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    sc->depth++;
+    rc = mg_g_schema_keys(sc, in, o);
+    sc->depth--;
+
+    if (rc != MG_X_OK) {
+        json_decref(o);
+        return rc;
+    }
+
+    *out = o;
+
+    return MG_X_OK;
+}
+
+
+/* "#", "#/$defs/NAME" and "#/definitions/NAME", expanded in place; a
+ * description or title beside the $ref overrides the target's */
+
+static int
+mg_g_schema_ref(mg_g_schema_t *sc, json_t *in, const char *ref,
+    json_t **out)
+{
+    int          rc;
+    size_t       k;
+    json_t      *target, *v;
+    const char  *key;
+
+    static const char  *keep[] = { "description", "title" };
+
+    if (strcmp(ref, "#") == 0) {
+        target = sc->root;
+
+    } else if (strncmp(ref, "#/$defs/", 8) == 0) {
+        target = json_object_get(json_object_get(sc->root, "$defs"),
+                                 ref + 8);
+
+    } else if (strncmp(ref, "#/definitions/", 14) == 0) {
+        target = json_object_get(json_object_get(sc->root, "definitions"),
+                                 ref + 14);
+
+    } else {
+        target = NULL;
+    }
+
+    if (target == NULL) {
+        sc->why = "hold a $ref that cannot be resolved (only \"#/$defs/...\""
+                  " and \"#/definitions/...\" can)";
+        return MG_X_ERROR;
+    }
+
+    if (sc->refs >= MG_G_SCHEMA_REFS) {
+        sc->why = "nest $refs too deeply (a recursive schema cannot be sent "
+                  "to this model's backend)";
+        return MG_X_ERROR;
+    }
+
+    sc->refs++;
+    sc->depth++;
+
+    rc = mg_g_schema(sc, target, out);
+
+    sc->refs--;
+    sc->depth--;
+
+    if (rc != MG_X_OK) {
+        return rc;
+    }
+
+    for (k = 0; k < sizeof(keep) / sizeof(keep[0]); k++) {
+        key = keep[k];
+        v = json_object_get(in, key);
+
+        if (json_is_string(v) && json_object_set(*out, key, v) != 0) {
+            json_decref(*out);
+            *out = NULL;
+            return MG_X_NOMEM;
+        }
+    }
+
+    return MG_X_OK;
+}
+
+
+static int
+mg_g_schema_keys(mg_g_schema_t *sc, json_t *in, json_t *o)
+{
+    int          rc, nullable;
+    size_t       k;
+    json_t      *v, *s;
+    const char  *key, *fmt;
+
+    static const char  *strings[] = { "title", "description", "pattern" };
+    static const char  *numbers[] = { "minimum", "maximum" };
+    static const char  *counts[] = {
+        "minItems", "maxItems", "minLength", "maxLength", "minProperties",
+        "maxProperties"
+    };
+    static const char  *formats[] = {
+        "enum", "date-time", "int32", "int64", "float", "double"
+    };
+
+    nullable = 0;
+
+    json_object_foreach(in, key, v) {
+        rc = MG_X_OK;
+
+        if (strcmp(key, "type") == 0) {
+            rc = mg_g_schema_type(v, o, &nullable);
+
+        } else if (strcmp(key, "properties") == 0) {
+            rc = mg_g_schema_props(sc, v, o);
+
+        } else if (strcmp(key, "items") == 0) {
+
+            /* a tuple's list of item schemas has no counterpart: its
+             * first one stands for all (Gemini wants items for arrays) */
+
+            if (json_is_array(v)) {
+                v = json_array_get(v, 0);
+            }
+
+            if (json_is_object(v) || json_is_boolean(v)) {
+                rc = mg_g_schema(sc, v, &s);
+
+                if (rc == MG_X_OK) {
+                    rc = mg_g_set(o, "items", s);
+                }
+            }
+
+        } else if (strcmp(key, "anyOf") == 0 || strcmp(key, "oneOf") == 0) {
+            rc = mg_g_schema_any(sc, v, o, &nullable);
+
+        } else if (strcmp(key, "allOf") == 0) {
+            rc = mg_g_schema_all(sc, v, o);
+
+        } else if (strcmp(key, "enum") == 0) {
+            rc = mg_g_schema_enum(v, o, &nullable);
+
+        } else if (strcmp(key, "const") == 0) {
+            if (json_is_string(v)) {
+                rc = mg_g_set(o, "enum", json_pack("[O]", v));
+            }
+
+        } else if (strcmp(key, "format") == 0) {
+
+            /* Gemini refuses the other formats (email, uri, ...) */
+
+            fmt = json_string_value(v);
+
+            for (k = 0; fmt && k < sizeof(formats) / sizeof(formats[0]);
+                 k++)
+            {
+                if (strcmp(fmt, formats[k]) == 0) {
+                    rc = json_object_set(o, key, v) == 0 ? MG_X_OK
+                                                         : MG_X_NOMEM;
+                    break;
+                }
+            }
+
+        } else if (strcmp(key, "required") == 0
+                   || strcmp(key, "propertyOrdering") == 0)
+        {
+            rc = mg_g_schema_strings(v, o, key);
+
+        } else if (strcmp(key, "default") == 0
+                   || strcmp(key, "example") == 0)
+        {
+            rc = json_object_set(o, key, v) == 0 ? MG_X_OK : MG_X_NOMEM;
+
+        } else if (strcmp(key, "nullable") == 0) {
+            nullable |= json_is_true(v);
+
+        } else {
+            for (k = 0; k < sizeof(strings) / sizeof(strings[0]); k++) {
+                if (strcmp(key, strings[k]) == 0 && json_is_string(v)) {
+                    rc = json_object_set(o, key, v) == 0 ? MG_X_OK
+                                                         : MG_X_NOMEM;
+                }
+            }
+
+            for (k = 0; k < sizeof(numbers) / sizeof(numbers[0]); k++) {
+                if (strcmp(key, numbers[k]) == 0 && json_is_number(v)) {
+                    rc = json_object_set(o, key, v) == 0 ? MG_X_OK
+                                                         : MG_X_NOMEM;
+                }
+            }
+
+            for (k = 0; k < sizeof(counts) / sizeof(counts[0]); k++) {
+                if (strcmp(key, counts[k]) == 0 && json_is_integer(v)
+                    && json_integer_value(v) >= 0)
+                {
+                    rc = json_object_set(o, key, v) == 0 ? MG_X_OK
+                                                         : MG_X_NOMEM;
+                }
+            }
+
+            /* anything else ($schema, additionalProperties, $defs, ...)
+             * would be refused as an unknown field */
+        }
+
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+    }
+
+    if (nullable && mg_g_set(o, "nullable", json_true()) != MG_X_OK) {
+        return MG_X_NOMEM;
+    }
+
+    v = json_object_get(o, "properties");
+
+    if (v && json_object_size(v) == 0) {
+        /* "should be non-empty for OBJECT type" */
+        (void) json_object_del(o, "properties");
+        v = NULL;
+    }
+
+    if (json_object_get(o, "type") == NULL
+        && json_object_get(o, "anyOf") == NULL)
+    {
+        if (v) {
+            return mg_g_set_str(o, "type", "object");
+        }
+
+        if (json_object_get(o, "items")) {
+            return mg_g_set_str(o, "type", "array");
+        }
+
+        /* Gemini's enums are of type string */
+
+        if (json_object_get(o, "enum")) {
+            return mg_g_set_str(o, "type", "string");
+        }
+    }
+
+    return MG_X_OK;
+}
+
+
+/* a type, or a list of them: "null" among them makes it nullable */
+
+static int
+mg_g_schema_type(json_t *v, json_t *o, int *nullable)
+{
+    size_t       i;
+    json_t      *t, *types, *any;
+    const char  *s;
+
+    if (json_is_string(v)) {
+        return json_object_set(o, "type", v) == 0 ? MG_X_OK : MG_X_NOMEM;
+    }
+
+    if (!json_is_array(v)) {
+        return MG_X_OK;
+    }
+
+    types = json_array();
+    if (types == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    json_array_foreach(v, i, t) {
+        s = json_string_value(t);
+
+        if (s == NULL) {
+            continue;
+        }
+
+        if (strcmp(s, "null") == 0) {
+            *nullable = 1;
+            continue;
+        }
+
+        if (json_array_append(types, t) != 0) {
+            json_decref(types);
+            return MG_X_NOMEM;
+        }
+    }
+
+    if (json_array_size(types) == 0) {
+        json_decref(types);
+        return *nullable ? mg_g_set_str(o, "type", "null") : MG_X_OK;
+    }
+
+    if (json_array_size(types) == 1) {
+        t = json_incref(json_array_get(types, 0));
+        json_decref(types);
+        return mg_g_set(o, "type", t);
+    }
+
+    any = json_array();
+    if (any == NULL) {
+        json_decref(types);
+        return MG_X_NOMEM;
+    }
+
+    json_array_foreach(types, i, t) {
+        if (json_array_append_new(any, json_pack("{s:O}", "type", t)) != 0) {
+            json_decref(any);
+            json_decref(types);
+            return MG_X_NOMEM;
+        }
+    }
+
+    json_decref(types);
+
+    return mg_g_set(o, "anyOf", any);
+}
+
+
+static int
+mg_g_schema_props(mg_g_schema_t *sc, json_t *v, json_t *o)
+{
+    int          rc;
+    json_t      *props, *p, *s;
+    const char  *key;
+
+    if (!json_is_object(v)) {
+        return MG_X_OK;
+    }
+
+    props = json_object();
+    if (props == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    json_object_foreach(v, key, p) {
+        rc = mg_g_schema(sc, p, &s);
+
+        if (rc == MG_X_OK) {
+            rc = mg_g_set(props, key, s);
+        }
+
+        if (rc != MG_X_OK) {
+            json_decref(props);
+            return rc;
+        }
+    }
+
+    return mg_g_set(o, "properties", props);
+}
+
+
+/* anyOf (oneOf is taken as anyOf): {"type": "null"} members make it
+ * nullable, and a single member left is merged in */
+
+static int
+mg_g_schema_any(mg_g_schema_t *sc, json_t *v, json_t *o, int *nullable)
+{
+    int      rc;
+    size_t   i;
+    json_t  *list, *e, *s;
+
+    if (!json_is_array(v)) {
+        return MG_X_OK;
+    }
+
+    list = json_array();
+    if (list == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    json_array_foreach(v, i, e) {
+        if (json_object_size(e) == 1
+            && mg_g_streq(json_string_value(json_object_get(e, "type")),
+                          "null"))
+        {
+            *nullable = 1;
+            continue;
+        }
+
+        rc = mg_g_schema(sc, e, &s);
+
+        if (rc == MG_X_OK && json_array_append_new(list, s) != 0) {
+            rc = MG_X_NOMEM;
+        }
+
+        if (rc != MG_X_OK) {
+            json_decref(list);
+            return rc;
+        }
+    }
+
+    if (json_array_size(list) == 1) {
+        rc = mg_g_merge(o, json_array_get(list, 0));
+        json_decref(list);
+        return rc;
+    }
+
+    if (json_array_size(list) == 0) {
+        json_decref(list);
+        return MG_X_OK;
+    }
+
+    return mg_g_set(o, "anyOf", list);
+}
+
+
+/* allOf: its members merged in (pydantic wraps a $ref in one) */
+
+static int
+mg_g_schema_all(mg_g_schema_t *sc, json_t *v, json_t *o)
+{
+    int      rc;
+    size_t   i;
+    json_t  *e, *s;
+
+    if (!json_is_array(v)) {
+        return MG_X_OK;
+    }
+
+    json_array_foreach(v, i, e) {
+        rc = mg_g_schema(sc, e, &s);
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+
+        rc = mg_g_merge(o, s);
+
+        json_decref(s);
+
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+    }
+
+    return MG_X_OK;
+}
+
+
+/* Gemini's enums are of strings; null among them makes it nullable, and
+ * an enum of other values cannot be said at all */
+
+static int
+mg_g_schema_enum(json_t *v, json_t *o, int *nullable)
+{
+    size_t   i;
+    json_t  *list, *e;
+
+    if (!json_is_array(v)) {
+        return MG_X_OK;
+    }
+
+    json_array_foreach(v, i, e) {
+        if (!json_is_string(e) && !json_is_null(e)) {
+            return MG_X_OK;
+        }
+    }
+
+    list = json_array();
+    if (list == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    json_array_foreach(v, i, e) {
+        if (json_is_null(e)) {
+            *nullable = 1;
+            continue;
+        }
+
+        if (json_array_append(list, e) != 0) {
+            json_decref(list);
+            return MG_X_NOMEM;
+        }
+    }
+
+    if (json_array_size(list) == 0) {
+        json_decref(list);
+        return MG_X_OK;
+    }
+
+    return mg_g_set(o, "enum", list);
+}
+
+
+/* a list of names, without what is not a string */
+
+static int
+mg_g_schema_strings(json_t *v, json_t *o, const char *key)
+{
+    size_t   i;
+    json_t  *list, *e;
+
+    if (!json_is_array(v)) {
+        return MG_X_OK;
+    }
+
+    list = json_array();
+    if (list == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    json_array_foreach(v, i, e) {
+        if (json_is_string(e) && json_array_append(list, e) != 0) {
+            json_decref(list);
+            return MG_X_NOMEM;
+        }
+    }
+
+    return mg_g_set(o, key, list);
+}
+
+
+/* s's members that o does not have yet */
+
+static int
+mg_g_merge(json_t *o, json_t *s)
+{
+    json_t      *v;
+    const char  *key;
+
+    json_object_foreach(s, key, v) {
+        if (json_object_get(o, key) == NULL
+            && json_object_set(o, key, v) != 0)
+        {
+            return MG_X_NOMEM;
+        }
+    }
+
+    return MG_X_OK;
+}
+
+
+/* generationConfig */
+
+static int
+mg_g_req_config(json_t *in, const mg_gemini_opts_t *o, json_t *gc,
+    mg_xerror_t *err)
+{
+    size_t       i, k;
+    json_t      *v, *seq, *s;
+    const char  *name;
+
+    static const struct {
+        const char  *openai;
+        const char  *gemini;
+    } numbers[] = {
+        { "temperature", "temperature" },
+        { "top_p", "topP" },
+        { "presence_penalty", "presencePenalty" },
+        { "frequency_penalty", "frequencyPenalty" }
+    };
+
+    /* max_completion_tokens replaces max_tokens */
+
+    name = "max_completion_tokens";
+    v = mg_g_get(in, name);
+
+    if (v == NULL) {
+        name = "max_tokens";
+        v = mg_g_get(in, name);
+    }
+
+    if (v) {
+        if (!json_is_integer(v) || json_integer_value(v) <= 0) {
+            return mg_g_bad(err, name, "%s must be a positive integer.",
+                            name);
+        }
+
+        if (json_object_set(gc, "maxOutputTokens", v) != 0) {
+            return MG_X_NOMEM;
+        }
+
+    } else if (o && o->default_max_tokens > 0
+               && mg_g_set(gc, "maxOutputTokens",
+                           json_integer(o->default_max_tokens))
+                  != MG_X_OK)
+    {
+        return MG_X_NOMEM;
+    }
+
+    /* the same ranges as OpenAI's: sent as they are; a penalty of 0 (the
+     * default) is left out, as some models refuse penalties at all */
+
+    for (k = 0; k < sizeof(numbers) / sizeof(numbers[0]); k++) {
+        v = mg_g_get(in, numbers[k].openai);
+
+        if (v == NULL) {
+            continue;
+        }
+
+        if (!json_is_number(v)) {
+            return mg_g_bad(err, numbers[k].openai, "%s must be a number.",
+                            numbers[k].openai);
+        }
+
+        if (k >= 2 && json_number_value(v) == 0) {
+            continue;
+        }
+
+        if (json_object_set(gc, numbers[k].gemini, v) != 0) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    /* not OpenAI's, but many clients send it */
+
+    v = mg_g_get(in, "top_k");
+
+    if (v) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0) {
+            return mg_g_bad(err, "top_k", "top_k must be a non-negative "
+                            "integer.");
+        }
+
+        if (json_object_set(gc, "topK", v) != 0) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    v = mg_g_get(in, "seed");
+
+    if (v) {
+        if (!json_is_integer(v)) {
+            return mg_g_bad(err, "seed", "seed must be an integer.");
+        }
+
+        if (json_object_set(gc, "seed", v) != 0) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    v = mg_g_get(in, "stop");
+
+    if (v) {
+        if (json_is_string(v)) {
+            seq = json_pack("[O]", v);
+
+        } else if (json_is_array(v)) {
+            json_array_foreach(v, i, s) {
+                if (!json_is_string(s)) {
+                    return mg_g_bad(err, "stop", "stop must be a string or "
+                                    "an array of strings.");
+                }
+            }
+
+            seq = json_incref(v);
+
+        } else {
+            return mg_g_bad(err, "stop", "stop must be a string or an array "
+                            "of strings.");
+        }
+
+        if (seq == NULL) {
+            return MG_X_NOMEM;
+        }
+
+        if (json_array_size(seq) == 0) {
+            json_decref(seq);
+
+        } else if (mg_g_set(gc, "stopSequences", seq) != MG_X_OK) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    /* n was checked; 1 is Gemini's default */
+
+    v = mg_g_get(in, "n");
+
+    if (v && json_integer_value(v) > 1
+        && json_object_set(gc, "candidateCount", v) != 0)
+    {
+        return MG_X_NOMEM;
+    }
+
+    return mg_g_req_output(in, gc, err);
+}
+
+
+/*
+ * response_format: JSON mode, and a schema given as JSON Schema (Gemini's
+ * responseJsonSchema takes it whole, unlike responseSchema); and
+ * reasoning_effort as a thinking budget, in tokens.
+ */
+
+static int
+mg_g_req_output(json_t *in, json_t *gc, mg_xerror_t *err)
+{
+    size_t       k;
+    json_t      *rf, *re, *schema;
+    const char  *type, *s;
+
+    static const struct {
+        const char  *effort;
+        json_int_t   budget;
+    } budgets[] = {
+        { "none", 0 },
+        { "minimal", 512 },
+        { "low", 1024 },
+        { "medium", 8192 },
+        { "high", 24576 },
+        { "xhigh", 24576 }
+    };
+
+    rf = mg_g_get(in, "response_format");
+
+    if (rf) {
+        type = json_string_value(json_object_get(rf, "type"));
+        schema = NULL;
+
+        if (mg_g_streq(type, "json_schema")) {
+            schema = json_object_get(json_object_get(rf, "json_schema"),
+                                     "schema");
+
+            if (!json_is_object(schema)) {
+                return mg_g_bad(err, "response_format", "response_format."
+                                "json_schema.schema must be an object.");
+            }
+
+        } else if (!mg_g_streq(type, "json_object")
+                   && !mg_g_streq(type, "text"))
+        {
+            return mg_g_bad(err, "response_format", "response_format %s%s%s "
+                            "is not supported by this model's backend.",
+                            type ? "\"" : "",
+                            type ? type : "without a type",
+                            type ? "\"" : "");
+        }
+
+        if (type[0] == 'j'
+            && (mg_g_set_str(gc, "responseMimeType", "application/json")
+                != MG_X_OK
+                || (schema
+                    && json_object_set(gc, "responseJsonSchema", schema)
+                       != 0)))
+        {
+            return MG_X_NOMEM;
+        }
+    }
+
+    re = mg_g_get(in, "reasoning_effort");
+
+    if (re == NULL) {
+        return MG_X_OK;
+    }
+
+    s = json_string_value(re);
+
+    for (k = 0; s && k < sizeof(budgets) / sizeof(budgets[0]); k++) {
+        if (strcmp(s, budgets[k].effort) == 0) {
+            return mg_g_set(gc, "thinkingConfig",
+                            json_pack("{s:I}", "thinkingBudget",
+                                      budgets[k].budget));
+        }
+    }
+
+    return mg_g_bad(err, "reasoning_effort", "reasoning_effort must be none, "
+                    "minimal, low, medium, high or xhigh.");
+}
+
+
+/* stream is not in the body: it picks the endpoint */
+
+static int
+mg_g_req_stream(json_t *in, int *stream, int *include_usage,
+    mg_xerror_t *err)
+{
+    json_t  *v;
+
+    v = mg_g_get(in, "stream");
+
+    if (v) {
+        if (!json_is_boolean(v)) {
+            return mg_g_bad(err, "stream", "stream must be a boolean.");
+        }
+
+        *stream = json_is_true(v);
+    }
+
+    v = mg_g_get(in, "stream_options");
+
+    if (v) {
+        if (!json_is_object(v)) {
+            return mg_g_bad(err, "stream_options", "stream_options must be "
+                            "an object.");
+        }
+
+        *include_usage = json_is_true(json_object_get(v, "include_usage"));
+    }
+
+    return MG_X_OK;
+}
+
+
+/* the response */
+
+int
+mg_gemini_response(const char *body, size_t len, const char *model,
+    size_t model_len, long created, mg_buf_t *out, mg_xerror_t *err)
+{
+    int           rc, unusable, all;
+    size_t        i;
+    json_t       *in, *e, *cands, *c, *choices, *choice, *res, *u, *rid;
+    const char   *block, *reason;
+    uint64_t      seed;
+    json_error_t  jerr;
+
+    in = json_loadb(body, body ? len : 0, JSON_ALLOW_NUL, &jerr);
+
+    e = mg_g_error_body(in);
+
+    if (e) {
+        mg_g_error_map(0, e, err);
+        json_decref(in);
+        return MG_X_ERROR;
+    }
+
+    cands = json_object_get(in, "candidates");
+
+    if (!json_is_object(in) || (cands && !json_is_array(cands))) {
+        json_decref(in);
+        return mg_g_bad_backend(err, "response");
+    }
+
+    rid = json_object_get(in, "responseId");
+    seed = mg_g_seed(rid, created);
+
+    choices = NULL;
+    res = NULL;
+    rc = MG_X_NOMEM;
+
+    choices = json_array();
+    if (choices == NULL) {
+        goto done;
+    }
+
+    if (json_array_size(cands) == 0) {
+
+        /* the prompt was blocked: an answer, not an error */
+
+        block = json_string_value(json_object_get(json_object_get(in,
+                                      "promptFeedback"), "blockReason"));
+
+        if (block == NULL) {
+            rc = mg_g_bad_backend(err, "response (no candidates)");
+            goto done;
+        }
+
+        choice = json_pack("{s:i,s:{s:s,s:s,s:n},s:n,s:s}", "index", 0,
+                           "message", "role", "assistant", "content", "",
+                           "refusal", "logprobs", "finish_reason",
+                           "content_filter");
+
+        if (choice == NULL || json_array_append_new(choices, choice) != 0) {
+            goto done;
+        }
+    }
+
+    all = 1;
+    reason = NULL;
+
+    json_array_foreach(cands, i, c) {
+        rc = mg_g_choice(c, i, seed, &choice, &unusable);
+        if (rc != MG_X_OK) {
+            goto done;
+        }
+
+        rc = MG_X_NOMEM;
+
+        if (json_array_append_new(choices, choice) != 0) {
+            goto done;
+        }
+
+        if (unusable) {
+            reason = json_string_value(json_object_get(c, "finishReason"));
+
+        } else {
+            all = 0;
+        }
+    }
+
+    /* a malformed function call (and the like) with nothing else: another
+     * try, maybe on another backend, may well do better */
+
+    if (json_array_size(cands) && all) {
+        mg_xerror_set(err, 502, 1, "server_error", "backend_error", NULL,
+                      "The model backend gave no usable answer (%s).",
+                      reason);
+
+        if (err) {
+            mg_g_utf8(err->message);
+        }
+
+        rc = MG_X_ERROR;
+        goto done;
+    }
+
+    res = json_object();
+
+    if (res == NULL
+        || mg_g_set(res, "id",
+                    mg_g_prefixed("chatcmpl-",
+                                  json_is_string(rid) ? json_string_value(rid)
+                                                      : "",
+                                  json_string_length(rid)))
+           != MG_X_OK
+        || mg_g_set_str(res, "object", "chat.completion") != MG_X_OK
+        || mg_g_set(res, "created", json_integer(created)) != MG_X_OK
+        || mg_g_set(res, "model",
+                    json_stringn(model ? model : "", model ? model_len : 0))
+           != MG_X_OK
+        || json_object_set(res, "choices", choices) != 0)
+    {
+        goto done;
+    }
+
+    u = json_object_get(in, "usageMetadata");
+
+    if (json_is_object(u)
+        && mg_g_set(res, "usage",
+                    mg_g_usage(mg_g_tokens(u, "promptTokenCount", 0),
+                               mg_g_tokens(u, "candidatesTokenCount", 0),
+                               mg_g_tokens(u, "thoughtsTokenCount", 0),
+                               mg_g_tokens(u, "toolUsePromptTokenCount", 0),
+                               mg_g_tokens(u, "cachedContentTokenCount", 0),
+                               mg_g_tokens(u, "totalTokenCount", -1)))
+           != MG_X_OK)
+    {
+        goto done;
+    }
+
+    rc = mg_g_dump(res, out, 0);
+
+done:
+
+    if (rc == MG_X_NOMEM) {
+        (void) mg_g_nomem(err);
+    }
+
+    json_decref(res);
+    json_decref(choices);
+    json_decref(in);
+
+    return rc;
+}
+
+
+/*
+ * Tool call ids: Gemini's own when it gives one, else made up, the same
+ * for the same response in a stream and whole.  They must not repeat
+ * within a conversation (clients pair results by id), so they hash the
+ * response id and the time with the call's place.
+ */
+
+static uint64_t
+mg_g_seed(json_t *rid, long created)
+{
+    size_t          i, n;
+    uint64_t        h;
+    unsigned long   t;
+    const char     *s;
+
+    h = 0xcbf29ce484222325ULL;
+
+    s = json_string_value(rid);
+    n = s ? json_string_length(rid) : 0;
+
+    for (i = 0; i < n; i++) {
+        h = (h ^ (unsigned char) s[i]) * 0x100000001b3ULL;
+    }
+
+    t = (unsigned long) created;
+
+    for (i = 0; i < sizeof(t); i++) {
+        h = (h ^ ((t >> (8 * i)) & 0xff)) * 0x100000001b3ULL;
+    }
+
+    return h;
+}
+
+
+static json_t *
+mg_g_call_id(uint64_t seed, size_t cand, size_t k)
+{
+    char      buf[32];
+    uint64_t  h;
+
+    /* splitmix64's finalizer over the place */
+
+    h = seed ^ ((uint64_t) cand << 40) ^ (uint64_t) k;
+    h += 0x9e3779b97f4a7c15ULL;
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+    h ^= h >> 31;
+
+    (void) snprintf(buf, sizeof(buf), "call_%016llx", (unsigned long long) h);
+
+    return json_string(buf);
+}
+
+
+/*
+ * A functionCall part -> an OpenAI tool call (with "index" for a stream
+ * delta); the arguments go as a JSON string, a thought signature where
+ * Google's OpenAI-compatible endpoint puts it.  A new reference.
+ */
+
+static json_t *
+mg_g_tool_call(json_t *part, uint64_t seed, size_t cand, size_t k,
+    int with_index)
+{
+    char    *args;
+    json_t  *fc, *v, *id, *call, *sig;
+
+    fc = json_object_get(part, "functionCall");
+    v = json_object_get(fc, "args");
+
+    args = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("{}");
+    if (args == NULL) {
+        return NULL;
+    }
+
+    v = json_object_get(fc, "id");
+
+    id = (json_is_string(v) && json_string_length(v))
+         ? json_incref(v) : mg_g_call_id(seed, cand, k);
+
+    call = json_object();
+
+    if (id == NULL || call == NULL
+        || (with_index
+            && mg_g_set(call, "index", json_integer(k)) != MG_X_OK)
+        || json_object_set(call, "id", id) != 0
+        || mg_g_set_str(call, "type", "function") != MG_X_OK
+        || mg_g_set(call, "function",
+                    json_pack("{s:o,s:s}",
+                              "name",
+                              mg_g_string(json_object_get(fc, "name")),
+                              "arguments", args))
+           != MG_X_OK)
+    {
+        goto failed;
+    }
+
+    sig = json_object_get(part, "thoughtSignature");
+
+    if (json_is_string(sig)
+        && mg_g_set(call, "extra_content",
+                    json_pack("{s:{s:O}}", "google", "thought_signature",
+                              sig))
+           != MG_X_OK)
+    {
+        goto failed;
+    }
+
+    free(args);
+    json_decref(id);
+
+    return call;
+
+failed:
+
+    free(args);
+    json_decref(id);
+    json_decref(call);
+
+    return NULL;
+}
+
+
+/* one candidate -> one choice; *unusable: it ended malformed, empty */
+
+static int
+mg_g_choice(json_t *c, size_t index, uint64_t seed, json_t **choice,
+    int *unusable)
+{
+    int           rc;
+    size_t        i;
+    json_t       *parts, *p, *v, *calls, *call, *msg;
+    mg_buf_t      text;
+    const char   *reason;
+
+    *choice = NULL;
+    *unusable = 0;
+
+    memset(&text, 0, sizeof(mg_buf_t));
+    msg = NULL;
+    rc = MG_X_NOMEM;
+
+    calls = json_array();
+    if (calls == NULL) {
+        goto done;
+    }
+
+    parts = json_object_get(json_object_get(c, "content"), "parts");
+
+    /* thoughts (when asked for) and code execution have no chat shape */
+
+    json_array_foreach(parts, i, p) {
+        if (json_is_true(json_object_get(p, "thought"))) {
+            continue;
+        }
+
+        v = json_object_get(p, "text");
+
+        if (json_is_string(v)) {
+            if (mg_buf_append(&text, json_string_value(v),
+                              json_string_length(v))
+                != MG_X_OK)
+            {
+                goto done;
+            }
+
+            continue;
+        }
+
+        if (!json_is_object(json_object_get(p, "functionCall"))) {
+            continue;
+        }
+
+        call = mg_g_tool_call(p, seed, index, json_array_size(calls), 0);
+
+        if (call == NULL || json_array_append_new(calls, call) != 0) {
+            goto done;
+        }
+    }
+
+    reason = json_string_value(json_object_get(c, "finishReason"));
+
+    *unusable = text.len == 0 && json_array_size(calls) == 0
+                && mg_g_malformed(reason);
+
+    msg = json_object();
+
+    if (msg == NULL
+        || mg_g_set_str(msg, "role", "assistant") != MG_X_OK
+        || mg_g_set(msg, "content",
+                    (text.len == 0 && json_array_size(calls))
+                    ? json_null()
+                    : json_stringn(text.len ? text.data : "", text.len))
+           != MG_X_OK
+        || mg_g_set(msg, "refusal", json_null()) != MG_X_OK
+        || (json_array_size(calls)
+            && json_object_set(msg, "tool_calls", calls) != 0))
+    {
+        goto done;
+    }
+
+    *choice = json_pack("{s:I,s:O,s:n,s:s}", "index", (json_int_t) index,
+                        "message", msg, "logprobs", "finish_reason",
+                        mg_g_finish(reason, json_array_size(calls) != 0));
+
+    rc = *choice ? MG_X_OK : MG_X_NOMEM;
+
+done:
+
+    mg_buf_free(&text);
+    json_decref(msg);
+    json_decref(calls);
+
+    return rc;
+}
+
+
+/* table 10.2; a new or unknown reason is a normal stop */
+
+static const char *
+mg_g_finish(const char *reason, int calls)
+{
+    size_t  k;
+
+    static const char  *filtered[] = {
+        "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
+        "LANGUAGE", "MODEL_ARMOR"
+    };
+
+    if (reason == NULL) {
+        return calls ? "tool_calls" : "stop";
+    }
+
+    if (strcmp(reason, "MAX_TOKENS") == 0) {
+        return "length";
+    }
+
+    for (k = 0; k < sizeof(filtered) / sizeof(filtered[0]); k++) {
+        if (strcmp(reason, filtered[k]) == 0) {
+            return "content_filter";
+        }
+    }
+
+    if (strncmp(reason, "IMAGE_", 6) == 0) {
+        return "content_filter";
+    }
+
+    /* Gemini says STOP after function calls too */
+
+    return calls ? "tool_calls" : "stop";
+}
+
+
+/* reasons that leave nothing worth answering when nothing came before */
+
+static int
+mg_g_malformed(const char *reason)
+{
+    size_t  k;
+
+    static const char  *malformed[] = {
+        "MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL",
+        "TOO_MANY_TOOL_CALLS", "MALFORMED_RESPONSE",
+        "MISSING_THOUGHT_SIGNATURE", "OTHER"
+    };
+
+    for (k = 0; reason && k < sizeof(malformed) / sizeof(malformed[0]); k++)
+    {
+        if (strcmp(reason, malformed[k]) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* whether a candidate has text or a function call for the client */
+
+static int
+mg_g_usable(json_t *c)
+{
+    size_t   i;
+    json_t  *p;
+
+    json_array_foreach(json_object_get(json_object_get(c, "content"),
+                                       "parts"), i, p)
+    {
+        if (json_is_true(json_object_get(p, "thought"))) {
+            continue;
+        }
+
+        if (json_string_length(json_object_get(p, "text"))
+            || json_is_object(json_object_get(p, "functionCall")))
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static long long
+mg_g_tokens(json_t *usage, const char *key, long long dflt)
+{
+    json_t     *v;
+    long long   n;
+
+    v = json_object_get(usage, key);
+
+    if (!json_is_integer(v)) {
+        return dflt;
+    }
+
+    n = json_integer_value(v);
+
+    return n < 0 ? 0 : (n > MG_G_TOKENS_MAX ? MG_G_TOKENS_MAX : n);
+}
+
+
+/*
+ * table 10.3: thoughts are not in candidatesTokenCount but are billed as
+ * output; a tool-use prompt is input.  total < 0: not given, summed.
+ */
+
+static json_t *
+mg_g_usage(long long prompt, long long candidates, long long thoughts,
+    long long tool_prompt, long long cached, long long total)
+{
+    long long  in, out;
+
+    in = prompt + tool_prompt;
+    out = candidates + thoughts;
+
+    return json_pack("{s:I,s:I,s:I,s:{s:I},s:{s:I}}",
+                     "prompt_tokens", (json_int_t) in,
+                     "completion_tokens", (json_int_t) out,
+                     "total_tokens", (json_int_t) (total < 0 ? in + out
+                                                             : total),
+                     "prompt_tokens_details",
+                     "cached_tokens", (json_int_t) cached,
+                     "completion_tokens_details",
+                     "reasoning_tokens", (json_int_t) thoughts);
+}
+
+
+/* errors */
+
+void
+mg_gemini_error(int status, const char *body, size_t len,
+    mg_xerror_t *err)
+{
+    json_t  *j;
+
+    j = (body && len) ? json_loadb(body, len, JSON_ALLOW_NUL, NULL) : NULL;
+
+    mg_g_error_map(status, mg_g_error_body(j), err);
+
+    json_decref(j);
+}
+
+
+/* {"error": ...}, or that as the first of an array (as some proxies and
+ * the stream endpoint without alt=sse send it); borrowed */
+
+static json_t *
+mg_g_error_body(json_t *j)
+{
+    if (json_is_array(j)) {
+        j = json_array_get(j, 0);
+    }
+
+    return mg_g_get(j, "error") ? j : NULL;
+}
+
+
+/*
+ * status: the HTTP status, or 0 for an error that came inside a 200 (a
+ * body or a stream chunk): error.code, else error.status, stands for it.
+ */
+
+static void
+mg_g_error_map(int status, json_t *body, mg_xerror_t *err)
+{
+    size_t       k;
+    json_t      *e, *v;
+    const char  *gs, *msg, *code;
+
+    static const struct {
+        const char  *status;
+        int          http;
+    } codes[] = {
+        { "INVALID_ARGUMENT", 400 },
+        { "FAILED_PRECONDITION", 400 },
+        { "OUT_OF_RANGE", 400 },
+        { "UNAUTHENTICATED", 401 },
+        { "PERMISSION_DENIED", 403 },
+        { "NOT_FOUND", 404 },
+        { "ABORTED", 409 },
+        { "ALREADY_EXISTS", 409 },
+        { "RESOURCE_EXHAUSTED", 429 },
+        { "CANCELLED", 499 },
+        { "INTERNAL", 500 },
+        { "UNKNOWN", 500 },
+        { "DATA_LOSS", 500 },
+        { "UNIMPLEMENTED", 501 },
+        { "UNAVAILABLE", 503 },
+        { "DEADLINE_EXCEEDED", 504 }
+    };
+
+    e = json_object_get(body, "error");
+    gs = json_string_value(json_object_get(e, "status"));
+    msg = json_string_value(json_object_get(e, "message"));
+
+    if (msg == NULL || msg[0] == '\0') {
+        msg = NULL;
+    }
+
+    if (status < 400 || status > 599) {
+        v = json_object_get(e, "code");
+        status = 500;
+
+        if (json_is_integer(v) && json_integer_value(v) >= 400
+            && json_integer_value(v) <= 599)
+        {
+            status = (int) json_integer_value(v);
+
+        } else {
+            for (k = 0; gs && k < sizeof(codes) / sizeof(codes[0]); k++) {
+                if (strcmp(gs, codes[k].status) == 0) {
+                    status = codes[k].http;
+                    break;
+                }
+            }
+        }
+    }
+
+    if (status == 429) {
+        mg_xerror_set(err, 429, 1, "rate_limit_error", "rate_limit_exceeded",
+                      NULL, "The model backend is rate limited%s%s",
+                      msg ? ": " : ".", msg ? msg : "");
+
+    } else if (status == 401 || status == 403
+               || (status == 400 && mg_g_api_key_error(e)))
+    {
+        /* the gateway's key, not the client's: another may be good */
+
+        mg_xerror_set(err, 502, 1, "server_error", "backend_auth_failed",
+                      NULL, "backend authentication failed");
+
+    } else if (status == 503) {
+        mg_xerror_set(err, 503, 1, "server_error", "overloaded", NULL,
+                      "The model backend is unavailable%s%s",
+                      msg ? ": " : ".", msg ? msg : "");
+
+    } else if (status == 504) {
+        mg_xerror_set(err, 504, 1, "server_error", "backend_timeout", NULL,
+                      "The model backend timed out%s%s",
+                      msg ? ": " : ".", msg ? msg : "");
+
+    } else if (status == 404) {
+        mg_xerror_set(err, 404, 0, "invalid_request_error", "model_not_found",
+                      "model", "The model backend does not know the "
+                      "model%s%s", msg ? ": " : ".", msg ? msg : "");
+
+    } else if (status == 413) {
+        mg_xerror_set(err, 413, 0, "invalid_request_error",
+                      "request_too_large", NULL, "%s",
+                      msg ? msg : "The request is too large for the model "
+                                  "backend.");
+
+    } else if (status >= 500 || status == 408 || status == 409) {
+        mg_xerror_set(err, 502, 1, "server_error", "backend_error", NULL,
+                      "The model backend failed (HTTP %d%s%s)%s%s", status,
+                      gs ? " " : "", gs ? gs : "", msg ? ": " : ".",
+                      msg ? msg : "");
+
+    } else {
+        /* the client's request, as Gemini judged it */
+
+        code = (msg && strstr(msg, "input token count")
+                && strstr(msg, "exceeds the maximum"))
+               ? "context_length_exceeded" : NULL;
+
+        if (msg) {
+            mg_xerror_set(err, 400, 0, "invalid_request_error", code, NULL,
+                          "%s", msg);
+
+        } else {
+            mg_xerror_set(err, 400, 0, "invalid_request_error", code, NULL,
+                          "The model backend rejected the request (HTTP "
+                          "%d%s%s).", status, gs ? " " : "", gs ? gs : "");
+        }
+    }
+
+    if (err) {
+        mg_g_utf8(err->message);
+    }
+}
+
+
+/* "API key not valid" is a 400 INVALID_ARGUMENT with an ErrorInfo reason
+ * API_KEY_INVALID (or API_KEY_EXPIRED, ...) */
+
+static int
+mg_g_api_key_error(json_t *e)
+{
+    size_t       i;
+    json_t      *d;
+    const char  *reason;
+
+    json_array_foreach(json_object_get(e, "details"), i, d) {
+        reason = json_string_value(json_object_get(d, "reason"));
+
+        if (reason && strncmp(reason, "API_KEY_", 8) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+mg_g_bad_backend(mg_xerror_t *err, const char *what)
+{
+    mg_xerror_set(err, 502, 1, "server_error", "backend_error", NULL,
+                  "The model backend sent an invalid %s.", what);
+
+    return MG_X_ERROR;
+}
+
+
+/* the stream */
+
+void
+mg_gemini_stream_init(mg_gemini_stream_t *st, const char *model,
+    size_t model_len, long created, int include_usage)
+{
+    memset(st, 0, sizeof(mg_gemini_stream_t));
+
+    st->created = created;
+    st->include_usage = include_usage != 0;
+    st->total_tokens = -1;
+
+    if (model == NULL) {
+        model_len = 0;
+    }
+
+    /* init cannot fail: a failed copy is reported by the first event */
+
+    st->model = malloc(model_len + 1);
+
+    if (st->model == NULL) {
+        st->nomem = 1;
+        return;
+    }
+
+    if (model_len) {
+        memcpy(st->model, model, model_len);
+    }
+
+    st->model[model_len] = '\0';
+    st->model_len = model_len;
+}
+
+
+int
+mg_gemini_stream_event(mg_gemini_stream_t *st, const char *data,
+    size_t data_len, mg_buf_t *out, mg_xerror_t *err)
+{
+    int      rc;
+    size_t   start;
+    json_t  *j, *e;
+
+    if (st->nomem) {
+        return mg_g_nomem(err);
+    }
+
+    if (st->done) {
+        return MG_X_DONE;
+    }
+
+    if (data == NULL) {
+        /* comments only */
+        return MG_X_OK;
+    }
+
+    j = json_loadb(data, data_len, JSON_ALLOW_NUL, NULL);
+
+    e = mg_g_error_body(j);
+
+    if (e) {
+        mg_g_error_map(0, e, err);
+        json_decref(j);
+        return MG_X_ERROR;
+    }
+
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return mg_g_bad_backend(err, "stream chunk");
+    }
+
+    start = out->len;
+
+    rc = mg_g_stream_chunk(st, j, out, err);
+
+    json_decref(j);
+
+    if (rc == MG_X_NOMEM) {
+        (void) mg_g_nomem(err);
+    }
+
+    if (rc != MG_X_OK) {
+        out->len = start;
+    }
+
+    return rc;
+}
+
+
+static int
+mg_g_stream_start(mg_gemini_stream_t *st, json_t *j)
+{
+    char    *p;
+    json_t  *rid, *head;
+
+    rid = json_object_get(j, "responseId");
+
+    head = json_object();
+
+    if (head == NULL
+        || mg_g_set(head, "id",
+                    mg_g_prefixed("chatcmpl-",
+                                  json_is_string(rid) ? json_string_value(rid)
+                                                      : "",
+                                  json_string_length(rid)))
+           != MG_X_OK
+        || mg_g_set_str(head, "object", "chat.completion.chunk") != MG_X_OK
+        || mg_g_set(head, "created", json_integer(st->created)) != MG_X_OK
+        || mg_g_set(head, "model", json_stringn(st->model, st->model_len))
+           != MG_X_OK)
+    {
+        json_decref(head);
+        return MG_X_NOMEM;
+    }
+
+    p = json_dumps(head, JSON_COMPACT);
+
+    json_decref(head);
+
+    if (p == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    /* every chunk goes on after these members: drop the closing brace */
+
+    st->prefix = p;
+    st->prefix_len = strlen(p) - 1;
+    st->seed = mg_g_seed(rid, st->created);
+    st->started = 1;
+
+    return MG_X_OK;
+}
+
+
+/*
+ * A chunk is checked whole before anything of it is sent, so that a chunk
+ * that fails changes nothing: the state stays that of what was sent.
+ */
+
+static int
+mg_g_stream_chunk(mg_gemini_stream_t *st, json_t *j, mg_buf_t *out,
+    mg_xerror_t *err)
+{
+    int                  rc, usable;
+    size_t               i, idx;
+    json_t              *cands, *c, *delta;
+    const char          *reason, *malformed;
+    mg_gemini_choice_t  *ch;
+
+    cands = json_object_get(j, "candidates");
+    usable = 0;
+    malformed = NULL;
+
+    json_array_foreach(cands, i, c) {
+        if (mg_g_stream_index(c, i, &idx) != MG_X_OK) {
+            return mg_g_bad_backend(err, "stream (a candidate index out of "
+                                    "range)");
+        }
+
+        if (idx < st->nchoices && st->choices[idx].finished) {
+            continue;
+        }
+
+        usable |= mg_g_usable(c);
+
+        reason = json_string_value(json_object_get(c, "finishReason"));
+
+        if (mg_g_malformed(reason)) {
+            malformed = reason;
+        }
+    }
+
+    /* as whole: nothing sent yet, so another try may still be made */
+
+    if (malformed && !usable && !st->content) {
+        mg_xerror_set(err, 502, 1, "server_error", "backend_error", NULL,
+                      "The model backend gave no usable answer (%s).",
+                      malformed);
+
+        if (err) {
+            mg_g_utf8(err->message);
+        }
+
+        return MG_X_ERROR;
+    }
+
+    if (!st->started) {
+        rc = mg_g_stream_start(st, j);
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+    }
+
+    mg_g_stream_usage(st, json_object_get(j, "usageMetadata"));
+
+    json_array_foreach(cands, i, c) {
+        (void) mg_g_stream_index(c, i, &idx);
+
+        rc = mg_g_stream_candidate(st, c, idx, out);
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+    }
+
+    if (json_array_size(cands)
+        || json_string_value(json_object_get(json_object_get(j,
+                                 "promptFeedback"), "blockReason"))
+           == NULL)
+    {
+        return MG_X_OK;
+    }
+
+    /* the prompt was blocked: the answer ends before it began */
+
+    ch = mg_g_stream_choice(st, 0);
+    if (ch == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    if (ch->finished) {
+        return MG_X_OK;
+    }
+
+    if (!ch->started) {
+        delta = json_pack("{s:s,s:s}", "role", "assistant", "content", "");
+        if (delta == NULL) {
+            return MG_X_NOMEM;
+        }
+
+        rc = mg_g_chunk(st, out, 0, delta, NULL);
+
+        json_decref(delta);
+
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+
+        ch->started = 1;
+    }
+
+    delta = json_object();
+    if (delta == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    rc = mg_g_chunk(st, out, 0, delta, "content_filter");
+
+    json_decref(delta);
+
+    if (rc == MG_X_OK) {
+        ch->finished = 1;
+        st->finished = 1;
+    }
+
+    return rc;
+}
+
+
+/* a candidate's index: its own, or its place in the chunk */
+
+static int
+mg_g_stream_index(json_t *c, size_t pos, size_t *idx)
+{
+    json_t  *v;
+
+    v = json_object_get(c, "index");
+
+    if (json_is_integer(v)) {
+        if (json_integer_value(v) < 0
+            || json_integer_value(v) >= MG_G_CHOICES_MAX)
+        {
+            return MG_X_ERROR;
+        }
+
+        *idx = (size_t) json_integer_value(v);
+        return MG_X_OK;
+    }
+
+    *idx = pos;
+
+    return pos < MG_G_CHOICES_MAX ? MG_X_OK : MG_X_ERROR;
+}
+
+
+/*
+ * One candidate of a chunk: a role chunk the first time, then its text
+ * (consecutive text parts as one delta) and its function calls (whole, as
+ * Gemini sends them) in order, then the finish chunk if it says why it
+ * ended.
+ */
+
+static int
+mg_g_stream_candidate(mg_gemini_stream_t *st, json_t *c, size_t idx,
+    mg_buf_t *out)
+{
+    int                  rc;
+    size_t               i;
+    json_t              *parts, *p, *v, *call, *delta;
+    mg_buf_t             text;
+    const char          *reason;
+    mg_gemini_choice_t  *ch;
+
+    ch = mg_g_stream_choice(st, idx);
+    if (ch == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    if (ch->finished) {
+        return MG_X_OK;
+    }
+
+    if (!ch->started) {
+        delta = json_pack("{s:s,s:s}", "role", "assistant", "content", "");
+        if (delta == NULL) {
+            return MG_X_NOMEM;
+        }
+
+        rc = mg_g_chunk(st, out, idx, delta, NULL);
+
+        json_decref(delta);
+
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+
+        ch->started = 1;
+    }
+
+    memset(&text, 0, sizeof(mg_buf_t));
+    rc = MG_X_NOMEM;
+
+    parts = json_object_get(json_object_get(c, "content"), "parts");
+
+    json_array_foreach(parts, i, p) {
+        if (json_is_true(json_object_get(p, "thought"))) {
+            continue;
+        }
+
+        v = json_object_get(p, "text");
+
+        if (json_is_string(v)) {
+            if (mg_buf_append(&text, json_string_value(v),
+                              json_string_length(v))
+                != MG_X_OK)
+            {
+                goto done;
+            }
+
+            continue;
+        }
+
+        if (!json_is_object(json_object_get(p, "functionCall"))) {
+            continue;
+        }
+
+        if (mg_g_stream_text(st, idx, &text, out) != MG_X_OK) {
+            goto done;
+        }
+
+        call = mg_g_tool_call(p, st->seed, idx, ch->ntools, 1);
+        delta = call ? json_pack("{s:[o]}", "tool_calls", call) : NULL;
+
+        if (delta == NULL) {
+            goto done;
+        }
+
+        rc = mg_g_chunk(st, out, idx, delta, NULL);
+
+        json_decref(delta);
+
+        if (rc != MG_X_OK) {
+            goto done;
+        }
+
+        rc = MG_X_NOMEM;
+        ch->ntools++;
+        st->content = 1;
+    }
+
+    if (mg_g_stream_text(st, idx, &text, out) != MG_X_OK) {
+        goto done;
+    }
+
+    reason = json_string_value(json_object_get(c, "finishReason"));
+
+    if (reason == NULL) {
+        rc = MG_X_OK;
+        goto done;
+    }
+
+    delta = json_object();
+    if (delta == NULL) {
+        goto done;
+    }
+
+    rc = mg_g_chunk(st, out, idx, delta,
+                    mg_g_finish(reason, ch->ntools != 0));
+
+    json_decref(delta);
+
+    if (rc == MG_X_OK) {
+        ch->finished = 1;
+        st->finished = 1;
+    }
+
+done:
+
+    mg_buf_free(&text);
+
+    return rc;
+}
+
+
+/* the state of choice idx, made as needed */
+
+static mg_gemini_choice_t *
+mg_g_stream_choice(mg_gemini_stream_t *st, size_t idx)
+{
+    mg_gemini_choice_t  *c;
+
+    if (idx >= st->nchoices) {
+        c = realloc(st->choices, (idx + 1) * sizeof(mg_gemini_choice_t));
+        if (c == NULL) {
+            return NULL;
+        }
+
+        memset(c + st->nchoices, 0,
+               (idx + 1 - st->nchoices) * sizeof(mg_gemini_choice_t));
+
+        st->choices = c;
+        st->nchoices = idx + 1;
+    }
+
+    return &st->choices[idx];
+}
+
+
+/* the text gathered so far as one delta; emptied */
+
+static int
+mg_g_stream_text(mg_gemini_stream_t *st, size_t idx, mg_buf_t *text,
+    mg_buf_t *out)
+{
+    int      rc;
+    json_t  *delta;
+
+    if (text->len == 0) {
+        return MG_X_OK;
+    }
+
+    delta = json_object();
+
+    if (delta == NULL
+        || mg_g_set(delta, "content", json_stringn(text->data, text->len))
+           != MG_X_OK)
+    {
+        json_decref(delta);
+        return MG_X_NOMEM;
+    }
+
+    rc = mg_g_chunk(st, out, idx, delta, NULL);
+
+    json_decref(delta);
+
+    if (rc == MG_X_OK) {
+        text->len = 0;
+        st->content = 1;
+    }
+
+    return rc;
+}
+
+
+/* counts grow as the stream goes: the last ones given are the totals */
+
+static void
+mg_g_stream_usage(mg_gemini_stream_t *st, json_t *u)
+{
+    if (!json_is_object(u)) {
+        return;
+    }
+
+    st->prompt_tokens = mg_g_tokens(u, "promptTokenCount",
+                                    st->prompt_tokens);
+    st->candidates_tokens = mg_g_tokens(u, "candidatesTokenCount",
+                                        st->candidates_tokens);
+    st->thoughts_tokens = mg_g_tokens(u, "thoughtsTokenCount",
+                                      st->thoughts_tokens);
+    st->tool_prompt_tokens = mg_g_tokens(u, "toolUsePromptTokenCount",
+                                         st->tool_prompt_tokens);
+    st->cached_tokens = mg_g_tokens(u, "cachedContentTokenCount",
+                                    st->cached_tokens);
+    st->total_tokens = mg_g_tokens(u, "totalTokenCount", st->total_tokens);
+}
+
+
+int
+mg_gemini_stream_finish(mg_gemini_stream_t *st, mg_buf_t *out)
+{
+    int      rc;
+    size_t   i, start;
+    json_t  *delta, *u;
+
+    if (st->nomem) {
+        return MG_X_NOMEM;
+    }
+
+    if (st->done) {
+        return MG_X_DONE;
+    }
+
+    /* Gemini ends every answer with a finishReason: none, it was cut */
+
+    if (!st->finished) {
+        return MG_X_ERROR;
+    }
+
+    start = out->len;
+    rc = MG_X_NOMEM;
+
+    delta = json_object();
+    u = NULL;
+
+    if (delta == NULL) {
+        goto done;
+    }
+
+    for (i = 0; i < st->nchoices; i++) {
+        if (st->choices[i].started && !st->choices[i].finished) {
+            if (mg_g_chunk(st, out, i, delta, "stop") != MG_X_OK) {
+                goto done;
+            }
+        }
+    }
+
+    if (st->include_usage) {
+        u = mg_g_usage(st->prompt_tokens, st->candidates_tokens,
+                       st->thoughts_tokens, st->tool_prompt_tokens,
+                       st->cached_tokens, st->total_tokens);
+
+        if (u == NULL
+            || mg_buf_append(out, "data: ", 6) != MG_X_OK
+            || mg_buf_append(out, st->prefix, st->prefix_len) != MG_X_OK
+            || mg_buf_append(out, ",\"choices\":[],\"usage\":",
+                             sizeof(",\"choices\":[],\"usage\":") - 1)
+               != MG_X_OK
+            || mg_g_dump(u, out, 0) != MG_X_OK
+            || mg_buf_append(out, "}\n\n", 3) != MG_X_OK)
+        {
+            goto done;
+        }
+    }
+
+    if (mg_buf_append(out, "data: [DONE]\n\n", 14) != MG_X_OK) {
+        goto done;
+    }
+
+    for (i = 0; i < st->nchoices; i++) {
+        st->choices[i].finished = st->choices[i].started;
+    }
+
+    st->done = 1;
+    rc = MG_X_DONE;
+
+done:
+
+    if (rc != MG_X_DONE) {
+        out->len = start;
+    }
+
+    json_decref(u);
+    json_decref(delta);
+
+    return rc;
+}
+
+
+/* one chunk with choices[idx].delta = delta (borrowed) */
+
+static int
+mg_g_chunk(mg_gemini_stream_t *st, mg_buf_t *out, size_t idx, json_t *delta,
+    const char *finish)
+{
+    if (mg_buf_append(out, "data: ", 6) != MG_X_OK
+        || mg_buf_append(out, st->prefix, st->prefix_len) != MG_X_OK
+        || mg_buf_printf(out, ",\"choices\":[{\"index\":%zu,\"delta\":", idx)
+           != MG_X_OK
+        || mg_g_dump(delta, out, 0) != MG_X_OK)
+    {
+        return MG_X_NOMEM;
+    }
+
+    if (finish) {
+        return mg_buf_printf(out, ",\"logprobs\":null,\"finish_reason\":"
+                             "\"%s\"}],\"usage\":null}\n\n", finish);
+    }
+
+    return mg_buf_printf(out, ",\"logprobs\":null,\"finish_reason\":null}],"
+                         "\"usage\":null}\n\n");
+}
+
+
+int
+mg_gemini_stream_has_content(const mg_gemini_stream_t *st)
+{
+    return st->content;
+}
+
+
+void
+mg_gemini_stream_free(mg_gemini_stream_t *st)
+{
+    free(st->model);
+    free(st->prefix);
+    free(st->choices);
+
+    memset(st, 0, sizeof(mg_gemini_stream_t));
+}
