@@ -1,0 +1,343 @@
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ *
+ * libFuzzer target for the Gemini translator.  Every input is used four
+ * ways: as a client's request body, as a response body, as an error body
+ * (the status chosen by the input's length) and as an SSE stream split into
+ * events by mg_sse and ended with mg_gemini_stream_finish(), fed whole and
+ * cut in two places (the outputs must be the same).  What comes out must
+ * be what the API promises: JSON where JSON is due, complete
+ * "data: ...\n\n" events, [DONE] only from finish, messages in valid
+ * UTF-8, nothing appended on failure.
+ *
+ *     clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
+ *         fuzz/fuzz_gemini.c src/mg_gemini.c src/mg_translate.c \
+ *         src/mg_sse.c src/mg_json.c -ljansson -o /tmp/fg
+ *     mkdir -p /tmp/fg-corpus
+ *     /tmp/fg -max_total_time=20 /tmp/fg-corpus t/fixtures/gemini/
+ *
+ * (libFuzzer writes new inputs into the first directory: keep the fixtures
+ * second.)
+ */
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "mg_gemini.h"
+#include "mg_sse.h"
+
+
+#define MG_FZ_SSE_CAP  65536
+
+
+typedef struct {
+    mg_gemini_stream_t      st;
+    mg_buf_t                out;
+    mg_xerror_t             err;
+    int                     rc;
+} mg_fz_run_t;
+
+
+static void
+mg_fz_check_error(const mg_xerror_t *err)
+{
+    json_t  *s;
+
+    if (err->status < 400 || err->status > 599 || err->type == NULL
+        || memchr(err->message, '\0', sizeof(err->message)) == NULL)
+    {
+        abort();
+    }
+
+    /* json_string() refuses invalid UTF-8 */
+
+    s = json_string(err->message);
+    if (s == NULL) {
+        abort();
+    }
+
+    json_decref(s);
+}
+
+
+static void
+mg_fz_check_json(const char *p, size_t len, int want_object)
+{
+    json_t  *j;
+
+    j = json_loadb(p, len, JSON_ALLOW_NUL, NULL);
+
+    if (j == NULL || (want_object && !json_is_object(j))) {
+        abort();
+    }
+
+    json_decref(j);
+}
+
+
+/* every OpenAI event: "data: <JSON object>\n\n" or "data: [DONE]\n\n" */
+
+static void
+mg_fz_check_sse(const char *p, size_t len)
+{
+    const char  *end, *e;
+
+    if (len == 0) {
+        return;
+    }
+
+    end = p + len;
+
+    while (p < end) {
+        if (end - p < 8 || memcmp(p, "data: ", 6) != 0) {
+            abort();
+        }
+
+        p += 6;
+
+        e = memchr(p, '\n', end - p);
+
+        if (e == NULL || e + 1 >= end || e[1] != '\n') {
+            abort();
+        }
+
+        if (!(e - p == 6 && memcmp(p, "[DONE]", 6) == 0)) {
+            mg_fz_check_json(p, e - p, 1);
+        }
+
+        p = e + 2;
+    }
+}
+
+
+static int
+mg_fz_event(void *ctx, const mg_sse_event_t *ev)
+{
+    size_t        before;
+    mg_fz_run_t  *r = ctx;
+
+    before = r->out.len;
+
+    r->rc = mg_gemini_stream_event(&r->st, ev->data, ev->data_len, &r->out,
+                                   &r->err);
+
+    if (r->rc == MG_X_ERROR || r->rc == MG_X_NOMEM) {
+        if (r->out.len != before) {
+            abort();
+        }
+
+        mg_fz_check_error(&r->err);
+
+        return 1;
+    }
+
+    /* only finish sends [DONE] */
+
+    if (r->rc != MG_X_OK) {
+        abort();
+    }
+
+    if (mg_gemini_stream_has_content(&r->st) && r->out.len == 0) {
+        abort();
+    }
+
+    return 0;
+}
+
+
+/* the HTTP body ended */
+
+static void
+mg_fz_finish(mg_fz_run_t *r)
+{
+    size_t  before;
+
+    before = r->out.len;
+
+    r->rc = mg_gemini_stream_finish(&r->st, &r->out);
+
+    if (r->rc == MG_X_DONE) {
+        if (r->out.len < before + 14
+            || memcmp(r->out.data + r->out.len - 14, "data: [DONE]\n\n", 14)
+               != 0)
+        {
+            abort();
+        }
+
+        /* a second call adds nothing */
+
+        before = r->out.len;
+
+        if (mg_gemini_stream_finish(&r->st, &r->out) != MG_X_DONE
+            || r->out.len != before)
+        {
+            abort();
+        }
+
+        return;
+    }
+
+    if ((r->rc != MG_X_ERROR && r->rc != MG_X_NOMEM)
+        || r->out.len != before)
+    {
+        abort();
+    }
+}
+
+
+static void
+mg_fz_stream(const char *s, size_t len, size_t c1, size_t c2,
+    mg_fz_run_t *r)
+{
+    int               rc;
+    char             *piece;
+    size_t            i, from, to, cuts[2];
+    mg_sse_parser_t   p;
+    static char       buf[MG_FZ_SSE_CAP], dbuf[MG_FZ_SSE_CAP];
+
+    memset(r, 0, sizeof(mg_fz_run_t));
+
+    mg_gemini_stream_init(&r->st, "gpt-4o", 6, 1700000000L,
+                          (int) (len & 1));
+    mg_sse_init(&p, buf, sizeof(buf), dbuf, sizeof(dbuf));
+
+    cuts[0] = c1 < c2 ? c1 : c2;
+    cuts[1] = c1 < c2 ? c2 : c1;
+    from = 0;
+
+    for (i = 0; i <= 2; i++) {
+        to = (i < 2) ? cuts[i] : len;
+
+        piece = malloc(to - from + 1);
+        if (piece == NULL) {
+            abort();
+        }
+
+        memcpy(piece, s + from, to - from);
+
+        rc = mg_sse_feed(&p, piece, to - from, mg_fz_event, r);
+
+        free(piece);
+        from = to;
+
+        if (rc != MG_SSE_OK) {
+            break;
+        }
+    }
+
+    if (rc == MG_SSE_OK && r->rc == MG_X_OK) {
+        mg_fz_finish(r);
+    }
+
+    mg_fz_check_sse(r->out.data, r->out.len);
+}
+
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    int                   rc, stream, usage;
+    size_t                i;
+    uint64_t              h;
+    const char           *s;
+    mg_buf_t              out;
+    mg_xerror_t           err;
+    mg_fz_run_t           a, b;
+    mg_gemini_opts_t      o;
+
+    static const int  statuses[] = {
+        400, 401, 403, 404, 408, 409, 413, 422, 429, 499, 500, 501, 502,
+        503, 504, 520, 0, 200, 302, 418, 600, -1
+    };
+
+    s = (const char *) data;
+
+    /* the client's request */
+
+    o.default_max_tokens = (long) (size % 3) * 1000 - 1000;
+
+    memset(&out, 0, sizeof(mg_buf_t));
+    memset(&err, 0, sizeof(mg_xerror_t));
+
+    rc = mg_gemini_request(s, size, (size & 2) ? &o : NULL, &out, &stream,
+                           &usage, &err);
+
+    if (rc == MG_X_OK) {
+        mg_fz_check_json(out.data, out.len, 1);
+
+    } else if (rc == MG_X_ERROR) {
+        if (out.len != 0 || err.status != 400) {
+            abort();
+        }
+
+        mg_fz_check_error(&err);
+
+    } else if (rc != MG_X_NOMEM) {
+        abort();
+    }
+
+    mg_buf_free(&out);
+
+    /* a response */
+
+    memset(&err, 0, sizeof(mg_xerror_t));
+
+    rc = mg_gemini_response(s, size, "gpt-4o", 6, 1700000000L, &out, &err);
+
+    if (rc == MG_X_OK) {
+        mg_fz_check_json(out.data, out.len, 1);
+
+    } else if (rc == MG_X_ERROR) {
+        if (out.len != 0) {
+            abort();
+        }
+
+        mg_fz_check_error(&err);
+
+    } else if (rc != MG_X_NOMEM) {
+        abort();
+    }
+
+    mg_buf_free(&out);
+
+    /* an error */
+
+    memset(&err, 0, sizeof(mg_xerror_t));
+
+    mg_gemini_error(statuses[size % (sizeof(statuses) / sizeof(int))], s,
+                    size, &err);
+
+    mg_fz_check_error(&err);
+
+    /* a stream, whole and cut twice where a hash of the input says */
+
+    h = 0xcbf29ce484222325ULL;
+
+    for (i = 0; i < size; i++) {
+        h = (h ^ data[i]) * 0x100000001b3ULL;
+    }
+
+    mg_fz_stream(s, size, 0, 0, &a);
+    mg_fz_stream(s, size, (size_t) (h % (size + 1)),
+                 (size_t) ((h >> 32) % (size + 1)), &b);
+
+    if (a.rc != b.rc || a.out.len != b.out.len
+        || (a.out.len && memcmp(a.out.data, b.out.data, a.out.len) != 0)
+        || mg_gemini_stream_has_content(&a.st)
+           != mg_gemini_stream_has_content(&b.st))
+    {
+        abort();
+    }
+
+    mg_gemini_stream_free(&a.st);
+    mg_gemini_stream_free(&b.st);
+    mg_buf_free(&a.out);
+    mg_buf_free(&b.out);
+
+    return 0;
+}

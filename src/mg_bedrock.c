@@ -1,0 +1,3134 @@
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ */
+
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "mg_bedrock.h"
+
+
+/* what a content list may hold, by where it is */
+#define MG_B_TEXT      0x01
+#define MG_B_IMAGE     0x02
+#define MG_B_FILE      0x04
+#define MG_B_REFUSAL   0x08
+#define MG_B_CACHE     0x10     /* cache_control becomes a cachePoint */
+
+/* token counts are clamped, so that their sums cannot overflow */
+#define MG_B_TOKENS_MAX  1000000000000000LL
+
+/* ToolUseId: [a-zA-Z0-9_-]{1,64}; DocumentBlock name: 1..200 bytes */
+#define MG_B_TOOL_ID_MAX   64
+#define MG_B_DOC_NAME_MAX  200
+
+#define mg_b_streq(s, lit)  ((s) != NULL && strcmp(s, lit) == 0)
+
+#define mg_b_id_char(c)                                                       \
+    (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z')                 \
+     || ((c) >= '0' && (c) <= '9') || (c) == '_' || (c) == '-')
+
+#define mg_b_alnum(c)                                                         \
+    (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z')                 \
+     || ((c) >= '0' && (c) <= '9'))
+
+
+/* what the messages tell the tools: Bedrock wants a toolConfig whenever
+ * the conversation holds toolUse or toolResult blocks */
+
+typedef struct {
+    json_t      *names;         /* the toolUse blocks' tool names, once */
+    size_t       ndocs;         /* documents so far, to name unnamed ones */
+    unsigned     tool_blocks:1;
+} mg_b_req_t;
+
+
+/* how an exception or error code is answered */
+
+typedef enum {
+    MG_B_E_UNKNOWN = 0,
+    MG_B_E_THROTTLED,
+    MG_B_E_QUOTA,
+    MG_B_E_NOT_READY,
+    MG_B_E_UNAVAILABLE,
+    MG_B_E_FAILED,
+    MG_B_E_AUTH,
+    MG_B_E_NOT_FOUND,
+    MG_B_E_INVALID
+} mg_b_ekind_t;
+
+
+static json_t *mg_b_get(json_t *o, const char *key);
+static int mg_b_bad(mg_xerror_t *err, const char *param, const char *fmt,
+    ...) __attribute__((format(printf, 3, 4)));
+static int mg_b_nomem(mg_xerror_t *err);
+static void mg_b_utf8(char *s);
+static int mg_b_set(json_t *o, const char *key, json_t *v);
+static int mg_b_dump_cb(const char *buf, size_t size, void *data);
+static int mg_b_dump(json_t *j, mg_buf_t *out, size_t flags);
+static void mg_b_make_id(char *buf, size_t size, long created);
+
+static int mg_b_req_check(json_t *in, mg_xerror_t *err);
+static int mg_b_req_messages(json_t *in, json_t *req, mg_b_req_t *ctx,
+    mg_xerror_t *err);
+static int mg_b_req_assistant(json_t *m, json_t *blocks, size_t i,
+    mg_b_req_t *ctx, mg_xerror_t *err);
+static int mg_b_req_tool_result(json_t *m, json_t *blocks, size_t i,
+    mg_b_req_t *ctx, mg_xerror_t *err);
+static int mg_b_req_content(json_t *content, unsigned allow, json_t *blocks,
+    size_t i, mg_b_req_t *ctx, mg_xerror_t *err);
+static int mg_b_req_part(json_t *part, unsigned allow, json_t *blocks,
+    size_t i, size_t j, mg_b_req_t *ctx, mg_xerror_t *err);
+static int mg_b_req_image(json_t *part, json_t **block, size_t i, size_t j,
+    mg_xerror_t *err);
+static int mg_b_req_file(json_t *part, json_t **block, size_t i, size_t j,
+    mg_b_req_t *ctx, mg_xerror_t *err);
+static const char *mg_b_image_format(const char *mt, size_t len);
+static const char *mg_b_doc_format(const char *mt, size_t len);
+static const char *mg_b_doc_format_ext(const char *name, size_t len);
+static json_t *mg_b_doc_name(const char *name, size_t len, size_t n);
+static int mg_b_data_url(const char *s, size_t len, const char **mt,
+    size_t *mt_len, const char **data, size_t *data_len);
+static json_t *mg_b_tool_id(json_t *id);
+static int mg_b_add_name(mg_b_req_t *ctx, json_t *name);
+static int mg_b_results_first(json_t *blocks);
+static int mg_b_req_tools(json_t *in, json_t *req, mg_b_req_t *ctx,
+    mg_xerror_t *err);
+static int mg_b_req_tool_choice(json_t *in, size_t ntools, json_t **choice,
+    int *none, mg_xerror_t *err);
+static int mg_b_req_params(json_t *in, json_t *req,
+    const mg_bedrock_opts_t *o, int *stream, int *include_usage,
+    mg_xerror_t *err);
+static int mg_b_req_output(json_t *in, json_t *req, mg_xerror_t *err);
+
+static const char *mg_b_finish(const char *reason);
+static long long mg_b_tokens(json_t *usage, const char *key, long long dflt);
+static json_t *mg_b_usage(long long input, long long output,
+    long long total, long long cache_read, long long cache_write);
+static json_t *mg_b_usage_json(json_t *u);
+static const char *mg_b_exception(const char *s, size_t len, size_t *n);
+static mg_b_ekind_t mg_b_ekind(const char *name, size_t len);
+static void mg_b_error_map(int status, const char *name, size_t name_len,
+    const char *msg, mg_xerror_t *err);
+static void mg_b_error_json(int status, const char *errortype,
+    size_t errortype_len, json_t *body, mg_xerror_t *err);
+static int mg_b_bad_backend(mg_xerror_t *err, const char *what);
+
+static int mg_b_stream_error(int raw, const char *name, size_t name_len,
+    const char *payload, size_t payload_len, mg_xerror_t *err);
+static int mg_b_stream_start(mg_bedrock_stream_t *st, mg_buf_t *out);
+static int mg_b_stream_block_start(mg_bedrock_stream_t *st, json_t *j,
+    mg_buf_t *out, mg_xerror_t *err);
+static int mg_b_stream_delta(mg_bedrock_stream_t *st, json_t *j,
+    mg_buf_t *out);
+static int mg_b_stream_stop(mg_bedrock_stream_t *st, json_t *j,
+    mg_buf_t *out, mg_xerror_t *err);
+static int mg_b_stream_metadata(mg_bedrock_stream_t *st, json_t *j,
+    mg_buf_t *out);
+static int mg_b_stream_end(mg_bedrock_stream_t *st, mg_buf_t *out);
+static int mg_b_chunk(mg_bedrock_stream_t *st, mg_buf_t *out,
+    json_t *delta, const char *finish);
+static int mg_b_tool_delta(mg_bedrock_stream_t *st, mg_buf_t *out, size_t k,
+    json_t *fn, const char *id, size_t id_len);
+
+
+/* helpers */
+
+/* a member, with JSON null taken as absent (clients send null for unset) */
+
+static json_t *
+mg_b_get(json_t *o, const char *key)
+{
+    json_t  *v;
+
+    v = json_object_get(o, key);
+
+    return json_is_null(v) ? NULL : v;
+}
+
+
+static int
+mg_b_bad(mg_xerror_t *err, const char *param, const char *fmt, ...)
+{
+    char     buf[sizeof(err->message)];
+    va_list  ap;
+
+    va_start(ap, fmt);
+    (void) vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+
+    mg_xerror_set(err, 400, 0, "invalid_request_error", NULL, param, "%s",
+                  buf);
+
+    if (err) {
+        mg_b_utf8(err->message);
+    }
+
+    return MG_X_ERROR;
+}
+
+
+static int
+mg_b_nomem(mg_xerror_t *err)
+{
+    mg_xerror_set(err, 500, 1, "server_error", NULL, NULL, "out of memory");
+
+    return MG_X_NOMEM;
+}
+
+
+/*
+ * Messages quote what we were sent (a role, jansson's view of a syntax
+ * error, Bedrock's words) and snprintf may cut them inside a character:
+ * the client gets them in a JSON string, so bad bytes become '?' and a cut
+ * character goes.
+ */
+
+static void
+mg_b_utf8(char *s)
+{
+    size_t          n, k;
+    unsigned char  *p, c, lo, hi;
+
+    p = (unsigned char *) s;
+
+    while (*p) {
+        c = *p;
+
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+
+        lo = 0x80;
+        hi = 0xbf;
+
+        if (c >= 0xc2 && c <= 0xdf) {
+            n = 1;
+
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 2;
+            lo = (c == 0xe0) ? 0xa0 : 0x80;
+            hi = (c == 0xed) ? 0x9f : 0xbf;
+
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3;
+            lo = (c == 0xf0) ? 0x90 : 0x80;
+            hi = (c == 0xf4) ? 0x8f : 0xbf;
+
+        } else {
+            *p++ = '?';
+            continue;
+        }
+
+        for (k = 1; k <= n; k++) {
+            c = p[k];
+
+            if (c == '\0' || c < (k == 1 ? lo : 0x80)
+                || c > (k == 1 ? hi : 0xbf))
+            {
+                break;
+            }
+        }
+
+        if (k > n) {
+            p += n + 1;
+            continue;
+        }
+
+        if (p[k] == '\0') {
+            /* cut at the end */
+            *p = '\0';
+            return;
+        }
+
+        *p++ = '?';
+    }
+}
+
+
+/* json_object_set_new() that tells whether v (possibly a NULL from a
+ * failed constructor) was stored; v is consumed either way */
+
+static int
+mg_b_set(json_t *o, const char *key, json_t *v)
+{
+    return json_object_set_new(o, key, v) == 0 ? MG_X_OK : MG_X_NOMEM;
+}
+
+
+static int
+mg_b_dump_cb(const char *buf, size_t size, void *data)
+{
+    return mg_buf_append(data, buf, size) == MG_X_OK ? 0 : -1;
+}
+
+
+static int
+mg_b_dump(json_t *j, mg_buf_t *out, size_t flags)
+{
+    size_t  len;
+
+    len = out->len;
+
+    if (json_dump_callback(j, mg_b_dump_cb, out, JSON_COMPACT | flags) != 0) {
+        out->len = len;
+        return MG_X_NOMEM;
+    }
+
+    return MG_X_OK;
+}
+
+
+/*
+ * Converse answers carry no id, and the x-amzn-RequestId header is not
+ * ours to see: "chatcmpl-" with the time, the process and a counter is
+ * unique among the gateway's workers.  nginx runs one thread per worker,
+ * so the counter needs no lock.
+ */
+
+static void
+mg_b_make_id(char *buf, size_t size, long created)
+{
+    static unsigned  seq;
+
+    seq++;
+
+    (void) snprintf(buf, size, "chatcmpl-%08lx%08lx%08x",
+                    (unsigned long) created & 0xffffffffUL,
+                    (unsigned long) getpid() & 0xffffffffUL, seq);
+}
+
+
+/* the request */
+
+int
+mg_bedrock_request(const char *body, size_t len,
+    const mg_bedrock_opts_t *o, mg_buf_t *out, int *stream,
+    int *include_usage, mg_xerror_t *err)
+{
+    int           rc;
+    json_t       *in, *req;
+    mg_b_req_t    ctx;
+    json_error_t  jerr;
+
+    *stream = 0;
+    *include_usage = 0;
+
+    in = json_loadb(body, body ? len : 0, JSON_ALLOW_NUL, &jerr);
+
+    if (in == NULL) {
+        return mg_b_bad(err, NULL, "The request body is not valid JSON: %s",
+                        jerr.text);
+    }
+
+    memset(&ctx, 0, sizeof(mg_b_req_t));
+    req = NULL;
+
+    if (!json_is_object(in)) {
+        rc = mg_b_bad(err, NULL, "The request body must be a JSON object.");
+        goto done;
+    }
+
+    req = json_object();
+    ctx.names = json_array();
+
+    if (req == NULL || ctx.names == NULL) {
+        rc = MG_X_NOMEM;
+        goto done;
+    }
+
+    rc = mg_b_req_check(in, err);
+    if (rc != MG_X_OK) {
+        goto done;
+    }
+
+    rc = mg_b_req_messages(in, req, &ctx, err);
+    if (rc != MG_X_OK) {
+        goto done;
+    }
+
+    rc = mg_b_req_params(in, req, o, stream, include_usage, err);
+    if (rc != MG_X_OK) {
+        goto done;
+    }
+
+    rc = mg_b_req_tools(in, req, &ctx, err);
+    if (rc != MG_X_OK) {
+        goto done;
+    }
+
+    rc = mg_b_req_output(in, req, err);
+    if (rc != MG_X_OK) {
+        goto done;
+    }
+
+    rc = mg_b_dump(req, out, 0);
+
+done:
+
+    if (rc == MG_X_NOMEM) {
+        (void) mg_b_nomem(err);
+    }
+
+    json_decref(ctx.names);
+    json_decref(req);
+    json_decref(in);
+
+    return rc;
+}
+
+
+/* OpenAI features without a Converse counterpart: refused, not dropped */
+
+static int
+mg_b_req_check(json_t *in, mg_xerror_t *err)
+{
+    size_t       i, k;
+    json_t      *v, *m;
+
+    static const char  *none[] = {
+        "audio", "prediction", "web_search_options", "functions",
+        "function_call"
+    };
+
+    static const char  *penalties[] = {
+        "frequency_penalty", "presence_penalty"
+    };
+
+    v = mg_b_get(in, "n");
+    if (v && (!json_is_integer(v) || json_integer_value(v) != 1)) {
+        return mg_b_bad(err, "n", "n other than 1 is not supported by this "
+                        "model's backend.");
+    }
+
+    if (json_is_true(json_object_get(in, "logprobs"))) {
+        return mg_b_bad(err, "logprobs", "logprobs are not supported by "
+                        "this model's backend.");
+    }
+
+    v = mg_b_get(in, "top_logprobs");
+    if (v && !(json_is_integer(v) && json_integer_value(v) == 0)) {
+        return mg_b_bad(err, "top_logprobs", "top_logprobs are not "
+                        "supported by this model's backend.");
+    }
+
+    for (k = 0; k < sizeof(penalties) / sizeof(penalties[0]); k++) {
+        v = mg_b_get(in, penalties[k]);
+
+        if (v && (!json_is_number(v) || json_number_value(v) != 0)) {
+            return mg_b_bad(err, penalties[k], "%s is not supported by "
+                            "this model's backend.", penalties[k]);
+        }
+    }
+
+    v = mg_b_get(in, "logit_bias");
+    if (v && (!json_is_object(v) || json_object_size(v) != 0)) {
+        return mg_b_bad(err, "logit_bias", "logit_bias is not supported by "
+                        "this model's backend.");
+    }
+
+    for (k = 0; k < sizeof(none) / sizeof(none[0]); k++) {
+        if (mg_b_get(in, none[k])) {
+            return mg_b_bad(err, none[k], "%s is not supported by this "
+                            "model's backend%s.", none[k],
+                            k >= 3 ? " (use tools and tool_choice)" : "");
+        }
+    }
+
+    v = mg_b_get(in, "modalities");
+
+    if (v) {
+        if (!json_is_array(v)) {
+            return mg_b_bad(err, "modalities", "modalities must be an "
+                            "array.");
+        }
+
+        json_array_foreach(v, i, m) {
+            if (!mg_b_streq(json_string_value(m), "text")) {
+                return mg_b_bad(err, "modalities", "Only the \"text\" "
+                                "modality is supported by this model's "
+                                "backend.");
+            }
+        }
+    }
+
+    /* Converse has no effort of its own for every model: "none" is what
+     * a model does unasked, anything else would be dropped */
+
+    v = mg_b_get(in, "reasoning_effort");
+
+    if (v && !mg_b_streq(json_string_value(v), "none")) {
+        return mg_b_bad(err, "reasoning_effort", "reasoning_effort is not "
+                        "supported by this model's backend.");
+    }
+
+    return MG_X_OK;
+}
+
+
+/*
+ * System and developer messages become the top-level "system"; tool
+ * results become user messages; consecutive messages of one role are
+ * merged, since Converse wants user and assistant turns to alternate.
+ */
+
+static int
+mg_b_req_messages(json_t *in, json_t *req, mg_b_req_t *ctx,
+    mg_xerror_t *err)
+{
+    int          rc;
+    size_t       i;
+    json_t      *msgs, *m, *system, *out, *blocks, *last, *msg;
+    const char  *role, *brole, *lrole;
+
+    msgs = json_object_get(in, "messages");
+
+    if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
+        return mg_b_bad(err, "messages", "messages must be a non-empty "
+                        "array.");
+    }
+
+    system = json_array();
+    out = json_array();
+    blocks = NULL;
+    last = NULL;
+    lrole = NULL;
+
+    if (system == NULL || out == NULL) {
+        rc = MG_X_NOMEM;
+        goto done;
+    }
+
+    json_array_foreach(msgs, i, m) {
+
+        role = json_string_value(json_object_get(m, "role"));
+
+        if (role == NULL) {
+            rc = mg_b_bad(err, "messages", "messages[%zu].role must be a "
+                          "string.", i);
+            goto done;
+        }
+
+        if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
+            rc = mg_b_req_content(json_object_get(m, "content"),
+                                  MG_B_TEXT | MG_B_CACHE, system, i, ctx,
+                                  err);
+            if (rc != MG_X_OK) {
+                goto done;
+            }
+
+            continue;
+        }
+
+        blocks = json_array();
+        if (blocks == NULL) {
+            rc = MG_X_NOMEM;
+            goto done;
+        }
+
+        if (strcmp(role, "user") == 0) {
+            brole = "user";
+            rc = mg_b_req_content(json_object_get(m, "content"),
+                                  MG_B_TEXT | MG_B_IMAGE | MG_B_FILE
+                                  | MG_B_CACHE,
+                                  blocks, i, ctx, err);
+
+        } else if (strcmp(role, "assistant") == 0) {
+            brole = "assistant";
+            rc = mg_b_req_assistant(m, blocks, i, ctx, err);
+
+        } else if (strcmp(role, "tool") == 0) {
+            brole = "user";
+            rc = mg_b_req_tool_result(m, blocks, i, ctx, err);
+
+        } else {
+            brole = NULL;
+            rc = mg_b_bad(err, "messages", "messages[%zu]: the role \"%s\" "
+                          "is not supported by this model's backend.", i,
+                          role);
+        }
+
+        if (rc != MG_X_OK) {
+            goto done;
+        }
+
+        if (json_array_size(blocks) == 0) {
+            json_decref(blocks);
+            blocks = NULL;
+            continue;
+        }
+
+        if (lrole && strcmp(lrole, brole) == 0) {
+            if (json_array_extend(last, blocks) != 0) {
+                rc = MG_X_NOMEM;
+                goto done;
+            }
+
+            json_decref(blocks);
+            blocks = NULL;
+            continue;
+        }
+
+        msg = json_pack("{s:s,s:O}", "role", brole, "content", blocks);
+
+        if (msg == NULL || json_array_append_new(out, msg) != 0) {
+            rc = MG_X_NOMEM;
+            goto done;
+        }
+
+        last = blocks;
+        lrole = brole;
+
+        json_decref(blocks);
+        blocks = NULL;
+    }
+
+    if (json_array_size(out) == 0) {
+        rc = mg_b_bad(err, "messages", "messages must hold at least one "
+                      "user or assistant message with content.");
+        goto done;
+    }
+
+    json_array_foreach(out, i, msg) {
+        if (mg_b_streq(json_string_value(json_object_get(msg, "role")),
+                       "user")
+            && mg_b_results_first(json_object_get(msg, "content"))
+               != MG_X_OK)
+        {
+            rc = MG_X_NOMEM;
+            goto done;
+        }
+    }
+
+    if (json_array_size(system)
+        && json_object_set(req, "system", system) != 0)
+    {
+        rc = MG_X_NOMEM;
+        goto done;
+    }
+
+    rc = json_object_set(req, "messages", out) == 0 ? MG_X_OK : MG_X_NOMEM;
+
+done:
+
+    json_decref(blocks);
+    json_decref(out);
+    json_decref(system);
+
+    return rc;
+}
+
+
+static int
+mg_b_req_assistant(json_t *m, json_t *blocks, size_t i, mg_b_req_t *ctx,
+    mg_xerror_t *err)
+{
+    int           rc;
+    size_t        k;
+    json_t       *calls, *c, *fn, *id, *name, *args, *input, *b, *v;
+    const char   *s;
+    json_error_t  jerr;
+
+    rc = mg_b_req_content(json_object_get(m, "content"),
+                          MG_B_TEXT | MG_B_REFUSAL | MG_B_CACHE, blocks, i,
+                          ctx, err);
+    if (rc != MG_X_OK) {
+        return rc;
+    }
+
+    /* an assistant turn that was a refusal keeps its words */
+
+    v = mg_b_get(m, "refusal");
+
+    if (json_array_size(blocks) == 0 && json_is_string(v)
+        && json_string_length(v))
+    {
+        b = json_pack("{s:O}", "text", v);
+
+        if (b == NULL || json_array_append_new(blocks, b) != 0) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    calls = mg_b_get(m, "tool_calls");
+
+    if (calls == NULL) {
+        return MG_X_OK;
+    }
+
+    if (!json_is_array(calls)) {
+        return mg_b_bad(err, "messages", "messages[%zu].tool_calls must be "
+                        "an array.", i);
+    }
+
+    json_array_foreach(calls, k, c) {
+        v = mg_b_get(c, "type");
+        fn = json_object_get(c, "function");
+        id = json_object_get(c, "id");
+        name = json_object_get(fn, "name");
+
+        if (!json_is_object(c)
+            || (v && !mg_b_streq(json_string_value(v), "function")))
+        {
+            return mg_b_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
+                            ": only function tool calls are supported.",
+                            i, k);
+        }
+
+        if (!json_is_string(id) || json_string_length(id) == 0
+            || !json_is_string(name))
+        {
+            return mg_b_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
+                            " needs a string id and function.name.", i, k);
+        }
+
+        args = mg_b_get(fn, "arguments");
+
+        if (args == NULL
+            || (json_is_string(args) && json_string_length(args) == 0))
+        {
+            input = json_object();
+
+        } else if (json_is_object(args)) {
+            /* not OpenAI's shape, but unambiguous */
+            input = json_incref(args);
+
+        } else if (json_is_string(args)) {
+            s = json_string_value(args);
+            input = json_loadb(s, json_string_length(args), JSON_ALLOW_NUL,
+                               &jerr);
+
+            if (input == NULL) {
+                return mg_b_bad(err, "messages", "messages[%zu].tool_calls"
+                                "[%zu].function.arguments is not valid "
+                                "JSON: %s", i, k, jerr.text);
+            }
+
+            if (!json_is_object(input)) {
+                json_decref(input);
+                return mg_b_bad(err, "messages", "messages[%zu].tool_calls"
+                                "[%zu].function.arguments must be a JSON "
+                                "object.", i, k);
+            }
+
+        } else {
+            return mg_b_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
+                            ".function.arguments must be a string.", i, k);
+        }
+
+        if (input == NULL) {
+            return MG_X_NOMEM;
+        }
+
+        id = mg_b_tool_id(id);
+
+        b = id ? json_pack("{s:{s:O,s:O,s:O}}", "toolUse", "toolUseId", id,
+                           "name", name, "input", input)
+               : NULL;
+
+        json_decref(id);
+        json_decref(input);
+
+        if (b == NULL || json_array_append_new(blocks, b) != 0
+            || mg_b_add_name(ctx, name) != MG_X_OK)
+        {
+            return MG_X_NOMEM;
+        }
+
+        ctx->tool_blocks = 1;
+    }
+
+    return MG_X_OK;
+}
+
+
+/*
+ * A tool message becomes a toolResult: its text and image parts as text
+ * and image blocks, or, when the content is a JSON object rather than
+ * OpenAI's string or parts (unambiguous), one json block.  A string is
+ * always text, even one that looks like JSON: guessing would change it.
+ * OpenAI has no error flag for tool results, so "status" is not sent.
+ */
+
+static int
+mg_b_req_tool_result(json_t *m, json_t *blocks, size_t i, mg_b_req_t *ctx,
+    mg_xerror_t *err)
+{
+    int      rc;
+    json_t  *id, *content, *results, *b;
+
+    id = json_object_get(m, "tool_call_id");
+
+    if (!json_is_string(id) || json_string_length(id) == 0) {
+        return mg_b_bad(err, "messages", "messages[%zu].tool_call_id must be "
+                        "a non-empty string.", i);
+    }
+
+    content = json_object_get(m, "content");
+
+    id = mg_b_tool_id(id);
+    results = json_array();
+    b = NULL;
+
+    if (id == NULL || results == NULL) {
+        rc = MG_X_NOMEM;
+        goto done;
+    }
+
+    if (json_is_object(content)) {
+        if (json_array_append_new(results, json_pack("{s:O}", "json",
+                                                     content))
+            != 0)
+        {
+            rc = MG_X_NOMEM;
+            goto done;
+        }
+
+    } else {
+        rc = mg_b_req_content(content, MG_B_TEXT | MG_B_IMAGE, results, i,
+                              ctx, err);
+        if (rc != MG_X_OK) {
+            goto done;
+        }
+    }
+
+    /* an empty result stays an empty list: Bedrock refuses empty text */
+
+    b = json_pack("{s:{s:O,s:O}}", "toolResult", "toolUseId", id,
+                  "content", results);
+
+    rc = (b && json_array_append(blocks, b) == 0) ? MG_X_OK : MG_X_NOMEM;
+
+    ctx->tool_blocks = 1;
+
+done:
+
+    json_decref(b);
+    json_decref(results);
+    json_decref(id);
+
+    return rc;
+}
+
+
+/* a message's content, a string or an array of parts, appended as blocks */
+
+static int
+mg_b_req_content(json_t *content, unsigned allow, json_t *blocks, size_t i,
+    mg_b_req_t *ctx, mg_xerror_t *err)
+{
+    int      rc;
+    size_t   j;
+    json_t  *part, *b;
+
+    if (content == NULL || json_is_null(content)) {
+        return MG_X_OK;
+    }
+
+    if (json_is_string(content)) {
+
+        /* Bedrock refuses empty text blocks; an empty string says nothing */
+
+        if (json_string_length(content) == 0) {
+            return MG_X_OK;
+        }
+
+        b = json_pack("{s:O}", "text", content);
+
+        if (b == NULL || json_array_append_new(blocks, b) != 0) {
+            return MG_X_NOMEM;
+        }
+
+        return MG_X_OK;
+    }
+
+    if (!json_is_array(content)) {
+        return mg_b_bad(err, "messages", "messages[%zu].content must be a "
+                        "string or an array of parts.", i);
+    }
+
+    json_array_foreach(content, j, part) {
+        rc = mg_b_req_part(part, allow, blocks, i, j, ctx, err);
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+    }
+
+    return MG_X_OK;
+}
+
+
+static int
+mg_b_req_part(json_t *part, unsigned allow, json_t *blocks, size_t i,
+    size_t j, mg_b_req_t *ctx, mg_xerror_t *err)
+{
+    int          rc;
+    json_t      *b, *v;
+    const char  *type, *key;
+
+    type = json_string_value(json_object_get(part, "type"));
+
+    if (type == NULL) {
+        return mg_b_bad(err, "messages", "messages[%zu].content[%zu] must "
+                        "be an object with a string type.", i, j);
+    }
+
+    b = NULL;
+
+    if (strcmp(type, "text") == 0
+        || (strcmp(type, "refusal") == 0 && (allow & MG_B_REFUSAL)))
+    {
+        key = (type[0] == 't') ? "text" : "refusal";
+        v = json_object_get(part, key);
+
+        if (!json_is_string(v)) {
+            return mg_b_bad(err, "messages", "messages[%zu].content[%zu]."
+                            "%s must be a string.", i, j, key);
+        }
+
+        if (json_string_length(v) == 0) {
+            return MG_X_OK;
+        }
+
+        b = json_pack("{s:O}", "text", v);
+        if (b == NULL) {
+            return MG_X_NOMEM;
+        }
+
+    } else if (strcmp(type, "image_url") == 0 && (allow & MG_B_IMAGE)) {
+        rc = mg_b_req_image(part, &b, i, j, err);
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+
+    } else if (strcmp(type, "file") == 0 && (allow & MG_B_FILE)) {
+        rc = mg_b_req_file(part, &b, i, j, ctx, err);
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+
+    } else if (strcmp(type, "input_audio") == 0) {
+        return mg_b_bad(err, "messages", "messages[%zu].content[%zu]: audio "
+                        "input is not supported by this model's backend.",
+                        i, j);
+
+    } else {
+        return mg_b_bad(err, "messages", "messages[%zu].content[%zu]: a "
+                        "\"%s\" part is not supported here.", i, j, type);
+    }
+
+    if (json_array_append_new(blocks, b) != 0) {
+        return MG_X_NOMEM;
+    }
+
+    /* prompt caching markers, as Anthropic-aware clients send them: Converse
+     * caches everything before a cachePoint block */
+
+    if ((allow & MG_B_CACHE)
+        && json_is_object(json_object_get(part, "cache_control")))
+    {
+        b = json_pack("{s:{s:s}}", "cachePoint", "type", "default");
+
+        if (b == NULL || json_array_append_new(blocks, b) != 0) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    return MG_X_OK;
+}
+
+
+/* only inline images: Bedrock does not fetch URLs */
+
+static int
+mg_b_req_image(json_t *part, json_t **block, size_t i, size_t j,
+    mg_xerror_t *err)
+{
+    size_t       len, mt_len, data_len;
+    json_t      *iu, *url, *b;
+    const char  *s, *mt, *data, *format;
+
+    iu = json_object_get(part, "image_url");
+    url = json_is_string(iu) ? iu : json_object_get(iu, "url");
+
+    if (!json_is_string(url)) {
+        return mg_b_bad(err, "messages", "messages[%zu].content[%zu]."
+                        "image_url.url must be a string.", i, j);
+    }
+
+    s = json_string_value(url);
+    len = json_string_length(url);
+
+    if ((len > 7 && strncasecmp(s, "http://", 7) == 0)
+        || (len > 8 && strncasecmp(s, "https://", 8) == 0))
+    {
+        return mg_b_bad(err, "messages", "messages[%zu].content[%zu]: this "
+                        "model's backend cannot fetch image URLs; send the "
+                        "image as a base64 data URL.", i, j);
+    }
+
+    if (len <= 5 || strncasecmp(s, "data:", 5) != 0
+        || mg_b_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0)
+    {
+        return mg_b_bad(err, "messages", "messages[%zu].content[%zu]: an "
+                        "image must be a data URL \"data:<media type>;"
+                        "base64,<data>\".", i, j);
+    }
+
+    format = mg_b_image_format(mt, mt_len);
+
+    if (format == NULL) {
+        return mg_b_bad(err, "messages", "messages[%zu].content[%zu]: the "
+                        "image type \"%.*s\" is not supported by this "
+                        "model's backend (png, jpeg, gif or webp).", i, j,
+                        (int) (mt_len > 64 ? 64 : mt_len), mt);
+    }
+
+    b = json_pack("{s:{s:s,s:{s:s%}}}", "image", "format", format, "source",
+                  "bytes", data, data_len);
+    if (b == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    *block = b;
+
+    return MG_X_OK;
+}
+
+
+/* an inline file becomes a document block; file ids mean nothing here */
+
+static int
+mg_b_req_file(json_t *part, json_t **block, size_t i, size_t j,
+    mg_b_req_t *ctx, mg_xerror_t *err)
+{
+    size_t       len, mt_len, data_len, nlen;
+    json_t      *f, *fd, *fname, *name, *b;
+    const char  *s, *mt, *data, *fn, *format;
+
+    f = json_object_get(part, "file");
+
+    if (mg_b_get(f, "file_id")) {
+        return mg_b_bad(err, "messages", "messages[%zu].content[%zu]: file "
+                        "ids cannot be used with this model's backend; send "
+                        "file_data.", i, j);
+    }
+
+    fd = json_object_get(f, "file_data");
+    fname = mg_b_get(f, "filename");
+
+    if (!json_is_string(fd) || (fname && !json_is_string(fname))) {
+        return mg_b_bad(err, "messages", "messages[%zu].content[%zu]."
+                        "file.file_data and filename must be strings.", i,
+                        j);
+    }
+
+    s = json_string_value(fd);
+    len = json_string_length(fd);
+    fn = json_string_value(fname);
+    nlen = json_string_length(fname);
+
+    if (len > 5 && strncasecmp(s, "data:", 5) == 0) {
+        if (mg_b_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0) {
+            return mg_b_bad(err, "messages", "messages[%zu].content[%zu]: "
+                            "file_data must be a base64 data URL.", i, j);
+        }
+
+        format = mg_b_doc_format(mt, mt_len);
+
+    } else {
+        /* bare base64: only a name can tell what it is */
+
+        data = s;
+        data_len = len;
+        format = (fn && len) ? mg_b_doc_format_ext(fn, nlen) : NULL;
+    }
+
+    if (format == NULL) {
+        return mg_b_bad(err, "messages", "messages[%zu].content[%zu]: only "
+                        "pdf, csv, doc, docx, xls, xlsx, html, txt and md "
+                        "files are supported by this model's backend.", i,
+                        j);
+    }
+
+    name = mg_b_doc_name(fn, nlen, ++ctx->ndocs);
+    if (name == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    b = json_pack("{s:{s:s,s:O,s:{s:s%}}}", "document", "format", format,
+                  "name", name, "source", "bytes", data, data_len);
+
+    json_decref(name);
+
+    if (b == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    *block = b;
+
+    return MG_X_OK;
+}
+
+
+/* ImageFormat; the common "image/jpg" is taken too */
+
+static const char *
+mg_b_image_format(const char *mt, size_t len)
+{
+    size_t  k;
+
+    static const struct {
+        const char  *mt;
+        const char  *format;
+    } formats[] = {
+        { "image/png", "png" },
+        { "image/jpeg", "jpeg" },
+        { "image/jpg", "jpeg" },
+        { "image/gif", "gif" },
+        { "image/webp", "webp" }
+    };
+
+    for (k = 0; k < sizeof(formats) / sizeof(formats[0]); k++) {
+        if (len == strlen(formats[k].mt)
+            && strncasecmp(mt, formats[k].mt, len) == 0)
+        {
+            return formats[k].format;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* DocumentFormat by media type */
+
+static const char *
+mg_b_doc_format(const char *mt, size_t len)
+{
+    size_t  k;
+
+    static const struct {
+        const char  *mt;
+        const char  *format;
+    } formats[] = {
+        { "application/pdf", "pdf" },
+        { "text/csv", "csv" },
+        { "application/msword", "doc" },
+        { "application/vnd.openxmlformats-officedocument.wordprocessingml."
+          "document", "docx" },
+        { "application/vnd.ms-excel", "xls" },
+        { "application/vnd.openxmlformats-officedocument.spreadsheetml."
+          "sheet", "xlsx" },
+        { "text/html", "html" },
+        { "text/plain", "txt" },
+        { "text/markdown", "md" }
+    };
+
+    for (k = 0; k < sizeof(formats) / sizeof(formats[0]); k++) {
+        if (len == strlen(formats[k].mt)
+            && strncasecmp(mt, formats[k].mt, len) == 0)
+        {
+            return formats[k].format;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* DocumentFormat by a file name's extension */
+
+static const char *
+mg_b_doc_format_ext(const char *name, size_t len)
+{
+    size_t       k, elen;
+    const char  *dot;
+
+    static const struct {
+        const char  *ext;
+        const char  *format;
+    } formats[] = {
+        { "pdf", "pdf" }, { "csv", "csv" }, { "doc", "doc" },
+        { "docx", "docx" }, { "xls", "xls" }, { "xlsx", "xlsx" },
+        { "html", "html" }, { "htm", "html" }, { "txt", "txt" },
+        { "md", "md" }, { "markdown", "md" }
+    };
+
+    dot = NULL;
+
+    for (k = 0; k < len; k++) {
+        if (name[k] == '.') {
+            dot = name + k;
+        }
+    }
+
+    if (dot == NULL) {
+        return NULL;
+    }
+
+    dot++;
+    elen = name + len - dot;
+
+    for (k = 0; k < sizeof(formats) / sizeof(formats[0]); k++) {
+        if (elen == strlen(formats[k].ext)
+            && strncasecmp(dot, formats[k].ext, elen) == 0)
+        {
+            return formats[k].format;
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * A document's name may hold only letters, digits, single spaces, hyphens,
+ * parentheses and square brackets: the file name without its extension,
+ * any other character run made a hyphen, or "document-<n>" (n counts the
+ * request's documents) when nothing is left.  A new reference.
+ */
+
+static json_t *
+mg_b_doc_name(const char *name, size_t len, size_t n)
+{
+    char         buf[MG_B_DOC_NAME_MAX + 1];
+    size_t       k, o, end;
+    unsigned     c, prev;
+
+    end = len;
+
+    for (k = len; k > 1; k--) {
+        if (name[k - 1] == '.') {
+            end = k - 1;
+            break;
+        }
+    }
+
+    o = 0;
+    prev = ' ';
+
+    for (k = 0; name && k < end && o < MG_B_DOC_NAME_MAX; k++) {
+        c = (unsigned char) name[k];
+
+        if (mg_b_alnum(c) || c == '-' || c == '(' || c == ')' || c == '['
+            || c == ']')
+        {
+            buf[o++] = (char) c;
+            prev = c;
+            continue;
+        }
+
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+            c = ' ';
+
+        } else {
+            c = '-';
+        }
+
+        if (prev != c) {
+            buf[o++] = (char) c;
+            prev = c;
+        }
+    }
+
+    while (o && buf[o - 1] == ' ') {
+        o--;
+    }
+
+    if (o == 0 || (o == 1 && buf[0] == '-')) {
+        o = (size_t) snprintf(buf, sizeof(buf), "document-%zu", n);
+    }
+
+    return json_stringn(buf, o);
+}
+
+
+/* "data:<media type>[;params];base64,<data>" */
+
+static int
+mg_b_data_url(const char *s, size_t len, const char **mt, size_t *mt_len,
+    const char **data, size_t *data_len)
+{
+    const char  *p, *end, *comma, *semi;
+
+    p = s + 5;
+    end = s + len;
+
+    comma = memchr(p, ',', end - p);
+
+    if (comma == NULL || comma - p < 7
+        || strncasecmp(comma - 7, ";base64", 7) != 0)
+    {
+        return -1;
+    }
+
+    semi = memchr(p, ';', comma - p);
+
+    if (semi == p || comma + 1 == end) {
+        return -1;
+    }
+
+    *mt = p;
+    *mt_len = semi - p;
+    *data = comma + 1;
+    *data_len = end - comma - 1;
+
+    return 0;
+}
+
+
+/*
+ * Bedrock's tool use ids must match [a-zA-Z0-9_-]{1,64}; other clients and
+ * models make ids such as "functions.get_weather:0", or longer ones.  Other
+ * characters become '_'; a long id keeps 47 characters and gets '_' and
+ * 16 hex digits of a hash of the whole.  A call and its result go through
+ * the same mapping, so they still pair.  A new reference.
+ */
+
+static json_t *
+mg_b_tool_id(json_t *id)
+{
+    char                  buf[MG_B_TOOL_ID_MAX + 1];
+    size_t                i, n;
+    uint64_t              h;
+    const char           *s;
+    const unsigned char  *u;
+
+    s = json_string_value(id);
+    n = json_string_length(id);
+
+    for (i = 0; i < n; i++) {
+        if (!mg_b_id_char(s[i])) {
+            break;
+        }
+    }
+
+    if (i == n && n <= MG_B_TOOL_ID_MAX) {
+        return json_incref(id);
+    }
+
+    if (n <= MG_B_TOOL_ID_MAX) {
+        for (i = 0; i < n; i++) {
+            buf[i] = mg_b_id_char(s[i]) ? s[i] : '_';
+        }
+
+        return json_stringn(buf, n);
+    }
+
+    /* FNV-1a */
+
+    h = 0xcbf29ce484222325ULL;
+    u = (const unsigned char *) s;
+
+    for (i = 0; i < n; i++) {
+        h = (h ^ u[i]) * 0x100000001b3ULL;
+    }
+
+    for (i = 0; i < 47; i++) {
+        buf[i] = mg_b_id_char(s[i]) ? s[i] : '_';
+    }
+
+    (void) snprintf(buf + 47, sizeof(buf) - 47, "_%016llx",
+                    (unsigned long long) h);
+
+    return json_stringn(buf, MG_B_TOOL_ID_MAX);
+}
+
+
+/* the names of the tools the conversation called, each once */
+
+static int
+mg_b_add_name(mg_b_req_t *ctx, json_t *name)
+{
+    size_t   i;
+    json_t  *v;
+
+    json_array_foreach(ctx->names, i, v) {
+        if (json_equal(v, name)) {
+            return MG_X_OK;
+        }
+    }
+
+    return json_array_append(ctx->names, name) == 0 ? MG_X_OK : MG_X_NOMEM;
+}
+
+
+/*
+ * Claude, behind Converse, wants a user turn's tool results before
+ * anything else in it; a user message merged into the results (or sent
+ * between a call and its result) would put text first.  The order among
+ * results is kept.
+ */
+
+static int
+mg_b_results_first(json_t *blocks)
+{
+    int      rc;
+    size_t   i;
+    json_t  *sorted, *b;
+
+    sorted = json_array();
+    if (sorted == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    rc = MG_X_OK;
+
+    json_array_foreach(blocks, i, b) {
+        if (json_object_get(b, "toolResult")
+            && json_array_append(sorted, b) != 0)
+        {
+            rc = MG_X_NOMEM;
+        }
+    }
+
+    json_array_foreach(blocks, i, b) {
+        if (json_object_get(b, "toolResult") == NULL
+            && json_array_append(sorted, b) != 0)
+        {
+            rc = MG_X_NOMEM;
+        }
+    }
+
+    if (rc == MG_X_OK
+        && (json_array_clear(blocks) != 0
+            || json_array_extend(blocks, sorted) != 0))
+    {
+        rc = MG_X_NOMEM;
+    }
+
+    json_decref(sorted);
+
+    return rc;
+}
+
+
+/*
+ * tools -> toolConfig.tools[].toolSpec.  Converse's toolChoice has no
+ * "none": tool_choice "none" sends no toolConfig, but Bedrock refuses a
+ * conversation with toolUse or toolResult blocks and no toolConfig
+ * (protocols.md 5.2), so then the tools are listed without a toolChoice
+ * (the model may still call one: that cannot be forbidden), and a request
+ * without tools lists the tools its history called, with empty schemas.
+ */
+
+static int
+mg_b_req_tools(json_t *in, json_t *req, mg_b_req_t *ctx, mg_xerror_t *err)
+{
+    int          rc, none;
+    size_t       i;
+    json_t      *tools, *specs, *t, *fn, *name, *desc, *params, *schema;
+    json_t      *b, *v, *choice, *tc;
+    const char  *type;
+
+    tools = mg_b_get(in, "tools");
+
+    if (tools && !json_is_array(tools)) {
+        return mg_b_bad(err, "tools", "tools must be an array.");
+    }
+
+    specs = json_array();
+    if (specs == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    b = NULL;
+    schema = NULL;
+    choice = NULL;
+    tc = NULL;
+
+    json_array_foreach(tools, i, t) {
+        type = json_string_value(json_object_get(t, "type"));
+        fn = json_object_get(t, "function");
+
+        if (!json_is_object(t) || (type && strcmp(type, "function") != 0)) {
+            rc = mg_b_bad(err, "tools", "tools[%zu]: only function tools "
+                          "are supported by this model's backend.", i);
+            goto done;
+        }
+
+        name = json_object_get(fn, "name");
+        desc = mg_b_get(fn, "description");
+        params = mg_b_get(fn, "parameters");
+        v = mg_b_get(fn, "strict");
+
+        if (!json_is_string(name) || json_string_length(name) == 0
+            || (desc && !json_is_string(desc))
+            || (params && !json_is_object(params))
+            || (v && !json_is_boolean(v)))
+        {
+            rc = mg_b_bad(err, "tools", "tools[%zu].function needs a name, "
+                          "and description, parameters and strict of the "
+                          "right types.", i);
+            goto done;
+        }
+
+        /* the schema's top-level type must be "object"; {} means "no
+         * arguments".  strict has no Converse counterpart: the schema
+         * still goes, and the model is asked to follow it */
+
+        if (params == NULL) {
+            schema = json_pack("{s:s,s:{}}", "type", "object",
+                               "properties");
+
+        } else if (json_object_get(params, "type") == NULL) {
+            schema = json_copy(params);
+
+            if (schema
+                && mg_b_set(schema, "type", json_string("object"))
+                   != MG_X_OK)
+            {
+                json_decref(schema);
+                schema = NULL;
+            }
+
+        } else {
+            schema = json_incref(params);
+        }
+
+        /* an empty description is refused: it is the same as none */
+
+        if (desc && json_string_length(desc) == 0) {
+            desc = NULL;
+        }
+
+        b = schema ? json_pack("{s:{s:O,s:{s:O}}}", "toolSpec", "name", name,
+                               "inputSchema", "json", schema)
+                   : NULL;
+
+        if (b == NULL
+            || (desc
+                && json_object_set(json_object_get(b, "toolSpec"),
+                                   "description", desc) != 0)
+            || json_array_append(specs, b) != 0)
+        {
+            rc = MG_X_NOMEM;
+            goto done;
+        }
+
+        json_decref(schema);
+        json_decref(b);
+        schema = NULL;
+        b = NULL;
+    }
+
+    rc = mg_b_req_tool_choice(in, json_array_size(specs), &choice, &none,
+                              err);
+    if (rc != MG_X_OK) {
+        goto done;
+    }
+
+    if (json_array_size(specs) == 0 && ctx->tool_blocks) {
+        json_array_foreach(ctx->names, i, name) {
+            b = json_pack("{s:{s:O,s:{s:{s:s,s:{}}}}}", "toolSpec", "name",
+                          name, "inputSchema", "json", "type", "object",
+                          "properties");
+
+            if (b == NULL || json_array_append_new(specs, b) != 0) {
+                b = NULL;
+                rc = MG_X_NOMEM;
+                goto done;
+            }
+
+            b = NULL;
+        }
+    }
+
+    if (json_array_size(specs) == 0 || (none && !ctx->tool_blocks)) {
+        rc = MG_X_OK;
+        goto done;
+    }
+
+    tc = json_pack("{s:O}", "tools", specs);
+
+    if (tc == NULL
+        || (choice && !none && json_object_set(tc, "toolChoice", choice)
+                               != 0))
+    {
+        rc = MG_X_NOMEM;
+        goto done;
+    }
+
+    rc = json_object_set(req, "toolConfig", tc) == 0 ? MG_X_OK : MG_X_NOMEM;
+
+done:
+
+    json_decref(tc);
+    json_decref(choice);
+    json_decref(schema);
+    json_decref(b);
+    json_decref(specs);
+
+    return rc;
+}
+
+
+/* *choice: the toolChoice to send (NULL: none); *none: "none" was asked */
+
+static int
+mg_b_req_tool_choice(json_t *in, size_t ntools, json_t **choice, int *none,
+    mg_xerror_t *err)
+{
+    json_t      *tc, *ptc, *name;
+    const char  *s;
+
+    *choice = NULL;
+    *none = 0;
+
+    tc = mg_b_get(in, "tool_choice");
+    ptc = mg_b_get(in, "parallel_tool_calls");
+
+    if (ptc && !json_is_boolean(ptc)) {
+        return mg_b_bad(err, "parallel_tool_calls", "parallel_tool_calls "
+                        "must be a boolean.");
+    }
+
+    name = NULL;
+
+    if (tc) {
+        s = json_string_value(tc);
+
+        if (mg_b_streq(s, "auto")) {
+            *choice = json_pack("{s:{}}", "auto");
+
+        } else if (mg_b_streq(s, "required")) {
+            if (ntools == 0) {
+                return mg_b_bad(err, "tool_choice", "tool_choice "
+                                "\"required\" needs tools.");
+            }
+
+            *choice = json_pack("{s:{}}", "any");
+
+        } else if (mg_b_streq(s, "none")) {
+            *none = 1;
+            return MG_X_OK;
+
+        } else if (mg_b_streq(json_string_value(json_object_get(tc, "type")),
+                              "function"))
+        {
+            name = json_object_get(json_object_get(tc, "function"), "name");
+
+            if (!json_is_string(name)) {
+                return mg_b_bad(err, "tool_choice", "tool_choice.function."
+                                "name must be a string.");
+            }
+
+            if (ntools == 0) {
+                return mg_b_bad(err, "tool_choice", "tool_choice names a "
+                                "function, but there are no tools.");
+            }
+
+            *choice = json_pack("{s:{s:O}}", "tool", "name", name);
+
+        } else {
+            return mg_b_bad(err, "tool_choice", "tool_choice must be "
+                            "\"auto\", \"required\", \"none\" or a named "
+                            "function with this model's backend.");
+        }
+
+        if (*choice == NULL) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    /* Converse cannot keep a model to one call at a time */
+
+    if (json_is_false(ptc) && ntools) {
+        json_decref(*choice);
+        *choice = NULL;
+
+        return mg_b_bad(err, "parallel_tool_calls", "parallel_tool_calls "
+                        "false is not supported by this model's backend.");
+    }
+
+    return MG_X_OK;
+}
+
+
+static int
+mg_b_req_params(json_t *in, json_t *req, const mg_bedrock_opts_t *o,
+    int *stream, int *include_usage, mg_xerror_t *err)
+{
+    size_t       i;
+    double       t;
+    json_t      *ic, *v, *seq, *s;
+    const char  *key;
+
+    ic = json_object();
+    if (ic == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    /* max_completion_tokens replaces max_tokens */
+
+    key = "max_completion_tokens";
+    v = mg_b_get(in, key);
+
+    if (v == NULL) {
+        key = "max_tokens";
+        v = mg_b_get(in, key);
+    }
+
+    if (v) {
+        if (!json_is_integer(v) || json_integer_value(v) <= 0) {
+            json_decref(ic);
+            return mg_b_bad(err, key, "%s must be a positive integer.", key);
+        }
+
+        if (json_object_set(ic, "maxTokens", v) != 0) {
+            goto nomem;
+        }
+
+    } else if (o && o->default_max_tokens > 0
+               && mg_b_set(ic, "maxTokens",
+                           json_integer(o->default_max_tokens))
+                  != MG_X_OK)
+    {
+        goto nomem;
+    }
+
+    /* OpenAI's range is 0..2, Converse's 0..1 */
+
+    v = mg_b_get(in, "temperature");
+
+    if (v) {
+        if (!json_is_number(v)) {
+            json_decref(ic);
+            return mg_b_bad(err, "temperature", "temperature must be a "
+                            "number.");
+        }
+
+        t = json_number_value(v);
+
+        if (t < 0 || t > 1) {
+            v = json_real(t < 0 ? 0.0 : 1.0);
+
+        } else {
+            json_incref(v);
+        }
+
+        if (mg_b_set(ic, "temperature", v) != MG_X_OK) {
+            goto nomem;
+        }
+    }
+
+    /* top_p 1 (OpenAI's default, sent by many clients) changes nothing,
+     * and recent Claude models refuse temperature and top_p together */
+
+    v = mg_b_get(in, "top_p");
+
+    if (v) {
+        if (!json_is_number(v)) {
+            json_decref(ic);
+            return mg_b_bad(err, "top_p", "top_p must be a number.");
+        }
+
+        if (json_number_value(v) != 1 && json_object_set(ic, "topP", v) != 0)
+        {
+            goto nomem;
+        }
+    }
+
+    /* stop sequences must not be empty: an empty one matches nothing */
+
+    v = mg_b_get(in, "stop");
+
+    if (v) {
+        if (json_is_string(v)) {
+            seq = json_pack("[O]", v);
+
+        } else if (json_is_array(v)) {
+            seq = json_array();
+
+            json_array_foreach(v, i, s) {
+                if (!json_is_string(s)) {
+                    json_decref(seq);
+                    json_decref(ic);
+                    return mg_b_bad(err, "stop", "stop must be a string or "
+                                    "an array of strings.");
+                }
+
+                if (seq && json_string_length(s)
+                    && json_array_append(seq, s) != 0)
+                {
+                    json_decref(seq);
+                    seq = NULL;
+                }
+            }
+
+        } else {
+            json_decref(ic);
+            return mg_b_bad(err, "stop", "stop must be a string or an array "
+                            "of strings.");
+        }
+
+        if (seq == NULL) {
+            goto nomem;
+        }
+
+        if (json_string_length(json_array_get(seq, 0)) == 0) {
+            json_decref(seq);
+
+        } else if (mg_b_set(ic, "stopSequences", seq) != MG_X_OK) {
+            goto nomem;
+        }
+    }
+
+    if (json_object_size(ic)
+        && json_object_set(req, "inferenceConfig", ic) != 0)
+    {
+        goto nomem;
+    }
+
+    json_decref(ic);
+
+    /* not OpenAI's, but many clients send it; Converse passes it on */
+
+    v = mg_b_get(in, "top_k");
+
+    if (v) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0) {
+            return mg_b_bad(err, "top_k", "top_k must be a non-negative "
+                            "integer.");
+        }
+
+        if (mg_b_set(req, "additionalModelRequestFields",
+                     json_pack("{s:O}", "top_k", v))
+            != MG_X_OK)
+        {
+            return MG_X_NOMEM;
+        }
+    }
+
+    /*
+     * safety_identifier (or user) is for OpenAI's abuse monitoring and
+     * changes no answer; Bedrock's requestMetadata, its nearest place, has
+     * character rules an arbitrary id may break, failing the request: it
+     * is checked, not sent.
+     */
+
+    key = "safety_identifier";
+    v = mg_b_get(in, key);
+
+    if (v == NULL) {
+        key = "user";
+        v = mg_b_get(in, key);
+    }
+
+    if (v && !json_is_string(v)) {
+        return mg_b_bad(err, key, "%s must be a string.", key);
+    }
+
+    v = mg_b_get(in, "stream");
+
+    if (v) {
+        if (!json_is_boolean(v)) {
+            return mg_b_bad(err, "stream", "stream must be a boolean.");
+        }
+
+        *stream = json_is_true(v);
+    }
+
+    v = mg_b_get(in, "stream_options");
+
+    if (v) {
+        if (!json_is_object(v)) {
+            return mg_b_bad(err, "stream_options", "stream_options must be "
+                            "an object.");
+        }
+
+        *include_usage = json_is_true(json_object_get(v, "include_usage"));
+    }
+
+    return MG_X_OK;
+
+nomem:
+
+    json_decref(ic);
+
+    return MG_X_NOMEM;
+}
+
+
+/*
+ * response_format json_schema -> outputConfig.textFormat, the schema as a
+ * JSON string (Converse's JsonSchemaDefinition); json_object has no
+ * faithful equivalent.
+ */
+
+static int
+mg_b_req_output(json_t *in, json_t *req, mg_xerror_t *err)
+{
+    char        *s;
+    json_t      *rf, *js, *schema, *name, *desc, *def, *oc;
+    const char  *type;
+
+    rf = mg_b_get(in, "response_format");
+
+    if (rf == NULL) {
+        return MG_X_OK;
+    }
+
+    type = json_string_value(json_object_get(rf, "type"));
+
+    if (mg_b_streq(type, "text")) {
+        return MG_X_OK;
+    }
+
+    if (!mg_b_streq(type, "json_schema")) {
+        return mg_b_bad(err, "response_format", "response_format %s%s%s is "
+                        "not supported by this model's backend; use "
+                        "json_schema.", type ? "\"" : "",
+                        type ? type : "without a type", type ? "\"" : "");
+    }
+
+    js = json_object_get(rf, "json_schema");
+    schema = json_object_get(js, "schema");
+    name = mg_b_get(js, "name");
+    desc = mg_b_get(js, "description");
+
+    if (!json_is_object(schema) || (name && !json_is_string(name))
+        || (desc && !json_is_string(desc)))
+    {
+        return mg_b_bad(err, "response_format", "response_format.json_schema"
+                        " needs an object schema, and a string name and "
+                        "description if any.");
+    }
+
+    /* in the client's order: models tend to write the fields in it */
+
+    s = json_dumps(schema, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (s == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    def = json_pack("{s:s}", "schema", s);
+
+    free(s);
+
+    if (def == NULL
+        || (name && json_string_length(name)
+            && json_object_set(def, "name", name) != 0)
+        || (desc && json_string_length(desc)
+            && json_object_set(def, "description", desc) != 0))
+    {
+        json_decref(def);
+        return MG_X_NOMEM;
+    }
+
+    oc = json_pack("{s:{s:s,s:{s:O}}}", "textFormat", "type", "json_schema",
+                   "structure", "jsonSchema", def);
+
+    json_decref(def);
+
+    return mg_b_set(req, "outputConfig", oc);
+}
+
+
+/* the response */
+
+int
+mg_bedrock_response(const char *body, size_t len, const char *model,
+    size_t model_len, long created, mg_buf_t *out, mg_xerror_t *err)
+{
+    int           rc;
+    char          id[48];
+    char         *args;
+    size_t        i;
+    json_t       *in, *output, *content, *b, *tu, *calls, *call, *msg, *res;
+    json_t       *u, *v, *tid;
+    mg_buf_t      text;
+    const char   *reason, *finish;
+
+    in = json_loadb(body, body ? len : 0, JSON_ALLOW_NUL, NULL);
+
+    if (!json_is_object(in)) {
+        json_decref(in);
+        return mg_b_bad_backend(err, "response");
+    }
+
+    output = json_object_get(in, "output");
+
+    if (!json_is_object(output)) {
+
+        /* an error answered with a 200, as a wrong operation path is */
+
+        if (json_object_get(in, "__type") || json_object_get(in, "message")
+            || json_object_get(in, "Message"))
+        {
+            mg_b_error_json(0, NULL, 0, in, err);
+            json_decref(in);
+            return MG_X_ERROR;
+        }
+
+        json_decref(in);
+        return mg_b_bad_backend(err, "response");
+    }
+
+    content = json_object_get(json_object_get(output, "message"), "content");
+
+    if (!json_is_array(content)) {
+        json_decref(in);
+        return mg_b_bad_backend(err, "response");
+    }
+
+    reason = json_string_value(json_object_get(in, "stopReason"));
+    finish = mg_b_finish(reason);
+
+    if (finish == NULL) {
+        mg_xerror_set(err, 502, 1, "server_error", "backend_error", NULL,
+                      "The model produced malformed output (%s).", reason);
+        json_decref(in);
+        return MG_X_ERROR;
+    }
+
+    memset(&text, 0, sizeof(mg_buf_t));
+    msg = NULL;
+    res = NULL;
+    rc = MG_X_NOMEM;
+
+    calls = json_array();
+    if (calls == NULL) {
+        goto done;
+    }
+
+    /* reasoning, citations and other blocks have no chat completions
+     * shape */
+
+    json_array_foreach(content, i, b) {
+        v = json_object_get(b, "text");
+
+        if (json_is_string(v)) {
+            if (mg_buf_append(&text, json_string_value(v),
+                              json_string_length(v))
+                != MG_X_OK)
+            {
+                goto done;
+            }
+
+            continue;
+        }
+
+        tu = json_object_get(b, "toolUse");
+
+        if (!json_is_object(tu)) {
+            continue;
+        }
+
+        v = json_object_get(tu, "input");
+
+        args = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY)
+                 : strdup("{}");
+        if (args == NULL) {
+            goto done;
+        }
+
+        tid = json_object_get(tu, "toolUseId");
+        v = json_object_get(tu, "name");
+
+        /* json_string_value() of a non-string is NULL, its length 0 */
+
+        call = json_pack("{s:s%,s:s,s:{s:s%,s:s}}",
+                         "id",
+                         json_is_string(tid) ? json_string_value(tid) : "",
+                         json_string_length(tid),
+                         "type", "function",
+                         "function",
+                         "name", json_is_string(v) ? json_string_value(v) : "",
+                         json_string_length(v),
+                         "arguments", args);
+        free(args);
+
+        if (call == NULL || json_array_append_new(calls, call) != 0) {
+            goto done;
+        }
+    }
+
+    msg = json_object();
+
+    if (msg == NULL
+        || mg_b_set(msg, "role", json_string("assistant")) != MG_X_OK
+        || mg_b_set(msg, "content",
+                    (text.len == 0 && json_array_size(calls))
+                    ? json_null()
+                    : json_stringn(text.len ? text.data : "", text.len))
+           != MG_X_OK
+        || mg_b_set(msg, "refusal", json_null()) != MG_X_OK
+        || (json_array_size(calls)
+            && json_object_set(msg, "tool_calls", calls) != 0))
+    {
+        goto done;
+    }
+
+    mg_b_make_id(id, sizeof(id), created);
+
+    res = json_object();
+
+    if (res == NULL
+        || mg_b_set(res, "id", json_string(id)) != MG_X_OK
+        || mg_b_set(res, "object", json_string("chat.completion"))
+           != MG_X_OK
+        || mg_b_set(res, "created", json_integer(created)) != MG_X_OK
+        || mg_b_set(res, "model",
+                    json_stringn(model ? model : "", model ? model_len : 0))
+           != MG_X_OK
+        || mg_b_set(res, "choices",
+                    json_pack("[{s:i,s:O,s:n,s:s}]", "index", 0,
+                              "message", msg, "logprobs",
+                              "finish_reason", finish))
+           != MG_X_OK)
+    {
+        goto done;
+    }
+
+    u = json_object_get(in, "usage");
+
+    if (json_is_object(u)
+        && mg_b_set(res, "usage", mg_b_usage_json(u)) != MG_X_OK)
+    {
+        goto done;
+    }
+
+    rc = mg_b_dump(res, out, 0);
+
+done:
+
+    if (rc == MG_X_NOMEM) {
+        (void) mg_b_nomem(err);
+    }
+
+    mg_buf_free(&text);
+    json_decref(res);
+    json_decref(msg);
+    json_decref(calls);
+    json_decref(in);
+
+    return rc;
+}
+
+
+/*
+ * table 10.2; NULL for the reasons that say the output is broken (an
+ * error beats a tool call with bad arguments); a new or unknown reason is
+ * a normal stop
+ */
+
+static const char *
+mg_b_finish(const char *reason)
+{
+    if (reason == NULL) {
+        return "stop";
+    }
+
+    if (strcmp(reason, "tool_use") == 0) {
+        return "tool_calls";
+    }
+
+    if (strcmp(reason, "max_tokens") == 0
+        || strcmp(reason, "model_context_window_exceeded") == 0)
+    {
+        return "length";
+    }
+
+    if (strcmp(reason, "guardrail_intervened") == 0
+        || strcmp(reason, "content_filtered") == 0)
+    {
+        return "content_filter";
+    }
+
+    if (strcmp(reason, "malformed_model_output") == 0
+        || strcmp(reason, "malformed_tool_use") == 0)
+    {
+        return NULL;
+    }
+
+    return "stop";
+}
+
+
+static long long
+mg_b_tokens(json_t *usage, const char *key, long long dflt)
+{
+    json_t     *v;
+    long long   n;
+
+    v = json_object_get(usage, key);
+
+    if (!json_is_integer(v)) {
+        return dflt;
+    }
+
+    n = json_integer_value(v);
+
+    return n < 0 ? 0 : (n > MG_B_TOKENS_MAX ? MG_B_TOKENS_MAX : n);
+}
+
+
+/*
+ * table 10.3.  Bedrock's inputTokens leave out the tokens read from or
+ * written to the prompt cache, and totalTokens counts them all; should a
+ * model count them in inputTokens instead, totalTokens (then input plus
+ * output) says so and they are not added twice.  total < 0: not sent.
+ */
+
+static json_t *
+mg_b_usage(long long input, long long output, long long total,
+    long long cache_read, long long cache_write)
+{
+    long long  prompt;
+
+    prompt = input + cache_read + cache_write;
+
+    if (cache_read + cache_write && total == input + output) {
+        prompt = input;
+    }
+
+    if (cache_write) {
+        return json_pack("{s:I,s:I,s:I,s:{s:I,s:I}}",
+                         "prompt_tokens", (json_int_t) prompt,
+                         "completion_tokens", (json_int_t) output,
+                         "total_tokens", (json_int_t) (prompt + output),
+                         "prompt_tokens_details",
+                         "cached_tokens", (json_int_t) cache_read,
+                         "cache_write_tokens", (json_int_t) cache_write);
+    }
+
+    return json_pack("{s:I,s:I,s:I,s:{s:I}}",
+                     "prompt_tokens", (json_int_t) prompt,
+                     "completion_tokens", (json_int_t) output,
+                     "total_tokens", (json_int_t) (prompt + output),
+                     "prompt_tokens_details",
+                     "cached_tokens", (json_int_t) cache_read);
+}
+
+
+static json_t *
+mg_b_usage_json(json_t *u)
+{
+    return mg_b_usage(mg_b_tokens(u, "inputTokens", 0),
+                      mg_b_tokens(u, "outputTokens", 0),
+                      mg_b_tokens(u, "totalTokens", -1),
+                      mg_b_tokens(u, "cacheReadInputTokens", 0),
+                      mg_b_tokens(u, "cacheWriteInputTokens", 0));
+}
+
+
+/* errors */
+
+void
+mg_bedrock_error(int status, const char *errortype, size_t errortype_len,
+    const char *body, size_t len, mg_xerror_t *err)
+{
+    json_t  *j;
+
+    j = (body && len) ? json_loadb(body, len, JSON_ALLOW_NUL, NULL) : NULL;
+
+    mg_b_error_json(status, errortype, errortype ? errortype_len : 0, j, err);
+
+    json_decref(j);
+}
+
+
+/*
+ * "ThrottlingException:http://internal.amazon.com/coral/..." or
+ * "com.amazon.coral.service#UnrecognizedClientException": the name alone
+ */
+
+static const char *
+mg_b_exception(const char *s, size_t len, size_t *n)
+{
+    const char  *p, *end, *e;
+
+    *n = 0;
+
+    if (s == NULL) {
+        return NULL;
+    }
+
+    end = s + len;
+
+    e = memchr(s, ':', len);
+    if (e) {
+        end = e;
+    }
+
+    for (p = end; p > s; p--) {
+        if (p[-1] == '#') {
+            s = p;
+            break;
+        }
+    }
+
+    while (s < end && (*s == ' ' || *s == '\t')) {
+        s++;
+    }
+
+    while (end > s && (end[-1] == ' ' || end[-1] == '\t')) {
+        end--;
+    }
+
+    *n = end - s;
+
+    return *n ? s : NULL;
+}
+
+
+/* by name, case-insensitively: streams send "throttlingException" */
+
+static mg_b_ekind_t
+mg_b_ekind(const char *name, size_t len)
+{
+    size_t  k;
+
+    static const struct {
+        const char    *name;
+        mg_b_ekind_t   kind;
+    } kinds[] = {
+        { "ThrottlingException", MG_B_E_THROTTLED },
+        { "Throttling", MG_B_E_THROTTLED },
+        { "ThrottledException", MG_B_E_THROTTLED },
+        { "RequestThrottledException", MG_B_E_THROTTLED },
+        { "RequestThrottled", MG_B_E_THROTTLED },
+        { "TooManyRequestsException", MG_B_E_THROTTLED },
+        { "ProvisionedThroughputExceededException", MG_B_E_THROTTLED },
+        { "RequestLimitExceeded", MG_B_E_THROTTLED },
+        { "BandwidthLimitExceeded", MG_B_E_THROTTLED },
+        { "LimitExceededException", MG_B_E_THROTTLED },
+        { "SlowDown", MG_B_E_THROTTLED },
+        { "ServiceQuotaExceededException", MG_B_E_QUOTA },
+        { "ModelNotReadyException", MG_B_E_NOT_READY },
+        { "ServiceUnavailableException", MG_B_E_UNAVAILABLE },
+        { "ServiceUnavailable", MG_B_E_UNAVAILABLE },
+        { "InternalServerException", MG_B_E_FAILED },
+        { "InternalFailure", MG_B_E_FAILED },
+        { "InternalServerError", MG_B_E_FAILED },
+        { "ModelStreamErrorException", MG_B_E_FAILED },
+        { "ModelErrorException", MG_B_E_FAILED },
+        { "ModelTimeoutException", MG_B_E_FAILED },
+        { "RequestTimeout", MG_B_E_FAILED },
+        { "RequestTimeoutException", MG_B_E_FAILED },
+        { "PriorRequestNotComplete", MG_B_E_FAILED },
+        { "TransactionInProgressException", MG_B_E_FAILED },
+        { "UnknownOperationException", MG_B_E_FAILED },
+        { "AccessDeniedException", MG_B_E_AUTH },
+        { "AccessDenied", MG_B_E_AUTH },
+        { "UnrecognizedClientException", MG_B_E_AUTH },
+        { "InvalidSignatureException", MG_B_E_AUTH },
+        { "SignatureDoesNotMatch", MG_B_E_AUTH },
+        { "IncompleteSignature", MG_B_E_AUTH },
+        { "IncompleteSignatureException", MG_B_E_AUTH },
+        { "ExpiredTokenException", MG_B_E_AUTH },
+        { "ExpiredToken", MG_B_E_AUTH },
+        { "InvalidClientTokenId", MG_B_E_AUTH },
+        { "MissingAuthenticationToken", MG_B_E_AUTH },
+        { "MissingAuthenticationTokenException", MG_B_E_AUTH },
+        { "NotAuthorized", MG_B_E_AUTH },
+        { "ResourceNotFoundException", MG_B_E_NOT_FOUND },
+        { "ValidationException", MG_B_E_INVALID }
+    };
+
+    for (k = 0; name && k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+        if (len == strlen(kinds[k].name)
+            && strncasecmp(name, kinds[k].name, len) == 0)
+        {
+            return kinds[k].kind;
+        }
+    }
+
+    return MG_B_E_UNKNOWN;
+}
+
+
+static void
+mg_b_error_json(int status, const char *errortype, size_t errortype_len,
+    json_t *body, mg_xerror_t *err)
+{
+    size_t       n;
+    json_t      *v;
+    const char  *name, *msg;
+
+    name = mg_b_exception(errortype, errortype_len, &n);
+
+    if (name == NULL) {
+        v = json_object_get(body, "__type");
+
+        if (!json_is_string(v)) {
+            v = json_object_get(body, "code");
+        }
+
+        if (json_is_string(v)) {
+            name = mg_b_exception(json_string_value(v), json_string_length(v),
+                                  &n);
+        }
+    }
+
+    v = json_object_get(body, "message");
+
+    if (!json_is_string(v)) {
+        v = json_object_get(body, "Message");
+    }
+
+    msg = json_string_value(v);
+
+    mg_b_error_map(status, name, n, msg, err);
+}
+
+
+/*
+ * status: the HTTP status, or one outside 400..599 for an error that came
+ * inside a 200 (a body or a stream message): the name then decides.
+ */
+
+static void
+mg_b_error_map(int status, const char *name, size_t name_len,
+    const char *msg, mg_xerror_t *err)
+{
+    int            http;
+    char           what[96];
+    const char    *code;
+    mg_b_ekind_t   kind;
+
+    if (msg && msg[0] == '\0') {
+        msg = NULL;
+    }
+
+    if (name_len > 64) {
+        name_len = 64;
+    }
+
+    http = (status >= 400 && status <= 599);
+
+    kind = mg_b_ekind(name, name_len);
+
+    if (kind == MG_B_E_UNKNOWN) {
+        if (status == 429) {
+            kind = MG_B_E_THROTTLED;
+
+        } else if (status == 401 || status == 403) {
+            kind = MG_B_E_AUTH;
+
+        } else if (status == 404) {
+            kind = MG_B_E_NOT_FOUND;
+
+        } else if (status == 503) {
+            kind = MG_B_E_UNAVAILABLE;
+
+        } else if (status == 413) {
+            mg_xerror_set(err, 413, 0, "invalid_request_error",
+                          "request_too_large", NULL, "%s",
+                          msg ? msg : "The request is too large for the "
+                                      "model backend.");
+            goto done;
+
+        } else if (!http || status >= 500 || status == 408 || status == 409
+                   || status == 424)
+        {
+            kind = MG_B_E_FAILED;
+
+        } else {
+            kind = MG_B_E_INVALID;
+        }
+    }
+
+    /* "HTTP 500 InternalServerException", or either alone */
+
+    if (http && name) {
+        (void) snprintf(what, sizeof(what), "HTTP %d %.*s", status,
+                        (int) name_len, name);
+
+    } else if (http) {
+        (void) snprintf(what, sizeof(what), "HTTP %d", status);
+
+    } else if (name) {
+        (void) snprintf(what, sizeof(what), "%.*s", (int) name_len, name);
+
+    } else {
+        what[0] = '\0';
+    }
+
+    switch (kind) {
+
+    case MG_B_E_THROTTLED:
+        mg_xerror_set(err, 429, 1, "rate_limit_error", "rate_limit_exceeded",
+                      NULL, "The model backend is rate limited%s%s",
+                      msg ? ": " : ".", msg ? msg : "");
+        break;
+
+    case MG_B_E_QUOTA:
+        mg_xerror_set(err, 429, 1, "rate_limit_error", "rate_limit_exceeded",
+                      NULL, "The model backend's quota is exceeded%s%s",
+                      msg ? ": " : ".", msg ? msg : "");
+        break;
+
+    case MG_B_E_NOT_READY:
+        mg_xerror_set(err, 429, 1, "server_error", "model_not_ready", NULL,
+                      "The model is not ready yet%s%s", msg ? ": " : ".",
+                      msg ? msg : "");
+        break;
+
+    case MG_B_E_UNAVAILABLE:
+        mg_xerror_set(err, 503, 1, "server_error", "overloaded", NULL,
+                      "The model backend is unavailable%s%s",
+                      msg ? ": " : ".", msg ? msg : "");
+        break;
+
+    case MG_B_E_AUTH:
+        mg_xerror_set(err, 502, 1, "server_error", "backend_auth_failed",
+                      NULL, "backend authentication failed");
+        break;
+
+    case MG_B_E_NOT_FOUND:
+        mg_xerror_set(err, 404, 0, "invalid_request_error", "model_not_found",
+                      "model", "The model backend does not know the "
+                      "model%s%s", msg ? ": " : ".", msg ? msg : "");
+        break;
+
+    case MG_B_E_INVALID:
+
+        /* the client's request, as Bedrock judged it */
+
+        code = (msg && (strstr(msg, "too long")
+                        || strstr(msg, "context limit")
+                        || strstr(msg, "context window")
+                        || strstr(msg, "context length")))
+               ? "context_length_exceeded" : NULL;
+
+        if (msg) {
+            mg_xerror_set(err, 400, 0, "invalid_request_error", code, NULL,
+                          "%s", msg);
+
+        } else {
+            mg_xerror_set(err, 400, 0, "invalid_request_error", code, NULL,
+                          "The model backend rejected the request (%s).",
+                          what[0] ? what : "no details");
+        }
+
+        break;
+
+    default: /* MG_B_E_FAILED */
+        mg_xerror_set(err, 502, 1, "server_error", "backend_error", NULL,
+                      "The model backend failed%s%s%s%s%s",
+                      what[0] ? " (" : "", what, what[0] ? ")" : "",
+                      msg ? ": " : ".", msg ? msg : "");
+        break;
+    }
+
+done:
+
+    if (err) {
+        mg_b_utf8(err->message);
+    }
+}
+
+
+static int
+mg_b_bad_backend(mg_xerror_t *err, const char *what)
+{
+    mg_xerror_set(err, 502, 1, "server_error", "backend_error", NULL,
+                  "The model backend sent an invalid %s.", what);
+
+    return MG_X_ERROR;
+}
+
+
+/* the stream */
+
+void
+mg_bedrock_stream_init(mg_bedrock_stream_t *st, const char *model,
+    size_t model_len, long created, int include_usage)
+{
+    memset(st, 0, sizeof(mg_bedrock_stream_t));
+
+    st->created = created;
+    st->include_usage = include_usage != 0;
+    st->total_tokens = -1;
+
+    mg_b_make_id(st->id, sizeof(st->id), created);
+
+    if (model == NULL) {
+        model_len = 0;
+    }
+
+    /* init cannot fail: a failed copy is reported by the first event */
+
+    st->model = malloc(model_len + 1);
+
+    if (st->model == NULL) {
+        st->nomem = 1;
+        return;
+    }
+
+    if (model_len) {
+        memcpy(st->model, model, model_len);
+    }
+
+    st->model[model_len] = '\0';
+    st->model_len = model_len;
+}
+
+
+int
+mg_bedrock_stream_event(mg_bedrock_stream_t *st,
+    const char *message_type, size_t message_type_len,
+    const char *event_type, size_t event_type_len, const char *payload,
+    size_t payload_len, mg_buf_t *out, mg_xerror_t *err)
+{
+    int          rc;
+    size_t       start;
+    json_t      *j;
+
+    if (st->nomem) {
+        return mg_b_nomem(err);
+    }
+
+    if (st->done) {
+        return MG_X_DONE;
+    }
+
+    if (event_type == NULL) {
+        event_type_len = 0;
+    }
+
+    if (payload == NULL) {
+        payload_len = 0;
+    }
+
+#define mg_b_is(s, n, lit)                                                    \
+    ((n) == sizeof(lit) - 1 && memcmp(s, lit, sizeof(lit) - 1) == 0)
+
+    if (message_type && message_type_len
+        && !mg_b_is(message_type, message_type_len, "event"))
+    {
+        if (mg_b_is(message_type, message_type_len, "exception")
+            || mg_b_is(message_type, message_type_len, "error"))
+        {
+            return mg_b_stream_error(mg_b_is(message_type, message_type_len,
+                                             "error"),
+                                     event_type, event_type_len, payload,
+                                     payload_len, err);
+        }
+
+        /* a message type newer than this code */
+        return MG_X_OK;
+    }
+
+    j = payload_len ? json_loadb(payload, payload_len, JSON_ALLOW_NUL, NULL)
+                    : json_object();
+
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return mg_b_bad_backend(err, "stream message");
+    }
+
+#define mg_b_ev(lit)  mg_b_is(event_type, event_type_len, lit)
+
+    start = out->len;
+
+    if (mg_b_ev("messageStart")) {
+        rc = st->started ? MG_X_OK : mg_b_stream_start(st, out);
+
+    } else if (mg_b_ev("metadata")) {
+        rc = mg_b_stream_metadata(st, j, out);
+
+    } else if (!(mg_b_ev("contentBlockStart")
+                 || mg_b_ev("contentBlockDelta")
+                 || mg_b_ev("contentBlockStop") || mg_b_ev("messageStop")))
+    {
+        /* an event type newer than this code */
+        rc = MG_X_OK;
+
+    } else if (!st->started) {
+        rc = mg_b_bad_backend(err, "stream (no messageStart)");
+
+    } else if (st->stopped) {
+        /* nothing goes after the finish chunk */
+        rc = MG_X_OK;
+
+    } else if (mg_b_ev("contentBlockStart")) {
+        rc = mg_b_stream_block_start(st, j, out, err);
+
+    } else if (mg_b_ev("contentBlockDelta")) {
+        rc = mg_b_stream_delta(st, j, out);
+
+    } else if (mg_b_ev("messageStop")) {
+        rc = mg_b_stream_stop(st, j, out, err);
+
+    } else {
+        /* contentBlockStop */
+        rc = MG_X_OK;
+    }
+
+#undef mg_b_ev
+#undef mg_b_is
+
+    json_decref(j);
+
+    if (rc == MG_X_NOMEM) {
+        (void) mg_b_nomem(err);
+    }
+
+    if (rc != MG_X_OK && rc != MG_X_DONE) {
+        out->len = start;
+    }
+
+    return rc;
+}
+
+
+/*
+ * An exception's payload is {"message": ...}; an error message's words
+ * come as its payload (the glue passes :error-message), maybe not JSON.
+ */
+
+static int
+mg_b_stream_error(int raw, const char *name, size_t name_len,
+    const char *payload, size_t payload_len, mg_xerror_t *err)
+{
+    char         text[sizeof(err->message)];
+    size_t       n;
+    json_t      *j, *v;
+    const char  *msg;
+
+    j = payload_len ? json_loadb(payload, payload_len, JSON_ALLOW_NUL, NULL)
+                    : NULL;
+
+    v = json_object_get(j, "message");
+
+    if (!json_is_string(v)) {
+        v = json_object_get(j, "Message");
+    }
+
+    msg = json_string_value(v);
+
+    if (msg == NULL && j == NULL && payload_len && raw) {
+        n = payload_len < sizeof(text) - 1 ? payload_len : sizeof(text) - 1;
+
+        memcpy(text, payload, n);
+        text[n] = '\0';
+
+        msg = text;
+    }
+
+    mg_b_error_map(0, name, name_len, msg, err);
+
+    json_decref(j);
+
+    return MG_X_ERROR;
+}
+
+
+static int
+mg_b_stream_start(mg_bedrock_stream_t *st, mg_buf_t *out)
+{
+    int      rc;
+    char    *p;
+    json_t  *head, *delta;
+
+    head = json_pack("{s:s,s:s,s:I,s:s%}", "id", st->id,
+                     "object", "chat.completion.chunk",
+                     "created", (json_int_t) st->created,
+                     "model", st->model, st->model_len);
+    if (head == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    /* json_pack() keeps the order given: the id comes first */
+
+    p = json_dumps(head, JSON_COMPACT | JSON_PRESERVE_ORDER);
+
+    json_decref(head);
+
+    if (p == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    /* every chunk goes on after these members: drop the closing brace */
+
+    free(st->prefix);
+    st->prefix = p;
+    st->prefix_len = strlen(p) - 1;
+
+    delta = json_pack("{s:s,s:s}", "role", "assistant", "content", "");
+    if (delta == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    rc = mg_b_chunk(st, out, delta, NULL);
+
+    json_decref(delta);
+
+    if (rc == MG_X_OK) {
+        st->started = 1;
+    }
+
+    return rc;
+}
+
+
+static int
+mg_b_stream_block_start(mg_bedrock_stream_t *st, json_t *j, mg_buf_t *out,
+    mg_xerror_t *err)
+{
+    int          rc;
+    size_t       cap;
+    json_t      *tu, *idx, *v, *fn;
+    long long   *tools;
+
+    tu = json_object_get(json_object_get(j, "start"), "toolUse");
+
+    if (!json_is_object(tu)) {
+        /* text blocks rarely start; other kinds are nothing a chat client
+         * can take */
+        return MG_X_OK;
+    }
+
+    idx = json_object_get(j, "contentBlockIndex");
+
+    if (!json_is_integer(idx)) {
+        return mg_b_bad_backend(err, "stream (a toolUse block without a "
+                                "contentBlockIndex)");
+    }
+
+    if (st->ntools == st->tools_cap) {
+        cap = st->tools_cap ? st->tools_cap * 2 : 4;
+
+        tools = realloc(st->tools, cap * sizeof(long long));
+        if (tools == NULL) {
+            return MG_X_NOMEM;
+        }
+
+        st->tools = tools;
+        st->tools_cap = cap;
+    }
+
+    v = json_object_get(tu, "name");
+
+    fn = json_pack("{s:s%,s:s}", "name",
+                   json_is_string(v) ? json_string_value(v) : "",
+                   json_string_length(v), "arguments", "");
+    if (fn == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    v = json_object_get(tu, "toolUseId");
+
+    rc = mg_b_tool_delta(st, out, st->ntools, fn,
+                         json_is_string(v) ? json_string_value(v) : "",
+                         json_string_length(v));
+
+    json_decref(fn);
+
+    if (rc == MG_X_OK) {
+        st->tools[st->ntools++] = json_integer_value(idx);
+        st->content = 1;
+    }
+
+    return rc;
+}
+
+
+/*
+ * {"tool_calls":[{"index":k,"id":..,"type":"function","function":fn}]}, or
+ * without id and type when id is NULL (fn is borrowed)
+ */
+
+static int
+mg_b_tool_delta(mg_bedrock_stream_t *st, mg_buf_t *out, size_t k,
+    json_t *fn, const char *id, size_t id_len)
+{
+    int      rc;
+    json_t  *delta;
+
+    if (id) {
+        delta = json_pack("{s:[{s:I,s:s%,s:s,s:O}]}", "tool_calls",
+                          "index", (json_int_t) k, "id", id, id_len,
+                          "type", "function", "function", fn);
+
+    } else {
+        delta = json_pack("{s:[{s:I,s:O}]}", "tool_calls",
+                          "index", (json_int_t) k, "function", fn);
+    }
+
+    if (delta == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    rc = mg_b_chunk(st, out, delta, NULL);
+
+    json_decref(delta);
+
+    return rc;
+}
+
+
+static int
+mg_b_stream_delta(mg_bedrock_stream_t *st, json_t *j, mg_buf_t *out)
+{
+    int          rc;
+    size_t       k;
+    json_t      *d, *v, *fn, *delta;
+    long long    idx;
+
+    d = json_object_get(j, "delta");
+    v = json_object_get(d, "text");
+
+    if (json_is_string(v)) {
+        if (json_string_length(v) == 0) {
+            return MG_X_OK;
+        }
+
+        delta = json_pack("{s:O}", "content", v);
+        if (delta == NULL) {
+            return MG_X_NOMEM;
+        }
+
+        rc = mg_b_chunk(st, out, delta, NULL);
+
+        json_decref(delta);
+
+        if (rc == MG_X_OK) {
+            st->content = 1;
+        }
+
+        return rc;
+    }
+
+    /* reasoningContent and citation deltas have no chat completions
+     * shape */
+
+    v = json_object_get(json_object_get(d, "toolUse"), "input");
+
+    if (!json_is_string(v) || json_string_length(v) == 0
+        || !json_is_integer(json_object_get(j, "contentBlockIndex")))
+    {
+        return MG_X_OK;
+    }
+
+    idx = json_integer_value(json_object_get(j, "contentBlockIndex"));
+
+    /* the latest block of that index; input of a block that never started
+     * as a toolUse has no call to go to */
+
+    for (k = st->ntools; k > 0; k--) {
+        if (st->tools[k - 1] == idx) {
+            break;
+        }
+    }
+
+    if (k == 0) {
+        return MG_X_OK;
+    }
+
+    fn = json_pack("{s:O}", "arguments", v);
+    if (fn == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    rc = mg_b_tool_delta(st, out, k - 1, fn, NULL, 0);
+
+    json_decref(fn);
+
+    return rc;
+}
+
+
+static int
+mg_b_stream_stop(mg_bedrock_stream_t *st, json_t *j, mg_buf_t *out,
+    mg_xerror_t *err)
+{
+    int          rc;
+    json_t      *delta;
+    const char  *reason, *finish;
+
+    reason = json_string_value(json_object_get(j, "stopReason"));
+    finish = mg_b_finish(reason);
+
+    if (finish == NULL) {
+        mg_xerror_set(err, 502, 1, "server_error", "backend_error", NULL,
+                      "The model produced malformed output (%s).", reason);
+        return MG_X_ERROR;
+    }
+
+    delta = json_object();
+    if (delta == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    rc = mg_b_chunk(st, out, delta, finish);
+
+    json_decref(delta);
+
+    if (rc != MG_X_OK) {
+        return rc;
+    }
+
+    st->stopped = 1;
+
+    /* usage comes after the stop reason, in metadata */
+
+    if (st->include_usage && !st->usage) {
+        return MG_X_OK;
+    }
+
+    return mg_b_stream_end(st, out);
+}
+
+
+/* the counts are the whole response's; a second metadata replaces them */
+
+static int
+mg_b_stream_metadata(mg_bedrock_stream_t *st, json_t *j, mg_buf_t *out)
+{
+    json_t  *u;
+
+    u = json_object_get(j, "usage");
+
+    if (!json_is_object(u)) {
+        return MG_X_OK;
+    }
+
+    st->input_tokens = mg_b_tokens(u, "inputTokens", 0);
+    st->output_tokens = mg_b_tokens(u, "outputTokens", 0);
+    st->total_tokens = mg_b_tokens(u, "totalTokens", -1);
+    st->cache_read_tokens = mg_b_tokens(u, "cacheReadInputTokens", 0);
+    st->cache_write_tokens = mg_b_tokens(u, "cacheWriteInputTokens", 0);
+    st->usage = 1;
+
+    if (!st->stopped) {
+        return MG_X_OK;
+    }
+
+    return mg_b_stream_end(st, out);
+}
+
+
+/* the usage chunk when asked for and known, and [DONE] */
+
+static int
+mg_b_stream_end(mg_bedrock_stream_t *st, mg_buf_t *out)
+{
+    int      rc;
+    json_t  *u;
+
+    if (st->include_usage && st->usage) {
+        u = mg_b_usage(st->input_tokens, st->output_tokens, st->total_tokens,
+                       st->cache_read_tokens, st->cache_write_tokens);
+        if (u == NULL) {
+            return MG_X_NOMEM;
+        }
+
+        rc = MG_X_OK;
+
+        if (mg_buf_append(out, "data: ", 6) != MG_X_OK
+            || mg_buf_append(out, st->prefix, st->prefix_len) != MG_X_OK
+            || mg_buf_append(out, ",\"choices\":[],\"usage\":",
+                             sizeof(",\"choices\":[],\"usage\":") - 1)
+               != MG_X_OK
+            || mg_b_dump(u, out, 0) != MG_X_OK
+            || mg_buf_append(out, "}\n\n", 3) != MG_X_OK)
+        {
+            rc = MG_X_NOMEM;
+        }
+
+        json_decref(u);
+
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+    }
+
+    if (mg_buf_append(out, "data: [DONE]\n\n", 14) != MG_X_OK) {
+        return MG_X_NOMEM;
+    }
+
+    st->done = 1;
+
+    return MG_X_DONE;
+}
+
+
+/* one chunk with choices[0].delta = delta (borrowed) */
+
+static int
+mg_b_chunk(mg_bedrock_stream_t *st, mg_buf_t *out, json_t *delta,
+    const char *finish)
+{
+    static const char  choice[] = ",\"choices\":[{\"index\":0,\"delta\":";
+    static const char  tail[] = ",\"logprobs\":null,\"finish_reason\":null}],"
+                                "\"usage\":null}\n\n";
+
+    if (mg_buf_append(out, "data: ", 6) != MG_X_OK
+        || mg_buf_append(out, st->prefix, st->prefix_len) != MG_X_OK
+        || mg_buf_append(out, choice, sizeof(choice) - 1) != MG_X_OK
+        || mg_b_dump(delta, out, 0) != MG_X_OK)
+    {
+        return MG_X_NOMEM;
+    }
+
+    if (finish) {
+        if (mg_buf_printf(out, ",\"logprobs\":null,\"finish_reason\":\"%s\"}],"
+                          "\"usage\":null}\n\n", finish)
+            != MG_X_OK)
+        {
+            return MG_X_NOMEM;
+        }
+
+        return MG_X_OK;
+    }
+
+    return mg_buf_append(out, tail, sizeof(tail) - 1);
+}
+
+
+int
+mg_bedrock_stream_has_content(const mg_bedrock_stream_t *st)
+{
+    return st->content;
+}
+
+
+int
+mg_bedrock_stream_finish(mg_bedrock_stream_t *st, mg_buf_t *out)
+{
+    int     rc;
+    size_t  start;
+
+    if (st->nomem) {
+        return MG_X_NOMEM;
+    }
+
+    if (st->done || !st->stopped) {
+        return MG_X_OK;
+    }
+
+    start = out->len;
+
+    rc = mg_b_stream_end(st, out);
+
+    if (rc != MG_X_DONE) {
+        out->len = start;
+    }
+
+    return rc;
+}
+
+
+void
+mg_bedrock_stream_free(mg_bedrock_stream_t *st)
+{
+    free(st->model);
+    free(st->prefix);
+    free(st->tools);
+
+    memset(st, 0, sizeof(mg_bedrock_stream_t));
+}
