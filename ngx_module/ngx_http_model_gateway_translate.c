@@ -431,6 +431,21 @@ ngx_http_model_gateway_translate_finish(ngx_http_model_gateway_ctx_t *ctx)
 
     if (rc == MG_X_DONE) {
         ctx->done_seen = 1;
+
+    } else if (rc == MG_X_ERROR) {
+
+        /* the stream ended before the provider said it was complete */
+
+        ngx_str_set(&ctx->stream_error,
+                    "the backend's stream ended before it was complete");
+        ctx->stream_closed = 1;
+
+        ngx_log_error(NGX_LOG_ERR, ctx->request->connection->log, 0,
+                      "model gateway: stream from backend \"%V\" cut: %V",
+                      &ctx->target->backend->name, &ctx->stream_error);
+
+    } else if (rc == MG_X_NOMEM) {
+        return NGX_ERROR;
     }
 
     return ngx_http_model_gateway_emit(ctx, (u_char *) ctx->xout.data,
