@@ -20,28 +20,8 @@
 #define MG_A_FILE      0x04
 #define MG_A_REFUSAL   0x08
 
-/* token counts are clamped, so that their sums cannot overflow */
-#define MG_A_TOKENS_MAX  1000000000000000LL
-
 #define MG_A_ERRLEN  200
 
-#define mg_a_streq(s, lit)  ((s) != NULL && strcmp(s, lit) == 0)
-
-#define mg_a_id_char(c)                                                       \
-    (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z')                 \
-     || ((c) >= '0' && (c) <= '9') || (c) == '_' || (c) == '-')
-
-
-static json_t *mg_a_get(json_t *o, const char *key);
-static int mg_a_bad(mg_xerror_t *err, const char *param, const char *fmt,
-    ...) __attribute__((format(printf, 3, 4)));
-static int mg_a_nomem(mg_xerror_t *err);
-static void mg_a_utf8(char *s);
-static int mg_a_set(json_t *o, const char *key, json_t *v);
-static int mg_a_set_str(json_t *o, const char *key, const char *s);
-static json_t *mg_a_prefixed(const char *prefix, const char *s, size_t n);
-static int mg_a_dump_cb(const char *buf, size_t size, void *data);
-static int mg_a_dump(json_t *j, mg_buf_t *out, size_t flags);
 
 static int mg_a_req_check(json_t *in, mg_xerror_t *err);
 static int mg_a_req_head(json_t *in, const mg_anthropic_opts_t *o,
@@ -61,8 +41,6 @@ static int mg_a_req_file(json_t *part, json_t **block, size_t i, size_t j,
     mg_xerror_t *err);
 static json_t *mg_a_base64_source(const char *type, const char *mt,
     size_t mt_len, const char *data, size_t data_len);
-static int mg_a_data_url(const char *s, size_t len, const char **mt,
-    size_t *mt_len, const char **data, size_t *data_len);
 static json_t *mg_a_tool_id(json_t *id);
 static int mg_a_results_first(json_t *blocks);
 static json_t *mg_a_simplify(json_t *blocks);
@@ -74,11 +52,9 @@ static int mg_a_req_params(json_t *in, json_t *req, int *stream,
 static int mg_a_req_output(json_t *in, json_t *req, mg_xerror_t *err);
 
 static const char *mg_a_finish(const char *reason);
-static long long mg_a_tokens(json_t *usage, const char *key, long long dflt);
 static json_t *mg_a_usage(long long input, long long output,
     long long cache_read, long long cache_creation);
 static void mg_a_error_map(int status, json_t *body, mg_xerror_t *err);
-static int mg_a_bad_backend(mg_xerror_t *err, const char *what);
 
 static int mg_a_stream_start(mg_anthropic_stream_t *st, json_t *j,
     mg_buf_t *out);
@@ -89,192 +65,6 @@ static int mg_a_stream_delta(mg_anthropic_stream_t *st, json_t *j,
 static int mg_a_stream_message_delta(mg_anthropic_stream_t *st, json_t *j,
     mg_buf_t *out);
 static int mg_a_stream_stop(mg_anthropic_stream_t *st, mg_buf_t *out);
-static int mg_a_chunk(mg_anthropic_stream_t *st, mg_buf_t *out,
-    json_t *delta, const char *finish);
-static int mg_a_tool_delta(mg_anthropic_stream_t *st, mg_buf_t *out,
-    size_t k, json_t *fn, const char *id, size_t id_len);
-
-
-/* helpers */
-
-/* a member, with JSON null taken as absent (clients send null for unset) */
-
-static json_t *
-mg_a_get(json_t *o, const char *key)
-{
-    json_t  *v;
-
-    v = json_object_get(o, key);
-
-    return json_is_null(v) ? NULL : v;
-}
-
-
-static int
-mg_a_bad(mg_xerror_t *err, const char *param, const char *fmt, ...)
-{
-    char     buf[sizeof(err->message)];
-    va_list  ap;
-
-    va_start(ap, fmt);
-    (void) vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-
-    mg_xerror_set(err, 400, 0, "invalid_request_error", NULL, param, "%s",
-                  buf);
-
-    if (err) {
-        mg_a_utf8(err->message);
-    }
-
-    return MG_X_ERROR;
-}
-
-
-static int
-mg_a_nomem(mg_xerror_t *err)
-{
-    mg_xerror_set(err, 500, 1, "server_error", NULL, NULL, "out of memory");
-
-    return MG_X_NOMEM;
-}
-
-
-/*
- * Messages quote what we were sent (a role, jansson's view of a syntax
- * error) and snprintf may cut them inside a character: the client gets
- * them in a JSON string, so bad bytes become '?' and a cut character goes.
- */
-
-static void
-mg_a_utf8(char *s)
-{
-    size_t          n, k;
-    unsigned char  *p, c, lo, hi;
-
-    p = (unsigned char *) s;
-
-    while (*p) {
-        c = *p;
-
-        if (c < 0x80) {
-            p++;
-            continue;
-        }
-
-        lo = 0x80;
-        hi = 0xbf;
-
-        if (c >= 0xc2 && c <= 0xdf) {
-            n = 1;
-
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 2;
-            lo = (c == 0xe0) ? 0xa0 : 0x80;
-            hi = (c == 0xed) ? 0x9f : 0xbf;
-
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 3;
-            lo = (c == 0xf0) ? 0x90 : 0x80;
-            hi = (c == 0xf4) ? 0x8f : 0xbf;
-
-        } else {
-            *p++ = '?';
-            continue;
-        }
-
-        for (k = 1; k <= n; k++) {
-            c = p[k];
-
-            if (c == '\0' || c < (k == 1 ? lo : 0x80)
-                || c > (k == 1 ? hi : 0xbf))
-            {
-                break;
-            }
-        }
-
-        if (k > n) {
-            p += n + 1;
-            continue;
-        }
-
-        if (p[k] == '\0') {
-            /* cut at the end */
-            *p = '\0';
-            return;
-        }
-
-        *p++ = '?';
-    }
-}
-
-
-/* json_object_set_new() that tells whether v (possibly a NULL from a
- * failed constructor) was stored; v is consumed either way */
-
-static int
-mg_a_set(json_t *o, const char *key, json_t *v)
-{
-    return json_object_set_new(o, key, v) == 0 ? MG_X_OK : MG_X_NOMEM;
-}
-
-
-static int
-mg_a_set_str(json_t *o, const char *key, const char *s)
-{
-    return mg_a_set(o, key, json_string(s));
-}
-
-
-static json_t *
-mg_a_prefixed(const char *prefix, const char *s, size_t n)
-{
-    char    *p;
-    size_t   plen;
-    json_t  *v;
-
-    plen = strlen(prefix);
-
-    p = malloc(plen + n + 1);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    memcpy(p, prefix, plen);
-
-    if (n) {
-        memcpy(p + plen, s, n);
-    }
-
-    v = json_stringn(p, plen + n);
-
-    free(p);
-
-    return v;
-}
-
-
-static int
-mg_a_dump_cb(const char *buf, size_t size, void *data)
-{
-    return mg_buf_append(data, buf, size) == MG_X_OK ? 0 : -1;
-}
-
-
-static int
-mg_a_dump(json_t *j, mg_buf_t *out, size_t flags)
-{
-    size_t  len;
-
-    len = out->len;
-
-    if (json_dump_callback(j, mg_a_dump_cb, out, JSON_COMPACT | flags) != 0) {
-        out->len = len;
-        return MG_X_NOMEM;
-    }
-
-    return MG_X_OK;
-}
 
 
 /* the request */
@@ -294,14 +84,14 @@ mg_anthropic_request(const char *body, size_t len,
     in = json_loadb(body, body ? len : 0, JSON_ALLOW_NUL, &jerr);
 
     if (in == NULL) {
-        return mg_a_bad(err, NULL, "The request body is not valid JSON: %s",
+        return mg_x_bad(err, NULL, "The request body is not valid JSON: %s",
                         jerr.text);
     }
 
     req = NULL;
 
     if (!json_is_object(in)) {
-        rc = mg_a_bad(err, NULL, "The request body must be a JSON object.");
+        rc = mg_x_bad(err, NULL, "The request body must be a JSON object.");
         goto done;
     }
 
@@ -336,12 +126,12 @@ mg_anthropic_request(const char *body, size_t len,
         goto done;
     }
 
-    rc = mg_a_dump(req, out, 0);
+    rc = mg_x_dump(req, out, 0);
 
 done:
 
     if (rc == MG_X_NOMEM) {
-        (void) mg_a_nomem(err);
+        (void) mg_x_nomem(err);
     }
 
     json_decref(req);
@@ -356,76 +146,15 @@ done:
 static int
 mg_a_req_check(json_t *in, mg_xerror_t *err)
 {
-    size_t       i, k;
-    json_t      *v, *m;
+    json_t  *v;
 
-    static const char  *none[] = {
-        "audio", "prediction", "web_search_options", "functions",
-        "function_call"
-    };
-
-    static const char  *penalties[] = {
-        "frequency_penalty", "presence_penalty"
-    };
-
-    v = mg_a_get(in, "n");
+    v = mg_x_get(in, "n");
     if (v && (!json_is_integer(v) || json_integer_value(v) != 1)) {
-        return mg_a_bad(err, "n", "n other than 1 is not supported by this "
+        return mg_x_bad(err, "n", "n other than 1 is not supported by this "
                         "model's backend.");
     }
 
-    if (json_is_true(json_object_get(in, "logprobs"))) {
-        return mg_a_bad(err, "logprobs", "logprobs are not supported by "
-                        "this model's backend.");
-    }
-
-    v = mg_a_get(in, "top_logprobs");
-    if (v && !(json_is_integer(v) && json_integer_value(v) == 0)) {
-        return mg_a_bad(err, "top_logprobs", "top_logprobs are not "
-                        "supported by this model's backend.");
-    }
-
-    for (k = 0; k < sizeof(penalties) / sizeof(penalties[0]); k++) {
-        v = mg_a_get(in, penalties[k]);
-
-        if (v && (!json_is_number(v) || json_number_value(v) != 0)) {
-            return mg_a_bad(err, penalties[k], "%s is not supported by "
-                            "this model's backend.", penalties[k]);
-        }
-    }
-
-    v = mg_a_get(in, "logit_bias");
-    if (v && (!json_is_object(v) || json_object_size(v) != 0)) {
-        return mg_a_bad(err, "logit_bias", "logit_bias is not supported by "
-                        "this model's backend.");
-    }
-
-    for (k = 0; k < sizeof(none) / sizeof(none[0]); k++) {
-        if (mg_a_get(in, none[k])) {
-            return mg_a_bad(err, none[k], "%s is not supported by this "
-                            "model's backend%s.", none[k],
-                            k >= 3 ? " (use tools and tool_choice)" : "");
-        }
-    }
-
-    v = mg_a_get(in, "modalities");
-
-    if (v) {
-        if (!json_is_array(v)) {
-            return mg_a_bad(err, "modalities", "modalities must be an "
-                            "array.");
-        }
-
-        json_array_foreach(v, i, m) {
-            if (!mg_a_streq(json_string_value(m), "text")) {
-                return mg_a_bad(err, "modalities", "Only the \"text\" "
-                                "modality is supported by this model's "
-                                "backend.");
-            }
-        }
-    }
-
-    return MG_X_OK;
+    return mg_x_req_check(in, 1, err);
 }
 
 
@@ -444,29 +173,29 @@ mg_a_req_head(json_t *in, const mg_anthropic_opts_t *o, json_t *req,
         v = json_object_get(in, "model");
 
         if (!json_is_string(v)) {
-            return mg_a_bad(err, "model", "model must be a string.");
+            return mg_x_bad(err, "model", "model must be a string.");
         }
 
         json_incref(v);
     }
 
-    if (mg_a_set(req, "model", v) != MG_X_OK) {
+    if (mg_x_set(req, "model", v) != MG_X_OK) {
         return MG_X_NOMEM;
     }
 
     /* max_completion_tokens replaces max_tokens; Anthropic requires one */
 
     name = "max_completion_tokens";
-    v = mg_a_get(in, name);
+    v = mg_x_get(in, name);
 
     if (v == NULL) {
         name = "max_tokens";
-        v = mg_a_get(in, name);
+        v = mg_x_get(in, name);
     }
 
     if (v) {
         if (!json_is_integer(v) || json_integer_value(v) <= 0) {
-            return mg_a_bad(err, name, "%s must be a positive integer.",
+            return mg_x_bad(err, name, "%s must be a positive integer.",
                             name);
         }
 
@@ -478,7 +207,7 @@ mg_a_req_head(json_t *in, const mg_anthropic_opts_t *o, json_t *req,
         v = json_integer(n);
     }
 
-    return mg_a_set(req, "max_tokens", v);
+    return mg_x_set(req, "max_tokens", v);
 }
 
 
@@ -501,7 +230,7 @@ mg_a_req_messages(json_t *in, json_t *req, mg_xerror_t *err)
     msgs = json_object_get(in, "messages");
 
     if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
-        return mg_a_bad(err, "messages", "messages must be a non-empty "
+        return mg_x_bad(err, "messages", "messages must be a non-empty "
                         "array.");
     }
 
@@ -521,7 +250,7 @@ mg_a_req_messages(json_t *in, json_t *req, mg_xerror_t *err)
         role = json_string_value(json_object_get(m, "role"));
 
         if (role == NULL) {
-            rc = mg_a_bad(err, "messages", "messages[%zu].role must be a "
+            rc = mg_x_bad(err, "messages", "messages[%zu].role must be a "
                           "string.", i);
             goto done;
         }
@@ -558,7 +287,7 @@ mg_a_req_messages(json_t *in, json_t *req, mg_xerror_t *err)
 
         } else {
             arole = NULL;
-            rc = mg_a_bad(err, "messages", "messages[%zu]: the role \"%s\" "
+            rc = mg_x_bad(err, "messages", "messages[%zu]: the role \"%s\" "
                           "is not supported by this model's backend.", i,
                           role);
         }
@@ -599,7 +328,7 @@ mg_a_req_messages(json_t *in, json_t *req, mg_xerror_t *err)
     }
 
     if (json_array_size(out) == 0) {
-        rc = mg_a_bad(err, "messages", "messages must hold at least one "
+        rc = mg_x_bad(err, "messages", "messages must hold at least one "
                       "user or assistant message with content.");
         goto done;
     }
@@ -607,7 +336,7 @@ mg_a_req_messages(json_t *in, json_t *req, mg_xerror_t *err)
     json_array_foreach(out, i, msg) {
         blocks = json_object_get(msg, "content");
 
-        if (mg_a_streq(json_string_value(json_object_get(msg, "role")),
+        if (mg_x_streq(json_string_value(json_object_get(msg, "role")),
                        "user")
             && mg_a_results_first(blocks) != MG_X_OK)
         {
@@ -616,7 +345,7 @@ mg_a_req_messages(json_t *in, json_t *req, mg_xerror_t *err)
             goto done;
         }
 
-        if (mg_a_set(msg, "content", mg_a_simplify(blocks)) != MG_X_OK) {
+        if (mg_x_set(msg, "content", mg_a_simplify(blocks)) != MG_X_OK) {
             blocks = NULL;
             rc = MG_X_NOMEM;
             goto done;
@@ -626,7 +355,7 @@ mg_a_req_messages(json_t *in, json_t *req, mg_xerror_t *err)
     blocks = NULL;
 
     if (json_array_size(system)
-        && mg_a_set(req, "system", mg_a_simplify(system)) != MG_X_OK)
+        && mg_x_set(req, "system", mg_a_simplify(system)) != MG_X_OK)
     {
         rc = MG_X_NOMEM;
         goto done;
@@ -647,11 +376,9 @@ done:
 static int
 mg_a_req_assistant(json_t *m, json_t *blocks, size_t i, mg_xerror_t *err)
 {
-    int           rc;
-    size_t        k;
-    json_t       *calls, *c, *fn, *id, *name, *args, *input, *b, *v;
-    const char   *s;
-    json_error_t  jerr;
+    int      rc;
+    size_t   k;
+    json_t  *calls, *c, *fn, *id, *name, *input, *b, *v;
 
     rc = mg_a_req_content(json_object_get(m, "content"),
                           MG_A_TEXT | MG_A_REFUSAL, blocks, i, err);
@@ -661,7 +388,7 @@ mg_a_req_assistant(json_t *m, json_t *blocks, size_t i, mg_xerror_t *err)
 
     /* an assistant turn that was a refusal keeps its words */
 
-    v = mg_a_get(m, "refusal");
+    v = mg_x_get(m, "refusal");
 
     if (json_array_size(blocks) == 0 && json_is_string(v)
         && json_string_length(v))
@@ -673,72 +400,39 @@ mg_a_req_assistant(json_t *m, json_t *blocks, size_t i, mg_xerror_t *err)
         }
     }
 
-    calls = mg_a_get(m, "tool_calls");
+    calls = mg_x_get(m, "tool_calls");
 
     if (calls == NULL) {
         return MG_X_OK;
     }
 
     if (!json_is_array(calls)) {
-        return mg_a_bad(err, "messages", "messages[%zu].tool_calls must be "
+        return mg_x_bad(err, "messages", "messages[%zu].tool_calls must be "
                         "an array.", i);
     }
 
     json_array_foreach(calls, k, c) {
-        v = mg_a_get(c, "type");
+        v = mg_x_get(c, "type");
         fn = json_object_get(c, "function");
         id = json_object_get(c, "id");
         name = json_object_get(fn, "name");
 
         if (!json_is_object(c)
-            || (v && !mg_a_streq(json_string_value(v), "function")))
+            || (v && !mg_x_streq(json_string_value(v), "function")))
         {
-            return mg_a_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
+            return mg_x_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
                             ": only function tool calls are supported.",
                             i, k);
         }
 
         if (!json_is_string(id) || !json_is_string(name)) {
-            return mg_a_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
+            return mg_x_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
                             " needs a string id and function.name.", i, k);
         }
 
-        args = mg_a_get(fn, "arguments");
-
-        if (args == NULL
-            || (json_is_string(args) && json_string_length(args) == 0))
-        {
-            input = json_object();
-
-        } else if (json_is_object(args)) {
-            /* not OpenAI's shape, but unambiguous */
-            input = json_incref(args);
-
-        } else if (json_is_string(args)) {
-            s = json_string_value(args);
-            input = json_loadb(s, json_string_length(args), JSON_ALLOW_NUL,
-                               &jerr);
-
-            if (input == NULL) {
-                return mg_a_bad(err, "messages", "messages[%zu].tool_calls"
-                                "[%zu].function.arguments is not valid "
-                                "JSON: %s", i, k, jerr.text);
-            }
-
-            if (!json_is_object(input)) {
-                json_decref(input);
-                return mg_a_bad(err, "messages", "messages[%zu].tool_calls"
-                                "[%zu].function.arguments must be a JSON "
-                                "object.", i, k);
-            }
-
-        } else {
-            return mg_a_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
-                            ".function.arguments must be a string.", i, k);
-        }
-
-        if (input == NULL) {
-            return MG_X_NOMEM;
+        rc = mg_x_tool_args(fn, i, k, &input, err);
+        if (rc != MG_X_OK) {
+            return rc;
         }
 
         id = mg_a_tool_id(id);
@@ -768,7 +462,7 @@ mg_a_req_tool_result(json_t *m, json_t *blocks, size_t i, mg_xerror_t *err)
     id = json_object_get(m, "tool_call_id");
 
     if (!json_is_string(id)) {
-        return mg_a_bad(err, "messages", "messages[%zu].tool_call_id must be "
+        return mg_x_bad(err, "messages", "messages[%zu].tool_call_id must be "
                         "a string.", i);
     }
 
@@ -787,7 +481,7 @@ mg_a_req_tool_result(json_t *m, json_t *blocks, size_t i, mg_xerror_t *err)
         goto done;
     }
 
-    if (mg_a_set_str(b, "type", "tool_result") != MG_X_OK
+    if (mg_x_set_str(b, "type", "tool_result") != MG_X_OK
         || json_object_set(b, "tool_use_id", id) != 0)
     {
         rc = MG_X_NOMEM;
@@ -797,7 +491,7 @@ mg_a_req_tool_result(json_t *m, json_t *blocks, size_t i, mg_xerror_t *err)
     /* an empty result is sent without content: "" is not a valid block */
 
     if (json_array_size(content)
-        && mg_a_set(b, "content", mg_a_simplify(content)) != MG_X_OK)
+        && mg_x_set(b, "content", mg_a_simplify(content)) != MG_X_OK)
     {
         rc = MG_X_NOMEM;
         goto done;
@@ -847,7 +541,7 @@ mg_a_req_content(json_t *content, unsigned allow, json_t *blocks, size_t i,
     }
 
     if (!json_is_array(content)) {
-        return mg_a_bad(err, "messages", "messages[%zu].content must be a "
+        return mg_x_bad(err, "messages", "messages[%zu].content must be a "
                         "string or an array of parts.", i);
     }
 
@@ -873,7 +567,7 @@ mg_a_req_part(json_t *part, unsigned allow, json_t *blocks, size_t i,
     type = json_string_value(json_object_get(part, "type"));
 
     if (type == NULL) {
-        return mg_a_bad(err, "messages", "messages[%zu].content[%zu] must "
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu] must "
                         "be an object with a string type.", i, j);
     }
 
@@ -886,7 +580,7 @@ mg_a_req_part(json_t *part, unsigned allow, json_t *blocks, size_t i,
         v = json_object_get(part, key);
 
         if (!json_is_string(v)) {
-            return mg_a_bad(err, "messages", "messages[%zu].content[%zu]."
+            return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
                             "%s must be a string.", i, j, key);
         }
 
@@ -912,12 +606,12 @@ mg_a_req_part(json_t *part, unsigned allow, json_t *blocks, size_t i,
         }
 
     } else if (strcmp(type, "input_audio") == 0) {
-        return mg_a_bad(err, "messages", "messages[%zu].content[%zu]: audio "
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: audio "
                         "input is not supported by this model's backend.",
                         i, j);
 
     } else {
-        return mg_a_bad(err, "messages", "messages[%zu].content[%zu]: a "
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: a "
                         "\"%s\" part is not supported here.", i, j, type);
     }
 
@@ -946,7 +640,7 @@ mg_a_req_image(json_t *part, json_t **block, size_t i, size_t j,
     url = json_is_string(iu) ? iu : json_object_get(iu, "url");
 
     if (!json_is_string(url)) {
-        return mg_a_bad(err, "messages", "messages[%zu].content[%zu]."
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
                         "image_url.url must be a string.", i, j);
     }
 
@@ -954,8 +648,8 @@ mg_a_req_image(json_t *part, json_t **block, size_t i, size_t j,
     len = json_string_length(url);
 
     if (len > 5 && strncasecmp(s, "data:", 5) == 0) {
-        if (mg_a_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0) {
-            return mg_a_bad(err, "messages", "messages[%zu].content[%zu]: "
+        if (mg_x_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0) {
+            return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: "
                             "a data URL must be \"data:<media type>;base64,"
                             "<data>\".", i, j);
         }
@@ -968,7 +662,7 @@ mg_a_req_image(json_t *part, json_t **block, size_t i, size_t j,
         src = json_pack("{s:s,s:O}", "type", "url", "url", url);
 
     } else {
-        return mg_a_bad(err, "messages", "messages[%zu].content[%zu]: an "
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: an "
                         "image URL must be an http(s) or a base64 data URL.",
                         i, j);
     }
@@ -1003,8 +697,8 @@ mg_a_req_file(json_t *part, json_t **block, size_t i, size_t j,
 
     f = json_object_get(part, "file");
 
-    if (mg_a_get(f, "file_id")) {
-        return mg_a_bad(err, "messages", "messages[%zu].content[%zu]: file "
+    if (mg_x_get(f, "file_id")) {
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: file "
                         "ids cannot be used with this model's backend; send "
                         "file_data.", i, j);
     }
@@ -1012,7 +706,7 @@ mg_a_req_file(json_t *part, json_t **block, size_t i, size_t j,
     fd = json_object_get(f, "file_data");
 
     if (!json_is_string(fd)) {
-        return mg_a_bad(err, "messages", "messages[%zu].content[%zu]."
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
                         "file.file_data must be a string.", i, j);
     }
 
@@ -1020,8 +714,8 @@ mg_a_req_file(json_t *part, json_t **block, size_t i, size_t j,
     len = json_string_length(fd);
 
     if (len > 5 && strncasecmp(s, "data:", 5) == 0) {
-        if (mg_a_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0) {
-            return mg_a_bad(err, "messages", "messages[%zu].content[%zu]: "
+        if (mg_x_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0) {
+            return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: "
                             "file_data must be a base64 data URL.", i, j);
         }
 
@@ -1046,7 +740,7 @@ mg_a_req_file(json_t *part, json_t **block, size_t i, size_t j,
     if (mt == NULL || mt_len != sizeof("application/pdf") - 1
         || strncasecmp(mt, "application/pdf", mt_len) != 0)
     {
-        return mg_a_bad(err, "messages", "messages[%zu].content[%zu]: only "
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: only "
                         "PDF files are supported by this model's backend.",
                         i, j);
     }
@@ -1098,40 +792,6 @@ mg_a_base64_source(const char *type, const char *mt, size_t mt_len,
 }
 
 
-/* "data:<media type>[;params];base64,<data>" */
-
-static int
-mg_a_data_url(const char *s, size_t len, const char **mt, size_t *mt_len,
-    const char **data, size_t *data_len)
-{
-    const char  *p, *end, *comma, *semi;
-
-    p = s + 5;
-    end = s + len;
-
-    comma = memchr(p, ',', end - p);
-
-    if (comma == NULL || comma - p < 7
-        || strncasecmp(comma - 7, ";base64", 7) != 0)
-    {
-        return -1;
-    }
-
-    semi = memchr(p, ';', comma - p);
-
-    if (semi == p || comma + 1 == end) {
-        return -1;
-    }
-
-    *mt = p;
-    *mt_len = semi - p;
-    *data = comma + 1;
-    *data_len = end - comma - 1;
-
-    return 0;
-}
-
-
 /*
  * Anthropic's tool use ids must match ^[a-zA-Z0-9_-]+$; other clients and
  * models make ids such as "functions.get_weather:0".  A call and its result
@@ -1150,7 +810,7 @@ mg_a_tool_id(json_t *id)
     n = json_string_length(id);
 
     for (i = 0; i < n; i++) {
-        if (!mg_a_id_char(s[i])) {
+        if (!mg_x_id_char(s[i])) {
             break;
         }
     }
@@ -1165,7 +825,7 @@ mg_a_tool_id(json_t *id)
     }
 
     for (i = 0; i < n; i++) {
-        p[i] = mg_a_id_char(s[i]) ? s[i] : '_';
+        p[i] = mg_x_id_char(s[i]) ? s[i] : '_';
     }
 
     v = json_stringn(p, n);
@@ -1200,7 +860,7 @@ mg_a_results_first(json_t *blocks)
     json_array_foreach(blocks, i, b) {
         type = json_string_value(json_object_get(b, "type"));
 
-        if (mg_a_streq(type, "tool_result")
+        if (mg_x_streq(type, "tool_result")
             && json_array_append(sorted, b) != 0)
         {
             rc = MG_X_NOMEM;
@@ -1210,7 +870,7 @@ mg_a_results_first(json_t *blocks)
     json_array_foreach(blocks, i, b) {
         type = json_string_value(json_object_get(b, "type"));
 
-        if (!mg_a_streq(type, "tool_result")
+        if (!mg_x_streq(type, "tool_result")
             && json_array_append(sorted, b) != 0)
         {
             rc = MG_X_NOMEM;
@@ -1240,7 +900,7 @@ mg_a_simplify(json_t *blocks)
     b = json_array_get(blocks, 0);
 
     if (json_array_size(blocks) == 1 && json_object_size(b) == 2
-        && mg_a_streq(json_string_value(json_object_get(b, "type")), "text")
+        && mg_x_streq(json_string_value(json_object_get(b, "type")), "text")
         && json_is_string(json_object_get(b, "text")))
     {
         return json_incref(json_object_get(b, "text"));
@@ -1259,14 +919,14 @@ mg_a_req_tools(json_t *in, json_t *req, mg_xerror_t *err)
     json_t      *v;
     const char  *type;
 
-    tools = mg_a_get(in, "tools");
+    tools = mg_x_get(in, "tools");
 
     if (tools == NULL) {
         return mg_a_req_tool_choice(in, req, 0, err);
     }
 
     if (!json_is_array(tools)) {
-        return mg_a_bad(err, "tools", "tools must be an array.");
+        return mg_x_bad(err, "tools", "tools must be an array.");
     }
 
     out = json_array();
@@ -1282,22 +942,22 @@ mg_a_req_tools(json_t *in, json_t *req, mg_xerror_t *err)
         fn = json_object_get(t, "function");
 
         if (!json_is_object(t) || (type && strcmp(type, "function") != 0)) {
-            rc = mg_a_bad(err, "tools", "tools[%zu]: only function tools "
+            rc = mg_x_bad(err, "tools", "tools[%zu]: only function tools "
                           "are supported by this model's backend.", i);
             goto done;
         }
 
         name = json_object_get(fn, "name");
-        desc = mg_a_get(fn, "description");
-        params = mg_a_get(fn, "parameters");
-        v = mg_a_get(fn, "strict");
+        desc = mg_x_get(fn, "description");
+        params = mg_x_get(fn, "parameters");
+        v = mg_x_get(fn, "strict");
 
         if (!json_is_string(name) || json_string_length(name) == 0
             || (desc && !json_is_string(desc))
             || (params && !json_is_object(params))
             || (v && !json_is_boolean(v)))
         {
-            rc = mg_a_bad(err, "tools", "tools[%zu].function needs a name, "
+            rc = mg_x_bad(err, "tools", "tools[%zu].function needs a name, "
                           "and description, parameters and strict of the "
                           "right types.", i);
             goto done;
@@ -1312,7 +972,7 @@ mg_a_req_tools(json_t *in, json_t *req, mg_xerror_t *err)
         } else if (json_object_get(params, "type") == NULL) {
             schema = json_copy(params);
 
-            if (schema && mg_a_set_str(schema, "type", "object") != MG_X_OK)
+            if (schema && mg_x_set_str(schema, "type", "object") != MG_X_OK)
             {
                 json_decref(schema);
                 schema = NULL;
@@ -1365,11 +1025,11 @@ mg_a_req_tool_choice(json_t *in, json_t *req, size_t ntools,
     json_t      *choice, *ptc, *tc, *name;
     const char  *s, *type;
 
-    choice = mg_a_get(in, "tool_choice");
-    ptc = mg_a_get(in, "parallel_tool_calls");
+    choice = mg_x_get(in, "tool_choice");
+    ptc = mg_x_get(in, "parallel_tool_calls");
 
     if (ptc && !json_is_boolean(ptc)) {
-        return mg_a_bad(err, "parallel_tool_calls", "parallel_tool_calls "
+        return mg_x_bad(err, "parallel_tool_calls", "parallel_tool_calls "
                         "must be a boolean.");
     }
 
@@ -1379,16 +1039,16 @@ mg_a_req_tool_choice(json_t *in, json_t *req, size_t ntools,
     if (choice) {
         s = json_string_value(choice);
 
-        if (mg_a_streq(s, "auto")) {
+        if (mg_x_streq(s, "auto")) {
             type = "auto";
 
-        } else if (mg_a_streq(s, "required")) {
+        } else if (mg_x_streq(s, "required")) {
             type = "any";
 
-        } else if (mg_a_streq(s, "none")) {
+        } else if (mg_x_streq(s, "none")) {
             type = "none";
 
-        } else if (mg_a_streq(json_string_value(json_object_get(choice,
+        } else if (mg_x_streq(json_string_value(json_object_get(choice,
                                                                 "type")),
                               "function"))
         {
@@ -1396,25 +1056,25 @@ mg_a_req_tool_choice(json_t *in, json_t *req, size_t ntools,
                                    "name");
 
             if (!json_is_string(name)) {
-                return mg_a_bad(err, "tool_choice", "tool_choice.function."
+                return mg_x_bad(err, "tool_choice", "tool_choice.function."
                                 "name must be a string.");
             }
 
             type = "tool";
 
         } else {
-            return mg_a_bad(err, "tool_choice", "tool_choice must be "
+            return mg_x_bad(err, "tool_choice", "tool_choice must be "
                             "\"auto\", \"required\", \"none\" or a named "
                             "function with this model's backend.");
         }
 
         if (ntools == 0 && strcmp(type, "any") == 0) {
-            return mg_a_bad(err, "tool_choice", "tool_choice \"required\" "
+            return mg_x_bad(err, "tool_choice", "tool_choice \"required\" "
                             "needs tools.");
         }
 
         if (ntools == 0 && name) {
-            return mg_a_bad(err, "tool_choice", "tool_choice names a "
+            return mg_x_bad(err, "tool_choice", "tool_choice names a "
                             "function, but there are no tools.");
         }
     }
@@ -1436,17 +1096,17 @@ mg_a_req_tool_choice(json_t *in, json_t *req, size_t ntools,
     tc = json_object();
 
     if (tc == NULL
-        || mg_a_set_str(tc, "type", type) != MG_X_OK
+        || mg_x_set_str(tc, "type", type) != MG_X_OK
         || (name && json_object_set(tc, "name", name) != 0)
         || (json_is_false(ptc) && strcmp(type, "none") != 0
-            && mg_a_set(tc, "disable_parallel_tool_use", json_true())
+            && mg_x_set(tc, "disable_parallel_tool_use", json_true())
                != MG_X_OK))
     {
         json_decref(tc);
         return MG_X_NOMEM;
     }
 
-    return mg_a_set(req, "tool_choice", tc);
+    return mg_x_set(req, "tool_choice", tc);
 }
 
 
@@ -1460,7 +1120,7 @@ mg_a_req_params(json_t *in, json_t *req, int *stream, int *include_usage,
     json_t      *v, *seq, *s, *md;
     const char  *key;
 
-    v = mg_a_get(in, "stop");
+    v = mg_x_get(in, "stop");
 
     if (v) {
         if (json_is_string(v)) {
@@ -1469,7 +1129,7 @@ mg_a_req_params(json_t *in, json_t *req, int *stream, int *include_usage,
         } else if (json_is_array(v)) {
             json_array_foreach(v, i, s) {
                 if (!json_is_string(s)) {
-                    return mg_a_bad(err, "stop", "stop must be a string or "
+                    return mg_x_bad(err, "stop", "stop must be a string or "
                                     "an array of strings.");
                 }
             }
@@ -1477,7 +1137,7 @@ mg_a_req_params(json_t *in, json_t *req, int *stream, int *include_usage,
             seq = json_incref(v);
 
         } else {
-            return mg_a_bad(err, "stop", "stop must be a string or an array "
+            return mg_x_bad(err, "stop", "stop must be a string or an array "
                             "of strings.");
         }
 
@@ -1488,18 +1148,18 @@ mg_a_req_params(json_t *in, json_t *req, int *stream, int *include_usage,
         if (json_array_size(seq) == 0) {
             json_decref(seq);
 
-        } else if (mg_a_set(req, "stop_sequences", seq) != MG_X_OK) {
+        } else if (mg_x_set(req, "stop_sequences", seq) != MG_X_OK) {
             return MG_X_NOMEM;
         }
     }
 
     /* OpenAI's range is 0..2, Anthropic's 0..1 */
 
-    v = mg_a_get(in, "temperature");
+    v = mg_x_get(in, "temperature");
 
     if (v) {
         if (!json_is_number(v)) {
-            return mg_a_bad(err, "temperature", "temperature must be a "
+            return mg_x_bad(err, "temperature", "temperature must be a "
                             "number.");
         }
 
@@ -1512,7 +1172,7 @@ mg_a_req_params(json_t *in, json_t *req, int *stream, int *include_usage,
             json_incref(v);
         }
 
-        if (mg_a_set(req, "temperature", v) != MG_X_OK) {
+        if (mg_x_set(req, "temperature", v) != MG_X_OK) {
             return MG_X_NOMEM;
         }
     }
@@ -1520,11 +1180,11 @@ mg_a_req_params(json_t *in, json_t *req, int *stream, int *include_usage,
     /* top_p 1 (OpenAI's default, sent by many clients) changes nothing,
      * and recent Claude models refuse temperature and top_p together */
 
-    v = mg_a_get(in, "top_p");
+    v = mg_x_get(in, "top_p");
 
     if (v) {
         if (!json_is_number(v)) {
-            return mg_a_bad(err, "top_p", "top_p must be a number.");
+            return mg_x_bad(err, "top_p", "top_p must be a number.");
         }
 
         if (json_number_value(v) != 1
@@ -1536,11 +1196,11 @@ mg_a_req_params(json_t *in, json_t *req, int *stream, int *include_usage,
 
     /* not OpenAI's, but many clients send it for Anthropic models */
 
-    v = mg_a_get(in, "top_k");
+    v = mg_x_get(in, "top_k");
 
     if (v) {
         if (!json_is_integer(v) || json_integer_value(v) < 0) {
-            return mg_a_bad(err, "top_k", "top_k must be a non-negative "
+            return mg_x_bad(err, "top_k", "top_k must be a non-negative "
                             "integer.");
         }
 
@@ -1552,21 +1212,21 @@ mg_a_req_params(json_t *in, json_t *req, int *stream, int *include_usage,
     /* safety_identifier replaces user */
 
     key = "safety_identifier";
-    v = mg_a_get(in, key);
+    v = mg_x_get(in, key);
 
     if (v == NULL) {
         key = "user";
-        v = mg_a_get(in, key);
+        v = mg_x_get(in, key);
     }
 
     if (v) {
         if (!json_is_string(v)) {
-            return mg_a_bad(err, key, "%s must be a string.", key);
+            return mg_x_bad(err, key, "%s must be a string.", key);
         }
 
         md = json_pack("{s:O}", "user_id", v);
 
-        if (mg_a_set(req, "metadata", md) != MG_X_OK) {
+        if (mg_x_set(req, "metadata", md) != MG_X_OK) {
             return MG_X_NOMEM;
         }
     }
@@ -1576,11 +1236,11 @@ mg_a_req_params(json_t *in, json_t *req, int *stream, int *include_usage,
         return rc;
     }
 
-    v = mg_a_get(in, "stream");
+    v = mg_x_get(in, "stream");
 
     if (v) {
         if (!json_is_boolean(v)) {
-            return mg_a_bad(err, "stream", "stream must be a boolean.");
+            return mg_x_bad(err, "stream", "stream must be a boolean.");
         }
 
         *stream = json_is_true(v);
@@ -1590,11 +1250,11 @@ mg_a_req_params(json_t *in, json_t *req, int *stream, int *include_usage,
         }
     }
 
-    v = mg_a_get(in, "stream_options");
+    v = mg_x_get(in, "stream_options");
 
     if (v) {
         if (!json_is_object(v)) {
-            return mg_a_bad(err, "stream_options", "stream_options must be "
+            return mg_x_bad(err, "stream_options", "stream_options must be "
                             "an object.");
         }
 
@@ -1617,20 +1277,20 @@ mg_a_req_output(json_t *in, json_t *req, mg_xerror_t *err)
     json_t      *rf, *re, *schema, *fmt, *oc;
     const char  *type, *s, *effort;
 
-    rf = mg_a_get(in, "response_format");
-    re = mg_a_get(in, "reasoning_effort");
+    rf = mg_x_get(in, "response_format");
+    re = mg_x_get(in, "reasoning_effort");
     fmt = NULL;
     effort = NULL;
 
     if (rf) {
         type = json_string_value(json_object_get(rf, "type"));
 
-        if (mg_a_streq(type, "json_schema")) {
+        if (mg_x_streq(type, "json_schema")) {
             schema = json_object_get(json_object_get(rf, "json_schema"),
                                      "schema");
 
             if (!json_is_object(schema)) {
-                return mg_a_bad(err, "response_format", "response_format."
+                return mg_x_bad(err, "response_format", "response_format."
                                 "json_schema.schema must be an object.");
             }
 
@@ -1640,8 +1300,8 @@ mg_a_req_output(json_t *in, json_t *req, mg_xerror_t *err)
                 return MG_X_NOMEM;
             }
 
-        } else if (!mg_a_streq(type, "text")) {
-            return mg_a_bad(err, "response_format", "response_format %s%s%s "
+        } else if (!mg_x_streq(type, "text")) {
+            return mg_x_bad(err, "response_format", "response_format %s%s%s "
                             "is not supported by this model's backend; use "
                             "json_schema.", type ? "\"" : "",
                             type ? type : "without a type",
@@ -1652,17 +1312,17 @@ mg_a_req_output(json_t *in, json_t *req, mg_xerror_t *err)
     if (re) {
         s = json_string_value(re);
 
-        if (mg_a_streq(s, "low") || mg_a_streq(s, "medium")
-            || mg_a_streq(s, "high") || mg_a_streq(s, "xhigh"))
+        if (mg_x_streq(s, "low") || mg_x_streq(s, "medium")
+            || mg_x_streq(s, "high") || mg_x_streq(s, "xhigh"))
         {
             effort = s;
 
-        } else if (mg_a_streq(s, "minimal")) {
+        } else if (mg_x_streq(s, "minimal")) {
             effort = "low";
 
-        } else if (!mg_a_streq(s, "none")) {
+        } else if (!mg_x_streq(s, "none")) {
             json_decref(fmt);
-            return mg_a_bad(err, "reasoning_effort", "reasoning_effort must "
+            return mg_x_bad(err, "reasoning_effort", "reasoning_effort must "
                             "be none, minimal, low, medium, high or xhigh.");
         }
     }
@@ -1674,7 +1334,7 @@ mg_a_req_output(json_t *in, json_t *req, mg_xerror_t *err)
     oc = json_object();
 
     if (oc == NULL
-        || (effort && mg_a_set_str(oc, "effort", effort) != MG_X_OK)
+        || (effort && mg_x_set_str(oc, "effort", effort) != MG_X_OK)
         || (fmt && json_object_set(oc, "format", fmt) != 0))
     {
         json_decref(fmt);
@@ -1684,7 +1344,7 @@ mg_a_req_output(json_t *in, json_t *req, mg_xerror_t *err)
 
     json_decref(fmt);
 
-    return mg_a_set(req, "output_config", oc);
+    return mg_x_set(req, "output_config", oc);
 }
 
 
@@ -1707,12 +1367,12 @@ mg_anthropic_response(const char *body, size_t len, const char *model,
 
     if (!json_is_object(in)) {
         json_decref(in);
-        return mg_a_bad_backend(err, "response");
+        return mg_x_bad_backend(err, "response");
     }
 
     type = json_string_value(json_object_get(in, "type"));
 
-    if (mg_a_streq(type, "error")) {
+    if (mg_x_streq(type, "error")) {
         mg_a_error_map(0, in, err);
         json_decref(in);
         return MG_X_ERROR;
@@ -1722,7 +1382,7 @@ mg_anthropic_response(const char *body, size_t len, const char *model,
 
     if (!json_is_array(content)) {
         json_decref(in);
-        return mg_a_bad_backend(err, "response");
+        return mg_x_bad_backend(err, "response");
     }
 
     memset(&text, 0, sizeof(mg_buf_t));
@@ -1741,7 +1401,7 @@ mg_anthropic_response(const char *body, size_t len, const char *model,
     json_array_foreach(content, i, b) {
         type = json_string_value(json_object_get(b, "type"));
 
-        if (mg_a_streq(type, "text")) {
+        if (mg_x_streq(type, "text")) {
             v = json_object_get(b, "text");
 
             if (json_is_string(v)
@@ -1755,7 +1415,7 @@ mg_anthropic_response(const char *body, size_t len, const char *model,
             continue;
         }
 
-        if (!mg_a_streq(type, "tool_use")) {
+        if (!mg_x_streq(type, "tool_use")) {
             continue;
         }
 
@@ -1790,13 +1450,13 @@ mg_anthropic_response(const char *body, size_t len, const char *model,
     msg = json_object();
 
     if (msg == NULL
-        || mg_a_set_str(msg, "role", "assistant") != MG_X_OK
-        || mg_a_set(msg, "content",
+        || mg_x_set_str(msg, "role", "assistant") != MG_X_OK
+        || mg_x_set(msg, "content",
                     (text.len == 0 && json_array_size(calls))
                     ? json_null()
                     : json_stringn(text.len ? text.data : "", text.len))
            != MG_X_OK
-        || mg_a_set(msg, "refusal", json_null()) != MG_X_OK
+        || mg_x_set(msg, "refusal", json_null()) != MG_X_OK
         || (json_array_size(calls)
             && json_object_set(msg, "tool_calls", calls) != 0))
     {
@@ -1808,18 +1468,18 @@ mg_anthropic_response(const char *body, size_t len, const char *model,
     res = json_object();
 
     if (res == NULL
-        || mg_a_set(res, "id",
-                    mg_a_prefixed("chatcmpl-",
+        || mg_x_set(res, "id",
+                    mg_x_prefixed("chatcmpl-",
                                   json_is_string(v) ? json_string_value(v)
                                                     : "",
                                   json_string_length(v)))
            != MG_X_OK
-        || mg_a_set_str(res, "object", "chat.completion") != MG_X_OK
-        || mg_a_set(res, "created", json_integer(created)) != MG_X_OK
-        || mg_a_set(res, "model",
+        || mg_x_set_str(res, "object", "chat.completion") != MG_X_OK
+        || mg_x_set(res, "created", json_integer(created)) != MG_X_OK
+        || mg_x_set(res, "model",
                     json_stringn(model ? model : "", model ? model_len : 0))
            != MG_X_OK
-        || mg_a_set(res, "choices",
+        || mg_x_set(res, "choices",
                     json_pack("[{s:i,s:O,s:n,s:s}]", "index", 0,
                               "message", msg, "logprobs",
                               "finish_reason",
@@ -1833,23 +1493,23 @@ mg_anthropic_response(const char *body, size_t len, const char *model,
     u = json_object_get(in, "usage");
 
     if (json_is_object(u)
-        && mg_a_set(res, "usage",
-                    mg_a_usage(mg_a_tokens(u, "input_tokens", 0),
-                               mg_a_tokens(u, "output_tokens", 0),
-                               mg_a_tokens(u, "cache_read_input_tokens", 0),
-                               mg_a_tokens(u, "cache_creation_input_tokens",
+        && mg_x_set(res, "usage",
+                    mg_a_usage(mg_x_tokens(u, "input_tokens", 0),
+                               mg_x_tokens(u, "output_tokens", 0),
+                               mg_x_tokens(u, "cache_read_input_tokens", 0),
+                               mg_x_tokens(u, "cache_creation_input_tokens",
                                            0)))
            != MG_X_OK)
     {
         goto done;
     }
 
-    rc = mg_a_dump(res, out, 0);
+    rc = mg_x_dump(res, out, 0);
 
 done:
 
     if (rc == MG_X_NOMEM) {
-        (void) mg_a_nomem(err);
+        (void) mg_x_nomem(err);
     }
 
     mg_buf_free(&text);
@@ -1886,24 +1546,6 @@ mg_a_finish(const char *reason)
     }
 
     return "stop";
-}
-
-
-static long long
-mg_a_tokens(json_t *usage, const char *key, long long dflt)
-{
-    json_t     *v;
-    long long   n;
-
-    v = json_object_get(usage, key);
-
-    if (!json_is_integer(v)) {
-        return dflt;
-    }
-
-    n = json_integer_value(v);
-
-    return n < 0 ? 0 : (n > MG_A_TOKENS_MAX ? MG_A_TOKENS_MAX : n);
 }
 
 
@@ -1988,7 +1630,7 @@ mg_a_error_map(int status, json_t *body, mg_xerror_t *err)
     /* a spend limit is this account's, not the model's: say it as OpenAI
      * says an exhausted quota; another backend may still have budget */
 
-    spend = mg_a_streq(json_string_value(json_object_get(
+    spend = mg_x_streq(json_string_value(json_object_get(
                            json_object_get(e, "details"), "error_code")),
                        "enforced_spend_limit_reached");
 
@@ -2007,7 +1649,7 @@ mg_a_error_map(int status, json_t *body, mg_xerror_t *err)
         }
     }
 
-    if (status == 529 || mg_a_streq(type, "overloaded_error")) {
+    if (status == 529 || mg_x_streq(type, "overloaded_error")) {
         mg_xerror_set(err, 503, 1, "server_error", "overloaded", NULL,
                       "The model backend is overloaded%s%s", msg ? ": " : ".",
                       msg ? msg : "");
@@ -2063,18 +1705,8 @@ mg_a_error_map(int status, json_t *body, mg_xerror_t *err)
     }
 
     if (err) {
-        mg_a_utf8(err->message);
+        mg_x_utf8(err->message);
     }
-}
-
-
-static int
-mg_a_bad_backend(mg_xerror_t *err, const char *what)
-{
-    mg_xerror_set(err, 502, 1, "server_error", "backend_error", NULL,
-                  "The model backend sent an invalid %s.", what);
-
-    return MG_X_ERROR;
 }
 
 
@@ -2122,7 +1754,7 @@ mg_anthropic_stream_event(mg_anthropic_stream_t *st, const char *event,
     const char  *name;
 
     if (st->nomem) {
-        return mg_a_nomem(err);
+        return mg_x_nomem(err);
     }
 
     if (st->done) {
@@ -2149,7 +1781,7 @@ mg_anthropic_stream_event(mg_anthropic_stream_t *st, const char *event,
 
     if (!json_is_object(j)) {
         json_decref(j);
-        return mg_a_bad_backend(err, "stream event");
+        return mg_x_bad_backend(err, "stream event");
     }
 
     /* the data's type repeats the event name; either one will do */
@@ -2169,7 +1801,7 @@ mg_anthropic_stream_event(mg_anthropic_stream_t *st, const char *event,
     start = out->len;
 
     if (mg_a_is("error")
-        || mg_a_streq(json_string_value(json_object_get(j, "type")), "error"))
+        || mg_x_streq(json_string_value(json_object_get(j, "type")), "error"))
     {
         mg_a_error_map(0, j, err);
         rc = MG_X_ERROR;
@@ -2189,7 +1821,7 @@ mg_anthropic_stream_event(mg_anthropic_stream_t *st, const char *event,
         rc = MG_X_OK;
 
     } else if (!st->started) {
-        rc = mg_a_bad_backend(err, "stream (no message_start)");
+        rc = mg_x_bad_backend(err, "stream (no message_start)");
 
     } else if (mg_a_is("content_block_start")) {
         rc = mg_a_stream_block_start(st, j, out, err);
@@ -2213,7 +1845,7 @@ mg_anthropic_stream_event(mg_anthropic_stream_t *st, const char *event,
     json_decref(j);
 
     if (rc == MG_X_NOMEM) {
-        (void) mg_a_nomem(err);
+        (void) mg_x_nomem(err);
     }
 
     if (rc != MG_X_OK && rc != MG_X_DONE) {
@@ -2238,15 +1870,15 @@ mg_a_stream_start(mg_anthropic_stream_t *st, json_t *j, mg_buf_t *out)
     head = json_object();
 
     if (head == NULL
-        || mg_a_set(head, "id",
-                    mg_a_prefixed("chatcmpl-",
+        || mg_x_set(head, "id",
+                    mg_x_prefixed("chatcmpl-",
                                   json_is_string(id) ? json_string_value(id)
                                                      : "",
                                   json_string_length(id)))
            != MG_X_OK
-        || mg_a_set_str(head, "object", "chat.completion.chunk") != MG_X_OK
-        || mg_a_set(head, "created", json_integer(st->created)) != MG_X_OK
-        || mg_a_set(head, "model", json_stringn(st->model, st->model_len))
+        || mg_x_set_str(head, "object", "chat.completion.chunk") != MG_X_OK
+        || mg_x_set(head, "created", json_integer(st->created)) != MG_X_OK
+        || mg_x_set(head, "model", json_stringn(st->model, st->model_len))
            != MG_X_OK)
     {
         json_decref(head);
@@ -2266,10 +1898,10 @@ mg_a_stream_start(mg_anthropic_stream_t *st, json_t *j, mg_buf_t *out)
     st->prefix = p;
     st->prefix_len = strlen(p) - 1;
 
-    st->input_tokens = mg_a_tokens(u, "input_tokens", 0);
-    st->output_tokens = mg_a_tokens(u, "output_tokens", 0);
-    st->cache_read_tokens = mg_a_tokens(u, "cache_read_input_tokens", 0);
-    st->cache_creation_tokens = mg_a_tokens(u, "cache_creation_input_tokens",
+    st->input_tokens = mg_x_tokens(u, "input_tokens", 0);
+    st->output_tokens = mg_x_tokens(u, "output_tokens", 0);
+    st->cache_read_tokens = mg_x_tokens(u, "cache_read_input_tokens", 0);
+    st->cache_creation_tokens = mg_x_tokens(u, "cache_creation_input_tokens",
                                             0);
 
     delta = json_pack("{s:s,s:s}", "role", "assistant", "content", "");
@@ -2277,7 +1909,7 @@ mg_a_stream_start(mg_anthropic_stream_t *st, json_t *j, mg_buf_t *out)
         return MG_X_NOMEM;
     }
 
-    rc = mg_a_chunk(st, out, delta, NULL);
+    rc = mg_x_chunk(out, st->prefix, st->prefix_len, delta, NULL);
 
     json_decref(delta);
 
@@ -2302,7 +1934,7 @@ mg_a_stream_block_start(mg_anthropic_stream_t *st, json_t *j, mg_buf_t *out,
     cb = json_object_get(j, "content_block");
     type = json_string_value(json_object_get(cb, "type"));
 
-    if (mg_a_streq(type, "text")) {
+    if (mg_x_streq(type, "text")) {
         v = json_object_get(cb, "text");
 
         if (!json_is_string(v) || json_string_length(v) == 0) {
@@ -2314,7 +1946,7 @@ mg_a_stream_block_start(mg_anthropic_stream_t *st, json_t *j, mg_buf_t *out,
             return MG_X_NOMEM;
         }
 
-        rc = mg_a_chunk(st, out, delta, NULL);
+        rc = mg_x_chunk(out, st->prefix, st->prefix_len, delta, NULL);
 
         json_decref(delta);
 
@@ -2325,7 +1957,7 @@ mg_a_stream_block_start(mg_anthropic_stream_t *st, json_t *j, mg_buf_t *out,
         return rc;
     }
 
-    if (!mg_a_streq(type, "tool_use")) {
+    if (!mg_x_streq(type, "tool_use")) {
         /* thinking, server tools: nothing a chat client can take */
         return MG_X_OK;
     }
@@ -2333,7 +1965,7 @@ mg_a_stream_block_start(mg_anthropic_stream_t *st, json_t *j, mg_buf_t *out,
     idx = json_object_get(j, "index");
 
     if (!json_is_integer(idx)) {
-        return mg_a_bad_backend(err, "stream (a tool_use block without an "
+        return mg_x_bad_backend(err, "stream (a tool_use block without an "
                                 "index)");
     }
 
@@ -2360,7 +1992,7 @@ mg_a_stream_block_start(mg_anthropic_stream_t *st, json_t *j, mg_buf_t *out,
 
     v = json_object_get(cb, "id");
 
-    rc = mg_a_tool_delta(st, out, st->ntools, fn,
+    rc = mg_x_tool_delta(out, st->prefix, st->prefix_len, st->ntools, fn,
                          json_is_string(v) ? json_string_value(v) : "",
                          json_string_length(v));
 
@@ -2370,40 +2002,6 @@ mg_a_stream_block_start(mg_anthropic_stream_t *st, json_t *j, mg_buf_t *out,
         st->tools[st->ntools++] = json_integer_value(idx);
         st->content = 1;
     }
-
-    return rc;
-}
-
-
-/*
- * {"tool_calls":[{"index":k,"id":..,"type":"function","function":fn}]}, or
- * without id and type when id is NULL (fn is borrowed)
- */
-
-static int
-mg_a_tool_delta(mg_anthropic_stream_t *st, mg_buf_t *out, size_t k,
-    json_t *fn, const char *id, size_t id_len)
-{
-    int      rc;
-    json_t  *delta;
-
-    if (id) {
-        delta = json_pack("{s:[{s:I,s:s%,s:s,s:O}]}", "tool_calls",
-                          "index", (json_int_t) k, "id", id, id_len,
-                          "type", "function", "function", fn);
-
-    } else {
-        delta = json_pack("{s:[{s:I,s:O}]}", "tool_calls",
-                          "index", (json_int_t) k, "function", fn);
-    }
-
-    if (delta == NULL) {
-        return MG_X_NOMEM;
-    }
-
-    rc = mg_a_chunk(st, out, delta, NULL);
-
-    json_decref(delta);
 
     return rc;
 }
@@ -2421,7 +2019,7 @@ mg_a_stream_delta(mg_anthropic_stream_t *st, json_t *j, mg_buf_t *out)
     d = json_object_get(j, "delta");
     type = json_string_value(json_object_get(d, "type"));
 
-    if (mg_a_streq(type, "text_delta")) {
+    if (mg_x_streq(type, "text_delta")) {
         v = json_object_get(d, "text");
 
         if (!json_is_string(v) || json_string_length(v) == 0) {
@@ -2433,7 +2031,7 @@ mg_a_stream_delta(mg_anthropic_stream_t *st, json_t *j, mg_buf_t *out)
             return MG_X_NOMEM;
         }
 
-        rc = mg_a_chunk(st, out, delta, NULL);
+        rc = mg_x_chunk(out, st->prefix, st->prefix_len, delta, NULL);
 
         json_decref(delta);
 
@@ -2444,7 +2042,7 @@ mg_a_stream_delta(mg_anthropic_stream_t *st, json_t *j, mg_buf_t *out)
         return rc;
     }
 
-    if (!mg_a_streq(type, "input_json_delta")) {
+    if (!mg_x_streq(type, "input_json_delta")) {
         /* thinking, signature and citations deltas */
         return MG_X_OK;
     }
@@ -2476,7 +2074,7 @@ mg_a_stream_delta(mg_anthropic_stream_t *st, json_t *j, mg_buf_t *out)
         return MG_X_NOMEM;
     }
 
-    rc = mg_a_tool_delta(st, out, k - 1, fn, NULL, 0);
+    rc = mg_x_tool_delta(out, st->prefix, st->prefix_len, k - 1, fn, NULL, 0);
 
     json_decref(fn);
 
@@ -2496,11 +2094,11 @@ mg_a_stream_message_delta(mg_anthropic_stream_t *st, json_t *j,
 
     u = json_object_get(j, "usage");
 
-    st->output_tokens = mg_a_tokens(u, "output_tokens", st->output_tokens);
-    st->input_tokens = mg_a_tokens(u, "input_tokens", st->input_tokens);
-    st->cache_read_tokens = mg_a_tokens(u, "cache_read_input_tokens",
+    st->output_tokens = mg_x_tokens(u, "output_tokens", st->output_tokens);
+    st->input_tokens = mg_x_tokens(u, "input_tokens", st->input_tokens);
+    st->cache_read_tokens = mg_x_tokens(u, "cache_read_input_tokens",
                                         st->cache_read_tokens);
-    st->cache_creation_tokens = mg_a_tokens(u, "cache_creation_input_tokens",
+    st->cache_creation_tokens = mg_x_tokens(u, "cache_creation_input_tokens",
                                             st->cache_creation_tokens);
 
     reason = json_string_value(json_object_get(json_object_get(j, "delta"),
@@ -2515,7 +2113,8 @@ mg_a_stream_message_delta(mg_anthropic_stream_t *st, json_t *j,
         return MG_X_NOMEM;
     }
 
-    rc = mg_a_chunk(st, out, delta, mg_a_finish(reason));
+    rc = mg_x_chunk(out, st->prefix, st->prefix_len, delta,
+                    mg_a_finish(reason));
 
     json_decref(delta);
 
@@ -2539,7 +2138,7 @@ mg_a_stream_stop(mg_anthropic_stream_t *st, mg_buf_t *out)
             return MG_X_NOMEM;
         }
 
-        rc = mg_a_chunk(st, out, delta, "stop");
+        rc = mg_x_chunk(out, st->prefix, st->prefix_len, delta, "stop");
 
         json_decref(delta);
 
@@ -2564,7 +2163,7 @@ mg_a_stream_stop(mg_anthropic_stream_t *st, mg_buf_t *out)
             || mg_buf_append(out, ",\"choices\":[],\"usage\":",
                              sizeof(",\"choices\":[],\"usage\":") - 1)
                != MG_X_OK
-            || mg_a_dump(u, out, 0) != MG_X_OK
+            || mg_x_dump(u, out, 0) != MG_X_OK
             || mg_buf_append(out, "}\n\n", 3) != MG_X_OK)
         {
             rc = MG_X_NOMEM;
@@ -2584,39 +2183,6 @@ mg_a_stream_stop(mg_anthropic_stream_t *st, mg_buf_t *out)
     st->done = 1;
 
     return MG_X_DONE;
-}
-
-
-/* one chunk with choices[0].delta = delta (borrowed) */
-
-static int
-mg_a_chunk(mg_anthropic_stream_t *st, mg_buf_t *out, json_t *delta,
-    const char *finish)
-{
-    static const char  choice[] = ",\"choices\":[{\"index\":0,\"delta\":";
-    static const char  tail[] = ",\"logprobs\":null,\"finish_reason\":null}],"
-                                "\"usage\":null}\n\n";
-
-    if (mg_buf_append(out, "data: ", 6) != MG_X_OK
-        || mg_buf_append(out, st->prefix, st->prefix_len) != MG_X_OK
-        || mg_buf_append(out, choice, sizeof(choice) - 1) != MG_X_OK
-        || mg_a_dump(delta, out, 0) != MG_X_OK)
-    {
-        return MG_X_NOMEM;
-    }
-
-    if (finish) {
-        if (mg_buf_printf(out, ",\"logprobs\":null,\"finish_reason\":\"%s\"}],"
-                          "\"usage\":null}\n\n", finish)
-            != MG_X_OK)
-        {
-            return MG_X_NOMEM;
-        }
-
-        return MG_X_OK;
-    }
-
-    return mg_buf_append(out, tail, sizeof(tail) - 1);
 }
 
 

@@ -23,18 +23,9 @@
 #define MG_B_REFUSAL   0x08
 #define MG_B_CACHE     0x10     /* cache_control becomes a cachePoint */
 
-/* token counts are clamped, so that their sums cannot overflow */
-#define MG_B_TOKENS_MAX  1000000000000000LL
-
 /* ToolUseId: [a-zA-Z0-9_-]{1,64}; DocumentBlock name: 1..200 bytes */
 #define MG_B_TOOL_ID_MAX   64
 #define MG_B_DOC_NAME_MAX  200
-
-#define mg_b_streq(s, lit)  ((s) != NULL && strcmp(s, lit) == 0)
-
-#define mg_b_id_char(c)                                                       \
-    (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z')                 \
-     || ((c) >= '0' && (c) <= '9') || (c) == '_' || (c) == '-')
 
 #define mg_b_alnum(c)                                                         \
     (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z')                 \
@@ -66,14 +57,6 @@ typedef enum {
 } mg_b_ekind_t;
 
 
-static json_t *mg_b_get(json_t *o, const char *key);
-static int mg_b_bad(mg_xerror_t *err, const char *param, const char *fmt,
-    ...) __attribute__((format(printf, 3, 4)));
-static int mg_b_nomem(mg_xerror_t *err);
-static void mg_b_utf8(char *s);
-static int mg_b_set(json_t *o, const char *key, json_t *v);
-static int mg_b_dump_cb(const char *buf, size_t size, void *data);
-static int mg_b_dump(json_t *j, mg_buf_t *out, size_t flags);
 static void mg_b_make_id(char *buf, size_t size, long created);
 
 static int mg_b_req_check(json_t *in, mg_xerror_t *err);
@@ -95,8 +78,6 @@ static const char *mg_b_image_format(const char *mt, size_t len);
 static const char *mg_b_doc_format(const char *mt, size_t len);
 static const char *mg_b_doc_format_ext(const char *name, size_t len);
 static json_t *mg_b_doc_name(const char *name, size_t len, size_t n);
-static int mg_b_data_url(const char *s, size_t len, const char **mt,
-    size_t *mt_len, const char **data, size_t *data_len);
 static json_t *mg_b_tool_id(json_t *id);
 static int mg_b_add_name(mg_b_req_t *ctx, json_t *name);
 static int mg_b_results_first(json_t *blocks);
@@ -110,7 +91,6 @@ static int mg_b_req_params(json_t *in, json_t *req,
 static int mg_b_req_output(json_t *in, json_t *req, mg_xerror_t *err);
 
 static const char *mg_b_finish(const char *reason);
-static long long mg_b_tokens(json_t *usage, const char *key, long long dflt);
 static json_t *mg_b_usage(long long input, long long output,
     long long total, long long cache_read, long long cache_write);
 static json_t *mg_b_usage_json(json_t *u);
@@ -120,7 +100,6 @@ static void mg_b_error_map(int status, const char *name, size_t name_len,
     const char *msg, mg_xerror_t *err);
 static void mg_b_error_json(int status, const char *errortype,
     size_t errortype_len, json_t *body, mg_xerror_t *err);
-static int mg_b_bad_backend(mg_xerror_t *err, const char *what);
 
 static int mg_b_stream_error(int raw, const char *name, size_t name_len,
     const char *payload, size_t payload_len, mg_xerror_t *err);
@@ -134,159 +113,9 @@ static int mg_b_stream_stop(mg_bedrock_stream_t *st, json_t *j,
 static int mg_b_stream_metadata(mg_bedrock_stream_t *st, json_t *j,
     mg_buf_t *out);
 static int mg_b_stream_end(mg_bedrock_stream_t *st, mg_buf_t *out);
-static int mg_b_chunk(mg_bedrock_stream_t *st, mg_buf_t *out,
-    json_t *delta, const char *finish);
-static int mg_b_tool_delta(mg_bedrock_stream_t *st, mg_buf_t *out, size_t k,
-    json_t *fn, const char *id, size_t id_len);
 
 
 /* helpers */
-
-/* a member, with JSON null taken as absent (clients send null for unset) */
-
-static json_t *
-mg_b_get(json_t *o, const char *key)
-{
-    json_t  *v;
-
-    v = json_object_get(o, key);
-
-    return json_is_null(v) ? NULL : v;
-}
-
-
-static int
-mg_b_bad(mg_xerror_t *err, const char *param, const char *fmt, ...)
-{
-    char     buf[sizeof(err->message)];
-    va_list  ap;
-
-    va_start(ap, fmt);
-    (void) vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-
-    mg_xerror_set(err, 400, 0, "invalid_request_error", NULL, param, "%s",
-                  buf);
-
-    if (err) {
-        mg_b_utf8(err->message);
-    }
-
-    return MG_X_ERROR;
-}
-
-
-static int
-mg_b_nomem(mg_xerror_t *err)
-{
-    mg_xerror_set(err, 500, 1, "server_error", NULL, NULL, "out of memory");
-
-    return MG_X_NOMEM;
-}
-
-
-/*
- * Messages quote what we were sent (a role, jansson's view of a syntax
- * error, Bedrock's words) and snprintf may cut them inside a character:
- * the client gets them in a JSON string, so bad bytes become '?' and a cut
- * character goes.
- */
-
-static void
-mg_b_utf8(char *s)
-{
-    size_t          n, k;
-    unsigned char  *p, c, lo, hi;
-
-    p = (unsigned char *) s;
-
-    while (*p) {
-        c = *p;
-
-        if (c < 0x80) {
-            p++;
-            continue;
-        }
-
-        lo = 0x80;
-        hi = 0xbf;
-
-        if (c >= 0xc2 && c <= 0xdf) {
-            n = 1;
-
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 2;
-            lo = (c == 0xe0) ? 0xa0 : 0x80;
-            hi = (c == 0xed) ? 0x9f : 0xbf;
-
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 3;
-            lo = (c == 0xf0) ? 0x90 : 0x80;
-            hi = (c == 0xf4) ? 0x8f : 0xbf;
-
-        } else {
-            *p++ = '?';
-            continue;
-        }
-
-        for (k = 1; k <= n; k++) {
-            c = p[k];
-
-            if (c == '\0' || c < (k == 1 ? lo : 0x80)
-                || c > (k == 1 ? hi : 0xbf))
-            {
-                break;
-            }
-        }
-
-        if (k > n) {
-            p += n + 1;
-            continue;
-        }
-
-        if (p[k] == '\0') {
-            /* cut at the end */
-            *p = '\0';
-            return;
-        }
-
-        *p++ = '?';
-    }
-}
-
-
-/* json_object_set_new() that tells whether v (possibly a NULL from a
- * failed constructor) was stored; v is consumed either way */
-
-static int
-mg_b_set(json_t *o, const char *key, json_t *v)
-{
-    return json_object_set_new(o, key, v) == 0 ? MG_X_OK : MG_X_NOMEM;
-}
-
-
-static int
-mg_b_dump_cb(const char *buf, size_t size, void *data)
-{
-    return mg_buf_append(data, buf, size) == MG_X_OK ? 0 : -1;
-}
-
-
-static int
-mg_b_dump(json_t *j, mg_buf_t *out, size_t flags)
-{
-    size_t  len;
-
-    len = out->len;
-
-    if (json_dump_callback(j, mg_b_dump_cb, out, JSON_COMPACT | flags) != 0) {
-        out->len = len;
-        return MG_X_NOMEM;
-    }
-
-    return MG_X_OK;
-}
-
 
 /*
  * Converse answers carry no id, and the x-amzn-RequestId header is not
@@ -326,7 +155,7 @@ mg_bedrock_request(const char *body, size_t len,
     in = json_loadb(body, body ? len : 0, JSON_ALLOW_NUL, &jerr);
 
     if (in == NULL) {
-        return mg_b_bad(err, NULL, "The request body is not valid JSON: %s",
+        return mg_x_bad(err, NULL, "The request body is not valid JSON: %s",
                         jerr.text);
     }
 
@@ -334,7 +163,7 @@ mg_bedrock_request(const char *body, size_t len,
     req = NULL;
 
     if (!json_is_object(in)) {
-        rc = mg_b_bad(err, NULL, "The request body must be a JSON object.");
+        rc = mg_x_bad(err, NULL, "The request body must be a JSON object.");
         goto done;
     }
 
@@ -371,12 +200,12 @@ mg_bedrock_request(const char *body, size_t len,
         goto done;
     }
 
-    rc = mg_b_dump(req, out, 0);
+    rc = mg_x_dump(req, out, 0);
 
 done:
 
     if (rc == MG_X_NOMEM) {
-        (void) mg_b_nomem(err);
+        (void) mg_x_nomem(err);
     }
 
     json_decref(ctx.names);
@@ -392,82 +221,27 @@ done:
 static int
 mg_b_req_check(json_t *in, mg_xerror_t *err)
 {
-    size_t       i, k;
-    json_t      *v, *m;
+    int      rc;
+    json_t  *v;
 
-    static const char  *none[] = {
-        "audio", "prediction", "web_search_options", "functions",
-        "function_call"
-    };
-
-    static const char  *penalties[] = {
-        "frequency_penalty", "presence_penalty"
-    };
-
-    v = mg_b_get(in, "n");
+    v = mg_x_get(in, "n");
     if (v && (!json_is_integer(v) || json_integer_value(v) != 1)) {
-        return mg_b_bad(err, "n", "n other than 1 is not supported by this "
+        return mg_x_bad(err, "n", "n other than 1 is not supported by this "
                         "model's backend.");
     }
 
-    if (json_is_true(json_object_get(in, "logprobs"))) {
-        return mg_b_bad(err, "logprobs", "logprobs are not supported by "
-                        "this model's backend.");
-    }
-
-    v = mg_b_get(in, "top_logprobs");
-    if (v && !(json_is_integer(v) && json_integer_value(v) == 0)) {
-        return mg_b_bad(err, "top_logprobs", "top_logprobs are not "
-                        "supported by this model's backend.");
-    }
-
-    for (k = 0; k < sizeof(penalties) / sizeof(penalties[0]); k++) {
-        v = mg_b_get(in, penalties[k]);
-
-        if (v && (!json_is_number(v) || json_number_value(v) != 0)) {
-            return mg_b_bad(err, penalties[k], "%s is not supported by "
-                            "this model's backend.", penalties[k]);
-        }
-    }
-
-    v = mg_b_get(in, "logit_bias");
-    if (v && (!json_is_object(v) || json_object_size(v) != 0)) {
-        return mg_b_bad(err, "logit_bias", "logit_bias is not supported by "
-                        "this model's backend.");
-    }
-
-    for (k = 0; k < sizeof(none) / sizeof(none[0]); k++) {
-        if (mg_b_get(in, none[k])) {
-            return mg_b_bad(err, none[k], "%s is not supported by this "
-                            "model's backend%s.", none[k],
-                            k >= 3 ? " (use tools and tool_choice)" : "");
-        }
-    }
-
-    v = mg_b_get(in, "modalities");
-
-    if (v) {
-        if (!json_is_array(v)) {
-            return mg_b_bad(err, "modalities", "modalities must be an "
-                            "array.");
-        }
-
-        json_array_foreach(v, i, m) {
-            if (!mg_b_streq(json_string_value(m), "text")) {
-                return mg_b_bad(err, "modalities", "Only the \"text\" "
-                                "modality is supported by this model's "
-                                "backend.");
-            }
-        }
+    rc = mg_x_req_check(in, 1, err);
+    if (rc != MG_X_OK) {
+        return rc;
     }
 
     /* Converse has no effort of its own for every model: "none" is what
      * a model does unasked, anything else would be dropped */
 
-    v = mg_b_get(in, "reasoning_effort");
+    v = mg_x_get(in, "reasoning_effort");
 
-    if (v && !mg_b_streq(json_string_value(v), "none")) {
-        return mg_b_bad(err, "reasoning_effort", "reasoning_effort is not "
+    if (v && !mg_x_streq(json_string_value(v), "none")) {
+        return mg_x_bad(err, "reasoning_effort", "reasoning_effort is not "
                         "supported by this model's backend.");
     }
 
@@ -493,7 +267,7 @@ mg_b_req_messages(json_t *in, json_t *req, mg_b_req_t *ctx,
     msgs = json_object_get(in, "messages");
 
     if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
-        return mg_b_bad(err, "messages", "messages must be a non-empty "
+        return mg_x_bad(err, "messages", "messages must be a non-empty "
                         "array.");
     }
 
@@ -513,7 +287,7 @@ mg_b_req_messages(json_t *in, json_t *req, mg_b_req_t *ctx,
         role = json_string_value(json_object_get(m, "role"));
 
         if (role == NULL) {
-            rc = mg_b_bad(err, "messages", "messages[%zu].role must be a "
+            rc = mg_x_bad(err, "messages", "messages[%zu].role must be a "
                           "string.", i);
             goto done;
         }
@@ -552,7 +326,7 @@ mg_b_req_messages(json_t *in, json_t *req, mg_b_req_t *ctx,
 
         } else {
             brole = NULL;
-            rc = mg_b_bad(err, "messages", "messages[%zu]: the role \"%s\" "
+            rc = mg_x_bad(err, "messages", "messages[%zu]: the role \"%s\" "
                           "is not supported by this model's backend.", i,
                           role);
         }
@@ -593,13 +367,13 @@ mg_b_req_messages(json_t *in, json_t *req, mg_b_req_t *ctx,
     }
 
     if (json_array_size(out) == 0) {
-        rc = mg_b_bad(err, "messages", "messages must hold at least one "
+        rc = mg_x_bad(err, "messages", "messages must hold at least one "
                       "user or assistant message with content.");
         goto done;
     }
 
     json_array_foreach(out, i, msg) {
-        if (mg_b_streq(json_string_value(json_object_get(msg, "role")),
+        if (mg_x_streq(json_string_value(json_object_get(msg, "role")),
                        "user")
             && mg_b_results_first(json_object_get(msg, "content"))
                != MG_X_OK)
@@ -632,11 +406,9 @@ static int
 mg_b_req_assistant(json_t *m, json_t *blocks, size_t i, mg_b_req_t *ctx,
     mg_xerror_t *err)
 {
-    int           rc;
-    size_t        k;
-    json_t       *calls, *c, *fn, *id, *name, *args, *input, *b, *v;
-    const char   *s;
-    json_error_t  jerr;
+    int      rc;
+    size_t   k;
+    json_t  *calls, *c, *fn, *id, *name, *input, *b, *v;
 
     rc = mg_b_req_content(json_object_get(m, "content"),
                           MG_B_TEXT | MG_B_REFUSAL | MG_B_CACHE, blocks, i,
@@ -647,7 +419,7 @@ mg_b_req_assistant(json_t *m, json_t *blocks, size_t i, mg_b_req_t *ctx,
 
     /* an assistant turn that was a refusal keeps its words */
 
-    v = mg_b_get(m, "refusal");
+    v = mg_x_get(m, "refusal");
 
     if (json_array_size(blocks) == 0 && json_is_string(v)
         && json_string_length(v))
@@ -659,27 +431,27 @@ mg_b_req_assistant(json_t *m, json_t *blocks, size_t i, mg_b_req_t *ctx,
         }
     }
 
-    calls = mg_b_get(m, "tool_calls");
+    calls = mg_x_get(m, "tool_calls");
 
     if (calls == NULL) {
         return MG_X_OK;
     }
 
     if (!json_is_array(calls)) {
-        return mg_b_bad(err, "messages", "messages[%zu].tool_calls must be "
+        return mg_x_bad(err, "messages", "messages[%zu].tool_calls must be "
                         "an array.", i);
     }
 
     json_array_foreach(calls, k, c) {
-        v = mg_b_get(c, "type");
+        v = mg_x_get(c, "type");
         fn = json_object_get(c, "function");
         id = json_object_get(c, "id");
         name = json_object_get(fn, "name");
 
         if (!json_is_object(c)
-            || (v && !mg_b_streq(json_string_value(v), "function")))
+            || (v && !mg_x_streq(json_string_value(v), "function")))
         {
-            return mg_b_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
+            return mg_x_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
                             ": only function tool calls are supported.",
                             i, k);
         }
@@ -687,46 +459,13 @@ mg_b_req_assistant(json_t *m, json_t *blocks, size_t i, mg_b_req_t *ctx,
         if (!json_is_string(id) || json_string_length(id) == 0
             || !json_is_string(name))
         {
-            return mg_b_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
+            return mg_x_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
                             " needs a string id and function.name.", i, k);
         }
 
-        args = mg_b_get(fn, "arguments");
-
-        if (args == NULL
-            || (json_is_string(args) && json_string_length(args) == 0))
-        {
-            input = json_object();
-
-        } else if (json_is_object(args)) {
-            /* not OpenAI's shape, but unambiguous */
-            input = json_incref(args);
-
-        } else if (json_is_string(args)) {
-            s = json_string_value(args);
-            input = json_loadb(s, json_string_length(args), JSON_ALLOW_NUL,
-                               &jerr);
-
-            if (input == NULL) {
-                return mg_b_bad(err, "messages", "messages[%zu].tool_calls"
-                                "[%zu].function.arguments is not valid "
-                                "JSON: %s", i, k, jerr.text);
-            }
-
-            if (!json_is_object(input)) {
-                json_decref(input);
-                return mg_b_bad(err, "messages", "messages[%zu].tool_calls"
-                                "[%zu].function.arguments must be a JSON "
-                                "object.", i, k);
-            }
-
-        } else {
-            return mg_b_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
-                            ".function.arguments must be a string.", i, k);
-        }
-
-        if (input == NULL) {
-            return MG_X_NOMEM;
+        rc = mg_x_tool_args(fn, i, k, &input, err);
+        if (rc != MG_X_OK) {
+            return rc;
         }
 
         id = mg_b_tool_id(id);
@@ -769,7 +508,7 @@ mg_b_req_tool_result(json_t *m, json_t *blocks, size_t i, mg_b_req_t *ctx,
     id = json_object_get(m, "tool_call_id");
 
     if (!json_is_string(id) || json_string_length(id) == 0) {
-        return mg_b_bad(err, "messages", "messages[%zu].tool_call_id must be "
+        return mg_x_bad(err, "messages", "messages[%zu].tool_call_id must be "
                         "a non-empty string.", i);
     }
 
@@ -852,7 +591,7 @@ mg_b_req_content(json_t *content, unsigned allow, json_t *blocks, size_t i,
     }
 
     if (!json_is_array(content)) {
-        return mg_b_bad(err, "messages", "messages[%zu].content must be a "
+        return mg_x_bad(err, "messages", "messages[%zu].content must be a "
                         "string or an array of parts.", i);
     }
 
@@ -878,7 +617,7 @@ mg_b_req_part(json_t *part, unsigned allow, json_t *blocks, size_t i,
     type = json_string_value(json_object_get(part, "type"));
 
     if (type == NULL) {
-        return mg_b_bad(err, "messages", "messages[%zu].content[%zu] must "
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu] must "
                         "be an object with a string type.", i, j);
     }
 
@@ -891,7 +630,7 @@ mg_b_req_part(json_t *part, unsigned allow, json_t *blocks, size_t i,
         v = json_object_get(part, key);
 
         if (!json_is_string(v)) {
-            return mg_b_bad(err, "messages", "messages[%zu].content[%zu]."
+            return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
                             "%s must be a string.", i, j, key);
         }
 
@@ -917,12 +656,12 @@ mg_b_req_part(json_t *part, unsigned allow, json_t *blocks, size_t i,
         }
 
     } else if (strcmp(type, "input_audio") == 0) {
-        return mg_b_bad(err, "messages", "messages[%zu].content[%zu]: audio "
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: audio "
                         "input is not supported by this model's backend.",
                         i, j);
 
     } else {
-        return mg_b_bad(err, "messages", "messages[%zu].content[%zu]: a "
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: a "
                         "\"%s\" part is not supported here.", i, j, type);
     }
 
@@ -961,7 +700,7 @@ mg_b_req_image(json_t *part, json_t **block, size_t i, size_t j,
     url = json_is_string(iu) ? iu : json_object_get(iu, "url");
 
     if (!json_is_string(url)) {
-        return mg_b_bad(err, "messages", "messages[%zu].content[%zu]."
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
                         "image_url.url must be a string.", i, j);
     }
 
@@ -971,15 +710,15 @@ mg_b_req_image(json_t *part, json_t **block, size_t i, size_t j,
     if ((len > 7 && strncasecmp(s, "http://", 7) == 0)
         || (len > 8 && strncasecmp(s, "https://", 8) == 0))
     {
-        return mg_b_bad(err, "messages", "messages[%zu].content[%zu]: this "
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: this "
                         "model's backend cannot fetch image URLs; send the "
                         "image as a base64 data URL.", i, j);
     }
 
     if (len <= 5 || strncasecmp(s, "data:", 5) != 0
-        || mg_b_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0)
+        || mg_x_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0)
     {
-        return mg_b_bad(err, "messages", "messages[%zu].content[%zu]: an "
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: an "
                         "image must be a data URL \"data:<media type>;"
                         "base64,<data>\".", i, j);
     }
@@ -987,7 +726,7 @@ mg_b_req_image(json_t *part, json_t **block, size_t i, size_t j,
     format = mg_b_image_format(mt, mt_len);
 
     if (format == NULL) {
-        return mg_b_bad(err, "messages", "messages[%zu].content[%zu]: the "
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: the "
                         "image type \"%.*s\" is not supported by this "
                         "model's backend (png, jpeg, gif or webp).", i, j,
                         (int) (mt_len > 64 ? 64 : mt_len), mt);
@@ -1017,17 +756,17 @@ mg_b_req_file(json_t *part, json_t **block, size_t i, size_t j,
 
     f = json_object_get(part, "file");
 
-    if (mg_b_get(f, "file_id")) {
-        return mg_b_bad(err, "messages", "messages[%zu].content[%zu]: file "
+    if (mg_x_get(f, "file_id")) {
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: file "
                         "ids cannot be used with this model's backend; send "
                         "file_data.", i, j);
     }
 
     fd = json_object_get(f, "file_data");
-    fname = mg_b_get(f, "filename");
+    fname = mg_x_get(f, "filename");
 
     if (!json_is_string(fd) || (fname && !json_is_string(fname))) {
-        return mg_b_bad(err, "messages", "messages[%zu].content[%zu]."
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
                         "file.file_data and filename must be strings.", i,
                         j);
     }
@@ -1038,8 +777,8 @@ mg_b_req_file(json_t *part, json_t **block, size_t i, size_t j,
     nlen = json_string_length(fname);
 
     if (len > 5 && strncasecmp(s, "data:", 5) == 0) {
-        if (mg_b_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0) {
-            return mg_b_bad(err, "messages", "messages[%zu].content[%zu]: "
+        if (mg_x_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0) {
+            return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: "
                             "file_data must be a base64 data URL.", i, j);
         }
 
@@ -1054,7 +793,7 @@ mg_b_req_file(json_t *part, json_t **block, size_t i, size_t j,
     }
 
     if (format == NULL) {
-        return mg_b_bad(err, "messages", "messages[%zu].content[%zu]: only "
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: only "
                         "pdf, csv, doc, docx, xls, xlsx, html, txt and md "
                         "files are supported by this model's backend.", i,
                         j);
@@ -1253,40 +992,6 @@ mg_b_doc_name(const char *name, size_t len, size_t n)
 }
 
 
-/* "data:<media type>[;params];base64,<data>" */
-
-static int
-mg_b_data_url(const char *s, size_t len, const char **mt, size_t *mt_len,
-    const char **data, size_t *data_len)
-{
-    const char  *p, *end, *comma, *semi;
-
-    p = s + 5;
-    end = s + len;
-
-    comma = memchr(p, ',', end - p);
-
-    if (comma == NULL || comma - p < 7
-        || strncasecmp(comma - 7, ";base64", 7) != 0)
-    {
-        return -1;
-    }
-
-    semi = memchr(p, ';', comma - p);
-
-    if (semi == p || comma + 1 == end) {
-        return -1;
-    }
-
-    *mt = p;
-    *mt_len = semi - p;
-    *data = comma + 1;
-    *data_len = end - comma - 1;
-
-    return 0;
-}
-
-
 /*
  * Bedrock's tool use ids must match [a-zA-Z0-9_-]{1,64}; other clients and
  * models make ids such as "functions.get_weather:0", or longer ones.  Other
@@ -1308,7 +1013,7 @@ mg_b_tool_id(json_t *id)
     n = json_string_length(id);
 
     for (i = 0; i < n; i++) {
-        if (!mg_b_id_char(s[i])) {
+        if (!mg_x_id_char(s[i])) {
             break;
         }
     }
@@ -1319,7 +1024,7 @@ mg_b_tool_id(json_t *id)
 
     if (n <= MG_B_TOOL_ID_MAX) {
         for (i = 0; i < n; i++) {
-            buf[i] = mg_b_id_char(s[i]) ? s[i] : '_';
+            buf[i] = mg_x_id_char(s[i]) ? s[i] : '_';
         }
 
         return json_stringn(buf, n);
@@ -1335,7 +1040,7 @@ mg_b_tool_id(json_t *id)
     }
 
     for (i = 0; i < 47; i++) {
-        buf[i] = mg_b_id_char(s[i]) ? s[i] : '_';
+        buf[i] = mg_x_id_char(s[i]) ? s[i] : '_';
     }
 
     (void) snprintf(buf + 47, sizeof(buf) - 47, "_%016llx",
@@ -1431,10 +1136,10 @@ mg_b_req_tools(json_t *in, json_t *req, mg_b_req_t *ctx, mg_xerror_t *err)
     json_t      *b, *v, *choice, *tc;
     const char  *type;
 
-    tools = mg_b_get(in, "tools");
+    tools = mg_x_get(in, "tools");
 
     if (tools && !json_is_array(tools)) {
-        return mg_b_bad(err, "tools", "tools must be an array.");
+        return mg_x_bad(err, "tools", "tools must be an array.");
     }
 
     specs = json_array();
@@ -1452,22 +1157,22 @@ mg_b_req_tools(json_t *in, json_t *req, mg_b_req_t *ctx, mg_xerror_t *err)
         fn = json_object_get(t, "function");
 
         if (!json_is_object(t) || (type && strcmp(type, "function") != 0)) {
-            rc = mg_b_bad(err, "tools", "tools[%zu]: only function tools "
+            rc = mg_x_bad(err, "tools", "tools[%zu]: only function tools "
                           "are supported by this model's backend.", i);
             goto done;
         }
 
         name = json_object_get(fn, "name");
-        desc = mg_b_get(fn, "description");
-        params = mg_b_get(fn, "parameters");
-        v = mg_b_get(fn, "strict");
+        desc = mg_x_get(fn, "description");
+        params = mg_x_get(fn, "parameters");
+        v = mg_x_get(fn, "strict");
 
         if (!json_is_string(name) || json_string_length(name) == 0
             || (desc && !json_is_string(desc))
             || (params && !json_is_object(params))
             || (v && !json_is_boolean(v)))
         {
-            rc = mg_b_bad(err, "tools", "tools[%zu].function needs a name, "
+            rc = mg_x_bad(err, "tools", "tools[%zu].function needs a name, "
                           "and description, parameters and strict of the "
                           "right types.", i);
             goto done;
@@ -1485,7 +1190,7 @@ mg_b_req_tools(json_t *in, json_t *req, mg_b_req_t *ctx, mg_xerror_t *err)
             schema = json_copy(params);
 
             if (schema
-                && mg_b_set(schema, "type", json_string("object"))
+                && mg_x_set(schema, "type", json_string("object"))
                    != MG_X_OK)
             {
                 json_decref(schema);
@@ -1585,11 +1290,11 @@ mg_b_req_tool_choice(json_t *in, size_t ntools, json_t **choice, int *none,
     *choice = NULL;
     *none = 0;
 
-    tc = mg_b_get(in, "tool_choice");
-    ptc = mg_b_get(in, "parallel_tool_calls");
+    tc = mg_x_get(in, "tool_choice");
+    ptc = mg_x_get(in, "parallel_tool_calls");
 
     if (ptc && !json_is_boolean(ptc)) {
-        return mg_b_bad(err, "parallel_tool_calls", "parallel_tool_calls "
+        return mg_x_bad(err, "parallel_tool_calls", "parallel_tool_calls "
                         "must be a boolean.");
     }
 
@@ -1598,40 +1303,40 @@ mg_b_req_tool_choice(json_t *in, size_t ntools, json_t **choice, int *none,
     if (tc) {
         s = json_string_value(tc);
 
-        if (mg_b_streq(s, "auto")) {
+        if (mg_x_streq(s, "auto")) {
             *choice = json_pack("{s:{}}", "auto");
 
-        } else if (mg_b_streq(s, "required")) {
+        } else if (mg_x_streq(s, "required")) {
             if (ntools == 0) {
-                return mg_b_bad(err, "tool_choice", "tool_choice "
+                return mg_x_bad(err, "tool_choice", "tool_choice "
                                 "\"required\" needs tools.");
             }
 
             *choice = json_pack("{s:{}}", "any");
 
-        } else if (mg_b_streq(s, "none")) {
+        } else if (mg_x_streq(s, "none")) {
             *none = 1;
             return MG_X_OK;
 
-        } else if (mg_b_streq(json_string_value(json_object_get(tc, "type")),
+        } else if (mg_x_streq(json_string_value(json_object_get(tc, "type")),
                               "function"))
         {
             name = json_object_get(json_object_get(tc, "function"), "name");
 
             if (!json_is_string(name)) {
-                return mg_b_bad(err, "tool_choice", "tool_choice.function."
+                return mg_x_bad(err, "tool_choice", "tool_choice.function."
                                 "name must be a string.");
             }
 
             if (ntools == 0) {
-                return mg_b_bad(err, "tool_choice", "tool_choice names a "
+                return mg_x_bad(err, "tool_choice", "tool_choice names a "
                                 "function, but there are no tools.");
             }
 
             *choice = json_pack("{s:{s:O}}", "tool", "name", name);
 
         } else {
-            return mg_b_bad(err, "tool_choice", "tool_choice must be "
+            return mg_x_bad(err, "tool_choice", "tool_choice must be "
                             "\"auto\", \"required\", \"none\" or a named "
                             "function with this model's backend.");
         }
@@ -1647,7 +1352,7 @@ mg_b_req_tool_choice(json_t *in, size_t ntools, json_t **choice, int *none,
         json_decref(*choice);
         *choice = NULL;
 
-        return mg_b_bad(err, "parallel_tool_calls", "parallel_tool_calls "
+        return mg_x_bad(err, "parallel_tool_calls", "parallel_tool_calls "
                         "false is not supported by this model's backend.");
     }
 
@@ -1672,17 +1377,17 @@ mg_b_req_params(json_t *in, json_t *req, const mg_bedrock_opts_t *o,
     /* max_completion_tokens replaces max_tokens */
 
     key = "max_completion_tokens";
-    v = mg_b_get(in, key);
+    v = mg_x_get(in, key);
 
     if (v == NULL) {
         key = "max_tokens";
-        v = mg_b_get(in, key);
+        v = mg_x_get(in, key);
     }
 
     if (v) {
         if (!json_is_integer(v) || json_integer_value(v) <= 0) {
             json_decref(ic);
-            return mg_b_bad(err, key, "%s must be a positive integer.", key);
+            return mg_x_bad(err, key, "%s must be a positive integer.", key);
         }
 
         if (json_object_set(ic, "maxTokens", v) != 0) {
@@ -1690,7 +1395,7 @@ mg_b_req_params(json_t *in, json_t *req, const mg_bedrock_opts_t *o,
         }
 
     } else if (o && o->default_max_tokens > 0
-               && mg_b_set(ic, "maxTokens",
+               && mg_x_set(ic, "maxTokens",
                            json_integer(o->default_max_tokens))
                   != MG_X_OK)
     {
@@ -1699,12 +1404,12 @@ mg_b_req_params(json_t *in, json_t *req, const mg_bedrock_opts_t *o,
 
     /* OpenAI's range is 0..2, Converse's 0..1 */
 
-    v = mg_b_get(in, "temperature");
+    v = mg_x_get(in, "temperature");
 
     if (v) {
         if (!json_is_number(v)) {
             json_decref(ic);
-            return mg_b_bad(err, "temperature", "temperature must be a "
+            return mg_x_bad(err, "temperature", "temperature must be a "
                             "number.");
         }
 
@@ -1717,7 +1422,7 @@ mg_b_req_params(json_t *in, json_t *req, const mg_bedrock_opts_t *o,
             json_incref(v);
         }
 
-        if (mg_b_set(ic, "temperature", v) != MG_X_OK) {
+        if (mg_x_set(ic, "temperature", v) != MG_X_OK) {
             goto nomem;
         }
     }
@@ -1725,12 +1430,12 @@ mg_b_req_params(json_t *in, json_t *req, const mg_bedrock_opts_t *o,
     /* top_p 1 (OpenAI's default, sent by many clients) changes nothing,
      * and recent Claude models refuse temperature and top_p together */
 
-    v = mg_b_get(in, "top_p");
+    v = mg_x_get(in, "top_p");
 
     if (v) {
         if (!json_is_number(v)) {
             json_decref(ic);
-            return mg_b_bad(err, "top_p", "top_p must be a number.");
+            return mg_x_bad(err, "top_p", "top_p must be a number.");
         }
 
         if (json_number_value(v) != 1 && json_object_set(ic, "topP", v) != 0)
@@ -1741,7 +1446,7 @@ mg_b_req_params(json_t *in, json_t *req, const mg_bedrock_opts_t *o,
 
     /* stop sequences must not be empty: an empty one matches nothing */
 
-    v = mg_b_get(in, "stop");
+    v = mg_x_get(in, "stop");
 
     if (v) {
         if (json_is_string(v)) {
@@ -1754,7 +1459,7 @@ mg_b_req_params(json_t *in, json_t *req, const mg_bedrock_opts_t *o,
                 if (!json_is_string(s)) {
                     json_decref(seq);
                     json_decref(ic);
-                    return mg_b_bad(err, "stop", "stop must be a string or "
+                    return mg_x_bad(err, "stop", "stop must be a string or "
                                     "an array of strings.");
                 }
 
@@ -1768,7 +1473,7 @@ mg_b_req_params(json_t *in, json_t *req, const mg_bedrock_opts_t *o,
 
         } else {
             json_decref(ic);
-            return mg_b_bad(err, "stop", "stop must be a string or an array "
+            return mg_x_bad(err, "stop", "stop must be a string or an array "
                             "of strings.");
         }
 
@@ -1779,7 +1484,7 @@ mg_b_req_params(json_t *in, json_t *req, const mg_bedrock_opts_t *o,
         if (json_string_length(json_array_get(seq, 0)) == 0) {
             json_decref(seq);
 
-        } else if (mg_b_set(ic, "stopSequences", seq) != MG_X_OK) {
+        } else if (mg_x_set(ic, "stopSequences", seq) != MG_X_OK) {
             goto nomem;
         }
     }
@@ -1794,15 +1499,15 @@ mg_b_req_params(json_t *in, json_t *req, const mg_bedrock_opts_t *o,
 
     /* not OpenAI's, but many clients send it; Converse passes it on */
 
-    v = mg_b_get(in, "top_k");
+    v = mg_x_get(in, "top_k");
 
     if (v) {
         if (!json_is_integer(v) || json_integer_value(v) < 0) {
-            return mg_b_bad(err, "top_k", "top_k must be a non-negative "
+            return mg_x_bad(err, "top_k", "top_k must be a non-negative "
                             "integer.");
         }
 
-        if (mg_b_set(req, "additionalModelRequestFields",
+        if (mg_x_set(req, "additionalModelRequestFields",
                      json_pack("{s:O}", "top_k", v))
             != MG_X_OK)
         {
@@ -1818,32 +1523,32 @@ mg_b_req_params(json_t *in, json_t *req, const mg_bedrock_opts_t *o,
      */
 
     key = "safety_identifier";
-    v = mg_b_get(in, key);
+    v = mg_x_get(in, key);
 
     if (v == NULL) {
         key = "user";
-        v = mg_b_get(in, key);
+        v = mg_x_get(in, key);
     }
 
     if (v && !json_is_string(v)) {
-        return mg_b_bad(err, key, "%s must be a string.", key);
+        return mg_x_bad(err, key, "%s must be a string.", key);
     }
 
-    v = mg_b_get(in, "stream");
+    v = mg_x_get(in, "stream");
 
     if (v) {
         if (!json_is_boolean(v)) {
-            return mg_b_bad(err, "stream", "stream must be a boolean.");
+            return mg_x_bad(err, "stream", "stream must be a boolean.");
         }
 
         *stream = json_is_true(v);
     }
 
-    v = mg_b_get(in, "stream_options");
+    v = mg_x_get(in, "stream_options");
 
     if (v) {
         if (!json_is_object(v)) {
-            return mg_b_bad(err, "stream_options", "stream_options must be "
+            return mg_x_bad(err, "stream_options", "stream_options must be "
                             "an object.");
         }
 
@@ -1873,7 +1578,7 @@ mg_b_req_output(json_t *in, json_t *req, mg_xerror_t *err)
     json_t      *rf, *js, *schema, *name, *desc, *def, *oc;
     const char  *type;
 
-    rf = mg_b_get(in, "response_format");
+    rf = mg_x_get(in, "response_format");
 
     if (rf == NULL) {
         return MG_X_OK;
@@ -1881,12 +1586,12 @@ mg_b_req_output(json_t *in, json_t *req, mg_xerror_t *err)
 
     type = json_string_value(json_object_get(rf, "type"));
 
-    if (mg_b_streq(type, "text")) {
+    if (mg_x_streq(type, "text")) {
         return MG_X_OK;
     }
 
-    if (!mg_b_streq(type, "json_schema")) {
-        return mg_b_bad(err, "response_format", "response_format %s%s%s is "
+    if (!mg_x_streq(type, "json_schema")) {
+        return mg_x_bad(err, "response_format", "response_format %s%s%s is "
                         "not supported by this model's backend; use "
                         "json_schema.", type ? "\"" : "",
                         type ? type : "without a type", type ? "\"" : "");
@@ -1894,13 +1599,13 @@ mg_b_req_output(json_t *in, json_t *req, mg_xerror_t *err)
 
     js = json_object_get(rf, "json_schema");
     schema = json_object_get(js, "schema");
-    name = mg_b_get(js, "name");
-    desc = mg_b_get(js, "description");
+    name = mg_x_get(js, "name");
+    desc = mg_x_get(js, "description");
 
     if (!json_is_object(schema) || (name && !json_is_string(name))
         || (desc && !json_is_string(desc)))
     {
-        return mg_b_bad(err, "response_format", "response_format.json_schema"
+        return mg_x_bad(err, "response_format", "response_format.json_schema"
                         " needs an object schema, and a string name and "
                         "description if any.");
     }
@@ -1931,7 +1636,7 @@ mg_b_req_output(json_t *in, json_t *req, mg_xerror_t *err)
 
     json_decref(def);
 
-    return mg_b_set(req, "outputConfig", oc);
+    return mg_x_set(req, "outputConfig", oc);
 }
 
 
@@ -1954,7 +1659,7 @@ mg_bedrock_response(const char *body, size_t len, const char *model,
 
     if (!json_is_object(in)) {
         json_decref(in);
-        return mg_b_bad_backend(err, "response");
+        return mg_x_bad_backend(err, "response");
     }
 
     output = json_object_get(in, "output");
@@ -1972,14 +1677,14 @@ mg_bedrock_response(const char *body, size_t len, const char *model,
         }
 
         json_decref(in);
-        return mg_b_bad_backend(err, "response");
+        return mg_x_bad_backend(err, "response");
     }
 
     content = json_object_get(json_object_get(output, "message"), "content");
 
     if (!json_is_array(content)) {
         json_decref(in);
-        return mg_b_bad_backend(err, "response");
+        return mg_x_bad_backend(err, "response");
     }
 
     reason = json_string_value(json_object_get(in, "stopReason"));
@@ -2057,13 +1762,13 @@ mg_bedrock_response(const char *body, size_t len, const char *model,
     msg = json_object();
 
     if (msg == NULL
-        || mg_b_set(msg, "role", json_string("assistant")) != MG_X_OK
-        || mg_b_set(msg, "content",
+        || mg_x_set(msg, "role", json_string("assistant")) != MG_X_OK
+        || mg_x_set(msg, "content",
                     (text.len == 0 && json_array_size(calls))
                     ? json_null()
                     : json_stringn(text.len ? text.data : "", text.len))
            != MG_X_OK
-        || mg_b_set(msg, "refusal", json_null()) != MG_X_OK
+        || mg_x_set(msg, "refusal", json_null()) != MG_X_OK
         || (json_array_size(calls)
             && json_object_set(msg, "tool_calls", calls) != 0))
     {
@@ -2075,14 +1780,14 @@ mg_bedrock_response(const char *body, size_t len, const char *model,
     res = json_object();
 
     if (res == NULL
-        || mg_b_set(res, "id", json_string(id)) != MG_X_OK
-        || mg_b_set(res, "object", json_string("chat.completion"))
+        || mg_x_set(res, "id", json_string(id)) != MG_X_OK
+        || mg_x_set(res, "object", json_string("chat.completion"))
            != MG_X_OK
-        || mg_b_set(res, "created", json_integer(created)) != MG_X_OK
-        || mg_b_set(res, "model",
+        || mg_x_set(res, "created", json_integer(created)) != MG_X_OK
+        || mg_x_set(res, "model",
                     json_stringn(model ? model : "", model ? model_len : 0))
            != MG_X_OK
-        || mg_b_set(res, "choices",
+        || mg_x_set(res, "choices",
                     json_pack("[{s:i,s:O,s:n,s:s}]", "index", 0,
                               "message", msg, "logprobs",
                               "finish_reason", finish))
@@ -2094,17 +1799,17 @@ mg_bedrock_response(const char *body, size_t len, const char *model,
     u = json_object_get(in, "usage");
 
     if (json_is_object(u)
-        && mg_b_set(res, "usage", mg_b_usage_json(u)) != MG_X_OK)
+        && mg_x_set(res, "usage", mg_b_usage_json(u)) != MG_X_OK)
     {
         goto done;
     }
 
-    rc = mg_b_dump(res, out, 0);
+    rc = mg_x_dump(res, out, 0);
 
 done:
 
     if (rc == MG_X_NOMEM) {
-        (void) mg_b_nomem(err);
+        (void) mg_x_nomem(err);
     }
 
     mg_buf_free(&text);
@@ -2156,24 +1861,6 @@ mg_b_finish(const char *reason)
 }
 
 
-static long long
-mg_b_tokens(json_t *usage, const char *key, long long dflt)
-{
-    json_t     *v;
-    long long   n;
-
-    v = json_object_get(usage, key);
-
-    if (!json_is_integer(v)) {
-        return dflt;
-    }
-
-    n = json_integer_value(v);
-
-    return n < 0 ? 0 : (n > MG_B_TOKENS_MAX ? MG_B_TOKENS_MAX : n);
-}
-
-
 /*
  * table 10.3.  Bedrock's inputTokens leave out the tokens read from or
  * written to the prompt cache, and totalTokens counts them all; should a
@@ -2215,11 +1902,11 @@ mg_b_usage(long long input, long long output, long long total,
 static json_t *
 mg_b_usage_json(json_t *u)
 {
-    return mg_b_usage(mg_b_tokens(u, "inputTokens", 0),
-                      mg_b_tokens(u, "outputTokens", 0),
-                      mg_b_tokens(u, "totalTokens", -1),
-                      mg_b_tokens(u, "cacheReadInputTokens", 0),
-                      mg_b_tokens(u, "cacheWriteInputTokens", 0));
+    return mg_b_usage(mg_x_tokens(u, "inputTokens", 0),
+                      mg_x_tokens(u, "outputTokens", 0),
+                      mg_x_tokens(u, "totalTokens", -1),
+                      mg_x_tokens(u, "cacheReadInputTokens", 0),
+                      mg_x_tokens(u, "cacheWriteInputTokens", 0));
 }
 
 
@@ -2526,18 +2213,8 @@ mg_b_error_map(int status, const char *name, size_t name_len,
 done:
 
     if (err) {
-        mg_b_utf8(err->message);
+        mg_x_utf8(err->message);
     }
-}
-
-
-static int
-mg_b_bad_backend(mg_xerror_t *err, const char *what)
-{
-    mg_xerror_set(err, 502, 1, "server_error", "backend_error", NULL,
-                  "The model backend sent an invalid %s.", what);
-
-    return MG_X_ERROR;
 }
 
 
@@ -2588,7 +2265,7 @@ mg_bedrock_stream_event(mg_bedrock_stream_t *st,
     json_t      *j;
 
     if (st->nomem) {
-        return mg_b_nomem(err);
+        return mg_x_nomem(err);
     }
 
     if (st->done) {
@@ -2627,7 +2304,7 @@ mg_bedrock_stream_event(mg_bedrock_stream_t *st,
 
     if (!json_is_object(j)) {
         json_decref(j);
-        return mg_b_bad_backend(err, "stream message");
+        return mg_x_bad_backend(err, "stream message");
     }
 
 #define mg_b_ev(lit)  mg_b_is(event_type, event_type_len, lit)
@@ -2648,7 +2325,7 @@ mg_bedrock_stream_event(mg_bedrock_stream_t *st,
         rc = MG_X_OK;
 
     } else if (!st->started) {
-        rc = mg_b_bad_backend(err, "stream (no messageStart)");
+        rc = mg_x_bad_backend(err, "stream (no messageStart)");
 
     } else if (st->stopped) {
         /* nothing goes after the finish chunk */
@@ -2674,7 +2351,7 @@ mg_bedrock_stream_event(mg_bedrock_stream_t *st,
     json_decref(j);
 
     if (rc == MG_X_NOMEM) {
-        (void) mg_b_nomem(err);
+        (void) mg_x_nomem(err);
     }
 
     if (rc != MG_X_OK && rc != MG_X_DONE) {
@@ -2763,7 +2440,7 @@ mg_b_stream_start(mg_bedrock_stream_t *st, mg_buf_t *out)
         return MG_X_NOMEM;
     }
 
-    rc = mg_b_chunk(st, out, delta, NULL);
+    rc = mg_x_chunk(out, st->prefix, st->prefix_len, delta, NULL);
 
     json_decref(delta);
 
@@ -2795,7 +2472,7 @@ mg_b_stream_block_start(mg_bedrock_stream_t *st, json_t *j, mg_buf_t *out,
     idx = json_object_get(j, "contentBlockIndex");
 
     if (!json_is_integer(idx)) {
-        return mg_b_bad_backend(err, "stream (a toolUse block without a "
+        return mg_x_bad_backend(err, "stream (a toolUse block without a "
                                 "contentBlockIndex)");
     }
 
@@ -2822,7 +2499,7 @@ mg_b_stream_block_start(mg_bedrock_stream_t *st, json_t *j, mg_buf_t *out,
 
     v = json_object_get(tu, "toolUseId");
 
-    rc = mg_b_tool_delta(st, out, st->ntools, fn,
+    rc = mg_x_tool_delta(out, st->prefix, st->prefix_len, st->ntools, fn,
                          json_is_string(v) ? json_string_value(v) : "",
                          json_string_length(v));
 
@@ -2832,40 +2509,6 @@ mg_b_stream_block_start(mg_bedrock_stream_t *st, json_t *j, mg_buf_t *out,
         st->tools[st->ntools++] = json_integer_value(idx);
         st->content = 1;
     }
-
-    return rc;
-}
-
-
-/*
- * {"tool_calls":[{"index":k,"id":..,"type":"function","function":fn}]}, or
- * without id and type when id is NULL (fn is borrowed)
- */
-
-static int
-mg_b_tool_delta(mg_bedrock_stream_t *st, mg_buf_t *out, size_t k,
-    json_t *fn, const char *id, size_t id_len)
-{
-    int      rc;
-    json_t  *delta;
-
-    if (id) {
-        delta = json_pack("{s:[{s:I,s:s%,s:s,s:O}]}", "tool_calls",
-                          "index", (json_int_t) k, "id", id, id_len,
-                          "type", "function", "function", fn);
-
-    } else {
-        delta = json_pack("{s:[{s:I,s:O}]}", "tool_calls",
-                          "index", (json_int_t) k, "function", fn);
-    }
-
-    if (delta == NULL) {
-        return MG_X_NOMEM;
-    }
-
-    rc = mg_b_chunk(st, out, delta, NULL);
-
-    json_decref(delta);
 
     return rc;
 }
@@ -2892,7 +2535,7 @@ mg_b_stream_delta(mg_bedrock_stream_t *st, json_t *j, mg_buf_t *out)
             return MG_X_NOMEM;
         }
 
-        rc = mg_b_chunk(st, out, delta, NULL);
+        rc = mg_x_chunk(out, st->prefix, st->prefix_len, delta, NULL);
 
         json_decref(delta);
 
@@ -2934,7 +2577,7 @@ mg_b_stream_delta(mg_bedrock_stream_t *st, json_t *j, mg_buf_t *out)
         return MG_X_NOMEM;
     }
 
-    rc = mg_b_tool_delta(st, out, k - 1, fn, NULL, 0);
+    rc = mg_x_tool_delta(out, st->prefix, st->prefix_len, k - 1, fn, NULL, 0);
 
     json_decref(fn);
 
@@ -2964,7 +2607,7 @@ mg_b_stream_stop(mg_bedrock_stream_t *st, json_t *j, mg_buf_t *out,
         return MG_X_NOMEM;
     }
 
-    rc = mg_b_chunk(st, out, delta, finish);
+    rc = mg_x_chunk(out, st->prefix, st->prefix_len, delta, finish);
 
     json_decref(delta);
 
@@ -2997,11 +2640,11 @@ mg_b_stream_metadata(mg_bedrock_stream_t *st, json_t *j, mg_buf_t *out)
         return MG_X_OK;
     }
 
-    st->input_tokens = mg_b_tokens(u, "inputTokens", 0);
-    st->output_tokens = mg_b_tokens(u, "outputTokens", 0);
-    st->total_tokens = mg_b_tokens(u, "totalTokens", -1);
-    st->cache_read_tokens = mg_b_tokens(u, "cacheReadInputTokens", 0);
-    st->cache_write_tokens = mg_b_tokens(u, "cacheWriteInputTokens", 0);
+    st->input_tokens = mg_x_tokens(u, "inputTokens", 0);
+    st->output_tokens = mg_x_tokens(u, "outputTokens", 0);
+    st->total_tokens = mg_x_tokens(u, "totalTokens", -1);
+    st->cache_read_tokens = mg_x_tokens(u, "cacheReadInputTokens", 0);
+    st->cache_write_tokens = mg_x_tokens(u, "cacheWriteInputTokens", 0);
     st->usage = 1;
 
     if (!st->stopped) {
@@ -3034,7 +2677,7 @@ mg_b_stream_end(mg_bedrock_stream_t *st, mg_buf_t *out)
             || mg_buf_append(out, ",\"choices\":[],\"usage\":",
                              sizeof(",\"choices\":[],\"usage\":") - 1)
                != MG_X_OK
-            || mg_b_dump(u, out, 0) != MG_X_OK
+            || mg_x_dump(u, out, 0) != MG_X_OK
             || mg_buf_append(out, "}\n\n", 3) != MG_X_OK)
         {
             rc = MG_X_NOMEM;
@@ -3054,39 +2697,6 @@ mg_b_stream_end(mg_bedrock_stream_t *st, mg_buf_t *out)
     st->done = 1;
 
     return MG_X_DONE;
-}
-
-
-/* one chunk with choices[0].delta = delta (borrowed) */
-
-static int
-mg_b_chunk(mg_bedrock_stream_t *st, mg_buf_t *out, json_t *delta,
-    const char *finish)
-{
-    static const char  choice[] = ",\"choices\":[{\"index\":0,\"delta\":";
-    static const char  tail[] = ",\"logprobs\":null,\"finish_reason\":null}],"
-                                "\"usage\":null}\n\n";
-
-    if (mg_buf_append(out, "data: ", 6) != MG_X_OK
-        || mg_buf_append(out, st->prefix, st->prefix_len) != MG_X_OK
-        || mg_buf_append(out, choice, sizeof(choice) - 1) != MG_X_OK
-        || mg_b_dump(delta, out, 0) != MG_X_OK)
-    {
-        return MG_X_NOMEM;
-    }
-
-    if (finish) {
-        if (mg_buf_printf(out, ",\"logprobs\":null,\"finish_reason\":\"%s\"}],"
-                          "\"usage\":null}\n\n", finish)
-            != MG_X_OK)
-        {
-            return MG_X_NOMEM;
-        }
-
-        return MG_X_OK;
-    }
-
-    return mg_buf_append(out, tail, sizeof(tail) - 1);
 }
 
 

@@ -22,9 +22,6 @@
 #define MG_G_AUDIO     0x08
 #define MG_G_REFUSAL   0x10
 
-/* token counts are clamped, so that their sums cannot overflow */
-#define MG_G_TOKENS_MAX  1000000000000000LL
-
 /*
  * A tool's parameters are rewritten into the OpenAPI subset Gemini takes;
  * $refs are expanded in place, so that a small schema could grow without
@@ -41,8 +38,6 @@
 /* where the Gemini Files API keeps what was uploaded to it */
 #define MG_G_FILES_HOST  "https://generativelanguage.googleapis.com/"
 
-#define mg_g_streq(s, lit)  ((s) != NULL && strcmp(s, lit) == 0)
-
 
 typedef struct {
     json_t      *root;          /* where "#/$defs/..." is looked up */
@@ -53,16 +48,6 @@ typedef struct {
 } mg_g_schema_t;
 
 
-static json_t *mg_g_get(json_t *o, const char *key);
-static int mg_g_bad(mg_xerror_t *err, const char *param, const char *fmt,
-    ...) __attribute__((format(printf, 3, 4)));
-static int mg_g_nomem(mg_xerror_t *err);
-static void mg_g_utf8(char *s);
-static int mg_g_set(json_t *o, const char *key, json_t *v);
-static int mg_g_set_str(json_t *o, const char *key, const char *s);
-static json_t *mg_g_prefixed(const char *prefix, const char *s, size_t n);
-static int mg_g_dump_cb(const char *buf, size_t size, void *data);
-static int mg_g_dump(json_t *j, mg_buf_t *out, size_t flags);
 static json_t *mg_g_string(json_t *v);
 
 static int mg_g_req_check(json_t *in, mg_xerror_t *err);
@@ -84,8 +69,6 @@ static int mg_g_req_audio(json_t *part, json_t **gp, size_t i, size_t j,
     mg_xerror_t *err);
 static json_t *mg_g_inline(const char *mt, size_t mt_len, const char *data,
     size_t data_len);
-static int mg_g_data_url(const char *s, size_t len, const char **mt,
-    size_t *mt_len, const char **data, size_t *data_len);
 static int mg_g_file_uri(const char *s, size_t len);
 static int mg_g_req_tools(json_t *in, json_t *req, mg_xerror_t *err);
 static int mg_g_req_tool_choice(json_t *in, json_t *req, size_t ntools,
@@ -117,14 +100,12 @@ static int mg_g_choice(json_t *c, size_t index, uint64_t seed,
 static const char *mg_g_finish(const char *reason, int calls);
 static int mg_g_malformed(const char *reason);
 static int mg_g_usable(json_t *c);
-static long long mg_g_tokens(json_t *usage, const char *key, long long dflt);
 static json_t *mg_g_usage(long long prompt, long long candidates,
     long long thoughts, long long tool_prompt, long long cached,
     long long total);
 static json_t *mg_g_error_body(json_t *j);
 static void mg_g_error_map(int status, json_t *body, mg_xerror_t *err);
 static int mg_g_api_key_error(json_t *e);
-static int mg_g_bad_backend(mg_xerror_t *err, const char *what);
 
 static int mg_g_stream_start(mg_gemini_stream_t *st, json_t *j);
 static int mg_g_stream_chunk(mg_gemini_stream_t *st, json_t *j,
@@ -142,187 +123,6 @@ static int mg_g_chunk(mg_gemini_stream_t *st, mg_buf_t *out, size_t idx,
 
 
 /* helpers */
-
-/* a member, with JSON null taken as absent (clients send null for unset) */
-
-static json_t *
-mg_g_get(json_t *o, const char *key)
-{
-    json_t  *v;
-
-    v = json_object_get(o, key);
-
-    return json_is_null(v) ? NULL : v;
-}
-
-
-static int
-mg_g_bad(mg_xerror_t *err, const char *param, const char *fmt, ...)
-{
-    char     buf[sizeof(err->message)];
-    va_list  ap;
-
-    va_start(ap, fmt);
-    (void) vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-
-    mg_xerror_set(err, 400, 0, "invalid_request_error", NULL, param, "%s",
-                  buf);
-
-    if (err) {
-        mg_g_utf8(err->message);
-    }
-
-    return MG_X_ERROR;
-}
-
-
-static int
-mg_g_nomem(mg_xerror_t *err)
-{
-    mg_xerror_set(err, 500, 1, "server_error", NULL, NULL, "out of memory");
-
-    return MG_X_NOMEM;
-}
-
-
-/*
- * Messages quote what we were sent (a role, a tool call id, jansson's view
- * of a syntax error, Gemini's own message) and snprintf may cut them
- * inside a character: the client gets them in a JSON string, so bad bytes
- * become '?' and a cut character goes.
- */
-
-static void
-mg_g_utf8(char *s)
-{
-    size_t          n, k;
-    unsigned char  *p, c, lo, hi;
-
-    p = (unsigned char *) s;
-
-    while (*p) {
-        c = *p;
-
-        if (c < 0x80) {
-            p++;
-            continue;
-        }
-
-        lo = 0x80;
-        hi = 0xbf;
-
-        if (c >= 0xc2 && c <= 0xdf) {
-            n = 1;
-
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 2;
-            lo = (c == 0xe0) ? 0xa0 : 0x80;
-            hi = (c == 0xed) ? 0x9f : 0xbf;
-
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 3;
-            lo = (c == 0xf0) ? 0x90 : 0x80;
-            hi = (c == 0xf4) ? 0x8f : 0xbf;
-
-        } else {
-            *p++ = '?';
-            continue;
-        }
-
-        for (k = 1; k <= n; k++) {
-            c = p[k];
-
-            if (c == '\0' || c < (k == 1 ? lo : 0x80)
-                || c > (k == 1 ? hi : 0xbf))
-            {
-                break;
-            }
-        }
-
-        if (k > n) {
-            p += n + 1;
-            continue;
-        }
-
-        if (p[k] == '\0') {
-            /* cut at the end */
-            *p = '\0';
-            return;
-        }
-
-        *p++ = '?';
-    }
-}
-
-
-/* json_object_set_new() that tells whether v (possibly a NULL from a
- * failed constructor) was stored; v is consumed either way */
-
-static int
-mg_g_set(json_t *o, const char *key, json_t *v)
-{
-    return json_object_set_new(o, key, v) == 0 ? MG_X_OK : MG_X_NOMEM;
-}
-
-
-static int
-mg_g_set_str(json_t *o, const char *key, const char *s)
-{
-    return mg_g_set(o, key, json_string(s));
-}
-
-
-static json_t *
-mg_g_prefixed(const char *prefix, const char *s, size_t n)
-{
-    char    *p;
-    size_t   plen;
-    json_t  *v;
-
-    plen = strlen(prefix);
-
-    p = malloc(plen + n + 1);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    memcpy(p, prefix, plen);
-
-    if (n) {
-        memcpy(p + plen, s, n);
-    }
-
-    v = json_stringn(p, plen + n);
-
-    free(p);
-
-    return v;
-}
-
-
-static int
-mg_g_dump_cb(const char *buf, size_t size, void *data)
-{
-    return mg_buf_append(data, buf, size) == MG_X_OK ? 0 : -1;
-}
-
-
-static int
-mg_g_dump(json_t *j, mg_buf_t *out, size_t flags)
-{
-    size_t  len;
-
-    len = out->len;
-
-    if (json_dump_callback(j, mg_g_dump_cb, out, JSON_COMPACT | flags) != 0) {
-        out->len = len;
-        return MG_X_NOMEM;
-    }
-
-    return MG_X_OK;
-}
-
 
 /* a string member as a new string, "" for anything else (NULL: no memory) */
 
@@ -351,7 +151,7 @@ mg_gemini_request(const char *body, size_t len, const mg_gemini_opts_t *o,
     in = json_loadb(body, body ? len : 0, JSON_ALLOW_NUL, &jerr);
 
     if (in == NULL) {
-        return mg_g_bad(err, NULL, "The request body is not valid JSON: %s",
+        return mg_x_bad(err, NULL, "The request body is not valid JSON: %s",
                         jerr.text);
     }
 
@@ -359,7 +159,7 @@ mg_gemini_request(const char *body, size_t len, const mg_gemini_opts_t *o,
     gc = NULL;
 
     if (!json_is_object(in)) {
-        rc = mg_g_bad(err, NULL, "The request body must be a JSON object.");
+        rc = mg_x_bad(err, NULL, "The request body must be a JSON object.");
         goto done;
     }
 
@@ -403,12 +203,12 @@ mg_gemini_request(const char *body, size_t len, const mg_gemini_opts_t *o,
         goto done;
     }
 
-    rc = mg_g_dump(req, out, 0);
+    rc = mg_x_dump(req, out, 0);
 
 done:
 
     if (rc == MG_X_NOMEM) {
-        (void) mg_g_nomem(err);
+        (void) mg_x_nomem(err);
     }
 
     json_decref(gc);
@@ -424,76 +224,34 @@ done:
 static int
 mg_g_req_check(json_t *in, mg_xerror_t *err)
 {
-    size_t       i, k;
-    json_t      *v, *m;
+    int          rc;
+    json_t      *v;
     const char  *key;
 
-    static const char  *none[] = {
-        "audio", "prediction", "web_search_options", "functions",
-        "function_call"
-    };
-
-    v = mg_g_get(in, "n");
+    v = mg_x_get(in, "n");
     if (v && (!json_is_integer(v) || json_integer_value(v) < 1)) {
-        return mg_g_bad(err, "n", "n must be a positive integer.");
+        return mg_x_bad(err, "n", "n must be a positive integer.");
     }
 
     /* Gemini has logprobs of its own, but they are not translated here */
 
-    if (json_is_true(json_object_get(in, "logprobs"))) {
-        return mg_g_bad(err, "logprobs", "logprobs are not supported by "
-                        "this model's backend.");
-    }
-
-    v = mg_g_get(in, "top_logprobs");
-    if (v && !(json_is_integer(v) && json_integer_value(v) == 0)) {
-        return mg_g_bad(err, "top_logprobs", "top_logprobs are not "
-                        "supported by this model's backend.");
-    }
-
-    v = mg_g_get(in, "logit_bias");
-    if (v && (!json_is_object(v) || json_object_size(v) != 0)) {
-        return mg_g_bad(err, "logit_bias", "logit_bias is not supported by "
-                        "this model's backend.");
-    }
-
-    for (k = 0; k < sizeof(none) / sizeof(none[0]); k++) {
-        if (mg_g_get(in, none[k])) {
-            return mg_g_bad(err, none[k], "%s is not supported by this "
-                            "model's backend%s.", none[k],
-                            k >= 3 ? " (use tools and tool_choice)" : "");
-        }
-    }
-
-    v = mg_g_get(in, "modalities");
-
-    if (v) {
-        if (!json_is_array(v)) {
-            return mg_g_bad(err, "modalities", "modalities must be an "
-                            "array.");
-        }
-
-        json_array_foreach(v, i, m) {
-            if (!mg_g_streq(json_string_value(m), "text")) {
-                return mg_g_bad(err, "modalities", "Only the \"text\" "
-                                "modality is supported by this model's "
-                                "backend.");
-            }
-        }
+    rc = mg_x_req_check(in, 0, err);
+    if (rc != MG_X_OK) {
+        return rc;
     }
 
     /* Gemini has no end-user field; these only have to be well formed */
 
     key = "safety_identifier";
-    v = mg_g_get(in, key);
+    v = mg_x_get(in, key);
 
     if (v == NULL) {
         key = "user";
-        v = mg_g_get(in, key);
+        v = mg_x_get(in, key);
     }
 
     if (v && !json_is_string(v)) {
-        return mg_g_bad(err, key, "%s must be a string.", key);
+        return mg_x_bad(err, key, "%s must be a string.", key);
     }
 
     return MG_X_OK;
@@ -518,7 +276,7 @@ mg_g_req_messages(json_t *in, json_t *req, mg_xerror_t *err)
     msgs = json_object_get(in, "messages");
 
     if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
-        return mg_g_bad(err, "messages", "messages must be a non-empty "
+        return mg_x_bad(err, "messages", "messages must be a non-empty "
                         "array.");
     }
 
@@ -538,7 +296,7 @@ mg_g_req_messages(json_t *in, json_t *req, mg_xerror_t *err)
         role = json_string_value(json_object_get(m, "role"));
 
         if (role == NULL) {
-            rc = mg_g_bad(err, "messages", "messages[%zu].role must be a "
+            rc = mg_x_bad(err, "messages", "messages[%zu].role must be a "
                           "string.", i);
             goto done;
         }
@@ -576,7 +334,7 @@ mg_g_req_messages(json_t *in, json_t *req, mg_xerror_t *err)
 
         } else {
             grole = NULL;
-            rc = mg_g_bad(err, "messages", "messages[%zu]: the role \"%s\" "
+            rc = mg_x_bad(err, "messages", "messages[%zu]: the role \"%s\" "
                           "is not supported by this model's backend.", i,
                           role);
         }
@@ -619,13 +377,13 @@ mg_g_req_messages(json_t *in, json_t *req, mg_xerror_t *err)
     }
 
     if (json_array_size(contents) == 0) {
-        rc = mg_g_bad(err, "messages", "messages must hold at least one "
+        rc = mg_x_bad(err, "messages", "messages must hold at least one "
                       "user or assistant message with content.");
         goto done;
     }
 
     if (json_array_size(system)
-        && mg_g_set(req, "systemInstruction",
+        && mg_x_set(req, "systemInstruction",
                     json_pack("{s:O}", "parts", system))
            != MG_X_OK)
     {
@@ -649,11 +407,9 @@ done:
 static int
 mg_g_req_assistant(json_t *m, json_t *parts, size_t i, mg_xerror_t *err)
 {
-    int           rc;
-    size_t        k;
-    json_t       *calls, *c, *fn, *id, *name, *args, *input, *p, *v, *sig;
-    const char   *s;
-    json_error_t  jerr;
+    int      rc;
+    size_t   k;
+    json_t  *calls, *c, *fn, *id, *name, *input, *p, *v, *sig;
 
     rc = mg_g_req_content(json_object_get(m, "content"),
                           MG_G_TEXT | MG_G_REFUSAL, parts, i, err);
@@ -663,7 +419,7 @@ mg_g_req_assistant(json_t *m, json_t *parts, size_t i, mg_xerror_t *err)
 
     /* an assistant turn that was a refusal keeps its words */
 
-    v = mg_g_get(m, "refusal");
+    v = mg_x_get(m, "refusal");
 
     if (json_array_size(parts) == 0 && json_is_string(v)
         && json_string_length(v))
@@ -675,27 +431,27 @@ mg_g_req_assistant(json_t *m, json_t *parts, size_t i, mg_xerror_t *err)
         }
     }
 
-    calls = mg_g_get(m, "tool_calls");
+    calls = mg_x_get(m, "tool_calls");
 
     if (calls == NULL) {
         return MG_X_OK;
     }
 
     if (!json_is_array(calls)) {
-        return mg_g_bad(err, "messages", "messages[%zu].tool_calls must be "
+        return mg_x_bad(err, "messages", "messages[%zu].tool_calls must be "
                         "an array.", i);
     }
 
     json_array_foreach(calls, k, c) {
-        v = mg_g_get(c, "type");
+        v = mg_x_get(c, "type");
         fn = json_object_get(c, "function");
         id = json_object_get(c, "id");
         name = json_object_get(fn, "name");
 
         if (!json_is_object(c)
-            || (v && !mg_g_streq(json_string_value(v), "function")))
+            || (v && !mg_x_streq(json_string_value(v), "function")))
         {
-            return mg_g_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
+            return mg_x_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
                             ": only function tool calls are supported.",
                             i, k);
         }
@@ -703,46 +459,13 @@ mg_g_req_assistant(json_t *m, json_t *parts, size_t i, mg_xerror_t *err)
         /* the id is how a tool message finds its function's name */
 
         if (!json_is_string(id) || !json_is_string(name)) {
-            return mg_g_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
+            return mg_x_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
                             " needs a string id and function.name.", i, k);
         }
 
-        args = mg_g_get(fn, "arguments");
-
-        if (args == NULL
-            || (json_is_string(args) && json_string_length(args) == 0))
-        {
-            input = json_object();
-
-        } else if (json_is_object(args)) {
-            /* not OpenAI's shape, but unambiguous */
-            input = json_incref(args);
-
-        } else if (json_is_string(args)) {
-            s = json_string_value(args);
-            input = json_loadb(s, json_string_length(args), JSON_ALLOW_NUL,
-                               &jerr);
-
-            if (input == NULL) {
-                return mg_g_bad(err, "messages", "messages[%zu].tool_calls"
-                                "[%zu].function.arguments is not valid "
-                                "JSON: %s", i, k, jerr.text);
-            }
-
-            if (!json_is_object(input)) {
-                json_decref(input);
-                return mg_g_bad(err, "messages", "messages[%zu].tool_calls"
-                                "[%zu].function.arguments must be a JSON "
-                                "object.", i, k);
-            }
-
-        } else {
-            return mg_g_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
-                            ".function.arguments must be a string.", i, k);
-        }
-
-        if (input == NULL) {
-            return MG_X_NOMEM;
+        rc = mg_x_tool_args(fn, i, k, &input, err);
+        if (rc != MG_X_OK) {
+            return rc;
         }
 
         p = json_pack("{s:{s:O,s:O}}", "functionCall", "name", name, "args",
@@ -797,14 +520,14 @@ mg_g_req_tool_result(json_t *msgs, json_t *m, json_t *parts, size_t i,
     id = json_object_get(m, "tool_call_id");
 
     if (!json_is_string(id)) {
-        return mg_g_bad(err, "messages", "messages[%zu].tool_call_id must be "
+        return mg_x_bad(err, "messages", "messages[%zu].tool_call_id must be "
                         "a string.", i);
     }
 
     name = mg_g_call_name(msgs, i, id);
 
     if (name == NULL) {
-        return mg_g_bad(err, "messages", "messages[%zu].tool_call_id \"%s\" "
+        return mg_x_bad(err, "messages", "messages[%zu].tool_call_id \"%s\" "
                         "answers no tool call of an earlier assistant "
                         "message.", i, json_string_value(id));
     }
@@ -812,7 +535,7 @@ mg_g_req_tool_result(json_t *msgs, json_t *m, json_t *parts, size_t i,
     memset(&text, 0, sizeof(mg_buf_t));
     resp = NULL;
 
-    content = mg_g_get(m, "content");
+    content = mg_x_get(m, "content");
 
     if (json_is_string(content)) {
         if (mg_buf_append(&text, json_string_value(content),
@@ -827,11 +550,11 @@ mg_g_req_tool_result(json_t *msgs, json_t *m, json_t *parts, size_t i,
         json_array_foreach(content, j, part) {
             v = json_object_get(part, "text");
 
-            if (!mg_g_streq(json_string_value(json_object_get(part, "type")),
+            if (!mg_x_streq(json_string_value(json_object_get(part, "type")),
                             "text")
                 || !json_is_string(v))
             {
-                rc = mg_g_bad(err, "messages", "messages[%zu].content[%zu]: "
+                rc = mg_x_bad(err, "messages", "messages[%zu].content[%zu]: "
                               "a tool result may only hold text parts with "
                               "this model's backend.", i, j);
                 goto done;
@@ -847,7 +570,7 @@ mg_g_req_tool_result(json_t *msgs, json_t *m, json_t *parts, size_t i,
         }
 
     } else if (content) {
-        rc = mg_g_bad(err, "messages", "messages[%zu].content must be a "
+        rc = mg_x_bad(err, "messages", "messages[%zu].content must be a "
                       "string or an array of parts.", i);
         goto done;
     }
@@ -888,7 +611,7 @@ mg_g_call_name(json_t *msgs, size_t i, json_t *id)
     while (i-- > 0) {
         m = json_array_get(msgs, i);
 
-        if (!mg_g_streq(json_string_value(json_object_get(m, "role")),
+        if (!mg_x_streq(json_string_value(json_object_get(m, "role")),
                         "assistant"))
         {
             continue;
@@ -943,7 +666,7 @@ mg_g_req_content(json_t *content, unsigned allow, json_t *parts, size_t i,
     }
 
     if (!json_is_array(content)) {
-        return mg_g_bad(err, "messages", "messages[%zu].content must be a "
+        return mg_x_bad(err, "messages", "messages[%zu].content must be a "
                         "string or an array of parts.", i);
     }
 
@@ -969,7 +692,7 @@ mg_g_req_part(json_t *part, unsigned allow, json_t *parts, size_t i,
     type = json_string_value(json_object_get(part, "type"));
 
     if (type == NULL) {
-        return mg_g_bad(err, "messages", "messages[%zu].content[%zu] must "
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu] must "
                         "be an object with a string type.", i, j);
     }
 
@@ -982,7 +705,7 @@ mg_g_req_part(json_t *part, unsigned allow, json_t *parts, size_t i,
         v = json_object_get(part, key);
 
         if (!json_is_string(v)) {
-            return mg_g_bad(err, "messages", "messages[%zu].content[%zu]."
+            return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
                             "%s must be a string.", i, j, key);
         }
 
@@ -1014,7 +737,7 @@ mg_g_req_part(json_t *part, unsigned allow, json_t *parts, size_t i,
         }
 
     } else {
-        return mg_g_bad(err, "messages", "messages[%zu].content[%zu]: a "
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: a "
                         "\"%s\" part is not supported here.", i, j, type);
     }
 
@@ -1039,7 +762,7 @@ mg_g_req_image(json_t *part, json_t **gp, size_t i, size_t j,
     url = json_is_string(iu) ? iu : json_object_get(iu, "url");
 
     if (!json_is_string(url)) {
-        return mg_g_bad(err, "messages", "messages[%zu].content[%zu]."
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
                         "image_url.url must be a string.", i, j);
     }
 
@@ -1047,8 +770,8 @@ mg_g_req_image(json_t *part, json_t **gp, size_t i, size_t j,
     len = json_string_length(url);
 
     if (len > 5 && strncasecmp(s, "data:", 5) == 0) {
-        if (mg_g_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0) {
-            return mg_g_bad(err, "messages", "messages[%zu].content[%zu]: "
+        if (mg_x_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0) {
+            return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: "
                             "a data URL must be \"data:<media type>;base64,"
                             "<data>\".", i, j);
         }
@@ -1059,7 +782,7 @@ mg_g_req_image(json_t *part, json_t **gp, size_t i, size_t j,
         p = json_pack("{s:{s:O}}", "fileData", "fileUri", url);
 
     } else {
-        return mg_g_bad(err, "messages", "messages[%zu].content[%zu]: an "
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: an "
                         "image must be a base64 data URL or a Gemini file "
                         "URI (" MG_G_FILES_HOST "...): this model's backend "
                         "does not fetch URLs.", i, j);
@@ -1087,8 +810,8 @@ mg_g_req_file(json_t *part, json_t **gp, size_t i, size_t j,
 
     f = json_object_get(part, "file");
 
-    if (mg_g_get(f, "file_id")) {
-        return mg_g_bad(err, "messages", "messages[%zu].content[%zu]: file "
+    if (mg_x_get(f, "file_id")) {
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: file "
                         "ids cannot be used with this model's backend; send "
                         "file_data.", i, j);
     }
@@ -1096,7 +819,7 @@ mg_g_req_file(json_t *part, json_t **gp, size_t i, size_t j,
     fd = json_object_get(f, "file_data");
 
     if (!json_is_string(fd)) {
-        return mg_g_bad(err, "messages", "messages[%zu].content[%zu]."
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
                         "file.file_data must be a string.", i, j);
     }
 
@@ -1104,8 +827,8 @@ mg_g_req_file(json_t *part, json_t **gp, size_t i, size_t j,
     len = json_string_length(fd);
 
     if (len > 5 && strncasecmp(s, "data:", 5) == 0) {
-        if (mg_g_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0) {
-            return mg_g_bad(err, "messages", "messages[%zu].content[%zu]: "
+        if (mg_x_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0) {
+            return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: "
                             "file_data must be a base64 data URL.", i, j);
         }
 
@@ -1118,7 +841,7 @@ mg_g_req_file(json_t *part, json_t **gp, size_t i, size_t j,
         if (nlen < 5 || strcasecmp(name + nlen - 4, ".pdf") != 0
             || len == 0)
         {
-            return mg_g_bad(err, "messages", "messages[%zu].content[%zu]: "
+            return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: "
                             "file_data must be a data URL, or a PDF named "
                             "*.pdf.", i, j);
         }
@@ -1164,13 +887,13 @@ mg_g_req_audio(json_t *part, json_t **gp, size_t i, size_t j,
     }
 
     if (fmt == NULL || k == sizeof(formats) / sizeof(formats[0])) {
-        return mg_g_bad(err, "messages", "messages[%zu].content[%zu]."
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
                         "input_audio.format must be wav, mp3, aiff, aac, "
                         "ogg or flac.", i, j);
     }
 
     if (!json_is_string(data) || json_string_length(data) == 0) {
-        return mg_g_bad(err, "messages", "messages[%zu].content[%zu]."
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
                         "input_audio.data must be a base64 string.", i, j);
     }
 
@@ -1212,40 +935,6 @@ mg_g_inline(const char *mt, size_t mt_len, const char *data, size_t data_len)
 
     return json_pack("{s:{s:s%,s:s%}}", "inlineData", "mimeType", mt, mt_len,
                      "data", data, data_len);
-}
-
-
-/* "data:<media type>[;params];base64,<data>" */
-
-static int
-mg_g_data_url(const char *s, size_t len, const char **mt, size_t *mt_len,
-    const char **data, size_t *data_len)
-{
-    const char  *p, *end, *comma, *semi;
-
-    p = s + 5;
-    end = s + len;
-
-    comma = memchr(p, ',', end - p);
-
-    if (comma == NULL || comma - p < 7
-        || strncasecmp(comma - 7, ";base64", 7) != 0)
-    {
-        return -1;
-    }
-
-    semi = memchr(p, ';', comma - p);
-
-    if (semi == p || comma + 1 == end) {
-        return -1;
-    }
-
-    *mt = p;
-    *mt_len = semi - p;
-    *data = comma + 1;
-    *data_len = end - comma - 1;
-
-    return 0;
 }
 
 
@@ -1292,14 +981,14 @@ mg_g_req_tools(json_t *in, json_t *req, mg_xerror_t *err)
     const char     *type;
     mg_g_schema_t   sc;
 
-    tools = mg_g_get(in, "tools");
+    tools = mg_x_get(in, "tools");
 
     if (tools == NULL) {
         return mg_g_req_tool_choice(in, req, 0, err);
     }
 
     if (!json_is_array(tools)) {
-        return mg_g_bad(err, "tools", "tools must be an array.");
+        return mg_x_bad(err, "tools", "tools must be an array.");
     }
 
     decls = json_array();
@@ -1315,22 +1004,22 @@ mg_g_req_tools(json_t *in, json_t *req, mg_xerror_t *err)
         fn = json_object_get(t, "function");
 
         if (!json_is_object(t) || (type && strcmp(type, "function") != 0)) {
-            rc = mg_g_bad(err, "tools", "tools[%zu]: only function tools "
+            rc = mg_x_bad(err, "tools", "tools[%zu]: only function tools "
                           "are supported by this model's backend.", i);
             goto done;
         }
 
         name = json_object_get(fn, "name");
-        desc = mg_g_get(fn, "description");
-        params = mg_g_get(fn, "parameters");
-        v = mg_g_get(fn, "strict");
+        desc = mg_x_get(fn, "description");
+        params = mg_x_get(fn, "parameters");
+        v = mg_x_get(fn, "strict");
 
         if (!json_is_string(name) || json_string_length(name) == 0
             || (desc && !json_is_string(desc))
             || (params && !json_is_object(params))
             || (v && !json_is_boolean(v)))
         {
-            rc = mg_g_bad(err, "tools", "tools[%zu].function needs a name, "
+            rc = mg_x_bad(err, "tools", "tools[%zu].function needs a name, "
                           "and description, parameters and strict of the "
                           "right types.", i);
             goto done;
@@ -1346,7 +1035,7 @@ mg_g_req_tools(json_t *in, json_t *req, mg_xerror_t *err)
             rc = mg_g_schema(&sc, params, &schema);
 
             if (rc == MG_X_ERROR) {
-                rc = mg_g_bad(err, "tools", "tools[%zu].function.parameters "
+                rc = mg_x_bad(err, "tools", "tools[%zu].function.parameters "
                               "%s.", i, sc.why);
                 goto done;
             }
@@ -1384,7 +1073,7 @@ mg_g_req_tools(json_t *in, json_t *req, mg_xerror_t *err)
     }
 
     if (json_array_size(decls)
-        && mg_g_set(req, "tools",
+        && mg_x_set(req, "tools",
                     json_pack("[{s:O}]", "functionDeclarations", decls))
            != MG_X_OK)
     {
@@ -1417,11 +1106,11 @@ mg_g_req_tool_choice(json_t *in, json_t *req, size_t ntools,
     json_t      *choice, *ptc, *fcc, *name;
     const char  *s, *mode;
 
-    choice = mg_g_get(in, "tool_choice");
-    ptc = mg_g_get(in, "parallel_tool_calls");
+    choice = mg_x_get(in, "tool_choice");
+    ptc = mg_x_get(in, "parallel_tool_calls");
 
     if (ptc && !json_is_boolean(ptc)) {
-        return mg_g_bad(err, "parallel_tool_calls", "parallel_tool_calls "
+        return mg_x_bad(err, "parallel_tool_calls", "parallel_tool_calls "
                         "must be a boolean.");
     }
 
@@ -1432,41 +1121,41 @@ mg_g_req_tool_choice(json_t *in, json_t *req, size_t ntools,
     name = NULL;
     s = json_string_value(choice);
 
-    if (mg_g_streq(s, "auto")) {
+    if (mg_x_streq(s, "auto")) {
         mode = "AUTO";
 
-    } else if (mg_g_streq(s, "required")) {
+    } else if (mg_x_streq(s, "required")) {
         mode = "ANY";
 
-    } else if (mg_g_streq(s, "none")) {
+    } else if (mg_x_streq(s, "none")) {
         mode = "NONE";
 
-    } else if (mg_g_streq(json_string_value(json_object_get(choice, "type")),
+    } else if (mg_x_streq(json_string_value(json_object_get(choice, "type")),
                           "function"))
     {
         name = json_object_get(json_object_get(choice, "function"), "name");
 
         if (!json_is_string(name)) {
-            return mg_g_bad(err, "tool_choice", "tool_choice.function.name "
+            return mg_x_bad(err, "tool_choice", "tool_choice.function.name "
                             "must be a string.");
         }
 
         mode = "ANY";
 
     } else {
-        return mg_g_bad(err, "tool_choice", "tool_choice must be \"auto\", "
+        return mg_x_bad(err, "tool_choice", "tool_choice must be \"auto\", "
                         "\"required\", \"none\" or a named function with "
                         "this model's backend.");
     }
 
     if (ntools == 0) {
         if (name) {
-            return mg_g_bad(err, "tool_choice", "tool_choice names a "
+            return mg_x_bad(err, "tool_choice", "tool_choice names a "
                             "function, but there are no tools.");
         }
 
         if (strcmp(mode, "ANY") == 0) {
-            return mg_g_bad(err, "tool_choice", "tool_choice \"required\" "
+            return mg_x_bad(err, "tool_choice", "tool_choice \"required\" "
                             "needs tools.");
         }
 
@@ -1478,7 +1167,7 @@ mg_g_req_tool_choice(json_t *in, json_t *req, size_t ntools,
     fcc = json_pack("{s:s}", "mode", mode);
 
     if (fcc == NULL
-        || (name && mg_g_set(fcc, "allowedFunctionNames",
+        || (name && mg_x_set(fcc, "allowedFunctionNames",
                              json_pack("[O]", name))
                     != MG_X_OK))
     {
@@ -1486,7 +1175,7 @@ mg_g_req_tool_choice(json_t *in, json_t *req, size_t ntools,
         return MG_X_NOMEM;
     }
 
-    return mg_g_set(req, "toolConfig",
+    return mg_x_set(req, "toolConfig",
                     json_pack("{s:o}", "functionCallingConfig", fcc));
 }
 
@@ -1667,7 +1356,7 @@ mg_g_schema_keys(mg_g_schema_t *sc, json_t *in, json_t *o)
                 rc = mg_g_schema(sc, v, &s);
 
                 if (rc == MG_X_OK) {
-                    rc = mg_g_set(o, "items", s);
+                    rc = mg_x_set(o, "items", s);
                 }
             }
 
@@ -1682,7 +1371,7 @@ mg_g_schema_keys(mg_g_schema_t *sc, json_t *in, json_t *o)
 
         } else if (strcmp(key, "const") == 0) {
             if (json_is_string(v)) {
-                rc = mg_g_set(o, "enum", json_pack("[O]", v));
+                rc = mg_x_set(o, "enum", json_pack("[O]", v));
             }
 
         } else if (strcmp(key, "format") == 0) {
@@ -1747,7 +1436,7 @@ mg_g_schema_keys(mg_g_schema_t *sc, json_t *in, json_t *o)
         }
     }
 
-    if (nullable && mg_g_set(o, "nullable", json_true()) != MG_X_OK) {
+    if (nullable && mg_x_set(o, "nullable", json_true()) != MG_X_OK) {
         return MG_X_NOMEM;
     }
 
@@ -1763,17 +1452,17 @@ mg_g_schema_keys(mg_g_schema_t *sc, json_t *in, json_t *o)
         && json_object_get(o, "anyOf") == NULL)
     {
         if (v) {
-            return mg_g_set_str(o, "type", "object");
+            return mg_x_set_str(o, "type", "object");
         }
 
         if (json_object_get(o, "items")) {
-            return mg_g_set_str(o, "type", "array");
+            return mg_x_set_str(o, "type", "array");
         }
 
         /* Gemini's enums are of type string */
 
         if (json_object_get(o, "enum")) {
-            return mg_g_set_str(o, "type", "string");
+            return mg_x_set_str(o, "type", "string");
         }
     }
 
@@ -1823,13 +1512,13 @@ mg_g_schema_type(json_t *v, json_t *o, int *nullable)
 
     if (json_array_size(types) == 0) {
         json_decref(types);
-        return *nullable ? mg_g_set_str(o, "type", "null") : MG_X_OK;
+        return *nullable ? mg_x_set_str(o, "type", "null") : MG_X_OK;
     }
 
     if (json_array_size(types) == 1) {
         t = json_incref(json_array_get(types, 0));
         json_decref(types);
-        return mg_g_set(o, "type", t);
+        return mg_x_set(o, "type", t);
     }
 
     any = json_array();
@@ -1848,7 +1537,7 @@ mg_g_schema_type(json_t *v, json_t *o, int *nullable)
 
     json_decref(types);
 
-    return mg_g_set(o, "anyOf", any);
+    return mg_x_set(o, "anyOf", any);
 }
 
 
@@ -1872,7 +1561,7 @@ mg_g_schema_props(mg_g_schema_t *sc, json_t *v, json_t *o)
         rc = mg_g_schema(sc, p, &s);
 
         if (rc == MG_X_OK) {
-            rc = mg_g_set(props, key, s);
+            rc = mg_x_set(props, key, s);
         }
 
         if (rc != MG_X_OK) {
@@ -1881,7 +1570,7 @@ mg_g_schema_props(mg_g_schema_t *sc, json_t *v, json_t *o)
         }
     }
 
-    return mg_g_set(o, "properties", props);
+    return mg_x_set(o, "properties", props);
 }
 
 
@@ -1906,7 +1595,7 @@ mg_g_schema_any(mg_g_schema_t *sc, json_t *v, json_t *o, int *nullable)
 
     json_array_foreach(v, i, e) {
         if (json_object_size(e) == 1
-            && mg_g_streq(json_string_value(json_object_get(e, "type")),
+            && mg_x_streq(json_string_value(json_object_get(e, "type")),
                           "null"))
         {
             *nullable = 1;
@@ -1936,7 +1625,7 @@ mg_g_schema_any(mg_g_schema_t *sc, json_t *v, json_t *o, int *nullable)
         return MG_X_OK;
     }
 
-    return mg_g_set(o, "anyOf", list);
+    return mg_x_set(o, "anyOf", list);
 }
 
 
@@ -2013,7 +1702,7 @@ mg_g_schema_enum(json_t *v, json_t *o, int *nullable)
         return MG_X_OK;
     }
 
-    return mg_g_set(o, "enum", list);
+    return mg_x_set(o, "enum", list);
 }
 
 
@@ -2041,7 +1730,7 @@ mg_g_schema_strings(json_t *v, json_t *o, const char *key)
         }
     }
 
-    return mg_g_set(o, key, list);
+    return mg_x_set(o, key, list);
 }
 
 
@@ -2088,16 +1777,16 @@ mg_g_req_config(json_t *in, const mg_gemini_opts_t *o, json_t *gc,
     /* max_completion_tokens replaces max_tokens */
 
     name = "max_completion_tokens";
-    v = mg_g_get(in, name);
+    v = mg_x_get(in, name);
 
     if (v == NULL) {
         name = "max_tokens";
-        v = mg_g_get(in, name);
+        v = mg_x_get(in, name);
     }
 
     if (v) {
         if (!json_is_integer(v) || json_integer_value(v) <= 0) {
-            return mg_g_bad(err, name, "%s must be a positive integer.",
+            return mg_x_bad(err, name, "%s must be a positive integer.",
                             name);
         }
 
@@ -2106,7 +1795,7 @@ mg_g_req_config(json_t *in, const mg_gemini_opts_t *o, json_t *gc,
         }
 
     } else if (o && o->default_max_tokens > 0
-               && mg_g_set(gc, "maxOutputTokens",
+               && mg_x_set(gc, "maxOutputTokens",
                            json_integer(o->default_max_tokens))
                   != MG_X_OK)
     {
@@ -2117,14 +1806,14 @@ mg_g_req_config(json_t *in, const mg_gemini_opts_t *o, json_t *gc,
      * default) is left out, as some models refuse penalties at all */
 
     for (k = 0; k < sizeof(numbers) / sizeof(numbers[0]); k++) {
-        v = mg_g_get(in, numbers[k].openai);
+        v = mg_x_get(in, numbers[k].openai);
 
         if (v == NULL) {
             continue;
         }
 
         if (!json_is_number(v)) {
-            return mg_g_bad(err, numbers[k].openai, "%s must be a number.",
+            return mg_x_bad(err, numbers[k].openai, "%s must be a number.",
                             numbers[k].openai);
         }
 
@@ -2139,11 +1828,11 @@ mg_g_req_config(json_t *in, const mg_gemini_opts_t *o, json_t *gc,
 
     /* not OpenAI's, but many clients send it */
 
-    v = mg_g_get(in, "top_k");
+    v = mg_x_get(in, "top_k");
 
     if (v) {
         if (!json_is_integer(v) || json_integer_value(v) < 0) {
-            return mg_g_bad(err, "top_k", "top_k must be a non-negative "
+            return mg_x_bad(err, "top_k", "top_k must be a non-negative "
                             "integer.");
         }
 
@@ -2152,11 +1841,11 @@ mg_g_req_config(json_t *in, const mg_gemini_opts_t *o, json_t *gc,
         }
     }
 
-    v = mg_g_get(in, "seed");
+    v = mg_x_get(in, "seed");
 
     if (v) {
         if (!json_is_integer(v)) {
-            return mg_g_bad(err, "seed", "seed must be an integer.");
+            return mg_x_bad(err, "seed", "seed must be an integer.");
         }
 
         if (json_object_set(gc, "seed", v) != 0) {
@@ -2164,7 +1853,7 @@ mg_g_req_config(json_t *in, const mg_gemini_opts_t *o, json_t *gc,
         }
     }
 
-    v = mg_g_get(in, "stop");
+    v = mg_x_get(in, "stop");
 
     if (v) {
         if (json_is_string(v)) {
@@ -2173,7 +1862,7 @@ mg_g_req_config(json_t *in, const mg_gemini_opts_t *o, json_t *gc,
         } else if (json_is_array(v)) {
             json_array_foreach(v, i, s) {
                 if (!json_is_string(s)) {
-                    return mg_g_bad(err, "stop", "stop must be a string or "
+                    return mg_x_bad(err, "stop", "stop must be a string or "
                                     "an array of strings.");
                 }
             }
@@ -2181,7 +1870,7 @@ mg_g_req_config(json_t *in, const mg_gemini_opts_t *o, json_t *gc,
             seq = json_incref(v);
 
         } else {
-            return mg_g_bad(err, "stop", "stop must be a string or an array "
+            return mg_x_bad(err, "stop", "stop must be a string or an array "
                             "of strings.");
         }
 
@@ -2192,14 +1881,14 @@ mg_g_req_config(json_t *in, const mg_gemini_opts_t *o, json_t *gc,
         if (json_array_size(seq) == 0) {
             json_decref(seq);
 
-        } else if (mg_g_set(gc, "stopSequences", seq) != MG_X_OK) {
+        } else if (mg_x_set(gc, "stopSequences", seq) != MG_X_OK) {
             return MG_X_NOMEM;
         }
     }
 
     /* n was checked; 1 is Gemini's default */
 
-    v = mg_g_get(in, "n");
+    v = mg_x_get(in, "n");
 
     if (v && json_integer_value(v) > 1
         && json_object_set(gc, "candidateCount", v) != 0)
@@ -2236,25 +1925,25 @@ mg_g_req_output(json_t *in, json_t *gc, mg_xerror_t *err)
         { "xhigh", 24576 }
     };
 
-    rf = mg_g_get(in, "response_format");
+    rf = mg_x_get(in, "response_format");
 
     if (rf) {
         type = json_string_value(json_object_get(rf, "type"));
         schema = NULL;
 
-        if (mg_g_streq(type, "json_schema")) {
+        if (mg_x_streq(type, "json_schema")) {
             schema = json_object_get(json_object_get(rf, "json_schema"),
                                      "schema");
 
             if (!json_is_object(schema)) {
-                return mg_g_bad(err, "response_format", "response_format."
+                return mg_x_bad(err, "response_format", "response_format."
                                 "json_schema.schema must be an object.");
             }
 
-        } else if (!mg_g_streq(type, "json_object")
-                   && !mg_g_streq(type, "text"))
+        } else if (!mg_x_streq(type, "json_object")
+                   && !mg_x_streq(type, "text"))
         {
-            return mg_g_bad(err, "response_format", "response_format %s%s%s "
+            return mg_x_bad(err, "response_format", "response_format %s%s%s "
                             "is not supported by this model's backend.",
                             type ? "\"" : "",
                             type ? type : "without a type",
@@ -2262,7 +1951,7 @@ mg_g_req_output(json_t *in, json_t *gc, mg_xerror_t *err)
         }
 
         if (type[0] == 'j'
-            && (mg_g_set_str(gc, "responseMimeType", "application/json")
+            && (mg_x_set_str(gc, "responseMimeType", "application/json")
                 != MG_X_OK
                 || (schema
                     && json_object_set(gc, "responseJsonSchema", schema)
@@ -2272,7 +1961,7 @@ mg_g_req_output(json_t *in, json_t *gc, mg_xerror_t *err)
         }
     }
 
-    re = mg_g_get(in, "reasoning_effort");
+    re = mg_x_get(in, "reasoning_effort");
 
     if (re == NULL) {
         return MG_X_OK;
@@ -2282,13 +1971,13 @@ mg_g_req_output(json_t *in, json_t *gc, mg_xerror_t *err)
 
     for (k = 0; s && k < sizeof(budgets) / sizeof(budgets[0]); k++) {
         if (strcmp(s, budgets[k].effort) == 0) {
-            return mg_g_set(gc, "thinkingConfig",
+            return mg_x_set(gc, "thinkingConfig",
                             json_pack("{s:I}", "thinkingBudget",
                                       budgets[k].budget));
         }
     }
 
-    return mg_g_bad(err, "reasoning_effort", "reasoning_effort must be none, "
+    return mg_x_bad(err, "reasoning_effort", "reasoning_effort must be none, "
                     "minimal, low, medium, high or xhigh.");
 }
 
@@ -2301,21 +1990,21 @@ mg_g_req_stream(json_t *in, int *stream, int *include_usage,
 {
     json_t  *v;
 
-    v = mg_g_get(in, "stream");
+    v = mg_x_get(in, "stream");
 
     if (v) {
         if (!json_is_boolean(v)) {
-            return mg_g_bad(err, "stream", "stream must be a boolean.");
+            return mg_x_bad(err, "stream", "stream must be a boolean.");
         }
 
         *stream = json_is_true(v);
     }
 
-    v = mg_g_get(in, "stream_options");
+    v = mg_x_get(in, "stream_options");
 
     if (v) {
         if (!json_is_object(v)) {
-            return mg_g_bad(err, "stream_options", "stream_options must be "
+            return mg_x_bad(err, "stream_options", "stream_options must be "
                             "an object.");
         }
 
@@ -2353,7 +2042,7 @@ mg_gemini_response(const char *body, size_t len, const char *model,
 
     if (!json_is_object(in) || (cands && !json_is_array(cands))) {
         json_decref(in);
-        return mg_g_bad_backend(err, "response");
+        return mg_x_bad_backend(err, "response");
     }
 
     rid = json_object_get(in, "responseId");
@@ -2376,7 +2065,7 @@ mg_gemini_response(const char *body, size_t len, const char *model,
                                       "promptFeedback"), "blockReason"));
 
         if (block == NULL) {
-            rc = mg_g_bad_backend(err, "response (no candidates)");
+            rc = mg_x_bad_backend(err, "response (no candidates)");
             goto done;
         }
 
@@ -2422,7 +2111,7 @@ mg_gemini_response(const char *body, size_t len, const char *model,
                       reason);
 
         if (err) {
-            mg_g_utf8(err->message);
+            mg_x_utf8(err->message);
         }
 
         rc = MG_X_ERROR;
@@ -2432,15 +2121,15 @@ mg_gemini_response(const char *body, size_t len, const char *model,
     res = json_object();
 
     if (res == NULL
-        || mg_g_set(res, "id",
-                    mg_g_prefixed("chatcmpl-",
+        || mg_x_set(res, "id",
+                    mg_x_prefixed("chatcmpl-",
                                   json_is_string(rid) ? json_string_value(rid)
                                                       : "",
                                   json_string_length(rid)))
            != MG_X_OK
-        || mg_g_set_str(res, "object", "chat.completion") != MG_X_OK
-        || mg_g_set(res, "created", json_integer(created)) != MG_X_OK
-        || mg_g_set(res, "model",
+        || mg_x_set_str(res, "object", "chat.completion") != MG_X_OK
+        || mg_x_set(res, "created", json_integer(created)) != MG_X_OK
+        || mg_x_set(res, "model",
                     json_stringn(model ? model : "", model ? model_len : 0))
            != MG_X_OK
         || json_object_set(res, "choices", choices) != 0)
@@ -2451,24 +2140,24 @@ mg_gemini_response(const char *body, size_t len, const char *model,
     u = json_object_get(in, "usageMetadata");
 
     if (json_is_object(u)
-        && mg_g_set(res, "usage",
-                    mg_g_usage(mg_g_tokens(u, "promptTokenCount", 0),
-                               mg_g_tokens(u, "candidatesTokenCount", 0),
-                               mg_g_tokens(u, "thoughtsTokenCount", 0),
-                               mg_g_tokens(u, "toolUsePromptTokenCount", 0),
-                               mg_g_tokens(u, "cachedContentTokenCount", 0),
-                               mg_g_tokens(u, "totalTokenCount", -1)))
+        && mg_x_set(res, "usage",
+                    mg_g_usage(mg_x_tokens(u, "promptTokenCount", 0),
+                               mg_x_tokens(u, "candidatesTokenCount", 0),
+                               mg_x_tokens(u, "thoughtsTokenCount", 0),
+                               mg_x_tokens(u, "toolUsePromptTokenCount", 0),
+                               mg_x_tokens(u, "cachedContentTokenCount", 0),
+                               mg_x_tokens(u, "totalTokenCount", -1)))
            != MG_X_OK)
     {
         goto done;
     }
 
-    rc = mg_g_dump(res, out, 0);
+    rc = mg_x_dump(res, out, 0);
 
 done:
 
     if (rc == MG_X_NOMEM) {
-        (void) mg_g_nomem(err);
+        (void) mg_x_nomem(err);
     }
 
     json_decref(res);
@@ -2563,10 +2252,10 @@ mg_g_tool_call(json_t *part, uint64_t seed, size_t cand, size_t k,
 
     if (id == NULL || call == NULL
         || (with_index
-            && mg_g_set(call, "index", json_integer(k)) != MG_X_OK)
+            && mg_x_set(call, "index", json_integer(k)) != MG_X_OK)
         || json_object_set(call, "id", id) != 0
-        || mg_g_set_str(call, "type", "function") != MG_X_OK
-        || mg_g_set(call, "function",
+        || mg_x_set_str(call, "type", "function") != MG_X_OK
+        || mg_x_set(call, "function",
                     json_pack("{s:o,s:s}",
                               "name",
                               mg_g_string(json_object_get(fc, "name")),
@@ -2579,7 +2268,7 @@ mg_g_tool_call(json_t *part, uint64_t seed, size_t cand, size_t k,
     sig = json_object_get(part, "thoughtSignature");
 
     if (json_is_string(sig)
-        && mg_g_set(call, "extra_content",
+        && mg_x_set(call, "extra_content",
                     json_pack("{s:{s:O}}", "google", "thought_signature",
                               sig))
            != MG_X_OK)
@@ -2667,13 +2356,13 @@ mg_g_choice(json_t *c, size_t index, uint64_t seed, json_t **choice,
     msg = json_object();
 
     if (msg == NULL
-        || mg_g_set_str(msg, "role", "assistant") != MG_X_OK
-        || mg_g_set(msg, "content",
+        || mg_x_set_str(msg, "role", "assistant") != MG_X_OK
+        || mg_x_set(msg, "content",
                     (text.len == 0 && json_array_size(calls))
                     ? json_null()
                     : json_stringn(text.len ? text.data : "", text.len))
            != MG_X_OK
-        || mg_g_set(msg, "refusal", json_null()) != MG_X_OK
+        || mg_x_set(msg, "refusal", json_null()) != MG_X_OK
         || (json_array_size(calls)
             && json_object_set(msg, "tool_calls", calls) != 0))
     {
@@ -2782,24 +2471,6 @@ mg_g_usable(json_t *c)
 }
 
 
-static long long
-mg_g_tokens(json_t *usage, const char *key, long long dflt)
-{
-    json_t     *v;
-    long long   n;
-
-    v = json_object_get(usage, key);
-
-    if (!json_is_integer(v)) {
-        return dflt;
-    }
-
-    n = json_integer_value(v);
-
-    return n < 0 ? 0 : (n > MG_G_TOKENS_MAX ? MG_G_TOKENS_MAX : n);
-}
-
-
 /*
  * table 10.3: thoughts are not in candidatesTokenCount but are billed as
  * output; a tool-use prompt is input.  total < 0: not given, summed.
@@ -2852,7 +2523,7 @@ mg_g_error_body(json_t *j)
         j = json_array_get(j, 0);
     }
 
-    return mg_g_get(j, "error") ? j : NULL;
+    return mg_x_get(j, "error") ? j : NULL;
 }
 
 
@@ -2976,7 +2647,7 @@ mg_g_error_map(int status, json_t *body, mg_xerror_t *err)
     }
 
     if (err) {
-        mg_g_utf8(err->message);
+        mg_x_utf8(err->message);
     }
 }
 
@@ -3000,16 +2671,6 @@ mg_g_api_key_error(json_t *e)
     }
 
     return 0;
-}
-
-
-static int
-mg_g_bad_backend(mg_xerror_t *err, const char *what)
-{
-    mg_xerror_set(err, 502, 1, "server_error", "backend_error", NULL,
-                  "The model backend sent an invalid %s.", what);
-
-    return MG_X_ERROR;
 }
 
 
@@ -3056,7 +2717,7 @@ mg_gemini_stream_event(mg_gemini_stream_t *st, const char *data,
     json_t  *j, *e;
 
     if (st->nomem) {
-        return mg_g_nomem(err);
+        return mg_x_nomem(err);
     }
 
     if (st->done) {
@@ -3080,7 +2741,7 @@ mg_gemini_stream_event(mg_gemini_stream_t *st, const char *data,
 
     if (!json_is_object(j)) {
         json_decref(j);
-        return mg_g_bad_backend(err, "stream chunk");
+        return mg_x_bad_backend(err, "stream chunk");
     }
 
     start = out->len;
@@ -3090,7 +2751,7 @@ mg_gemini_stream_event(mg_gemini_stream_t *st, const char *data,
     json_decref(j);
 
     if (rc == MG_X_NOMEM) {
-        (void) mg_g_nomem(err);
+        (void) mg_x_nomem(err);
     }
 
     if (rc != MG_X_OK) {
@@ -3112,15 +2773,15 @@ mg_g_stream_start(mg_gemini_stream_t *st, json_t *j)
     head = json_object();
 
     if (head == NULL
-        || mg_g_set(head, "id",
-                    mg_g_prefixed("chatcmpl-",
+        || mg_x_set(head, "id",
+                    mg_x_prefixed("chatcmpl-",
                                   json_is_string(rid) ? json_string_value(rid)
                                                       : "",
                                   json_string_length(rid)))
            != MG_X_OK
-        || mg_g_set_str(head, "object", "chat.completion.chunk") != MG_X_OK
-        || mg_g_set(head, "created", json_integer(st->created)) != MG_X_OK
-        || mg_g_set(head, "model", json_stringn(st->model, st->model_len))
+        || mg_x_set_str(head, "object", "chat.completion.chunk") != MG_X_OK
+        || mg_x_set(head, "created", json_integer(st->created)) != MG_X_OK
+        || mg_x_set(head, "model", json_stringn(st->model, st->model_len))
            != MG_X_OK)
     {
         json_decref(head);
@@ -3167,7 +2828,7 @@ mg_g_stream_chunk(mg_gemini_stream_t *st, json_t *j, mg_buf_t *out,
 
     json_array_foreach(cands, i, c) {
         if (mg_g_stream_index(c, i, &idx) != MG_X_OK) {
-            return mg_g_bad_backend(err, "stream (a candidate index out of "
+            return mg_x_bad_backend(err, "stream (a candidate index out of "
                                     "range)");
         }
 
@@ -3192,7 +2853,7 @@ mg_g_stream_chunk(mg_gemini_stream_t *st, json_t *j, mg_buf_t *out,
                       malformed);
 
         if (err) {
-            mg_g_utf8(err->message);
+            mg_x_utf8(err->message);
         }
 
         return MG_X_ERROR;
@@ -3465,7 +3126,7 @@ mg_g_stream_text(mg_gemini_stream_t *st, size_t idx, mg_buf_t *text,
     delta = json_object();
 
     if (delta == NULL
-        || mg_g_set(delta, "content", json_stringn(text->data, text->len))
+        || mg_x_set(delta, "content", json_stringn(text->data, text->len))
            != MG_X_OK)
     {
         json_decref(delta);
@@ -3494,17 +3155,17 @@ mg_g_stream_usage(mg_gemini_stream_t *st, json_t *u)
         return;
     }
 
-    st->prompt_tokens = mg_g_tokens(u, "promptTokenCount",
+    st->prompt_tokens = mg_x_tokens(u, "promptTokenCount",
                                     st->prompt_tokens);
-    st->candidates_tokens = mg_g_tokens(u, "candidatesTokenCount",
+    st->candidates_tokens = mg_x_tokens(u, "candidatesTokenCount",
                                         st->candidates_tokens);
-    st->thoughts_tokens = mg_g_tokens(u, "thoughtsTokenCount",
+    st->thoughts_tokens = mg_x_tokens(u, "thoughtsTokenCount",
                                       st->thoughts_tokens);
-    st->tool_prompt_tokens = mg_g_tokens(u, "toolUsePromptTokenCount",
+    st->tool_prompt_tokens = mg_x_tokens(u, "toolUsePromptTokenCount",
                                          st->tool_prompt_tokens);
-    st->cached_tokens = mg_g_tokens(u, "cachedContentTokenCount",
+    st->cached_tokens = mg_x_tokens(u, "cachedContentTokenCount",
                                     st->cached_tokens);
-    st->total_tokens = mg_g_tokens(u, "totalTokenCount", st->total_tokens);
+    st->total_tokens = mg_x_tokens(u, "totalTokenCount", st->total_tokens);
 }
 
 
@@ -3558,7 +3219,7 @@ mg_gemini_stream_finish(mg_gemini_stream_t *st, mg_buf_t *out)
             || mg_buf_append(out, ",\"choices\":[],\"usage\":",
                              sizeof(",\"choices\":[],\"usage\":") - 1)
                != MG_X_OK
-            || mg_g_dump(u, out, 0) != MG_X_OK
+            || mg_x_dump(u, out, 0) != MG_X_OK
             || mg_buf_append(out, "}\n\n", 3) != MG_X_OK)
         {
             goto done;
@@ -3599,7 +3260,7 @@ mg_g_chunk(mg_gemini_stream_t *st, mg_buf_t *out, size_t idx, json_t *delta,
         || mg_buf_append(out, st->prefix, st->prefix_len) != MG_X_OK
         || mg_buf_printf(out, ",\"choices\":[{\"index\":%zu,\"delta\":", idx)
            != MG_X_OK
-        || mg_g_dump(delta, out, 0) != MG_X_OK)
+        || mg_x_dump(delta, out, 0) != MG_X_OK)
     {
         return MG_X_NOMEM;
     }

@@ -7,8 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "mg_translate.h"
+
+
+/* token counts are clamped, so that their sums cannot overflow */
+#define MG_X_TOKENS_MAX  1000000000000000LL
 
 
 static int
@@ -125,4 +130,451 @@ mg_xerror_set(mg_xerror_t *err, int status, int retryable, const char *type,
     va_start(ap, fmt);
     (void) vsnprintf(err->message, sizeof(err->message), fmt, ap);
     va_end(ap);
+}
+
+
+/* helpers of the translators */
+
+/* a member, with JSON null taken as absent (clients send null for unset) */
+
+json_t *
+mg_x_get(json_t *o, const char *key)
+{
+    json_t  *v;
+
+    v = json_object_get(o, key);
+
+    return json_is_null(v) ? NULL : v;
+}
+
+
+int
+mg_x_bad(mg_xerror_t *err, const char *param, const char *fmt, ...)
+{
+    char     buf[sizeof(err->message)];
+    va_list  ap;
+
+    va_start(ap, fmt);
+    (void) vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+
+    mg_xerror_set(err, 400, 0, "invalid_request_error", NULL, param, "%s",
+                  buf);
+
+    if (err) {
+        mg_x_utf8(err->message);
+    }
+
+    return MG_X_ERROR;
+}
+
+
+int
+mg_x_nomem(mg_xerror_t *err)
+{
+    mg_xerror_set(err, 500, 1, "server_error", NULL, NULL, "out of memory");
+
+    return MG_X_NOMEM;
+}
+
+
+/*
+ * Messages quote what we were sent (a role, jansson's view of a syntax
+ * error) and snprintf may cut them inside a character: the client gets
+ * them in a JSON string, so bad bytes become '?' and a cut character goes.
+ */
+
+void
+mg_x_utf8(char *s)
+{
+    size_t          n, k;
+    unsigned char  *p, c, lo, hi;
+
+    p = (unsigned char *) s;
+
+    while (*p) {
+        c = *p;
+
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+
+        lo = 0x80;
+        hi = 0xbf;
+
+        if (c >= 0xc2 && c <= 0xdf) {
+            n = 1;
+
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 2;
+            lo = (c == 0xe0) ? 0xa0 : 0x80;
+            hi = (c == 0xed) ? 0x9f : 0xbf;
+
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3;
+            lo = (c == 0xf0) ? 0x90 : 0x80;
+            hi = (c == 0xf4) ? 0x8f : 0xbf;
+
+        } else {
+            *p++ = '?';
+            continue;
+        }
+
+        for (k = 1; k <= n; k++) {
+            c = p[k];
+
+            if (c == '\0' || c < (k == 1 ? lo : 0x80)
+                || c > (k == 1 ? hi : 0xbf))
+            {
+                break;
+            }
+        }
+
+        if (k > n) {
+            p += n + 1;
+            continue;
+        }
+
+        if (p[k] == '\0') {
+            /* cut at the end */
+            *p = '\0';
+            return;
+        }
+
+        *p++ = '?';
+    }
+}
+
+
+/* json_object_set_new() that tells whether v (possibly a NULL from a
+ * failed constructor) was stored; v is consumed either way */
+
+int
+mg_x_set(json_t *o, const char *key, json_t *v)
+{
+    return json_object_set_new(o, key, v) == 0 ? MG_X_OK : MG_X_NOMEM;
+}
+
+
+int
+mg_x_set_str(json_t *o, const char *key, const char *s)
+{
+    return mg_x_set(o, key, json_string(s));
+}
+
+
+json_t *
+mg_x_prefixed(const char *prefix, const char *s, size_t n)
+{
+    char    *p;
+    size_t   plen;
+    json_t  *v;
+
+    plen = strlen(prefix);
+
+    p = malloc(plen + n + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    memcpy(p, prefix, plen);
+
+    if (n) {
+        memcpy(p + plen, s, n);
+    }
+
+    v = json_stringn(p, plen + n);
+
+    free(p);
+
+    return v;
+}
+
+
+static int
+mg_x_dump_cb(const char *buf, size_t size, void *data)
+{
+    return mg_buf_append(data, buf, size) == MG_X_OK ? 0 : -1;
+}
+
+
+int
+mg_x_dump(json_t *j, mg_buf_t *out, size_t flags)
+{
+    size_t  len;
+
+    len = out->len;
+
+    if (json_dump_callback(j, mg_x_dump_cb, out, JSON_COMPACT | flags) != 0) {
+        out->len = len;
+        return MG_X_NOMEM;
+    }
+
+    return MG_X_OK;
+}
+
+
+/* "data:<media type>[;params];base64,<data>" */
+
+int
+mg_x_data_url(const char *s, size_t len, const char **mt, size_t *mt_len,
+    const char **data, size_t *data_len)
+{
+    const char  *p, *end, *comma, *semi;
+
+    p = s + 5;
+    end = s + len;
+
+    comma = memchr(p, ',', end - p);
+
+    if (comma == NULL || comma - p < 7
+        || strncasecmp(comma - 7, ";base64", 7) != 0)
+    {
+        return -1;
+    }
+
+    semi = memchr(p, ';', comma - p);
+
+    if (semi == p || comma + 1 == end) {
+        return -1;
+    }
+
+    *mt = p;
+    *mt_len = semi - p;
+    *data = comma + 1;
+    *data_len = end - comma - 1;
+
+    return 0;
+}
+
+
+long long
+mg_x_tokens(json_t *usage, const char *key, long long dflt)
+{
+    json_t     *v;
+    long long   n;
+
+    v = json_object_get(usage, key);
+
+    if (!json_is_integer(v)) {
+        return dflt;
+    }
+
+    n = json_integer_value(v);
+
+    return n < 0 ? 0 : (n > MG_X_TOKENS_MAX ? MG_X_TOKENS_MAX : n);
+}
+
+
+int
+mg_x_bad_backend(mg_xerror_t *err, const char *what)
+{
+    mg_xerror_set(err, 502, 1, "server_error", "backend_error", NULL,
+                  "The model backend sent an invalid %s.", what);
+
+    return MG_X_ERROR;
+}
+
+
+/*
+ * One stream chunk: "data: " and prefix (the chunk's opening members,
+ * {"id":..,"object":..,"created":..,"model":.. without the closing brace)
+ * with choices[0].delta = delta (borrowed) and finish_reason = finish.
+ */
+
+int
+mg_x_chunk(mg_buf_t *out, const char *prefix, size_t prefix_len,
+    json_t *delta, const char *finish)
+{
+    static const char  choice[] = ",\"choices\":[{\"index\":0,\"delta\":";
+    static const char  tail[] = ",\"logprobs\":null,\"finish_reason\":null}],"
+                                "\"usage\":null}\n\n";
+
+    if (mg_buf_append(out, "data: ", 6) != MG_X_OK
+        || mg_buf_append(out, prefix, prefix_len) != MG_X_OK
+        || mg_buf_append(out, choice, sizeof(choice) - 1) != MG_X_OK
+        || mg_x_dump(delta, out, 0) != MG_X_OK)
+    {
+        return MG_X_NOMEM;
+    }
+
+    if (finish) {
+        if (mg_buf_printf(out, ",\"logprobs\":null,\"finish_reason\":\"%s\"}],"
+                          "\"usage\":null}\n\n", finish)
+            != MG_X_OK)
+        {
+            return MG_X_NOMEM;
+        }
+
+        return MG_X_OK;
+    }
+
+    return mg_buf_append(out, tail, sizeof(tail) - 1);
+}
+
+
+/*
+ * A chunk with {"tool_calls":[{"index":k,"id":..,"type":"function",
+ * "function":fn}]}, or without id and type when id is NULL (fn is borrowed)
+ */
+
+int
+mg_x_tool_delta(mg_buf_t *out, const char *prefix, size_t prefix_len,
+    size_t k, json_t *fn, const char *id, size_t id_len)
+{
+    int      rc;
+    json_t  *delta;
+
+    if (id) {
+        delta = json_pack("{s:[{s:I,s:s%,s:s,s:O}]}", "tool_calls",
+                          "index", (json_int_t) k, "id", id, id_len,
+                          "type", "function", "function", fn);
+
+    } else {
+        delta = json_pack("{s:[{s:I,s:O}]}", "tool_calls",
+                          "index", (json_int_t) k, "function", fn);
+    }
+
+    if (delta == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    rc = mg_x_chunk(out, prefix, prefix_len, delta, NULL);
+
+    json_decref(delta);
+
+    return rc;
+}
+
+
+/*
+ * OpenAI features no provider has a counterpart for: refused, not dropped;
+ * penalties: frequency_penalty and presence_penalty (but for 0) too
+ */
+
+int
+mg_x_req_check(json_t *in, int penalties, mg_xerror_t *err)
+{
+    size_t       i, k;
+    json_t      *v, *m;
+
+    static const char  *none[] = {
+        "audio", "prediction", "web_search_options", "functions",
+        "function_call"
+    };
+
+    static const char  *penalty[] = {
+        "frequency_penalty", "presence_penalty"
+    };
+
+    if (json_is_true(json_object_get(in, "logprobs"))) {
+        return mg_x_bad(err, "logprobs", "logprobs are not supported by "
+                        "this model's backend.");
+    }
+
+    v = mg_x_get(in, "top_logprobs");
+    if (v && !(json_is_integer(v) && json_integer_value(v) == 0)) {
+        return mg_x_bad(err, "top_logprobs", "top_logprobs are not "
+                        "supported by this model's backend.");
+    }
+
+    for (k = 0; penalties && k < sizeof(penalty) / sizeof(penalty[0]); k++) {
+        v = mg_x_get(in, penalty[k]);
+
+        if (v && (!json_is_number(v) || json_number_value(v) != 0)) {
+            return mg_x_bad(err, penalty[k], "%s is not supported by "
+                            "this model's backend.", penalty[k]);
+        }
+    }
+
+    v = mg_x_get(in, "logit_bias");
+    if (v && (!json_is_object(v) || json_object_size(v) != 0)) {
+        return mg_x_bad(err, "logit_bias", "logit_bias is not supported by "
+                        "this model's backend.");
+    }
+
+    for (k = 0; k < sizeof(none) / sizeof(none[0]); k++) {
+        if (mg_x_get(in, none[k])) {
+            return mg_x_bad(err, none[k], "%s is not supported by this "
+                            "model's backend%s.", none[k],
+                            k >= 3 ? " (use tools and tool_choice)" : "");
+        }
+    }
+
+    v = mg_x_get(in, "modalities");
+
+    if (v) {
+        if (!json_is_array(v)) {
+            return mg_x_bad(err, "modalities", "modalities must be an "
+                            "array.");
+        }
+
+        json_array_foreach(v, i, m) {
+            if (!mg_x_streq(json_string_value(m), "text")) {
+                return mg_x_bad(err, "modalities", "Only the \"text\" "
+                                "modality is supported by this model's "
+                                "backend.");
+            }
+        }
+    }
+
+    return MG_X_OK;
+}
+
+
+/*
+ * messages[i].tool_calls[k].function.arguments (fn is the function), a
+ * string of a JSON object, as the object: a new reference in *out
+ */
+
+int
+mg_x_tool_args(json_t *fn, size_t i, size_t k, json_t **out,
+    mg_xerror_t *err)
+{
+    json_t       *args, *input;
+    const char   *s;
+    json_error_t  jerr;
+
+    args = mg_x_get(fn, "arguments");
+
+    if (args == NULL
+        || (json_is_string(args) && json_string_length(args) == 0))
+    {
+        input = json_object();
+
+    } else if (json_is_object(args)) {
+        /* not OpenAI's shape, but unambiguous */
+        input = json_incref(args);
+
+    } else if (json_is_string(args)) {
+        s = json_string_value(args);
+        input = json_loadb(s, json_string_length(args), JSON_ALLOW_NUL,
+                           &jerr);
+
+        if (input == NULL) {
+            return mg_x_bad(err, "messages", "messages[%zu].tool_calls"
+                            "[%zu].function.arguments is not valid "
+                            "JSON: %s", i, k, jerr.text);
+        }
+
+        if (!json_is_object(input)) {
+            json_decref(input);
+            return mg_x_bad(err, "messages", "messages[%zu].tool_calls"
+                            "[%zu].function.arguments must be a JSON "
+                            "object.", i, k);
+        }
+
+    } else {
+        return mg_x_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
+                        ".function.arguments must be a string.", i, k);
+    }
+
+    if (input == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    *out = input;
+
+    return MG_X_OK;
 }

@@ -12,6 +12,9 @@
 #define _MG_TRANSLATE_H_INCLUDED_
 
 #include <stddef.h>
+#include <string.h>
+
+#include <jansson.h>
 
 
 /* a malloc'd byte buffer; zero-initialised is empty and valid */
@@ -52,6 +55,38 @@ void mg_buf_free(mg_buf_t *b);
 void mg_xerror_set(mg_xerror_t *err, int status, int retryable,
     const char *type, const char *code, const char *param,
     const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+
+
+#define mg_x_streq(s, lit)  ((s) != NULL && strcmp(s, lit) == 0)
+
+/* [a-zA-Z0-9_-], what tool call ids may hold */
+#define mg_x_id_char(c)                                                       \
+    (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z')                 \
+     || ((c) >= '0' && (c) <= '9') || (c) == '_' || (c) == '-')
+
+
+/* helpers of the translators (mg_anthropic.c, mg_bedrock.c, mg_gemini.c) */
+
+json_t *mg_x_get(json_t *o, const char *key);
+int mg_x_bad(mg_xerror_t *err, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int mg_x_nomem(mg_xerror_t *err);
+void mg_x_utf8(char *s);
+int mg_x_set(json_t *o, const char *key, json_t *v);
+int mg_x_set_str(json_t *o, const char *key, const char *s);
+json_t *mg_x_prefixed(const char *prefix, const char *s, size_t n);
+int mg_x_dump(json_t *j, mg_buf_t *out, size_t flags);
+int mg_x_data_url(const char *s, size_t len, const char **mt,
+    size_t *mt_len, const char **data, size_t *data_len);
+long long mg_x_tokens(json_t *usage, const char *key, long long dflt);
+int mg_x_bad_backend(mg_xerror_t *err, const char *what);
+int mg_x_req_check(json_t *in, int penalties, mg_xerror_t *err);
+int mg_x_tool_args(json_t *fn, size_t i, size_t k, json_t **out,
+    mg_xerror_t *err);
+int mg_x_chunk(mg_buf_t *out, const char *prefix, size_t prefix_len,
+    json_t *delta, const char *finish);
+int mg_x_tool_delta(mg_buf_t *out, const char *prefix, size_t prefix_len,
+    size_t k, json_t *fn, const char *id, size_t id_len);
 
 
 #endif /* _MG_TRANSLATE_H_INCLUDED_ */
