@@ -34,7 +34,7 @@ BENCH_ROUNDS=${BENCH_ROUNDS:-2}
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-16}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_MAX_ERRORS=${BENCH_MAX_ERRORS:-5}
-BENCH_SCENARIOS=${BENCH_SCENARIOS:-basic balanced stateful}
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-basic balanced stateful anthropic stream_anthropic}
 BENCH_FAKE_GATEWAY=${BENCH_FAKE_GATEWAY:-0}
 NGINX=${NGINX:-/usr/sbin/nginx}
 WRK=${WRK:-wrk}
@@ -533,6 +533,63 @@ scenario_stateful() {
     stop_nginx gateway3
 }
 
+# sanity_any LABEL URL NAME [BODY]: HTTP 200 is enough (a baseline that
+# passes a provider's own format through)
+sanity_any() {
+    local label=$1 url=$2 name=$3 body=${4:-$BODY} code
+    code=$(curl -sS --max-time 10 -o "$WORK/sanity-$label.out" \
+        -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+        --data-binary @"$body" "$url") \
+        || { show_logs "$name"; die "sanity check of $label: curl failed"; }
+    [ "$code" = 200 ] || { show_logs "$name"
+        die "sanity check of $label ($url) failed: HTTP $code"; }
+    log "sanity check of $label OK (HTTP 200)"
+}
+
+# anthropic: the gateway translates the ~20 KB OpenAI request to Anthropic
+# Messages and the ~1 KB answer back; proxy_pass sends the same bytes to
+# the same mock endpoint untranslated.  stream-anthropic: the answer is an
+# Anthropic stream of ~25 events, translated event by event.
+scenario_anthropic() {
+    ensure_mock
+    start_proxy proxy4 1
+    start_nginx gateway4 "$BENCH_DIR/gateway-anthropic.conf.in" \
+        MOCKPORT="${NGX_PORT[mock]}" WORKERS=1 MODULE="$MODULE"
+    sanity_any proxy_pass "http://127.0.0.1:${NGX_PORT[proxy4]}/anthropic/" proxy4
+    sanity anthropic "$(url_of gateway4)" gateway4
+    compare anthropic proxy_pass \
+        "http://127.0.0.1:${NGX_PORT[proxy4]}/anthropic/" \
+        anthropic "$(url_of gateway4)"
+    check_alive mock proxy4 gateway4
+    stop_nginx proxy4
+    stop_nginx gateway4
+}
+
+scenario_stream_anthropic() {
+    local body_saved=$BODY
+    ensure_mock
+    BODY=$WORK/request-stream.json
+    sed -e 's/"model":"gpt-4o-mini"/"model":"gpt-4o-mini-stream","stream":true/' \
+        "$body_saved" >"$BODY"
+    start_proxy proxy5 1
+    start_nginx gateway5 "$BENCH_DIR/gateway-anthropic.conf.in" \
+        MOCKPORT="${NGX_PORT[mock]}" WORKERS=1 MODULE="$MODULE"
+    sanity_any proxy_pass \
+        "http://127.0.0.1:${NGX_PORT[proxy5]}/anthropic-stream/" proxy5
+    sanity_any stream-anthropic "$(url_of gateway5)" gateway5
+    grep -q 'chat.completion.chunk' "$WORK/sanity-stream-anthropic.out" \
+        && grep -q '^data: \[DONE\]' "$WORK/sanity-stream-anthropic.out" \
+        || die "stream-anthropic: no translated stream (see" \
+               "$WORK/sanity-stream-anthropic.out)"
+    compare stream-anthropic proxy_pass \
+        "http://127.0.0.1:${NGX_PORT[proxy5]}/anthropic-stream/" \
+        stream-anthropic "$(url_of gateway5)"
+    check_alive mock proxy5 gateway5
+    stop_nginx proxy5
+    stop_nginx gateway5
+    BODY=$body_saved
+}
+
 # ---------------------------------------------------------------- main
 
 [ $# -eq 1 ] || die "usage: $0 /abs/path/to/ngx_http_model_gateway_module.so"
@@ -588,7 +645,7 @@ cleanup
 
 for sc in $BENCH_SCENARIOS; do
     [ "$sc" = "$first" ] && continue
-    echo "$sc/proxy_pass throughput ratio: ${SC_TPUT[$sc]}"
+    echo "${sc//_/-}/proxy_pass throughput ratio: ${SC_TPUT[$sc]}"
 done
 
 # the headline figures come last
