@@ -9,8 +9,6 @@ use strict;
 use warnings;
 
 use Test::More;
-use IO::Socket::INET;
-use POSIX ();
 use MG::Test;
 
 my $t = MG::Test->new;
@@ -43,52 +41,7 @@ my $reply = sub {
 $t->mock('one', handler => $reply->('one'));
 $t->mock('two', addr => '127.0.0.2', port => $port, handler => $reply->('two'));
 
-# a minimal DNS responder: A for api.dns.test, TTL 1, nothing else
-
-my $dns_port = $t->port('dns');
-my $dns_pid = fork // die "fork: $!";
-
-if ($dns_pid == 0) {
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
-                                  LocalPort => $dns_port, Proto => 'udp')
-        or POSIX::_exit(1);
-    my $deadline = time + 60;
-    while (time < $deadline) {
-        my $rin = '';
-        vec($rin, fileno($s), 1) = 1;
-        next unless select(my $rout = $rin, undef, undef, 0.5);
-        my $peer = $s->recv(my $q, 512) // next;
-        next if length($q) < 17;
-        my ($id) = unpack('n', $q);
-        my $p = 12;
-        my @labels;
-        while ((my $l = ord(substr($q, $p, 1))) != 0) {
-            push @labels, substr($q, $p + 1, $l);
-            $p += $l + 1;
-        }
-        my $qend = $p + 5;
-        my ($qtype) = unpack('n', substr($q, $p + 1, 2));
-        my $name = lc join('.', @labels);
-        my $question = substr($q, 12, $qend - 12);
-        my $ans = '';
-        my $n = 0;
-        if ($name eq 'api.dns.test' && $qtype == 1) {
-            open my $fh, '<', $answer or next;
-            my $ip = <$fh>;
-            close $fh;
-            $ip =~ s/\s+//g;
-            $ans = pack('n n n N n', 0xc00c, 1, 1, 1, 4)
-                   . pack('C4', split /\./, $ip);
-            $n = 1;
-        }
-        my $rcode = ($name eq 'api.dns.test') ? 0 : 3;
-        $s->send(pack('n n n n n n', $id, 0x8180 | $rcode, 1, $n, 0, 0)
-                 . $question . $ans, 0, $peer);
-    }
-    POSIX::_exit(0);
-}
-
-END { kill 'KILL', $dns_pid if $dns_pid; }
+$t->dns(name => 'api.dns.test', answer => $answer);
 
 $t->write_conf(<<'EOF');
 %%TEST_GLOBALS%%

@@ -1437,6 +1437,33 @@ sub _mock_respond {
 ###########################################################################
 # redis
 
+# $t->dns(name => HOST, answer => FILE): starts a DNS responder on
+# 127.0.0.1:port('dns') that answers A queries for HOST with the address in
+# FILE (re-read at every query), TTL 1; returns the port.
+sub dns {
+    my ($self, %opt) = @_;
+    my $port = $self->port($opt{port_name} // 'dns');
+    (my $script = $INC{'MG/Test.pm'}) =~ s{Test\.pm$}{dns.pl};
+    $self->_spawn(cmd => [$^X, $script, $port, $opt{name}, $opt{answer},
+                          $opt{lifetime} // 120],
+                  out => "$self->{dir}/dns.log");
+    my $deadline = time + 5;
+    until (_udp_bound($port)) {
+        die "MG::Test: the DNS responder did not start\n" if time > $deadline;
+        sleep 0.02;
+    }
+    return $port;
+}
+
+# is something bound to this UDP port on 127.0.0.1?
+sub _udp_bound {
+    my $port = shift;
+    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                  LocalPort => $port, Proto => 'udp');
+    return 0 if $s;
+    return 1;
+}
+
 # $t->redis(%opt): starts redis-server on 127.0.0.1:port($opt{name} //
 # 'redis') with --save '' --appendonly no --dir DIR plus @{$opt{args}};
 # waits until it answers PING (10 s); returns the port.
