@@ -1616,6 +1616,15 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
             ctx->held->flush = 1;
             cl->buf->last--;
 
+            if (bytes == 1) {
+
+                /* nothing left to send now: no empty buffer in the chain */
+
+                *ll = NULL;
+                cl->next = u->free_bufs;
+                u->free_bufs = cl;
+            }
+
             return NGX_OK;
         }
 
