@@ -76,7 +76,7 @@ asan: deps $(B)/asan/$(MODULE)
 
 # C unit tests of src/, built with ASan/UBSan; each prints TAP.
 $(B)/unit/%: $(TOP)/t/unit/%.c $(CORE_SRCS) $(wildcard $(TOP)/src/*.h) \
-             $(TOP)/t/unit/tap.h
+             $(wildcard $(TOP)/t/unit/*.h)
 	@mkdir -p $(B)/unit
 	@cc $(CFLAGS_UNIT) -o $@ $< $(CORE_SRCS) -ljansson -lcrypto -lm
 

@@ -32,6 +32,7 @@
 #include <jansson.h>
 
 #include "mg_bedrock.h"
+#include "fuzz_common.h"
 #include "mg_eventstream.h"
 
 
@@ -57,78 +58,6 @@ typedef struct {
     unsigned                done:1;
     unsigned                stopped:1;
 } mg_fz_run_t;
-
-
-static void
-mg_fz_check_error(const mg_xerror_t *err)
-{
-    json_t  *s;
-
-    if (err->status < 400 || err->status > 599 || err->type == NULL
-        || memchr(err->message, '\0', sizeof(err->message)) == NULL)
-    {
-        abort();
-    }
-
-    /* json_string() refuses invalid UTF-8 */
-
-    s = json_string(err->message);
-    if (s == NULL) {
-        abort();
-    }
-
-    json_decref(s);
-}
-
-
-static void
-mg_fz_check_json(const char *p, size_t len)
-{
-    json_t  *j;
-
-    j = json_loadb(p, len, JSON_ALLOW_NUL, NULL);
-
-    if (!json_is_object(j)) {
-        abort();
-    }
-
-    json_decref(j);
-}
-
-
-/* every OpenAI event: "data: <JSON object>\n\n" or "data: [DONE]\n\n" */
-
-static void
-mg_fz_check_sse(const char *p, size_t len)
-{
-    const char  *end, *e;
-
-    if (len == 0) {
-        return;
-    }
-
-    end = p + len;
-
-    while (p < end) {
-        if (end - p < 8 || memcmp(p, "data: ", 6) != 0) {
-            abort();
-        }
-
-        p += 6;
-
-        e = memchr(p, '\n', end - p);
-
-        if (e == NULL || e + 1 >= end || e[1] != '\n') {
-            abort();
-        }
-
-        if (!(e - p == 6 && memcmp(p, "[DONE]", 6) == 0)) {
-            mg_fz_check_json(p, e - p);
-        }
-
-        p = e + 2;
-    }
-}
 
 
 /* one message, from private copies so that a read past one shows */
@@ -567,8 +496,7 @@ mg_fz_stream(const char *s, size_t size, uint64_t h)
         mg_fz_normalize(&a);
         mg_fz_normalize(&b);
 
-        if (a.rc != b.rc || a.out.len != b.out.len
-            || (a.out.len && memcmp(a.out.data, b.out.data, a.out.len) != 0)
+        if (!mg_fz_same_out(a.rc, &a.out, b.rc, &b.out)
             || mg_bedrock_stream_has_content(&a.st)
                != mg_bedrock_stream_has_content(&b.st))
         {
@@ -593,7 +521,6 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     int                  rc, stream, usage, status;
-    size_t               i;
     uint64_t             h;
     const char          *s, *nl;
     mg_buf_t             out;
@@ -617,19 +544,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rc = mg_bedrock_request(s, size, (size & 2) ? &o : NULL, &out, &stream,
                             &usage, &err);
 
-    if (rc == MG_X_OK) {
-        mg_fz_check_json(out.data, out.len);
-
-    } else if (rc == MG_X_ERROR) {
-        if (out.len != 0 || err.status != 400) {
-            abort();
-        }
-
-        mg_fz_check_error(&err);
-
-    } else if (rc != MG_X_NOMEM) {
-        abort();
-    }
+    mg_fz_check_result(rc, &out, &err, 400);
 
     mg_buf_free(&out);
 
@@ -639,19 +554,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     rc = mg_bedrock_response(s, size, "gpt-4o", 6, 1700000000L, &out, &err);
 
-    if (rc == MG_X_OK) {
-        mg_fz_check_json(out.data, out.len);
-
-    } else if (rc == MG_X_ERROR) {
-        if (out.len != 0) {
-            abort();
-        }
-
-        mg_fz_check_error(&err);
-
-    } else if (rc != MG_X_NOMEM) {
-        abort();
-    }
+    mg_fz_check_result(rc, &out, &err, 0);
 
     mg_buf_free(&out);
 
@@ -676,11 +579,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* a stream, fed message by message and through the framing */
 
-    h = 0xcbf29ce484222325ULL;
-
-    for (i = 0; i < size; i++) {
-        h = (h ^ data[i]) * 0x100000001b3ULL;
-    }
+    h = mg_fz_hash(data, size);
 
     mg_fz_stream(s, size, h);
 

@@ -27,10 +27,7 @@
 #include <jansson.h>
 
 #include "mg_gemini.h"
-#include "mg_sse.h"
-
-
-#define MG_FZ_SSE_CAP  65536
+#include "fuzz_common.h"
 
 
 typedef struct {
@@ -39,78 +36,6 @@ typedef struct {
     mg_xerror_t             err;
     int                     rc;
 } mg_fz_run_t;
-
-
-static void
-mg_fz_check_error(const mg_xerror_t *err)
-{
-    json_t  *s;
-
-    if (err->status < 400 || err->status > 599 || err->type == NULL
-        || memchr(err->message, '\0', sizeof(err->message)) == NULL)
-    {
-        abort();
-    }
-
-    /* json_string() refuses invalid UTF-8 */
-
-    s = json_string(err->message);
-    if (s == NULL) {
-        abort();
-    }
-
-    json_decref(s);
-}
-
-
-static void
-mg_fz_check_json(const char *p, size_t len, int want_object)
-{
-    json_t  *j;
-
-    j = json_loadb(p, len, JSON_ALLOW_NUL, NULL);
-
-    if (j == NULL || (want_object && !json_is_object(j))) {
-        abort();
-    }
-
-    json_decref(j);
-}
-
-
-/* every OpenAI event: "data: <JSON object>\n\n" or "data: [DONE]\n\n" */
-
-static void
-mg_fz_check_sse(const char *p, size_t len)
-{
-    const char  *end, *e;
-
-    if (len == 0) {
-        return;
-    }
-
-    end = p + len;
-
-    while (p < end) {
-        if (end - p < 8 || memcmp(p, "data: ", 6) != 0) {
-            abort();
-        }
-
-        p += 6;
-
-        e = memchr(p, '\n', end - p);
-
-        if (e == NULL || e + 1 >= end || e[1] != '\n') {
-            abort();
-        }
-
-        if (!(e - p == 6 && memcmp(p, "[DONE]", 6) == 0)) {
-            mg_fz_check_json(p, e - p, 1);
-        }
-
-        p = e + 2;
-    }
-}
 
 
 static int
@@ -192,41 +117,14 @@ static void
 mg_fz_stream(const char *s, size_t len, size_t c1, size_t c2,
     mg_fz_run_t *r)
 {
-    int               rc;
-    char             *piece;
-    size_t            i, from, to, cuts[2];
-    mg_sse_parser_t   p;
-    static char       buf[MG_FZ_SSE_CAP], dbuf[MG_FZ_SSE_CAP];
+    int  rc;
 
     memset(r, 0, sizeof(mg_fz_run_t));
 
     mg_gemini_stream_init(&r->st, "gpt-4o", 6, 1700000000L,
                           (int) (len & 1));
-    mg_sse_init(&p, buf, sizeof(buf), dbuf, sizeof(dbuf));
 
-    cuts[0] = c1 < c2 ? c1 : c2;
-    cuts[1] = c1 < c2 ? c2 : c1;
-    from = 0;
-
-    for (i = 0; i <= 2; i++) {
-        to = (i < 2) ? cuts[i] : len;
-
-        piece = malloc(to - from + 1);
-        if (piece == NULL) {
-            abort();
-        }
-
-        memcpy(piece, s + from, to - from);
-
-        rc = mg_sse_feed(&p, piece, to - from, mg_fz_event, r);
-
-        free(piece);
-        from = to;
-
-        if (rc != MG_SSE_OK) {
-            break;
-        }
-    }
+    rc = mg_fz_feed_sse(s, len, c1, c2, mg_fz_event, r);
 
     if (rc == MG_SSE_OK && r->rc == MG_X_OK) {
         mg_fz_finish(r);
@@ -242,7 +140,6 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     int                   rc, stream, usage;
-    size_t                i;
     uint64_t              h;
     const char           *s;
     mg_buf_t              out;
@@ -267,19 +164,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rc = mg_gemini_request(s, size, (size & 2) ? &o : NULL, &out, &stream,
                            &usage, &err);
 
-    if (rc == MG_X_OK) {
-        mg_fz_check_json(out.data, out.len, 1);
-
-    } else if (rc == MG_X_ERROR) {
-        if (out.len != 0 || err.status != 400) {
-            abort();
-        }
-
-        mg_fz_check_error(&err);
-
-    } else if (rc != MG_X_NOMEM) {
-        abort();
-    }
+    mg_fz_check_result(rc, &out, &err, 400);
 
     mg_buf_free(&out);
 
@@ -289,19 +174,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     rc = mg_gemini_response(s, size, "gpt-4o", 6, 1700000000L, &out, &err);
 
-    if (rc == MG_X_OK) {
-        mg_fz_check_json(out.data, out.len, 1);
-
-    } else if (rc == MG_X_ERROR) {
-        if (out.len != 0) {
-            abort();
-        }
-
-        mg_fz_check_error(&err);
-
-    } else if (rc != MG_X_NOMEM) {
-        abort();
-    }
+    mg_fz_check_result(rc, &out, &err, 0);
 
     mg_buf_free(&out);
 
@@ -316,18 +189,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* a stream, whole and cut twice where a hash of the input says */
 
-    h = 0xcbf29ce484222325ULL;
-
-    for (i = 0; i < size; i++) {
-        h = (h ^ data[i]) * 0x100000001b3ULL;
-    }
+    h = mg_fz_hash(data, size);
 
     mg_fz_stream(s, size, 0, 0, &a);
     mg_fz_stream(s, size, (size_t) (h % (size + 1)),
                  (size_t) ((h >> 32) % (size + 1)), &b);
 
-    if (a.rc != b.rc || a.out.len != b.out.len
-        || (a.out.len && memcmp(a.out.data, b.out.data, a.out.len) != 0)
+    if (!mg_fz_same_out(a.rc, &a.out, b.rc, &b.out)
         || mg_gemini_stream_has_content(&a.st)
            != mg_gemini_stream_has_content(&b.st))
     {

@@ -15,7 +15,6 @@
  *                                  in that error instead of [DONE]
  */
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +22,7 @@
 #include <jansson.h>
 
 #include "tap.h"
+#include "fixture.h"
 #include "mg_anthropic.h"
 #include "mg_sse.h"
 
@@ -30,148 +30,9 @@
 #define MODEL       "claude-sonnet-4-5-20250929"
 #define CLIENT      "gpt-4o"
 #define CREATED     1700000000L
-#define MAX_NAMES   256
 #define SSE_CAP     65536
 
 #define S(s)  s, sizeof(s) - 1
-
-
-static char  fixdir[1024];
-
-
-static void
-fixture_dir(void)
-{
-    size_t       n;
-    const char  *env, *slash;
-
-    env = getenv("MG_ANTHROPIC_FIXTURES");
-
-    if (env) {
-        snprintf(fixdir, sizeof(fixdir), "%s", env);
-        return;
-    }
-
-    /* the Makefile compiles this file by its absolute path; a relative
-     * __FILE__ is relative to the repository root, where prove runs */
-
-    slash = strrchr(__FILE__, '/');
-    n = slash ? (size_t) (slash - __FILE__) : 1;
-
-    snprintf(fixdir, sizeof(fixdir), "%.*s/../fixtures/anthropic", (int) n,
-             slash ? __FILE__ : ".");
-}
-
-
-static char *
-slurp(const char *path, size_t *len)
-{
-    long   n;
-    char  *p;
-    FILE  *f;
-
-    f = fopen(path, "rb");
-    if (f == NULL) {
-        return NULL;
-    }
-
-    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0
-        || fseek(f, 0, SEEK_SET) != 0)
-    {
-        fclose(f);
-        return NULL;
-    }
-
-    p = malloc(n + 1);
-
-    if (p == NULL || fread(p, 1, n, f) != (size_t) n) {
-        free(p);
-        fclose(f);
-        return NULL;
-    }
-
-    p[n] = '\0';
-    *len = n;
-
-    fclose(f);
-
-    return p;
-}
-
-
-static int
-cmp_names(const void *a, const void *b)
-{
-    return strcmp(*(char * const *) a, *(char * const *) b);
-}
-
-
-/* the NAMEs of dir/NAME<suffix>, sorted; returns how many */
-
-static size_t
-list(const char *dir, const char *suffix, char **names)
-{
-    char            path[1200];
-    size_t          n, len, slen;
-    DIR            *d;
-    struct dirent  *e;
-
-    snprintf(path, sizeof(path), "%s/%s", fixdir, dir);
-
-    d = opendir(path);
-    if (d == NULL) {
-        return 0;
-    }
-
-    n = 0;
-    slen = strlen(suffix);
-
-    while ((e = readdir(d)) != NULL && n < MAX_NAMES) {
-        len = strlen(e->d_name);
-
-        if (len > slen && strcmp(e->d_name + len - slen, suffix) == 0) {
-            names[n++] = strndup(e->d_name, len - slen);
-        }
-    }
-
-    closedir(d);
-
-    qsort(names, n, sizeof(char *), cmp_names);
-
-    return n;
-}
-
-
-static json_t *
-load(const char *dir, const char *name, const char *suffix)
-{
-    char          path[1200];
-    json_t       *j;
-    json_error_t  e;
-
-    snprintf(path, sizeof(path), "%s/%s/%s%s", fixdir, dir, name, suffix);
-
-    j = json_load_file(path, JSON_ALLOW_NUL, &e);
-
-    if (j == NULL) {
-        tap_diag("%s line %d: %s", path, e.line, e.text);
-    }
-
-    return j;
-}
-
-
-static void
-diag_json(const char *what, json_t *j)
-{
-    char  *s;
-
-    s = j ? json_dumps(j, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
-
-    tap_diag("%s: %s", what, s ? s : "(null)");
-
-    free(s);
-}
 
 
 /* requests */
@@ -179,13 +40,12 @@ diag_json(const char *what, json_t *j)
 static void
 test_requests(void)
 {
-    int                   rc, stream, usage, exp_stream, exp_usage;
+    int                   rc, stream, usage;
     char                 *names[MAX_NAMES], path[1200], *body;
     size_t                i, n, len;
-    json_t               *in, *exp, *got;
+    json_t               *in, *exp;
     mg_buf_t              out;
     mg_xerror_t           err;
-    json_error_t          e;
     mg_anthropic_opts_t   o;
 
     n = list("request", ".openai.json", names);
@@ -213,30 +73,9 @@ test_requests(void)
                                          &usage, &err)
                   : MG_X_ERROR;
 
-        if (!is_int(rc, MG_X_OK, "request %s: translated", names[i])) {
-            tap_diag("%d %s (param %s)", err.status, err.message,
-                     err.param ? err.param : "-");
-        }
+        check_request(names[i], "Anthropic", rc, &err, &out, in, exp, stream,
+                      usage);
 
-        got = out.len ? json_loadb(out.data, out.len, JSON_ALLOW_NUL, &e)
-                      : NULL;
-
-        if (!ok(got && exp && json_equal(got, exp),
-                "request %s: the expected Anthropic body", names[i]))
-        {
-            diag_json("got", got);
-            diag_json("expected", exp);
-        }
-
-        exp_stream = json_is_true(json_object_get(in, "stream"));
-        exp_usage = json_is_true(json_object_get(json_object_get(in,
-                                     "stream_options"), "include_usage"));
-
-        ok(stream == exp_stream && usage == exp_usage,
-           "request %s: stream %d, include_usage %d", names[i], stream,
-           usage);
-
-        json_decref(got);
         json_decref(exp);
         json_decref(in);
         mg_buf_free(&out);
@@ -252,7 +91,7 @@ test_request_errors(void)
     int                   rc, stream, usage;
     char                 *body, path[1200];
     size_t                i, len;
-    json_t               *cases, *c, *b, *param, *msg;
+    json_t               *cases, *c;
     mg_buf_t              out;
     const char           *name;
     mg_xerror_t           err;
@@ -271,16 +110,7 @@ test_request_errors(void)
 
     json_array_foreach(cases, i, c) {
         name = json_string_value(json_object_get(c, "name"));
-        b = json_object_get(c, "body");
-        param = json_object_get(c, "param");
-        msg = json_object_get(c, "message");
-
-        if (json_is_string(b)) {
-            body = strdup(json_string_value(b));
-
-        } else {
-            body = json_dumps(b, JSON_COMPACT);
-        }
+        body = case_body(json_object_get(c, "body"));
 
         len = strlen(body);
 
@@ -295,34 +125,7 @@ test_request_errors(void)
         rc = mg_anthropic_request(body, len, &o, &out, &stream, &usage,
                                   &err);
 
-        if (!ok(rc == MG_X_ERROR && err.status == 400 && !err.retryable
-                && err.type && strcmp(err.type, "invalid_request_error") == 0
-                && out.len == 0,
-                "400: %s", name))
-        {
-            tap_diag("rc %d status %d retryable %d, %zu bytes: %.*s", rc,
-                     err.status, err.retryable, out.len, (int) out.len,
-                     out.data ? out.data : "");
-        }
-
-        if (!ok(json_is_null(param) ? err.param == NULL
-                : (err.param
-                   && strcmp(err.param, json_string_value(param)) == 0),
-                "400: %s: param %s", name,
-                json_is_null(param) ? "null" : json_string_value(param)))
-        {
-            tap_diag("got param %s: %s", err.param ? err.param : "NULL",
-                     err.message);
-        }
-
-        if (msg) {
-            if (!ok(strstr(err.message, json_string_value(msg)) != NULL,
-                    "400: %s: message mentions \"%s\"", name,
-                    json_string_value(msg)))
-            {
-                tap_diag("message: %s", err.message);
-            }
-        }
+        check_400(name, c, rc, &err, &out);
 
         mg_buf_free(&out);
         free(body);
@@ -549,67 +352,12 @@ test_response_errors(void)
 
 /* errors */
 
-static int
-opt_str_is(json_t *exp, const char *got)
-{
-    if (exp == NULL) {
-        return 1;
-    }
-
-    if (json_is_null(exp)) {
-        return got == NULL;
-    }
-
-    return got && strcmp(got, json_string_value(exp)) == 0;
-}
-
-
-static void
-check_error(const char *name, json_t *x, const mg_xerror_t *err)
-{
-    json_t  *v;
-
-    v = json_object_get(x, "status");
-
-    if (!ok(err->status == json_integer_value(v)
-            && (!json_object_get(x, "retryable")
-                || err->retryable
-                   == json_is_true(json_object_get(x, "retryable"))),
-            "%s: status %d%s", name, (int) json_integer_value(v),
-            json_is_true(json_object_get(x, "retryable"))
-            ? ", retryable" : ""))
-    {
-        tap_diag("got status %d retryable %d: %s", err->status,
-                 err->retryable, err->message);
-    }
-
-    if (!ok(opt_str_is(json_object_get(x, "type"), err->type)
-            && opt_str_is(json_object_get(x, "code"), err->code)
-            && opt_str_is(json_object_get(x, "param"), err->param)
-            && opt_str_is(json_object_get(x, "message"), err->message),
-            "%s: type, code, param and message", name))
-    {
-        tap_diag("got type %s code %s param %s message \"%s\"",
-                 err->type ? err->type : "NULL",
-                 err->code ? err->code : "NULL",
-                 err->param ? err->param : "NULL", err->message);
-    }
-
-    v = json_object_get(x, "message_len");
-
-    if (v) {
-        is_int(strlen(err->message), json_integer_value(v),
-               "%s: message cut before a partial character", name);
-    }
-}
-
-
 static void
 test_errors(void)
 {
     char          path[1200], *body;
     size_t        i;
-    json_t       *cases, *c, *b;
+    json_t       *cases, *c;
     mg_xerror_t   err;
     const char   *name;
 
@@ -622,17 +370,7 @@ test_errors(void)
 
     json_array_foreach(cases, i, c) {
         name = json_string_value(json_object_get(c, "name"));
-        b = json_object_get(c, "body");
-
-        if (json_is_null(b)) {
-            body = NULL;
-
-        } else if (json_is_string(b)) {
-            body = strdup(json_string_value(b));
-
-        } else {
-            body = json_dumps(b, JSON_COMPACT);
-        }
+        body = case_body(json_object_get(c, "body"));
 
         memset(&err, 0x5a, sizeof(mg_xerror_t));
 
@@ -720,8 +458,7 @@ run_stream(const char *s, size_t len, const size_t *cuts, size_t ncuts,
 static int
 same_run(const run_t *r, const char *exp, size_t exp_len, int exp_rc)
 {
-    return r->rc == exp_rc && r->out.len == exp_len
-           && (exp_len == 0 || memcmp(r->out.data, exp, exp_len) == 0);
+    return same_output(&r->out, r->rc, exp, exp_len, exp_rc);
 }
 
 
@@ -968,7 +705,7 @@ test_stream_misc(void)
 int
 main(void)
 {
-    fixture_dir();
+    fixture_dir("MG_ANTHROPIC_FIXTURES", "anthropic");
 
     test_requests();
     test_request_errors();

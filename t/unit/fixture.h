@@ -1,0 +1,336 @@
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ *
+ * What the translator tests share: finding and reading the golden fixtures
+ * in t/fixtures/<provider>, and comparing a translation with them.  Header
+ * only; include it after tap.h.
+ */
+
+#ifndef _FIXTURE_H_INCLUDED_
+#define _FIXTURE_H_INCLUDED_
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "tap.h"
+#include "mg_translate.h"
+
+
+#define MAX_NAMES   256
+
+
+static char  fixdir[1024];
+
+
+/* fixdir: $env, else t/fixtures/<sub> */
+
+static inline void
+fixture_dir(const char *env_name, const char *sub)
+{
+    size_t       n;
+    const char  *env, *slash;
+
+    env = getenv(env_name);
+
+    if (env) {
+        snprintf(fixdir, sizeof(fixdir), "%s", env);
+        return;
+    }
+
+    /* this file sits next to the tests; the Makefile compiles them by
+     * their absolute paths; a relative __FILE__ is relative to the
+     * repository root, where prove runs */
+
+    slash = strrchr(__FILE__, '/');
+    n = slash ? (size_t) (slash - __FILE__) : 1;
+
+    snprintf(fixdir, sizeof(fixdir), "%.*s/../fixtures/%s", (int) n,
+             slash ? __FILE__ : ".", sub);
+}
+
+
+static inline char *
+slurp(const char *path, size_t *len)
+{
+    long   n;
+    char  *p;
+    FILE  *f;
+
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        return NULL;
+    }
+
+    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0
+        || fseek(f, 0, SEEK_SET) != 0)
+    {
+        fclose(f);
+        return NULL;
+    }
+
+    p = malloc(n + 1);
+
+    if (p == NULL || fread(p, 1, n, f) != (size_t) n) {
+        free(p);
+        fclose(f);
+        return NULL;
+    }
+
+    p[n] = '\0';
+    *len = n;
+
+    fclose(f);
+
+    return p;
+}
+
+
+static inline int
+cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char * const *) a, *(char * const *) b);
+}
+
+
+/* the NAMEs of dir/NAME<suffix>, sorted; returns how many */
+
+static inline size_t
+list(const char *dir, const char *suffix, char **names)
+{
+    char            path[1200];
+    size_t          n, len, slen;
+    DIR            *d;
+    struct dirent  *e;
+
+    snprintf(path, sizeof(path), "%s/%s", fixdir, dir);
+
+    d = opendir(path);
+    if (d == NULL) {
+        return 0;
+    }
+
+    n = 0;
+    slen = strlen(suffix);
+
+    while ((e = readdir(d)) != NULL && n < MAX_NAMES) {
+        len = strlen(e->d_name);
+
+        if (len > slen && strcmp(e->d_name + len - slen, suffix) == 0) {
+            names[n++] = strndup(e->d_name, len - slen);
+        }
+    }
+
+    closedir(d);
+
+    qsort(names, n, sizeof(char *), cmp_names);
+
+    return n;
+}
+
+
+static inline json_t *
+load(const char *dir, const char *name, const char *suffix)
+{
+    char          path[1200];
+    json_t       *j;
+    json_error_t  e;
+
+    snprintf(path, sizeof(path), "%s/%s/%s%s", fixdir, dir, name, suffix);
+
+    j = json_load_file(path, JSON_ALLOW_NUL, &e);
+
+    if (j == NULL) {
+        tap_diag("%s line %d: %s", path, e.line, e.text);
+    }
+
+    return j;
+}
+
+
+static inline void
+diag_json(const char *what, json_t *j)
+{
+    char  *s;
+
+    s = j ? json_dumps(j, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
+
+    tap_diag("%s: %s", what, s ? s : "(null)");
+
+    free(s);
+}
+
+
+/* a case's "body", malloc'd: a string as it is, else compact JSON; NULL for
+ * null */
+
+static inline char *
+case_body(json_t *b)
+{
+    if (json_is_null(b)) {
+        return NULL;
+    }
+
+    if (json_is_string(b)) {
+        return strdup(json_string_value(b));
+    }
+
+    return json_dumps(b, JSON_COMPACT);
+}
+
+
+/* requests: a request/NAME.openai.json translated (rc, err, out) against
+ * request/NAME.<provider>.json (exp); "what" names the provider's body */
+
+static inline void
+check_request(const char *name, const char *what, int rc,
+    const mg_xerror_t *err, const mg_buf_t *out, json_t *in, json_t *exp,
+    int stream, int usage)
+{
+    int           exp_stream, exp_usage;
+    json_t       *got;
+    json_error_t  e;
+
+    if (!is_int(rc, MG_X_OK, "request %s: translated", name)) {
+        tap_diag("%d %s (param %s)", err->status, err->message,
+                 err->param ? err->param : "-");
+    }
+
+    got = out->len ? json_loadb(out->data, out->len, JSON_ALLOW_NUL, &e)
+                   : NULL;
+
+    if (!ok(got && exp && json_equal(got, exp),
+            "request %s: the expected %s body", name, what))
+    {
+        diag_json("got", got);
+        diag_json("expected", exp);
+    }
+
+    exp_stream = json_is_true(json_object_get(in, "stream"));
+    exp_usage = json_is_true(json_object_get(json_object_get(in,
+                                 "stream_options"), "include_usage"));
+
+    ok(stream == exp_stream && usage == exp_usage,
+       "request %s: stream %d, include_usage %d", name, stream, usage);
+
+    json_decref(got);
+}
+
+
+/* a request-400.json case c refused (rc, err, out) as it expects */
+
+static inline void
+check_400(const char *name, json_t *c, int rc, const mg_xerror_t *err,
+    const mg_buf_t *out)
+{
+    json_t  *param, *msg;
+
+    param = json_object_get(c, "param");
+    msg = json_object_get(c, "message");
+
+    if (!ok(rc == MG_X_ERROR && err->status == 400 && !err->retryable
+            && err->type && strcmp(err->type, "invalid_request_error") == 0
+            && out->len == 0,
+            "400: %s", name))
+    {
+        tap_diag("rc %d status %d retryable %d, %zu bytes: %.*s", rc,
+                 err->status, err->retryable, out->len, (int) out->len,
+                 out->data ? out->data : "");
+    }
+
+    if (!ok(json_is_null(param) ? err->param == NULL
+            : (err->param
+               && strcmp(err->param, json_string_value(param)) == 0),
+            "400: %s: param %s", name,
+            json_is_null(param) ? "null" : json_string_value(param)))
+    {
+        tap_diag("got param %s: %s", err->param ? err->param : "NULL",
+                 err->message);
+    }
+
+    if (msg) {
+        if (!ok(strstr(err->message, json_string_value(msg)) != NULL,
+                "400: %s: message mentions \"%s\"", name,
+                json_string_value(msg)))
+        {
+            tap_diag("message: %s", err->message);
+        }
+    }
+}
+
+
+/* errors */
+
+static inline int
+opt_str_is(json_t *exp, const char *got)
+{
+    if (exp == NULL) {
+        return 1;
+    }
+
+    if (json_is_null(exp)) {
+        return got == NULL;
+    }
+
+    return got && strcmp(got, json_string_value(exp)) == 0;
+}
+
+
+/* err against the expected error x: status, retryable, type, code, param,
+ * message, message_len (each but status only where x has it) */
+
+static inline void
+check_error(const char *name, json_t *x, const mg_xerror_t *err)
+{
+    json_t  *v;
+
+    v = json_object_get(x, "status");
+
+    if (!ok(err->status == json_integer_value(v)
+            && (!json_object_get(x, "retryable")
+                || err->retryable
+                   == json_is_true(json_object_get(x, "retryable"))),
+            "%s: status %d%s", name, (int) json_integer_value(v),
+            json_is_true(json_object_get(x, "retryable"))
+            ? ", retryable" : ""))
+    {
+        tap_diag("got status %d retryable %d: %s", err->status,
+                 err->retryable, err->message);
+    }
+
+    if (!ok(opt_str_is(json_object_get(x, "type"), err->type)
+            && opt_str_is(json_object_get(x, "code"), err->code)
+            && opt_str_is(json_object_get(x, "param"), err->param)
+            && opt_str_is(json_object_get(x, "message"), err->message),
+            "%s: type, code, param and message", name))
+    {
+        tap_diag("got type %s code %s param %s message \"%s\"",
+                 err->type ? err->type : "NULL",
+                 err->code ? err->code : "NULL",
+                 err->param ? err->param : "NULL", err->message);
+    }
+
+    v = json_object_get(x, "message_len");
+
+    if (v) {
+        is_int(strlen(err->message), json_integer_value(v),
+               "%s: message cut before a partial character", name);
+    }
+}
+
+
+/* streams: out and rc of a run as expected */
+
+static inline int
+same_output(const mg_buf_t *out, int rc, const char *exp, size_t exp_len,
+    int exp_rc)
+{
+    return rc == exp_rc && out->len == exp_len
+           && (exp_len == 0 || memcmp(out->data, exp, exp_len) == 0);
+}
+
+
+#endif /* _FIXTURE_H_INCLUDED_ */
