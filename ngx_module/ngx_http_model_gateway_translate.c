@@ -17,6 +17,10 @@
 #include "mg_gemini.h"
 
 
+/* texts shorter than this are not worth setting aside */
+#define NGX_HTTP_MG_SHRINK_MIN  128
+
+
 struct ngx_http_model_gateway_xlate_s {
     int        (*request)(ngx_http_model_gateway_target_t *t,
                           ngx_str_t *body, mg_buf_t *out, int *stream,
@@ -57,6 +61,10 @@ static void ngx_http_model_gateway_gemini_free(void *st);
 
 static ngx_http_model_gateway_xlate_t *ngx_http_model_gateway_xlate(
     ngx_uint_t type);
+static int ngx_http_model_gateway_translate_body(
+    ngx_http_model_gateway_ctx_t *ctx, ngx_http_model_gateway_xlate_t *x,
+    ngx_http_model_gateway_target_t *t, mg_x_shrink_t *shrunk, mg_buf_t *out,
+    int *stream, int *include_usage, mg_xerror_t *err);
 static void ngx_http_model_gateway_translate_cleanup(void *data);
 
 
@@ -113,6 +121,7 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
     u_char                            *p;
     ngx_uint_t                         i, n, left, translated;
     mg_buf_t                           out;
+    mg_x_shrink_t                      shrunk;
     mg_xerror_t                        err;
     ngx_http_model_gateway_xlate_t    *x;
     ngx_http_model_gateway_target_t   *t;
@@ -136,6 +145,19 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
 
     ctx->xbody = ngx_pcalloc(r->pool, n * sizeof(ngx_str_t));
     if (ctx->xbody == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /*
+     * long message texts are set aside before the translators see the
+     * body, and put back, still escaped, into what they produce: decoding
+     * and encoding a long chat history is most of a translation's cost
+     */
+
+    if (mg_x_shrink((char *) ctx->body.data, ctx->body.len,
+                    NGX_HTTP_MG_SHRINK_MIN, &shrunk)
+        != MG_X_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -163,13 +185,15 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
 
         ngx_memzero(&out, sizeof(mg_buf_t));
 
-        rc = x->request(&t[i], &ctx->body, &out, &stream, &include_usage,
-                        &err);
+        rc = ngx_http_model_gateway_translate_body(ctx, x, &t[i], &shrunk,
+                                                   &out, &stream,
+                                                   &include_usage, &err);
 
         if (rc != MG_X_OK) {
             mg_buf_free(&out);
 
             if (rc == MG_X_NOMEM) {
+                mg_x_shrink_free(&shrunk);
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }
 
@@ -182,6 +206,7 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
         p = ngx_pnalloc(r->pool, out.len);
         if (p == NULL) {
             mg_buf_free(&out);
+            mg_x_shrink_free(&shrunk);
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
@@ -194,6 +219,8 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
 
         left += !ctx->tried[i];
     }
+
+    mg_x_shrink_free(&shrunk);
 
     if (left) {
         return NGX_OK;
@@ -213,6 +240,48 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
                                        err.type ? err.type
                                                 : "invalid_request_error",
                                        err.code, err.param, NULL);
+}
+
+
+/*
+ * One target's request: from the shrunk body when there is one (falling
+ * back to the whole body if the texts cannot be put back), else directly.
+ */
+
+static int
+ngx_http_model_gateway_translate_body(ngx_http_model_gateway_ctx_t *ctx,
+    ngx_http_model_gateway_xlate_t *x, ngx_http_model_gateway_target_t *t,
+    mg_x_shrink_t *shrunk, mg_buf_t *out, int *stream, int *include_usage,
+    mg_xerror_t *err)
+{
+    int        rc;
+    mg_buf_t   small;
+    ngx_str_t  body;
+
+    if (shrunk->n == 0) {
+        return x->request(t, &ctx->body, out, stream, include_usage, err);
+    }
+
+    ngx_memzero(&small, sizeof(mg_buf_t));
+
+    body.data = (u_char *) shrunk->body.data;
+    body.len = shrunk->body.len;
+
+    rc = x->request(t, &body, &small, stream, include_usage, err);
+
+    if (rc == MG_X_OK) {
+        rc = mg_x_expand(shrunk, (char *) ctx->body.data, small.data,
+                         small.len, out);
+
+        if (rc == MG_X_ERROR) {
+            mg_buf_reset(out);
+            rc = x->request(t, &ctx->body, out, stream, include_usage, err);
+        }
+    }
+
+    mg_buf_free(&small);
+
+    return rc;
 }
 
 

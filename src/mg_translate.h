@@ -89,4 +89,28 @@ int mg_x_tool_delta(mg_buf_t *out, const char *prefix, size_t prefix_len,
     size_t k, json_t *fn, const char *id, size_t id_len);
 
 
+/*
+ * Translating a request means decoding every JSON string of it and
+ * encoding it again, which for a long chat history costs far more than
+ * the rest.  mg_x_shrink() swaps each long message text ("content" or
+ * "text" values) for a short placeholder (U+E000, its number, U+E001),
+ * the translator works on that small body, and mg_x_expand() puts the
+ * original, still escaped, text back where the placeholders landed.  Texts
+ * that look like JSON (a tool result a translator may parse) are left in.
+ */
+typedef struct {
+    mg_buf_t     body;          /* the shrunk request */
+    size_t      *start;         /* each text inside its quotes, in p */
+    size_t      *len;
+    size_t       n;
+    size_t       cap;
+} mg_x_shrink_t;
+
+/* n == 0 afterwards: nothing worth shrinking, use the body as it is */
+int mg_x_shrink(const char *p, size_t len, size_t min, mg_x_shrink_t *s);
+int mg_x_expand(const mg_x_shrink_t *s, const char *orig, const char *out,
+    size_t out_len, mg_buf_t *res);
+void mg_x_shrink_free(mg_x_shrink_t *s);
+
+
 #endif /* _MG_TRANSLATE_H_INCLUDED_ */
