@@ -834,8 +834,19 @@ mg_x_expand(const mg_x_shrink_t *s, const char *orig, const char *out,
     size_t out_len, mg_buf_t *res)
 {
     int          rc;
-    size_t       k;
+    size_t       k, total;
     const char  *p, *end, *q;
+
+    /* one allocation: the result is the output plus every text */
+
+    for (k = 0, total = out_len; k < s->n; k++) {
+        total += s->len[k];
+    }
+
+    rc = mg_buf_reserve(res, total);
+    if (rc != MG_X_OK) {
+        return rc;
+    }
 
     p = out;
     end = out + out_len;
