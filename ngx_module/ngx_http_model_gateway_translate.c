@@ -65,6 +65,9 @@ static int ngx_http_model_gateway_translate_body(
     ngx_http_model_gateway_ctx_t *ctx, ngx_http_model_gateway_xlate_t *x,
     ngx_http_model_gateway_target_t *t, mg_x_shrink_t *shrunk, mg_buf_t *out,
     int *stream, int *include_usage, mg_xerror_t *err);
+static int ngx_http_model_gateway_translate_answer(
+    ngx_http_model_gateway_ctx_t *ctx, ngx_http_model_gateway_xlate_t *x,
+    char *p, size_t len, mg_buf_t *out, mg_xerror_t *err);
 static void ngx_http_model_gateway_translate_cleanup(void *data);
 
 
@@ -285,6 +288,61 @@ ngx_http_model_gateway_translate_body(ngx_http_model_gateway_ctx_t *ctx,
 }
 
 
+/*
+ * A whole answer, through the same fast path as requests.  The backend's
+ * JSON is validated first: a text set aside is copied to the client as
+ * the backend wrote it, so it must be a valid JSON string.
+ */
+
+static int
+ngx_http_model_gateway_translate_answer(ngx_http_model_gateway_ctx_t *ctx,
+    ngx_http_model_gateway_xlate_t *x, char *p, size_t len, mg_buf_t *out,
+    mg_xerror_t *err)
+{
+    int            rc;
+    mg_buf_t       small;
+    mg_x_shrink_t  shrunk;
+
+    ngx_memzero(&shrunk, sizeof(mg_x_shrink_t));
+
+    if (len >= NGX_HTTP_MG_SHRINK_MIN
+        && mg_json_scan(p, len, NULL, 0, 64, NULL) == MG_JSON_OK)
+    {
+        if (mg_x_shrink(p, len, NGX_HTTP_MG_SHRINK_MIN, &shrunk)
+            != MG_X_OK)
+        {
+            return MG_X_NOMEM;
+        }
+    }
+
+    if (shrunk.n == 0) {
+        return x->response(p, len, (char *) ctx->model.data, ctx->model.len,
+                           (long) ngx_time(), out, err);
+    }
+
+    ngx_memzero(&small, sizeof(mg_buf_t));
+
+    rc = x->response(shrunk.body.data, shrunk.body.len,
+                     (char *) ctx->model.data, ctx->model.len,
+                     (long) ngx_time(), &small, err);
+
+    if (rc == MG_X_OK) {
+        rc = mg_x_expand(&shrunk, p, small.data, small.len, out);
+
+        if (rc == MG_X_ERROR) {
+            mg_buf_reset(out);
+            rc = x->response(p, len, (char *) ctx->model.data,
+                             ctx->model.len, (long) ngx_time(), out, err);
+        }
+    }
+
+    mg_buf_free(&small);
+    mg_x_shrink_free(&shrunk);
+
+    return rc;
+}
+
+
 /* a stream event Anthropic sends before any content */
 
 ngx_uint_t
@@ -365,8 +423,8 @@ ngx_http_model_gateway_translate_commit(ngx_http_request_t *r,
     len = ctx->whole->last - ctx->whole->pos;
 
     if (ctx->status.code >= 200 && ctx->status.code < 300) {
-        rc = x->response((char *) p, len, (char *) ctx->model.data,
-                         ctx->model.len, (long) ngx_time(), &out, &err);
+        rc = ngx_http_model_gateway_translate_answer(ctx, x, (char *) p, len,
+                                                     &out, &err);
 
     } else {
         x->error((int) ctx->status.code, (char *) p, len, &err);

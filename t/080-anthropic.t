@@ -623,6 +623,14 @@ my $answer_ant = sub {
             if $scn eq 'tool';
         return ant_bad('prompt is too long: 212345 tokens > 200000 maximum')
             if $scn eq 'too-long';
+        if ($scn eq 'long-echo') {
+            my $u = $j->{messages}[-1]{content};
+            $u = join('', map { $_->{text} // '' } @$u) if ref $u;
+            my $sy = $j->{system} // '';
+            $sy = join('', map { $_->{text} // '' } @$sy) if ref $sy;
+            return ant_message(id => 'msg_01Long',
+                text => "echo: $u | system: $sy");
+        }
         return ant_message(id => 'msg_01Chat', text => 'Bonjour! Ça va?',
             in => 12, cr => 3, out => 5);
     }
@@ -1063,6 +1071,23 @@ for my $case (['length', 'max_tokens', 'length'],
         'custom version: no Authorization');
     is(body_of($q)->{max_tokens}, 1000,
         "custom version: the backend's max_tokens default");
+}
+
+# Long texts take the translation fast path (set aside, put back as they
+# were escaped): both ways they arrive exactly, escapes and all.
+
+{
+    my $long = join('', map { "line $_: a \"quoted\" word, a back\\slash,"
+        . " a tab\t, caf\x{e9} \x{1F600} and \x{2028} done\n" } 1 .. 12);
+    my $sys = 'You are a careful reviewer of long texts. ' x 5;
+    my $r = chat({ model => 'claude-chat', messages => [
+            { role => 'system', content => $sys },
+            { role => 'user', content => "$long SCN-long-echo" }] });
+
+    is($r->{status}, 200, 'long texts: 200') or diag($r->{body});
+    my $c = ($r->{json} || {})->{choices}[0]{message}{content} // '';
+    is($c, "echo: $long SCN-long-echo | system: $sys",
+        'long texts: request and answer texts exact both ways');
 }
 
 ###########################################################################

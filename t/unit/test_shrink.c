@@ -1,12 +1,14 @@
 /*
  * Copyright (C) The ngx_http_model_gateway_module authors
  *
- * The shrink/expand fast path of request translation must change nothing:
- * for every request fixture of every translator, translating the shrunk
- * body and expanding the result gives the same JSON as translating the
- * body itself (texts keep the client's escaping, so bytes may differ
+ * The shrink/expand fast path of translation must change nothing: for
+ * every request and answer fixture of every translator, translating the
+ * shrunk body and expanding the result gives the same JSON as translating
+ * the body itself (texts keep the client's escaping, so bytes may differ
  * where the client escaped what jansson would not).
  */
+
+#define _GNU_SOURCE  1
 
 #include <dirent.h>
 #include <stdio.h>
@@ -53,6 +55,47 @@ gemini(const char *body, size_t len, mg_buf_t *out, mg_xerror_t *err)
     mg_gemini_opts_t  o = { 0 };
 
     return mg_gemini_request(body, len, &o, out, &stream, &usage, err);
+}
+
+
+/* answers: the same contract, as ngx_http_model_gateway_translate.c uses it */
+
+static int
+anthropic_answer(const char *body, size_t len, mg_buf_t *out,
+    mg_xerror_t *err)
+{
+    return mg_anthropic_response(body, len, "m", 1, 1700000000, out, err);
+}
+
+
+/* Converse answers carry no id: the one made up (a counter) is blanked */
+
+static int
+bedrock_answer(const char *body, size_t len, mg_buf_t *out, mg_xerror_t *err)
+{
+    int    rc;
+    char  *p;
+
+    rc = mg_bedrock_response(body, len, "m", 1, 1700000000, out, err);
+
+    if (rc == MG_X_OK) {
+        p = memmem(out->data, out->len, "\"chatcmpl-", 10);
+
+        for (p = p ? p + 10 : NULL; p && p < out->data + out->len && *p != '"';
+             p++)
+        {
+            *p = '0';
+        }
+    }
+
+    return rc;
+}
+
+
+static int
+gemini_answer(const char *body, size_t len, mg_buf_t *out, mg_xerror_t *err)
+{
+    return mg_gemini_response(body, len, "m", 1, 1700000000, out, err);
 }
 
 
@@ -160,7 +203,8 @@ check(const char *name, translate_pt translate, const char *body,
 
 
 static void
-check_dir(const char *dir, const char *label, translate_pt translate)
+check_dir(const char *dir, const char *suffix, const char *label,
+    translate_pt translate)
 {
     DIR            *d;
     char           *body, path[512], name[600];
@@ -176,7 +220,9 @@ check_dir(const char *dir, const char *label, translate_pt translate)
     while ((de = readdir(d)) != NULL) {
         n = strlen(de->d_name);
 
-        if (n < 12 || strcmp(de->d_name + n - 12, ".openai.json") != 0) {
+        if (n < strlen(suffix)
+            || strcmp(de->d_name + n - strlen(suffix), suffix) != 0)
+        {
             continue;
         }
 
@@ -207,9 +253,18 @@ main(void)
     mg_x_shrink_t  s;
     int            i;
 
-    check_dir("t/fixtures/anthropic/request", "anthropic", anthropic);
-    check_dir("t/fixtures/bedrock/request", "bedrock", bedrock);
-    check_dir("t/fixtures/gemini/request", "gemini", gemini);
+    check_dir("t/fixtures/anthropic/request", ".openai.json", "anthropic",
+              anthropic);
+    check_dir("t/fixtures/bedrock/request", ".openai.json", "bedrock",
+              bedrock);
+    check_dir("t/fixtures/gemini/request", ".openai.json", "gemini", gemini);
+
+    check_dir("t/fixtures/anthropic/response", ".anthropic.json",
+              "anthropic answer", anthropic_answer);
+    check_dir("t/fixtures/bedrock/response", ".bedrock.json",
+              "bedrock answer", bedrock_answer);
+    check_dir("t/fixtures/gemini/response", ".gemini.json", "gemini answer",
+              gemini_answer);
 
     /* a long history with escapes, unicode and a JSON-looking tool text */
 
