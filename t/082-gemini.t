@@ -3,7 +3,8 @@
 # Google Gemini backends: OpenAI chat requests become generateContent
 # (streamGenerateContent?alt=sse when streaming) with x-goog-api-key, the
 # model in the path; answers, streams (which end without a sentinel) and
-# errors come back in OpenAI's shapes.
+# errors come back in OpenAI's shapes.  Long texts (the translation fast
+# path) arrive exactly, both ways.
 
 use strict;
 use warnings;
@@ -72,6 +73,17 @@ $t->mock('gem', handler => sub {
                                             message => 'quota' } });
     }
 
+    if ($model eq 'gemini-echo') {
+        my $u = join('', map { $_->{text} // '' }
+                         @{ $b->{contents}[-1]{parts} || [] });
+        my $sy = join('', map { $_->{text} // '' }
+                          @{ ($b->{systemInstruction} || {})->{parts} || [] });
+        return json_reply(200, {
+            candidates => [{ content => { role => 'model', parts => [
+                                 { text => "echo: $u | system: $sy" }] },
+                             finishReason => 'STOP', index => 0 }] });
+    }
+
     my $echo = encode_json({ sys => $b->{systemInstruction},
                              gen => $b->{generationConfig},
                              roles => [map { $_->{role} } @{ $b->{contents} }],
@@ -132,6 +144,7 @@ http {
         model flash gemini-2.5-flash;
         model busy gemini-busy;
         model limited gemini-limited;
+        model echo gemini-echo;
         weight 100;
     }
 
@@ -193,6 +206,21 @@ is($j->{choices}[0]{message}{tool_calls}[0]{function}{name}, 'get_weather',
    'the function call');
 is_deeply(eval { decode_json($j->{choices}[0]{message}{tool_calls}[0]{function}{arguments}) },
    { city => 'Paris' }, 'arguments as a JSON string');
+
+# long texts take the translation fast path: exact both ways
+
+{
+    my $long = join('', map { "line $_: a \"quoted\" word, a back\\slash,"
+        . " a tab\t, caf\x{e9} \x{1F600} and \x{2028} done\n" } 1 .. 12);
+    my $sys = 'You are a careful reviewer of long texts. ' x 5;
+    my $lr = $t->post_json('/v1/chat/completions', { model => 'echo',
+        messages => [{ role => 'system', content => $sys },
+                     { role => 'user', content => $long }] });
+    is($lr->{status}, 200, 'long texts: 200') or diag $lr->{body};
+    is(($lr->{json} // {})->{choices}[0]{message}{content},
+       "echo: $long | system: $sys",
+       'long texts: request and answer texts exact both ways');
+}
 
 my @reqs = @{ $t->mock_requests('gem') };
 is(scalar(grep { ($_->{headers}{'x-goog-api-key'} // '') eq $KEY } @reqs),
