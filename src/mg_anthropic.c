@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "mg_anthropic.h"
+#include "mg_json.h"
 
 
 /* what a content list may hold, by where it is */
@@ -56,6 +57,11 @@ static json_t *mg_a_usage(long long input, long long output,
     long long cache_read, long long cache_creation);
 static void mg_a_error_map(int status, json_t *body, mg_xerror_t *err);
 
+/* mg_a_stream_text(): not a plain text delta, for the general path */
+#define MG_A_DECLINED  2
+
+static int mg_a_stream_text(mg_anthropic_stream_t *st, const char *data,
+    size_t len, mg_buf_t *out);
 static int mg_a_stream_start(mg_anthropic_stream_t *st, json_t *j,
     mg_buf_t *out);
 static int mg_a_stream_block_start(mg_anthropic_stream_t *st, json_t *j,
@@ -1777,6 +1783,22 @@ mg_anthropic_stream_event(mg_anthropic_stream_t *st, const char *event,
         return MG_X_OK;
     }
 
+    if (st->started
+        && (event_len == 0
+            || (event_len == 19
+                && memcmp(event, "content_block_delta", 19) == 0)))
+    {
+        rc = mg_a_stream_text(st, data, data_len, out);
+
+        if (rc == MG_X_NOMEM) {
+            return mg_x_nomem(err);
+        }
+
+        if (rc != MG_A_DECLINED) {
+            return rc;
+        }
+    }
+
     j = json_loadb(data, data_len, JSON_ALLOW_NUL, NULL);
 
     if (!json_is_object(j)) {
@@ -1853,6 +1875,94 @@ mg_anthropic_stream_event(mg_anthropic_stream_t *st, const char *event,
     }
 
     return rc;
+}
+
+
+/*
+ * Text deltas are most of a stream's events, and their text only needs
+ * copying: the scanner validates the event and finds the text, which goes
+ * to the client as the backend escaped it, with no tree built.  Anything
+ * else (or anything unusual) is declined, for the general path.
+ */
+
+static int
+mg_a_stream_text(mg_anthropic_stream_t *st, const char *data, size_t len,
+    mg_buf_t *out)
+{
+    int              rc;
+    size_t           start;
+    const char      *d;
+    mg_json_field_t  top[2], delta[2];
+
+    static const char  choice[] = ",\"choices\":[{\"index\":0,\"delta\":"
+                                  "{\"content\":";
+    static const char  tail[] = "},\"logprobs\":null,\"finish_reason\":null"
+                                "}],\"usage\":null}\n\n";
+
+    memset(top, 0, sizeof(top));
+    top[0].name = "type";
+    top[0].name_len = 4;
+    top[1].name = "delta";
+    top[1].name_len = 5;
+
+    if (mg_json_scan(data, len, top, 2, 64, NULL) != MG_JSON_OK
+        || top[0].type != MG_JSON_STRING || top[0].len != 21
+        || memcmp(data + top[0].start, "\"content_block_delta\"", 21) != 0
+        || top[1].type != MG_JSON_OBJECT)
+    {
+        return MG_A_DECLINED;
+    }
+
+    d = data + top[1].start;
+
+    memset(delta, 0, sizeof(delta));
+    delta[0].name = "type";
+    delta[0].name_len = 4;
+    delta[1].name = "text";
+    delta[1].name_len = 4;
+
+    if (mg_json_scan(d, top[1].len, delta, 2, 64, NULL) != MG_JSON_OK
+        || delta[0].type != MG_JSON_STRING || delta[0].len != 12
+        || memcmp(d + delta[0].start, "\"text_delta\"", 12) != 0
+        || delta[1].type != MG_JSON_STRING)
+    {
+        return MG_A_DECLINED;
+    }
+
+    /* an empty text makes no chunk */
+
+    if (delta[1].len == 2) {
+        return MG_X_OK;
+    }
+
+    start = out->len;
+
+    rc = mg_buf_append(out, "data: ", 6);
+
+    if (rc == MG_X_OK) {
+        rc = mg_buf_append(out, st->prefix, st->prefix_len);
+    }
+
+    if (rc == MG_X_OK) {
+        rc = mg_buf_append(out, choice, sizeof(choice) - 1);
+    }
+
+    if (rc == MG_X_OK) {
+        rc = mg_buf_append(out, d + delta[1].start, delta[1].len);
+    }
+
+    if (rc == MG_X_OK) {
+        rc = mg_buf_append(out, tail, sizeof(tail) - 1);
+    }
+
+    if (rc != MG_X_OK) {
+        out->len = start;
+        return MG_X_NOMEM;
+    }
+
+    st->content = 1;
+
+    return MG_X_OK;
 }
 
 
