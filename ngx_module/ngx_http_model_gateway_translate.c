@@ -40,6 +40,18 @@ struct ngx_http_model_gateway_xlate_s {
 };
 
 
+/* the arguments of one translation, for mg_x_translate_shrunk() */
+
+typedef struct {
+    ngx_http_model_gateway_ctx_t     *ctx;
+    ngx_http_model_gateway_xlate_t   *x;
+    ngx_http_model_gateway_target_t  *target;
+    int                              *stream;
+    int                              *include_usage;
+    mg_xerror_t                      *err;
+} ngx_http_model_gateway_xcall_t;
+
+
 static int ngx_http_model_gateway_anthropic_request(
     ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
     int *stream, int *include_usage, mg_xerror_t *err);
@@ -61,10 +73,10 @@ static void ngx_http_model_gateway_gemini_free(void *st);
 
 static ngx_http_model_gateway_xlate_t *ngx_http_model_gateway_xlate(
     ngx_uint_t type);
-static int ngx_http_model_gateway_translate_body(
-    ngx_http_model_gateway_ctx_t *ctx, ngx_http_model_gateway_xlate_t *x,
-    ngx_http_model_gateway_target_t *t, mg_x_shrink_t *shrunk, mg_buf_t *out,
-    int *stream, int *include_usage, mg_xerror_t *err);
+static int ngx_http_model_gateway_translate_request(void *data,
+    const char *p, size_t len, mg_buf_t *out);
+static int ngx_http_model_gateway_translate_response(void *data, const char *p,
+    size_t len, mg_buf_t *out);
 static int ngx_http_model_gateway_translate_answer(
     ngx_http_model_gateway_ctx_t *ctx, ngx_http_model_gateway_xlate_t *x,
     char *p, size_t len, mg_buf_t *out, mg_xerror_t *err);
@@ -126,6 +138,7 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
     mg_buf_t                           out;
     mg_x_shrink_t                      shrunk;
     mg_xerror_t                        err;
+    ngx_http_model_gateway_xcall_t     c;
     ngx_http_model_gateway_xlate_t    *x;
     ngx_http_model_gateway_target_t   *t;
     ngx_http_model_gateway_backend_t  *b;
@@ -157,14 +170,23 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
      * and encoding a long chat history is most of a translation's cost
      */
 
-    if (mg_x_shrink((char *) ctx->body.data, ctx->body.len,
-                    NGX_HTTP_MG_SHRINK_MIN, &shrunk)
-        != MG_X_OK)
+    ngx_memzero(&shrunk, sizeof(mg_x_shrink_t));
+
+    if (ctx->endpoint == MG_EP_CHAT
+        && mg_x_shrink((char *) ctx->body.data, ctx->body.len,
+                       NGX_HTTP_MG_SHRINK_MIN, &shrunk)
+           != MG_X_OK)
     {
+        mg_x_shrink_free(&shrunk);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ngx_memzero(&err, sizeof(mg_xerror_t));
+
+    c.ctx = ctx;
+    c.stream = &stream;
+    c.include_usage = &include_usage;
+    c.err = &err;
 
     for (i = 0; i < n; i++) {
         b = t[i].backend;
@@ -188,9 +210,13 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
 
         ngx_memzero(&out, sizeof(mg_buf_t));
 
-        rc = ngx_http_model_gateway_translate_body(ctx, x, &t[i], &shrunk,
-                                                   &out, &stream,
-                                                   &include_usage, &err);
+        c.x = x;
+        c.target = &t[i];
+
+        rc = mg_x_translate_shrunk(&shrunk, (char *) ctx->body.data,
+                                   ctx->body.len,
+                                   ngx_http_model_gateway_translate_request,
+                                   &c, &out);
 
         if (rc != MG_X_OK) {
             mg_buf_free(&out);
@@ -246,52 +272,36 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
 }
 
 
-/*
- * One target's request: from the shrunk body when there is one (falling
- * back to the whole body if the texts cannot be put back), else directly.
- */
+static int
+ngx_http_model_gateway_translate_request(void *data, const char *p,
+    size_t len, mg_buf_t *out)
+{
+    ngx_str_t                        body;
+    ngx_http_model_gateway_xcall_t  *c = data;
+
+    body.data = (u_char *) p;
+    body.len = len;
+
+    return c->x->request(c->target, &body, out, c->stream, c->include_usage,
+                         c->err);
+}
+
 
 static int
-ngx_http_model_gateway_translate_body(ngx_http_model_gateway_ctx_t *ctx,
-    ngx_http_model_gateway_xlate_t *x, ngx_http_model_gateway_target_t *t,
-    mg_x_shrink_t *shrunk, mg_buf_t *out, int *stream, int *include_usage,
-    mg_xerror_t *err)
+ngx_http_model_gateway_translate_response(void *data, const char *p,
+    size_t len, mg_buf_t *out)
 {
-    int        rc;
-    mg_buf_t   small;
-    ngx_str_t  body;
+    ngx_http_model_gateway_xcall_t  *c = data;
 
-    if (shrunk->n == 0) {
-        return x->request(t, &ctx->body, out, stream, include_usage, err);
-    }
-
-    ngx_memzero(&small, sizeof(mg_buf_t));
-
-    body.data = (u_char *) shrunk->body.data;
-    body.len = shrunk->body.len;
-
-    rc = x->request(t, &body, &small, stream, include_usage, err);
-
-    if (rc == MG_X_OK) {
-        rc = mg_x_expand(shrunk, (char *) ctx->body.data, small.data,
-                         small.len, out);
-
-        if (rc == MG_X_ERROR) {
-            mg_buf_reset(out);
-            rc = x->request(t, &ctx->body, out, stream, include_usage, err);
-        }
-    }
-
-    mg_buf_free(&small);
-
-    return rc;
+    return c->x->response(p, len, (char *) c->ctx->model.data,
+                          c->ctx->model.len, (long) ngx_time(), out, c->err);
 }
 
 
 /*
- * A whole answer, through the same fast path as requests.  The backend's
- * JSON is validated first: a text set aside is copied to the client as
- * the backend wrote it, so it must be a valid JSON string.
+ * A whole answer takes the same fast path as requests once the backend's
+ * JSON is validated: a text set aside is copied to the client as the
+ * backend wrote it, so it must be a valid JSON string.
  */
 
 static int
@@ -299,44 +309,28 @@ ngx_http_model_gateway_translate_answer(ngx_http_model_gateway_ctx_t *ctx,
     ngx_http_model_gateway_xlate_t *x, char *p, size_t len, mg_buf_t *out,
     mg_xerror_t *err)
 {
-    int            rc;
-    mg_buf_t       small;
-    mg_x_shrink_t  shrunk;
+    int                             rc;
+    mg_x_shrink_t                   shrunk;
+    ngx_http_model_gateway_xcall_t  c;
 
     ngx_memzero(&shrunk, sizeof(mg_x_shrink_t));
 
     if (len >= NGX_HTTP_MG_SHRINK_MIN
-        && mg_json_scan(p, len, NULL, 0, 64, NULL) == MG_JSON_OK)
+        && mg_json_scan(p, len, NULL, 0, 64, NULL) == MG_JSON_OK
+        && mg_x_shrink(p, len, NGX_HTTP_MG_SHRINK_MIN, &shrunk) != MG_X_OK)
     {
-        if (mg_x_shrink(p, len, NGX_HTTP_MG_SHRINK_MIN, &shrunk)
-            != MG_X_OK)
-        {
-            return MG_X_NOMEM;
-        }
+        mg_x_shrink_free(&shrunk);
+        return MG_X_NOMEM;
     }
 
-    if (shrunk.n == 0) {
-        return x->response(p, len, (char *) ctx->model.data, ctx->model.len,
-                           (long) ngx_time(), out, err);
-    }
+    c.ctx = ctx;
+    c.x = x;
+    c.err = err;
 
-    ngx_memzero(&small, sizeof(mg_buf_t));
+    rc = mg_x_translate_shrunk(&shrunk, p, len,
+                               ngx_http_model_gateway_translate_response, &c,
+                               out);
 
-    rc = x->response(shrunk.body.data, shrunk.body.len,
-                     (char *) ctx->model.data, ctx->model.len,
-                     (long) ngx_time(), &small, err);
-
-    if (rc == MG_X_OK) {
-        rc = mg_x_expand(&shrunk, p, small.data, small.len, out);
-
-        if (rc == MG_X_ERROR) {
-            mg_buf_reset(out);
-            rc = x->response(p, len, (char *) ctx->model.data,
-                             ctx->model.len, (long) ngx_time(), out, err);
-        }
-    }
-
-    mg_buf_free(&small);
     mg_x_shrink_free(&shrunk);
 
     return rc;

@@ -1889,15 +1889,8 @@ static int
 mg_a_stream_text(mg_anthropic_stream_t *st, const char *data, size_t len,
     mg_buf_t *out)
 {
-    int              rc;
-    size_t           start;
     const char      *d;
     mg_json_field_t  top[2], delta[2];
-
-    static const char  choice[] = ",\"choices\":[{\"index\":0,\"delta\":"
-                                  "{\"content\":";
-    static const char  tail[] = "},\"logprobs\":null,\"finish_reason\":null"
-                                "}],\"usage\":null}\n\n";
 
     memset(top, 0, sizeof(top));
     top[0].name = "type";
@@ -1935,28 +1928,10 @@ mg_a_stream_text(mg_anthropic_stream_t *st, const char *data, size_t len,
         return MG_X_OK;
     }
 
-    start = out->len;
-
-    rc = mg_buf_append(out, "data: ", 6);
-
-    if (rc == MG_X_OK) {
-        rc = mg_buf_append(out, st->prefix, st->prefix_len);
-    }
-
-    if (rc == MG_X_OK) {
-        rc = mg_buf_append(out, choice, sizeof(choice) - 1);
-    }
-
-    if (rc == MG_X_OK) {
-        rc = mg_buf_append(out, d + delta[1].start, delta[1].len);
-    }
-
-    if (rc == MG_X_OK) {
-        rc = mg_buf_append(out, tail, sizeof(tail) - 1);
-    }
-
-    if (rc != MG_X_OK) {
-        out->len = start;
+    if (mg_x_chunk_content(out, st->prefix, st->prefix_len,
+                           d + delta[1].start, delta[1].len)
+        != MG_X_OK)
+    {
         return MG_X_NOMEM;
     }
 

@@ -383,17 +383,19 @@ mg_x_bad_backend(mg_xerror_t *err, const char *what)
  * with choices[0].delta = delta (borrowed) and finish_reason = finish.
  */
 
+static const char  mg_x_choice[] = ",\"choices\":[{\"index\":0,\"delta\":";
+static const char  mg_x_tail[] = ",\"logprobs\":null,\"finish_reason\":null}],"
+                                 "\"usage\":null}\n\n";
+
+
 int
 mg_x_chunk(mg_buf_t *out, const char *prefix, size_t prefix_len,
     json_t *delta, const char *finish)
 {
-    static const char  choice[] = ",\"choices\":[{\"index\":0,\"delta\":";
-    static const char  tail[] = ",\"logprobs\":null,\"finish_reason\":null}],"
-                                "\"usage\":null}\n\n";
-
     if (mg_buf_append(out, "data: ", 6) != MG_X_OK
         || mg_buf_append(out, prefix, prefix_len) != MG_X_OK
-        || mg_buf_append(out, choice, sizeof(choice) - 1) != MG_X_OK
+        || mg_buf_append(out, mg_x_choice, sizeof(mg_x_choice) - 1)
+           != MG_X_OK
         || mg_x_dump(delta, out, 0) != MG_X_OK)
     {
         return MG_X_NOMEM;
@@ -410,7 +412,37 @@ mg_x_chunk(mg_buf_t *out, const char *prefix, size_t prefix_len,
         return MG_X_OK;
     }
 
-    return mg_buf_append(out, tail, sizeof(tail) - 1);
+    return mg_buf_append(out, mg_x_tail, sizeof(mg_x_tail) - 1);
+}
+
+
+/*
+ * The same chunk with {"content":text}, text being a JSON string token
+ * (quotes included) copied as it is; on failure nothing is appended.
+ */
+
+int
+mg_x_chunk_content(mg_buf_t *out, const char *prefix, size_t prefix_len,
+    const char *text, size_t text_len)
+{
+    size_t  start;
+
+    start = out->len;
+
+    if (mg_buf_append(out, "data: ", 6) != MG_X_OK
+        || mg_buf_append(out, prefix, prefix_len) != MG_X_OK
+        || mg_buf_append(out, mg_x_choice, sizeof(mg_x_choice) - 1)
+           != MG_X_OK
+        || mg_buf_append(out, "{\"content\":", 11) != MG_X_OK
+        || mg_buf_append(out, text, text_len) != MG_X_OK
+        || mg_buf_append(out, "}", 1) != MG_X_OK
+        || mg_buf_append(out, mg_x_tail, sizeof(mg_x_tail) - 1) != MG_X_OK)
+    {
+        out->len = start;
+        return MG_X_NOMEM;
+    }
+
+    return MG_X_OK;
 }
 
 
@@ -900,6 +932,36 @@ mg_x_expand(const mg_x_shrink_t *s, const char *orig, const char *out,
     }
 
     return MG_X_OK;
+}
+
+
+int
+mg_x_translate_shrunk(const mg_x_shrink_t *s, const char *body, size_t len,
+    mg_x_translate_pt translate, void *data, mg_buf_t *out)
+{
+    int       rc;
+    mg_buf_t  small;
+
+    if (s->n == 0) {
+        return translate(data, body, len, out);
+    }
+
+    memset(&small, 0, sizeof(mg_buf_t));
+
+    rc = translate(data, s->body.data, s->body.len, &small);
+
+    if (rc == MG_X_OK) {
+        rc = mg_x_expand(s, body, small.data, small.len, out);
+
+        if (rc == MG_X_ERROR) {
+            mg_buf_reset(out);
+            rc = translate(data, body, len, out);
+        }
+    }
+
+    mg_buf_free(&small);
+
+    return rc;
 }
 
 

@@ -85,6 +85,8 @@ int mg_x_tool_args(json_t *fn, size_t i, size_t k, json_t **out,
     mg_xerror_t *err);
 int mg_x_chunk(mg_buf_t *out, const char *prefix, size_t prefix_len,
     json_t *delta, const char *finish);
+int mg_x_chunk_content(mg_buf_t *out, const char *prefix, size_t prefix_len,
+    const char *text, size_t text_len);
 int mg_x_tool_delta(mg_buf_t *out, const char *prefix, size_t prefix_len,
     size_t k, json_t *fn, const char *id, size_t id_len);
 
@@ -111,6 +113,17 @@ int mg_x_shrink(const char *p, size_t len, size_t min, mg_x_shrink_t *s);
 int mg_x_expand(const mg_x_shrink_t *s, const char *orig, const char *out,
     size_t out_len, mg_buf_t *res);
 void mg_x_shrink_free(mg_x_shrink_t *s);
+
+/*
+ * translate(data, ...) over the shrunk body with the texts put back into
+ * out, or over the whole body when nothing was shrunk or the texts cannot
+ * be put back; returns what translate returned.
+ */
+typedef int (*mg_x_translate_pt)(void *data, const char *body, size_t len,
+    mg_buf_t *out);
+
+int mg_x_translate_shrunk(const mg_x_shrink_t *s, const char *body,
+    size_t len, mg_x_translate_pt translate, void *data, mg_buf_t *out);
 
 
 #endif /* _MG_TRANSLATE_H_INCLUDED_ */
