@@ -2457,9 +2457,7 @@ mg_b_stream_block_start(mg_bedrock_stream_t *st, json_t *j, mg_buf_t *out,
     mg_xerror_t *err)
 {
     int          rc;
-    size_t       cap;
-    json_t      *tu, *idx, *v, *fn;
-    long long   *tools;
+    json_t      *tu, *idx;
 
     tu = json_object_get(json_object_get(j, "start"), "toolUse");
 
@@ -2476,37 +2474,13 @@ mg_b_stream_block_start(mg_bedrock_stream_t *st, json_t *j, mg_buf_t *out,
                                 "contentBlockIndex)");
     }
 
-    if (st->ntools == st->tools_cap) {
-        cap = st->tools_cap ? st->tools_cap * 2 : 4;
-
-        tools = realloc(st->tools, cap * sizeof(long long));
-        if (tools == NULL) {
-            return MG_X_NOMEM;
-        }
-
-        st->tools = tools;
-        st->tools_cap = cap;
-    }
-
-    v = json_object_get(tu, "name");
-
-    fn = json_pack("{s:s%,s:s}", "name",
-                   json_is_string(v) ? json_string_value(v) : "",
-                   json_string_length(v), "arguments", "");
-    if (fn == NULL) {
-        return MG_X_NOMEM;
-    }
-
-    v = json_object_get(tu, "toolUseId");
-
-    rc = mg_x_tool_delta(out, st->prefix, st->prefix_len, st->ntools, fn,
-                         json_is_string(v) ? json_string_value(v) : "",
-                         json_string_length(v));
-
-    json_decref(fn);
+    rc = mg_x_tool_start(out, st->prefix, st->prefix_len,
+                         json_object_get(tu, "name"),
+                         json_object_get(tu, "toolUseId"),
+                         json_integer_value(idx), &st->tools, &st->ntools,
+                         &st->tools_cap);
 
     if (rc == MG_X_OK) {
-        st->tools[st->ntools++] = json_integer_value(idx);
         st->content = 1;
     }
 

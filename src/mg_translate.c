@@ -417,6 +417,55 @@ mg_x_chunk(mg_buf_t *out, const char *prefix, size_t prefix_len,
 
 
 /*
+ * A streamed tool call starts: its first chunk (id, name, empty arguments)
+ * as call number *ntools, and the backend's block index of the call kept
+ * in (*tools)[*ntools], for the argument deltas that follow.
+ */
+
+int
+mg_x_tool_start(mg_buf_t *out, const char *prefix, size_t prefix_len,
+    json_t *name, json_t *id, long long block, long long **tools,
+    size_t *ntools, size_t *cap)
+{
+    int         rc;
+    size_t      n;
+    json_t     *fn;
+    long long  *a;
+
+    if (*ntools == *cap) {
+        n = *cap ? *cap * 2 : 4;
+
+        a = realloc(*tools, n * sizeof(long long));
+        if (a == NULL) {
+            return MG_X_NOMEM;
+        }
+
+        *tools = a;
+        *cap = n;
+    }
+
+    fn = json_pack("{s:s%,s:s}", "name",
+                   json_is_string(name) ? json_string_value(name) : "",
+                   json_string_length(name), "arguments", "");
+    if (fn == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    rc = mg_x_tool_delta(out, prefix, prefix_len, *ntools, fn,
+                         json_is_string(id) ? json_string_value(id) : "",
+                         json_string_length(id));
+
+    json_decref(fn);
+
+    if (rc == MG_X_OK) {
+        (*tools)[(*ntools)++] = block;
+    }
+
+    return rc;
+}
+
+
+/*
  * The same chunk with {"content":text}, text being a JSON string token
  * (quotes included) copied as it is; on failure nothing is appended.
  */

@@ -89,6 +89,9 @@ int mg_x_chunk_content(mg_buf_t *out, const char *prefix, size_t prefix_len,
     const char *text, size_t text_len);
 int mg_x_tool_delta(mg_buf_t *out, const char *prefix, size_t prefix_len,
     size_t k, json_t *fn, const char *id, size_t id_len);
+int mg_x_tool_start(mg_buf_t *out, const char *prefix, size_t prefix_len,
+    json_t *name, json_t *id, long long block, long long **tools,
+    size_t *ntools, size_t *cap);
 
 
 /*
