@@ -34,7 +34,7 @@ BENCH_ROUNDS=${BENCH_ROUNDS:-2}
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-16}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_MAX_ERRORS=${BENCH_MAX_ERRORS:-5}
-BENCH_SCENARIOS=${BENCH_SCENARIOS:-basic balanced stateful anthropic stream_anthropic}
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-basic balanced stateful anthropic stream_anthropic bedrock}
 BENCH_FAKE_GATEWAY=${BENCH_FAKE_GATEWAY:-0}
 NGINX=${NGINX:-/usr/sbin/nginx}
 WRK=${WRK:-wrk}
@@ -590,6 +590,29 @@ scenario_stream_anthropic() {
     BODY=$body_saved
 }
 
+# bedrock: the ~20 KB request translated to Converse and signed with SigV4
+# (a SHA-256 of the body and an HMAC chain per request), the ~1 KB answer
+# translated back; proxy_pass sends the same bytes with fixed headers.
+scenario_bedrock() {
+    local body_saved=$BODY
+    ensure_mock
+    BODY=$WORK/request-bedrock.json
+    sed -e 's/"model":"gpt-4o-mini"/"model":"gpt-4o-mini-bedrock"/' \
+        "$body_saved" >"$BODY"
+    start_proxy proxy6 1
+    start_nginx gateway6 "$BENCH_DIR/gateway-anthropic.conf.in" \
+        MOCKPORT="${NGX_PORT[mock]}" WORKERS=1 MODULE="$MODULE"
+    sanity_any proxy_pass "http://127.0.0.1:${NGX_PORT[proxy6]}/bedrock/" proxy6
+    sanity bedrock "$(url_of gateway6)" gateway6
+    compare bedrock proxy_pass \
+        "http://127.0.0.1:${NGX_PORT[proxy6]}/bedrock/" \
+        bedrock "$(url_of gateway6)"
+    check_alive mock proxy6 gateway6
+    stop_nginx proxy6
+    stop_nginx gateway6
+    BODY=$body_saved
+}
+
 # ---------------------------------------------------------------- main
 
 [ $# -eq 1 ] || die "usage: $0 /abs/path/to/ngx_http_model_gateway_module.so"
@@ -620,6 +643,9 @@ find "$TOP/build/bench" -mindepth 1 -maxdepth 1 -type d -name 'run-*' \
     | sort | head -n -5 | while read -r old; do rm -rf -- "$old"; done
 printf 'sk-bench\n' >"$WORK/key"
 chmod 600 "$WORK/key"
+printf '[default]\naws_access_key_id = AKIDBENCH\naws_secret_access_key = %s\n' \
+    'benchSecretKey/EXAMPLE+0123456789' >"$WORK/aws-credentials"
+chmod 600 "$WORK/aws-credentials"
 BODY=$WORK/request.json
 gen_body "$BODY"
 printf 'scenario\tproxy_best_rps\tproxy_median_p99_ms\tgateway_best_rps\tgateway_median_p99_ms\ttput_ratio\tp99_ratio\n' \

@@ -1064,7 +1064,13 @@ ngx_http_model_gateway_backend_block(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    if (b->type != NGX_HTTP_MG_OPENAI_COMPATIBLE && b->key.len == 0) {
+    if (ngx_http_model_gateway_aws_init(cf, b) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (b->type != NGX_HTTP_MG_OPENAI_COMPATIBLE
+        && b->type != NGX_HTTP_MG_BEDROCK && b->key.len == 0)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "model_gateway_backend \"%V\" of type \"%s\" "
                            "needs \"key_env\" or \"key_file\"", &b->name,
@@ -1111,6 +1117,14 @@ ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
         return ngx_http_model_gateway_backend_model(cf, mcf, b, value, nargs);
     }
 
+    if (ngx_mg_is("aws_credentials")) {
+        if (nargs < 1 || nargs > 3) {
+            goto invalid_args;
+        }
+
+        return ngx_http_model_gateway_aws_credentials(cf, b, value, nargs);
+    }
+
     if (ngx_mg_is("resolve")) {
         if (nargs != 0) {
             goto invalid_args;
@@ -1154,11 +1168,16 @@ ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
         {
             b->type = NGX_HTTP_MG_GEMINI;
 
+        } else if (value[1].len == 7
+                   && ngx_strncmp(value[1].data, "bedrock", 7) == 0)
+        {
+            b->type = NGX_HTTP_MG_BEDROCK;
+
         } else {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "unknown backend type \"%V\" (supported: "
                                "openai, openai_compatible, anthropic, azure, "
-                               "gemini)",
+                               "gemini, bedrock)",
                                &value[1]);
             return NGX_CONF_ERROR;
         }
@@ -1191,6 +1210,15 @@ ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
         }
 
         b->weight = n;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_mg_is("region")) {
+        if (b->region.len) {
+            return "is duplicate";
+        }
+
+        b->region = value[1];
         return NGX_CONF_OK;
     }
 
@@ -1652,6 +1680,22 @@ ngx_http_model_gateway_backend_model(ngx_conf_t *cf,
 
     t->provider_model_json.data = p;
     t->provider_model_json.len = len + 2;
+
+    /*
+     * the id as one path segment (Bedrock's: ARNs have ':' and '/'), so
+     * that no request needs to encode it
+     */
+
+    len = mg_sigv4_uri_encode((char *) id->data, id->len, NULL, 0, 1);
+
+    t->provider_path.data = ngx_pnalloc(cf->pool, len);
+    if (t->provider_path.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    t->provider_path.len = mg_sigv4_uri_encode((char *) id->data, id->len,
+                                               (char *) t->provider_path.data,
+                                               len, 1);
 
     return NGX_CONF_OK;
 }

@@ -14,6 +14,8 @@
 
 #include "mg_json.h"
 #include "mg_sse.h"
+#include "mg_eventstream.h"
+#include "mg_sigv4.h"
 #include "mg_util.h"
 #include "mg_wrr.h"
 #include "mg_translate.h"
@@ -24,6 +26,7 @@
 #define NGX_HTTP_MG_ANTHROPIC          3
 #define NGX_HTTP_MG_AZURE              4
 #define NGX_HTTP_MG_GEMINI             5
+#define NGX_HTTP_MG_BEDROCK            6
 
 #define NGX_HTTP_MG_MAX_TARGETS        64
 
@@ -150,6 +153,15 @@ struct ngx_http_model_gateway_backend_s {
     ngx_int_t                          max_tokens;  /* Anthropic default */
     ngx_str_t                          auth_header; /* "Authorization: .." */
 
+    /* Bedrock with SigV4 (no key): the credentials are never logged */
+    ngx_str_t                          region;
+    ngx_str_t                          aws_access_key;
+    ngx_str_t                          aws_secret;
+    ngx_str_t                          aws_token;   /* may be empty */
+    ngx_str_t                          aws_source;  /* where they came from */
+    u_char                             aws_day[8];  /* of aws_key, per worker */
+    u_char                             aws_key[MG_SIGV4_KEY_LEN];
+
     ngx_int_t                          weight;
     ngx_int_t                          priority;
     ngx_http_model_gateway_node_t     *node;        /* shared state */
@@ -180,6 +192,7 @@ typedef struct {
     ngx_http_model_gateway_backend_t  *backend;
     ngx_str_t                          provider_model;
     ngx_str_t                          provider_model_json; /* quoted */
+    ngx_str_t                          provider_path; /* URI-encoded */
     ngx_http_model_gateway_node_t     *node;        /* shared pair state */
 } ngx_http_model_gateway_target_t;
 
@@ -387,12 +400,16 @@ struct ngx_http_model_gateway_ctx_s {
     off_t                              content_length;
     ngx_array_t                        headers;     /* kept: _table_elt_t */
     ngx_str_t                          content_type;
+    ngx_str_t                          errortype;   /* x-amzn-errortype */
     ngx_int_t                          retry_after_ms;
     size_t                             received;    /* bytes this attempt */
     u_char                            *body_start;  /* in u->buffer */
     u_char                            *scanned;     /* held bytes parsed */
     ngx_buf_t                         *whole;       /* body read whole */
     mg_sse_parser_t                    sse;
+    mg_es_decoder_t                    es;          /* Bedrock streams */
+    mg_sse_handler_pt                  es_handler;  /* while feeding it */
+    unsigned                           eventstream:1;
     ngx_http_model_gateway_fail_e      fail;
     ngx_int_t                          fail_status;
     unsigned                           upstream_close:1;
@@ -473,12 +490,23 @@ ngx_int_t ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
 ngx_uint_t ngx_http_model_gateway_translate_preamble(ngx_uint_t type,
     const mg_sse_event_t *ev);
+ngx_http_model_gateway_fail_e ngx_http_model_gateway_translate_stream_fail(
+    ngx_uint_t type, const mg_sse_event_t *ev, ngx_int_t *status);
 ngx_int_t ngx_http_model_gateway_translate_commit(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
 ngx_int_t ngx_http_model_gateway_translate_event(
     ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
 ngx_int_t ngx_http_model_gateway_translate_finish(
     ngx_http_model_gateway_ctx_t *ctx);
+
+/* aws.c */
+char *ngx_http_model_gateway_aws_credentials(ngx_conf_t *cf,
+    ngx_http_model_gateway_backend_t *b, ngx_str_t *value, ngx_uint_t n);
+ngx_int_t ngx_http_model_gateway_aws_init(ngx_conf_t *cf,
+    ngx_http_model_gateway_backend_t *b);
+ngx_int_t ngx_http_model_gateway_aws_sign(ngx_http_request_t *r,
+    ngx_http_model_gateway_backend_t *b, ngx_str_t *path, ngx_str_t *body,
+    ngx_str_t *out);
 
 /* state.c */
 ngx_int_t ngx_http_model_gateway_state_init(ngx_conf_t *cf);

@@ -2,7 +2,8 @@
 /*
  * Copyright (C) The ngx_http_model_gateway_module authors
  *
- * Backends that do not speak OpenAI's API (Anthropic Messages, Gemini):
+ * Backends that do not speak OpenAI's API (Anthropic Messages, Gemini,
+ * Bedrock Converse):
  * the glue around the translators in src/.  The client's chat request is
  * translated once per such target when the body is read (a feature the
  * provider cannot honour rules that target out, and is a 400 if no other
@@ -15,6 +16,7 @@
 #include "ngx_http_model_gateway_module.h"
 #include "mg_anthropic.h"
 #include "mg_gemini.h"
+#include "mg_bedrock.h"
 
 
 /* texts shorter than this are not worth setting aside */
@@ -28,8 +30,8 @@ struct ngx_http_model_gateway_xlate_s {
     int        (*response)(const char *body, size_t len, const char *model,
                            size_t model_len, long created, mg_buf_t *out,
                            mg_xerror_t *err);
-    void       (*error)(int status, const char *body, size_t len,
-                        mg_xerror_t *err);
+    void       (*error)(int status, ngx_str_t *errortype, const char *body,
+                        size_t len, mg_xerror_t *err);
     size_t       stream_size;
     void       (*stream_init)(void *st, const char *model, size_t model_len,
                               long created, int include_usage);
@@ -55,6 +57,8 @@ typedef struct {
 static int ngx_http_model_gateway_anthropic_request(
     ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
     int *stream, int *include_usage, mg_xerror_t *err);
+static void ngx_http_model_gateway_anthropic_error(int status,
+    ngx_str_t *errortype, const char *body, size_t len, mg_xerror_t *err);
 static void ngx_http_model_gateway_anthropic_init(void *st, const char *model,
     size_t model_len, long created, int include_usage);
 static int ngx_http_model_gateway_anthropic_stream(void *st,
@@ -64,12 +68,26 @@ static void ngx_http_model_gateway_anthropic_free(void *st);
 static int ngx_http_model_gateway_gemini_request(
     ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
     int *stream, int *include_usage, mg_xerror_t *err);
+static void ngx_http_model_gateway_gemini_error(int status,
+    ngx_str_t *errortype, const char *body, size_t len, mg_xerror_t *err);
 static void ngx_http_model_gateway_gemini_init(void *st, const char *model,
     size_t model_len, long created, int include_usage);
 static int ngx_http_model_gateway_gemini_stream(void *st,
     const mg_sse_event_t *ev, mg_buf_t *out, mg_xerror_t *err);
 static int ngx_http_model_gateway_gemini_finish(void *st, mg_buf_t *out);
 static void ngx_http_model_gateway_gemini_free(void *st);
+
+static int ngx_http_model_gateway_bedrock_request(
+    ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
+    int *stream, int *include_usage, mg_xerror_t *err);
+static void ngx_http_model_gateway_bedrock_error(int status,
+    ngx_str_t *errortype, const char *body, size_t len, mg_xerror_t *err);
+static void ngx_http_model_gateway_bedrock_init(void *st, const char *model,
+    size_t model_len, long created, int include_usage);
+static int ngx_http_model_gateway_bedrock_stream(void *st,
+    const mg_sse_event_t *ev, mg_buf_t *out, mg_xerror_t *err);
+static int ngx_http_model_gateway_bedrock_finish(void *st, mg_buf_t *out);
+static void ngx_http_model_gateway_bedrock_free(void *st);
 
 static ngx_http_model_gateway_xlate_t *ngx_http_model_gateway_xlate(
     ngx_uint_t type);
@@ -86,7 +104,7 @@ static void ngx_http_model_gateway_translate_cleanup(void *data);
 static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_anthropic = {
     ngx_http_model_gateway_anthropic_request,
     mg_anthropic_response,
-    mg_anthropic_error,
+    ngx_http_model_gateway_anthropic_error,
     sizeof(mg_anthropic_stream_t),
     ngx_http_model_gateway_anthropic_init,
     ngx_http_model_gateway_anthropic_stream,
@@ -98,12 +116,24 @@ static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_anthropic = {
 static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_gemini = {
     ngx_http_model_gateway_gemini_request,
     mg_gemini_response,
-    mg_gemini_error,
+    ngx_http_model_gateway_gemini_error,
     sizeof(mg_gemini_stream_t),
     ngx_http_model_gateway_gemini_init,
     ngx_http_model_gateway_gemini_stream,
     ngx_http_model_gateway_gemini_finish,
     ngx_http_model_gateway_gemini_free
+};
+
+
+static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_bedrock = {
+    ngx_http_model_gateway_bedrock_request,
+    mg_bedrock_response,
+    ngx_http_model_gateway_bedrock_error,
+    sizeof(mg_bedrock_stream_t),
+    ngx_http_model_gateway_bedrock_init,
+    ngx_http_model_gateway_bedrock_stream,
+    ngx_http_model_gateway_bedrock_finish,
+    ngx_http_model_gateway_bedrock_free
 };
 
 
@@ -115,6 +145,8 @@ ngx_http_model_gateway_xlate(ngx_uint_t type)
         return &ngx_http_model_gateway_anthropic;
     case NGX_HTTP_MG_GEMINI:
         return &ngx_http_model_gateway_gemini;
+    case NGX_HTTP_MG_BEDROCK:
+        return &ngx_http_model_gateway_bedrock;
     default:
         return NULL;
     }
@@ -337,13 +369,13 @@ ngx_http_model_gateway_translate_answer(ngx_http_model_gateway_ctx_t *ctx,
 }
 
 
-/* a stream event Anthropic sends before any content */
+/* a stream event Anthropic or Bedrock sends before any content */
 
 ngx_uint_t
 ngx_http_model_gateway_translate_preamble(ngx_uint_t type,
     const mg_sse_event_t *ev)
 {
-    if (type != NGX_HTTP_MG_ANTHROPIC || ev->event == NULL) {
+    if (ev->event == NULL) {
         return 0;
     }
 
@@ -351,10 +383,59 @@ ngx_http_model_gateway_translate_preamble(ngx_uint_t type,
     (ev->event_len == sizeof(s) - 1                                         \
      && ngx_strncmp(ev->event, s, ev->event_len) == 0)
 
-    return ngx_mg_ev("message_start") || ngx_mg_ev("ping")
-           || ngx_mg_ev("content_block_start");
+    switch (type) {
+
+    case NGX_HTTP_MG_ANTHROPIC:
+        return ngx_mg_ev("message_start") || ngx_mg_ev("ping")
+               || ngx_mg_ev("content_block_start");
+
+    case NGX_HTTP_MG_BEDROCK:
+
+        /* a tool call's contentBlockStart is content: it names the call */
+
+        return ngx_mg_ev("messageStart");
+
+    default:
+        return 0;
+    }
 
 #undef ngx_mg_ev
+}
+
+
+/*
+ * How an error event that came before any content fails the attempt: a
+ * Bedrock throttlingException counts as a 429 (the pair cools down and the
+ * client gets 429 if nothing else serves), serviceUnavailableException as
+ * a 503; anything else is a failed stream.
+ */
+
+ngx_http_model_gateway_fail_e
+ngx_http_model_gateway_translate_stream_fail(ngx_uint_t type,
+    const mg_sse_event_t *ev, ngx_int_t *status)
+{
+    mg_xerror_t  err;
+
+    if (type != NGX_HTTP_MG_BEDROCK || ev->kind == NULL) {
+        return NGX_HTTP_MG_FAIL_STREAM_ERROR;
+    }
+
+    ngx_memzero(&err, sizeof(mg_xerror_t));
+
+    mg_bedrock_error(0, ev->event, ev->event_len, ev->data, ev->data_len,
+                     &err);
+
+    if (err.status == NGX_HTTP_TOO_MANY_REQUESTS) {
+        *status = NGX_HTTP_TOO_MANY_REQUESTS;
+        return NGX_HTTP_MG_FAIL_RATE_LIMITED;
+    }
+
+    if (err.status == NGX_HTTP_SERVICE_UNAVAILABLE) {
+        *status = NGX_HTTP_SERVICE_UNAVAILABLE;
+        return NGX_HTTP_MG_FAIL_STATUS;
+    }
+
+    return NGX_HTTP_MG_FAIL_STREAM_ERROR;
 }
 
 
@@ -397,6 +478,10 @@ ngx_http_model_gateway_translate_commit(ngx_http_request_t *r,
                        ctx->model.len, (long) ngx_time(),
                        ctx->include_usage);
 
+        /* whatever the provider's framing, the client gets SSE */
+
+        ngx_str_set(&ctx->content_type, "text/event-stream");
+
         ctx->xlate = x;
         cln->handler = ngx_http_model_gateway_translate_cleanup;
         cln->data = ctx;
@@ -421,7 +506,8 @@ ngx_http_model_gateway_translate_commit(ngx_http_request_t *r,
                                                      &out, &err);
 
     } else {
-        x->error((int) ctx->status.code, (char *) p, len, &err);
+        x->error((int) ctx->status.code, &ctx->errortype, (char *) p, len,
+                 &err);
         rc = MG_X_ERROR;
     }
 
@@ -541,7 +627,7 @@ ngx_http_model_gateway_translate_finish(ngx_http_model_gateway_ctx_t *ctx)
     int  rc;
 
     if (ctx->xlate == NULL || ctx->xlate->stream_finish == NULL
-        || ctx->done_seen)
+        || ctx->done_seen || ctx->error_seen)
     {
         return NGX_OK;
     }
@@ -553,9 +639,12 @@ ngx_http_model_gateway_translate_finish(ngx_http_model_gateway_ctx_t *ctx)
     if (rc == MG_X_DONE) {
         ctx->done_seen = 1;
 
-    } else if (rc == MG_X_ERROR) {
+    } else if (rc == MG_X_ERROR || rc == MG_X_OK) {
 
-        /* the stream ended before the provider said it was complete */
+        /*
+         * the stream ended before the provider said it was complete
+         * (Bedrock's finish answers MG_X_OK when messageStop never came)
+         */
 
         ngx_str_set(&ctx->stream_error,
                     "the backend's stream ended before it was complete");
@@ -607,6 +696,14 @@ ngx_http_model_gateway_anthropic_request(ngx_http_model_gateway_target_t *t,
 
 
 static void
+ngx_http_model_gateway_anthropic_error(int status, ngx_str_t *errortype,
+    const char *body, size_t len, mg_xerror_t *err)
+{
+    mg_anthropic_error(status, body, len, err);
+}
+
+
+static void
 ngx_http_model_gateway_anthropic_init(void *st, const char *model,
     size_t model_len, long created, int include_usage)
 {
@@ -645,6 +742,14 @@ ngx_http_model_gateway_gemini_request(ngx_http_model_gateway_target_t *t,
 
 
 static void
+ngx_http_model_gateway_gemini_error(int status, ngx_str_t *errortype,
+    const char *body, size_t len, mg_xerror_t *err)
+{
+    mg_gemini_error(status, body, len, err);
+}
+
+
+static void
 ngx_http_model_gateway_gemini_init(void *st, const char *model,
     size_t model_len, long created, int include_usage)
 {
@@ -671,4 +776,61 @@ static void
 ngx_http_model_gateway_gemini_free(void *st)
 {
     mg_gemini_stream_free(st);
+}
+
+
+static int
+ngx_http_model_gateway_bedrock_request(ngx_http_model_gateway_target_t *t,
+    ngx_str_t *body, mg_buf_t *out, int *stream, int *include_usage,
+    mg_xerror_t *err)
+{
+    mg_bedrock_opts_t  opts;
+
+    opts.default_max_tokens = t->backend->max_tokens;
+
+    return mg_bedrock_request((char *) body->data, body->len, &opts, out,
+                              stream, include_usage, err);
+}
+
+
+static void
+ngx_http_model_gateway_bedrock_error(int status, ngx_str_t *errortype,
+    const char *body, size_t len, mg_xerror_t *err)
+{
+    mg_bedrock_error(status, (char *) errortype->data, errortype->len, body,
+                     len, err);
+}
+
+
+static void
+ngx_http_model_gateway_bedrock_init(void *st, const char *model,
+    size_t model_len, long created, int include_usage)
+{
+    mg_bedrock_stream_init(st, model, model_len, created, include_usage);
+}
+
+
+/* an eventstream message, as the glue's decoder handed it on */
+
+static int
+ngx_http_model_gateway_bedrock_stream(void *st, const mg_sse_event_t *ev,
+    mg_buf_t *out, mg_xerror_t *err)
+{
+    return mg_bedrock_stream_event(st, ev->kind, ev->kind_len, ev->event,
+                                   ev->event_len, ev->data, ev->data_len,
+                                   out, err);
+}
+
+
+static int
+ngx_http_model_gateway_bedrock_finish(void *st, mg_buf_t *out)
+{
+    return mg_bedrock_stream_finish(st, out);
+}
+
+
+static void
+ngx_http_model_gateway_bedrock_free(void *st)
+{
+    mg_bedrock_stream_free(st);
 }

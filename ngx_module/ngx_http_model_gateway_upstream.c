@@ -19,6 +19,7 @@
 
 #define NGX_HTTP_MG_OUT_CHUNK     4096
 #define NGX_HTTP_MG_BAD_FRAMING   3
+#define NGX_HTTP_MG_BAD_EVENTS    4
 
 
 static ngx_int_t ngx_http_model_gateway_create_request(ngx_http_request_t *r);
@@ -35,6 +36,14 @@ static ngx_int_t ngx_http_model_gateway_read_held(ngx_http_request_t *r,
 static int ngx_http_model_gateway_unframe(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, ngx_buf_t *view,
     mg_sse_handler_pt handler);
+static void ngx_http_model_gateway_events_init(
+    ngx_http_model_gateway_ctx_t *ctx);
+static int ngx_http_model_gateway_feed(ngx_http_model_gateway_ctx_t *ctx,
+    u_char *data, size_t len, mg_sse_handler_pt handler);
+static int ngx_http_model_gateway_es_message(void *data,
+    const mg_es_message_t *msg);
+static size_t ngx_http_model_gateway_pending(
+    ngx_http_model_gateway_ctx_t *ctx);
 static int ngx_http_model_gateway_held_event(void *data,
     const mg_sse_event_t *ev);
 static ngx_int_t ngx_http_model_gateway_commit(ngx_http_request_t *r,
@@ -503,6 +512,8 @@ ngx_http_model_gateway_reset_attempt(ngx_http_request_t *r,
     ctx->length = -1;
     ctx->headers.nelts = 0;
     ngx_str_null(&ctx->content_type);
+    ngx_str_null(&ctx->errortype);
+    ctx->eventstream = 0;
     ctx->retry_after_ms = -1;
     ctx->received = 0;
     ctx->first_byte_at = 0;
@@ -532,7 +543,8 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
     ngx_buf_t                         *b;
     ngx_uint_t                         i, n;
     ngx_chain_t                       *cl, **ll;
-    ngx_str_t                          part[3], suffix;
+    ngx_str_t                          part[3], suffix, sign, uri;
+    const char                        *accept;
     ngx_http_upstream_t               *u;
     ngx_http_model_gateway_target_t   *t;
     ngx_http_model_gateway_backend_t  *be;
@@ -541,6 +553,7 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
     t = ctx->target;
     be = t->backend;
     suffix = ctx->uri_suffix;
+    ngx_str_null(&sign);
 
     if (ctx->xbody && ctx->xbody[t - (ngx_http_model_gateway_target_t *)
                                   ctx->model_conf->targets.elts].len)
@@ -568,6 +581,44 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
                                      ? "streamGenerateContent?alt=sse"
                                      : "generateContent")
                          - suffix.data;
+
+        } else if (be->type == NGX_HTTP_MG_BEDROCK) {
+
+            /* so is Bedrock's, one encoded segment */
+
+            suffix.len = sizeof("/model//converse-stream") - 1
+                         + t->provider_path.len;
+            suffix.data = ngx_pnalloc(r->pool, suffix.len);
+            if (suffix.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            suffix.len = ngx_sprintf(suffix.data, "/model/%V/%s",
+                                     &t->provider_path,
+                                     ctx->stream ? "converse-stream"
+                                                 : "converse")
+                         - suffix.data;
+
+            if (be->key.len == 0) {
+
+                /* SigV4, per attempt: the date is part of the signature */
+
+                uri.len = be->path.len + suffix.len;
+                uri.data = ngx_pnalloc(r->pool, uri.len);
+                if (uri.data == NULL) {
+                    return NGX_ERROR;
+                }
+
+                ngx_memcpy(ngx_cpymem(uri.data, be->path.data, be->path.len),
+                           suffix.data, suffix.len);
+
+                if (ngx_http_model_gateway_aws_sign(r, be, &uri, &part[0],
+                                                    &sign)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+            }
 
         } else {
             ngx_str_set(&suffix, "/messages");
@@ -620,14 +671,24 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
         body_len += part[i].len;
     }
 
+    if (!ctx->stream) {
+        accept = "application/json";
+
+    } else if (be->type == NGX_HTTP_MG_BEDROCK) {
+        accept = "application/vnd.amazon.eventstream";
+
+    } else {
+        accept = "text/event-stream";
+    }
+
     len = sizeof("  HTTP/1.1" CRLF) - 1 + r->method_name.len + be->path.len
           + suffix.len
           + sizeof("Host: " CRLF) - 1 + be->host_header.len
-          + be->auth_header.len
+          + be->auth_header.len + sign.len
           + sizeof("Content-Type: application/json" CRLF) - 1
           + sizeof("Content-Length: " CRLF) - 1 + NGX_SIZE_T_LEN
           + sizeof("Accept-Encoding: identity" CRLF) - 1
-          + sizeof("Accept: text/event-stream" CRLF) - 1
+          + sizeof("Accept: application/vnd.amazon.eventstream" CRLF) - 1
           + sizeof("Connection: keep-alive" CRLF) - 1
           + ctx->fwd_headers.len
           + sizeof(CRLF) - 1;
@@ -648,16 +709,18 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
         p = ngx_cpymem(p, be->auth_header.data, be->auth_header.len);
     }
 
+    if (sign.len) {
+        p = ngx_cpymem(p, sign.data, sign.len);
+    }
+
     if (body_len || r->method == NGX_HTTP_POST) {
         p = ngx_sprintf(p, "Content-Type: application/json" CRLF
                         "Content-Length: %uz" CRLF, body_len);
     }
 
     p = ngx_sprintf(p, "Accept-Encoding: identity" CRLF
-                    "%s" CRLF
-                    "Connection: keep-alive" CRLF,
-                    ctx->stream ? "Accept: text/event-stream"
-                                : "Accept: application/json");
+                    "Accept: %s" CRLF
+                    "Connection: keep-alive" CRLF, accept);
     if (ctx->fwd_headers.len) {
         p = ngx_cpymem(p, ctx->fwd_headers.data, ctx->fwd_headers.len);
     }
@@ -903,6 +966,19 @@ ngx_http_model_gateway_header_line(ngx_http_request_t *r,
         return NGX_OK;
     }
 
+    if (ngx_mg_hdr("x-amzn-errortype")) {
+
+        /* Bedrock names its exception here */
+
+        ctx->errortype.data = ngx_pstrdup(r->pool, &value);
+        if (ctx->errortype.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx->errortype.len = value.len;
+        return NGX_OK;
+    }
+
     if (ngx_mg_hdr("retry-after-ms")) {
         ctx->retry_after_ms = mg_retry_after_ms_value((char *) value.data,
                                                       value.len);
@@ -1021,10 +1097,20 @@ ngx_http_model_gateway_headers_done(ngx_http_request_t *r,
 
     ctx->content_length = ctx->length;
 
+    /* Bedrock streams are binary AWS event streams, the others SSE */
+
+    ctx->eventstream = (b->type == NGX_HTTP_MG_BEDROCK
+                        && ctx->content_type.len >= 34
+                        && ngx_strncasecmp(ctx->content_type.data,
+                               (u_char *) "application/vnd.amazon.eventstream",
+                               34) == 0);
+
     if (status >= 200 && status < 300 && ctx->stream
-        && ctx->content_type.len >= 17
-        && ngx_strncasecmp(ctx->content_type.data,
-                           (u_char *) "text/event-stream", 17) == 0)
+        && (ctx->eventstream
+            || (ctx->content_type.len >= 17
+                && ngx_strncasecmp(ctx->content_type.data,
+                                   (u_char *) "text/event-stream", 17)
+                   == 0)))
     {
         ctx->mode = NGX_HTTP_MG_BODY_STREAM;
 
@@ -1039,8 +1125,7 @@ ngx_http_model_gateway_headers_done(ngx_http_request_t *r,
             }
         }
 
-        mg_sse_init(&ctx->sse, ctx->sse.buf, size, ctx->sse.buf + size,
-                    size);
+        ngx_http_model_gateway_events_init(ctx);
         return NGX_OK;
     }
 
@@ -1248,8 +1333,7 @@ ngx_http_model_gateway_unframe(ngx_http_request_t *r,
                 n = ngx_min((off_t) (view->last - view->pos),
                             ctx->chunked.size);
 
-                rc = mg_sse_feed(&ctx->sse, (char *) view->pos, n, handler,
-                                 ctx);
+                rc = ngx_http_model_gateway_feed(ctx, view->pos, n, handler);
 
                 view->pos += n;
                 ctx->chunked.size -= n;
@@ -1279,11 +1363,128 @@ ngx_http_model_gateway_unframe(ngx_http_request_t *r,
             }
         }
 
-        rc = mg_sse_feed(&ctx->sse, (char *) view->pos, n, handler, ctx);
+        rc = ngx_http_model_gateway_feed(ctx, view->pos, n, handler);
         view->pos += n;
     }
 
     return rc;
+}
+
+
+/* the event parser of the current stream, empty */
+
+static void
+ngx_http_model_gateway_events_init(ngx_http_model_gateway_ctx_t *ctx)
+{
+    size_t  size;
+
+    size = ctx->lcf->event_max_size;
+
+    if (ctx->eventstream) {
+        mg_es_init(&ctx->es, (u_char *) ctx->sse.buf, size);
+
+    } else {
+        mg_sse_init(&ctx->sse, ctx->sse.buf, size, ctx->sse.buf + size,
+                    size);
+    }
+}
+
+
+/*
+ * Stream payload to the event parser; an AWS event stream's messages
+ * reach the same handlers as SSE events do, with their kind set.
+ */
+
+static int
+ngx_http_model_gateway_feed(ngx_http_model_gateway_ctx_t *ctx, u_char *data,
+    size_t len, mg_sse_handler_pt handler)
+{
+    int  rc;
+
+    if (!ctx->eventstream) {
+        return mg_sse_feed(&ctx->sse, (char *) data, len, handler, ctx);
+    }
+
+    ctx->es_handler = handler;
+
+    rc = mg_es_feed(&ctx->es, data, len, ngx_http_model_gateway_es_message,
+                    ctx);
+
+    if (rc == MG_ES_ETOOBIG) {
+        return MG_SSE_ETOOBIG;
+    }
+
+    if (rc < 0) {
+        ngx_log_error(NGX_LOG_ERR, ctx->request->connection->log, 0,
+                      "model gateway: backend \"%V\" sent an invalid event "
+                      "stream: %s", &ctx->target->backend->name,
+                      mg_es_strerror(rc));
+
+        ngx_str_set(&ctx->stream_error,
+                    "the backend sent an invalid event stream");
+
+        return NGX_HTTP_MG_BAD_EVENTS;
+    }
+
+    return rc;
+}
+
+
+static int
+ngx_http_model_gateway_es_message(void *data, const mg_es_message_t *msg)
+{
+    ngx_http_model_gateway_ctx_t *ctx = data;
+
+    mg_sse_event_t  ev;
+
+    ngx_memzero(&ev, sizeof(mg_sse_event_t));
+
+    if (msg->message_type) {
+        ev.kind = msg->message_type;
+        ev.kind_len = msg->message_type_len;
+
+    } else {
+        ev.kind = "event";
+        ev.kind_len = 5;
+    }
+
+    if (ev.kind_len == 9 && ngx_strncmp(ev.kind, "exception", 9) == 0) {
+        ev.event = msg->exception_type;
+        ev.event_len = msg->exception_type_len;
+        ev.data = (char *) msg->payload;
+        ev.data_len = msg->payload_len;
+
+    } else if (ev.kind_len == 5 && ngx_strncmp(ev.kind, "error", 5) == 0) {
+        ev.event = msg->error_code;
+        ev.event_len = msg->error_code_len;
+        ev.data = msg->error_message;
+        ev.data_len = msg->error_message_len;
+
+    } else {
+        ev.event = msg->event_type;
+        ev.event_len = msg->event_type_len;
+        ev.data = (char *) msg->payload;
+        ev.data_len = msg->payload_len;
+    }
+
+    /* every message counts, even without a payload */
+
+    if (ev.data == NULL) {
+        ev.data = "";
+    }
+
+    ev.raw = (char *) msg->raw;
+    ev.raw_len = msg->raw_len;
+
+    return ctx->es_handler(ctx, &ev);
+}
+
+
+static size_t
+ngx_http_model_gateway_pending(ngx_http_model_gateway_ctx_t *ctx)
+{
+    return ctx->eventstream ? mg_es_pending(&ctx->es)
+                            : mg_sse_pending(&ctx->sse);
 }
 
 
@@ -1330,7 +1531,12 @@ ngx_http_model_gateway_read_held(ngx_http_request_t *r,
         return NGX_HTTP_UPSTREAM_INVALID_HEADER;
     }
 
-    if (ctx->fail == NGX_HTTP_MG_FAIL_STREAM_ERROR) {
+    if (rc == NGX_HTTP_MG_BAD_EVENTS) {
+        ctx->fail = NGX_HTTP_MG_FAIL_INVALID;
+        return NGX_HTTP_UPSTREAM_INVALID_HEADER;
+    }
+
+    if (ctx->fail != NGX_HTTP_MG_FAIL_NONE) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "model gateway: backend \"%V\" answered 200 but its "
                       "stream began with an error event",
@@ -1368,7 +1574,9 @@ ngx_http_model_gateway_held_event(void *data, const mg_sse_event_t *ev)
     }
 
     if (mg_sse_is_error(ev)) {
-        ctx->fail = NGX_HTTP_MG_FAIL_STREAM_ERROR;
+        ctx->fail = ngx_http_model_gateway_translate_stream_fail(
+                                  ctx->target->backend->type, ev,
+                                  &ctx->fail_status);
         return 1;
     }
 
@@ -1418,8 +1626,7 @@ ngx_http_model_gateway_commit(ngx_http_request_t *r,
 
         u->buffer.pos = ctx->body_start;
         ngx_memzero(&ctx->chunked, sizeof(ngx_http_chunked_t));
-        mg_sse_init(&ctx->sse, ctx->sse.buf, ctx->sse.cap, ctx->sse.dbuf,
-                    ctx->sse.dcap);
+        ngx_http_model_gateway_events_init(ctx);
         ctx->framing_done = 0;
         ctx->length = ctx->content_length;
         u->headers_in.content_length_n = -1;
@@ -1666,7 +1873,7 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
     if (rc != 0 || ctx->framing_done) {
 
         if (rc == 0 && view.pos == view.last && !ctx->upstream_close
-            && mg_sse_pending(&ctx->sse) == 0)
+            && ngx_http_model_gateway_pending(ctx) == 0)
         {
             ctx->keepalive = 1;
         }
@@ -1857,7 +2064,7 @@ ngx_http_model_gateway_stream_tail(ngx_http_request_t *r,
 
     cut = !ctx->error_seen
           && (!ctx->framing_done || ctx->stream_closed
-              || mg_sse_pending(&ctx->sse));
+              || ngx_http_model_gateway_pending(ctx));
 
     if (!cut && responses) {
 

@@ -260,6 +260,8 @@ mg_sse_parse(mg_sse_parser_t *p, const u_char *raw, size_t len,
     ev->data_len = 0;
     ev->raw = (const char *) raw;
     ev->raw_len = len;
+    ev->kind = NULL;
+    ev->kind_len = 0;
 
     pos = raw;
     end = raw + len;
@@ -356,6 +358,10 @@ mg_sse_is_error(const mg_sse_event_t *ev)
 {
     size_t            i;
     mg_json_field_t   f;
+
+    if (ev->kind) {
+        return !(ev->kind_len == 5 && memcmp(ev->kind, "event", 5) == 0);
+    }
 
     if (ev->event && ev->event_len == 5
         && memcmp(ev->event, "error", 5) == 0)

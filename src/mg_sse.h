@@ -21,6 +21,14 @@ typedef struct {
     size_t       data_len;
     const char  *raw;           /* exact bytes, terminating blank line too */
     size_t       raw_len;
+
+    /*
+     * NULL for SSE.  Events decoded from another framing (an AWS
+     * eventstream message) say what they are here: "event", "exception"
+     * or "error"; event is then the event, exception or error type.
+     */
+    const char  *kind;
+    size_t       kind_len;
 } mg_sse_event_t;
 
 
@@ -63,8 +71,9 @@ int mg_sse_feed(mg_sse_parser_t *p, const char *data, size_t len,
 size_t mg_sse_pending(const mg_sse_parser_t *p);
 
 /*
- * Nonzero if the event reports an error: its name is "error", or its data
- * is a JSON object with a non-null top-level "error" member.
+ * Nonzero if the event reports an error: its kind is not "event" (an
+ * eventstream exception or error), its name is "error", or its data is a
+ * JSON object with a non-null top-level "error" member.
  */
 int mg_sse_is_error(const mg_sse_event_t *ev);
 

@@ -28,6 +28,14 @@ close $kf;
 my $UNSET = 'MG_TEST_SURELY_UNSET_KEY_VAR';
 delete $ENV{$UNSET};
 $ENV{MG_TEST_SET_KEY_VAR} = 'sk-from-env';
+delete $ENV{$_} for qw(AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+                       AWS_SESSION_TOKEN);
+
+open my $af, '>', "$dir/aws-credentials" or die;
+print $af "[gw]\naws_access_key_id = AKIDCONF\n"
+    . "aws_secret_access_key = s3cr3t-conf-secret\n"
+    . "[half]\naws_access_key_id = AKIDHALF\n";
+close $af;
 
 ###########################################################################
 # nginx -t failures
@@ -124,6 +132,125 @@ EOF
     }
 EOF
         problem => qr/\Q$UNSET\E/,
+    },
+    {
+        name    => 'bedrock without credentials in the environment',
+        backend => <<'EOF',
+    model_gateway_backend bad {  # OPEN
+        type bedrock;
+        url https://bedrock-runtime.us-east-1.amazonaws.com;
+        model bad-model;
+    }  # CLOSE
+EOF
+        at      => ['# OPEN', '# CLOSE'],
+        problem => qr/AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/,
+    },
+    {
+        name    => 'bedrock without region on a URL that has none',
+        backend => <<'EOF',
+    model_gateway_backend bad {  # OPEN
+        type bedrock;
+        url http://127.0.0.1:%%PORT_bad%%;
+        aws_credentials file %%DIR%%/aws-credentials gw;
+        model bad-model;
+    }  # CLOSE
+EOF
+        at      => ['# OPEN', '# CLOSE'],
+        problem => qr/needs "region"/,
+    },
+    {
+        name    => 'bedrock with an invalid region',
+        backend => <<'EOF',
+    model_gateway_backend bad {  # OPEN
+        type bedrock;
+        url http://127.0.0.1:%%PORT_bad%%;
+        region US_EAST;
+        aws_credentials file %%DIR%%/aws-credentials gw;
+        model bad-model;
+    }  # CLOSE
+EOF
+        at      => ['# OPEN', '# CLOSE'],
+        problem => qr/invalid region "US_EAST"/,
+    },
+    {
+        name    => 'region on a backend that is not bedrock',
+        backend => <<'EOF',
+    model_gateway_backend bad {  # OPEN
+        type openai_compatible;
+        url http://127.0.0.1:%%PORT_bad%%/v1;
+        region us-east-1;
+        model bad-model;
+    }  # CLOSE
+EOF
+        at      => ['# OPEN', '# CLOSE'],
+        problem => qr/backends of type bedrock/,
+    },
+    {
+        name    => 'bedrock with an API key and AWS credentials',
+        backend => <<'EOF',
+    model_gateway_backend bad {  # OPEN
+        type bedrock;
+        url http://127.0.0.1:%%PORT_bad%%;
+        region us-east-1;
+        key_file %%DIR%%/good.key;
+        aws_credentials file %%DIR%%/aws-credentials gw;
+        model bad-model;
+    }  # CLOSE
+EOF
+        at      => ['# OPEN', '# CLOSE'],
+        problem => qr/both a Bedrock API key and "aws_credentials"/,
+    },
+    {
+        name    => 'aws_credentials with a profile the file lacks',
+        backend => <<'EOF',
+    model_gateway_backend bad {
+        type bedrock;
+        url http://127.0.0.1:%%PORT_bad%%;
+        region us-east-1;
+        aws_credentials file %%DIR%%/aws-credentials nope;  # HERE
+        model bad-model;
+    }
+EOF
+        problem => qr/no aws_access_key_id .* in profile "nope"/,
+    },
+    {
+        name    => 'aws_credentials with a key id but no secret',
+        backend => <<'EOF',
+    model_gateway_backend bad {
+        type bedrock;
+        url http://127.0.0.1:%%PORT_bad%%;
+        region us-east-1;
+        aws_credentials file %%DIR%%/aws-credentials half;  # HERE
+        model bad-model;
+    }
+EOF
+        problem => qr/profile "half"/,
+    },
+    {
+        name    => 'aws_credentials file that does not exist',
+        backend => <<'EOF',
+    model_gateway_backend bad {
+        type bedrock;
+        url http://127.0.0.1:%%PORT_bad%%;
+        region us-east-1;
+        aws_credentials file %%DIR%%/no-such-credentials;  # HERE
+        model bad-model;
+    }
+EOF
+        problem => qr/no-such-credentials/,
+    },
+    {
+        name    => 'aws_credentials with a bad source',
+        backend => <<'EOF',
+    model_gateway_backend bad {
+        type bedrock;
+        url http://127.0.0.1:%%PORT_bad%%;
+        region us-east-1;
+        aws_credentials imds;  # HERE
+        model bad-model;
+    }
+EOF
+        problem => qr/expected "env" or "file PATH \[PROFILE\]"/,
     },
     {
         name    => 'url without scheme',
@@ -276,6 +403,7 @@ for my $c (@cases) {
     like($out, qr/\[emerg\]/, "$name: [emerg] reported");
     like($out, $c->{problem}, "$name: the message names the problem")
         or diag($out);
+    unlike($out, qr/s3cr3t/, "$name: no secret in the output");
 
     # the emerg line (the first one: nginx -t stops at the first error)
     my ($emerg) = grep { /\[emerg\]/ } split /\n/, $out;

@@ -788,6 +788,23 @@ is_error(const char *event, const char *data)
 
 
 static int
+is_error_kind(const char *kind, const char *event, const char *data)
+{
+    mg_sse_event_t  ev;
+
+    memset(&ev, 0, sizeof(ev));
+    ev.kind = kind;
+    ev.kind_len = strlen(kind);
+    ev.event = event;
+    ev.event_len = strlen(event);
+    ev.data = data;
+    ev.data_len = strlen(data);
+
+    return mg_sse_is_error(&ev);
+}
+
+
+static int
 is_done(const char *data, size_t len)
 {
     mg_sse_event_t  ev;
@@ -832,6 +849,15 @@ test_predicates(void)
     ok(!is_error(NULL, "error"), "plain text");
     ok(!is_error(NULL, ""), "empty data");
     ok(!is_error(NULL, "[DONE]"), "[DONE]");
+    ok(is_error_kind("exception", "throttlingException", "{}"),
+       "eventstream exception");
+    ok(is_error_kind("error", "InternalFailure", "boom"),
+       "eventstream error");
+    ok(!is_error_kind("event", "contentBlockDelta",
+                      "{\"error\":null,\"delta\":{}}"),
+       "eventstream event");
+    ok(!is_error_kind("event", "error", "{\"error\":1}"),
+       "an eventstream event is never an error by its name or data");
 
     ok(is_done(S("[DONE]")), "[DONE]");
     ok(is_done(S(" [DONE] ")), "[DONE] with spaces");
