@@ -992,8 +992,10 @@ ngx_http_model_gateway_backend_block(ngx_conf_t *cf, ngx_command_t *cmd,
 
     char                               *rv;
     ngx_str_t                          *value;
-    ngx_uint_t                          i;
+    ngx_uint_t                          i, j;
     ngx_conf_t                          save;
+    ngx_http_model_gateway_model_t     *m;
+    ngx_http_model_gateway_target_t    *t;
     ngx_http_model_gateway_backend_t   *b, **bp;
 
     value = cf->args->elts;
@@ -1068,6 +1070,33 @@ ngx_http_model_gateway_backend_block(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
+    /* translated providers serve chat only: embeddings stay OpenAI's */
+
+    m = mcf->models.elts;
+    for (i = 0; i < mcf->models.nelts; i++) {
+        t = m[i].targets.elts;
+
+        for (j = 0; j < m[i].targets.nelts; j++) {
+            if (t[j].backend != b
+                || !ngx_http_model_gateway_translated(b->type))
+            {
+                continue;
+            }
+
+            if (t[j].no_chat) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "model \"%V\" of backend \"%V\": "
+                                   "backends of this type do not serve "
+                                   "embeddings (only openai, "
+                                   "openai_compatible and azure do)",
+                                   &m[i].name, &b->name);
+                return NGX_CONF_ERROR;
+            }
+
+            t[j].no_embeddings = 1;
+        }
+    }
+
     if (b->type != NGX_HTTP_MG_OPENAI_COMPATIBLE
         && b->type != NGX_HTTP_MG_BEDROCK && b->key.len == 0)
     {
@@ -1110,7 +1139,7 @@ ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
     (name->len == sizeof(s) - 1 && ngx_strncmp(name->data, s, name->len) == 0)
 
     if (ngx_mg_is("model")) {
-        if (nargs < 1 || nargs > 2) {
+        if (nargs < 1 || nargs > 3) {
             goto invalid_args;
         }
 
@@ -1600,10 +1629,27 @@ ngx_http_model_gateway_backend_model(ngx_conf_t *cf,
 {
     size_t                            len;
     u_char                           *p;
-    ngx_str_t                        *name, *id;
+    ngx_str_t                        *name, *id, *api;
     ngx_uint_t                        i, j;
     ngx_http_model_gateway_model_t   *m;
     ngx_http_model_gateway_target_t  *t;
+
+    /* model NAME [PROVIDER_ID] [api=chat|embeddings] */
+
+    api = NULL;
+
+    if (value[n].len > 4 && ngx_strncmp(value[n].data, "api=", 4) == 0) {
+        api = &value[n];
+        n--;
+    }
+
+    if (n < 1 || n > 2) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid \"model\" in backend \"%V\" (expected "
+                           "NAME [PROVIDER_ID] [api=chat|embeddings])",
+                           &b->name);
+        return NGX_CONF_ERROR;
+    }
 
     name = &value[1];
     id = (n == 2) ? &value[2] : &value[1];
@@ -1662,8 +1708,27 @@ ngx_http_model_gateway_backend_model(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
+    ngx_memzero(t, sizeof(ngx_http_model_gateway_target_t));
+
     t->backend = b;
     t->provider_model = *id;
+
+    if (api) {
+        if (api->len == 8 && ngx_strncmp(api->data, "api=chat", 8) == 0) {
+            t->no_embeddings = 1;
+
+        } else if (api->len == 14
+                   && ngx_strncmp(api->data, "api=embeddings", 14) == 0)
+        {
+            t->no_chat = 1;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid \"%V\" (api=chat or "
+                               "api=embeddings)", api);
+            return NGX_CONF_ERROR;
+        }
+    }
 
     /* the provider's id as a JSON string, spliced into request bodies */
 

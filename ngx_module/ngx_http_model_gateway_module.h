@@ -193,6 +193,8 @@ typedef struct {
     ngx_str_t                          provider_model;
     ngx_str_t                          provider_model_json; /* quoted */
     ngx_str_t                          provider_path; /* URI-encoded */
+    unsigned                           no_chat:1;   /* api=embeddings */
+    unsigned                           no_embeddings:1; /* api=chat */
     ngx_http_model_gateway_node_t     *node;        /* shared pair state */
 } ngx_http_model_gateway_target_t;
 

@@ -181,14 +181,33 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
     translated = 0;
     left = 0;
 
+    ngx_memzero(&err, sizeof(mg_xerror_t));
+    mg_xerror_set(&err, 400, 0, "invalid_request_error",
+                  "unsupported_endpoint", NULL,
+                  "The model does not support this endpoint.");
+
+    /* a model declared with api=chat or api=embeddings serves that only */
+
     for (i = 0; i < n; i++) {
-        if (ngx_http_model_gateway_translated(t[i].backend->type)) {
+        if (ctx->endpoint == MG_EP_EMBEDDINGS ? t[i].no_embeddings
+                                              : t[i].no_chat)
+        {
+            ctx->tried[i] = 1;
+
+        } else if (ngx_http_model_gateway_translated(t[i].backend->type)) {
             translated = 1;
+
+        } else {
+            left += !ctx->tried[i];
         }
     }
 
     if (!translated) {
-        return NGX_OK;
+        if (left || n == 0) {
+            return NGX_OK;
+        }
+
+        goto failed;
     }
 
     ctx->xbody = ngx_pcalloc(r->pool, n * sizeof(ngx_str_t));
@@ -213,8 +232,6 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_memzero(&err, sizeof(mg_xerror_t));
-
     c.ctx = ctx;
     c.stream = &stream;
     c.include_usage = &include_usage;
@@ -224,8 +241,7 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
         b = t[i].backend;
         x = ngx_http_model_gateway_xlate(b->type);
 
-        if (x == NULL) {
-            left += !ctx->tried[i];
+        if (x == NULL || ctx->tried[i]) {
             continue;
         }
 
@@ -278,7 +294,7 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
 
         mg_buf_free(&out);
 
-        left += !ctx->tried[i];
+        left++;
     }
 
     mg_x_shrink_free(&shrunk);
@@ -286,6 +302,8 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
     if (left) {
         return NGX_OK;
     }
+
+failed:
 
     p = ngx_pnalloc(r->pool, sizeof(err.message));
     if (p == NULL) {

@@ -144,6 +144,8 @@ http {
         model emb-model;
         model shared-model;
         model org/slashy-model;
+        model emb-only text-embedding-3-small api=embeddings;
+        model chat-only api=chat;
     }
 
     model_gateway_backend second {
@@ -217,7 +219,7 @@ $t->run;
 
 my %VISIBLE = map { $_ => 1 } qw(plain-model fast emb-model shared-model
     org/slashy-model second-only hdr-model pt-model auth-model auth-model-2
-    failover-model);
+    failover-model emb-only chat-only);
 
 # every response is kept, to look for the secret key at the end
 my @RAW;
@@ -418,6 +420,7 @@ check_error(post('/v1/chat/completions', chat_body('FAST')),
     404, 'model_not_found', 'model', 'model names are case-sensitive');
 check_error(post('/v1/embeddings', '{"model":"nope","input":"x"}'),
     404, 'model_not_found', 'model', 'embeddings: unknown model');
+
 check_error(req(path => '/v1/models/no-such-model'),
     404, 'model_not_found', undef, 'GET /v1/models/no-such-model');
 check_error(req(path => '/v1/models/gpt-4o-mini'),
@@ -476,6 +479,23 @@ for my $m (@MOCKS) {
     is(scalar @{$t->mock_requests($m)}, $before{$m},
         "error cases: no request reached mock $m");
 }
+
+# models declared for one API only
+{
+    my $r = post('/v1/embeddings', '{"model":"emb-only","input":"x"}',
+                 headers => [['X-Tag', 'emb-only']]);
+    is($r->{status}, 200, 'api=embeddings: embeddings served');
+    my $got = by_tag('main', 'emb-only');
+    is($got->[0] && $got->[0]{body},
+       '{"model":"text-embedding-3-small","input":"x"}',
+       'api=embeddings: the provider id');
+}
+check_error(post('/v1/chat/completions', chat_body('emb-only')),
+    400, 'unsupported_endpoint', undef, 'api=embeddings: no chat');
+check_error(post('/v1/embeddings', '{"model":"chat-only","input":"x"}'),
+    400, 'unsupported_endpoint', undef, 'api=chat: no embeddings');
+is(post('/v1/chat/completions', chat_body('chat-only'))->{status}, 200,
+   'api=chat: chat served');
 
 # a body under the limit in the same location is served
 my $small = q({"model":"plain-model","messages":[{"role":"user","content":")

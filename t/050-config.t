@@ -253,6 +253,31 @@ EOF
         problem => qr/expected "env" or "file PATH \[PROFILE\]"/,
     },
     {
+        name    => 'embeddings on an anthropic backend',
+        backend => <<'EOF',
+    model_gateway_backend bad {  # OPEN
+        type anthropic;
+        url http://127.0.0.1:%%PORT_bad%%/v1;
+        key_file %%DIR%%/good.key;
+        model bad-emb voyage-3 api=embeddings;
+    }  # CLOSE
+EOF
+        at      => ['# OPEN', '# CLOSE'],
+        problem => qr/do not serve embeddings/,
+    },
+    {
+        name    => 'model with an unknown api',
+        backend => <<'EOF',
+    model_gateway_backend bad {
+        type openai;
+        url http://127.0.0.1:%%PORT_bad%%/v1;
+        key_file %%DIR%%/good.key;
+        model bad-model api=images;  # HERE
+    }
+EOF
+        problem => qr/api=chat or api=embeddings/,
+    },
+    {
         name    => 'url without scheme',
         backend => <<'EOF',
     model_gateway_backend bad {
