@@ -116,6 +116,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* the client's request */
 
+    memset(&o, 0, sizeof(o));
+    o.full = (size & 4) != 0;
     o.model = "claude-sonnet-4-5";
     o.model_len = sizeof("claude-sonnet-4-5") - 1;
     o.default_max_tokens = (long) (size % 3) * 1000;

@@ -704,6 +704,8 @@ ngx_http_model_gateway_anthropic_request(ngx_http_model_gateway_target_t *t,
 {
     mg_anthropic_opts_t  opts;
 
+    ngx_memzero(&opts, sizeof(mg_anthropic_opts_t));
+
     opts.model = (char *) t->provider_model.data;
     opts.model_len = t->provider_model.len;
     opts.default_max_tokens = t->backend->max_tokens;
@@ -803,6 +805,8 @@ ngx_http_model_gateway_bedrock_request(ngx_http_model_gateway_target_t *t,
     mg_xerror_t *err)
 {
     mg_bedrock_opts_t  opts;
+
+    ngx_memzero(&opts, sizeof(mg_bedrock_opts_t));
 
     opts.default_max_tokens = t->backend->max_tokens;
 

@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "mg_anthropic.h"
+#include "mg_xfast.h"
 #include "mg_json.h"
 
 
@@ -82,10 +83,28 @@ mg_anthropic_request(const char *body, size_t len,
 {
     int           rc;
     json_t       *in, *req;
+    mg_xf_opts_t  xo;
     json_error_t  jerr;
 
     *stream = 0;
     *include_usage = 0;
+
+    /* plain text chats need no tree */
+
+    if (o && !o->full && o->model && o->model_len) {
+        xo.provider = MG_XF_ANTHROPIC;
+        xo.model = o->model;
+        xo.model_len = o->model_len;
+        xo.default_max_tokens = (o->default_max_tokens > 0)
+                                ? o->default_max_tokens
+                                : MG_ANTHROPIC_MAX_TOKENS;
+
+        rc = mg_xf_request(&xo, body, len, out, stream, include_usage);
+
+        if (rc != MG_XF_DECLINED) {
+            return (rc == MG_X_NOMEM) ? mg_x_nomem(err) : rc;
+        }
+    }
 
     in = json_loadb(body, body ? len : 0, JSON_ALLOW_NUL, &jerr);
 

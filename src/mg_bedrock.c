@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "mg_bedrock.h"
+#include "mg_xfast.h"
 
 
 /* what a content list may hold, by where it is */
@@ -147,10 +148,26 @@ mg_bedrock_request(const char *body, size_t len,
     int           rc;
     json_t       *in, *req;
     mg_b_req_t    ctx;
+    mg_xf_opts_t  xo;
     json_error_t  jerr;
 
     *stream = 0;
     *include_usage = 0;
+
+    /* plain text chats need no tree */
+
+    if (o == NULL || !o->full) {
+        xo.provider = MG_XF_BEDROCK;
+        xo.model = NULL;
+        xo.model_len = 0;
+        xo.default_max_tokens = o ? o->default_max_tokens : 0;
+
+        rc = mg_xf_request(&xo, body, len, out, stream, include_usage);
+
+        if (rc != MG_XF_DECLINED) {
+            return (rc == MG_X_NOMEM) ? mg_x_nomem(err) : rc;
+        }
+    }
 
     in = json_loadb(body, body ? len : 0, JSON_ALLOW_NUL, &jerr);
 

@@ -21,6 +21,7 @@ typedef struct {
     long         default_max_tokens;    /* when the client sent none;
                                            <= 0: no maxTokens is sent and
                                            the model's own limit applies */
+    int          full;          /* tests: never the tree-free path */
 } mg_bedrock_opts_t;
 
 

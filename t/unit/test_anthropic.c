@@ -52,17 +52,21 @@ test_requests(void)
 
     ok(n >= 10, "request fixtures: %zu", n);
 
+    memset(&o, 0, sizeof(o));
     o.model = MODEL;
     o.model_len = sizeof(MODEL) - 1;
     o.default_max_tokens = 1024;
 
-    for (i = 0; i < n; i++) {
+    /* the tree-free path (where it applies) and the full translator */
+
+    for (i = 0; i < 2 * n; i++) {
+        o.full = (i >= n);
         snprintf(path, sizeof(path), "%s/request/%s.openai.json", fixdir,
-                 names[i]);
+                 names[i % n]);
 
         body = slurp(path, &len);
-        in = load("request", names[i], ".openai.json");
-        exp = load("request", names[i], ".anthropic.json");
+        in = load("request", names[i % n], ".openai.json");
+        exp = load("request", names[i % n], ".anthropic.json");
 
         memset(&out, 0, sizeof(mg_buf_t));
         memset(&err, 0, sizeof(mg_xerror_t));
@@ -73,13 +77,16 @@ test_requests(void)
                                          &usage, &err)
                   : MG_X_ERROR;
 
-        check_request(names[i], "Anthropic", rc, &err, &out, in, exp, stream,
-                      usage);
+        check_request(names[i % n], "Anthropic", rc, &err, &out, in, exp,
+                      stream, usage);
 
         json_decref(exp);
         json_decref(in);
         mg_buf_free(&out);
         free(body);
+    }
+
+    for (i = 0; i < n; i++) {
         free(names[i]);
     }
 }
@@ -114,6 +121,7 @@ test_request_errors(void)
 
         len = strlen(body);
 
+        memset(&o, 0, sizeof(o));
         o.model = json_is_true(json_object_get(c, "no_model")) ? NULL
                                                                 : MODEL;
         o.model_len = o.model ? sizeof(MODEL) - 1 : 0;

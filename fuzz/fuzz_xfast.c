@@ -1,0 +1,109 @@
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ *
+ * libFuzzer target for the tree-free request path (mg_xfast.c).  Every
+ * input is translated to Anthropic and to Bedrock twice, by the default
+ * path (tree-free where it applies) and by the full translator: both must
+ * fail alike, or succeed with the same JSON and the same stream flags.
+ *
+ *     clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
+ *         fuzz/fuzz_xfast.c src/mg_*.c -ljansson -lcrypto -lm -o /tmp/fx
+ *     mkdir -p /tmp/fx-corpus
+ *     /tmp/fx -max_total_time=20 /tmp/fx-corpus t/fixtures/xfast/
+ */
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "mg_anthropic.h"
+#include "mg_bedrock.h"
+#include "mg_translate.h"
+
+
+typedef int (*mg_fz_translate_pt)(const char *body, size_t len, int full,
+    mg_buf_t *out, int *stream, int *usage);
+
+
+static int
+mg_fz_anthropic(const char *body, size_t len, int full, mg_buf_t *out,
+    int *stream, int *usage)
+{
+    mg_xerror_t          err;
+    mg_anthropic_opts_t  o;
+
+    memset(&o, 0, sizeof(o));
+    o.model = "claude-x";
+    o.model_len = 8;
+    o.default_max_tokens = (long) (len % 3) * 100;
+    o.full = full;
+
+    return mg_anthropic_request(body, len, &o, out, stream, usage, &err);
+}
+
+
+static int
+mg_fz_bedrock(const char *body, size_t len, int full, mg_buf_t *out,
+    int *stream, int *usage)
+{
+    mg_xerror_t        err;
+    mg_bedrock_opts_t  o;
+
+    memset(&o, 0, sizeof(o));
+    o.default_max_tokens = (long) (len % 3) * 100 - 100;
+    o.full = full;
+
+    return mg_bedrock_request(body, len, &o, out, stream, usage, &err);
+}
+
+
+static void
+mg_fz_same(mg_fz_translate_pt translate, const char *s, size_t size)
+{
+    int       rc1, rc2, s1, s2, u1, u2;
+    json_t   *a, *b;
+    mg_buf_t  o1, o2;
+
+    memset(&o1, 0, sizeof(mg_buf_t));
+    memset(&o2, 0, sizeof(mg_buf_t));
+
+    s1 = s2 = u1 = u2 = -1;
+
+    rc1 = translate(s, size, 0, &o1, &s1, &u1);
+    rc2 = translate(s, size, 1, &o2, &s2, &u2);
+
+    if (rc1 != rc2) {
+        abort();
+    }
+
+    if (rc1 == MG_X_OK) {
+        a = json_loadb(o1.data, o1.len, JSON_ALLOW_NUL, NULL);
+        b = json_loadb(o2.data, o2.len, JSON_ALLOW_NUL, NULL);
+
+        if (a == NULL || b == NULL || !json_equal(a, b) || s1 != s2
+            || u1 != u2)
+        {
+            abort();
+        }
+
+        json_decref(a);
+        json_decref(b);
+    }
+
+    mg_buf_free(&o1);
+    mg_buf_free(&o2);
+}
+
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    mg_fz_same(mg_fz_anthropic, (const char *) data, size);
+    mg_fz_same(mg_fz_bedrock, (const char *) data, size);
+
+    return 0;
+}

@@ -1,0 +1,924 @@
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ *
+ * Tree-free translation of the common chat request (see mg_xfast.h).  The
+ * body is validated first, so the walk below trusts its syntax; it checks
+ * only the shape, and declines at the first thing it does not know.
+ */
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mg_json.h"
+#include "mg_xfast.h"
+
+
+#define MG_XF_SYSTEM     0
+#define MG_XF_USER       1
+#define MG_XF_ASSISTANT  2
+
+
+/* the top-level members the path knows, as bits */
+enum {
+    MG_XF_MODEL = 0,
+    MG_XF_MESSAGES,
+    MG_XF_MAX_COMPLETION,
+    MG_XF_MAX_TOKENS,
+    MG_XF_TEMPERATURE,
+    MG_XF_TOP_P,
+    MG_XF_STREAM,
+    MG_XF_STREAM_OPTIONS,
+    MG_XF_NMEMBERS
+};
+
+
+typedef struct {
+    const char  *p;             /* a value's raw bytes; NULL: absent */
+    size_t       len;
+} mg_xf_tok_t;
+
+
+/* one text of the conversation, by role, as the client escaped it */
+typedef struct {
+    int          role;
+    mg_xf_tok_t  text;          /* the string token, quotes included */
+} mg_xf_text_t;
+
+
+typedef struct {
+    mg_xf_tok_t     m[MG_XF_NMEMBERS];
+    mg_xf_text_t   *texts;
+    size_t          ntexts;
+    size_t          cap;
+} mg_xf_req_t;
+
+
+static const char *mg_xf_ws(const char *p, const char *end);
+static const char *mg_xf_skip(const char *p, const char *end);
+static int mg_xf_member(const char *key, size_t len);
+static int mg_xf_top(mg_xf_req_t *rq, const char *p, const char *end);
+static int mg_xf_messages(mg_xf_req_t *rq, const char *end);
+static int mg_xf_message(mg_xf_req_t *rq, const char *p, const char *end);
+static int mg_xf_is(const mg_xf_tok_t *t, const char *s);
+static int mg_xf_number(const mg_xf_tok_t *t, double *d);
+static int mg_xf_count(const mg_xf_tok_t *t);
+static int mg_xf_anthropic(const mg_xf_opts_t *o, mg_xf_req_t *rq,
+    const mg_xf_tok_t *max, double temp, mg_buf_t *out);
+static int mg_xf_bedrock(const mg_xf_opts_t *o, mg_xf_req_t *rq,
+    const mg_xf_tok_t *max, double temp, mg_buf_t *out);
+static int mg_xf_params(mg_xf_req_t *rq, const char *temp_name,
+    const char *top_p_name, double temp, int *first, mg_buf_t *out);
+static int mg_xf_blocks(mg_xf_req_t *rq, size_t from, size_t to,
+    const char *open, size_t open_len, mg_buf_t *out);
+
+
+int
+mg_xf_request(const mg_xf_opts_t *o, const char *body, size_t len,
+    mg_buf_t *out, int *stream, int *include_usage)
+{
+    int           rc;
+    double        temp;
+    size_t        start, vlen, keep;
+    mg_xf_tok_t  *max, *so;
+    mg_xf_req_t   rq;
+
+    if (body == NULL
+        || mg_json_scan(body, len, NULL, 0, 64, NULL) != MG_JSON_OK)
+    {
+        return MG_XF_DECLINED;
+    }
+
+    memset(&rq, 0, sizeof(mg_xf_req_t));
+
+    rc = mg_xf_top(&rq, body, body + len);
+    if (rc != MG_X_OK) {
+        goto done;
+    }
+
+    rc = MG_XF_DECLINED;
+
+    if (rq.m[MG_XF_MESSAGES].p == NULL) {
+        goto done;
+    }
+
+    /* max_completion_tokens replaces max_tokens, as in the translators */
+
+    max = &rq.m[MG_XF_MAX_COMPLETION];
+    if (max->p == NULL) {
+        max = &rq.m[MG_XF_MAX_TOKENS];
+    }
+
+    if (max->p && !mg_xf_count(max)) {
+        goto done;
+    }
+
+    temp = 0;
+
+    if (rq.m[MG_XF_TEMPERATURE].p
+        && mg_xf_number(&rq.m[MG_XF_TEMPERATURE], &temp) != MG_X_OK)
+    {
+        goto done;
+    }
+
+    if (rq.m[MG_XF_TOP_P].p
+        && mg_xf_number(&rq.m[MG_XF_TOP_P], NULL) != MG_X_OK)
+    {
+        goto done;
+    }
+
+    if (rq.m[MG_XF_STREAM].p && !mg_xf_is(&rq.m[MG_XF_STREAM], "true")
+        && !mg_xf_is(&rq.m[MG_XF_STREAM], "false"))
+    {
+        goto done;
+    }
+
+    so = &rq.m[MG_XF_STREAM_OPTIONS];
+
+    if (so->p && so->p[0] != '{') {
+        goto done;
+    }
+
+    rc = mg_xf_messages(&rq, body + len);
+    if (rc != MG_X_OK) {
+        goto done;
+    }
+
+    keep = out->len;
+
+    rc = (o->provider == MG_XF_ANTHROPIC)
+         ? mg_xf_anthropic(o, &rq, max, temp, out)
+         : mg_xf_bedrock(o, &rq, max, temp, out);
+
+    if (rc != MG_X_OK) {
+        out->len = keep;
+        goto done;
+    }
+
+    *stream = mg_xf_is(&rq.m[MG_XF_STREAM], "true");
+    *include_usage = 0;
+
+    if (so->p
+        && mg_json_member(so->p, so->len, "include_usage", 13, &start, &vlen)
+           == MG_JSON_TRUE)
+    {
+        *include_usage = 1;
+    }
+
+done:
+
+    free(rq.texts);
+
+    return rc;
+}
+
+
+static const char *
+mg_xf_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+    {
+        p++;
+    }
+
+    return p;
+}
+
+
+/* past the (valid) value at p */
+
+static const char *
+mg_xf_skip(const char *p, const char *end)
+{
+    int          depth;
+    const char  *q, *r;
+
+    depth = 0;
+
+    do {
+        switch (*p) {
+
+        case '"':
+            for (q = p + 1; ; q = r + 1) {
+                r = memchr(q, '"', end - q);
+                if (r == NULL) {
+                    return end;
+                }
+
+                /* a quote after an odd run of backslashes is escaped */
+
+                for (q = r; q > p + 1 && q[-1] == '\\'; q--) { /* void */ }
+
+                if ((r - q) % 2 == 0) {
+                    break;
+                }
+            }
+
+            p = r + 1;
+            break;
+
+        case '{':
+        case '[':
+            depth++;
+            p++;
+            break;
+
+        case '}':
+        case ']':
+            depth--;
+            p++;
+            break;
+
+        case ',':
+        case ':':
+        case ' ':
+        case '\t':
+        case '\n':
+        case '\r':
+            p++;
+            break;
+
+        default:
+
+            /* a number or a literal */
+
+            while (p < end && *p != ',' && *p != '}' && *p != ']'
+                   && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+            {
+                p++;
+            }
+        }
+
+    } while (depth > 0 && p < end);
+
+    return p;
+}
+
+
+static int
+mg_xf_member(const char *key, size_t len)
+{
+    static const char  *names[MG_XF_NMEMBERS] = {
+        "model", "messages", "max_completion_tokens", "max_tokens",
+        "temperature", "top_p", "stream", "stream_options"
+    };
+
+    int  i;
+
+    for (i = 0; i < MG_XF_NMEMBERS; i++) {
+        if (strlen(names[i]) == len && memcmp(names[i], key, len) == 0) {
+            return i;
+        }
+    }
+
+    return -1;
+}
+
+
+/* the top-level members: known ones, each once */
+
+static int
+mg_xf_top(mg_xf_req_t *rq, const char *p, const char *end)
+{
+    int          k;
+    unsigned     seen;
+    const char  *key, *v;
+    size_t       klen;
+
+    p = mg_xf_ws(p, end);
+
+    if (p == end || *p != '{') {
+        return MG_XF_DECLINED;
+    }
+
+    p = mg_xf_ws(p + 1, end);
+    seen = 0;
+
+    while (p < end && *p == '"') {
+        key = p + 1;
+        p = mg_xf_skip(p, end);
+        klen = p - 1 - key;
+
+        if (memchr(key, '\\', klen)) {
+            return MG_XF_DECLINED;
+        }
+
+        k = mg_xf_member(key, klen);
+
+        if (k < 0 || (seen & (1u << k))) {
+            return MG_XF_DECLINED;
+        }
+
+        seen |= 1u << k;
+
+        p = mg_xf_ws(p, end);
+        p = mg_xf_ws(p + 1, end);           /* the colon */
+        v = p;
+        p = mg_xf_skip(p, end);
+
+        /* null is absent, as the translators take it */
+
+        if (!(p - v == 4 && memcmp(v, "null", 4) == 0)) {
+            rq->m[k].p = v;
+            rq->m[k].len = p - v;
+        }
+
+        p = mg_xf_ws(p, end);
+
+        if (p < end && *p == ',') {
+            p = mg_xf_ws(p + 1, end);
+        }
+    }
+
+    return MG_X_OK;
+}
+
+
+/* the messages: objects of a known role and a string content */
+
+static int
+mg_xf_messages(mg_xf_req_t *rq, const char *end)
+{
+    int          rc;
+    const char  *p, *e;
+
+    p = rq->m[MG_XF_MESSAGES].p;
+    e = p + rq->m[MG_XF_MESSAGES].len;
+
+    if (*p != '[') {
+        return MG_XF_DECLINED;
+    }
+
+    p = mg_xf_ws(p + 1, e);
+
+    while (p < e && *p == '{') {
+        rc = mg_xf_message(rq, p, e);
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+
+        p = mg_xf_ws(mg_xf_skip(p, e), e);
+
+        if (p < e && *p == ',') {
+            p = mg_xf_ws(p + 1, e);
+        }
+    }
+
+    return (p < e && *p == ']') ? MG_X_OK : MG_XF_DECLINED;
+}
+
+
+static int
+mg_xf_message(mg_xf_req_t *rq, const char *p, const char *end)
+{
+    int            r;
+    size_t         klen;
+    const char    *key, *v;
+    mg_xf_tok_t    role, content, t;
+    mg_xf_text_t  *texts;
+
+    role.p = NULL;
+    content.p = NULL;
+    content.len = 0;
+
+    p = mg_xf_ws(p + 1, end);
+
+    while (p < end && *p == '"') {
+        key = p + 1;
+        p = mg_xf_skip(p, end);
+        klen = p - 1 - key;
+
+        p = mg_xf_ws(p, end);
+        p = mg_xf_ws(p + 1, end);
+        v = p;
+        p = mg_xf_skip(p, end);
+
+        t.p = v;
+        t.len = p - v;
+
+        if (klen == 4 && memcmp(key, "role", 4) == 0 && role.p == NULL) {
+            role = t;
+
+        } else if (klen == 7 && memcmp(key, "content", 7) == 0
+                   && content.p == NULL)
+        {
+            content = t;
+
+        } else {
+            return MG_XF_DECLINED;
+        }
+
+        p = mg_xf_ws(p, end);
+
+        if (p < end && *p == ',') {
+            p = mg_xf_ws(p + 1, end);
+        }
+    }
+
+    if (role.p == NULL || content.p == NULL) {
+        return MG_XF_DECLINED;
+    }
+
+    if (mg_xf_is(&role, "\"system\"") || mg_xf_is(&role, "\"developer\"")) {
+        r = MG_XF_SYSTEM;
+
+    } else if (mg_xf_is(&role, "\"user\"")) {
+        r = MG_XF_USER;
+
+    } else if (mg_xf_is(&role, "\"assistant\"")) {
+        r = MG_XF_ASSISTANT;
+
+    } else {
+        return MG_XF_DECLINED;
+    }
+
+    if (mg_xf_is(&content, "null") || mg_xf_is(&content, "\"\"")) {
+
+        /* no text: the translators skip such a message */
+        return MG_X_OK;
+    }
+
+    if (content.p[0] != '"') {
+        return MG_XF_DECLINED;
+    }
+
+    if (rq->ntexts == rq->cap) {
+        rq->cap = rq->cap ? 2 * rq->cap : 32;
+
+        texts = realloc(rq->texts, rq->cap * sizeof(mg_xf_text_t));
+        if (texts == NULL) {
+            return MG_X_NOMEM;
+        }
+
+        rq->texts = texts;
+    }
+
+    rq->texts[rq->ntexts].role = r;
+    rq->texts[rq->ntexts++].text = content;
+
+    return MG_X_OK;
+}
+
+
+static int
+mg_xf_is(const mg_xf_tok_t *t, const char *s)
+{
+    size_t  n;
+
+    n = strlen(s);
+
+    return t->p && t->len == n && memcmp(t->p, s, n) == 0;
+}
+
+
+/*
+ * A number jansson reads the same way: no integer beyond 18 digits (it
+ * refuses those over 64 bits) and no real that overflows.
+ */
+
+static int
+mg_xf_number(const mg_xf_tok_t *t, double *d)
+{
+    char    buf[48];
+    char   *e;
+    double  v;
+
+    if (t->len >= sizeof(buf)
+        || !(t->p[0] == '-' || (t->p[0] >= '0' && t->p[0] <= '9')))
+    {
+        return MG_XF_DECLINED;
+    }
+
+    memcpy(buf, t->p, t->len);
+    buf[t->len] = '\0';
+
+    if (strpbrk(buf, ".eE") == NULL && t->len > 18) {
+        return MG_XF_DECLINED;
+    }
+
+    errno = 0;
+    v = strtod(buf, &e);
+
+    if (*e != '\0' || isinf(v)) {
+        return MG_XF_DECLINED;
+    }
+
+    if (d) {
+        *d = v;
+    }
+
+    return MG_X_OK;
+}
+
+
+/* a positive integer, as max_tokens must be */
+
+static int
+mg_xf_count(const mg_xf_tok_t *t)
+{
+    size_t  i;
+
+    if (t->len == 0 || t->len > 18 || t->p[0] < '1' || t->p[0] > '9') {
+        return 0;
+    }
+
+    for (i = 1; i < t->len; i++) {
+        if (t->p[i] < '0' || t->p[i] > '9') {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+#define mg_xf_lit(out, s)  mg_buf_append(out, s, sizeof(s) - 1)
+
+
+/*
+ * Anthropic: system texts to "system" (one as a string, more as text
+ * blocks), consecutive turns of one role merged, a lone text as a string.
+ */
+
+static int
+mg_xf_anthropic(const mg_xf_opts_t *o, mg_xf_req_t *rq,
+    const mg_xf_tok_t *max, double temp, mg_buf_t *out)
+{
+    int     first;
+    size_t  i, j, nsys, n;
+    char    model[512];
+
+    static const char  block[] = "{\"type\":\"text\",\"text\":";
+
+    if (o->model == NULL || o->model_len == 0) {
+        return MG_XF_DECLINED;
+    }
+
+    for (i = 0, n = 0; i < rq->ntexts; i++) {
+        n += (rq->texts[i].role != MG_XF_SYSTEM);
+    }
+
+    if (n == 0) {
+        return MG_XF_DECLINED;
+    }
+
+    n = mg_json_escape(model, sizeof(model), o->model, o->model_len);
+
+    if (n >= sizeof(model)) {
+        return MG_XF_DECLINED;
+    }
+
+    if (mg_xf_lit(out, "{\"model\":\"") != MG_X_OK
+        || mg_buf_append(out, model, n) != MG_X_OK
+        || mg_xf_lit(out, "\",\"max_tokens\":") != MG_X_OK)
+    {
+        return MG_X_NOMEM;
+    }
+
+    if (max->p) {
+        if (mg_buf_append(out, max->p, max->len) != MG_X_OK) {
+            return MG_X_NOMEM;
+        }
+
+    } else if (mg_buf_printf(out, "%ld", o->default_max_tokens) != MG_X_OK) {
+        return MG_X_NOMEM;
+    }
+
+    for (i = 0, nsys = 0; i < rq->ntexts; i++) {
+        nsys += (rq->texts[i].role == MG_XF_SYSTEM);
+    }
+
+    if (nsys) {
+        if (mg_xf_lit(out, ",\"system\":") != MG_X_OK) {
+            return MG_X_NOMEM;
+        }
+
+        if (nsys > 1 && mg_xf_lit(out, "[") != MG_X_OK) {
+            return MG_X_NOMEM;
+        }
+
+        for (i = 0, j = 0; i < rq->ntexts; i++) {
+            if (rq->texts[i].role != MG_XF_SYSTEM) {
+                continue;
+            }
+
+            if ((j++ && mg_xf_lit(out, ",") != MG_X_OK)
+                || (nsys > 1 && mg_xf_lit(out, block) != MG_X_OK)
+                || mg_buf_append(out, rq->texts[i].text.p,
+                                 rq->texts[i].text.len)
+                   != MG_X_OK
+                || (nsys > 1 && mg_xf_lit(out, "}") != MG_X_OK))
+            {
+                return MG_X_NOMEM;
+            }
+        }
+
+        if (nsys > 1 && mg_xf_lit(out, "]") != MG_X_OK) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    if (mg_xf_lit(out, ",\"messages\":[") != MG_X_OK) {
+        return MG_X_NOMEM;
+    }
+
+    first = 1;
+
+    for (i = 0; i < rq->ntexts; i = j) {
+        if (rq->texts[i].role == MG_XF_SYSTEM) {
+            j = i + 1;
+            continue;
+        }
+
+        /* the turn runs until the other role speaks */
+
+        for (j = i + 1, n = 1; j < rq->ntexts; j++) {
+            if (rq->texts[j].role == MG_XF_SYSTEM) {
+                continue;
+            }
+
+            if (rq->texts[j].role != rq->texts[i].role) {
+                break;
+            }
+
+            n++;
+        }
+
+        if ((!first && mg_xf_lit(out, ",") != MG_X_OK)
+            || (rq->texts[i].role == MG_XF_USER
+                ? mg_xf_lit(out, "{\"role\":\"user\",\"content\":")
+                : mg_xf_lit(out, "{\"role\":\"assistant\",\"content\":"))
+               != MG_X_OK)
+        {
+            return MG_X_NOMEM;
+        }
+
+        first = 0;
+
+        if (n == 1) {
+            if (mg_buf_append(out, rq->texts[i].text.p,
+                              rq->texts[i].text.len)
+                != MG_X_OK)
+            {
+                return MG_X_NOMEM;
+            }
+
+        } else if (mg_xf_blocks(rq, i, j, block, sizeof(block) - 1, out)
+                   != MG_X_OK)
+        {
+            return MG_X_NOMEM;
+        }
+
+        if (mg_xf_lit(out, "}") != MG_X_OK) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    if (mg_xf_lit(out, "]") != MG_X_OK) {
+        return MG_X_NOMEM;
+    }
+
+    first = 0;
+
+    if (mg_xf_params(rq, "temperature", "top_p", temp, &first, out)
+        != MG_X_OK)
+    {
+        return MG_X_NOMEM;
+    }
+
+    if (rq->m[MG_XF_STREAM].p
+        && (mg_xf_lit(out, ",\"stream\":") != MG_X_OK
+            || mg_buf_append(out, rq->m[MG_XF_STREAM].p,
+                             rq->m[MG_XF_STREAM].len)
+               != MG_X_OK))
+    {
+        return MG_X_NOMEM;
+    }
+
+    return mg_xf_lit(out, "}");
+}
+
+
+/*
+ * Converse: every text a block of its own, consecutive turns of one role
+ * merged; the parameters in inferenceConfig.
+ */
+
+static int
+mg_xf_bedrock(const mg_xf_opts_t *o, mg_xf_req_t *rq,
+    const mg_xf_tok_t *max, double temp, mg_buf_t *out)
+{
+    int     first;
+    size_t  i, j, nsys, at;
+
+    static const char  block[] = "{\"text\":";
+
+    for (i = 0, nsys = 0; i < rq->ntexts; i++) {
+        nsys += (rq->texts[i].role == MG_XF_SYSTEM);
+    }
+
+    if (nsys == rq->ntexts) {
+        return MG_XF_DECLINED;
+    }
+
+    if (mg_xf_lit(out, "{\"messages\":[") != MG_X_OK) {
+        return MG_X_NOMEM;
+    }
+
+    first = 1;
+
+    for (i = 0; i < rq->ntexts; i = j) {
+        if (rq->texts[i].role == MG_XF_SYSTEM) {
+            j = i + 1;
+            continue;
+        }
+
+        for (j = i + 1; j < rq->ntexts; j++) {
+            if (rq->texts[j].role != MG_XF_SYSTEM
+                && rq->texts[j].role != rq->texts[i].role)
+            {
+                break;
+            }
+        }
+
+        if ((!first && mg_xf_lit(out, ",") != MG_X_OK)
+            || (rq->texts[i].role == MG_XF_USER
+                ? mg_xf_lit(out, "{\"role\":\"user\",\"content\":")
+                : mg_xf_lit(out, "{\"role\":\"assistant\",\"content\":"))
+               != MG_X_OK
+            || mg_xf_blocks(rq, i, j, block, sizeof(block) - 1, out)
+               != MG_X_OK
+            || mg_xf_lit(out, "}") != MG_X_OK)
+        {
+            return MG_X_NOMEM;
+        }
+
+        first = 0;
+    }
+
+    if (mg_xf_lit(out, "]") != MG_X_OK) {
+        return MG_X_NOMEM;
+    }
+
+    if (nsys) {
+        if (mg_xf_lit(out, ",\"system\":[") != MG_X_OK) {
+            return MG_X_NOMEM;
+        }
+
+        for (i = 0, j = 0; i < rq->ntexts; i++) {
+            if (rq->texts[i].role != MG_XF_SYSTEM) {
+                continue;
+            }
+
+            if ((j++ && mg_xf_lit(out, ",") != MG_X_OK)
+                || mg_xf_lit(out, block) != MG_X_OK
+                || mg_buf_append(out, rq->texts[i].text.p,
+                                 rq->texts[i].text.len)
+                   != MG_X_OK
+                || mg_xf_lit(out, "}") != MG_X_OK)
+            {
+                return MG_X_NOMEM;
+            }
+        }
+
+        if (mg_xf_lit(out, "]") != MG_X_OK) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    if (max->p || o->default_max_tokens > 0
+        || rq->m[MG_XF_TEMPERATURE].p || rq->m[MG_XF_TOP_P].p)
+    {
+        at = out->len;
+
+        if (mg_xf_lit(out, ",\"inferenceConfig\":{") != MG_X_OK) {
+            return MG_X_NOMEM;
+        }
+
+        first = 1;
+
+        if (max->p || o->default_max_tokens > 0) {
+            if (mg_xf_lit(out, "\"maxTokens\":") != MG_X_OK) {
+                return MG_X_NOMEM;
+            }
+
+            if (max->p) {
+                if (mg_buf_append(out, max->p, max->len) != MG_X_OK) {
+                    return MG_X_NOMEM;
+                }
+
+            } else if (mg_buf_printf(out, "%ld", o->default_max_tokens)
+                       != MG_X_OK)
+            {
+                return MG_X_NOMEM;
+            }
+
+            first = 0;
+        }
+
+        if (mg_xf_params(rq, "temperature", "topP", temp, &first, out)
+            != MG_X_OK)
+        {
+            return MG_X_NOMEM;
+        }
+
+        if (first) {
+
+            /* only a top_p of 1, left out: no empty inferenceConfig */
+
+            out->len = at;
+
+        } else if (mg_xf_lit(out, "}") != MG_X_OK) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    return mg_xf_lit(out, "}");
+}
+
+
+/*
+ * temperature (OpenAI's 0..2 clamped to the providers' 0..1) and top_p
+ * (left out when 1, OpenAI's default: recent Claude models refuse both).
+ */
+
+static int
+mg_xf_params(mg_xf_req_t *rq, const char *temp_name, const char *top_p_name,
+    double temp, int *first, mg_buf_t *out)
+{
+    double        top_p;
+    mg_xf_tok_t  *t;
+
+    t = &rq->m[MG_XF_TEMPERATURE];
+
+    if (t->p) {
+        if (mg_buf_printf(out, "%s\"%s\":", *first ? "" : ",", temp_name)
+            != MG_X_OK)
+        {
+            return MG_X_NOMEM;
+        }
+
+        *first = 0;
+
+        if (temp < 0 || temp > 1) {
+            if (mg_buf_append(out, temp < 0 ? "0.0" : "1.0", 3) != MG_X_OK) {
+                return MG_X_NOMEM;
+            }
+
+        } else if (mg_buf_append(out, t->p, t->len) != MG_X_OK) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    t = &rq->m[MG_XF_TOP_P];
+
+    if (t->p && mg_xf_number(t, &top_p) == MG_X_OK && top_p != 1) {
+        if (mg_buf_printf(out, "%s\"%s\":", *first ? "" : ",", top_p_name)
+            != MG_X_OK
+            || mg_buf_append(out, t->p, t->len) != MG_X_OK)
+        {
+            return MG_X_NOMEM;
+        }
+
+        *first = 0;
+    }
+
+    return MG_X_OK;
+}
+
+
+/* the texts of one turn, [from, to) but for system ones, as blocks */
+
+static int
+mg_xf_blocks(mg_xf_req_t *rq, size_t from, size_t to, const char *open,
+    size_t open_len, mg_buf_t *out)
+{
+    int     first;
+    size_t  i;
+
+    if (mg_xf_lit(out, "[") != MG_X_OK) {
+        return MG_X_NOMEM;
+    }
+
+    first = 1;
+
+    for (i = from; i < to; i++) {
+        if (rq->texts[i].role == MG_XF_SYSTEM) {
+            continue;
+        }
+
+        if ((!first && mg_xf_lit(out, ",") != MG_X_OK)
+            || mg_buf_append(out, open, open_len) != MG_X_OK
+            || mg_buf_append(out, rq->texts[i].text.p, rq->texts[i].text.len)
+               != MG_X_OK
+            || mg_xf_lit(out, "}") != MG_X_OK)
+        {
+            return MG_X_NOMEM;
+        }
+
+        first = 0;
+    }
+
+    return mg_xf_lit(out, "]");
+}

@@ -1,0 +1,53 @@
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ *
+ * Tree-free translation of the most common chat request: plain text
+ * messages and a few scalar parameters.  Building and dumping a jansson
+ * tree for such a request costs tens of microseconds even when its texts
+ * are set aside; here the body is validated by the scanner, walked once,
+ * and the provider's body is written with every string copied as the
+ * client escaped it.  Anything outside that shape is declined and goes to
+ * the full translator, whose result this path must equal (a unit test and
+ * a fuzz target compare the two).
+ */
+
+#ifndef _MG_XFAST_H_INCLUDED_
+#define _MG_XFAST_H_INCLUDED_
+
+#include <stddef.h>
+
+#include "mg_translate.h"
+
+
+#define MG_XF_ANTHROPIC  1
+#define MG_XF_BEDROCK    2
+
+#define MG_XF_DECLINED   2      /* not the common shape */
+
+
+typedef struct {
+    int          provider;          /* MG_XF_ANTHROPIC or MG_XF_BEDROCK */
+    const char  *model;             /* Anthropic: the id to send (required) */
+    size_t       model_len;
+    long         default_max_tokens; /* as the provider's translator takes */
+} mg_xf_opts_t;
+
+
+/*
+ * The body, translated for the provider, appended to out; *stream and
+ * *include_usage as the full translators report them.  Returns MG_X_OK,
+ * MG_XF_DECLINED (out untouched: use the full translator, which also
+ * reports any error) or MG_X_NOMEM.
+ *
+ * The shape: an object whose members are among model, messages,
+ * max_completion_tokens, max_tokens (positive integers), temperature,
+ * top_p (numbers), stream (a boolean) and stream_options (an object), each
+ * at most once; messages an array of objects with exactly a role (system,
+ * developer, user or assistant) and a string content; member names
+ * without escapes.  null values count as absent.
+ */
+int mg_xf_request(const mg_xf_opts_t *o, const char *body, size_t len,
+    mg_buf_t *out, int *stream, int *include_usage);
+
+
+#endif /* _MG_XFAST_H_INCLUDED_ */

@@ -1,0 +1,378 @@
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ *
+ * The tree-free path must equal the full translators: thousands of
+ * generated plain-text chats (roles in any order, system and developer
+ * messages anywhere, empty and null contents, escapes, every parameter
+ * present, absent, null, in and out of range) are translated both ways
+ * for Anthropic and Bedrock and compared as JSON, with the stream flags.
+ * Each generated case must also take the tree-free path, or the
+ * comparison would prove nothing; near misses must be declined.
+ */
+
+#define _GNU_SOURCE  1
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "tap.h"
+#include "mg_anthropic.h"
+#include "mg_bedrock.h"
+#include "mg_xfast.h"
+
+
+static unsigned long long  seed = 88172645463325252ULL;
+
+
+/* xorshift64 */
+
+static unsigned
+rnd(unsigned n)
+{
+    seed ^= seed << 13;
+    seed ^= seed >> 7;
+    seed ^= seed << 17;
+
+    return (unsigned) (seed % n);
+}
+
+
+static const char *
+pick(const char **a, size_t n)
+{
+    return a[rnd(n)];
+}
+
+
+#define PICK(a)  pick(a, sizeof(a) / sizeof(a[0]))
+
+
+/* a generated plain-text chat */
+
+static void
+gen(mg_buf_t *b)
+{
+    int          first;
+    unsigned     i, n;
+    const char  *v;
+
+    static const char  *roles[] = {
+        "system", "developer", "user", "user", "user", "assistant",
+        "assistant"
+    };
+
+    static const char  *texts[] = {
+        "\"hi\"", "\"\"", "null", "\"caf\\u00e9 \\\"q\\\" \\\\ \\n\"",
+        "\"\xf0\x9f\x98\x80 emoji\"", "\"a longer text, with some words\"",
+        "\"\\ud83d\\ude00\"", "\"tab\\there\"", "\"\\u0000nul\""
+    };
+
+    static const char  *maxes[] = {
+        NULL, "null", "1", "512", "100000"
+    };
+
+    static const char  *temps[] = {
+        NULL, "null", "0", "0.5", "1", "1.0", "1.5", "2", "-0.5", "0.7e0",
+        "-0"
+    };
+
+    static const char  *top_ps[] = {
+        NULL, "null", "1", "1.0", "0.9", "0", "1e0"
+    };
+
+    static const char  *streams[] = {
+        NULL, "null", "true", "false"
+    };
+
+    static const char  *sos[] = {
+        NULL, "null", "{}", "{\"include_usage\":true}",
+        "{\"include_usage\":false}", "{\"include_usage\":null,\"x\":[1]}"
+    };
+
+    mg_buf_reset(b);
+    mg_buf_printf(b, "{ \"model\" : \"gpt-4o\", \"messages\": [");
+
+    n = 1 + rnd(9);
+
+    for (i = 0; i < n; i++) {
+        if (rnd(2)) {
+            mg_buf_printf(b, "%s{\"role\":\"%s\",\"content\":%s}",
+                          i ? "," : "", PICK(roles), PICK(texts));
+
+        } else {
+            mg_buf_printf(b, "%s{ \"content\": %s, \"role\": \"%s\" }",
+                          i ? ", " : "", PICK(texts), PICK(roles));
+        }
+    }
+
+    mg_buf_printf(b, "]");
+
+#define member(name, list)                                                  \
+    v = PICK(list);                                                         \
+    if (v) {                                                                \
+        mg_buf_printf(b, ",\"%s\":%s", name, v);                            \
+    }
+
+    member("max_tokens", maxes);
+    member("max_completion_tokens", maxes);
+    member("temperature", temps);
+    member("top_p", top_ps);
+    member("stream", streams);
+    member("stream_options", sos);
+
+#undef member
+
+    first = rnd(2);
+    mg_buf_printf(b, first ? "}" : " }\n");
+}
+
+
+typedef int (*translate_pt)(const char *body, size_t len, int full,
+    mg_buf_t *out, int *stream, int *usage, mg_xerror_t *err);
+
+
+static int
+anthropic(const char *body, size_t len, int full, mg_buf_t *out,
+    int *stream, int *usage, mg_xerror_t *err)
+{
+    mg_anthropic_opts_t  o;
+
+    memset(&o, 0, sizeof(o));
+    o.model = "claude-x \"1\"";
+    o.model_len = strlen(o.model);
+    o.default_max_tokens = 2048;
+    o.full = full;
+
+    return mg_anthropic_request(body, len, &o, out, stream, usage, err);
+}
+
+
+static int
+bedrock(const char *body, size_t len, int full, mg_buf_t *out, int *stream,
+    int *usage, mg_xerror_t *err)
+{
+    mg_bedrock_opts_t  o;
+
+    memset(&o, 0, sizeof(o));
+    o.default_max_tokens = (len % 2) ? 777 : 0;
+    o.full = full;
+
+    return mg_bedrock_request(body, len, &o, out, stream, usage, err);
+}
+
+
+/* one body both ways: the same result; returns 1 if they agreed */
+
+static int
+same(translate_pt tr, const char *body, size_t len)
+{
+    int           rc1, rc2, s1, s2, u1, u2, eq;
+    json_t       *j1, *j2;
+    mg_buf_t      o1, o2;
+    mg_xerror_t   e1, e2;
+
+    memset(&o1, 0, sizeof(o1));
+    memset(&o2, 0, sizeof(o2));
+    memset(&e1, 0, sizeof(e1));
+    memset(&e2, 0, sizeof(e2));
+
+    rc1 = tr(body, len, 0, &o1, &s1, &u1, &e1);
+    rc2 = tr(body, len, 1, &o2, &s2, &u2, &e2);
+
+    eq = (rc1 == rc2);
+
+    if (eq && rc1 == MG_X_OK) {
+        j1 = json_loadb(o1.data, o1.len, JSON_ALLOW_NUL, NULL);
+        j2 = json_loadb(o2.data, o2.len, JSON_ALLOW_NUL, NULL);
+
+        eq = j1 && j2 && json_equal(j1, j2) && s1 == s2 && u1 == u2;
+
+        json_decref(j1);
+        json_decref(j2);
+
+    } else if (eq) {
+        eq = (e1.status == e2.status);
+    }
+
+    if (!eq) {
+        tap_diag_str("body", body, len);
+        tap_diag_str("fast", o1.data, o1.len);
+        tap_diag_str("full", o2.data, o2.len);
+        tap_diag("rc %d/%d stream %d/%d usage %d/%d", rc1, rc2, s1, s2, u1,
+                 u2);
+    }
+
+    mg_buf_free(&o1);
+    mg_buf_free(&o2);
+
+    return eq;
+}
+
+
+static int
+fast_taken(int provider, const char *body, size_t len)
+{
+    int           rc, s, u;
+    mg_buf_t      out;
+    mg_xf_opts_t  o;
+
+    memset(&o, 0, sizeof(o));
+    memset(&out, 0, sizeof(out));
+
+    o.provider = provider;
+    o.model = "m";
+    o.model_len = 1;
+    o.default_max_tokens = 1;
+
+    rc = mg_xf_request(&o, body, len, &out, &s, &u);
+
+    mg_buf_free(&out);
+
+    return rc;
+}
+
+
+#define S(s)  s, sizeof(s) - 1
+
+
+int
+main(void)
+{
+    int        i, bad, fast, declined;
+    mg_buf_t   b;
+
+    memset(&b, 0, sizeof(b));
+
+    bad = 0;
+    fast = 0;
+    declined = 0;
+
+    for (i = 0; i < 4000; i++) {
+        gen(&b);
+
+        if (fast_taken(MG_XF_ANTHROPIC, b.data, b.len) == MG_X_OK) {
+            fast++;
+
+        } else {
+            declined++;
+        }
+
+        bad += !same(anthropic, b.data, b.len);
+        bad += !same(bedrock, b.data, b.len);
+
+        if (bad > 5) {
+            break;
+        }
+    }
+
+    is_int(bad, 0, "4000 generated chats: tree-free == full, both "
+           "providers");
+    ok(fast > 3000, "most generated chats take the tree-free path (%d)",
+       fast);
+    ok(declined > 0, "chats without a user or assistant text are declined "
+       "(%d)", declined);
+
+    /* near misses: declined, and the full translator decides */
+
+    {
+        static const char  *miss[] = {
+            "{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}",
+            "{\"messages\":[{\"role\":\"user\",\"content\":[]}]}",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\","
+                "\"name\":\"n\"}]}",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                "\"tools\":[]}",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                "\"stop\":\"s\"}",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                "\"n\":1}",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                "\"max_tokens\":0}",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                "\"max_tokens\":1.0}",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                "\"temperature\":\"1\"}",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                "\"temperature\":1e999}",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                "\"temperature\":123456789012345678901}",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                "\"stream\":1}",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                "\"stream\":true,\"stream\":false}",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                "\"m\\u0061x_tokens\":5}",
+            "{\"messages\":[{\"role\":\"us\\u0065r\",\"content\":\"x\"}]}",
+            "{\"messages\":[{\"role\":\"user\",\"role\":\"user\","
+                "\"content\":\"x\"}]}",
+            "{\"messages\":[\"user\"]}",
+            "{\"messages\":{}}",
+            "{\"messages\":[]}",
+            "{\"messages\":[{\"role\":\"system\",\"content\":\"x\"}]}",
+            "[{\"messages\":[]}]",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                "\"stream_options\":true}"
+        };
+
+        for (i = 0; i < (int) (sizeof(miss) / sizeof(miss[0])); i++) {
+            ok(fast_taken(MG_XF_ANTHROPIC, miss[i], strlen(miss[i]))
+               == MG_XF_DECLINED, "declined: %s", miss[i]);
+            ok(same(anthropic, miss[i], strlen(miss[i]))
+               && same(bedrock, miss[i], strlen(miss[i])),
+               "declined: the same answer: %s", miss[i]);
+        }
+    }
+
+    /* the exact bytes of a simple case, so the shape is pinned down */
+
+    {
+        int           s, u;
+        mg_buf_t      out;
+        mg_xf_opts_t  o;
+
+        static const char  body[] =
+            "{\"model\":\"gpt\",\"messages\":[{\"role\":\"system\","
+            "\"content\":\"Be \\\"brief\\\".\"},{\"role\":\"user\","
+            "\"content\":\"caf\\u00e9\"}],\"temperature\":1.5,"
+            "\"stream\":true,\"stream_options\":{\"include_usage\":true}}";
+
+        memset(&out, 0, sizeof(out));
+        memset(&o, 0, sizeof(o));
+        o.provider = MG_XF_ANTHROPIC;
+        o.model = "claude";
+        o.model_len = 6;
+        o.default_max_tokens = 4096;
+
+        ok(mg_xf_request(&o, S(body), &out, &s, &u) == MG_X_OK
+           && s == 1 && u == 1, "anthropic: taken, stream and usage");
+        is_str(out.data, out.len,
+               "{\"model\":\"claude\",\"max_tokens\":4096,\"system\":"
+               "\"Be \\\"brief\\\".\",\"messages\":[{\"role\":\"user\","
+               "\"content\":\"caf\\u00e9\"}],\"temperature\":1.0,"
+               "\"stream\":true}",
+               "anthropic: the texts exactly as the client escaped them");
+
+        mg_buf_reset(&out);
+        o.provider = MG_XF_BEDROCK;
+        o.default_max_tokens = 0;
+
+        ok(mg_xf_request(&o, S(body), &out, &s, &u) == MG_X_OK,
+           "bedrock: taken");
+        is_str(out.data, out.len,
+               "{\"messages\":[{\"role\":\"user\",\"content\":[{\"text\":"
+               "\"caf\\u00e9\"}]}],\"system\":[{\"text\":\"Be \\\"brief\\\""
+               ".\"}],\"inferenceConfig\":{\"temperature\":1.0}}",
+               "bedrock: blocks and inferenceConfig");
+
+        mg_buf_free(&out);
+    }
+
+    mg_buf_free(&b);
+
+    return tap_done();
+}
