@@ -1,10 +1,12 @@
 /*
  * Copyright (C) The ngx_http_model_gateway_module authors
  *
- * libFuzzer target for the tree-free request path (mg_xfast.c).  Every
- * input is translated to Anthropic and to Bedrock twice, by the default
- * path (tree-free where it applies) and by the full translator: both must
- * fail alike, or succeed with the same JSON and the same stream flags.
+ * libFuzzer target for the tree-free paths (mg_xfast.c).  Every input is
+ * translated to Anthropic and to Bedrock twice, by the default path
+ * (tree-free where it applies) and by the full translator: both must fail
+ * alike, or succeed with the same JSON and the same stream flags.  Taken
+ * as an Anthropic or a Bedrock answer, an input the tree-free path accepts
+ * must give what the full translator gives (but Bedrock's made-up id).
  *
  *     clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
  *         fuzz/fuzz_xfast.c src/mg_*.c -ljansson -lcrypto -lm -o /tmp/fx
@@ -21,6 +23,7 @@
 #include "mg_anthropic.h"
 #include "mg_bedrock.h"
 #include "mg_translate.h"
+#include "mg_xfast.h"
 
 
 typedef int (*mg_fz_translate_pt)(const char *body, size_t len, int full,
@@ -97,6 +100,53 @@ mg_fz_same(mg_fz_translate_pt translate, const char *s, size_t size)
 }
 
 
+static void
+mg_fz_answer(int provider, const char *s, size_t size)
+{
+    int          rc1, rc2;
+    json_t      *a, *b;
+    mg_buf_t     o1, o2;
+    mg_xerror_t  err;
+
+    memset(&o1, 0, sizeof(mg_buf_t));
+    memset(&o2, 0, sizeof(mg_buf_t));
+
+    rc1 = mg_xf_answer(provider, s, size, "m", 1, 1700000000, &o1);
+
+    if (rc1 != MG_XF_DECLINED) {
+        rc2 = (provider == MG_XF_ANTHROPIC)
+              ? mg_anthropic_response(s, size, "m", 1, 1700000000, &o2, &err)
+              : mg_bedrock_response(s, size, "m", 1, 1700000000, &o2, &err);
+
+        if (rc1 != rc2) {
+            abort();
+        }
+
+        a = json_loadb(o1.data, o1.len, JSON_ALLOW_NUL, NULL);
+        b = json_loadb(o2.data, o2.len, JSON_ALLOW_NUL, NULL);
+
+        if (a == NULL || b == NULL) {
+            abort();
+        }
+
+        if (provider == MG_XF_BEDROCK) {
+            json_object_del(a, "id");
+            json_object_del(b, "id");
+        }
+
+        if (!json_equal(a, b)) {
+            abort();
+        }
+
+        json_decref(a);
+        json_decref(b);
+    }
+
+    mg_buf_free(&o1);
+    mg_buf_free(&o2);
+}
+
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int
@@ -104,6 +154,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     mg_fz_same(mg_fz_anthropic, (const char *) data, size);
     mg_fz_same(mg_fz_bedrock, (const char *) data, size);
+    mg_fz_answer(MG_XF_ANTHROPIC, (const char *) data, size);
+    mg_fz_answer(MG_XF_BEDROCK, (const char *) data, size);
 
     return 0;
 }

@@ -17,6 +17,7 @@
 #include "mg_anthropic.h"
 #include "mg_gemini.h"
 #include "mg_bedrock.h"
+#include "mg_xfast.h"
 
 
 /* texts shorter than this are not worth setting aside */
@@ -24,6 +25,9 @@
 
 
 struct ngx_http_model_gateway_xlate_s {
+    int        (*fast)(ngx_http_model_gateway_target_t *t, ngx_str_t *body,
+                       mg_buf_t *out, int *stream, int *include_usage);
+    int          provider;          /* MG_XF_*: tree-free answers */
     int        (*request)(ngx_http_model_gateway_target_t *t,
                           ngx_str_t *body, mg_buf_t *out, int *stream,
                           int *include_usage, mg_xerror_t *err);
@@ -54,6 +58,9 @@ typedef struct {
 } ngx_http_model_gateway_xcall_t;
 
 
+static int ngx_http_model_gateway_anthropic_fast(
+    ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
+    int *stream, int *include_usage);
 static int ngx_http_model_gateway_anthropic_request(
     ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
     int *stream, int *include_usage, mg_xerror_t *err);
@@ -77,6 +84,9 @@ static int ngx_http_model_gateway_gemini_stream(void *st,
 static int ngx_http_model_gateway_gemini_finish(void *st, mg_buf_t *out);
 static void ngx_http_model_gateway_gemini_free(void *st);
 
+static int ngx_http_model_gateway_bedrock_fast(
+    ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
+    int *stream, int *include_usage);
 static int ngx_http_model_gateway_bedrock_request(
     ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
     int *stream, int *include_usage, mg_xerror_t *err);
@@ -102,6 +112,8 @@ static void ngx_http_model_gateway_translate_cleanup(void *data);
 
 
 static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_anthropic = {
+    ngx_http_model_gateway_anthropic_fast,
+    MG_XF_ANTHROPIC,
     ngx_http_model_gateway_anthropic_request,
     mg_anthropic_response,
     ngx_http_model_gateway_anthropic_error,
@@ -114,6 +126,8 @@ static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_anthropic = {
 
 
 static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_gemini = {
+    NULL,
+    0,
     ngx_http_model_gateway_gemini_request,
     mg_gemini_response,
     ngx_http_model_gateway_gemini_error,
@@ -126,6 +140,8 @@ static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_gemini = {
 
 
 static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_bedrock = {
+    ngx_http_model_gateway_bedrock_fast,
+    MG_XF_BEDROCK,
     ngx_http_model_gateway_bedrock_request,
     mg_bedrock_response,
     ngx_http_model_gateway_bedrock_error,
@@ -166,7 +182,7 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
 {
     int                                rc, stream, include_usage;
     u_char                            *p;
-    ngx_uint_t                         i, n, left, translated;
+    ngx_uint_t                         i, n, left, translated, shrink;
     mg_buf_t                           out;
     mg_x_shrink_t                      shrunk;
     mg_xerror_t                        err;
@@ -215,22 +231,8 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    /*
-     * long message texts are set aside before the translators see the
-     * body, and put back, still escaped, into what they produce: decoding
-     * and encoding a long chat history is most of a translation's cost
-     */
-
     ngx_memzero(&shrunk, sizeof(mg_x_shrink_t));
-
-    if (ctx->endpoint == MG_EP_CHAT
-        && mg_x_shrink((char *) ctx->body.data, ctx->body.len,
-                       NGX_HTTP_MG_SHRINK_MIN, &shrunk)
-           != MG_X_OK)
-    {
-        mg_x_shrink_free(&shrunk);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    shrink = 0;
 
     c.ctx = ctx;
     c.stream = &stream;
@@ -261,10 +263,38 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
         c.x = x;
         c.target = &t[i];
 
-        rc = mg_x_translate_shrunk(&shrunk, (char *) ctx->body.data,
-                                   ctx->body.len,
-                                   ngx_http_model_gateway_translate_request,
-                                   &c, &out);
+        /* a plain text chat is translated without a JSON tree */
+
+        rc = x->fast ? x->fast(&t[i], &ctx->body, &out, &stream,
+                               &include_usage)
+                     : MG_XF_DECLINED;
+
+        if (rc == MG_XF_DECLINED && !shrink) {
+
+            /*
+             * otherwise long message texts are set aside before the
+             * translator sees the body, and put back, still escaped,
+             * into what it produces: decoding and encoding a long chat
+             * history is most of a translation's cost
+             */
+
+            shrink = 1;
+
+            if (mg_x_shrink((char *) ctx->body.data, ctx->body.len,
+                            NGX_HTTP_MG_SHRINK_MIN, &shrunk)
+                != MG_X_OK)
+            {
+                mg_x_shrink_free(&shrunk);
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+        }
+
+        if (rc == MG_XF_DECLINED) {
+            rc = mg_x_translate_shrunk(&shrunk, (char *) ctx->body.data,
+                                       ctx->body.len,
+                                       ngx_http_model_gateway_translate_request,
+                                       &c, &out);
+        }
 
         if (rc != MG_X_OK) {
             mg_buf_free(&out);
@@ -362,6 +392,17 @@ ngx_http_model_gateway_translate_answer(ngx_http_model_gateway_ctx_t *ctx,
     int                             rc;
     mg_x_shrink_t                   shrunk;
     ngx_http_model_gateway_xcall_t  c;
+
+    /* an answer of text only is translated without a JSON tree */
+
+    if (x->provider) {
+        rc = mg_xf_answer(x->provider, p, len, (char *) ctx->model.data,
+                          ctx->model.len, (long) ngx_time(), out);
+
+        if (rc != MG_XF_DECLINED) {
+            return (rc == MG_X_NOMEM) ? mg_x_nomem(err) : rc;
+        }
+    }
 
     ngx_memzero(&shrunk, sizeof(mg_x_shrink_t));
 
@@ -698,6 +739,25 @@ ngx_http_model_gateway_translate_cleanup(void *data)
 /* the providers */
 
 static int
+ngx_http_model_gateway_anthropic_fast(ngx_http_model_gateway_target_t *t,
+    ngx_str_t *body, mg_buf_t *out, int *stream, int *include_usage)
+{
+    mg_xf_opts_t  opts;
+
+    opts.provider = MG_XF_ANTHROPIC;
+    opts.model = (char *) t->provider_model.data;
+    opts.model_len = t->provider_model.len;
+    opts.default_max_tokens = (t->backend->max_tokens > 0)
+                              ? t->backend->max_tokens
+                              : MG_ANTHROPIC_MAX_TOKENS;
+    opts.valid = 1;
+
+    return mg_xf_request(&opts, (char *) body->data, body->len, out, stream,
+                         include_usage);
+}
+
+
+static int
 ngx_http_model_gateway_anthropic_request(ngx_http_model_gateway_target_t *t,
     ngx_str_t *body, mg_buf_t *out, int *stream, int *include_usage,
     mg_xerror_t *err)
@@ -796,6 +856,23 @@ static void
 ngx_http_model_gateway_gemini_free(void *st)
 {
     mg_gemini_stream_free(st);
+}
+
+
+static int
+ngx_http_model_gateway_bedrock_fast(ngx_http_model_gateway_target_t *t,
+    ngx_str_t *body, mg_buf_t *out, int *stream, int *include_usage)
+{
+    mg_xf_opts_t  opts;
+
+    opts.provider = MG_XF_BEDROCK;
+    opts.model = NULL;
+    opts.model_len = 0;
+    opts.default_max_tokens = t->backend->max_tokens;
+    opts.valid = 1;
+
+    return mg_xf_request(&opts, (char *) body->data, body->len, out, stream,
+                         include_usage);
 }
 
 

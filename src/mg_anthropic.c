@@ -95,6 +95,7 @@ mg_anthropic_request(const char *body, size_t len,
         xo.provider = MG_XF_ANTHROPIC;
         xo.model = o->model;
         xo.model_len = o->model_len;
+        xo.valid = 0;
         xo.default_max_tokens = (o->default_max_tokens > 0)
                                 ? o->default_max_tokens
                                 : MG_ANTHROPIC_MAX_TOKENS;
@@ -1576,30 +1577,26 @@ mg_a_finish(const char *reason)
 
 /* table 10.3: Anthropic's input_tokens exclude the cached ones */
 
+void
+mg_anthropic_usage(long long input, long long output, long long cache_read,
+    long long cache_creation, mg_x_usage_t *u)
+{
+    u->prompt = input + cache_read + cache_creation;
+    u->completion = output;
+    u->cached = cache_read;
+    u->cache_write = cache_creation;
+}
+
+
 static json_t *
 mg_a_usage(long long input, long long output, long long cache_read,
     long long cache_creation)
 {
-    long long  prompt;
+    mg_x_usage_t  u;
 
-    prompt = input + cache_read + cache_creation;
+    mg_anthropic_usage(input, output, cache_read, cache_creation, &u);
 
-    if (cache_creation) {
-        return json_pack("{s:I,s:I,s:I,s:{s:I,s:I}}",
-                         "prompt_tokens", (json_int_t) prompt,
-                         "completion_tokens", (json_int_t) output,
-                         "total_tokens", (json_int_t) (prompt + output),
-                         "prompt_tokens_details",
-                         "cached_tokens", (json_int_t) cache_read,
-                         "cache_write_tokens", (json_int_t) cache_creation);
-    }
-
-    return json_pack("{s:I,s:I,s:I,s:{s:I}}",
-                     "prompt_tokens", (json_int_t) prompt,
-                     "completion_tokens", (json_int_t) output,
-                     "total_tokens", (json_int_t) (prompt + output),
-                     "prompt_tokens_details",
-                     "cached_tokens", (json_int_t) cache_read);
+    return mg_x_usage_json(&u);
 }
 
 

@@ -62,6 +62,10 @@ int mg_anthropic_response(const char *body, size_t len, const char *model,
  * (code context_length_exceeded for "prompt is too long").  Messages are
  * valid UTF-8.  body may be anything (or NULL).
  */
+/* Anthropic's counts (input_tokens exclude the cached ones) -> OpenAI's */
+void mg_anthropic_usage(long long input, long long output,
+    long long cache_read, long long cache_creation, mg_x_usage_t *u);
+
 void mg_anthropic_error(int status, const char *body, size_t len,
     mg_xerror_t *err);
 

@@ -58,7 +58,6 @@ typedef enum {
 } mg_b_ekind_t;
 
 
-static void mg_b_make_id(char *buf, size_t size, long created);
 
 static int mg_b_req_check(json_t *in, mg_xerror_t *err);
 static int mg_b_req_messages(json_t *in, json_t *req, mg_b_req_t *ctx,
@@ -125,8 +124,8 @@ static int mg_b_stream_end(mg_bedrock_stream_t *st, mg_buf_t *out);
  * so the counter needs no lock.
  */
 
-static void
-mg_b_make_id(char *buf, size_t size, long created)
+void
+mg_bedrock_make_id(char *buf, size_t size, long created)
 {
     static unsigned  seq;
 
@@ -160,6 +159,7 @@ mg_bedrock_request(const char *body, size_t len,
         xo.provider = MG_XF_BEDROCK;
         xo.model = NULL;
         xo.model_len = 0;
+        xo.valid = 0;
         xo.default_max_tokens = o ? o->default_max_tokens : 0;
 
         rc = mg_xf_request(&xo, body, len, out, stream, include_usage);
@@ -1792,7 +1792,7 @@ mg_bedrock_response(const char *body, size_t len, const char *model,
         goto done;
     }
 
-    mg_b_make_id(id, sizeof(id), created);
+    mg_bedrock_make_id(id, sizeof(id), created);
 
     res = json_object();
 
@@ -1885,34 +1885,31 @@ mg_b_finish(const char *reason)
  * output) says so and they are not added twice.  total < 0: not sent.
  */
 
+void
+mg_bedrock_usage(long long input, long long output, long long total,
+    long long cache_read, long long cache_write, mg_x_usage_t *u)
+{
+    u->prompt = input + cache_read + cache_write;
+
+    if (cache_read + cache_write && total == input + output) {
+        u->prompt = input;
+    }
+
+    u->completion = output;
+    u->cached = cache_read;
+    u->cache_write = cache_write;
+}
+
+
 static json_t *
 mg_b_usage(long long input, long long output, long long total,
     long long cache_read, long long cache_write)
 {
-    long long  prompt;
+    mg_x_usage_t  u;
 
-    prompt = input + cache_read + cache_write;
+    mg_bedrock_usage(input, output, total, cache_read, cache_write, &u);
 
-    if (cache_read + cache_write && total == input + output) {
-        prompt = input;
-    }
-
-    if (cache_write) {
-        return json_pack("{s:I,s:I,s:I,s:{s:I,s:I}}",
-                         "prompt_tokens", (json_int_t) prompt,
-                         "completion_tokens", (json_int_t) output,
-                         "total_tokens", (json_int_t) (prompt + output),
-                         "prompt_tokens_details",
-                         "cached_tokens", (json_int_t) cache_read,
-                         "cache_write_tokens", (json_int_t) cache_write);
-    }
-
-    return json_pack("{s:I,s:I,s:I,s:{s:I}}",
-                     "prompt_tokens", (json_int_t) prompt,
-                     "completion_tokens", (json_int_t) output,
-                     "total_tokens", (json_int_t) (prompt + output),
-                     "prompt_tokens_details",
-                     "cached_tokens", (json_int_t) cache_read);
+    return mg_x_usage_json(&u);
 }
 
 
@@ -2247,7 +2244,7 @@ mg_bedrock_stream_init(mg_bedrock_stream_t *st, const char *model,
     st->include_usage = include_usage != 0;
     st->total_tokens = -1;
 
-    mg_b_make_id(st->id, sizeof(st->id), created);
+    mg_bedrock_make_id(st->id, sizeof(st->id), created);
 
     if (model == NULL) {
         model_len = 0;

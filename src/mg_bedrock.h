@@ -81,6 +81,16 @@ int mg_bedrock_response(const char *body, size_t len, const char *model,
  * outside 400..599) means an error that came inside a 200.  Messages are
  * valid UTF-8.  errortype and body may be anything (or NULL).
  */
+/*
+ * Converse's counts -> OpenAI's: the cached ones are added to the prompt
+ * unless totalTokens (< 0: not sent) shows they are already in it.
+ */
+void mg_bedrock_usage(long long input, long long output, long long total,
+    long long cache_read, long long cache_write, mg_x_usage_t *u);
+
+/* "chatcmpl-" and 24 hex digits, unique per process and second */
+void mg_bedrock_make_id(char *buf, size_t size, long created);
+
 void mg_bedrock_error(int status, const char *errortype,
     size_t errortype_len, const char *body, size_t len, mg_xerror_t *err);
 

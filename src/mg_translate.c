@@ -13,7 +13,6 @@
 
 
 /* token counts are clamped, so that their sums cannot overflow */
-#define MG_X_TOKENS_MAX  1000000000000000LL
 
 
 static int
@@ -1024,4 +1023,49 @@ mg_x_shrink_free(mg_x_shrink_t *s)
     s->len = NULL;
     s->n = 0;
     s->cap = 0;
+}
+
+
+json_t *
+mg_x_usage_json(const mg_x_usage_t *u)
+{
+    if (u->cache_write) {
+        return json_pack("{s:I,s:I,s:I,s:{s:I,s:I}}",
+                         "prompt_tokens", (json_int_t) u->prompt,
+                         "completion_tokens", (json_int_t) u->completion,
+                         "total_tokens",
+                         (json_int_t) (u->prompt + u->completion),
+                         "prompt_tokens_details",
+                         "cached_tokens", (json_int_t) u->cached,
+                         "cache_write_tokens", (json_int_t) u->cache_write);
+    }
+
+    return json_pack("{s:I,s:I,s:I,s:{s:I}}",
+                     "prompt_tokens", (json_int_t) u->prompt,
+                     "completion_tokens", (json_int_t) u->completion,
+                     "total_tokens",
+                     (json_int_t) (u->prompt + u->completion),
+                     "prompt_tokens_details",
+                     "cached_tokens", (json_int_t) u->cached);
+}
+
+
+/* the same object, written without a tree */
+
+int
+mg_x_usage_print(mg_buf_t *out, const mg_x_usage_t *u)
+{
+    int  rc;
+
+    rc = mg_buf_printf(out, "{\"prompt_tokens\":%lld,\"completion_tokens\":"
+                       "%lld,\"total_tokens\":%lld,\"prompt_tokens_details\":"
+                       "{\"cached_tokens\":%lld", u->prompt, u->completion,
+                       u->prompt + u->completion, u->cached);
+
+    if (rc == MG_X_OK && u->cache_write) {
+        rc = mg_buf_printf(out, ",\"cache_write_tokens\":%lld",
+                           u->cache_write);
+    }
+
+    return (rc == MG_X_OK) ? mg_buf_append(out, "}}", 2) : rc;
 }

@@ -40,11 +40,28 @@ typedef struct {
 } mg_xerror_t;
 
 
+/* usage counts beyond this are clamped */
+#define MG_X_TOKENS_MAX  1000000000000000LL
+
 #define MG_X_OK        0
 #define MG_X_ERROR    -1        /* see the mg_xerror_t */
 #define MG_X_NOMEM    -2
 #define MG_X_DONE      1        /* a stream translator saw the end */
 
+
+/*
+ * The usage of an OpenAI answer: total_tokens is prompt + completion;
+ * cache_write 0 is left out of prompt_tokens_details.
+ */
+typedef struct {
+    long long    prompt;
+    long long    completion;
+    long long    cached;
+    long long    cache_write;
+} mg_x_usage_t;
+
+json_t *mg_x_usage_json(const mg_x_usage_t *u);
+int mg_x_usage_print(mg_buf_t *out, const mg_x_usage_t *u);
 
 int mg_buf_append(mg_buf_t *b, const char *p, size_t n);
 int mg_buf_printf(mg_buf_t *b, const char *fmt, ...)

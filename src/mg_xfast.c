@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mg_anthropic.h"
+#include "mg_bedrock.h"
 #include "mg_json.h"
 #include "mg_xfast.h"
 
@@ -48,6 +50,12 @@ typedef struct {
 
 
 typedef struct {
+    const char  *p;
+    const char  *end;
+} mg_xf_iter_t;
+
+
+typedef struct {
     mg_xf_tok_t     m[MG_XF_NMEMBERS];
     mg_xf_text_t   *texts;
     size_t          ntexts;
@@ -59,8 +67,11 @@ static const char *mg_xf_ws(const char *p, const char *end);
 static const char *mg_xf_skip(const char *p, const char *end);
 static int mg_xf_member(const char *key, size_t len);
 static int mg_xf_top(mg_xf_req_t *rq, const char *p, const char *end);
-static int mg_xf_messages(mg_xf_req_t *rq, const char *end);
-static int mg_xf_message(mg_xf_req_t *rq, const char *p, const char *end);
+static int mg_xf_messages(mg_xf_req_t *rq);
+static int mg_xf_message(mg_xf_req_t *rq, const mg_xf_tok_t *m);
+static void mg_xf_open(mg_xf_iter_t *it, const mg_xf_tok_t *v);
+static int mg_xf_elem(mg_xf_iter_t *it, mg_xf_tok_t *v);
+static int mg_xf_next(mg_xf_iter_t *it, mg_xf_tok_t *key, mg_xf_tok_t *v);
 static int mg_xf_is(const mg_xf_tok_t *t, const char *s);
 static int mg_xf_number(const mg_xf_tok_t *t, double *d);
 static int mg_xf_count(const mg_xf_tok_t *t);
@@ -85,7 +96,8 @@ mg_xf_request(const mg_xf_opts_t *o, const char *body, size_t len,
     mg_xf_req_t   rq;
 
     if (body == NULL
-        || mg_json_scan(body, len, NULL, 0, 64, NULL) != MG_JSON_OK)
+        || (!o->valid
+            && mg_json_scan(body, len, NULL, 0, 64, NULL) != MG_JSON_OK))
     {
         return MG_XF_DECLINED;
     }
@@ -140,7 +152,7 @@ mg_xf_request(const mg_xf_opts_t *o, const char *body, size_t len,
         goto done;
     }
 
-    rc = mg_xf_messages(&rq, body + len);
+    rc = mg_xf_messages(&rq);
     if (rc != MG_X_OK) {
         goto done;
     }
@@ -281,30 +293,27 @@ mg_xf_member(const char *key, size_t len)
 static int
 mg_xf_top(mg_xf_req_t *rq, const char *p, const char *end)
 {
-    int          k;
-    unsigned     seen;
-    const char  *key, *v;
-    size_t       klen;
+    int           k;
+    unsigned      seen;
+    mg_xf_tok_t   key, v;
+    mg_xf_iter_t  it;
 
-    p = mg_xf_ws(p, end);
+    v.p = mg_xf_ws(p, end);
+    v.len = end - v.p;
 
-    if (p == end || *p != '{') {
+    if (v.len == 0 || *v.p != '{') {
         return MG_XF_DECLINED;
     }
 
-    p = mg_xf_ws(p + 1, end);
+    mg_xf_open(&it, &v);
     seen = 0;
 
-    while (p < end && *p == '"') {
-        key = p + 1;
-        p = mg_xf_skip(p, end);
-        klen = p - 1 - key;
-
-        if (memchr(key, '\\', klen)) {
+    while (mg_xf_next(&it, &key, &v)) {
+        if (memchr(key.p, '\\', key.len)) {
             return MG_XF_DECLINED;
         }
 
-        k = mg_xf_member(key, klen);
+        k = mg_xf_member(key.p, key.len);
 
         if (k < 0 || (seen & (1u << k))) {
             return MG_XF_DECLINED;
@@ -312,22 +321,10 @@ mg_xf_top(mg_xf_req_t *rq, const char *p, const char *end)
 
         seen |= 1u << k;
 
-        p = mg_xf_ws(p, end);
-        p = mg_xf_ws(p + 1, end);           /* the colon */
-        v = p;
-        p = mg_xf_skip(p, end);
-
         /* null is absent, as the translators take it */
 
-        if (!(p - v == 4 && memcmp(v, "null", 4) == 0)) {
-            rq->m[k].p = v;
-            rq->m[k].len = p - v;
-        }
-
-        p = mg_xf_ws(p, end);
-
-        if (p < end && *p == ',') {
-            p = mg_xf_ws(p + 1, end);
+        if (!mg_xf_is(&v, "null")) {
+            rq->m[k] = v;
         }
     }
 
@@ -338,81 +335,60 @@ mg_xf_top(mg_xf_req_t *rq, const char *p, const char *end)
 /* the messages: objects of a known role and a string content */
 
 static int
-mg_xf_messages(mg_xf_req_t *rq, const char *end)
+mg_xf_messages(mg_xf_req_t *rq)
 {
-    int          rc;
-    const char  *p, *e;
+    int           rc;
+    mg_xf_tok_t   m;
+    mg_xf_iter_t  it;
 
-    p = rq->m[MG_XF_MESSAGES].p;
-    e = p + rq->m[MG_XF_MESSAGES].len;
-
-    if (*p != '[') {
+    if (rq->m[MG_XF_MESSAGES].p[0] != '[') {
         return MG_XF_DECLINED;
     }
 
-    p = mg_xf_ws(p + 1, e);
+    mg_xf_open(&it, &rq->m[MG_XF_MESSAGES]);
 
-    while (p < e && *p == '{') {
-        rc = mg_xf_message(rq, p, e);
+    while (mg_xf_elem(&it, &m)) {
+        if (m.p[0] != '{') {
+            return MG_XF_DECLINED;
+        }
+
+        rc = mg_xf_message(rq, &m);
         if (rc != MG_X_OK) {
             return rc;
         }
-
-        p = mg_xf_ws(mg_xf_skip(p, e), e);
-
-        if (p < e && *p == ',') {
-            p = mg_xf_ws(p + 1, e);
-        }
     }
 
-    return (p < e && *p == ']') ? MG_X_OK : MG_XF_DECLINED;
+    return MG_X_OK;
 }
 
 
 static int
-mg_xf_message(mg_xf_req_t *rq, const char *p, const char *end)
+mg_xf_message(mg_xf_req_t *rq, const mg_xf_tok_t *m)
 {
     int            r;
-    size_t         klen;
-    const char    *key, *v;
-    mg_xf_tok_t    role, content, t;
+    mg_xf_tok_t    key, v, role, content;
+    mg_xf_iter_t   it;
     mg_xf_text_t  *texts;
 
     role.p = NULL;
     content.p = NULL;
     content.len = 0;
 
-    p = mg_xf_ws(p + 1, end);
+    mg_xf_open(&it, m);
 
-    while (p < end && *p == '"') {
-        key = p + 1;
-        p = mg_xf_skip(p, end);
-        klen = p - 1 - key;
+    while (mg_xf_next(&it, &key, &v)) {
+        if (key.len == 4 && memcmp(key.p, "role", 4) == 0
+            && role.p == NULL)
+        {
+            role = v;
 
-        p = mg_xf_ws(p, end);
-        p = mg_xf_ws(p + 1, end);
-        v = p;
-        p = mg_xf_skip(p, end);
-
-        t.p = v;
-        t.len = p - v;
-
-        if (klen == 4 && memcmp(key, "role", 4) == 0 && role.p == NULL) {
-            role = t;
-
-        } else if (klen == 7 && memcmp(key, "content", 7) == 0
+        } else if (key.len == 7 && memcmp(key.p, "content", 7) == 0
                    && content.p == NULL)
         {
-            content = t;
+            content = v;
 
         } else {
             return MG_XF_DECLINED;
-        }
-
-        p = mg_xf_ws(p, end);
-
-        if (p < end && *p == ',') {
-            p = mg_xf_ws(p + 1, end);
         }
     }
 
@@ -458,6 +434,59 @@ mg_xf_message(mg_xf_req_t *rq, const char *p, const char *end)
     rq->texts[rq->ntexts++].text = content;
 
     return MG_X_OK;
+}
+
+
+/* iteration over a (valid) object or array */
+
+static void
+mg_xf_open(mg_xf_iter_t *it, const mg_xf_tok_t *v)
+{
+    it->end = v->p + v->len;
+    it->p = mg_xf_ws(v->p + 1, it->end);
+}
+
+
+/* the next element; 0 at the end */
+
+static int
+mg_xf_elem(mg_xf_iter_t *it, mg_xf_tok_t *v)
+{
+    if (it->p >= it->end || *it->p == ']' || *it->p == '}') {
+        return 0;
+    }
+
+    v->p = it->p;
+    it->p = mg_xf_skip(it->p, it->end);
+    v->len = it->p - v->p;
+
+    it->p = mg_xf_ws(it->p, it->end);
+
+    if (it->p < it->end && *it->p == ',') {
+        it->p = mg_xf_ws(it->p + 1, it->end);
+    }
+
+    return 1;
+}
+
+
+/* the next member: its name as written (no quotes) and its value */
+
+static int
+mg_xf_next(mg_xf_iter_t *it, mg_xf_tok_t *key, mg_xf_tok_t *v)
+{
+    if (it->p >= it->end || *it->p != '"') {
+        return 0;
+    }
+
+    key->p = it->p + 1;
+    it->p = mg_xf_skip(it->p, it->end);
+    key->len = it->p - 1 - key->p;
+
+    it->p = mg_xf_ws(it->p, it->end);
+    it->p = mg_xf_ws(it->p + 1, it->end);       /* the colon */
+
+    return mg_xf_elem(it, v);
 }
 
 
@@ -921,4 +950,486 @@ mg_xf_blocks(mg_xf_req_t *rq, size_t from, size_t to, const char *open,
     }
 
     return mg_xf_lit(out, "]");
+}
+
+
+/* answers */
+
+typedef struct {
+    mg_xf_tok_t    texts[16];       /* string tokens, joined */
+    size_t         ntexts;
+    const char    *finish;
+    mg_xf_tok_t    id;              /* Anthropic's, prefixed */
+    long long      n[5];            /* the provider's usage counts */
+    unsigned       usage:1;
+} mg_xf_answer_t;
+
+
+static int mg_xf_answer_anthropic(mg_xf_answer_t *a, const mg_xf_tok_t *in);
+static int mg_xf_answer_bedrock(mg_xf_answer_t *a, const mg_xf_tok_t *in);
+static int mg_xf_texts(mg_xf_answer_t *a, const mg_xf_tok_t *content,
+    const char *type);
+static int mg_xf_counts(mg_xf_answer_t *a, const mg_xf_tok_t *usage,
+    const char **names, size_t n);
+static const char *mg_xf_finish(const mg_xf_tok_t *reason, int provider);
+
+
+int
+mg_xf_answer(int provider, const char *body, size_t len, const char *model,
+    size_t model_len, long created, mg_buf_t *out)
+{
+    int             rc;
+    size_t          i, keep, n;
+    mg_xf_tok_t     in;
+    mg_x_usage_t    u;
+    mg_xf_answer_t  a;
+    char            id[48], name[512];
+
+    if (body == NULL
+        || mg_json_scan(body, len, NULL, 0, 64, NULL) != MG_JSON_OK)
+    {
+        return MG_XF_DECLINED;
+    }
+
+    in.p = mg_xf_ws(body, body + len);
+    in.len = body + len - in.p;
+
+    if (*in.p != '{') {
+        return MG_XF_DECLINED;
+    }
+
+    memset(&a, 0, sizeof(mg_xf_answer_t));
+
+    rc = (provider == MG_XF_ANTHROPIC) ? mg_xf_answer_anthropic(&a, &in)
+                                       : mg_xf_answer_bedrock(&a, &in);
+    if (rc != MG_X_OK) {
+        return rc;
+    }
+
+    n = mg_json_escape(name, sizeof(name), model ? model : "",
+                       model ? model_len : 0);
+    if (n >= sizeof(name)) {
+        return MG_XF_DECLINED;
+    }
+
+    keep = out->len;
+
+    if (provider == MG_XF_ANTHROPIC) {
+        rc = mg_buf_append(out, "{\"id\":\"chatcmpl-", 16);
+
+        if (rc == MG_X_OK) {
+            rc = mg_buf_append(out, a.id.p + 1, a.id.len - 2);
+        }
+
+    } else {
+        mg_bedrock_make_id(id, sizeof(id), created);
+        rc = mg_buf_printf(out, "{\"id\":\"%s", id);
+    }
+
+    if (rc == MG_X_OK) {
+        rc = mg_buf_printf(out, "\",\"object\":\"chat.completion\","
+                           "\"created\":%ld,\"model\":\"", created);
+    }
+
+    if (rc == MG_X_OK) {
+        rc = mg_buf_append(out, name, n);
+    }
+
+    if (rc == MG_X_OK) {
+        rc = mg_xf_lit(out, "\",\"choices\":[{\"index\":0,\"message\":{"
+                       "\"role\":\"assistant\",\"content\":\"");
+    }
+
+    for (i = 0; rc == MG_X_OK && i < a.ntexts; i++) {
+        rc = mg_buf_append(out, a.texts[i].p + 1, a.texts[i].len - 2);
+    }
+
+    if (rc == MG_X_OK) {
+        rc = mg_buf_printf(out, "\",\"refusal\":null},\"logprobs\":null,"
+                           "\"finish_reason\":\"%s\"}]", a.finish);
+    }
+
+    if (rc == MG_X_OK && a.usage) {
+        if (provider == MG_XF_ANTHROPIC) {
+            mg_anthropic_usage(a.n[0], a.n[1], a.n[2], a.n[3], &u);
+
+        } else {
+            mg_bedrock_usage(a.n[0], a.n[1], a.n[2], a.n[3], a.n[4], &u);
+        }
+
+        rc = mg_xf_lit(out, ",\"usage\":");
+
+        if (rc == MG_X_OK) {
+            rc = mg_x_usage_print(out, &u);
+        }
+    }
+
+    if (rc == MG_X_OK) {
+        rc = mg_xf_lit(out, "}");
+    }
+
+    if (rc != MG_X_OK) {
+        out->len = keep;
+    }
+
+    return rc;
+}
+
+
+/*
+ * {"id":..,"type":"message","content":[{"type":"text","text":..}..],
+ * "stop_reason":..,"usage":{..}}; other members are not looked at.
+ */
+
+static int
+mg_xf_answer_anthropic(mg_xf_answer_t *a, const mg_xf_tok_t *in)
+{
+    int           k;
+    unsigned      seen;
+    mg_xf_tok_t   key, v, m[5];
+    mg_xf_iter_t  it;
+
+    static const char  *names[] = {
+        "type", "content", "id", "stop_reason", "usage"
+    };
+
+    static const char  *counts[] = {
+        "input_tokens", "output_tokens", "cache_read_input_tokens",
+        "cache_creation_input_tokens"
+    };
+
+    memset(m, 0, sizeof(m));
+    seen = 0;
+
+    mg_xf_open(&it, in);
+
+    while (mg_xf_next(&it, &key, &v)) {
+        if (memchr(key.p, '\\', key.len)) {
+            return MG_XF_DECLINED;
+        }
+
+        for (k = 0; k < 5; k++) {
+            if (strlen(names[k]) == key.len
+                && memcmp(names[k], key.p, key.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (k == 5) {
+            continue;
+        }
+
+        if (seen & (1u << k)) {
+            return MG_XF_DECLINED;
+        }
+
+        seen |= 1u << k;
+        m[k] = v;
+    }
+
+    /* an error, or a type written with escapes */
+
+    if (m[0].p && m[0].p[0] == '"'
+        && (mg_xf_is(&m[0], "\"error\"") || memchr(m[0].p, '\\', m[0].len)))
+    {
+        return MG_XF_DECLINED;
+    }
+
+    if (m[1].p == NULL || m[1].p[0] != '['
+        || m[2].p == NULL || m[2].p[0] != '"')
+    {
+        return MG_XF_DECLINED;
+    }
+
+    a->id = m[2];
+
+    if (mg_xf_texts(a, &m[1], "\"text\"") != MG_X_OK) {
+        return MG_XF_DECLINED;
+    }
+
+    a->finish = mg_xf_finish(&m[3], MG_XF_ANTHROPIC);
+
+    if (a->finish == NULL) {
+        return MG_XF_DECLINED;
+    }
+
+    a->n[2] = 0;
+
+    return mg_xf_counts(a, &m[4], counts, 4);
+}
+
+
+/*
+ * {"output":{"message":{"role":..,"content":[{"text":..}..]}},
+ * "stopReason":..,"usage":{..}}.
+ */
+
+static int
+mg_xf_answer_bedrock(mg_xf_answer_t *a, const mg_xf_tok_t *in)
+{
+    int           k;
+    unsigned      seen;
+    mg_xf_tok_t   key, v, m[3], msg, content;
+    mg_xf_iter_t  it;
+
+    static const char  *names[] = {
+        "output", "stopReason", "usage"
+    };
+
+    static const char  *counts[] = {
+        "inputTokens", "outputTokens", "totalTokens",
+        "cacheReadInputTokens", "cacheWriteInputTokens"
+    };
+
+    memset(m, 0, sizeof(m));
+    seen = 0;
+
+    mg_xf_open(&it, in);
+
+    while (mg_xf_next(&it, &key, &v)) {
+        if (memchr(key.p, '\\', key.len)) {
+            return MG_XF_DECLINED;
+        }
+
+        for (k = 0; k < 3; k++) {
+            if (strlen(names[k]) == key.len
+                && memcmp(names[k], key.p, key.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (k == 3) {
+            continue;
+        }
+
+        if (seen & (1u << k)) {
+            return MG_XF_DECLINED;
+        }
+
+        seen |= 1u << k;
+        m[k] = v;
+    }
+
+    if (m[0].p == NULL || m[0].p[0] != '{') {
+        return MG_XF_DECLINED;
+    }
+
+    /* output holds only the message, the message a role and content */
+
+    msg.p = NULL;
+    mg_xf_open(&it, &m[0]);
+
+    while (mg_xf_next(&it, &key, &v)) {
+        if (key.len != 7 || memcmp(key.p, "message", 7) != 0 || msg.p) {
+            return MG_XF_DECLINED;
+        }
+
+        msg = v;
+    }
+
+    if (msg.p == NULL || msg.p[0] != '{') {
+        return MG_XF_DECLINED;
+    }
+
+    content.p = NULL;
+    mg_xf_open(&it, &msg);
+
+    while (mg_xf_next(&it, &key, &v)) {
+        if (key.len == 7 && memcmp(key.p, "content", 7) == 0
+            && content.p == NULL)
+        {
+            content = v;
+
+        } else if (!(key.len == 4 && memcmp(key.p, "role", 4) == 0)) {
+            return MG_XF_DECLINED;
+        }
+    }
+
+    if (content.p == NULL || content.p[0] != '['
+        || mg_xf_texts(a, &content, NULL) != MG_X_OK)
+    {
+        return MG_XF_DECLINED;
+    }
+
+    a->finish = mg_xf_finish(&m[1], MG_XF_BEDROCK);
+
+    if (a->finish == NULL) {
+        return MG_XF_DECLINED;
+    }
+
+    a->n[2] = -1;
+
+    return mg_xf_counts(a, &m[2], counts, 5);
+}
+
+
+/*
+ * Content blocks that are text only: {"type":"text","text":..} (type
+ * given) or {"text":..}, at most 16.
+ */
+
+static int
+mg_xf_texts(mg_xf_answer_t *a, const mg_xf_tok_t *content, const char *type)
+{
+    int           typed;
+    mg_xf_tok_t   b, key, v, text;
+    mg_xf_iter_t  it, bit;
+
+    mg_xf_open(&it, content);
+
+    while (mg_xf_elem(&it, &b)) {
+        if (b.p[0] != '{' || a->ntexts == 16) {
+            return MG_XF_DECLINED;
+        }
+
+        typed = 0;
+        text.p = NULL;
+        mg_xf_open(&bit, &b);
+
+        while (mg_xf_next(&bit, &key, &v)) {
+            if (key.len == 4 && memcmp(key.p, "text", 4) == 0
+                && text.p == NULL && v.p[0] == '"')
+            {
+                text = v;
+
+            } else if (type && key.len == 4 && memcmp(key.p, "type", 4) == 0
+                       && !typed && mg_xf_is(&v, type))
+            {
+                typed = 1;
+
+            } else {
+                return MG_XF_DECLINED;
+            }
+        }
+
+        if (text.p == NULL || (type && !typed)) {
+            return MG_XF_DECLINED;
+        }
+
+        a->texts[a->ntexts++] = text;
+    }
+
+    return MG_X_OK;
+}
+
+
+/*
+ * The usage counts, as mg_x_tokens() reads them: an integer, clamped to
+ * 0..MG_X_TOKENS_MAX; anything else is the default already in a->n.
+ */
+
+static int
+mg_xf_counts(mg_xf_answer_t *a, const mg_xf_tok_t *usage, const char **names,
+    size_t n)
+{
+    size_t        k, i;
+    unsigned      seen;
+    long long     v;
+    mg_xf_tok_t   key, val;
+    mg_xf_iter_t  it;
+
+    if (usage->p == NULL || usage->p[0] != '{') {
+
+        /* not an object: the translators leave usage out */
+        return MG_X_OK;
+    }
+
+    a->usage = 1;
+    seen = 0;
+
+    mg_xf_open(&it, usage);
+
+    while (mg_xf_next(&it, &key, &val)) {
+        if (memchr(key.p, '\\', key.len)) {
+            return MG_XF_DECLINED;
+        }
+
+        for (k = 0; k < n; k++) {
+            if (strlen(names[k]) == key.len
+                && memcmp(names[k], key.p, key.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (k == n) {
+            continue;
+        }
+
+        if (seen & (1u << k)) {
+            return MG_XF_DECLINED;
+        }
+
+        seen |= 1u << k;
+
+        if (val.p[0] != '-' && (val.p[0] < '0' || val.p[0] > '9')) {
+            continue;
+        }
+
+        if (memchr(val.p, '.', val.len) || memchr(val.p, 'e', val.len)
+            || memchr(val.p, 'E', val.len))
+        {
+            continue;
+        }
+
+        if (val.len > 18) {
+            return MG_XF_DECLINED;
+        }
+
+        v = 0;
+
+        for (i = (val.p[0] == '-'); i < val.len; i++) {
+            v = v * 10 + (val.p[i] - '0');
+        }
+
+        a->n[k] = (val.p[0] == '-') ? 0
+                  : (v > MG_X_TOKENS_MAX ? MG_X_TOKENS_MAX : v);
+    }
+
+    return MG_X_OK;
+}
+
+
+/* stop_reason or stopReason; NULL: declined (malformed output, escapes) */
+
+static const char *
+mg_xf_finish(const mg_xf_tok_t *reason, int provider)
+{
+    if (reason->p == NULL || reason->p[0] != '"') {
+        return "stop";
+    }
+
+    if (memchr(reason->p, '\\', reason->len)) {
+        return NULL;
+    }
+
+    if (mg_xf_is(reason, "\"tool_use\"")) {
+        return "tool_calls";
+    }
+
+    if (mg_xf_is(reason, "\"max_tokens\"")
+        || mg_xf_is(reason, "\"model_context_window_exceeded\""))
+    {
+        return "length";
+    }
+
+    if (provider == MG_XF_ANTHROPIC) {
+        return mg_xf_is(reason, "\"refusal\"") ? "content_filter" : "stop";
+    }
+
+    if (mg_xf_is(reason, "\"guardrail_intervened\"")
+        || mg_xf_is(reason, "\"content_filtered\""))
+    {
+        return "content_filter";
+    }
+
+    if (mg_xf_is(reason, "\"malformed_model_output\"")
+        || mg_xf_is(reason, "\"malformed_tool_use\""))
+    {
+        return NULL;
+    }
+
+    return "stop";
 }

@@ -30,6 +30,7 @@ typedef struct {
     const char  *model;             /* Anthropic: the id to send (required) */
     size_t       model_len;
     long         default_max_tokens; /* as the provider's translator takes */
+    int          valid;             /* the body passed mg_json_scan() */
 } mg_xf_opts_t;
 
 
@@ -48,6 +49,18 @@ typedef struct {
  */
 int mg_xf_request(const mg_xf_opts_t *o, const char *body, size_t len,
     mg_buf_t *out, int *stream, int *include_usage);
+
+
+/*
+ * A provider's whole answer -> the OpenAI chat.completion the full
+ * translator (mg_anthropic_response(), mg_bedrock_response()) would give,
+ * appended to out, when it holds text only: its texts are joined as the
+ * provider escaped them.  model is the client's.  Returns MG_X_OK,
+ * MG_XF_DECLINED (tool calls, other blocks, an error, anything unusual:
+ * use the full translator) or MG_X_NOMEM.
+ */
+int mg_xf_answer(int provider, const char *body, size_t len,
+    const char *model, size_t model_len, long created, mg_buf_t *out);
 
 
 #endif /* _MG_XFAST_H_INCLUDED_ */

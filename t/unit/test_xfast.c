@@ -235,6 +235,138 @@ fast_taken(int provider, const char *body, size_t len)
 }
 
 
+/* a generated text answer of either provider */
+
+static void
+gen_answer(mg_buf_t *b, int bedrock)
+{
+    unsigned     i, n;
+    const char  *v;
+
+    static const char  *texts[] = {
+        "\"hi\"", "\"\"", "\"caf\\u00e9 \\\"q\\\" \\\\ \\n\"",
+        "\"\xf0\x9f\x98\x80\"", "\"\\ud83d\\ude00 x\"", "\"\\u0000\""
+    };
+
+    static const char  *reasons[] = {
+        NULL, "null", "\"end_turn\"", "\"tool_use\"", "\"max_tokens\"",
+        "\"refusal\"", "\"stop_sequence\"", "\"guardrail_intervened\"",
+        "\"content_filtered\"", "\"model_context_window_exceeded\"", "7"
+    };
+
+    static const char  *counts[] = {
+        NULL, "0", "5", "-3", "1.5", "\"7\"", "null", "123456789012345",
+        "999999999999999999"
+    };
+
+    static const char  *anames[] = {
+        "input_tokens", "output_tokens", "cache_read_input_tokens",
+        "cache_creation_input_tokens"
+    };
+
+    static const char  *bnames[] = {
+        "inputTokens", "outputTokens", "totalTokens", "cacheReadInputTokens",
+        "cacheWriteInputTokens"
+    };
+
+    mg_buf_reset(b);
+
+    if (bedrock) {
+        mg_buf_printf(b, "{\"output\":{\"message\":{\"role\":"
+                      "\"assistant\",\"content\":[");
+    } else {
+        mg_buf_printf(b, "{\"id\":\"msg_01\\u0041bc\",\"type\":\"message\","
+                      "\"role\":\"assistant\",\"model\":\"claude\","
+                      "\"content\":[");
+    }
+
+    n = rnd(4);
+
+    for (i = 0; i < n; i++) {
+        mg_buf_printf(b, bedrock ? "%s{\"text\":%s}"
+                                 : "%s{\"type\":\"text\",\"text\":%s}",
+                      i ? "," : "", PICK(texts));
+    }
+
+    mg_buf_printf(b, bedrock ? "]}}" : "]");
+
+    v = PICK(reasons);
+    if (v) {
+        mg_buf_printf(b, ",\"%s\":%s", bedrock ? "stopReason" : "stop_reason",
+                      v);
+    }
+
+    if (rnd(5)) {
+        mg_buf_printf(b, ",\"usage\":{\"x\":1");
+
+        for (i = 0; i < (bedrock ? 5u : 4u); i++) {
+            v = PICK(counts);
+            if (v) {
+                mg_buf_printf(b, ",\"%s\":%s",
+                              bedrock ? bnames[i] : anames[i], v);
+            }
+        }
+
+        mg_buf_printf(b, "}");
+
+    } else if (rnd(2)) {
+        mg_buf_printf(b, ",\"usage\":null");
+    }
+
+    mg_buf_printf(b, bedrock ? ",\"metrics\":{\"latencyMs\":5}}" : "}");
+}
+
+
+/* the answer both ways; Bedrock's ids are made per call: not compared */
+
+static int
+same_answer(int bedrock, const char *body, size_t len)
+{
+    int           rc1, rc2, eq;
+    json_t       *j1, *j2;
+    mg_buf_t      o1, o2;
+    mg_xerror_t   e;
+
+    memset(&o1, 0, sizeof(o1));
+    memset(&o2, 0, sizeof(o2));
+
+    rc1 = mg_xf_answer(bedrock ? MG_XF_BEDROCK : MG_XF_ANTHROPIC, body, len,
+                       "gpt \"4\"", 7, 1700000000, &o1);
+
+    if (rc1 == MG_XF_DECLINED) {
+        return -1;
+    }
+
+    rc2 = bedrock ? mg_bedrock_response(body, len, "gpt \"4\"", 7,
+                                        1700000000, &o2, &e)
+                  : mg_anthropic_response(body, len, "gpt \"4\"", 7,
+                                          1700000000, &o2, &e);
+
+    j1 = json_loadb(o1.data, o1.len, JSON_ALLOW_NUL, NULL);
+    j2 = json_loadb(o2.data, o2.len, JSON_ALLOW_NUL, NULL);
+
+    if (bedrock && j1 && j2) {
+        json_object_del(j1, "id");
+        json_object_del(j2, "id");
+    }
+
+    eq = (rc1 == rc2) && j1 && j2 && json_equal(j1, j2);
+
+    if (!eq) {
+        tap_diag_str("answer", body, len);
+        tap_diag_str("fast", o1.data, o1.len);
+        tap_diag_str("full", o2.data, o2.len);
+    }
+
+    json_decref(j1);
+    json_decref(j2);
+    mg_buf_free(&o1);
+    mg_buf_free(&o2);
+
+    return eq;
+}
+
+
 #define S(s)  s, sizeof(s) - 1
 
 
@@ -274,6 +406,70 @@ main(void)
        fast);
     ok(declined > 0, "chats without a user or assistant text are declined "
        "(%d)", declined);
+
+    /* answers */
+
+    {
+        int  k, rc, taken[2];
+
+        bad = 0;
+        taken[0] = taken[1] = 0;
+
+        for (i = 0; i < 4000 && bad < 5; i++) {
+            k = i % 2;
+            gen_answer(&b, k);
+
+            rc = same_answer(k, b.data, b.len);
+
+            if (rc == 0) {
+                bad++;
+
+            } else if (rc == 1) {
+                taken[k]++;
+            }
+        }
+
+        is_int(bad, 0, "4000 generated answers: tree-free == full");
+        ok(taken[0] > 1500 && taken[1] > 1000,
+           "most generated answers take the tree-free path (%d, %d)",
+           taken[0], taken[1]);
+
+        static const char  *amiss[] = {
+            "{\"type\":\"error\",\"error\":{\"type\":\"x\"},\"id\":\"m\","
+                "\"content\":[]}",
+            "{\"id\":\"m\",\"content\":[{\"type\":\"tool_use\",\"id\":\"t\","
+                "\"name\":\"f\",\"input\":{}}]}",
+            "{\"id\":\"m\",\"content\":[{\"type\":\"text\",\"text\":\"a\","
+                "\"citations\":[]}]}",
+            "{\"id\":1,\"content\":[]}",
+            "{\"id\":\"m\",\"content\":{}}",
+            "{\"id\":\"m\",\"content\":[],\"usage\":{\"input_tokens\":1,"
+                "\"input_tokens\":2}}",
+            "{\"id\":\"m\",\"content\":[],\"usage\":{\"input_tokens\":"
+                "12345678901234567890}}",
+            "[]"
+        };
+
+        static const char  *bmiss[] = {
+            "{\"message\":\"bad\",\"__type\":\"ValidationException\"}",
+            "{\"output\":{\"message\":{\"content\":[{\"toolUse\":{}}]}}}",
+            "{\"output\":{\"message\":{\"content\":[{\"text\":\"a\"}]}},"
+                "\"stopReason\":\"malformed_tool_use\"}",
+            "{\"output\":{\"message\":{\"content\":[{\"reasoningContent\":"
+                "{}}]}}}",
+            "{\"output\":{\"message\":{\"content\":[]},\"x\":1}}"
+        };
+
+        for (i = 0; i < (int) (sizeof(amiss) / sizeof(amiss[0])); i++) {
+            ok(same_answer(0, amiss[i], strlen(amiss[i])) == -1,
+               "answer declined: %s", amiss[i]);
+        }
+
+        for (i = 0; i < (int) (sizeof(bmiss) / sizeof(bmiss[0])); i++) {
+            ok(same_answer(1, bmiss[i], strlen(bmiss[i])) == -1,
+               "answer declined: %s", bmiss[i]);
+        }
+    }
 
     /* near misses: declined, and the full translator decides */
 
