@@ -61,6 +61,8 @@ static void mg_a_error_map(int status, json_t *body, mg_xerror_t *err);
 /* mg_a_stream_text(): not a plain text delta, for the general path */
 #define MG_A_DECLINED  2
 
+static int mg_a_stream_light(mg_anthropic_stream_t *st, const char *event,
+    size_t event_len, const char *data, size_t len, mg_buf_t *out);
 static int mg_a_stream_text(mg_anthropic_stream_t *st, const char *data,
     size_t len, mg_buf_t *out);
 static int mg_a_stream_start(mg_anthropic_stream_t *st, json_t *j,
@@ -1815,6 +1817,16 @@ mg_anthropic_stream_event(mg_anthropic_stream_t *st, const char *event,
         }
     }
 
+    rc = mg_a_stream_light(st, event, event_len, data, data_len, out);
+
+    if (rc == MG_X_NOMEM) {
+        return mg_x_nomem(err);
+    }
+
+    if (rc != MG_A_DECLINED) {
+        return rc;
+    }
+
     j = json_loadb(data, data_len, JSON_ALLOW_NUL, NULL);
 
     if (!json_is_object(j)) {
@@ -1891,6 +1903,102 @@ mg_anthropic_stream_event(mg_anthropic_stream_t *st, const char *event,
     }
 
     return rc;
+}
+
+
+/*
+ * The events that carry nothing to translate (ping, content_block_stop,
+ * message_stop, the start of a text block with no text yet) are only
+ * validated, and checked not to be errors, without a tree; anything else
+ * is declined for the general path.
+ */
+
+static int
+mg_a_stream_light(mg_anthropic_stream_t *st, const char *event,
+    size_t event_len, const char *data, size_t len, mg_buf_t *out)
+{
+    size_t           i, vlen;
+    const char      *cb;
+    mg_json_field_t  f[2];
+
+#define mg_a_ev(lit)                                                          \
+    (event_len == sizeof(lit) - 1 && memcmp(event, lit, sizeof(lit) - 1) == 0)
+
+    if (!(mg_a_ev("ping") || mg_a_ev("content_block_stop")
+          || mg_a_ev("message_stop") || mg_a_ev("content_block_start")))
+    {
+        return MG_A_DECLINED;
+    }
+
+    for (i = 0; i < len && (data[i] == ' ' || data[i] == '\t'
+                            || data[i] == '\n' || data[i] == '\r'); i++)
+    {
+        /* void */
+    }
+
+    if (i == len || data[i] != '{') {
+        return MG_A_DECLINED;
+    }
+
+    memset(f, 0, sizeof(f));
+    f[0].name = "type";
+    f[0].name_len = 4;
+    f[1].name = "content_block";
+    f[1].name_len = 13;
+
+    /* a type written with escapes may spell "error": the general path */
+
+    if (mg_json_scan(data, len, f, 2, 64, NULL) != MG_JSON_OK
+        || (f[0].type == MG_JSON_STRING
+            && (memchr(data + f[0].start, '\\', f[0].len)
+                || (f[0].len == 7
+                    && memcmp(data + f[0].start, "\"error\"", 7) == 0))))
+    {
+        return MG_A_DECLINED;
+    }
+
+    if (mg_a_ev("ping")) {
+        return MG_X_OK;
+    }
+
+    if (!st->started) {
+        return MG_A_DECLINED;
+    }
+
+    if (mg_a_ev("content_block_stop")) {
+        return MG_X_OK;
+    }
+
+    if (mg_a_ev("message_stop")) {
+        return mg_a_stream_stop(st, out);
+    }
+
+    /* content_block_start: {"type":"text","text":""} makes no chunk */
+
+    if (f[1].type != MG_JSON_OBJECT) {
+        return MG_A_DECLINED;
+    }
+
+    cb = data + f[1].start;
+    vlen = f[1].len;
+
+    memset(f, 0, sizeof(f));
+    f[0].name = "type";
+    f[0].name_len = 4;
+    f[1].name = "text";
+    f[1].name_len = 4;
+
+    if (mg_json_scan(cb, vlen, f, 2, 64, NULL) != MG_JSON_OK
+        || f[0].type != MG_JSON_STRING || f[0].len != 6
+        || memcmp(cb + f[0].start, "\"text\"", 6) != 0
+        || f[1].type != MG_JSON_STRING || f[1].len != 2)
+    {
+        return MG_A_DECLINED;
+    }
+
+    return MG_X_OK;
+
+#undef mg_a_ev
 }
 
 
