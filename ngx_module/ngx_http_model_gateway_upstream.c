@@ -609,8 +609,13 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
                     return NGX_ERROR;
                 }
 
-                ngx_memcpy(ngx_cpymem(uri.data, be->path.data, be->path.len),
-                           suffix.data, suffix.len);
+                p = uri.data;
+
+                if (be->path.len) {
+                    p = ngx_cpymem(p, be->path.data, be->path.len);
+                }
+
+                ngx_memcpy(p, suffix.data, suffix.len);
 
                 if (ngx_http_model_gateway_aws_sign(r, be, &uri, &part[0],
                                                     &sign)
