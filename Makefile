@@ -23,7 +23,7 @@ UNIT_BINS := $(patsubst $(TOP)/t/unit/%.c,$(B)/unit/%,$(UNIT_SRCS))
 
 CFLAGS_UNIT := -std=gnu99 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter \
                -fsanitize=address,undefined -fno-omit-frame-pointer \
-               -fno-sanitize-recover=all -I$(TOP)/src -I$(TOP)/t/unit
+               -fno-sanitize-recover=all -D_GNU_SOURCE -I$(TOP)/src -I$(TOP)/t/unit
 
 ASAN_CC_OPT := -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer
 ASAN_LD_OPT := -fsanitize=address,undefined
@@ -106,7 +106,7 @@ bench: build
 # t/fixtures/<name>/ (and its corpus/); new inputs go to build/fuzz only.
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined \
-              -fno-sanitize-recover=all -I$(TOP)/src
+              -fno-sanitize-recover=all -D_GNU_SOURCE -I$(TOP)/src
 
 fuzz: deps
 	@mkdir -p $(B)/fuzz

@@ -80,13 +80,14 @@ mg_fz_event(void *ctx, const mg_sse_event_t *ev)
 
 
 static void
-mg_fz_stream(const char *s, size_t len, size_t c1, size_t c2,
+mg_fz_stream(const char *s, size_t len, size_t c1, size_t c2, int full,
     mg_fz_run_t *r)
 {
     memset(r, 0, sizeof(mg_fz_run_t));
 
     mg_anthropic_stream_init(&r->st, "gpt-4o", 6, 1700000000L,
                              (int) (len & 1));
+    r->st.full = full;
 
     (void) mg_fz_feed_sse(s, len, c1, c2, mg_fz_event, r);
 
@@ -156,11 +157,25 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     h = mg_fz_hash(data, size);
 
-    mg_fz_stream(s, size, 0, 0, &a);
+    mg_fz_stream(s, size, 0, 0, 0, &a);
     mg_fz_stream(s, size, (size_t) (h % (size + 1)),
-                 (size_t) ((h >> 32) % (size + 1)), &b);
+                 (size_t) ((h >> 32) % (size + 1)), 0, &b);
 
     if (!mg_fz_same_out(a.rc, &a.out, b.rc, &b.out)
+        || mg_anthropic_stream_has_content(&a.st)
+           != mg_anthropic_stream_has_content(&b.st))
+    {
+        abort();
+    }
+
+    mg_anthropic_stream_free(&b.st);
+    mg_buf_free(&b.out);
+
+    /* and every event through the tree: the same events */
+
+    mg_fz_stream(s, size, 0, 0, 1, &b);
+
+    if (!mg_fz_same_events(a.rc, &a.out, b.rc, &b.out)
         || mg_anthropic_stream_has_content(&a.st)
            != mg_anthropic_stream_has_content(&b.st))
     {

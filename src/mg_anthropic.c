@@ -63,6 +63,10 @@ static void mg_a_error_map(int status, json_t *body, mg_xerror_t *err);
 
 static int mg_a_stream_light(mg_anthropic_stream_t *st, const char *event,
     size_t event_len, const char *data, size_t len, mg_buf_t *out);
+static int mg_a_stream_start_light(mg_anthropic_stream_t *st,
+    const char *msg, size_t len, mg_buf_t *out);
+static int mg_a_stream_delta_light(mg_anthropic_stream_t *st,
+    const char *data, size_t len, const mg_json_field_t *f, mg_buf_t *out);
 static int mg_a_stream_text(mg_anthropic_stream_t *st, const char *data,
     size_t len, mg_buf_t *out);
 static int mg_a_stream_start(mg_anthropic_stream_t *st, json_t *j,
@@ -1801,7 +1805,7 @@ mg_anthropic_stream_event(mg_anthropic_stream_t *st, const char *event,
         return MG_X_OK;
     }
 
-    if (st->started
+    if (st->started && !st->full
         && (event_len == 0
             || (event_len == 19
                 && memcmp(event, "content_block_delta", 19) == 0)))
@@ -1817,7 +1821,9 @@ mg_anthropic_stream_event(mg_anthropic_stream_t *st, const char *event,
         }
     }
 
-    rc = mg_a_stream_light(st, event, event_len, data, data_len, out);
+    rc = st->full ? MG_A_DECLINED
+                  : mg_a_stream_light(st, event, event_len, data, data_len,
+                                      out);
 
     if (rc == MG_X_NOMEM) {
         return mg_x_nomem(err);
@@ -1919,13 +1925,14 @@ mg_a_stream_light(mg_anthropic_stream_t *st, const char *event,
 {
     size_t           i, vlen;
     const char      *cb;
-    mg_json_field_t  f[2];
+    mg_json_field_t  f[3];
 
 #define mg_a_ev(lit)                                                          \
     (event_len == sizeof(lit) - 1 && memcmp(event, lit, sizeof(lit) - 1) == 0)
 
     if (!(mg_a_ev("ping") || mg_a_ev("content_block_stop")
-          || mg_a_ev("message_stop") || mg_a_ev("content_block_start")))
+          || mg_a_ev("message_stop") || mg_a_ev("content_block_start")
+          || mg_a_ev("message_start") || mg_a_ev("message_delta")))
     {
         return MG_A_DECLINED;
     }
@@ -1943,12 +1950,15 @@ mg_a_stream_light(mg_anthropic_stream_t *st, const char *event,
     memset(f, 0, sizeof(f));
     f[0].name = "type";
     f[0].name_len = 4;
-    f[1].name = "content_block";
-    f[1].name_len = 13;
+    f[1].name = mg_a_ev("content_block_start") ? "content_block"
+                : mg_a_ev("message_start") ? "message" : "delta";
+    f[1].name_len = strlen(f[1].name);
+    f[2].name = "usage";
+    f[2].name_len = 5;
 
     /* a type written with escapes may spell "error": the general path */
 
-    if (mg_json_scan(data, len, f, 2, 64, NULL) != MG_JSON_OK
+    if (mg_json_scan(data, len, f, 3, 64, NULL) != MG_JSON_OK
         || (f[0].type == MG_JSON_STRING
             && (memchr(data + f[0].start, '\\', f[0].len)
                 || (f[0].len == 7
@@ -1961,8 +1971,23 @@ mg_a_stream_light(mg_anthropic_stream_t *st, const char *event,
         return MG_X_OK;
     }
 
+    if (mg_a_ev("message_start")) {
+        if (st->started) {
+            return MG_X_OK;
+        }
+
+        return (f[1].type == MG_JSON_OBJECT)
+               ? mg_a_stream_start_light(st, data + f[1].start, f[1].len,
+                                         out)
+               : MG_A_DECLINED;
+    }
+
     if (!st->started) {
         return MG_A_DECLINED;
+    }
+
+    if (mg_a_ev("message_delta")) {
+        return mg_a_stream_delta_light(st, data, len, f, out);
     }
 
     if (mg_a_ev("content_block_stop")) {
@@ -1999,6 +2024,195 @@ mg_a_stream_light(mg_anthropic_stream_t *st, const char *event,
     return MG_X_OK;
 
 #undef mg_a_ev
+}
+
+
+/*
+ * message_start without a tree: the chunk prefix (the message id, the
+ * client's model), the counts so far, and the role chunk, as
+ * mg_a_stream_start() makes them; strings are copied as escaped.
+ */
+
+static int
+mg_a_stream_start_light(mg_anthropic_stream_t *st, const char *msg,
+    size_t len, mg_buf_t *out)
+{
+    int              rc;
+    size_t           i, n;
+    mg_buf_t         head;
+    const char      *u;
+    long long        c[4];
+    mg_json_field_t  f[2];
+    char             model[512];
+
+    static const char  *counts[] = {
+        "input_tokens", "output_tokens", "cache_read_input_tokens",
+        "cache_creation_input_tokens"
+    };
+
+    memset(f, 0, sizeof(f));
+    f[0].name = "id";
+    f[0].name_len = 2;
+    f[1].name = "usage";
+    f[1].name_len = 5;
+
+    if (mg_json_scan(msg, len, f, 2, 64, NULL) != MG_JSON_OK) {
+        return MG_A_DECLINED;
+    }
+
+    n = mg_json_escape(model, sizeof(model), st->model, st->model_len);
+
+    if (n >= sizeof(model)) {
+        return MG_A_DECLINED;
+    }
+
+    memset(c, 0, sizeof(c));
+
+    if (f[1].type == MG_JSON_OBJECT) {
+        u = msg + f[1].start;
+
+        for (i = 0; i < 4; i++) {
+            if (mg_x_tokens_raw(u, f[1].len, counts[i], 0, &c[i])
+                != MG_X_OK)
+            {
+                return MG_A_DECLINED;
+            }
+        }
+    }
+
+    memset(&head, 0, sizeof(mg_buf_t));
+
+    rc = mg_buf_append(&head, "{\"id\":\"chatcmpl-", 16);
+
+    if (rc == MG_X_OK && f[0].type == MG_JSON_STRING) {
+        rc = mg_buf_append(&head, msg + f[0].start + 1, f[0].len - 2);
+    }
+
+    if (rc == MG_X_OK) {
+        rc = mg_buf_printf(&head, "\",\"object\":\"chat.completion.chunk\","
+                           "\"created\":%ld,\"model\":\"", st->created);
+    }
+
+    if (rc == MG_X_OK) {
+        rc = mg_buf_append(&head, model, n);
+    }
+
+    if (rc == MG_X_OK) {
+        rc = mg_buf_append(&head, "\"", 2);    /* and a NUL, for free() */
+    }
+
+    if (rc != MG_X_OK) {
+        mg_buf_free(&head);
+        return MG_X_NOMEM;
+    }
+
+    rc = mg_x_chunk_raw(out, head.data, head.len - 1,
+                        "{\"role\":\"assistant\",\"content\":\"\"}", 33,
+                        NULL, NULL);
+
+    if (rc != MG_X_OK) {
+        mg_buf_free(&head);
+        return MG_X_NOMEM;
+    }
+
+    st->prefix = head.data;
+    st->prefix_len = head.len - 1;
+
+    st->input_tokens = c[0];
+    st->output_tokens = c[1];
+    st->cache_read_tokens = c[2];
+    st->cache_creation_tokens = c[3];
+    st->started = 1;
+
+    return MG_X_OK;
+}
+
+
+/*
+ * message_delta without a tree: the cumulative counts, and the finish
+ * chunk for the first stop_reason, as mg_a_stream_message_delta() does.
+ */
+
+static int
+mg_a_stream_delta_light(mg_anthropic_stream_t *st, const char *data,
+    size_t len, const mg_json_field_t *f, mg_buf_t *out)
+{
+    size_t            n, start, vlen;
+    const char       *u;
+    long long         c[4];
+    mg_json_type_t    type;
+    char              reason[64];
+
+    static const char  *counts[] = {
+        "output_tokens", "input_tokens", "cache_read_input_tokens",
+        "cache_creation_input_tokens"
+    };
+
+    c[0] = st->output_tokens;
+    c[1] = st->input_tokens;
+    c[2] = st->cache_read_tokens;
+    c[3] = st->cache_creation_tokens;
+
+    if (f[2].type == MG_JSON_OBJECT) {
+        u = data + f[2].start;
+
+        for (n = 0; n < 4; n++) {
+            if (mg_x_tokens_raw(u, f[2].len, counts[n], c[n], &c[n])
+                != MG_X_OK)
+            {
+                return MG_A_DECLINED;
+            }
+        }
+    }
+
+    reason[0] = '\0';
+
+    if (f[1].type == MG_JSON_OBJECT) {
+        mg_json_field_t  r;
+
+        memset(&r, 0, sizeof(r));
+        r.name = "stop_reason";
+        r.name_len = 11;
+
+        if (mg_json_scan(data + f[1].start, f[1].len, &r, 1, 64, NULL)
+            != MG_JSON_OK)
+        {
+            return MG_A_DECLINED;
+        }
+
+        type = r.type;
+        start = f[1].start + r.start;
+        vlen = r.len;
+
+        if (type == MG_JSON_STRING) {
+            if (vlen - 2 >= sizeof(reason)
+                || memchr(data + start, '\\', vlen))
+            {
+                return MG_A_DECLINED;
+            }
+
+            memcpy(reason, data + start + 1, vlen - 2);
+            reason[vlen - 2] = '\0';
+        }
+
+        if (type == MG_JSON_STRING && !st->finished) {
+            if (mg_x_chunk_raw(out, st->prefix, st->prefix_len, "{}", 2,
+                               NULL, mg_a_finish(reason))
+                != MG_X_OK)
+            {
+                return MG_X_NOMEM;
+            }
+
+            st->finished = 1;
+        }
+    }
+
+    st->output_tokens = c[0];
+    st->input_tokens = c[1];
+    st->cache_read_tokens = c[2];
+    st->cache_creation_tokens = c[3];
+
+    return MG_X_OK;
 }
 
 

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "mg_json.h"
 #include "mg_translate.h"
 
 
@@ -391,11 +392,24 @@ int
 mg_x_chunk(mg_buf_t *out, const char *prefix, size_t prefix_len,
     json_t *delta, const char *finish)
 {
+    return mg_x_chunk_raw(out, prefix, prefix_len, NULL, 0, delta, finish);
+}
+
+
+/* the same with the delta already written (delta_json NULL) */
+
+int
+mg_x_chunk_raw(mg_buf_t *out, const char *prefix, size_t prefix_len,
+    const char *delta, size_t delta_len, json_t *delta_json,
+    const char *finish)
+{
     if (mg_buf_append(out, "data: ", 6) != MG_X_OK
         || mg_buf_append(out, prefix, prefix_len) != MG_X_OK
         || mg_buf_append(out, mg_x_choice, sizeof(mg_x_choice) - 1)
            != MG_X_OK
-        || mg_x_dump(delta, out, 0) != MG_X_OK)
+        || (delta_json ? mg_x_dump(delta_json, out, 0)
+                       : mg_buf_append(out, delta, delta_len))
+           != MG_X_OK)
     {
         return MG_X_NOMEM;
     }
@@ -1068,4 +1082,58 @@ mg_x_usage_print(mg_buf_t *out, const mg_x_usage_t *u)
     }
 
     return (rc == MG_X_OK) ? mg_buf_append(out, "}}", 2) : rc;
+}
+
+
+/*
+ * A usage count of the object [p, p + len), as mg_x_tokens() reads it from
+ * a tree: an integer, clamped to 0..MG_X_TOKENS_MAX; anything else (or
+ * nothing) is dflt.  MG_X_ERROR for an integer jansson would refuse to
+ * parse (over 64 bits): the caller leaves such input to the tree.
+ */
+
+int
+mg_x_tokens_raw(const char *p, size_t len, const char *key,
+    long long dflt, long long *n)
+{
+    size_t           i;
+    long long        v;
+    const char      *t;
+    mg_json_field_t  f;
+
+    memset(&f, 0, sizeof(f));
+    f.name = key;
+    f.name_len = strlen(key);
+
+    *n = dflt;
+
+    if (mg_json_scan(p, len, &f, 1, 64, NULL) != MG_JSON_OK) {
+        return MG_X_ERROR;
+    }
+
+    if (f.type != MG_JSON_NUMBER) {
+        return MG_X_OK;
+    }
+
+    t = p + f.start;
+
+    if (memchr(t, '.', f.len) || memchr(t, 'e', f.len)
+        || memchr(t, 'E', f.len))
+    {
+        return MG_X_OK;
+    }
+
+    if (f.len > 18) {
+        return MG_X_ERROR;
+    }
+
+    v = 0;
+
+    for (i = (t[0] == '-'); i < f.len; i++) {
+        v = v * 10 + (t[i] - '0');
+    }
+
+    *n = (t[0] == '-') ? 0 : (v > MG_X_TOKENS_MAX ? MG_X_TOKENS_MAX : v);
+
+    return MG_X_OK;
 }

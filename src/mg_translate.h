@@ -100,6 +100,11 @@ int mg_x_bad_backend(mg_xerror_t *err, const char *what);
 int mg_x_req_check(json_t *in, int penalties, mg_xerror_t *err);
 int mg_x_tool_args(json_t *fn, size_t i, size_t k, json_t **out,
     mg_xerror_t *err);
+int mg_x_chunk_raw(mg_buf_t *out, const char *prefix, size_t prefix_len,
+    const char *delta, size_t delta_len, json_t *delta_json,
+    const char *finish);
+int mg_x_tokens_raw(const char *p, size_t len, const char *key,
+    long long dflt, long long *n);
 int mg_x_chunk(mg_buf_t *out, const char *prefix, size_t prefix_len,
     json_t *delta, const char *finish);
 int mg_x_chunk_content(mg_buf_t *out, const char *prefix, size_t prefix_len,
