@@ -1425,8 +1425,13 @@ ngx_http_model_gateway_feed(ngx_http_model_gateway_ctx_t *ctx, u_char *data,
                       "stream: %s", &ctx->target->backend->name,
                       mg_es_strerror(rc));
 
-        ngx_str_set(&ctx->stream_error,
-                    "the backend sent an invalid event stream");
+        if (ctx->committed) {
+
+            /* what the client's stream ends with; before, a failover */
+
+            ngx_str_set(&ctx->stream_error,
+                        "the backend sent an invalid event stream");
+        }
 
         return NGX_HTTP_MG_BAD_EVENTS;
     }
