@@ -109,6 +109,7 @@ static int ngx_http_model_gateway_translate_answer(
     ngx_http_model_gateway_ctx_t *ctx, ngx_http_model_gateway_xlate_t *x,
     char *p, size_t len, mg_buf_t *out, mg_xerror_t *err);
 static void ngx_http_model_gateway_translate_cleanup(void *data);
+static void ngx_http_model_gateway_translate_free(void *data);
 
 
 static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_anthropic = {
@@ -183,6 +184,7 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
     int                                rc, stream, include_usage;
     u_char                            *p;
     ngx_uint_t                         i, n, left, translated, shrink;
+    ngx_pool_cleanup_t                *cln;
     mg_buf_t                           out;
     mg_x_shrink_t                      shrunk;
     mg_xerror_t                        err;
@@ -310,19 +312,21 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
             continue;
         }
 
-        p = ngx_pnalloc(r->pool, out.len);
-        if (p == NULL) {
+        /* the translation is the request's until it ends: not copied */
+
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
             mg_buf_free(&out);
             mg_x_shrink_free(&shrunk);
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        ngx_memcpy(p, out.data, out.len);
-        ctx->xbody[i].data = p;
+        cln->handler = ngx_http_model_gateway_translate_free;
+        cln->data = out.data;
+
+        ctx->xbody[i].data = (u_char *) out.data;
         ctx->xbody[i].len = out.len;
         ctx->include_usage = include_usage;
-
-        mg_buf_free(&out);
 
         left++;
     }
@@ -719,6 +723,13 @@ ngx_http_model_gateway_translate_finish(ngx_http_model_gateway_ctx_t *ctx)
 
     return ngx_http_model_gateway_emit(ctx, (u_char *) ctx->xout.data,
                                        ctx->xout.len);
+}
+
+
+static void
+ngx_http_model_gateway_translate_free(void *data)
+{
+    free(data);
 }
 
 

@@ -16,7 +16,7 @@
 /* token counts are clamped, so that their sums cannot overflow */
 
 
-static int
+int
 mg_buf_reserve(mg_buf_t *b, size_t n)
 {
     char    *p;

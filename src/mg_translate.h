@@ -63,6 +63,7 @@ typedef struct {
 json_t *mg_x_usage_json(const mg_x_usage_t *u);
 int mg_x_usage_print(mg_buf_t *out, const mg_x_usage_t *u);
 
+int mg_buf_reserve(mg_buf_t *b, size_t n);    /* room for n more bytes */
 int mg_buf_append(mg_buf_t *b, const char *p, size_t n);
 int mg_buf_printf(mg_buf_t *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -159,6 +159,13 @@ mg_xf_request(const mg_xf_opts_t *o, const char *body, size_t len,
 
     keep = out->len;
 
+    /* one allocation: the texts plus a little per message */
+
+    if (mg_buf_reserve(out, len + 64 * rq.ntexts + 512) != MG_X_OK) {
+        rc = MG_X_NOMEM;
+        goto done;
+    }
+
     rc = (o->provider == MG_XF_ANTHROPIC)
          ? mg_xf_anthropic(o, &rq, max, temp, out)
          : mg_xf_bedrock(o, &rq, max, temp, out);
