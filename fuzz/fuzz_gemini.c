@@ -156,6 +156,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* the client's request */
 
+    memset(&o, 0, sizeof(o));
+    o.full = (size & 4) != 0;
     o.default_max_tokens = (long) (size % 3) * 1000 - 1000;
 
     memset(&out, 0, sizeof(mg_buf_t));

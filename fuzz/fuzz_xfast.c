@@ -2,7 +2,7 @@
  * Copyright (C) The ngx_http_model_gateway_module authors
  *
  * libFuzzer target for the tree-free paths (mg_xfast.c).  Every input is
- * translated to Anthropic and to Bedrock twice, by the default path
+ * translated to Anthropic, Bedrock and Gemini twice, by the default path
  * (tree-free where it applies) and by the full translator: both must fail
  * alike, or succeed with the same JSON and the same stream flags.  Taken
  * as an Anthropic or a Bedrock answer, an input the tree-free path accepts
@@ -22,6 +22,7 @@
 
 #include "mg_anthropic.h"
 #include "mg_bedrock.h"
+#include "mg_gemini.h"
 #include "mg_translate.h"
 #include "mg_xfast.h"
 
@@ -59,6 +60,21 @@ mg_fz_bedrock(const char *body, size_t len, int full, mg_buf_t *out,
     o.full = full;
 
     return mg_bedrock_request(body, len, &o, out, stream, usage, &err);
+}
+
+
+static int
+mg_fz_gemini(const char *body, size_t len, int full, mg_buf_t *out,
+    int *stream, int *usage)
+{
+    mg_xerror_t       err;
+    mg_gemini_opts_t  o;
+
+    memset(&o, 0, sizeof(o));
+    o.default_max_tokens = (long) (len % 2) * 100;
+    o.full = full;
+
+    return mg_gemini_request(body, len, &o, out, stream, usage, &err);
 }
 
 
@@ -154,6 +170,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     mg_fz_same(mg_fz_anthropic, (const char *) data, size);
     mg_fz_same(mg_fz_bedrock, (const char *) data, size);
+    mg_fz_same(mg_fz_gemini, (const char *) data, size);
     mg_fz_answer(MG_XF_ANTHROPIC, (const char *) data, size);
     mg_fz_answer(MG_XF_BEDROCK, (const char *) data, size);
 

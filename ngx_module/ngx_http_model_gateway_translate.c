@@ -72,6 +72,9 @@ static int ngx_http_model_gateway_anthropic_stream(void *st,
     const mg_sse_event_t *ev, mg_buf_t *out, mg_xerror_t *err);
 static void ngx_http_model_gateway_anthropic_free(void *st);
 
+static int ngx_http_model_gateway_gemini_fast(
+    ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
+    int *stream, int *include_usage);
 static int ngx_http_model_gateway_gemini_request(
     ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
     int *stream, int *include_usage, mg_xerror_t *err);
@@ -127,7 +130,7 @@ static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_anthropic = {
 
 
 static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_gemini = {
-    NULL,
+    ngx_http_model_gateway_gemini_fast,
     0,
     ngx_http_model_gateway_gemini_request,
     mg_gemini_response,
@@ -819,11 +822,30 @@ ngx_http_model_gateway_anthropic_free(void *st)
 
 
 static int
+ngx_http_model_gateway_gemini_fast(ngx_http_model_gateway_target_t *t,
+    ngx_str_t *body, mg_buf_t *out, int *stream, int *include_usage)
+{
+    mg_xf_opts_t  opts;
+
+    opts.provider = MG_XF_GEMINI;
+    opts.model = NULL;
+    opts.model_len = 0;
+    opts.default_max_tokens = t->backend->max_tokens;
+    opts.valid = 1;
+
+    return mg_xf_request(&opts, (char *) body->data, body->len, out, stream,
+                         include_usage);
+}
+
+
+static int
 ngx_http_model_gateway_gemini_request(ngx_http_model_gateway_target_t *t,
     ngx_str_t *body, mg_buf_t *out, int *stream, int *include_usage,
     mg_xerror_t *err)
 {
     mg_gemini_opts_t  opts;
+
+    ngx_memzero(&opts, sizeof(mg_gemini_opts_t));
 
     opts.default_max_tokens = t->backend->max_tokens;
 

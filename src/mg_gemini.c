@@ -13,6 +13,7 @@
 #include <jansson.h>
 
 #include "mg_gemini.h"
+#include "mg_xfast.h"
 
 
 /* what a content list may hold, by where it is */
@@ -143,10 +144,27 @@ mg_gemini_request(const char *body, size_t len, const mg_gemini_opts_t *o,
 {
     int           rc;
     json_t       *in, *req, *gc;
+    mg_xf_opts_t  xo;
     json_error_t  jerr;
 
     *stream = 0;
     *include_usage = 0;
+
+    /* plain text chats need no tree */
+
+    if (o == NULL || !o->full) {
+        xo.provider = MG_XF_GEMINI;
+        xo.model = NULL;
+        xo.model_len = 0;
+        xo.valid = 0;
+        xo.default_max_tokens = o ? o->default_max_tokens : 0;
+
+        rc = mg_xf_request(&xo, body, len, out, stream, include_usage);
+
+        if (rc != MG_XF_DECLINED) {
+            return (rc == MG_X_NOMEM) ? mg_x_nomem(err) : rc;
+        }
+    }
 
     in = json_loadb(body, body ? len : 0, JSON_ALLOW_NUL, &jerr);
 

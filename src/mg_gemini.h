@@ -21,6 +21,7 @@
 typedef struct {
     long         default_max_tokens;    /* maxOutputTokens when the client
                                            sent none; <= 0: none sent */
+    int          full;          /* tests: never the tree-free path */
 } mg_gemini_opts_t;
 
 

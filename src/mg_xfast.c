@@ -73,14 +73,15 @@ static void mg_xf_open(mg_xf_iter_t *it, const mg_xf_tok_t *v);
 static int mg_xf_elem(mg_xf_iter_t *it, mg_xf_tok_t *v);
 static int mg_xf_next(mg_xf_iter_t *it, mg_xf_tok_t *key, mg_xf_tok_t *v);
 static int mg_xf_is(const mg_xf_tok_t *t, const char *s);
+static int mg_xf_parsable(const char *p, size_t len);
 static int mg_xf_number(const mg_xf_tok_t *t, double *d);
 static int mg_xf_count(const mg_xf_tok_t *t);
 static int mg_xf_anthropic(const mg_xf_opts_t *o, mg_xf_req_t *rq,
     const mg_xf_tok_t *max, double temp, mg_buf_t *out);
 static int mg_xf_bedrock(const mg_xf_opts_t *o, mg_xf_req_t *rq,
     const mg_xf_tok_t *max, double temp, mg_buf_t *out);
-static int mg_xf_params(mg_xf_req_t *rq, const char *temp_name,
-    const char *top_p_name, double temp, int *first, mg_buf_t *out);
+static int mg_xf_params(mg_xf_req_t *rq, int provider, double temp,
+    int *first, mg_buf_t *out);
 static int mg_xf_blocks(mg_xf_req_t *rq, size_t from, size_t to,
     const char *open, size_t open_len, mg_buf_t *out);
 
@@ -149,6 +150,15 @@ mg_xf_request(const mg_xf_opts_t *o, const char *body, size_t len,
     so = &rq.m[MG_XF_STREAM_OPTIONS];
 
     if (so->p && so->p[0] != '{') {
+        goto done;
+    }
+
+    /* the members of any shape must be what jansson can read */
+
+    if ((so->p && !mg_xf_parsable(so->p, so->len))
+        || (rq.m[MG_XF_MODEL].p
+            && !mg_xf_parsable(rq.m[MG_XF_MODEL].p, rq.m[MG_XF_MODEL].len)))
+    {
         goto done;
     }
 
@@ -497,6 +507,90 @@ mg_xf_next(mg_xf_iter_t *it, mg_xf_tok_t *key, mg_xf_tok_t *v)
 }
 
 
+/*
+ * Whether jansson reads the (valid) JSON [p, p + len) as the scanner
+ * does: it refuses integers beyond 64 bits, reals that overflow and
+ * member names holding NUL, which the scanner accepts.  Integers of more
+ * than 18 digits are taken as refused, to stay on the safe side.
+ */
+
+static int
+mg_xf_parsable(const char *p, size_t len)
+{
+    int          real;
+    char         buf[64];
+    double       v;
+    const char  *end, *q, *s;
+
+    end = p + len;
+
+    while (p < end) {
+
+        if (*p == '"') {
+            s = p;
+            p = mg_xf_skip(p, end);
+
+            q = mg_xf_ws(p, end);
+
+            if (q < end && *q == ':' && p - s > 6) {
+                for (q = s; q < p - 6; q++) {
+                    q = memchr(q, '\\', p - 6 - q);
+
+                    if (q == NULL) {
+                        break;
+                    }
+
+                    if (memcmp(q, "\\u0000", 6) == 0) {
+                        return 0;
+                    }
+                }
+            }
+
+            continue;
+        }
+
+        if (*p != '-' && (*p < '0' || *p > '9')) {
+            p++;
+            continue;
+        }
+
+        real = 0;
+
+        for (q = p; q < end; q++) {
+            if (*q == '.' || *q == 'e' || *q == 'E') {
+                real = 1;
+
+            } else if (*q != '-' && *q != '+' && (*q < '0' || *q > '9')) {
+                break;
+            }
+        }
+
+        if (!real && q - p - (*p == '-') > 18) {
+            return 0;
+        }
+
+        if (real) {
+            if ((size_t) (q - p) >= sizeof(buf)) {
+                return 0;
+            }
+
+            memcpy(buf, p, q - p);
+            buf[q - p] = '\0';
+
+            v = strtod(buf, NULL);
+
+            if (isinf(v)) {
+                return 0;
+            }
+        }
+
+        p = q;
+    }
+
+    return 1;
+}
+
+
 static int
 mg_xf_is(const mg_xf_tok_t *t, const char *s)
 {
@@ -717,9 +811,7 @@ mg_xf_anthropic(const mg_xf_opts_t *o, mg_xf_req_t *rq,
 
     first = 0;
 
-    if (mg_xf_params(rq, "temperature", "top_p", temp, &first, out)
-        != MG_X_OK)
-    {
+    if (mg_xf_params(rq, MG_XF_ANTHROPIC, temp, &first, out) != MG_X_OK) {
         return MG_X_NOMEM;
     }
 
@@ -738,15 +830,18 @@ mg_xf_anthropic(const mg_xf_opts_t *o, mg_xf_req_t *rq,
 
 /*
  * Converse: every text a block of its own, consecutive turns of one role
- * merged; the parameters in inferenceConfig.
+ * merged; the parameters in inferenceConfig.  Gemini's body has the same
+ * shape under other names: contents of parts, the model's turns "model",
+ * systemInstruction, generationConfig.
  */
 
 static int
 mg_xf_bedrock(const mg_xf_opts_t *o, mg_xf_req_t *rq,
     const mg_xf_tok_t *max, double temp, mg_buf_t *out)
 {
-    int     first;
-    size_t  i, j, nsys, at;
+    int          first, g;
+    size_t       i, j, nsys, at;
+    const char  *user, *model;
 
     static const char  block[] = "{\"text\":";
 
@@ -758,7 +853,17 @@ mg_xf_bedrock(const mg_xf_opts_t *o, mg_xf_req_t *rq,
         return MG_XF_DECLINED;
     }
 
-    if (mg_xf_lit(out, "{\"messages\":[") != MG_X_OK) {
+    g = (o->provider == MG_XF_GEMINI);
+
+    user = g ? "{\"role\":\"user\",\"parts\":"
+             : "{\"role\":\"user\",\"content\":";
+    model = g ? "{\"role\":\"model\",\"parts\":"
+              : "{\"role\":\"assistant\",\"content\":";
+
+    if ((g ? mg_xf_lit(out, "{\"contents\":[")
+           : mg_xf_lit(out, "{\"messages\":["))
+        != MG_X_OK)
+    {
         return MG_X_NOMEM;
     }
 
@@ -779,9 +884,10 @@ mg_xf_bedrock(const mg_xf_opts_t *o, mg_xf_req_t *rq,
         }
 
         if ((!first && mg_xf_lit(out, ",") != MG_X_OK)
-            || (rq->texts[i].role == MG_XF_USER
-                ? mg_xf_lit(out, "{\"role\":\"user\",\"content\":")
-                : mg_xf_lit(out, "{\"role\":\"assistant\",\"content\":"))
+            || mg_buf_append(out, rq->texts[i].role == MG_XF_USER
+                                  ? user : model,
+                             strlen(rq->texts[i].role == MG_XF_USER
+                                    ? user : model))
                != MG_X_OK
             || mg_xf_blocks(rq, i, j, block, sizeof(block) - 1, out)
                != MG_X_OK
@@ -798,7 +904,10 @@ mg_xf_bedrock(const mg_xf_opts_t *o, mg_xf_req_t *rq,
     }
 
     if (nsys) {
-        if (mg_xf_lit(out, ",\"system\":[") != MG_X_OK) {
+        if ((g ? mg_xf_lit(out, ",\"systemInstruction\":{\"parts\":[")
+               : mg_xf_lit(out, ",\"system\":["))
+            != MG_X_OK)
+        {
             return MG_X_NOMEM;
         }
 
@@ -818,7 +927,7 @@ mg_xf_bedrock(const mg_xf_opts_t *o, mg_xf_req_t *rq,
             }
         }
 
-        if (mg_xf_lit(out, "]") != MG_X_OK) {
+        if ((g ? mg_xf_lit(out, "]}") : mg_xf_lit(out, "]")) != MG_X_OK) {
             return MG_X_NOMEM;
         }
     }
@@ -828,14 +937,20 @@ mg_xf_bedrock(const mg_xf_opts_t *o, mg_xf_req_t *rq,
     {
         at = out->len;
 
-        if (mg_xf_lit(out, ",\"inferenceConfig\":{") != MG_X_OK) {
+        if ((g ? mg_xf_lit(out, ",\"generationConfig\":{")
+               : mg_xf_lit(out, ",\"inferenceConfig\":{"))
+            != MG_X_OK)
+        {
             return MG_X_NOMEM;
         }
 
         first = 1;
 
         if (max->p || o->default_max_tokens > 0) {
-            if (mg_xf_lit(out, "\"maxTokens\":") != MG_X_OK) {
+            if ((g ? mg_xf_lit(out, "\"maxOutputTokens\":")
+                   : mg_xf_lit(out, "\"maxTokens\":"))
+                != MG_X_OK)
+            {
                 return MG_X_NOMEM;
             }
 
@@ -853,9 +968,7 @@ mg_xf_bedrock(const mg_xf_opts_t *o, mg_xf_req_t *rq,
             first = 0;
         }
 
-        if (mg_xf_params(rq, "temperature", "topP", temp, &first, out)
-            != MG_X_OK)
-        {
+        if (mg_xf_params(rq, o->provider, temp, &first, out) != MG_X_OK) {
             return MG_X_NOMEM;
         }
 
@@ -875,13 +988,14 @@ mg_xf_bedrock(const mg_xf_opts_t *o, mg_xf_req_t *rq,
 
 
 /*
- * temperature (OpenAI's 0..2 clamped to the providers' 0..1) and top_p
- * (left out when 1, OpenAI's default: recent Claude models refuse both).
+ * temperature (OpenAI's 0..2 clamped to Anthropic's and Converse's 0..1,
+ * Gemini's range is OpenAI's) and top_p (left out when 1, OpenAI's
+ * default, but for Gemini: recent Claude models refuse both).
  */
 
 static int
-mg_xf_params(mg_xf_req_t *rq, const char *temp_name, const char *top_p_name,
-    double temp, int *first, mg_buf_t *out)
+mg_xf_params(mg_xf_req_t *rq, int provider, double temp, int *first,
+    mg_buf_t *out)
 {
     double        top_p;
     mg_xf_tok_t  *t;
@@ -889,7 +1003,7 @@ mg_xf_params(mg_xf_req_t *rq, const char *temp_name, const char *top_p_name,
     t = &rq->m[MG_XF_TEMPERATURE];
 
     if (t->p) {
-        if (mg_buf_printf(out, "%s\"%s\":", *first ? "" : ",", temp_name)
+        if (mg_buf_printf(out, "%s\"temperature\":", *first ? "" : ",")
             != MG_X_OK)
         {
             return MG_X_NOMEM;
@@ -897,7 +1011,7 @@ mg_xf_params(mg_xf_req_t *rq, const char *temp_name, const char *top_p_name,
 
         *first = 0;
 
-        if (temp < 0 || temp > 1) {
+        if (provider != MG_XF_GEMINI && (temp < 0 || temp > 1)) {
             if (mg_buf_append(out, temp < 0 ? "0.0" : "1.0", 3) != MG_X_OK) {
                 return MG_X_NOMEM;
             }
@@ -909,8 +1023,11 @@ mg_xf_params(mg_xf_req_t *rq, const char *temp_name, const char *top_p_name,
 
     t = &rq->m[MG_XF_TOP_P];
 
-    if (t->p && mg_xf_number(t, &top_p) == MG_X_OK && top_p != 1) {
-        if (mg_buf_printf(out, "%s\"%s\":", *first ? "" : ",", top_p_name)
+    if (t->p && mg_xf_number(t, &top_p) == MG_X_OK
+        && (top_p != 1 || provider == MG_XF_GEMINI))
+    {
+        if (mg_buf_printf(out, "%s\"%s\":", *first ? "" : ",",
+                          provider == MG_XF_ANTHROPIC ? "top_p" : "topP")
             != MG_X_OK
             || mg_buf_append(out, t->p, t->len) != MG_X_OK)
         {
@@ -1001,7 +1118,9 @@ mg_xf_answer(int provider, const char *body, size_t len, const char *model,
     in.p = mg_xf_ws(body, body + len);
     in.len = body + len - in.p;
 
-    if (*in.p != '{') {
+    /* members not looked at must not hide what jansson refuses */
+
+    if (*in.p != '{' || !mg_xf_parsable(in.p, in.len)) {
         return MG_XF_DECLINED;
     }
 

@@ -21,12 +21,13 @@
 
 #define MG_XF_ANTHROPIC  1
 #define MG_XF_BEDROCK    2
+#define MG_XF_GEMINI     3          /* requests only */
 
 #define MG_XF_DECLINED   2      /* not the common shape */
 
 
 typedef struct {
-    int          provider;          /* MG_XF_ANTHROPIC or MG_XF_BEDROCK */
+    int          provider;          /* MG_XF_* */
     const char  *model;             /* Anthropic: the id to send (required) */
     size_t       model_len;
     long         default_max_tokens; /* as the provider's translator takes */

@@ -54,15 +54,20 @@ test_requests(void)
 
     ok(n >= 10, "request fixtures: %zu", n);
 
+    memset(&o, 0, sizeof(o));
     o.default_max_tokens = 1024;
 
-    for (i = 0; i < n; i++) {
+    /* the tree-free path (where it applies) and the full translator */
+
+    for (i = 0; i < 2 * n; i++) {
+        o.full = (i >= n);
+
         snprintf(path, sizeof(path), "%s/request/%s.openai.json", fixdir,
-                 names[i]);
+                 names[i % n]);
 
         body = slurp(path, &len);
-        in = load("request", names[i], ".openai.json");
-        exp = load("request", names[i], ".gemini.json");
+        in = load("request", names[i % n], ".openai.json");
+        exp = load("request", names[i % n], ".gemini.json");
 
         memset(&out, 0, sizeof(mg_buf_t));
         memset(&err, 0, sizeof(mg_xerror_t));
@@ -73,13 +78,16 @@ test_requests(void)
                                       &err)
                   : MG_X_ERROR;
 
-        check_request(names[i], "Gemini", rc, &err, &out, in, exp, stream,
-                      usage);
+        check_request(names[i % n], "Gemini", rc, &err, &out, in, exp,
+                      stream, usage);
 
         json_decref(exp);
         json_decref(in);
         mg_buf_free(&out);
         free(body);
+    }
+
+    for (i = 0; i < n; i++) {
         free(names[i]);
     }
 }
@@ -108,6 +116,7 @@ test_request_errors(void)
         tap_diag("%d: %s", e.line, e.text);
     }
 
+    memset(&o, 0, sizeof(o));
     o.default_max_tokens = 0;
 
     json_array_foreach(cases, i, c) {

@@ -21,6 +21,7 @@
 #include "tap.h"
 #include "mg_anthropic.h"
 #include "mg_bedrock.h"
+#include "mg_gemini.h"
 #include "mg_xfast.h"
 
 
@@ -161,6 +162,20 @@ bedrock(const char *body, size_t len, int full, mg_buf_t *out, int *stream,
     o.full = full;
 
     return mg_bedrock_request(body, len, &o, out, stream, usage, err);
+}
+
+
+static int
+gemini(const char *body, size_t len, int full, mg_buf_t *out, int *stream,
+    int *usage, mg_xerror_t *err)
+{
+    mg_gemini_opts_t  o;
+
+    memset(&o, 0, sizeof(o));
+    o.default_max_tokens = (len % 2) ? 0 : 333;
+    o.full = full;
+
+    return mg_gemini_request(body, len, &o, out, stream, usage, err);
 }
 
 
@@ -394,14 +409,15 @@ main(void)
 
         bad += !same(anthropic, b.data, b.len);
         bad += !same(bedrock, b.data, b.len);
+        bad += !same(gemini, b.data, b.len);
 
         if (bad > 5) {
             break;
         }
     }
 
-    is_int(bad, 0, "4000 generated chats: tree-free == full, both "
-           "providers");
+    is_int(bad, 0, "4000 generated chats: tree-free == full, Anthropic, "
+           "Bedrock and Gemini");
     ok(fast > 3000, "most generated chats take the tree-free path (%d)",
        fast);
     ok(declined > 0, "chats without a user or assistant text are declined "
@@ -447,6 +463,10 @@ main(void)
                 "\"input_tokens\":2}}",
             "{\"id\":\"m\",\"content\":[],\"usage\":{\"input_tokens\":"
                 "12345678901234567890}}",
+            "{\"id\":\"m\",\"content\":[],\"usage\":{\"output_t1kens\":"
+                "111111111111111111111111111111}}",
+            "{\"id\":\"m\",\"content\":[],\"x\":{\"y\":1e999}}",
+            "{\"id\":\"m\",\"content\":[],\"x\":{\"a\\u0000\":1}}",
             "[]"
         };
 
@@ -512,14 +532,21 @@ main(void)
             "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]",
             "{\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}",
             "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
-                "\"stream_options\":true}"
+                "\"stream_options\":true}",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                "\"model\":12345678901234567890123}",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                "\"stream_options\":{\"x\":-1e999}}",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                "\"model\":{\"\\u0000\":1}}"
         };
 
         for (i = 0; i < (int) (sizeof(miss) / sizeof(miss[0])); i++) {
             ok(fast_taken(MG_XF_ANTHROPIC, miss[i], strlen(miss[i]))
                == MG_XF_DECLINED, "declined: %s", miss[i]);
             ok(same(anthropic, miss[i], strlen(miss[i]))
-               && same(bedrock, miss[i], strlen(miss[i])),
+               && same(bedrock, miss[i], strlen(miss[i]))
+               && same(gemini, miss[i], strlen(miss[i])),
                "declined: the same answer: %s", miss[i]);
         }
     }
