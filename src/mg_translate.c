@@ -824,6 +824,21 @@ mg_x_shrink(const char *p, size_t len, size_t min, mg_x_shrink_t *s)
         }
     }
 
+    /* or has them escaped: a translator writes them back unescaped */
+
+    for (q = p; q + 5 < p + len; q++) {
+        q = memchr(q, '\\', p + len - q);
+        if (q == NULL || q + 5 >= p + len) {
+            break;
+        }
+
+        if (q[1] == 'u' && (q[2] == 'e' || q[2] == 'E') && q[3] == '0'
+            && q[4] == '0' && (q[5] == '0' || q[5] == '1'))
+        {
+            return MG_X_OK;
+        }
+    }
+
     depth = 0;
     copied = 0;
     key_start = 0;

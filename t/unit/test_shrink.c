@@ -301,6 +301,18 @@ main(void)
                    "enough text\"}", 40, 1, &s) == MG_X_OK && s.n == 0,
        "placeholder characters in the input: nothing shrunk");
 
+    /* escaped too: a translator would write them back as characters */
+
+    ok(mg_x_shrink("{\"content\":\"a \\ue0000\\ue001\"},{\"content\":"
+                   "\"long enough text\"}", 60, 1, &s) == MG_X_OK
+       && s.n == 0,
+       "escaped placeholder characters in the input: nothing shrunk");
+    ok(mg_x_shrink("{\"content\":\"a \\uE001\"},{\"content\":"
+                   "\"long enough text\"}", 53, 1, &s) == MG_X_OK
+       && s.n == 0, "an escaped closing placeholder (uppercase): nothing "
+       "shrunk");
+    mg_x_shrink_free(&s);
+
     mg_buf_free(&big);
 
     return tap_done();
