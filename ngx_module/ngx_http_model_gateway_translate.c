@@ -25,9 +25,8 @@
 
 
 struct ngx_http_model_gateway_xlate_s {
-    int        (*fast)(ngx_http_model_gateway_target_t *t, ngx_str_t *body,
-                       mg_buf_t *out, int *stream, int *include_usage);
-    int          provider;          /* MG_XF_*: tree-free answers */
+    int          fast_request;      /* MG_XF_*, or 0: no tree-free path */
+    int          fast_answer;
     int        (*request)(ngx_http_model_gateway_target_t *t,
                           ngx_str_t *body, mg_buf_t *out, int *stream,
                           int *include_usage, mg_xerror_t *err);
@@ -58,9 +57,6 @@ typedef struct {
 } ngx_http_model_gateway_xcall_t;
 
 
-static int ngx_http_model_gateway_anthropic_fast(
-    ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
-    int *stream, int *include_usage);
 static int ngx_http_model_gateway_anthropic_request(
     ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
     int *stream, int *include_usage, mg_xerror_t *err);
@@ -72,9 +68,6 @@ static int ngx_http_model_gateway_anthropic_stream(void *st,
     const mg_sse_event_t *ev, mg_buf_t *out, mg_xerror_t *err);
 static void ngx_http_model_gateway_anthropic_free(void *st);
 
-static int ngx_http_model_gateway_gemini_fast(
-    ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
-    int *stream, int *include_usage);
 static int ngx_http_model_gateway_gemini_request(
     ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
     int *stream, int *include_usage, mg_xerror_t *err);
@@ -87,9 +80,6 @@ static int ngx_http_model_gateway_gemini_stream(void *st,
 static int ngx_http_model_gateway_gemini_finish(void *st, mg_buf_t *out);
 static void ngx_http_model_gateway_gemini_free(void *st);
 
-static int ngx_http_model_gateway_bedrock_fast(
-    ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
-    int *stream, int *include_usage);
 static int ngx_http_model_gateway_bedrock_request(
     ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
     int *stream, int *include_usage, mg_xerror_t *err);
@@ -104,6 +94,9 @@ static void ngx_http_model_gateway_bedrock_free(void *st);
 
 static ngx_http_model_gateway_xlate_t *ngx_http_model_gateway_xlate(
     ngx_uint_t type);
+static int ngx_http_model_gateway_translate_fast(
+    ngx_http_model_gateway_xlate_t *x, ngx_http_model_gateway_target_t *t,
+    ngx_str_t *body, mg_buf_t *out, int *stream, int *include_usage);
 static int ngx_http_model_gateway_translate_request(void *data,
     const char *p, size_t len, mg_buf_t *out);
 static int ngx_http_model_gateway_translate_response(void *data, const char *p,
@@ -116,7 +109,7 @@ static void ngx_http_model_gateway_translate_free(void *data);
 
 
 static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_anthropic = {
-    ngx_http_model_gateway_anthropic_fast,
+    MG_XF_ANTHROPIC,
     MG_XF_ANTHROPIC,
     ngx_http_model_gateway_anthropic_request,
     mg_anthropic_response,
@@ -130,7 +123,7 @@ static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_anthropic = {
 
 
 static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_gemini = {
-    ngx_http_model_gateway_gemini_fast,
+    MG_XF_GEMINI,
     0,
     ngx_http_model_gateway_gemini_request,
     mg_gemini_response,
@@ -144,7 +137,7 @@ static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_gemini = {
 
 
 static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_bedrock = {
-    ngx_http_model_gateway_bedrock_fast,
+    MG_XF_BEDROCK,
     MG_XF_BEDROCK,
     ngx_http_model_gateway_bedrock_request,
     mg_bedrock_response,
@@ -270,9 +263,9 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
 
         /* a plain text chat is translated without a JSON tree */
 
-        rc = x->fast ? x->fast(&t[i], &ctx->body, &out, &stream,
-                               &include_usage)
-                     : MG_XF_DECLINED;
+        rc = ngx_http_model_gateway_translate_fast(x, &t[i], &ctx->body,
+                                                   &out, &stream,
+                                                   &include_usage);
 
         if (rc == MG_XF_DECLINED && !shrink) {
 
@@ -359,6 +352,36 @@ failed:
 }
 
 
+/* the tree-free path, on the body the handler validated */
+
+static int
+ngx_http_model_gateway_translate_fast(ngx_http_model_gateway_xlate_t *x,
+    ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
+    int *stream, int *include_usage)
+{
+    mg_xf_opts_t  opts;
+
+    if (x->fast_request == 0) {
+        return MG_XF_DECLINED;
+    }
+
+    opts.provider = x->fast_request;
+    opts.model = (char *) t->provider_model.data;
+    opts.model_len = t->provider_model.len;
+    opts.default_max_tokens = t->backend->max_tokens;
+    opts.valid = 1;
+
+    /* Anthropic requires max_tokens: its translator's default applies */
+
+    if (opts.provider == MG_XF_ANTHROPIC && opts.default_max_tokens <= 0) {
+        opts.default_max_tokens = MG_ANTHROPIC_MAX_TOKENS;
+    }
+
+    return mg_xf_request(&opts, (char *) body->data, body->len, out, stream,
+                         include_usage);
+}
+
+
 static int
 ngx_http_model_gateway_translate_request(void *data, const char *p,
     size_t len, mg_buf_t *out)
@@ -402,8 +425,8 @@ ngx_http_model_gateway_translate_answer(ngx_http_model_gateway_ctx_t *ctx,
 
     /* an answer of text only is translated without a JSON tree */
 
-    if (x->provider) {
-        rc = mg_xf_answer(x->provider, p, len, (char *) ctx->model.data,
+    if (x->fast_answer) {
+        rc = mg_xf_answer(x->fast_answer, p, len, (char *) ctx->model.data,
                           ctx->model.len, (long) ngx_time(), out);
 
         if (rc != MG_XF_DECLINED) {
@@ -753,25 +776,6 @@ ngx_http_model_gateway_translate_cleanup(void *data)
 /* the providers */
 
 static int
-ngx_http_model_gateway_anthropic_fast(ngx_http_model_gateway_target_t *t,
-    ngx_str_t *body, mg_buf_t *out, int *stream, int *include_usage)
-{
-    mg_xf_opts_t  opts;
-
-    opts.provider = MG_XF_ANTHROPIC;
-    opts.model = (char *) t->provider_model.data;
-    opts.model_len = t->provider_model.len;
-    opts.default_max_tokens = (t->backend->max_tokens > 0)
-                              ? t->backend->max_tokens
-                              : MG_ANTHROPIC_MAX_TOKENS;
-    opts.valid = 1;
-
-    return mg_xf_request(&opts, (char *) body->data, body->len, out, stream,
-                         include_usage);
-}
-
-
-static int
 ngx_http_model_gateway_anthropic_request(ngx_http_model_gateway_target_t *t,
     ngx_str_t *body, mg_buf_t *out, int *stream, int *include_usage,
     mg_xerror_t *err)
@@ -818,23 +822,6 @@ static void
 ngx_http_model_gateway_anthropic_free(void *st)
 {
     mg_anthropic_stream_free(st);
-}
-
-
-static int
-ngx_http_model_gateway_gemini_fast(ngx_http_model_gateway_target_t *t,
-    ngx_str_t *body, mg_buf_t *out, int *stream, int *include_usage)
-{
-    mg_xf_opts_t  opts;
-
-    opts.provider = MG_XF_GEMINI;
-    opts.model = NULL;
-    opts.model_len = 0;
-    opts.default_max_tokens = t->backend->max_tokens;
-    opts.valid = 1;
-
-    return mg_xf_request(&opts, (char *) body->data, body->len, out, stream,
-                         include_usage);
 }
 
 
@@ -889,23 +876,6 @@ static void
 ngx_http_model_gateway_gemini_free(void *st)
 {
     mg_gemini_stream_free(st);
-}
-
-
-static int
-ngx_http_model_gateway_bedrock_fast(ngx_http_model_gateway_target_t *t,
-    ngx_str_t *body, mg_buf_t *out, int *stream, int *include_usage)
-{
-    mg_xf_opts_t  opts;
-
-    opts.provider = MG_XF_BEDROCK;
-    opts.model = NULL;
-    opts.model_len = 0;
-    opts.default_max_tokens = t->backend->max_tokens;
-    opts.valid = 1;
-
-    return mg_xf_request(&opts, (char *) body->data, body->len, out, stream,
-                         include_usage);
 }
 
 

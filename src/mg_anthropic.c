@@ -89,7 +89,6 @@ mg_anthropic_request(const char *body, size_t len,
 {
     int           rc;
     json_t       *in, *req;
-    mg_xf_opts_t  xo;
     json_error_t  jerr;
 
     *stream = 0;
@@ -98,18 +97,13 @@ mg_anthropic_request(const char *body, size_t len,
     /* plain text chats need no tree */
 
     if (o && !o->full && o->model && o->model_len) {
-        xo.provider = MG_XF_ANTHROPIC;
-        xo.model = o->model;
-        xo.model_len = o->model_len;
-        xo.valid = 0;
-        xo.default_max_tokens = (o->default_max_tokens > 0)
-                                ? o->default_max_tokens
-                                : MG_ANTHROPIC_MAX_TOKENS;
-
-        rc = mg_xf_request(&xo, body, len, out, stream, include_usage);
+        rc = mg_xf_try(MG_XF_ANTHROPIC, o->model, o->model_len,
+                       (o->default_max_tokens > 0) ? o->default_max_tokens
+                                                   : MG_ANTHROPIC_MAX_TOKENS,
+                       body, len, out, stream, include_usage, err);
 
         if (rc != MG_XF_DECLINED) {
-            return (rc == MG_X_NOMEM) ? mg_x_nomem(err) : rc;
+            return rc;
         }
     }
 

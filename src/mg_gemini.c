@@ -144,7 +144,6 @@ mg_gemini_request(const char *body, size_t len, const mg_gemini_opts_t *o,
 {
     int           rc;
     json_t       *in, *req, *gc;
-    mg_xf_opts_t  xo;
     json_error_t  jerr;
 
     *stream = 0;
@@ -153,16 +152,11 @@ mg_gemini_request(const char *body, size_t len, const mg_gemini_opts_t *o,
     /* plain text chats need no tree */
 
     if (o == NULL || !o->full) {
-        xo.provider = MG_XF_GEMINI;
-        xo.model = NULL;
-        xo.model_len = 0;
-        xo.valid = 0;
-        xo.default_max_tokens = o ? o->default_max_tokens : 0;
-
-        rc = mg_xf_request(&xo, body, len, out, stream, include_usage);
+        rc = mg_xf_try(MG_XF_GEMINI, NULL, 0, o ? o->default_max_tokens : 0,
+                       body, len, out, stream, include_usage, err);
 
         if (rc != MG_XF_DECLINED) {
-            return (rc == MG_X_NOMEM) ? mg_x_nomem(err) : rc;
+            return rc;
         }
     }
 

@@ -65,7 +65,8 @@ typedef struct {
 
 static const char *mg_xf_ws(const char *p, const char *end);
 static const char *mg_xf_skip(const char *p, const char *end);
-static int mg_xf_member(const char *key, size_t len);
+static int mg_xf_pick(const mg_xf_tok_t *obj, const char **names, size_t n,
+    int strict, mg_xf_tok_t *m);
 static int mg_xf_top(mg_xf_req_t *rq, const char *p, const char *end);
 static int mg_xf_messages(mg_xf_req_t *rq);
 static int mg_xf_message(mg_xf_req_t *rq, const mg_xf_tok_t *m);
@@ -203,6 +204,26 @@ done:
 }
 
 
+int
+mg_xf_try(int provider, const char *model, size_t model_len,
+    long default_max_tokens, const char *body, size_t len, mg_buf_t *out,
+    int *stream, int *include_usage, mg_xerror_t *err)
+{
+    int           rc;
+    mg_xf_opts_t  o;
+
+    o.provider = provider;
+    o.model = model;
+    o.model_len = model_len;
+    o.default_max_tokens = default_max_tokens;
+    o.valid = 0;
+
+    rc = mg_xf_request(&o, body, len, out, stream, include_usage);
+
+    return (rc == MG_X_NOMEM) ? mg_x_nomem(err) : rc;
+}
+
+
 static const char *
 mg_xf_ws(const char *p, const char *end)
 {
@@ -285,23 +306,56 @@ mg_xf_skip(const char *p, const char *end)
 }
 
 
+/*
+ * The members of an object named in names[0..n) into m[] (m[k].p NULL if
+ * absent), each at most once and named without escapes; others are
+ * skipped, or (strict) make it declined.
+ */
+
 static int
-mg_xf_member(const char *key, size_t len)
+mg_xf_pick(const mg_xf_tok_t *obj, const char **names, size_t n, int strict,
+    mg_xf_tok_t *m)
 {
-    static const char  *names[MG_XF_NMEMBERS] = {
-        "model", "messages", "max_completion_tokens", "max_tokens",
-        "temperature", "top_p", "stream", "stream_options"
-    };
+    size_t        k;
+    unsigned      seen;
+    mg_xf_tok_t   key, v;
+    mg_xf_iter_t  it;
 
-    int  i;
+    memset(m, 0, n * sizeof(mg_xf_tok_t));
+    seen = 0;
 
-    for (i = 0; i < MG_XF_NMEMBERS; i++) {
-        if (strlen(names[i]) == len && memcmp(names[i], key, len) == 0) {
-            return i;
+    mg_xf_open(&it, obj);
+
+    while (mg_xf_next(&it, &key, &v)) {
+        if (memchr(key.p, '\\', key.len)) {
+            return MG_XF_DECLINED;
         }
+
+        for (k = 0; k < n; k++) {
+            if (strlen(names[k]) == key.len
+                && memcmp(names[k], key.p, key.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (k == n) {
+            if (strict) {
+                return MG_XF_DECLINED;
+            }
+
+            continue;
+        }
+
+        if (seen & (1u << k)) {
+            return MG_XF_DECLINED;
+        }
+
+        seen |= 1u << k;
+        m[k] = v;
     }
 
-    return -1;
+    return MG_X_OK;
 }
 
 
@@ -310,38 +364,28 @@ mg_xf_member(const char *key, size_t len)
 static int
 mg_xf_top(mg_xf_req_t *rq, const char *p, const char *end)
 {
-    int           k;
-    unsigned      seen;
-    mg_xf_tok_t   key, v;
-    mg_xf_iter_t  it;
+    int          k;
+    mg_xf_tok_t  v;
+
+    static const char  *names[MG_XF_NMEMBERS] = {
+        "model", "messages", "max_completion_tokens", "max_tokens",
+        "temperature", "top_p", "stream", "stream_options"
+    };
 
     v.p = mg_xf_ws(p, end);
     v.len = end - v.p;
 
-    if (v.len == 0 || *v.p != '{') {
+    if (v.len == 0 || *v.p != '{'
+        || mg_xf_pick(&v, names, MG_XF_NMEMBERS, 1, rq->m) != MG_X_OK)
+    {
         return MG_XF_DECLINED;
     }
 
-    mg_xf_open(&it, &v);
-    seen = 0;
+    /* null is absent, as the translators take it */
 
-    while (mg_xf_next(&it, &key, &v)) {
-        if (memchr(key.p, '\\', key.len)) {
-            return MG_XF_DECLINED;
-        }
-
-        k = mg_xf_member(key.p, key.len);
-
-        if (k < 0 || (seen & (1u << k))) {
-            return MG_XF_DECLINED;
-        }
-
-        seen |= 1u << k;
-
-        /* null is absent, as the translators take it */
-
-        if (!mg_xf_is(&v, "null")) {
-            rq->m[k] = v;
+    for (k = 0; k < MG_XF_NMEMBERS; k++) {
+        if (mg_xf_is(&rq->m[k], "null")) {
+            rq->m[k].p = NULL;
         }
     }
 
@@ -1210,10 +1254,7 @@ mg_xf_answer(int provider, const char *body, size_t len, const char *model,
 static int
 mg_xf_answer_anthropic(mg_xf_answer_t *a, const mg_xf_tok_t *in)
 {
-    int           k;
-    unsigned      seen;
-    mg_xf_tok_t   key, v, m[5];
-    mg_xf_iter_t  it;
+    mg_xf_tok_t  m[5];
 
     static const char  *names[] = {
         "type", "content", "id", "stop_reason", "usage"
@@ -1224,34 +1265,8 @@ mg_xf_answer_anthropic(mg_xf_answer_t *a, const mg_xf_tok_t *in)
         "cache_creation_input_tokens"
     };
 
-    memset(m, 0, sizeof(m));
-    seen = 0;
-
-    mg_xf_open(&it, in);
-
-    while (mg_xf_next(&it, &key, &v)) {
-        if (memchr(key.p, '\\', key.len)) {
-            return MG_XF_DECLINED;
-        }
-
-        for (k = 0; k < 5; k++) {
-            if (strlen(names[k]) == key.len
-                && memcmp(names[k], key.p, key.len) == 0)
-            {
-                break;
-            }
-        }
-
-        if (k == 5) {
-            continue;
-        }
-
-        if (seen & (1u << k)) {
-            return MG_XF_DECLINED;
-        }
-
-        seen |= 1u << k;
-        m[k] = v;
+    if (mg_xf_pick(in, names, 5, 0, m) != MG_X_OK) {
+        return MG_XF_DECLINED;
     }
 
     /* an error, or a type written with escapes */
@@ -1294,8 +1309,6 @@ mg_xf_answer_anthropic(mg_xf_answer_t *a, const mg_xf_tok_t *in)
 static int
 mg_xf_answer_bedrock(mg_xf_answer_t *a, const mg_xf_tok_t *in)
 {
-    int           k;
-    unsigned      seen;
     mg_xf_tok_t   key, v, m[3], msg, content;
     mg_xf_iter_t  it;
 
@@ -1308,34 +1321,8 @@ mg_xf_answer_bedrock(mg_xf_answer_t *a, const mg_xf_tok_t *in)
         "cacheReadInputTokens", "cacheWriteInputTokens"
     };
 
-    memset(m, 0, sizeof(m));
-    seen = 0;
-
-    mg_xf_open(&it, in);
-
-    while (mg_xf_next(&it, &key, &v)) {
-        if (memchr(key.p, '\\', key.len)) {
-            return MG_XF_DECLINED;
-        }
-
-        for (k = 0; k < 3; k++) {
-            if (strlen(names[k]) == key.len
-                && memcmp(names[k], key.p, key.len) == 0)
-            {
-                break;
-            }
-        }
-
-        if (k == 3) {
-            continue;
-        }
-
-        if (seen & (1u << k)) {
-            return MG_XF_DECLINED;
-        }
-
-        seen |= 1u << k;
-        m[k] = v;
+    if (mg_xf_pick(in, names, 3, 0, m) != MG_X_OK) {
+        return MG_XF_DECLINED;
     }
 
     if (m[0].p == NULL || m[0].p[0] != '{') {
@@ -1451,10 +1438,8 @@ mg_xf_counts(mg_xf_answer_t *a, const mg_xf_tok_t *usage, const char **names,
     size_t n)
 {
     size_t        k, i;
-    unsigned      seen;
     long long     v;
-    mg_xf_tok_t   key, val;
-    mg_xf_iter_t  it;
+    mg_xf_tok_t   m[5], *t;
 
     if (usage->p == NULL || usage->p[0] != '{') {
 
@@ -1462,55 +1447,34 @@ mg_xf_counts(mg_xf_answer_t *a, const mg_xf_tok_t *usage, const char **names,
         return MG_X_OK;
     }
 
+    if (mg_xf_pick(usage, names, n, 0, m) != MG_X_OK) {
+        return MG_XF_DECLINED;
+    }
+
     a->usage = 1;
-    seen = 0;
 
-    mg_xf_open(&it, usage);
+    for (k = 0; k < n; k++) {
+        t = &m[k];
 
-    while (mg_xf_next(&it, &key, &val)) {
-        if (memchr(key.p, '\\', key.len)) {
-            return MG_XF_DECLINED;
-        }
-
-        for (k = 0; k < n; k++) {
-            if (strlen(names[k]) == key.len
-                && memcmp(names[k], key.p, key.len) == 0)
-            {
-                break;
-            }
-        }
-
-        if (k == n) {
-            continue;
-        }
-
-        if (seen & (1u << k)) {
-            return MG_XF_DECLINED;
-        }
-
-        seen |= 1u << k;
-
-        if (val.p[0] != '-' && (val.p[0] < '0' || val.p[0] > '9')) {
-            continue;
-        }
-
-        if (memchr(val.p, '.', val.len) || memchr(val.p, 'e', val.len)
-            || memchr(val.p, 'E', val.len))
+        if (t->p == NULL
+            || (t->p[0] != '-' && (t->p[0] < '0' || t->p[0] > '9'))
+            || memchr(t->p, '.', t->len) || memchr(t->p, 'e', t->len)
+            || memchr(t->p, 'E', t->len))
         {
             continue;
         }
 
-        if (val.len > 18) {
+        if (t->len > 18) {
             return MG_XF_DECLINED;
         }
 
         v = 0;
 
-        for (i = (val.p[0] == '-'); i < val.len; i++) {
-            v = v * 10 + (val.p[i] - '0');
+        for (i = (t->p[0] == '-'); i < t->len; i++) {
+            v = v * 10 + (t->p[i] - '0');
         }
 
-        a->n[k] = (val.p[0] == '-') ? 0
+        a->n[k] = (t->p[0] == '-') ? 0
                   : (v > MG_X_TOKENS_MAX ? MG_X_TOKENS_MAX : v);
     }
 

@@ -53,6 +53,14 @@ int mg_xf_request(const mg_xf_opts_t *o, const char *body, size_t len,
 
 
 /*
+ * The translators' way in: the tree-free path when the body has the
+ * shape, with a MG_X_NOMEM reported in err; MG_XF_DECLINED otherwise.
+ */
+int mg_xf_try(int provider, const char *model, size_t model_len,
+    long default_max_tokens, const char *body, size_t len, mg_buf_t *out,
+    int *stream, int *include_usage, mg_xerror_t *err);
+
+/*
  * A provider's whole answer -> the OpenAI chat.completion the full
  * translator (mg_anthropic_response(), mg_bedrock_response()) would give,
  * appended to out, when it holds text only: its texts are joined as the
