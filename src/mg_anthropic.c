@@ -1953,6 +1953,7 @@ mg_a_stream_light(mg_anthropic_stream_t *st, const char *event,
     /* a type written with escapes may spell "error": the general path */
 
     if (mg_json_scan(data, len, f, 3, 64, NULL) != MG_JSON_OK
+        || !mg_xf_parsable(data, len)
         || (f[0].type == MG_JSON_STRING
             && (memchr(data + f[0].start, '\\', f[0].len)
                 || (f[0].len == 7
@@ -2231,6 +2232,7 @@ mg_a_stream_text(mg_anthropic_stream_t *st, const char *data, size_t len,
     top[1].name_len = 5;
 
     if (mg_json_scan(data, len, top, 2, 64, NULL) != MG_JSON_OK
+        || !mg_xf_parsable(data, len)
         || top[0].type != MG_JSON_STRING || top[0].len != 21
         || memcmp(data + top[0].start, "\"content_block_delta\"", 21) != 0
         || top[1].type != MG_JSON_OBJECT)

@@ -74,7 +74,6 @@ static void mg_xf_open(mg_xf_iter_t *it, const mg_xf_tok_t *v);
 static int mg_xf_elem(mg_xf_iter_t *it, mg_xf_tok_t *v);
 static int mg_xf_next(mg_xf_iter_t *it, mg_xf_tok_t *key, mg_xf_tok_t *v);
 static int mg_xf_is(const mg_xf_tok_t *t, const char *s);
-static int mg_xf_parsable(const char *p, size_t len);
 static int mg_xf_number(const mg_xf_tok_t *t, double *d);
 static int mg_xf_count(const mg_xf_tok_t *t);
 static int mg_xf_anthropic(const mg_xf_opts_t *o, mg_xf_req_t *rq,
@@ -558,7 +557,7 @@ mg_xf_next(mg_xf_iter_t *it, mg_xf_tok_t *key, mg_xf_tok_t *v)
  * than 18 digits are taken as refused, to stay on the safe side.
  */
 
-static int
+int
 mg_xf_parsable(const char *p, size_t len)
 {
     int          real;

@@ -53,6 +53,13 @@ int mg_xf_request(const mg_xf_opts_t *o, const char *body, size_t len,
 
 
 /*
+ * Whether jansson reads the valid JSON [p, p + len) as the scanner does
+ * (it refuses integers beyond 64 bits, overflowing reals and member names
+ * holding NUL): a fast path must decline what the tree would refuse.
+ */
+int mg_xf_parsable(const char *p, size_t len);
+
+/*
  * The translators' way in: the tree-free path when the body has the
  * shape, with a MG_X_NOMEM reported in err; MG_XF_DECLINED otherwise.
  */

@@ -551,6 +551,59 @@ main(void)
         }
     }
 
+    /* stream events the fast paths take must be what jansson reads */
+
+    {
+        int                    k, rc[2];
+        size_t                 len[2];
+        mg_buf_t               out[2];
+        mg_xerror_t            err;
+        mg_anthropic_stream_t  st[2];
+
+        static const struct {
+            const char  *event;
+            const char  *data;
+        } evs[] = {
+            { "message_start", "{\"type\":\"message_start\",\"message\":"
+              "{\"id\":\"m\",\"usage\":{\"input_tokens\":3}}}" },
+            { "content_block_delta", "{\"type\":\"content_block_delta\","
+              "\"index\":123456789012345678901234,\"delta\":{\"type\":"
+              "\"text_delta\",\"text\":\"x\"}}" },
+            { "content_block_delta", "{\"type\":\"content_block_delta\","
+              "\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":"
+              "\"y\",\"z\":-1e999}}" },
+            { "ping", "{\"type\":\"ping\",\"\\u0000\":1}" },
+            { "message_delta", "{\"type\":\"message_delta\",\"delta\":"
+              "{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":"
+              "2,\"w\":1e400}}" }
+        };
+
+        for (k = 0; k < 2; k++) {
+            mg_anthropic_stream_init(&st[k], "gpt", 3, 1700000000, 1);
+            st[k].full = k;
+            memset(&out[k], 0, sizeof(mg_buf_t));
+        }
+
+        for (i = 0; i < (int) (sizeof(evs) / sizeof(evs[0])); i++) {
+            for (k = 0; k < 2; k++) {
+                len[k] = out[k].len;
+                rc[k] = mg_anthropic_stream_event(&st[k], evs[i].event,
+                                                  strlen(evs[i].event),
+                                                  evs[i].data,
+                                                  strlen(evs[i].data),
+                                                  &out[k], &err);
+            }
+
+            ok(rc[0] == rc[1] && out[0].len - len[0] == out[1].len - len[1],
+               "stream event, fast and tree alike: %s", evs[i].data);
+        }
+
+        for (k = 0; k < 2; k++) {
+            mg_anthropic_stream_free(&st[k]);
+            mg_buf_free(&out[k]);
+        }
+    }
+
     /* the exact bytes of a simple case, so the shape is pinned down */
 
     {
