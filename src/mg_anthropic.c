@@ -29,6 +29,8 @@ static int mg_a_req_check(json_t *in, mg_xerror_t *err);
 static int mg_a_req_head(json_t *in, const mg_anthropic_opts_t *o,
     json_t *req, mg_xerror_t *err);
 static int mg_a_req_messages(json_t *in, json_t *req, mg_xerror_t *err);
+static int mg_a_req_blocks(void *data, int kind, json_t *msgs, json_t *m,
+    size_t i, json_t *blocks, mg_xerror_t *err);
 static int mg_a_req_assistant(json_t *m, json_t *blocks, size_t i,
     mg_xerror_t *err);
 static int mg_a_req_tool_result(json_t *m, json_t *blocks, size_t i,
@@ -238,124 +240,29 @@ mg_a_req_head(json_t *in, const mg_anthropic_opts_t *o, json_t *req,
 
 
 /*
- * System and developer messages become the top-level "system"; tool
- * results become user messages; consecutive messages of one role are
- * merged, since Anthropic wants user and assistant turns to alternate.
- * Blocks are collected first and a lone plain text block is written as a
- * string at the end.
+ * The messages (mg_x_messages() walks them) to "system" and "messages";
+ * tool results go first in a user turn, and a lone plain text block is
+ * written as a string.
  */
 
 static int
 mg_a_req_messages(json_t *in, json_t *req, mg_xerror_t *err)
 {
-    int          rc;
-    size_t       i;
-    json_t      *msgs, *m, *system, *out, *blocks, *last, *msg;
-    const char  *role, *arole, *lrole;
-
-    msgs = json_object_get(in, "messages");
-
-    if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
-        return mg_x_bad(err, "messages", "messages must be a non-empty "
-                        "array.");
-    }
+    int      rc;
+    size_t   i;
+    json_t  *system, *out, *blocks, *msg;
 
     system = json_array();
     out = json_array();
-    blocks = NULL;
-    last = NULL;
-    lrole = NULL;
 
     if (system == NULL || out == NULL) {
         rc = MG_X_NOMEM;
         goto done;
     }
 
-    json_array_foreach(msgs, i, m) {
-
-        role = json_string_value(json_object_get(m, "role"));
-
-        if (role == NULL) {
-            rc = mg_x_bad(err, "messages", "messages[%zu].role must be a "
-                          "string.", i);
-            goto done;
-        }
-
-        if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
-            rc = mg_a_req_content(json_object_get(m, "content"), MG_A_TEXT,
-                                  system, i, err);
-            if (rc != MG_X_OK) {
-                goto done;
-            }
-
-            continue;
-        }
-
-        blocks = json_array();
-        if (blocks == NULL) {
-            rc = MG_X_NOMEM;
-            goto done;
-        }
-
-        if (strcmp(role, "user") == 0) {
-            arole = "user";
-            rc = mg_a_req_content(json_object_get(m, "content"),
-                                  MG_A_TEXT | MG_A_IMAGE | MG_A_FILE,
-                                  blocks, i, err);
-
-        } else if (strcmp(role, "assistant") == 0) {
-            arole = "assistant";
-            rc = mg_a_req_assistant(m, blocks, i, err);
-
-        } else if (strcmp(role, "tool") == 0) {
-            arole = "user";
-            rc = mg_a_req_tool_result(m, blocks, i, err);
-
-        } else {
-            arole = NULL;
-            rc = mg_x_bad(err, "messages", "messages[%zu]: the role \"%s\" "
-                          "is not supported by this model's backend.", i,
-                          role);
-        }
-
-        if (rc != MG_X_OK) {
-            goto done;
-        }
-
-        if (json_array_size(blocks) == 0) {
-            json_decref(blocks);
-            blocks = NULL;
-            continue;
-        }
-
-        if (lrole && strcmp(lrole, arole) == 0) {
-            if (json_array_extend(last, blocks) != 0) {
-                rc = MG_X_NOMEM;
-                goto done;
-            }
-
-            json_decref(blocks);
-            blocks = NULL;
-            continue;
-        }
-
-        msg = json_pack("{s:s,s:O}", "role", arole, "content", blocks);
-
-        if (msg == NULL || json_array_append_new(out, msg) != 0) {
-            rc = MG_X_NOMEM;
-            goto done;
-        }
-
-        last = blocks;
-        lrole = arole;
-
-        json_decref(blocks);
-        blocks = NULL;
-    }
-
-    if (json_array_size(out) == 0) {
-        rc = mg_x_bad(err, "messages", "messages must hold at least one "
-                      "user or assistant message with content.");
+    rc = mg_x_messages(in, "assistant", "content", mg_a_req_blocks, NULL,
+                       system, out, err);
+    if (rc != MG_X_OK) {
         goto done;
     }
 
@@ -366,19 +273,15 @@ mg_a_req_messages(json_t *in, json_t *req, mg_xerror_t *err)
                        "user")
             && mg_a_results_first(blocks) != MG_X_OK)
         {
-            blocks = NULL;
             rc = MG_X_NOMEM;
             goto done;
         }
 
         if (mg_x_set(msg, "content", mg_a_simplify(blocks)) != MG_X_OK) {
-            blocks = NULL;
             rc = MG_X_NOMEM;
             goto done;
         }
     }
-
-    blocks = NULL;
 
     if (json_array_size(system)
         && mg_x_set(req, "system", mg_a_simplify(system)) != MG_X_OK)
@@ -391,11 +294,36 @@ mg_a_req_messages(json_t *in, json_t *req, mg_xerror_t *err)
 
 done:
 
-    json_decref(blocks);
     json_decref(out);
     json_decref(system);
 
     return rc;
+}
+
+
+/* the blocks of one message, by its kind */
+
+static int
+mg_a_req_blocks(void *data, int kind, json_t *msgs, json_t *m, size_t i,
+    json_t *blocks, mg_xerror_t *err)
+{
+    switch (kind) {
+
+    case MG_X_SYSTEM:
+        return mg_a_req_content(json_object_get(m, "content"), MG_A_TEXT,
+                                blocks, i, err);
+
+    case MG_X_USER:
+        return mg_a_req_content(json_object_get(m, "content"),
+                                MG_A_TEXT | MG_A_IMAGE | MG_A_FILE, blocks,
+                                i, err);
+
+    case MG_X_ASSISTANT:
+        return mg_a_req_assistant(m, blocks, i, err);
+
+    default:
+        return mg_a_req_tool_result(m, blocks, i, err);
+    }
 }
 
 

@@ -62,6 +62,8 @@ typedef enum {
 static int mg_b_req_check(json_t *in, mg_xerror_t *err);
 static int mg_b_req_messages(json_t *in, json_t *req, mg_b_req_t *ctx,
     mg_xerror_t *err);
+static int mg_b_req_blocks(void *data, int kind, json_t *msgs, json_t *m,
+    size_t i, json_t *blocks, mg_xerror_t *err);
 static int mg_b_req_assistant(json_t *m, json_t *blocks, size_t i,
     mg_b_req_t *ctx, mg_xerror_t *err);
 static int mg_b_req_tool_result(json_t *m, json_t *blocks, size_t i,
@@ -261,125 +263,29 @@ mg_b_req_check(json_t *in, mg_xerror_t *err)
 
 
 /*
- * System and developer messages become the top-level "system"; tool
- * results become user messages; consecutive messages of one role are
- * merged, since Converse wants user and assistant turns to alternate.
+ * The messages (mg_x_messages() walks them) to "system" and "messages";
+ * tool results go first in a user turn.
  */
 
 static int
 mg_b_req_messages(json_t *in, json_t *req, mg_b_req_t *ctx,
     mg_xerror_t *err)
 {
-    int          rc;
-    size_t       i;
-    json_t      *msgs, *m, *system, *out, *blocks, *last, *msg;
-    const char  *role, *brole, *lrole;
-
-    msgs = json_object_get(in, "messages");
-
-    if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
-        return mg_x_bad(err, "messages", "messages must be a non-empty "
-                        "array.");
-    }
+    int      rc;
+    size_t   i;
+    json_t  *system, *out, *msg;
 
     system = json_array();
     out = json_array();
-    blocks = NULL;
-    last = NULL;
-    lrole = NULL;
 
     if (system == NULL || out == NULL) {
         rc = MG_X_NOMEM;
         goto done;
     }
 
-    json_array_foreach(msgs, i, m) {
-
-        role = json_string_value(json_object_get(m, "role"));
-
-        if (role == NULL) {
-            rc = mg_x_bad(err, "messages", "messages[%zu].role must be a "
-                          "string.", i);
-            goto done;
-        }
-
-        if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
-            rc = mg_b_req_content(json_object_get(m, "content"),
-                                  MG_B_TEXT | MG_B_CACHE, system, i, ctx,
-                                  err);
-            if (rc != MG_X_OK) {
-                goto done;
-            }
-
-            continue;
-        }
-
-        blocks = json_array();
-        if (blocks == NULL) {
-            rc = MG_X_NOMEM;
-            goto done;
-        }
-
-        if (strcmp(role, "user") == 0) {
-            brole = "user";
-            rc = mg_b_req_content(json_object_get(m, "content"),
-                                  MG_B_TEXT | MG_B_IMAGE | MG_B_FILE
-                                  | MG_B_CACHE,
-                                  blocks, i, ctx, err);
-
-        } else if (strcmp(role, "assistant") == 0) {
-            brole = "assistant";
-            rc = mg_b_req_assistant(m, blocks, i, ctx, err);
-
-        } else if (strcmp(role, "tool") == 0) {
-            brole = "user";
-            rc = mg_b_req_tool_result(m, blocks, i, ctx, err);
-
-        } else {
-            brole = NULL;
-            rc = mg_x_bad(err, "messages", "messages[%zu]: the role \"%s\" "
-                          "is not supported by this model's backend.", i,
-                          role);
-        }
-
-        if (rc != MG_X_OK) {
-            goto done;
-        }
-
-        if (json_array_size(blocks) == 0) {
-            json_decref(blocks);
-            blocks = NULL;
-            continue;
-        }
-
-        if (lrole && strcmp(lrole, brole) == 0) {
-            if (json_array_extend(last, blocks) != 0) {
-                rc = MG_X_NOMEM;
-                goto done;
-            }
-
-            json_decref(blocks);
-            blocks = NULL;
-            continue;
-        }
-
-        msg = json_pack("{s:s,s:O}", "role", brole, "content", blocks);
-
-        if (msg == NULL || json_array_append_new(out, msg) != 0) {
-            rc = MG_X_NOMEM;
-            goto done;
-        }
-
-        last = blocks;
-        lrole = brole;
-
-        json_decref(blocks);
-        blocks = NULL;
-    }
-
-    if (json_array_size(out) == 0) {
-        rc = mg_x_bad(err, "messages", "messages must hold at least one "
-                      "user or assistant message with content.");
+    rc = mg_x_messages(in, "assistant", "content", mg_b_req_blocks, ctx,
+                       system, out, err);
+    if (rc != MG_X_OK) {
         goto done;
     }
 
@@ -405,11 +311,39 @@ mg_b_req_messages(json_t *in, json_t *req, mg_b_req_t *ctx,
 
 done:
 
-    json_decref(blocks);
     json_decref(out);
     json_decref(system);
 
     return rc;
+}
+
+
+/* the blocks of one message, by its kind */
+
+static int
+mg_b_req_blocks(void *data, int kind, json_t *msgs, json_t *m, size_t i,
+    json_t *blocks, mg_xerror_t *err)
+{
+    mg_b_req_t *ctx = data;
+
+    switch (kind) {
+
+    case MG_X_SYSTEM:
+        return mg_b_req_content(json_object_get(m, "content"),
+                                MG_B_TEXT | MG_B_CACHE, blocks, i, ctx, err);
+
+    case MG_X_USER:
+        return mg_b_req_content(json_object_get(m, "content"),
+                                MG_B_TEXT | MG_B_IMAGE | MG_B_FILE
+                                | MG_B_CACHE,
+                                blocks, i, ctx, err);
+
+    case MG_X_ASSISTANT:
+        return mg_b_req_assistant(m, blocks, i, ctx, err);
+
+    default:
+        return mg_b_req_tool_result(m, blocks, i, ctx, err);
+    }
 }
 
 

@@ -53,6 +53,8 @@ static json_t *mg_g_string(json_t *v);
 
 static int mg_g_req_check(json_t *in, mg_xerror_t *err);
 static int mg_g_req_messages(json_t *in, json_t *req, mg_xerror_t *err);
+static int mg_g_req_parts(void *data, int kind, json_t *msgs, json_t *m,
+    size_t i, json_t *parts, mg_xerror_t *err);
 static int mg_g_req_assistant(json_t *m, json_t *parts, size_t i,
     mg_xerror_t *err);
 static int mg_g_req_tool_result(json_t *msgs, json_t *m, json_t *parts,
@@ -271,126 +273,28 @@ mg_g_req_check(json_t *in, mg_xerror_t *err)
 
 
 /*
- * System and developer messages become systemInstruction; assistant
- * messages are the "model" role; tool results become user parts;
- * consecutive contents of one role are merged, so that all the results
- * answering one model turn go in a single content, as Gemini wants.
+ * The messages (mg_x_messages() walks them: assistant turns are Gemini's
+ * "model" role, and the results answering one model turn merge into a
+ * single content, as Gemini wants) to systemInstruction and contents.
  */
 
 static int
 mg_g_req_messages(json_t *in, json_t *req, mg_xerror_t *err)
 {
-    int          rc;
-    size_t       i;
-    json_t      *msgs, *m, *system, *contents, *parts, *last, *c;
-    const char  *role, *grole, *lrole;
-
-    msgs = json_object_get(in, "messages");
-
-    if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
-        return mg_x_bad(err, "messages", "messages must be a non-empty "
-                        "array.");
-    }
+    int      rc;
+    json_t  *system, *contents;
 
     system = json_array();
     contents = json_array();
-    parts = NULL;
-    last = NULL;
-    lrole = NULL;
 
     if (system == NULL || contents == NULL) {
         rc = MG_X_NOMEM;
         goto done;
     }
 
-    json_array_foreach(msgs, i, m) {
-
-        role = json_string_value(json_object_get(m, "role"));
-
-        if (role == NULL) {
-            rc = mg_x_bad(err, "messages", "messages[%zu].role must be a "
-                          "string.", i);
-            goto done;
-        }
-
-        if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
-            rc = mg_g_req_content(json_object_get(m, "content"), MG_G_TEXT,
-                                  system, i, err);
-            if (rc != MG_X_OK) {
-                goto done;
-            }
-
-            continue;
-        }
-
-        parts = json_array();
-        if (parts == NULL) {
-            rc = MG_X_NOMEM;
-            goto done;
-        }
-
-        if (strcmp(role, "user") == 0) {
-            grole = "user";
-            rc = mg_g_req_content(json_object_get(m, "content"),
-                                  MG_G_TEXT | MG_G_IMAGE | MG_G_FILE
-                                  | MG_G_AUDIO,
-                                  parts, i, err);
-
-        } else if (strcmp(role, "assistant") == 0) {
-            grole = "model";
-            rc = mg_g_req_assistant(m, parts, i, err);
-
-        } else if (strcmp(role, "tool") == 0) {
-            grole = "user";
-            rc = mg_g_req_tool_result(msgs, m, parts, i, err);
-
-        } else {
-            grole = NULL;
-            rc = mg_x_bad(err, "messages", "messages[%zu]: the role \"%s\" "
-                          "is not supported by this model's backend.", i,
-                          role);
-        }
-
-        if (rc != MG_X_OK) {
-            goto done;
-        }
-
-        /* Gemini refuses a content without parts */
-
-        if (json_array_size(parts) == 0) {
-            json_decref(parts);
-            parts = NULL;
-            continue;
-        }
-
-        if (lrole && strcmp(lrole, grole) == 0) {
-            if (json_array_extend(last, parts) != 0) {
-                rc = MG_X_NOMEM;
-                goto done;
-            }
-
-            json_decref(parts);
-            parts = NULL;
-            continue;
-        }
-
-        c = json_pack("{s:s,s:O}", "role", grole, "parts", parts);
-
-        if (c == NULL || json_array_append_new(contents, c) != 0) {
-            rc = MG_X_NOMEM;
-            goto done;
-        }
-
-        last = parts;
-        lrole = grole;
-
-        json_decref(parts);
-        parts = NULL;
-    }
-
-    if (json_array_size(contents) == 0) {
-        rc = mg_x_bad(err, "messages", "messages must hold at least one "
-                      "user or assistant message with content.");
+    rc = mg_x_messages(in, "model", "parts", mg_g_req_parts, NULL, system,
+                       contents, err);
+    if (rc != MG_X_OK) {
         goto done;
     }
 
@@ -408,11 +312,37 @@ mg_g_req_messages(json_t *in, json_t *req, mg_xerror_t *err)
 
 done:
 
-    json_decref(parts);
     json_decref(contents);
     json_decref(system);
 
     return rc;
+}
+
+
+/* the parts of one message, by its kind */
+
+static int
+mg_g_req_parts(void *data, int kind, json_t *msgs, json_t *m, size_t i,
+    json_t *parts, mg_xerror_t *err)
+{
+    switch (kind) {
+
+    case MG_X_SYSTEM:
+        return mg_g_req_content(json_object_get(m, "content"), MG_G_TEXT,
+                                parts, i, err);
+
+    case MG_X_USER:
+        return mg_g_req_content(json_object_get(m, "content"),
+                                MG_G_TEXT | MG_G_IMAGE | MG_G_FILE
+                                | MG_G_AUDIO,
+                                parts, i, err);
+
+    case MG_X_ASSISTANT:
+        return mg_g_req_assistant(m, parts, i, err);
+
+    default:
+        return mg_g_req_tool_result(msgs, m, parts, i, err);
+    }
 }
 
 

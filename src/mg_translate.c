@@ -1152,3 +1152,111 @@ mg_x_tokens_raw(const char *p, size_t len, const char *key,
 
     return MG_X_OK;
 }
+
+
+int
+mg_x_messages(json_t *in, const char *assistant, const char *key,
+    mg_x_blocks_pt make, void *data, json_t *system, json_t *out,
+    mg_xerror_t *err)
+{
+    int          rc, kind;
+    size_t       i;
+    json_t      *msgs, *m, *blocks, *last, *turn;
+    const char  *role, *trole, *lrole;
+
+    msgs = json_object_get(in, "messages");
+
+    if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
+        return mg_x_bad(err, "messages", "messages must be a non-empty "
+                        "array.");
+    }
+
+    last = NULL;
+    lrole = NULL;
+
+    json_array_foreach(msgs, i, m) {
+
+        role = json_string_value(json_object_get(m, "role"));
+
+        if (role == NULL) {
+            return mg_x_bad(err, "messages", "messages[%zu].role must be a "
+                            "string.", i);
+        }
+
+        if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
+            rc = make(data, MG_X_SYSTEM, msgs, m, i, system, err);
+            if (rc != MG_X_OK) {
+                return rc;
+            }
+
+            continue;
+        }
+
+        if (strcmp(role, "user") == 0) {
+            kind = MG_X_USER;
+            trole = "user";
+
+        } else if (strcmp(role, "assistant") == 0) {
+            kind = MG_X_ASSISTANT;
+            trole = assistant;
+
+        } else if (strcmp(role, "tool") == 0) {
+            kind = MG_X_TOOL;
+            trole = "user";
+
+        } else {
+            return mg_x_bad(err, "messages", "messages[%zu]: the role \"%s\" "
+                            "is not supported by this model's backend.", i,
+                            role);
+        }
+
+        blocks = json_array();
+        if (blocks == NULL) {
+            return MG_X_NOMEM;
+        }
+
+        rc = make(data, kind, msgs, m, i, blocks, err);
+
+        /* providers refuse a turn without content */
+
+        if (rc != MG_X_OK || json_array_size(blocks) == 0) {
+            json_decref(blocks);
+
+            if (rc != MG_X_OK) {
+                return rc;
+            }
+
+            continue;
+        }
+
+        if (lrole && strcmp(lrole, trole) == 0) {
+            rc = json_array_extend(last, blocks);
+            json_decref(blocks);
+
+            if (rc != 0) {
+                return MG_X_NOMEM;
+            }
+
+            continue;
+        }
+
+        turn = json_pack("{s:s,s:O}", "role", trole, key, blocks);
+        json_decref(blocks);
+
+        if (turn == NULL || json_array_append_new(out, turn) != 0) {
+            return MG_X_NOMEM;
+        }
+
+        /* still held by the turn */
+
+        last = blocks;
+        lrole = trole;
+    }
+
+    if (json_array_size(out) == 0) {
+        return mg_x_bad(err, "messages", "messages must hold at least one "
+                        "user or assistant message with content.");
+    }
+
+    return MG_X_OK;
+}

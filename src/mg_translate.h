@@ -104,6 +104,28 @@ int mg_x_tool_args(json_t *fn, size_t i, size_t k, json_t **out,
 int mg_x_chunk_raw(mg_buf_t *out, const char *prefix, size_t prefix_len,
     const char *delta, size_t delta_len, json_t *delta_json,
     const char *finish);
+/*
+ * The walk of a chat request's messages the translators share: system and
+ * developer messages go to system; every other message becomes blocks,
+ * made by the provider's callback (kind: MG_X_USER, MG_X_ASSISTANT,
+ * MG_X_TOOL, or MG_X_SYSTEM for the system ones), and messages with no
+ * block are dropped; consecutive turns of one role are merged, since
+ * providers want user and model turns to alternate.  Turns are appended
+ * to out as {"role": .., key: [blocks]}, the model's role named
+ * assistant; tool results are user turns.  Errors are the client's 400s.
+ */
+#define MG_X_SYSTEM     0
+#define MG_X_USER       1
+#define MG_X_ASSISTANT  2
+#define MG_X_TOOL       3
+
+typedef int (*mg_x_blocks_pt)(void *data, int kind, json_t *msgs,
+    json_t *m, size_t i, json_t *blocks, mg_xerror_t *err);
+
+int mg_x_messages(json_t *in, const char *assistant, const char *key,
+    mg_x_blocks_pt blocks, void *data, json_t *system, json_t *out,
+    mg_xerror_t *err);
+
 int mg_x_tokens_raw(const char *p, size_t len, const char *key,
     long long dflt, long long *n);
 int mg_x_chunk(mg_buf_t *out, const char *prefix, size_t prefix_len,
