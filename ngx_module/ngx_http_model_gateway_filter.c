@@ -380,7 +380,24 @@ ngx_http_model_gateway_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_model_gateway_module);
 
-    if (ctx == NULL || !ctx->err_rendering) {
+    if (ctx == NULL) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    if (ctx->last_sent) {
+
+        /* the stream's last buffer already ended the response */
+
+        if (in && in->next == NULL && in->buf->last_buf
+            && ngx_buf_size(in->buf) == 0)
+        {
+            return ngx_http_next_body_filter(r, NULL);
+        }
+
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    if (!ctx->err_rendering) {
         return ngx_http_next_body_filter(r, in);
     }
 

@@ -429,6 +429,7 @@ struct ngx_http_model_gateway_ctx_s {
     unsigned                           error_seen:1;
     unsigned                           stream_closed:1;
     unsigned                           passthrough:1;
+    unsigned                           last_sent:1; /* end went with data */
 
     /* the overall outcome */
     ngx_http_model_gateway_fail_e      last_fail;

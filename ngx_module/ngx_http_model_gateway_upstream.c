@@ -1906,12 +1906,29 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
         }
     }
 
-    if (ctx->out) {
-        for (cl = u->out_bufs, ll = &u->out_bufs; cl; cl = cl->next) {
-            ll = &cl->next;
-        }
+    if (ctx->out == NULL) {
+        return NGX_OK;
+    }
 
-        *ll = ctx->out;
+    for (cl = u->out_bufs, ll = &u->out_bufs; cl; cl = cl->next) {
+        ll = &cl->next;
+    }
+
+    *ll = ctx->out;
+
+    if (u->length == 0 && ctx->done_seen && r == r->main && !r->post_action)
+    {
+        /*
+         * the stream is complete and needs no tail: its last events and
+         * the end of the response (the last chunk) leave in one write
+         * instead of two; the body filter drops the empty last buffer
+         * nginx sends after
+         */
+
+        for (cl = ctx->out; cl->next; cl = cl->next) { /* void */ }
+
+        cl->buf->last_buf = 1;
+        ctx->last_sent = 1;
     }
 
     return NGX_OK;
@@ -2006,6 +2023,7 @@ ngx_http_model_gateway_emit(ngx_http_model_gateway_ctx_t *ctx,
     b->temporary = 1;
     b->memory = 0;
     b->flush = 1;
+    b->last_buf = 0;
     b->tag = u->output.tag;
 
     ctx->out_buf = b;

@@ -149,6 +149,7 @@ my %SPEC = (
                        release => 'release-main' },
     'split-id'    => { raw_pieces => \@SPLIT_PIECES, piece_delay => 0.05 },
     'comments-id' => { chunks => \@COMMENTS },
+    'whole-id'    => { body => join('', @MAIN) },
     'fo-good'     => { chunks => \@FAILOVER },
     'fo2-good'    => { chunks => \@FAILOVER },
     'cut-id'      => { chunks => \@CUT, close_after => 3 },
@@ -202,6 +203,7 @@ http {
         model stream stream-id;
         model split split-id;
         model comments comments-id;
+        model whole whole-id;
         model cut cut-id;
         model nodone nodone-id;
         model dc dc-id;
@@ -373,6 +375,18 @@ ok($t->grep_log(qr/backend "bad" answered 200 but its stream began with an error
         'comments: every data event passed');
     is(scalar(grep { /"error"/ } MG::Test::sse_data($body)), 0,
         'comments: no error event');
+    is($s->trailing(5), '', 'comments: the response ends once');
+}
+
+# a whole stream in one read, framed by a length: its last events and the
+# end of the response leave together, and the response ends only once
+{
+    my $s = chat_stream('whole');
+    is($s->status, 200, 'whole: status 200');
+    my $body = $s->rest(10);
+    ok($s->complete, 'whole: response terminated');
+    is_deeply(data_of($body), data_of(@MAIN), 'whole: every event passed');
+    is($s->trailing(5), '', 'whole: the response ends once');
 }
 
 ###########################################################################

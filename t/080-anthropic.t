@@ -604,6 +604,10 @@ my $answer_ant = sub {
                  chunks => [text_stream('msg_01Plain', 'max_tokens',
                      'Plain ', 'strëam')], chunk_delay => 0.01 }
             if $scn eq 'stream-plain';
+        return { status => 200, headers => [$SSE_CT],
+                 body => join('', text_stream('msg_01Whole', 'end_turn',
+                     'Whole ', 'stream')) }
+            if $scn eq 'stream-whole';
         return { status => 200, headers => [$SSE_CT], chunk_delay => 0.05,
                  chunks => [ev_start('msg_01Pings'), ev_text_start(0),
                      ev_text(0, 'tick '), ev_ping(), ev_ping(),
@@ -1270,6 +1274,7 @@ sub tool_calls_of {
     $t->release($HOLD);
     my $rest = $s->rest(10);
     ok($s->complete, 'stream: response complete');
+    is($s->trailing(5), '', 'stream: the response ends once');
     my $all = join '', grep { defined } $e1, $e2, $e3, $rest;
 
     my @data = MG::Test::sse_data($all);
@@ -1328,6 +1333,27 @@ sub tool_calls_of {
         'stream: anthropic-version');
     ok(!$t->wait_mock_event('ant', 'hold_timeout', 0.1),
         'stream: the mock was released, not timed out');
+}
+
+{
+    # the whole stream in one read, framed by a length: its last events
+    # and the end of the response leave together, and the response ends
+    # only once
+    my $s = $t->stream(method => 'POST', path => '/v1/chat/completions',
+        json => { model => 'claude-chat', stream => JSON::PP::true,
+            messages => [{ role => 'user',
+                           content => 'Hi SCN-stream-whole' }] });
+    is($s->status, 200, 'stream in one read: 200');
+    my $body = $s->rest(10);
+    ok($s->complete, 'stream in one read: response complete');
+    is($s->trailing(5), '', 'stream in one read: the response ends once');
+    my @data = MG::Test::sse_data($body);
+    is($data[-1], '[DONE]', 'stream in one read: [DONE] last');
+    is(scalar(grep { $_ eq '[DONE]' } @data), 1,
+        'stream in one read: one [DONE]');
+    is(join('', map { $_->{choices}[0]{delta}{content} // '' }
+        grep { @{$_->{choices} || []} } chunks_of($body)), 'Whole stream',
+        'stream in one read: text');
 }
 
 {

@@ -260,6 +260,15 @@ sub bedrock_handler {
                           es_exception('modelStreamErrorException',
                               '{"message":"RAW-MODEL-ERROR stopped"}')]);
     }
+    if ($id eq 'stream-whole') {
+
+        # the whole stream in one write, framed by a length
+        return { status => 200,
+                 headers => [['Content-Type',
+                              'application/vnd.amazon.eventstream']],
+                 body => join('', text_frames('one ', 'read'),
+                              end_frames()) };
+    }
     if ($id eq 'stream-cut') {
         return es_stream([text_frames('half')]);
     }
@@ -345,6 +354,7 @@ http {
         model throttled-stream stream-throttle;
         model late stream-late-error;
         model cut stream-cut;
+        model whole stream-whole;
         model badcrc stream-badcrc;
         weight 100;
     }
@@ -557,11 +567,13 @@ sub stream_chat {
                               %o }));
     my $all = $s->rest(10) // '';
     my $ct = $s->header('content-type');
+    my $extra = $s->trailing(5);
     $s->close;
     my @data = MG::Test::sse_data($all);
     my @json = map { eval { decode_json($_) } // { bad => $_ } }
                grep { $_ ne '[DONE]' } @data;
-    return { data => \@data, json => \@json, ct => $ct, raw => $all };
+    return { data => \@data, json => \@json, ct => $ct, raw => $all,
+             complete => $s->complete, extra => $extra };
 }
 
 sub text_of {
@@ -577,6 +589,8 @@ is($s->{ct}, 'text/event-stream', 'stream: text/event-stream to the client');
 is(text_of($s), "H\x{e9}llo \x{1F600} converse-stream",
    'stream: text split inside preludes and characters arrives whole');
 is($s->{data}[-1], '[DONE]', 'stream: ends with [DONE]');
+ok($s->{complete}, 'stream: response complete');
+is($s->{extra}, '', 'stream: the response ends once');
 my ($usage) = grep { $_->{usage} && !@{ $_->{choices} } } @{ $s->{json} };
 is($usage && $usage->{usage}{total_tokens}, 9, 'stream: the usage chunk');
 ok(scalar(grep { $_->{choices} && @{ $_->{choices} }
@@ -588,6 +602,12 @@ is($t->mock_requests('bed')->[-1]{path},
    'stream: the converse-stream operation');
 is($t->mock_requests('bed')->[-1]{headers}{accept},
    'application/vnd.amazon.eventstream', 'stream: Accept eventstream');
+
+$s = stream_chat('whole');
+is(text_of($s), 'one read', 'stream in one read: the text');
+is($s->{data}[-1], '[DONE]', 'stream in one read: ends with [DONE]');
+ok($s->{complete}, 'stream in one read: response complete');
+is($s->{extra}, '', 'stream in one read: the response ends once');
 
 $s = stream_chat('claude', tools => [{ type => 'function', function => {
                      name => 'get_weather',

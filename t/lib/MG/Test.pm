@@ -1884,20 +1884,25 @@ package MG::Test::Body;
 sub new {
     my ($class, $mode, $len) = @_;
     my $self = bless { mode => $mode, in => '', out => '', done => 0,
-        error => undef, sizes => [], state => 'size', need => $len // 0 },
+        error => undef, sizes => [], state => 'size', need => $len // 0,
+        extra => '' },
         $class;
     $self->{done} = 1 if $mode eq 'none' || ($mode eq 'length' && !$len);
     return $self;
 }
 
+# bytes after the end of the body go to {extra}: a response that ends
+# twice (a second chunked terminator, say) shows there
 sub feed {
     my ($self, $data) = @_;
-    return if $self->{done} || $self->{error};
+    return if $self->{error};
+    if ($self->{done}) { $self->{extra} .= $data; return }
     my $m = $self->{mode};
     if ($m eq 'eof') { $self->{out} .= $data; return }
     if ($m eq 'length') {
         my $take = substr($data, 0, $self->{need});
         $self->{out} .= $take;
+        $self->{extra} .= substr($data, length $take);
         $self->{need} -= length $take;
         $self->{done} = 1 if $self->{need} == 0;
         return;
@@ -1933,7 +1938,12 @@ sub feed {
             }
             $self->{state} = 'size';
         } elsif ($st eq 'trailer') {
-            if ($self->{in} =~ s/\A\r\n//) { $self->{done} = 1; return }
+            if ($self->{in} =~ s/\A\r\n//) {
+                $self->{done} = 1;
+                $self->{extra} .= $self->{in};
+                $self->{in} = '';
+                return;
+            }
             if ($self->{in} =~ s/\A[^\r\n]+\r\n//) { next }
             return;
         }
@@ -2051,6 +2061,24 @@ sub rest {
     my $b = $self->{body};
     $self->{body} = '';
     return $b;
+}
+
+# ->trailing($timeout): reads until the server closes the connection
+# (default 5 s) and returns what came after the end of the body: '' for a
+# response that ended once (the request had Connection: close)
+sub trailing {
+    my ($self, $timeout) = @_;
+    my $deadline = time + ($timeout // 5);
+    my $dec = $self->{dec} or return undef;
+    1 while $self->_more($deadline);
+    while (!$self->{eof} && $self->{io}{s}) {
+        my $r = $self->{io}->fill($deadline - time);
+        last if !defined $r;
+        if ($r == 0) { $self->{eof} = 1; last }
+        $self->_feed;
+    }
+    $self->_feed;
+    return $dec->{extra};
 }
 
 # ->close: closes the client connection
