@@ -70,14 +70,24 @@ int
 mg_buf_printf(mg_buf_t *b, const char *fmt, ...)
 {
     int      n;
+    size_t   room;
     va_list  ap;
 
+    /* most texts fit the room left: formatted once, straight in place */
+
+    room = b->cap - b->len;
+
     va_start(ap, fmt);
-    n = vsnprintf(NULL, 0, fmt, ap);
+    n = vsnprintf(room ? b->data + b->len : NULL, room, fmt, ap);
     va_end(ap);
 
     if (n < 0) {
         return MG_X_ERROR;
+    }
+
+    if ((size_t) n < room) {
+        b->len += (size_t) n;
+        return MG_X_OK;
     }
 
     if (mg_buf_reserve(b, (size_t) n + 1) != MG_X_OK) {
@@ -91,6 +101,31 @@ mg_buf_printf(mg_buf_t *b, const char *fmt, ...)
     b->len += (size_t) n;
 
     return MG_X_OK;
+}
+
+
+/* a decimal integer, without printf's cost on the hot paths */
+
+int
+mg_buf_int(mg_buf_t *b, long long v)
+{
+    char                *p;
+    char                 tmp[24];
+    unsigned long long   u;
+
+    u = (v < 0) ? 0ULL - (unsigned long long) v : (unsigned long long) v;
+    p = tmp + sizeof(tmp);
+
+    do {
+        *--p = (char) ('0' + u % 10);
+        u /= 10;
+    } while (u);
+
+    if (v < 0) {
+        *--p = '-';
+    }
+
+    return mg_buf_append(b, p, (size_t) (tmp + sizeof(tmp) - p));
 }
 
 
@@ -1086,15 +1121,32 @@ mg_x_usage_print(mg_buf_t *out, const mg_x_usage_t *u)
 {
     int  rc;
 
-    rc = mg_buf_printf(out, "{\"prompt_tokens\":%lld,\"completion_tokens\":"
-                       "%lld,\"total_tokens\":%lld,\"prompt_tokens_details\":"
-                       "{\"cached_tokens\":%lld", u->prompt, u->completion,
-                       u->prompt + u->completion, u->cached);
+#define mg_x_lit(s)  mg_buf_append(out, s, sizeof(s) - 1)
 
-    if (rc == MG_X_OK && u->cache_write) {
-        rc = mg_buf_printf(out, ",\"cache_write_tokens\":%lld",
-                           u->cache_write);
+    if (mg_x_lit("{\"prompt_tokens\":") != MG_X_OK
+        || mg_buf_int(out, u->prompt) != MG_X_OK
+        || mg_x_lit(",\"completion_tokens\":") != MG_X_OK
+        || mg_buf_int(out, u->completion) != MG_X_OK
+        || mg_x_lit(",\"total_tokens\":") != MG_X_OK
+        || mg_buf_int(out, u->prompt + u->completion) != MG_X_OK
+        || mg_x_lit(",\"prompt_tokens_details\":{\"cached_tokens\":")
+           != MG_X_OK
+        || mg_buf_int(out, u->cached) != MG_X_OK)
+    {
+        return MG_X_NOMEM;
     }
+
+    rc = MG_X_OK;
+
+    if (u->cache_write) {
+        rc = mg_x_lit(",\"cache_write_tokens\":");
+
+        if (rc == MG_X_OK) {
+            rc = mg_buf_int(out, u->cache_write);
+        }
+    }
+
+#undef mg_x_lit
 
     return (rc == MG_X_OK) ? mg_buf_append(out, "}}", 2) : rc;
 }

@@ -67,6 +67,7 @@ int mg_buf_reserve(mg_buf_t *b, size_t n);    /* room for n more bytes */
 int mg_buf_append(mg_buf_t *b, const char *p, size_t n);
 int mg_buf_printf(mg_buf_t *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+int mg_buf_int(mg_buf_t *b, long long v);       /* decimal */
 void mg_buf_reset(mg_buf_t *b);     /* len = 0, keeps the memory */
 void mg_buf_free(mg_buf_t *b);
 

@@ -754,7 +754,7 @@ mg_xf_anthropic(const mg_xf_opts_t *o, mg_xf_req_t *rq,
             return MG_X_NOMEM;
         }
 
-    } else if (mg_buf_printf(out, "%ld", o->default_max_tokens) != MG_X_OK) {
+    } else if (mg_buf_int(out, o->default_max_tokens) != MG_X_OK) {
         return MG_X_NOMEM;
     }
 
@@ -1002,9 +1002,7 @@ mg_xf_bedrock(const mg_xf_opts_t *o, mg_xf_req_t *rq,
                     return MG_X_NOMEM;
                 }
 
-            } else if (mg_buf_printf(out, "%ld", o->default_max_tokens)
-                       != MG_X_OK)
-            {
+            } else if (mg_buf_int(out, o->default_max_tokens) != MG_X_OK) {
                 return MG_X_NOMEM;
             }
 
@@ -1046,8 +1044,8 @@ mg_xf_params(mg_xf_req_t *rq, int provider, double temp, int *first,
     t = &rq->m[MG_XF_TEMPERATURE];
 
     if (t->p) {
-        if (mg_buf_printf(out, "%s\"temperature\":", *first ? "" : ",")
-            != MG_X_OK)
+        if ((!*first && mg_xf_lit(out, ",") != MG_X_OK)
+            || mg_xf_lit(out, "\"temperature\":") != MG_X_OK)
         {
             return MG_X_NOMEM;
         }
@@ -1069,9 +1067,10 @@ mg_xf_params(mg_xf_req_t *rq, int provider, double temp, int *first,
     if (t->p && mg_xf_number(t, &top_p) == MG_X_OK
         && (top_p != 1 || provider == MG_XF_GEMINI))
     {
-        if (mg_buf_printf(out, "%s\"%s\":", *first ? "" : ",",
-                          provider == MG_XF_ANTHROPIC ? "top_p" : "topP")
-            != MG_X_OK
+        if ((!*first && mg_xf_lit(out, ",") != MG_X_OK)
+            || (provider == MG_XF_ANTHROPIC
+                ? mg_xf_lit(out, "\"top_p\":") : mg_xf_lit(out, "\"topP\":"))
+               != MG_X_OK
             || mg_buf_append(out, t->p, t->len) != MG_X_OK)
         {
             return MG_X_NOMEM;
@@ -1196,8 +1195,15 @@ mg_xf_answer(int provider, const char *body, size_t len, const char *model,
     }
 
     if (rc == MG_X_OK) {
-        rc = mg_buf_printf(out, "\",\"object\":\"chat.completion\","
-                           "\"created\":%ld,\"model\":\"", created);
+        rc = mg_xf_lit(out, "\",\"object\":\"chat.completion\",\"created\":");
+    }
+
+    if (rc == MG_X_OK) {
+        rc = mg_buf_int(out, created);
+    }
+
+    if (rc == MG_X_OK) {
+        rc = mg_xf_lit(out, ",\"model\":\"");
     }
 
     if (rc == MG_X_OK) {
@@ -1214,8 +1220,16 @@ mg_xf_answer(int provider, const char *body, size_t len, const char *model,
     }
 
     if (rc == MG_X_OK) {
-        rc = mg_buf_printf(out, "\",\"refusal\":null},\"logprobs\":null,"
-                           "\"finish_reason\":\"%s\"}]", a.finish);
+        rc = mg_xf_lit(out, "\",\"refusal\":null},\"logprobs\":null,"
+                       "\"finish_reason\":\"");
+    }
+
+    if (rc == MG_X_OK) {
+        rc = mg_buf_append(out, a.finish, strlen(a.finish));
+    }
+
+    if (rc == MG_X_OK) {
+        rc = mg_xf_lit(out, "\"}]");
     }
 
     if (rc == MG_X_OK && a.usage) {

@@ -385,11 +385,57 @@ same_answer(int bedrock, const char *body, size_t len)
 #define S(s)  s, sizeof(s) - 1
 
 
+/* the buffer writers the tree-free paths use instead of printf */
+
+static void
+check_buf_writers(void)
+{
+    mg_buf_t  b;
+    char      big[300];
+
+    memset(&b, 0, sizeof(b));
+
+    mg_buf_int(&b, 0);
+    mg_buf_append(&b, ",", 1);
+    mg_buf_int(&b, -7);
+    mg_buf_append(&b, ",", 1);
+    mg_buf_int(&b, 4096);
+    mg_buf_append(&b, ",", 1);
+    mg_buf_int(&b, 9223372036854775807LL);
+    mg_buf_append(&b, ",", 1);
+    mg_buf_int(&b, -9223372036854775807LL - 1);
+
+    ok(b.len == sizeof("0,-7,4096,9223372036854775807,"
+                       "-9223372036854775808") - 1
+       && memcmp(b.data, "0,-7,4096,9223372036854775807,"
+                 "-9223372036854775808", b.len) == 0,
+       "mg_buf_int: zero, negatives, the extremes");
+
+    /* printf in place when it fits, and across a growth when it does not */
+
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+
+    b.len = 0;
+    mg_buf_printf(&b, "[%d]", 42);
+    mg_buf_printf(&b, "%s", big);
+    mg_buf_printf(&b, "<%s>", "end");
+
+    ok(b.len == 4 + 299 + 5 && memcmp(b.data, "[42]x", 5) == 0
+       && memcmp(b.data + b.len - 6, "x<end>", 6) == 0,
+       "mg_buf_printf: in place and after growing");
+
+    mg_buf_free(&b);
+}
+
+
 int
 main(void)
 {
     int        i, bad, fast, declined;
     mg_buf_t   b;
+
+    check_buf_writers();
 
     memset(&b, 0, sizeof(b));
 
