@@ -8,7 +8,6 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "mg_sigv4.h"
 
@@ -75,6 +74,11 @@ typedef struct {
 } mg_sigv4_enc_iter_t;
 
 
+static EVP_MD_CTX *mg_sigv4_md(void);
+static int mg_sigv4_digest(const void *a, size_t alen, const void *b,
+    size_t blen, u_char *out);
+static int mg_sigv4_hmac(const u_char *key, size_t key_len, const void *msg,
+    size_t len, u_char *out);
 static int mg_sigv4_prepare(const mg_sigv4_request_t *r,
     mg_sigv4_canon_t *c);
 static void mg_sigv4_canonical(const mg_sigv4_request_t *r,
@@ -109,9 +113,8 @@ mg_sigv4_derive_key(const char *secret, size_t secret_len, const char *date,
     size_t service_len, u_char *out)
 {
     int           rc;
-    u_char        k[4 + MG_SIGV4_MAX_SECRET], a[EVP_MAX_MD_SIZE];
-    u_char        b[EVP_MAX_MD_SIZE];
-    unsigned int  n;
+    u_char        k[4 + MG_SIGV4_MAX_SECRET], a[MG_SIGV4_KEY_LEN];
+    u_char        b[MG_SIGV4_KEY_LEN];
 
     if (secret_len > MG_SIGV4_MAX_SECRET || region_len > MG_SIGV4_MAX_SCOPE
         || service_len > MG_SIGV4_MAX_SCOPE)
@@ -124,15 +127,11 @@ mg_sigv4_derive_key(const char *secret, size_t secret_len, const char *date,
 
     rc = MG_SIGV4_ECRYPTO;
 
-    if (HMAC(EVP_sha256(), k, (int) (4 + secret_len), (const u_char *) date,
-             8, a, &n) == NULL
-        || HMAC(EVP_sha256(), a, (int) n, (const u_char *) region,
-                region_len, b, &n) == NULL
-        || HMAC(EVP_sha256(), b, (int) n, (const u_char *) service,
-                service_len, a, &n) == NULL
-        || HMAC(EVP_sha256(), a, (int) n, (const u_char *) MG_SIGV4_TERMINATOR,
-                sizeof(MG_SIGV4_TERMINATOR) - 1, b, &n) == NULL
-        || n != MG_SIGV4_KEY_LEN)
+    if (mg_sigv4_hmac(k, 4 + secret_len, date, 8, a) != 0
+        || mg_sigv4_hmac(a, sizeof(a), region, region_len, b) != 0
+        || mg_sigv4_hmac(b, sizeof(b), service, service_len, a) != 0
+        || mg_sigv4_hmac(a, sizeof(a), MG_SIGV4_TERMINATOR,
+                         sizeof(MG_SIGV4_TERMINATOR) - 1, b) != 0)
     {
         goto done;
     }
@@ -156,7 +155,7 @@ ssize_t
 mg_sigv4_sign(const mg_sigv4_request_t *r, char *out, size_t cap)
 {
     int               rc;
-    char              sig[2 * EVP_MAX_MD_SIZE + 1], hash[65];
+    char              sig[2 * MG_SIGV4_KEY_LEN + 1], hash[65];
     u_char            md[EVP_MAX_MD_SIZE], sts[MG_SIGV4_STS_MAX];
     size_t            n;
     unsigned int      mdlen;
@@ -177,26 +176,21 @@ mg_sigv4_sign(const mg_sigv4_request_t *r, char *out, size_t cap)
 
     memset(&s, 0, offsetof(mg_sigv4_sink_t, stage));
 
-    s.md = EVP_MD_CTX_new();
+    s.md = mg_sigv4_md();
 
     if (s.md == NULL) {
-        return MG_SIGV4_ECRYPTO;
-    }
-
-    if (EVP_DigestInit_ex(s.md, EVP_sha256(), NULL) != 1) {
-        EVP_MD_CTX_free(s.md);
         return MG_SIGV4_ECRYPTO;
     }
 
     mg_sigv4_canonical(r, &c, &s);
     mg_sigv4_flush(&s);
 
-    if (s.failed || EVP_DigestFinal_ex(s.md, md, &mdlen) != 1) {
-        EVP_MD_CTX_free(s.md);
+    if (s.failed || EVP_DigestFinal_ex(s.md, md, &mdlen) != 1
+        || mdlen != 32)
+    {
         return MG_SIGV4_ECRYPTO;
     }
 
-    EVP_MD_CTX_free(s.md);
     mg_sigv4_hex(md, mdlen, hash);
 
     /* the string to sign; its size was bounded by mg_sigv4_prepare() */
@@ -221,13 +215,11 @@ mg_sigv4_sign(const mg_sigv4_request_t *r, char *out, size_t cap)
     memcpy(sts + n, hash, 64);
     n += 64;
 
-    if (HMAC(EVP_sha256(), r->key, MG_SIGV4_KEY_LEN, sts, n, md, &mdlen)
-        == NULL)
-    {
+    if (mg_sigv4_hmac(r->key, MG_SIGV4_KEY_LEN, sts, n, md) != 0) {
         return MG_SIGV4_ECRYPTO;
     }
 
-    mg_sigv4_hex(md, mdlen, sig);
+    mg_sigv4_hex(md, MG_SIGV4_KEY_LEN, sig);
 
     /* the header value */
 
@@ -248,7 +240,7 @@ mg_sigv4_sign(const mg_sigv4_request_t *r, char *out, size_t cap)
                  sizeof("/" MG_SIGV4_TERMINATOR ", SignedHeaders=") - 1);
     mg_sigv4_put_signed_headers(r, &c, &s);
     mg_sigv4_put(&s, ", Signature=", sizeof(", Signature=") - 1);
-    mg_sigv4_put(&s, sig, 2 * mdlen);
+    mg_sigv4_put(&s, sig, 2 * MG_SIGV4_KEY_LEN);
 
     return (ssize_t) s.n;
 }
@@ -307,18 +299,123 @@ mg_sigv4_uri_encode(const char *in, size_t len, char *out, size_t cap,
 int
 mg_sha256_hex(const void *data, size_t len, char *out)
 {
-    u_char        md[EVP_MAX_MD_SIZE];
-    unsigned int  n;
+    u_char  md[32];
 
-    if (EVP_Digest(len ? data : "", len, md, &n, EVP_sha256(), NULL) != 1
+    if (mg_sigv4_digest(data, len, NULL, 0, md) != 0) {
+        return -1;
+    }
+
+    mg_sigv4_hex(md, sizeof(md), out);
+
+    return 0;
+}
+
+
+/*
+ * A SHA-256 context ready for use.  OpenSSL 3 looks the digest up again at
+ * every init with EVP_sha256(), and its one-shot HMAC() builds a whole MAC
+ * context: for the short texts of a signature that costs several times the
+ * hashing itself.  So the digest is fetched once and one context reused: a
+ * process (an nginx worker) signs one request at a time, and nothing here
+ * calls back out while a digest is in progress.
+ */
+
+static EVP_MD_CTX *
+mg_sigv4_md(void)
+{
+    static EVP_MD_CTX  *ctx;
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    static EVP_MD      *md;
+
+    if (md == NULL) {
+        md = EVP_MD_fetch(NULL, "SHA256", NULL);
+        if (md == NULL) {
+            return NULL;
+        }
+    }
+#else
+    const EVP_MD       *md = EVP_sha256();
+#endif
+
+    if (ctx == NULL) {
+        ctx = EVP_MD_CTX_new();
+        if (ctx == NULL) {
+            return NULL;
+        }
+    }
+
+    if (EVP_DigestInit_ex(ctx, md, NULL) != 1) {
+        return NULL;
+    }
+
+    return ctx;
+}
+
+
+/* SHA-256 of a followed by b */
+
+static int
+mg_sigv4_digest(const void *a, size_t alen, const void *b, size_t blen,
+    u_char *out)
+{
+    unsigned int   n;
+    EVP_MD_CTX    *ctx;
+
+    ctx = mg_sigv4_md();
+
+    if (ctx == NULL
+        || (alen && EVP_DigestUpdate(ctx, a, alen) != 1)
+        || (blen && EVP_DigestUpdate(ctx, b, blen) != 1)
+        || EVP_DigestFinal_ex(ctx, out, &n) != 1
         || n != 32)
     {
         return -1;
     }
 
-    mg_sigv4_hex(md, n, out);
-
     return 0;
+}
+
+
+/* HMAC-SHA256 (RFC 2104) over the reused context; out gets 32 bytes */
+
+static int
+mg_sigv4_hmac(const u_char *key, size_t key_len, const void *msg, size_t len,
+    u_char *out)
+{
+    int     rc;
+    size_t  i;
+    u_char  pad[64], kh[32], ih[32];
+
+    if (key_len > sizeof(pad)) {
+        if (mg_sigv4_digest(key, key_len, NULL, 0, kh) != 0) {
+            return -1;
+        }
+
+        key = kh;
+        key_len = sizeof(kh);
+    }
+
+    for (i = 0; i < sizeof(pad); i++) {
+        pad[i] = (u_char) ((i < key_len ? key[i] : 0) ^ 0x36);
+    }
+
+    rc = mg_sigv4_digest(pad, sizeof(pad), msg, len, ih);
+
+    if (rc == 0) {
+        for (i = 0; i < sizeof(pad); i++) {
+            pad[i] ^= 0x36 ^ 0x5c;
+        }
+
+        rc = mg_sigv4_digest(pad, sizeof(pad), ih, sizeof(ih), out);
+    }
+
+    /* the pads hold the key */
+
+    OPENSSL_cleanse(pad, sizeof(pad));
+    OPENSSL_cleanse(kh, sizeof(kh));
+    OPENSSL_cleanse(ih, sizeof(ih));
+
+    return rc;
 }
 
 
