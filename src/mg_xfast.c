@@ -63,16 +63,31 @@ typedef struct {
 } mg_xf_req_t;
 
 
+/*
+ * A member's value read in place while its object is picked, so that the
+ * bulk of a body (the messages) is walked once instead of being skipped
+ * first and read after; it leaves it->p at the value's end.
+ */
+
+typedef struct {
+    size_t          k;              /* the member, an index in names[] */
+    int           (*handler)(void *data, mg_xf_iter_t *it);
+    void           *data;
+} mg_xf_walk_t;
+
+
 static const char *mg_xf_ws(const char *p, const char *end);
 static const char *mg_xf_skip(const char *p, const char *end);
 static int mg_xf_pick(const mg_xf_tok_t *obj, const char **names, size_t n,
-    int strict, mg_xf_tok_t *m);
+    int strict, mg_xf_tok_t *m, const mg_xf_walk_t *walk);
 static int mg_xf_top(mg_xf_req_t *rq, const char *p, const char *end);
-static int mg_xf_messages(mg_xf_req_t *rq);
-static int mg_xf_message(mg_xf_req_t *rq, const mg_xf_tok_t *m);
+static int mg_xf_messages(void *data, mg_xf_iter_t *it);
+static int mg_xf_message(mg_xf_req_t *rq, mg_xf_iter_t *it);
 static void mg_xf_open(mg_xf_iter_t *it, const mg_xf_tok_t *v);
 static int mg_xf_elem(mg_xf_iter_t *it, mg_xf_tok_t *v);
+static int mg_xf_key(mg_xf_iter_t *it, mg_xf_tok_t *key);
 static int mg_xf_next(mg_xf_iter_t *it, mg_xf_tok_t *key, mg_xf_tok_t *v);
+static void mg_xf_past(mg_xf_iter_t *it, const char *q);
 static int mg_xf_is(const mg_xf_tok_t *t, const char *s);
 static int mg_xf_number(const mg_xf_tok_t *t, double *d);
 static int mg_xf_count(const mg_xf_tok_t *t);
@@ -159,11 +174,6 @@ mg_xf_request(const mg_xf_opts_t *o, const char *body, size_t len,
         || (rq.m[MG_XF_MODEL].p
             && !mg_xf_parsable(rq.m[MG_XF_MODEL].p, rq.m[MG_XF_MODEL].len)))
     {
-        goto done;
-    }
-
-    rc = mg_xf_messages(&rq);
-    if (rc != MG_X_OK) {
         goto done;
     }
 
@@ -313,8 +323,9 @@ mg_xf_skip(const char *p, const char *end)
 
 static int
 mg_xf_pick(const mg_xf_tok_t *obj, const char **names, size_t n, int strict,
-    mg_xf_tok_t *m)
+    mg_xf_tok_t *m, const mg_xf_walk_t *walk)
 {
+    int           rc;
     size_t        k;
     unsigned      seen;
     mg_xf_tok_t   key, v;
@@ -325,9 +336,32 @@ mg_xf_pick(const mg_xf_tok_t *obj, const char **names, size_t n, int strict,
 
     mg_xf_open(&it, obj);
 
-    while (mg_xf_next(&it, &key, &v)) {
+    while (mg_xf_key(&it, &key)) {
         if (memchr(key.p, '\\', key.len)) {
             return MG_XF_DECLINED;
+        }
+
+        if (walk && key.len == strlen(names[walk->k])
+            && memcmp(names[walk->k], key.p, key.len) == 0
+            && it.p < it.end && *it.p == '[' && !(seen & (1u << walk->k)))
+        {
+            v.p = it.p;
+
+            rc = walk->handler(walk->data, &it);
+            if (rc != MG_X_OK) {
+                return rc;
+            }
+
+            v.len = it.p - v.p;
+            mg_xf_past(&it, it.p);
+
+            seen |= 1u << walk->k;
+            m[walk->k] = v;
+            continue;
+        }
+
+        if (!mg_xf_elem(&it, &v)) {
+            break;
         }
 
         for (k = 0; k < n; k++) {
@@ -363,7 +397,7 @@ mg_xf_pick(const mg_xf_tok_t *obj, const char **names, size_t n, int strict,
 static int
 mg_xf_top(mg_xf_req_t *rq, const char *p, const char *end)
 {
-    int          k;
+    int          k, rc;
     mg_xf_tok_t  v;
 
     static const char  *names[MG_XF_NMEMBERS] = {
@@ -371,11 +405,28 @@ mg_xf_top(mg_xf_req_t *rq, const char *p, const char *end)
         "temperature", "top_p", "stream", "stream_options"
     };
 
+    mg_xf_walk_t        walk;
+
     v.p = mg_xf_ws(p, end);
     v.len = end - v.p;
 
-    if (v.len == 0 || *v.p != '{'
-        || mg_xf_pick(&v, names, MG_XF_NMEMBERS, 1, rq->m) != MG_X_OK)
+    if (v.len == 0 || *v.p != '{') {
+        return MG_XF_DECLINED;
+    }
+
+    walk.k = MG_XF_MESSAGES;
+    walk.handler = mg_xf_messages;
+    walk.data = rq;
+
+    rc = mg_xf_pick(&v, names, MG_XF_NMEMBERS, 1, rq->m, &walk);
+    if (rc != MG_X_OK) {
+        return rc;
+    }
+
+    /* messages that are not an array: declined below, as absent ones */
+
+    if (rq->m[MG_XF_MESSAGES].p && rq->m[MG_XF_MESSAGES].p[0] != '['
+        && !mg_xf_is(&rq->m[MG_XF_MESSAGES], "null"))
     {
         return MG_XF_DECLINED;
     }
@@ -392,51 +443,59 @@ mg_xf_top(mg_xf_req_t *rq, const char *p, const char *end)
 }
 
 
-/* the messages: objects of a known role and a string content */
+/*
+ * The messages (the array at it->p): objects of a known role and a string
+ * content, each read in place; it->p is left past the array.
+ */
 
 static int
-mg_xf_messages(mg_xf_req_t *rq)
+mg_xf_messages(void *data, mg_xf_iter_t *it)
 {
-    int           rc;
-    mg_xf_tok_t   m;
-    mg_xf_iter_t  it;
+    mg_xf_req_t *rq = data;
 
-    if (rq->m[MG_XF_MESSAGES].p[0] != '[') {
-        return MG_XF_DECLINED;
-    }
+    int  rc;
 
-    mg_xf_open(&it, &rq->m[MG_XF_MESSAGES]);
+    it->p = mg_xf_ws(it->p + 1, it->end);
 
-    while (mg_xf_elem(&it, &m)) {
-        if (m.p[0] != '{') {
+    while (it->p < it->end && *it->p != ']') {
+        if (*it->p != '{') {
             return MG_XF_DECLINED;
         }
 
-        rc = mg_xf_message(rq, &m);
+        rc = mg_xf_message(rq, it);
         if (rc != MG_X_OK) {
             return rc;
         }
     }
 
+    if (it->p == it->end) {
+        return MG_XF_DECLINED;
+    }
+
+    it->p++;
+
     return MG_X_OK;
 }
 
 
+/* one message, the object at it->p; it->p is left past it and a comma */
+
 static int
-mg_xf_message(mg_xf_req_t *rq, const mg_xf_tok_t *m)
+mg_xf_message(mg_xf_req_t *rq, mg_xf_iter_t *it)
 {
     int            r;
     mg_xf_tok_t    key, v, role, content;
-    mg_xf_iter_t   it;
+    mg_xf_iter_t   m;
     mg_xf_text_t  *texts;
 
     role.p = NULL;
     content.p = NULL;
     content.len = 0;
 
-    mg_xf_open(&it, m);
+    m.end = it->end;
+    m.p = mg_xf_ws(it->p + 1, it->end);
 
-    while (mg_xf_next(&it, &key, &v)) {
+    while (mg_xf_next(&m, &key, &v)) {
         if (key.len == 4 && memcmp(key.p, "role", 4) == 0
             && role.p == NULL)
         {
@@ -451,6 +510,12 @@ mg_xf_message(mg_xf_req_t *rq, const mg_xf_tok_t *m)
             return MG_XF_DECLINED;
         }
     }
+
+    if (m.p == m.end || *m.p != '}') {
+        return MG_XF_DECLINED;
+    }
+
+    mg_xf_past(it, m.p + 1);
 
     if (role.p == NULL || content.p == NULL) {
         return MG_XF_DECLINED;
@@ -520,20 +585,16 @@ mg_xf_elem(mg_xf_iter_t *it, mg_xf_tok_t *v)
     it->p = mg_xf_skip(it->p, it->end);
     v->len = it->p - v->p;
 
-    it->p = mg_xf_ws(it->p, it->end);
-
-    if (it->p < it->end && *it->p == ',') {
-        it->p = mg_xf_ws(it->p + 1, it->end);
-    }
+    mg_xf_past(it, it->p);
 
     return 1;
 }
 
 
-/* the next member: its name as written (no quotes) and its value */
+/* the next member's name as written (no quotes); it->p is left at its value */
 
 static int
-mg_xf_next(mg_xf_iter_t *it, mg_xf_tok_t *key, mg_xf_tok_t *v)
+mg_xf_key(mg_xf_iter_t *it, mg_xf_tok_t *key)
 {
     if (it->p >= it->end || *it->p != '"') {
         return 0;
@@ -546,7 +607,29 @@ mg_xf_next(mg_xf_iter_t *it, mg_xf_tok_t *key, mg_xf_tok_t *v)
     it->p = mg_xf_ws(it->p, it->end);
     it->p = mg_xf_ws(it->p + 1, it->end);       /* the colon */
 
-    return mg_xf_elem(it, v);
+    return 1;
+}
+
+
+/* the next member: its name and its value */
+
+static int
+mg_xf_next(mg_xf_iter_t *it, mg_xf_tok_t *key, mg_xf_tok_t *v)
+{
+    return mg_xf_key(it, key) && mg_xf_elem(it, v);
+}
+
+
+/* on past a value that ends at q, and the comma after it */
+
+static void
+mg_xf_past(mg_xf_iter_t *it, const char *q)
+{
+    it->p = mg_xf_ws(q, it->end);
+
+    if (it->p < it->end && *it->p == ',') {
+        it->p = mg_xf_ws(it->p + 1, it->end);
+    }
 }
 
 
@@ -1278,7 +1361,7 @@ mg_xf_answer_anthropic(mg_xf_answer_t *a, const mg_xf_tok_t *in)
         "cache_creation_input_tokens"
     };
 
-    if (mg_xf_pick(in, names, 5, 0, m) != MG_X_OK) {
+    if (mg_xf_pick(in, names, 5, 0, m, NULL) != MG_X_OK) {
         return MG_XF_DECLINED;
     }
 
@@ -1334,7 +1417,7 @@ mg_xf_answer_bedrock(mg_xf_answer_t *a, const mg_xf_tok_t *in)
         "cacheReadInputTokens", "cacheWriteInputTokens"
     };
 
-    if (mg_xf_pick(in, names, 3, 0, m) != MG_X_OK) {
+    if (mg_xf_pick(in, names, 3, 0, m, NULL) != MG_X_OK) {
         return MG_XF_DECLINED;
     }
 
@@ -1460,7 +1543,7 @@ mg_xf_counts(mg_xf_answer_t *a, const mg_xf_tok_t *usage, const char **names,
         return MG_X_OK;
     }
 
-    if (mg_xf_pick(usage, names, n, 0, m) != MG_X_OK) {
+    if (mg_xf_pick(usage, names, n, 0, m, NULL) != MG_X_OK) {
         return MG_XF_DECLINED;
     }
 

@@ -572,6 +572,12 @@ main(void)
                 "\"content\":\"x\"}]}",
             "{\"messages\":[\"user\"]}",
             "{\"messages\":{}}",
+            "{\"messages\":null}",
+            "{\"messages\":\"x\"}",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                "\"messages\":[{\"role\":\"user\",\"content\":\"y\"}]}",
+            "{\"messages\":null,"
+                "\"messages\":[{\"role\":\"user\",\"content\":\"y\"}]}",
             "{\"messages\":[]}",
             "{\"messages\":[{\"role\":\"system\",\"content\":\"x\"}]}",
             "[{\"messages\":[]}]",
