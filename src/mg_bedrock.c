@@ -129,13 +129,35 @@ static int mg_b_stream_end(mg_bedrock_stream_t *st, mg_buf_t *out);
 void
 mg_bedrock_make_id(char *buf, size_t size, long created)
 {
+    int              i, k;
+    char             id[sizeof("chatcmpl-") - 1 + 24];
+    uint32_t         v[3];
     static unsigned  seq;
 
-    seq++;
+    static const char  hex[] = "0123456789abcdef";
 
-    (void) snprintf(buf, size, "chatcmpl-%08lx%08lx%08x",
-                    (unsigned long) created & 0xffffffffUL,
-                    (unsigned long) getpid() & 0xffffffffUL, seq);
+    v[0] = (uint32_t) created;
+    v[1] = (uint32_t) getpid();
+    v[2] = (uint32_t) ++seq;
+
+    /* as "chatcmpl-%08x%08x%08x", without printf on every answer */
+
+    memcpy(id, "chatcmpl-", sizeof("chatcmpl-") - 1);
+
+    for (k = 0; k < 3; k++) {
+        for (i = 0; i < 8; i++) {
+            id[sizeof("chatcmpl-") - 1 + 8 * k + i] =
+                hex[(v[k] >> (28 - 4 * i)) & 0xf];
+        }
+    }
+
+    if (size == 0) {
+        return;
+    }
+
+    size = (size - 1 < sizeof(id)) ? size - 1 : sizeof(id);
+    memcpy(buf, id, size);
+    buf[size] = '\0';
 }
 
 

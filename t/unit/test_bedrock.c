@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -63,6 +64,28 @@ id_ok(const char *id, size_t len)
     }
 
     return 1;
+}
+
+
+/* the ids made for Converse answers: time, process, counter */
+
+static void
+test_make_id(void)
+{
+    char  a[64], b[64], pid[9], small[12];
+
+    mg_bedrock_make_id(a, sizeof(a), 0x5f5e1000L);
+    mg_bedrock_make_id(b, sizeof(b), 0x5f5e1000L);
+    snprintf(pid, sizeof(pid), "%08x", (unsigned) getpid());
+
+    ok(id_ok(a, strlen(a)) && memcmp(a, "chatcmpl-5f5e1000", 17) == 0
+       && memcmp(a + 17, pid, 8) == 0,
+       "make_id: chatcmpl-, the time, the process, in hex");
+    ok(strcmp(a, b) != 0 && memcmp(a, b, 25) == 0,
+       "make_id: the counter tells two ids of one second apart");
+
+    mg_bedrock_make_id(small, sizeof(small), 0x5f5e1000L);
+    ok(strcmp(small, "chatcmpl-5f") == 0, "make_id: cut to the buffer");
 }
 
 
@@ -899,6 +922,7 @@ main(void)
 {
     fixture_dir("MG_BEDROCK_FIXTURES", "bedrock");
 
+    test_make_id();
     test_requests();
     test_request_errors();
     test_request_misc();
