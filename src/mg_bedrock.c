@@ -14,7 +14,12 @@
 #include <jansson.h>
 
 #include "mg_bedrock.h"
+#include "mg_json.h"
 #include "mg_xfast.h"
+
+
+/* mg_b_stream_text(): not a plain text delta, for the tree */
+#define MG_B_DECLINED  2
 
 
 /* what a content list may hold, by where it is */
@@ -108,6 +113,8 @@ static int mg_b_stream_error(int raw, const char *name, size_t name_len,
 static int mg_b_stream_start(mg_bedrock_stream_t *st, mg_buf_t *out);
 static int mg_b_stream_block_start(mg_bedrock_stream_t *st, json_t *j,
     mg_buf_t *out, mg_xerror_t *err);
+static int mg_b_stream_text(mg_bedrock_stream_t *st, const char *payload,
+    size_t len, mg_buf_t *out);
 static int mg_b_stream_delta(mg_bedrock_stream_t *st, json_t *j,
     mg_buf_t *out);
 static int mg_b_stream_stop(mg_bedrock_stream_t *st, json_t *j,
@@ -2263,6 +2270,18 @@ mg_bedrock_stream_event(mg_bedrock_stream_t *st,
         return MG_X_OK;
     }
 
+#define mg_b_ev(lit)  mg_b_is(event_type, event_type_len, lit)
+
+    if (st->started && !st->stopped && !st->full
+        && mg_b_ev("contentBlockDelta"))
+    {
+        rc = mg_b_stream_text(st, payload, payload_len, out);
+
+        if (rc != MG_B_DECLINED) {
+            return (rc == MG_X_NOMEM) ? mg_x_nomem(err) : rc;
+        }
+    }
+
     j = payload_len ? json_loadb(payload, payload_len, JSON_ALLOW_NUL, NULL)
                     : json_object();
 
@@ -2270,8 +2289,6 @@ mg_bedrock_stream_event(mg_bedrock_stream_t *st,
         json_decref(j);
         return mg_x_bad_backend(err, "stream message");
     }
-
-#define mg_b_ev(lit)  mg_b_is(event_type, event_type_len, lit)
 
     start = out->len;
 
@@ -2449,6 +2466,66 @@ mg_b_stream_block_start(mg_bedrock_stream_t *st, json_t *j, mg_buf_t *out,
     }
 
     return rc;
+}
+
+
+/*
+ * Text deltas are most of a stream's messages, and their text only needs
+ * copying: the scanner validates the payload and finds delta.text, which
+ * goes to the client as Bedrock escaped it, with no tree built.  Anything
+ * else (tool input, an unusual payload) is declined, for the tree.
+ */
+
+static int
+mg_b_stream_text(mg_bedrock_stream_t *st, const char *payload, size_t len,
+    mg_buf_t *out)
+{
+    const char      *d;
+    mg_json_field_t  top[1], delta[1];
+
+    if (len == 0) {
+        return MG_B_DECLINED;
+    }
+
+    memset(top, 0, sizeof(top));
+    top[0].name = "delta";
+    top[0].name_len = 5;
+
+    if (mg_json_scan(payload, len, top, 1, 64, NULL) != MG_JSON_OK
+        || top[0].type != MG_JSON_OBJECT
+        || !mg_xf_parsable(payload, len))
+    {
+        return MG_B_DECLINED;
+    }
+
+    d = payload + top[0].start;
+
+    memset(delta, 0, sizeof(delta));
+    delta[0].name = "text";
+    delta[0].name_len = 4;
+
+    if (mg_json_scan(d, top[0].len, delta, 1, 64, NULL) != MG_JSON_OK
+        || delta[0].type != MG_JSON_STRING)
+    {
+        return MG_B_DECLINED;
+    }
+
+    /* an empty text makes no chunk */
+
+    if (delta[0].len == 2) {
+        return MG_X_OK;
+    }
+
+    if (mg_x_chunk_content(out, st->prefix, st->prefix_len,
+                           d + delta[0].start, delta[0].len)
+        != MG_X_OK)
+    {
+        return MG_X_NOMEM;
+    }
+
+    st->content = 1;
+
+    return MG_X_OK;
 }
 
 

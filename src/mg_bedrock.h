@@ -123,6 +123,7 @@ typedef struct {
     unsigned     done:1;        /* [DONE] sent */
     unsigned     content:1;     /* text or a tool call was sent */
     unsigned     nomem:1;       /* init could not copy the model */
+    unsigned     full:1;        /* tests: every event through the tree */
 } mg_bedrock_stream_t;
 
 

@@ -385,6 +385,62 @@ same_answer(int bedrock, const char *body, size_t len)
 #define S(s)  s, sizeof(s) - 1
 
 
+/*
+ * Two runs' new stream output alike: the same events as JSON values once
+ * each run's own id is taken out (texts may be escaped differently).
+ */
+
+static int
+same_chunks(const char *a, size_t alen, const char *b, size_t blen,
+    const char *ida, const char *idb)
+{
+    int          same;
+    json_t      *ja, *jb;
+    const char  *ae, *be, *an, *bn;
+
+    ae = a + alen;
+    be = b + blen;
+
+    while (a < ae && b < be) {
+        an = memchr(a, '\n', ae - a);
+        bn = memchr(b, '\n', be - b);
+
+        if (an == NULL || bn == NULL || an - a < 6 || bn - b < 6) {
+            return 0;
+        }
+
+        ja = json_loadb(a + 6, an - a - 6, 0, NULL);
+        jb = json_loadb(b + 6, bn - b - 6, 0, NULL);
+
+        if (ja && jb) {
+            if (json_is_string(json_object_get(ja, "id"))
+                && strcmp(json_string_value(json_object_get(ja, "id")), ida)
+                   == 0)
+            {
+                json_object_set_new(ja, "id", json_string(idb));
+            }
+
+            same = json_equal(ja, jb);
+
+        } else {
+            same = (an - a == bn - b && memcmp(a, b, an - a) == 0);
+        }
+
+        json_decref(ja);
+        json_decref(jb);
+
+        if (!same) {
+            return 0;
+        }
+
+        a = an + 2;
+        b = bn + 2;
+    }
+
+    return a >= ae && b >= be;
+}
+
+
 /* the buffer writers the tree-free paths use instead of printf */
 
 static void
@@ -652,6 +708,72 @@ main(void)
 
         for (k = 0; k < 2; k++) {
             mg_anthropic_stream_free(&st[k]);
+            mg_buf_free(&out[k]);
+        }
+    }
+
+    /* the same for Bedrock's text deltas */
+
+    {
+        int                  k, rc[2];
+        size_t               len[2];
+        mg_buf_t             out[2];
+        mg_xerror_t          err;
+        mg_bedrock_stream_t  st[2];
+
+        static const struct {
+            const char  *event;
+            const char  *payload;
+        } evs[] = {
+            { "messageStart", "{\"role\":\"assistant\"}" },
+            { "contentBlockDelta", "{\"contentBlockIndex\":0,\"delta\":"
+              "{\"text\":\"caf\\u00e9 \\\"x\\\"\"},\"p\":\"abc\"}" },
+            { "contentBlockDelta", "{\"contentBlockIndex\":"
+              "123456789012345678901234,\"delta\":{\"text\":\"x\"}}" },
+            { "contentBlockDelta", "{\"contentBlockIndex\":0,\"delta\":"
+              "{\"text\":\"y\",\"z\":-1e999}}" },
+            { "contentBlockDelta", "{\"\\u0000\":1,\"delta\":"
+              "{\"text\":\"y\"}}" },
+            { "contentBlockDelta", "{\"contentBlockIndex\":0,\"delta\":"
+              "{\"text\":\"\"}}" },
+            { "contentBlockDelta", "{\"contentBlockIndex\":0,\"delta\":"
+              "{\"text\":7}}" },
+            { "contentBlockDelta", "{\"contentBlockIndex\":0,\"delta\":"
+              "{\"text\":\"a\",\"text\":\"b\"}}" },
+            { "contentBlockDelta", "[{\"delta\":{\"text\":\"a\"}}]" },
+            { "contentBlockDelta", "{\"delta\":\"text\"}" },
+            { "contentBlockDelta", "{\"delta\":{\"text\":\"a\"}" },
+            { "messageStop", "{\"stopReason\":\"end_turn\"}" }
+        };
+
+        for (k = 0; k < 2; k++) {
+            mg_bedrock_stream_init(&st[k], "gpt", 3, 1700000000, 1);
+            st[k].full = k;
+            memset(&out[k], 0, sizeof(mg_buf_t));
+        }
+
+        for (i = 0; i < (int) (sizeof(evs) / sizeof(evs[0])); i++) {
+            for (k = 0; k < 2; k++) {
+                len[k] = out[k].len;
+                memset(&err, 0, sizeof(err));
+                rc[k] = mg_bedrock_stream_event(&st[k], "event", 5,
+                                                evs[i].event,
+                                                strlen(evs[i].event),
+                                                evs[i].payload,
+                                                strlen(evs[i].payload),
+                                                &out[k], &err);
+            }
+
+            ok(rc[0] == rc[1]
+               && same_chunks(out[0].data + len[0], out[0].len - len[0],
+                              out[1].data + len[1], out[1].len - len[1],
+                              st[0].id, st[1].id),
+               "bedrock stream message, fast and tree alike: %s",
+               evs[i].payload);
+        }
+
+        for (k = 0; k < 2; k++) {
+            mg_bedrock_stream_free(&st[k]);
             mg_buf_free(&out[k]);
         }
     }
