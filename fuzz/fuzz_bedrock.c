@@ -11,10 +11,10 @@
  * stream, decoded by mg_eventstream cut in two places where a hash of the
  * input says, and fed from the decoder as the glue does, every message
  * through the tree (no tree-free text path): the outputs must be the same
- * events but for the generated ids and the escapes in texts.  What comes out must be what the
- * API promises: JSON where JSON is due, complete "data: ...\n\n" events,
- * messages in valid UTF-8, nothing appended on failure, MG_X_DONE only
- * after "data: [DONE]\n\n" and nothing after it.
+ * events but for the generated ids and the escapes in texts.  What comes
+ * out must be what the API promises: JSON where JSON is due, complete
+ * "data: ...\n\n" events, messages in valid UTF-8, nothing appended on
+ * failure, MG_X_DONE only after "data: [DONE]\n\n" and nothing after it.
  *
  *     clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
  *         fuzz/fuzz_bedrock.c src/mg_bedrock.c src/mg_translate.c \
