@@ -117,7 +117,9 @@ fuzz: deps
 	        -ljansson -lcrypto -lm; \
 	    mkdir -p $(B)/fuzz/$$n-corpus; \
 	    seeds=""; \
-	    for d in $(TOP)/t/fixtures/$$s $(TOP)/t/fixtures/$$s/corpus; do \
+	    for d in $(TOP)/t/fixtures/$$s $(TOP)/t/fixtures/$$s/corpus \
+	             $(TOP)/t/fixtures/$$s/request $(TOP)/t/fixtures/$$s/response \
+	             $(TOP)/t/fixtures/$$s/stream; do \
 	        [ -d $$d ] && seeds="$$seeds $$d"; \
 	    done; \
 	    $(B)/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
