@@ -5,8 +5,9 @@
  * translated to Anthropic, Bedrock and Gemini twice, by the default path
  * (tree-free where it applies) and by the full translator: both must fail
  * alike, or succeed with the same JSON and the same stream flags.  Taken
- * as an Anthropic or a Bedrock answer, an input the tree-free path accepts
- * must give what the full translator gives (but Bedrock's made-up id).
+ * as an Anthropic, Bedrock or Gemini answer, an input the tree-free path
+ * accepts must give what the full translator gives (but Bedrock's made-up
+ * id).
  *
  *     clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
  *         fuzz/fuzz_xfast.c src/mg_*.c -ljansson -lcrypto -lm -o /tmp/fx
@@ -132,7 +133,9 @@ mg_fz_answer(int provider, const char *s, size_t size)
     if (rc1 != MG_XF_DECLINED) {
         rc2 = (provider == MG_XF_ANTHROPIC)
               ? mg_anthropic_response(s, size, "m", 1, 1700000000, &o2, &err)
-              : mg_bedrock_response(s, size, "m", 1, 1700000000, &o2, &err);
+              : (provider == MG_XF_BEDROCK)
+              ? mg_bedrock_response(s, size, "m", 1, 1700000000, &o2, &err)
+              : mg_gemini_response(s, size, "m", 1, 1700000000, &o2, &err);
 
         if (rc1 != rc2) {
             abort();
@@ -173,6 +176,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     mg_fz_same(mg_fz_gemini, (const char *) data, size);
     mg_fz_answer(MG_XF_ANTHROPIC, (const char *) data, size);
     mg_fz_answer(MG_XF_BEDROCK, (const char *) data, size);
+    mg_fz_answer(MG_XF_GEMINI, (const char *) data, size);
 
     return 0;
 }

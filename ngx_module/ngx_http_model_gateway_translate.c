@@ -124,7 +124,7 @@ static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_anthropic = {
 
 static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_gemini = {
     MG_XF_GEMINI,
-    0,
+    MG_XF_GEMINI,
     ngx_http_model_gateway_gemini_request,
     mg_gemini_response,
     ngx_http_model_gateway_gemini_error,

@@ -100,7 +100,6 @@ static json_t *mg_g_tool_call(json_t *part, uint64_t seed, size_t cand,
     size_t k, int with_index);
 static int mg_g_choice(json_t *c, size_t index, uint64_t seed,
     json_t **choice, int *unusable);
-static const char *mg_g_finish(const char *reason, int calls);
 static int mg_g_malformed(const char *reason);
 static int mg_g_usable(json_t *c);
 static json_t *mg_g_usage(long long prompt, long long candidates,
@@ -2313,7 +2312,7 @@ mg_g_choice(json_t *c, size_t index, uint64_t seed, json_t **choice,
 
     *choice = json_pack("{s:I,s:O,s:n,s:s}", "index", (json_int_t) index,
                         "message", msg, "logprobs", "finish_reason",
-                        mg_g_finish(reason, json_array_size(calls) != 0));
+                        mg_gemini_finish(reason, json_array_size(calls) != 0));
 
     rc = *choice ? MG_X_OK : MG_X_NOMEM;
 
@@ -2329,8 +2328,8 @@ done:
 
 /* table 10.2; a new or unknown reason is a normal stop */
 
-static const char *
-mg_g_finish(const char *reason, int calls)
+const char *
+mg_gemini_finish(const char *reason, int calls)
 {
     size_t  k;
 
@@ -3011,7 +3010,7 @@ mg_g_stream_candidate(mg_gemini_stream_t *st, json_t *c, size_t idx,
     }
 
     rc = mg_g_chunk(st, out, idx, delta,
-                    mg_g_finish(reason, ch->ntools != 0));
+                    mg_gemini_finish(reason, ch->ntools != 0));
 
     json_decref(delta);
 

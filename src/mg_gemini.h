@@ -50,6 +50,9 @@ int mg_gemini_request(const char *body, size_t len, const mg_gemini_opts_t *o,
 int mg_gemini_response(const char *body, size_t len, const char *model,
     size_t model_len, long created, mg_buf_t *out, mg_xerror_t *err);
 
+/* finishReason (NULL: absent) -> finish_reason; calls: tool calls made */
+const char *mg_gemini_finish(const char *reason, int calls);
+
 /*
  * A non-2xx Gemini response (status and body) -> the OpenAI error to
  * answer with.  429 RESOURCE_EXHAUSTED: 429 retryable; 500 INTERNAL (and

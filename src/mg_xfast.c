@@ -13,6 +13,7 @@
 
 #include "mg_anthropic.h"
 #include "mg_bedrock.h"
+#include "mg_gemini.h"
 #include "mg_json.h"
 #include "mg_xfast.h"
 
@@ -1208,14 +1209,16 @@ typedef struct {
     mg_xf_tok_t    texts[16];       /* string tokens, joined */
     size_t         ntexts;
     const char    *finish;
-    mg_xf_tok_t    id;              /* Anthropic's, prefixed */
-    long long      n[5];            /* the provider's usage counts */
+    mg_xf_tok_t    id;              /* Anthropic's, Gemini's; prefixed */
+    long long      n[6];            /* the provider's usage counts */
     unsigned       usage:1;
 } mg_xf_answer_t;
 
 
 static int mg_xf_answer_anthropic(mg_xf_answer_t *a, const mg_xf_tok_t *in);
 static int mg_xf_answer_bedrock(mg_xf_answer_t *a, const mg_xf_tok_t *in);
+static int mg_xf_answer_gemini(mg_xf_answer_t *a, const mg_xf_tok_t *in);
+static int mg_xf_gemini_usage(const mg_xf_answer_t *a, mg_buf_t *out);
 static int mg_xf_texts(mg_xf_answer_t *a, const mg_xf_tok_t *content,
     const char *type);
 static int mg_xf_counts(mg_xf_answer_t *a, const mg_xf_tok_t *usage,
@@ -1251,8 +1254,20 @@ mg_xf_answer(int provider, const char *body, size_t len, const char *model,
 
     memset(&a, 0, sizeof(mg_xf_answer_t));
 
-    rc = (provider == MG_XF_ANTHROPIC) ? mg_xf_answer_anthropic(&a, &in)
-                                       : mg_xf_answer_bedrock(&a, &in);
+    switch (provider) {
+
+    case MG_XF_ANTHROPIC:
+        rc = mg_xf_answer_anthropic(&a, &in);
+        break;
+
+    case MG_XF_BEDROCK:
+        rc = mg_xf_answer_bedrock(&a, &in);
+        break;
+
+    default: /* MG_XF_GEMINI */
+        rc = mg_xf_answer_gemini(&a, &in);
+    }
+
     if (rc != MG_X_OK) {
         return rc;
     }
@@ -1265,10 +1280,10 @@ mg_xf_answer(int provider, const char *body, size_t len, const char *model,
 
     keep = out->len;
 
-    if (provider == MG_XF_ANTHROPIC) {
+    if (provider != MG_XF_BEDROCK) {
         rc = mg_buf_append(out, "{\"id\":\"chatcmpl-", 16);
 
-        if (rc == MG_X_OK) {
+        if (rc == MG_X_OK && a.id.p) {
             rc = mg_buf_append(out, a.id.p + 1, a.id.len - 2);
         }
 
@@ -1315,7 +1330,10 @@ mg_xf_answer(int provider, const char *body, size_t len, const char *model,
         rc = mg_xf_lit(out, "\"}]");
     }
 
-    if (rc == MG_X_OK && a.usage) {
+    if (rc == MG_X_OK && a.usage && provider == MG_XF_GEMINI) {
+        rc = mg_xf_gemini_usage(&a, out);
+
+    } else if (rc == MG_X_OK && a.usage) {
         if (provider == MG_XF_ANTHROPIC) {
             mg_anthropic_usage(a.n[0], a.n[1], a.n[2], a.n[3], &u);
 
@@ -1475,6 +1493,123 @@ mg_xf_answer_bedrock(mg_xf_answer_t *a, const mg_xf_tok_t *in)
 
 
 /*
+ * {"candidates":[{"content":{"parts":[{"text":..}..],..},"finishReason":..,
+ * ..}],"usageMetadata":{..},"responseId":..}: one candidate whose parts are
+ * texts only (no thoughts, no calls), not all empty; an "error" member, a
+ * blocked prompt (no candidate) or anything else is declined.
+ */
+
+static int
+mg_xf_answer_gemini(mg_xf_answer_t *a, const mg_xf_tok_t *in)
+{
+    size_t        i, n;
+    char          reason[64];
+    mg_xf_tok_t   m[4], c[2], parts, cand, more;
+    mg_xf_iter_t  it;
+
+    static const char  *names[] = {
+        "candidates", "usageMetadata", "responseId", "error"
+    };
+
+    static const char  *cnames[] = { "content", "finishReason" };
+    static const char  *pnames[] = { "parts" };
+
+    static const char  *counts[] = {
+        "promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount",
+        "toolUsePromptTokenCount", "cachedContentTokenCount",
+        "totalTokenCount"
+    };
+
+    if (mg_xf_pick(in, names, 4, 0, m, NULL) != MG_X_OK
+        || m[3].p != NULL
+        || m[0].p == NULL || m[0].p[0] != '['
+        || (m[2].p && m[2].p[0] != '"'))
+    {
+        return MG_XF_DECLINED;
+    }
+
+    mg_xf_open(&it, &m[0]);
+
+    if (!mg_xf_elem(&it, &cand) || cand.p[0] != '{'
+        || mg_xf_elem(&it, &more)
+        || mg_xf_pick(&cand, cnames, 2, 0, c, NULL) != MG_X_OK
+        || c[0].p == NULL || c[0].p[0] != '{'
+        || mg_xf_pick(&c[0], pnames, 1, 0, &parts, NULL) != MG_X_OK
+        || parts.p == NULL || parts.p[0] != '['
+        || mg_xf_texts(a, &parts, NULL) != MG_X_OK)
+    {
+        return MG_XF_DECLINED;
+    }
+
+    /* no text at all: the tree tells an empty answer from a failed one */
+
+    for (i = 0, n = 0; i < a->ntexts; i++) {
+        n += a->texts[i].len - 2;
+    }
+
+    if (n == 0) {
+        return MG_XF_DECLINED;
+    }
+
+    if (c[1].p && c[1].p[0] == '"') {
+        if (c[1].len - 2 >= sizeof(reason)
+            || memchr(c[1].p, '\\', c[1].len))
+        {
+            return MG_XF_DECLINED;
+        }
+
+        memcpy(reason, c[1].p + 1, c[1].len - 2);
+        reason[c[1].len - 2] = '\0';
+
+        a->finish = mg_gemini_finish(reason, 0);
+
+    } else {
+        a->finish = mg_gemini_finish(NULL, 0);
+    }
+
+    a->id = m[2];
+    a->n[5] = -1;
+
+    return mg_xf_counts(a, &m[1], counts, 6);
+}
+
+
+/*
+ * Gemini's usage as the tree writes it: thoughts are output billed apart
+ * from candidatesTokenCount, a tool-use prompt is input; the total is the
+ * one given, or the sum.
+ */
+
+static int
+mg_xf_gemini_usage(const mg_xf_answer_t *a, mg_buf_t *out)
+{
+    long long  in, o;
+
+    in = a->n[0] + a->n[3];
+    o = a->n[1] + a->n[2];
+
+    if (mg_xf_lit(out, ",\"usage\":{\"prompt_tokens\":") != MG_X_OK
+        || mg_buf_int(out, in) != MG_X_OK
+        || mg_xf_lit(out, ",\"completion_tokens\":") != MG_X_OK
+        || mg_buf_int(out, o) != MG_X_OK
+        || mg_xf_lit(out, ",\"total_tokens\":") != MG_X_OK
+        || mg_buf_int(out, a->n[5] < 0 ? in + o : a->n[5]) != MG_X_OK
+        || mg_xf_lit(out, ",\"prompt_tokens_details\":{\"cached_tokens\":")
+           != MG_X_OK
+        || mg_buf_int(out, a->n[4]) != MG_X_OK
+        || mg_xf_lit(out, "},\"completion_tokens_details\":"
+                     "{\"reasoning_tokens\":") != MG_X_OK
+        || mg_buf_int(out, a->n[2]) != MG_X_OK
+        || mg_xf_lit(out, "}}") != MG_X_OK)
+    {
+        return MG_X_NOMEM;
+    }
+
+    return MG_X_OK;
+}
+
+
+/*
  * Content blocks that are text only: {"type":"text","text":..} (type
  * given) or {"text":..}, at most 16.
  */
@@ -1535,7 +1670,7 @@ mg_xf_counts(mg_xf_answer_t *a, const mg_xf_tok_t *usage, const char **names,
 {
     size_t        k, i;
     long long     v;
-    mg_xf_tok_t   m[5], *t;
+    mg_xf_tok_t   m[6], *t;
 
     if (usage->p == NULL || usage->p[0] != '{') {
 

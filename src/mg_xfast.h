@@ -21,7 +21,7 @@
 
 #define MG_XF_ANTHROPIC  1
 #define MG_XF_BEDROCK    2
-#define MG_XF_GEMINI     3          /* requests only */
+#define MG_XF_GEMINI     3
 
 #define MG_XF_DECLINED   2      /* not the common shape */
 
@@ -69,7 +69,8 @@ int mg_xf_try(int provider, const char *model, size_t model_len,
 
 /*
  * A provider's whole answer -> the OpenAI chat.completion the full
- * translator (mg_anthropic_response(), mg_bedrock_response()) would give,
+ * translator (mg_anthropic_response(), mg_bedrock_response(),
+ * mg_gemini_response()) would give,
  * appended to out, when it holds text only: its texts are joined as the
  * provider escaped them.  model is the client's.  Returns MG_X_OK,
  * MG_XF_DECLINED (tool calls, other blocks, an error, anything unusual:

@@ -250,11 +250,96 @@ fast_taken(int provider, const char *body, size_t len)
 }
 
 
-/* a generated text answer of either provider */
+/* a generated text answer of Anthropic (0), Bedrock (1) or Gemini (2) */
 
 static void
-gen_answer(mg_buf_t *b, int bedrock)
+gen_gemini_answer(mg_buf_t *b)
 {
+    unsigned     i, n;
+    const char  *v;
+
+    static const char  *texts[] = {
+        "\"hi\"", "\"\"", "\"caf\\u00e9 \\\"q\\\" \\\\ \\n\"",
+        "\"\xf0\x9f\x98\x80\"", "\"\\ud83d\\ude00 x\"", "\"\\u0000\""
+    };
+
+    static const char  *reasons[] = {
+        NULL, "null", "\"STOP\"", "\"MAX_TOKENS\"", "\"SAFETY\"",
+        "\"RECITATION\"", "\"MALFORMED_FUNCTION_CALL\"", "\"IMAGE_SAFETY\"",
+        "\"NEW_REASON\"", "\"ST\\u004fP\"", "7"
+    };
+
+    static const char  *counts[] = {
+        NULL, "0", "5", "-3", "1.5", "\"7\"", "null", "123456789012345",
+        "999999999999999999"
+    };
+
+    static const char  *names[] = {
+        "promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount",
+        "toolUsePromptTokenCount", "cachedContentTokenCount",
+        "totalTokenCount"
+    };
+
+    static const char  *ids[] = {
+        NULL, "\"Il0t\\u0041x\"", "\"r-1\"", "7"
+    };
+
+    mg_buf_reset(b);
+    mg_buf_printf(b, "{\"candidates\":[{\"content\":{\"role\":\"model\","
+                  "\"parts\":[");
+
+    n = rnd(4);
+
+    for (i = 0; i < n; i++) {
+        mg_buf_printf(b, "%s{\"text\":%s}", i ? "," : "", PICK(texts));
+    }
+
+    mg_buf_printf(b, "]}");
+
+    v = PICK(reasons);
+    if (v) {
+        mg_buf_printf(b, ",\"finishReason\":%s", v);
+    }
+
+    mg_buf_printf(b, ",\"index\":0,\"safetyRatings\":[{\"category\":"
+                  "\"HARM_CATEGORY_HARASSMENT\",\"probability\":"
+                  "\"NEGLIGIBLE\"}]}");
+
+    if (rnd(8) == 0) {
+        mg_buf_printf(b, ",{\"content\":{\"parts\":[{\"text\":\"2\"}]}}");
+    }
+
+    mg_buf_printf(b, "]");
+
+    if (rnd(5)) {
+        mg_buf_printf(b, ",\"usageMetadata\":{\"x\":1");
+
+        for (i = 0; i < 6; i++) {
+            v = PICK(counts);
+            if (v) {
+                mg_buf_printf(b, ",\"%s\":%s", names[i], v);
+            }
+        }
+
+        mg_buf_printf(b, "}");
+
+    } else if (rnd(2)) {
+        mg_buf_printf(b, ",\"usageMetadata\":null");
+    }
+
+    v = PICK(ids);
+    if (v) {
+        mg_buf_printf(b, ",\"responseId\":%s", v);
+    }
+
+    mg_buf_printf(b, ",\"modelVersion\":\"gemini-2.5-flash\"}");
+}
+
+
+static void
+gen_answer(mg_buf_t *b, int k)
+{
+    int          bedrock;
     unsigned     i, n;
     const char  *v;
 
@@ -283,6 +368,13 @@ gen_answer(mg_buf_t *b, int bedrock)
         "inputTokens", "outputTokens", "totalTokens", "cacheReadInputTokens",
         "cacheWriteInputTokens"
     };
+
+    if (k == 2) {
+        gen_gemini_answer(b);
+        return;
+    }
+
+    bedrock = (k == 1);
 
     mg_buf_reset(b);
 
@@ -332,30 +424,41 @@ gen_answer(mg_buf_t *b, int bedrock)
 }
 
 
-/* the answer both ways; Bedrock's ids are made per call: not compared */
+/*
+ * The answer both ways (k: 0 Anthropic, 1 Bedrock, 2 Gemini); Bedrock's
+ * ids are made per call: not compared.
+ */
 
 static int
-same_answer(int bedrock, const char *body, size_t len)
+same_answer(int k, const char *body, size_t len)
 {
-    int           rc1, rc2, eq;
+    int           rc1, rc2, eq, bedrock;
     json_t       *j1, *j2;
     mg_buf_t      o1, o2;
     mg_xerror_t   e;
 
+    static const int  provider[] = {
+        MG_XF_ANTHROPIC, MG_XF_BEDROCK, MG_XF_GEMINI
+    };
+
     memset(&o1, 0, sizeof(o1));
     memset(&o2, 0, sizeof(o2));
 
-    rc1 = mg_xf_answer(bedrock ? MG_XF_BEDROCK : MG_XF_ANTHROPIC, body, len,
-                       "gpt \"4\"", 7, 1700000000, &o1);
+    bedrock = (k == 1);
+
+    rc1 = mg_xf_answer(provider[k], body, len, "gpt \"4\"", 7, 1700000000,
+                       &o1);
 
     if (rc1 == MG_XF_DECLINED) {
         return -1;
     }
 
-    rc2 = bedrock ? mg_bedrock_response(body, len, "gpt \"4\"", 7,
-                                        1700000000, &o2, &e)
-                  : mg_anthropic_response(body, len, "gpt \"4\"", 7,
-                                          1700000000, &o2, &e);
+    rc2 = (k == 0) ? mg_anthropic_response(body, len, "gpt \"4\"", 7,
+                                           1700000000, &o2, &e)
+          : (k == 1) ? mg_bedrock_response(body, len, "gpt \"4\"", 7,
+                                           1700000000, &o2, &e)
+          : mg_gemini_response(body, len, "gpt \"4\"", 7, 1700000000, &o2,
+                               &e);
 
     j1 = json_loadb(o1.data, o1.len, JSON_ALLOW_NUL, NULL);
     j2 = json_loadb(o2.data, o2.len, JSON_ALLOW_NUL, NULL);
@@ -528,13 +631,13 @@ main(void)
     /* answers */
 
     {
-        int  k, rc, taken[2];
+        int  k, rc, taken[3];
 
         bad = 0;
-        taken[0] = taken[1] = 0;
+        taken[0] = taken[1] = taken[2] = 0;
 
-        for (i = 0; i < 4000 && bad < 5; i++) {
-            k = i % 2;
+        for (i = 0; i < 6000 && bad < 5; i++) {
+            k = i % 3;
             gen_answer(&b, k);
 
             rc = same_answer(k, b.data, b.len);
@@ -547,10 +650,11 @@ main(void)
             }
         }
 
-        is_int(bad, 0, "4000 generated answers: tree-free == full");
-        ok(taken[0] > 1500 && taken[1] > 1000,
-           "most generated answers take the tree-free path (%d, %d)",
-           taken[0], taken[1]);
+        is_int(bad, 0, "6000 generated answers: tree-free == full, "
+               "Anthropic, Bedrock and Gemini");
+        ok(taken[0] > 1500 && taken[1] > 1000 && taken[2] > 600,
+           "most generated answers take the tree-free path (%d, %d, %d)",
+           taken[0], taken[1], taken[2]);
 
         static const char  *amiss[] = {
             "{\"type\":\"error\",\"error\":{\"type\":\"x\"},\"id\":\"m\","
@@ -582,6 +686,28 @@ main(void)
             "{\"output\":{\"message\":{\"content\":[]},\"x\":1}}"
         };
 
+        static const char  *gmiss[] = {
+            "{\"error\":{\"code\":429,\"status\":\"RESOURCE_EXHAUSTED\"}}",
+            "{\"candidates\":[],\"promptFeedback\":{\"blockReason\":"
+                "\"SAFETY\"}}",
+            "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\","
+                "\"thought\":true}]}}]}",
+            "{\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":"
+                "{\"name\":\"f\",\"args\":{}}}]}}]}",
+            "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"\"}]},"
+                "\"finishReason\":\"MALFORMED_FUNCTION_CALL\"}]}",
+            "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]}},"
+                "{\"content\":{\"parts\":[{\"text\":\"b\"}]}}]}",
+            "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]}}],"
+                "\"responseId\":7}",
+            "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]},"
+                "\"finishReason\":\"ST\\u004fP\"}]}",
+            "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]}}],"
+                "\"usageMetadata\":{\"promptTokenCount\":1,"
+                "\"promptTokenCount\":2}}",
+            "{\"candidates\":{}}"
+        };
+
         for (i = 0; i < (int) (sizeof(amiss) / sizeof(amiss[0])); i++) {
             ok(same_answer(0, amiss[i], strlen(amiss[i])) == -1,
                "answer declined: %s", amiss[i]);
@@ -590,6 +716,11 @@ main(void)
         for (i = 0; i < (int) (sizeof(bmiss) / sizeof(bmiss[0])); i++) {
             ok(same_answer(1, bmiss[i], strlen(bmiss[i])) == -1,
                "answer declined: %s", bmiss[i]);
+        }
+
+        for (i = 0; i < (int) (sizeof(gmiss) / sizeof(gmiss[0])); i++) {
+            ok(same_answer(2, gmiss[i], strlen(gmiss[i])) == -1,
+               "answer declined: %s", gmiss[i]);
         }
     }
 
