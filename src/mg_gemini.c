@@ -109,6 +109,8 @@ static json_t *mg_g_error_body(json_t *j);
 static void mg_g_error_map(int status, json_t *body, mg_xerror_t *err);
 static int mg_g_api_key_error(json_t *e);
 
+static int mg_g_stream_fast(mg_gemini_stream_t *st, const char *data,
+    size_t len, mg_buf_t *out);
 static int mg_g_stream_start(mg_gemini_stream_t *st, json_t *j);
 static int mg_g_stream_chunk(mg_gemini_stream_t *st, json_t *j,
     mg_buf_t *out, mg_xerror_t *err);
@@ -2670,6 +2672,18 @@ mg_gemini_stream_event(mg_gemini_stream_t *st, const char *data,
         return MG_X_OK;
     }
 
+    /* the chunks in the middle of a text answer need no tree */
+
+    if (st->started && !st->full && st->nchoices
+        && st->choices[0].started && !st->choices[0].finished)
+    {
+        rc = mg_g_stream_fast(st, data, data_len, out);
+
+        if (rc != MG_XF_DECLINED) {
+            return (rc == MG_X_NOMEM) ? mg_x_nomem(err) : rc;
+        }
+    }
+
     j = json_loadb(data, data_len, JSON_ALLOW_NUL, NULL);
 
     e = mg_g_error_body(j);
@@ -2700,6 +2714,42 @@ mg_gemini_stream_event(mg_gemini_stream_t *st, const char *data,
     }
 
     return rc;
+}
+
+
+static int
+mg_g_stream_fast(mg_gemini_stream_t *st, const char *data, size_t len,
+    mg_buf_t *out)
+{
+    int        rc, sent;
+    long long  n[6];
+
+    n[0] = st->prompt_tokens;
+    n[1] = st->candidates_tokens;
+    n[2] = st->thoughts_tokens;
+    n[3] = st->tool_prompt_tokens;
+    n[4] = st->cached_tokens;
+    n[5] = st->total_tokens;
+
+    rc = mg_xf_gemini_chunk(data, len, st->prefix, st->prefix_len, n, &sent,
+                            out);
+
+    if (rc != MG_X_OK) {
+        return rc;
+    }
+
+    st->prompt_tokens = n[0];
+    st->candidates_tokens = n[1];
+    st->thoughts_tokens = n[2];
+    st->tool_prompt_tokens = n[3];
+    st->cached_tokens = n[4];
+    st->total_tokens = n[5];
+
+    if (sent) {
+        st->content = 1;
+    }
+
+    return MG_X_OK;
 }
 
 

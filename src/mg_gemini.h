@@ -106,6 +106,8 @@ typedef struct {
     unsigned             done:1;        /* [DONE] was sent */
     unsigned             content:1;     /* text or a tool call was sent */
     unsigned             nomem:1;       /* init could not copy the model */
+    unsigned             full:1;        /* tests: every chunk through the
+                                           tree */
 } mg_gemini_stream_t;
 
 

@@ -1610,6 +1610,129 @@ mg_xf_gemini_usage(const mg_xf_answer_t *a, mg_buf_t *out)
 
 
 /*
+ * A Gemini stream chunk in the middle of a text answer: one candidate (index
+ * 0 or none) of text parts, no finishReason, no error, no prompt feedback.
+ * Its text goes out as one content delta, as mg_gemini_stream_event() would
+ * send it; usageMetadata counts update n[6] as mg_x_tokens() reads them.
+ */
+
+int
+mg_xf_gemini_chunk(const char *data, size_t len, const char *prefix,
+    size_t prefix_len, long long *n, int *sent, mg_buf_t *out)
+{
+    int             rc;
+    size_t          i, k, total;
+    mg_buf_t        joined;
+    mg_xf_tok_t     in, m[4], c[3], parts, cand, more;
+    mg_xf_iter_t    it;
+    mg_xf_answer_t  a;
+
+    static const char  *names[] = {
+        "candidates", "usageMetadata", "promptFeedback", "error"
+    };
+
+    static const char  *cnames[] = { "content", "finishReason", "index" };
+    static const char  *pnames[] = { "parts" };
+
+    static const char  *counts[] = {
+        "promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount",
+        "toolUsePromptTokenCount", "cachedContentTokenCount",
+        "totalTokenCount"
+    };
+
+    *sent = 0;
+
+    if (data == NULL
+        || mg_json_scan(data, len, NULL, 0, 64, NULL) != MG_JSON_OK)
+    {
+        return MG_XF_DECLINED;
+    }
+
+    in.p = mg_xf_ws(data, data + len);
+    in.len = data + len - in.p;
+
+    if (*in.p != '{' || !mg_xf_parsable(in.p, in.len)) {
+        return MG_XF_DECLINED;
+    }
+
+    memset(&a, 0, sizeof(mg_xf_answer_t));
+
+    if (mg_xf_pick(&in, names, 4, 0, m, NULL) != MG_X_OK
+        || m[2].p != NULL || m[3].p != NULL
+        || m[0].p == NULL || m[0].p[0] != '[')
+    {
+        return MG_XF_DECLINED;
+    }
+
+    mg_xf_open(&it, &m[0]);
+
+    if (!mg_xf_elem(&it, &cand) || cand.p[0] != '{'
+        || mg_xf_elem(&it, &more)
+        || mg_xf_pick(&cand, cnames, 3, 0, c, NULL) != MG_X_OK
+        || c[1].p != NULL
+        || (c[2].p != NULL && !mg_xf_is(&c[2], "0"))
+        || c[0].p == NULL || c[0].p[0] != '{'
+        || mg_xf_pick(&c[0], pnames, 1, 0, &parts, NULL) != MG_X_OK
+        || parts.p == NULL || parts.p[0] != '['
+        || mg_xf_texts(&a, &parts, NULL) != MG_X_OK)
+    {
+        return MG_XF_DECLINED;
+    }
+
+    for (k = 0; k < 6; k++) {
+        a.n[k] = n[k];
+    }
+
+    if (mg_xf_counts(&a, &m[1], counts, 6) != MG_X_OK) {
+        return MG_XF_DECLINED;
+    }
+
+    for (i = 0, total = 0; i < a.ntexts; i++) {
+        total += a.texts[i].len - 2;
+    }
+
+    rc = MG_X_OK;
+
+    if (total) {
+
+        /* the parts' texts as one string token, as the client gets it */
+
+        memset(&joined, 0, sizeof(mg_buf_t));
+        rc = mg_buf_reserve(&joined, total + 2);
+
+        if (rc == MG_X_OK) {
+            joined.data[joined.len++] = '"';
+
+            for (i = 0; i < a.ntexts; i++) {
+                memcpy(joined.data + joined.len, a.texts[i].p + 1,
+                       a.texts[i].len - 2);
+                joined.len += a.texts[i].len - 2;
+            }
+
+            joined.data[joined.len++] = '"';
+
+            rc = mg_x_chunk_content(out, prefix, prefix_len, joined.data,
+                                    joined.len);
+        }
+
+        mg_buf_free(&joined);
+
+        if (rc != MG_X_OK) {
+            return MG_X_NOMEM;
+        }
+
+        *sent = 1;
+    }
+
+    for (k = 0; k < 6; k++) {
+        n[k] = a.n[k];
+    }
+
+    return MG_X_OK;
+}
+
+
+/*
  * Content blocks that are text only: {"type":"text","text":..} (type
  * given) or {"text":..}, at most 16.
  */

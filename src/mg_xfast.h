@@ -79,5 +79,17 @@ int mg_xf_try(int provider, const char *model, size_t model_len,
 int mg_xf_answer(int provider, const char *body, size_t len,
     const char *model, size_t model_len, long created, mg_buf_t *out);
 
+/*
+ * A Gemini stream chunk in the middle of a text answer (one candidate,
+ * index 0 or none, text parts only, no finishReason, no error, no prompt
+ * feedback) -> its text as one content chunk after prefix, appended to out
+ * (*sent set when there was text), and the usageMetadata counts read into
+ * n[6] (prompt, candidates, thoughts, tool-use prompt, cached, total; each
+ * kept when not given), as mg_gemini_stream_event() would.  Returns
+ * MG_X_OK, MG_XF_DECLINED (anything else: use the tree) or MG_X_NOMEM.
+ */
+int mg_xf_gemini_chunk(const char *data, size_t len, const char *prefix,
+    size_t prefix_len, long long *n, int *sent, mg_buf_t *out);
+
 
 #endif /* _MG_XFAST_H_INCLUDED_ */

@@ -909,6 +909,86 @@ main(void)
         }
     }
 
+    /* and Gemini's chunks in the middle of a text answer */
+
+    {
+        int                 k, rc[2];
+        size_t              len[2];
+        mg_buf_t            out[2];
+        mg_xerror_t         err;
+        mg_gemini_stream_t  st[2];
+
+#define GC(parts, rest)                                                       \
+    "{\"candidates\":[{\"content\":{\"parts\":[" parts "],\"role\":"         \
+    "\"model\"}" rest "}],\"modelVersion\":\"g\",\"responseId\":\"r1\""
+
+        static const char  *evs[] = {
+            GC("{\"text\":\"It is\"}", ",\"index\":0")
+                ",\"usageMetadata\":{\"promptTokenCount\":15,"
+                "\"totalTokenCount\":15}}",
+            GC("{\"text\":\" caf\\u00e9 \\\"x\\\"\"},{\"text\":\" y\"}",
+               ",\"index\":0")
+                ",\"usageMetadata\":{\"promptTokenCount\":15,"
+                "\"candidatesTokenCount\":3,\"totalTokenCount\":18}}",
+            GC("{\"text\":\"z\"}", "")
+                ",\"usageMetadata\":{\"candidatesTokenCount\":"
+                "123456789012345678901234}}",
+            GC("{\"text\":\"\"}", ",\"index\":0") "}",
+            GC("{\"text\":\"w\"}", ",\"index\":0.0") "}",
+            GC("{\"text\":\"t\",\"thought\":true},{\"text\":\"u\"}", "")
+                "}",
+            GC("{\"text\":\"v\"}", "")
+                ",\"usageMetadata\":{\"promptTokenCount\":1.5,"
+                "\"thoughtsTokenCount\":-3,\"cachedContentTokenCount\":4,"
+                "\"toolUsePromptTokenCount\":\"2\"}}",
+            GC("{\"text\":\"a\"}", ",\"index\":1") "}",
+            GC("{\"text\":\"b\"}", ",\"finishReason\":null") "}",
+            "{\"candidates\":[],\"usageMetadata\":{\"totalTokenCount\":9}}",
+            GC("{\"text\":\"c\"}", "") ",\"x\":{\"\\u0000\":1}}",
+            GC("{\"text\":\".\"}", ",\"finishReason\":\"STOP\"")
+                ",\"usageMetadata\":{\"promptTokenCount\":15,"
+                "\"candidatesTokenCount\":6}}"
+        };
+
+#undef GC
+
+        for (k = 0; k < 2; k++) {
+            mg_gemini_stream_init(&st[k], "gpt", 3, 1700000000, 1);
+            st[k].full = k;
+            memset(&out[k], 0, sizeof(mg_buf_t));
+        }
+
+        for (i = 0; i < (int) (sizeof(evs) / sizeof(evs[0])); i++) {
+            for (k = 0; k < 2; k++) {
+                len[k] = out[k].len;
+                memset(&err, 0, sizeof(err));
+                rc[k] = mg_gemini_stream_event(&st[k], evs[i], strlen(evs[i]),
+                                               &out[k], &err);
+            }
+
+            ok(rc[0] == rc[1]
+               && same_chunks(out[0].data + len[0], out[0].len - len[0],
+                              out[1].data + len[1], out[1].len - len[1],
+                              "", ""),
+               "gemini stream chunk, fast and tree alike: %s", evs[i]);
+        }
+
+        for (k = 0; k < 2; k++) {
+            len[k] = out[k].len;
+            rc[k] = mg_gemini_stream_finish(&st[k], &out[k]);
+        }
+
+        ok(rc[0] == rc[1] && rc[0] == MG_X_DONE
+           && same_chunks(out[0].data + len[0], out[0].len - len[0],
+                          out[1].data + len[1], out[1].len - len[1], "", ""),
+           "gemini stream: the same usage chunk and end");
+
+        for (k = 0; k < 2; k++) {
+            mg_gemini_stream_free(&st[k]);
+            mg_buf_free(&out[k]);
+        }
+    }
+
     /* the exact bytes of a simple case, so the shape is pinned down */
 
     {
