@@ -34,7 +34,7 @@ BENCH_ROUNDS=${BENCH_ROUNDS:-2}
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-16}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_MAX_ERRORS=${BENCH_MAX_ERRORS:-5}
-BENCH_SCENARIOS=${BENCH_SCENARIOS:-basic balanced stateful anthropic stream_anthropic bedrock}
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-basic balanced stateful anthropic stream_anthropic bedrock bedrock_key}
 BENCH_FAKE_GATEWAY=${BENCH_FAKE_GATEWAY:-0}
 NGINX=${NGINX:-/usr/sbin/nginx}
 WRK=${WRK:-wrk}
@@ -610,6 +610,29 @@ scenario_bedrock() {
     check_alive mock proxy6 gateway6
     stop_nginx proxy6
     stop_nginx gateway6
+    BODY=$body_saved
+}
+
+# bedrock_key: the same with a Bedrock API key (a bearer token): Converse
+# translation both ways without SigV4, to tell the two costs apart
+scenario_bedrock_key() {
+    local body_saved=$BODY
+    ensure_mock
+    BODY=$WORK/request-bedrock-key.json
+    sed -e 's/"model":"gpt-4o-mini"/"model":"gpt-4o-mini-bedrock-key"/' \
+        "$body_saved" >"$BODY"
+    start_proxy proxy7 1
+    start_nginx gateway7 "$BENCH_DIR/gateway-anthropic.conf.in" \
+        MOCKPORT="${NGX_PORT[mock]}" WORKERS=1 MODULE="$MODULE"
+    sanity_any proxy_pass "http://127.0.0.1:${NGX_PORT[proxy7]}/bedrock-key/" \
+        proxy7
+    sanity bedrock-key "$(url_of gateway7)" gateway7
+    compare bedrock-key proxy_pass \
+        "http://127.0.0.1:${NGX_PORT[proxy7]}/bedrock-key/" \
+        bedrock-key "$(url_of gateway7)"
+    check_alive mock proxy7 gateway7
+    stop_nginx proxy7
+    stop_nginx gateway7
     BODY=$body_saved
 }
 

@@ -2,11 +2,13 @@
  * Copyright (C) The ngx_http_model_gateway_module authors
  *
  * AWS Signature Version 4 for header authentication (Bedrock and any other
- * service), on OpenSSL.  Nothing is allocated by this code: the canonical
+ * service), on OpenSSL.  Nothing is allocated per call: the canonical
  * request is hashed as it is produced, never stored, and the caller gives
- * the buffer for the Authorization value.  The signing key depends only on
- * the secret, the day, the region and the service, so the caller derives
- * it once a day and keeps it.
+ * the buffer for the Authorization value; one SHA-256 context is made on
+ * first use and kept for the process, so the functions are not for use
+ * from several threads at once (an nginx worker has one).  The signing key
+ * depends only on the secret, the day, the region and the service, so the
+ * caller derives it once a day and keeps it.
  */
 
 #ifndef _MG_SIGV4_H_INCLUDED_

@@ -15,7 +15,7 @@
 
 
 /*
- * Tokenizing is done in two steps.  A byte-at-a-time state machine, whose
+ * Tokenizing is done in two steps.  A state machine over the bytes, whose
  * whole state survives between calls, only finds where each event ends (a
  * blank line).  The complete event, contiguous either in the caller's data
  * or in buf, is then split into fields in one go.  Since both steps see the
