@@ -1218,6 +1218,9 @@ typedef struct {
 static int mg_xf_answer_anthropic(mg_xf_answer_t *a, const mg_xf_tok_t *in);
 static int mg_xf_answer_bedrock(mg_xf_answer_t *a, const mg_xf_tok_t *in);
 static int mg_xf_answer_gemini(mg_xf_answer_t *a, const mg_xf_tok_t *in);
+static int mg_xf_object(const char *p, size_t len, mg_xf_tok_t *in);
+static int mg_xf_gemini_candidate(mg_xf_answer_t *a,
+    const mg_xf_tok_t *cands, mg_xf_tok_t *c);
 static int mg_xf_gemini_usage(const mg_xf_answer_t *a, mg_buf_t *out);
 static int mg_xf_texts(mg_xf_answer_t *a, const mg_xf_tok_t *content,
     const char *type);
@@ -1237,18 +1240,7 @@ mg_xf_answer(int provider, const char *body, size_t len, const char *model,
     mg_xf_answer_t  a;
     char            id[48], name[512];
 
-    if (body == NULL
-        || mg_json_scan(body, len, NULL, 0, 64, NULL) != MG_JSON_OK)
-    {
-        return MG_XF_DECLINED;
-    }
-
-    in.p = mg_xf_ws(body, body + len);
-    in.len = body + len - in.p;
-
-    /* members not looked at must not hide what jansson refuses */
-
-    if (*in.p != '{' || !mg_xf_parsable(in.p, in.len)) {
+    if (mg_xf_object(body, len, &in) != MG_X_OK) {
         return MG_XF_DECLINED;
     }
 
@@ -1357,6 +1349,26 @@ mg_xf_answer(int provider, const char *body, size_t len, const char *model,
     }
 
     return rc;
+}
+
+
+/*
+ * The valid JSON object [p, p + len) into in, whitespace skipped; declined
+ * when it is not one, or when jansson would refuse a member not looked at.
+ */
+
+static int
+mg_xf_object(const char *p, size_t len, mg_xf_tok_t *in)
+{
+    if (p == NULL || mg_json_scan(p, len, NULL, 0, 64, NULL) != MG_JSON_OK) {
+        return MG_XF_DECLINED;
+    }
+
+    in->p = mg_xf_ws(p, p + len);
+    in->len = p + len - in->p;
+
+    return (*in->p == '{' && mg_xf_parsable(in->p, in->len))
+           ? MG_X_OK : MG_XF_DECLINED;
 }
 
 
@@ -1504,15 +1516,11 @@ mg_xf_answer_gemini(mg_xf_answer_t *a, const mg_xf_tok_t *in)
 {
     size_t        i, n;
     char          reason[64];
-    mg_xf_tok_t   m[4], c[2], parts, cand, more;
-    mg_xf_iter_t  it;
+    mg_xf_tok_t   m[4], c[2];
 
     static const char  *names[] = {
         "candidates", "usageMetadata", "responseId", "error"
     };
-
-    static const char  *cnames[] = { "content", "finishReason" };
-    static const char  *pnames[] = { "parts" };
 
     static const char  *counts[] = {
         "promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount",
@@ -1522,21 +1530,8 @@ mg_xf_answer_gemini(mg_xf_answer_t *a, const mg_xf_tok_t *in)
 
     if (mg_xf_pick(in, names, 4, 0, m, NULL) != MG_X_OK
         || m[3].p != NULL
-        || m[0].p == NULL || m[0].p[0] != '['
-        || (m[2].p && m[2].p[0] != '"'))
-    {
-        return MG_XF_DECLINED;
-    }
-
-    mg_xf_open(&it, &m[0]);
-
-    if (!mg_xf_elem(&it, &cand) || cand.p[0] != '{'
-        || mg_xf_elem(&it, &more)
-        || mg_xf_pick(&cand, cnames, 2, 0, c, NULL) != MG_X_OK
-        || c[0].p == NULL || c[0].p[0] != '{'
-        || mg_xf_pick(&c[0], pnames, 1, 0, &parts, NULL) != MG_X_OK
-        || parts.p == NULL || parts.p[0] != '['
-        || mg_xf_texts(a, &parts, NULL) != MG_X_OK)
+        || (m[2].p && m[2].p[0] != '"')
+        || mg_xf_gemini_candidate(a, &m[0], c) != MG_X_OK)
     {
         return MG_XF_DECLINED;
     }
@@ -1551,15 +1546,15 @@ mg_xf_answer_gemini(mg_xf_answer_t *a, const mg_xf_tok_t *in)
         return MG_XF_DECLINED;
     }
 
-    if (c[1].p && c[1].p[0] == '"') {
-        if (c[1].len - 2 >= sizeof(reason)
-            || memchr(c[1].p, '\\', c[1].len))
+    if (c[0].p && c[0].p[0] == '"') {
+        if (c[0].len - 2 >= sizeof(reason)
+            || memchr(c[0].p, '\\', c[0].len))
         {
             return MG_XF_DECLINED;
         }
 
-        memcpy(reason, c[1].p + 1, c[1].len - 2);
-        reason[c[1].len - 2] = '\0';
+        memcpy(reason, c[0].p + 1, c[0].len - 2);
+        reason[c[0].len - 2] = '\0';
 
         a->finish = mg_gemini_finish(reason, 0);
 
@@ -1571,6 +1566,46 @@ mg_xf_answer_gemini(mg_xf_answer_t *a, const mg_xf_tok_t *in)
     a->n[5] = -1;
 
     return mg_xf_counts(a, &m[1], counts, 6);
+}
+
+
+/*
+ * Gemini's candidates array holding one candidate whose content's parts are
+ * texts only (at most 16): the texts into a, its finishReason and index
+ * tokens into c[0] and c[1] (p NULL: absent).
+ */
+
+static int
+mg_xf_gemini_candidate(mg_xf_answer_t *a, const mg_xf_tok_t *cands,
+    mg_xf_tok_t *c)
+{
+    mg_xf_tok_t   m[3], parts, cand, more;
+    mg_xf_iter_t  it;
+
+    static const char  *cnames[] = { "content", "finishReason", "index" };
+    static const char  *pnames[] = { "parts" };
+
+    if (cands->p == NULL || cands->p[0] != '[') {
+        return MG_XF_DECLINED;
+    }
+
+    mg_xf_open(&it, cands);
+
+    if (!mg_xf_elem(&it, &cand) || cand.p[0] != '{'
+        || mg_xf_elem(&it, &more)
+        || mg_xf_pick(&cand, cnames, 3, 0, m, NULL) != MG_X_OK
+        || m[0].p == NULL || m[0].p[0] != '{'
+        || mg_xf_pick(&m[0], pnames, 1, 0, &parts, NULL) != MG_X_OK
+        || parts.p == NULL || parts.p[0] != '['
+        || mg_xf_texts(a, &parts, NULL) != MG_X_OK)
+    {
+        return MG_XF_DECLINED;
+    }
+
+    c[0] = m[1];
+    c[1] = m[2];
+
+    return MG_X_OK;
 }
 
 
@@ -1623,16 +1658,12 @@ mg_xf_gemini_chunk(const char *data, size_t len, const char *prefix,
     int             rc;
     size_t          i, k, total;
     mg_buf_t        joined;
-    mg_xf_tok_t     in, m[4], c[3], parts, cand, more;
-    mg_xf_iter_t    it;
+    mg_xf_tok_t     in, m[4], c[2];
     mg_xf_answer_t  a;
 
     static const char  *names[] = {
         "candidates", "usageMetadata", "promptFeedback", "error"
     };
-
-    static const char  *cnames[] = { "content", "finishReason", "index" };
-    static const char  *pnames[] = { "parts" };
 
     static const char  *counts[] = {
         "promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount",
@@ -1642,16 +1673,7 @@ mg_xf_gemini_chunk(const char *data, size_t len, const char *prefix,
 
     *sent = 0;
 
-    if (data == NULL
-        || mg_json_scan(data, len, NULL, 0, 64, NULL) != MG_JSON_OK)
-    {
-        return MG_XF_DECLINED;
-    }
-
-    in.p = mg_xf_ws(data, data + len);
-    in.len = data + len - in.p;
-
-    if (*in.p != '{' || !mg_xf_parsable(in.p, in.len)) {
+    if (mg_xf_object(data, len, &in) != MG_X_OK) {
         return MG_XF_DECLINED;
     }
 
@@ -1659,22 +1681,9 @@ mg_xf_gemini_chunk(const char *data, size_t len, const char *prefix,
 
     if (mg_xf_pick(&in, names, 4, 0, m, NULL) != MG_X_OK
         || m[2].p != NULL || m[3].p != NULL
-        || m[0].p == NULL || m[0].p[0] != '[')
-    {
-        return MG_XF_DECLINED;
-    }
-
-    mg_xf_open(&it, &m[0]);
-
-    if (!mg_xf_elem(&it, &cand) || cand.p[0] != '{'
-        || mg_xf_elem(&it, &more)
-        || mg_xf_pick(&cand, cnames, 3, 0, c, NULL) != MG_X_OK
-        || c[1].p != NULL
-        || (c[2].p != NULL && !mg_xf_is(&c[2], "0"))
-        || c[0].p == NULL || c[0].p[0] != '{'
-        || mg_xf_pick(&c[0], pnames, 1, 0, &parts, NULL) != MG_X_OK
-        || parts.p == NULL || parts.p[0] != '['
-        || mg_xf_texts(&a, &parts, NULL) != MG_X_OK)
+        || mg_xf_gemini_candidate(&a, &m[0], c) != MG_X_OK
+        || c[0].p != NULL
+        || (c[1].p != NULL && !mg_xf_is(&c[1], "0")))
     {
         return MG_XF_DECLINED;
     }
