@@ -4,7 +4,8 @@
 # events arrive, events split at awkward byte boundaries, the hold until the
 # first content event (failover on a leading error event), streams that are
 # cut, stall, end without [DONE] or run past model_gateway_total_timeout,
-# client disconnects, and a backend that ignores "stream".
+# client disconnects, a backend that ignores "stream", and a stream to an
+# HTTP/2 client.
 
 use strict;
 use warnings;
@@ -248,6 +249,15 @@ http {
             model_gateway_total_timeout 2s;
         }
     }
+
+    # HTTP/2 without TLS (prior knowledge), for curl
+    server {
+        listen 127.0.0.1:%%PORT_h2%% http2;
+
+        location /v1/ {
+            model_gateway;
+        }
+    }
 }
 EOF
 
@@ -387,6 +397,28 @@ ok($t->grep_log(qr/backend "bad" answered 200 but its stream began with an error
     ok($s->complete, 'whole: response terminated');
     is_deeply(data_of($body), data_of(@MAIN), 'whole: every event passed');
     is($s->trailing(5), '', 'whole: the response ends once');
+}
+
+# the same over HTTP/2 (curl, installed by make deps, reads the frames): the
+# stream ends with END_STREAM after its events and one [DONE]
+SKIP: {
+    my $curl = `sh -c 'command -v curl' 2>/dev/null`;
+    chomp $curl;
+    skip 'curl not installed', 4 unless $curl;
+
+    my $body = '{"model":"whole","stream":true,"messages":'
+        . '[{"role":"user","content":"hi"}]}';
+    my $out = `$curl -sS --http2-prior-knowledge --max-time 10 -N \\
+        -H 'Content-Type: application/json' --data-binary '$body' \\
+        -w '\\n%{http_version} %{http_code}' \\
+        http://127.0.0.1:@{[ $t->port('h2') ]}/v1/chat/completions 2>&1`;
+    my $rc = $? >> 8;
+    is($rc, 0, 'http2: curl read the stream without an error') or diag($out);
+    like($out, qr/\n2 200\z/, 'http2: status 200 over HTTP/2');
+    (my $events = $out) =~ s/\n2 200\z//;
+    is_deeply(data_of($events), data_of(@MAIN), 'http2: every event passed');
+    is(scalar(grep { $_ eq '[DONE]' } MG::Test::sse_data($events)), 1,
+        'http2: one [DONE]');
 }
 
 ###########################################################################
