@@ -590,51 +590,36 @@ scenario_stream_anthropic() {
     BODY=$body_saved
 }
 
-# bedrock: the ~20 KB request translated to Converse and signed with SigV4
-# (a SHA-256 of the body and an HMAC chain per request), the ~1 KB answer
-# translated back; proxy_pass sends the same bytes with fixed headers.
-scenario_bedrock() {
-    local body_saved=$BODY
+# bedrock_run TAG N: the ~20 KB request for model gpt-4o-mini-TAG
+# translated to Converse and back by gateway N, against proxy N sending the
+# same bytes to the same mock with fixed headers to /TAG/
+bedrock_run() {
+    local tag=$1 n=$2 body_saved=$BODY
     ensure_mock
-    BODY=$WORK/request-bedrock.json
-    sed -e 's/"model":"gpt-4o-mini"/"model":"gpt-4o-mini-bedrock"/' \
+    BODY=$WORK/request-$tag.json
+    sed -e "s/\"model\":\"gpt-4o-mini\"/\"model\":\"gpt-4o-mini-$tag\"/" \
         "$body_saved" >"$BODY"
-    start_proxy proxy6 1
-    start_nginx gateway6 "$BENCH_DIR/gateway-anthropic.conf.in" \
+    start_proxy "proxy$n" 1
+    start_nginx "gateway$n" "$BENCH_DIR/gateway-anthropic.conf.in" \
         MOCKPORT="${NGX_PORT[mock]}" WORKERS=1 MODULE="$MODULE"
-    sanity_any proxy_pass "http://127.0.0.1:${NGX_PORT[proxy6]}/bedrock/" proxy6
-    sanity bedrock "$(url_of gateway6)" gateway6
-    compare bedrock proxy_pass \
-        "http://127.0.0.1:${NGX_PORT[proxy6]}/bedrock/" \
-        bedrock "$(url_of gateway6)"
-    check_alive mock proxy6 gateway6
-    stop_nginx proxy6
-    stop_nginx gateway6
+    sanity_any proxy_pass "http://127.0.0.1:${NGX_PORT[proxy$n]}/$tag/" \
+        "proxy$n"
+    sanity "$tag" "$(url_of "gateway$n")" "gateway$n"
+    compare "$tag" proxy_pass "http://127.0.0.1:${NGX_PORT[proxy$n]}/$tag/" \
+        "$tag" "$(url_of "gateway$n")"
+    check_alive mock "proxy$n" "gateway$n"
+    stop_nginx "proxy$n"
+    stop_nginx "gateway$n"
     BODY=$body_saved
 }
 
+# bedrock: signed with SigV4 (a SHA-256 of the body and an HMAC chain per
+# request)
+scenario_bedrock() { bedrock_run bedrock 6; }
+
 # bedrock_key: the same with a Bedrock API key (a bearer token): Converse
 # translation both ways without SigV4, to tell the two costs apart
-scenario_bedrock_key() {
-    local body_saved=$BODY
-    ensure_mock
-    BODY=$WORK/request-bedrock-key.json
-    sed -e 's/"model":"gpt-4o-mini"/"model":"gpt-4o-mini-bedrock-key"/' \
-        "$body_saved" >"$BODY"
-    start_proxy proxy7 1
-    start_nginx gateway7 "$BENCH_DIR/gateway-anthropic.conf.in" \
-        MOCKPORT="${NGX_PORT[mock]}" WORKERS=1 MODULE="$MODULE"
-    sanity_any proxy_pass "http://127.0.0.1:${NGX_PORT[proxy7]}/bedrock-key/" \
-        proxy7
-    sanity bedrock-key "$(url_of gateway7)" gateway7
-    compare bedrock-key proxy_pass \
-        "http://127.0.0.1:${NGX_PORT[proxy7]}/bedrock-key/" \
-        bedrock-key "$(url_of gateway7)"
-    check_alive mock proxy7 gateway7
-    stop_nginx proxy7
-    stop_nginx gateway7
-    BODY=$body_saved
-}
+scenario_bedrock_key() { bedrock_run bedrock-key 7; }
 
 # ---------------------------------------------------------------- main
 
