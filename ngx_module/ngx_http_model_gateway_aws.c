@@ -135,46 +135,29 @@ ngx_http_model_gateway_aws_file(ngx_conf_t *cf,
     char        *rv;
     u_char      *buf;
     ssize_t      n;
-    ngx_str_t    name;
-    ngx_file_t   file;
+    ngx_str_t    name, what;
 
-    name = *path;
-
-    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+    what.len = sizeof("the AWS credentials of backend \"\"") - 1
+               + b->name.len;
+    what.data = ngx_pnalloc(cf->pool, what.len);
+    if (what.data == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    ngx_memzero(&file, sizeof(ngx_file_t));
-    file.name = name;
-    file.log = cf->log;
-
-    file.fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (file.fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_open_file_n " \"%V\" for the AWS credentials "
-                           "of backend \"%V\" failed", &name, &b->name);
-        return NGX_CONF_ERROR;
-    }
+    (void) ngx_sprintf(what.data, "the AWS credentials of backend \"%V\"",
+                       &b->name);
 
     buf = ngx_alloc(NGX_HTTP_MG_AWS_FILE_MAX, cf->log);
     if (buf == NULL) {
-        (void) ngx_close_file(file.fd);
         return NGX_CONF_ERROR;
     }
 
-    n = ngx_read_file(&file, buf, NGX_HTTP_MG_AWS_FILE_MAX, 0);
+    name = *path;
 
-    if (ngx_close_file(file.fd) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
-                      ngx_close_file_n " \"%V\" failed", &name);
-    }
+    n = ngx_http_model_gateway_conf_file(cf, &name, buf,
+                                         NGX_HTTP_MG_AWS_FILE_MAX, &what);
 
     if (n == NGX_ERROR) {
-        rv = NGX_CONF_ERROR;
-
-    } else if (n == NGX_HTTP_MG_AWS_FILE_MAX) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "AWS credentials file \"%V\" is too large", &name);
         rv = NGX_CONF_ERROR;
 
     } else {

@@ -1480,6 +1480,57 @@ ngx_http_model_gateway_backend_connect(ngx_conf_t *cf,
 
 
 /*
+ * Reads a small file named in the configuration (relative to the prefix)
+ * into buf, when the configuration loads; *name becomes its full name and
+ * "what" names the file in messages.  Returns the bytes read, or NGX_ERROR
+ * once the reason is logged: it cannot be opened or read, or it fills buf.
+ */
+
+ssize_t
+ngx_http_model_gateway_conf_file(ngx_conf_t *cf, ngx_str_t *name,
+    u_char *buf, size_t size, ngx_str_t *what)
+{
+    ssize_t     n;
+    ngx_file_t  file;
+
+    if (ngx_conf_full_name(cf->cycle, name, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&file, sizeof(ngx_file_t));
+    file.name = *name;
+    file.log = cf->log;
+
+    file.fd = ngx_open_file(name->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (file.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" for %V failed", name,
+                           what);
+        return NGX_ERROR;
+    }
+
+    n = ngx_read_file(&file, buf, size, 0);
+
+    if (ngx_close_file(file.fd) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
+                      ngx_close_file_n " \"%V\" failed", name);
+    }
+
+    if (n == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if ((size_t) n == size) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "file \"%V\" for %V is too large", name, what);
+        return NGX_ERROR;
+    }
+
+    return n;
+}
+
+
+/*
  * Reads a secret (a backend key, a Redis password) from the environment
  * or a file, once, when the configuration loads.  "what" names it in
  * messages; the secret itself never appears in one.
@@ -1492,7 +1543,6 @@ ngx_http_model_gateway_read_secret(ngx_conf_t *cf, ngx_uint_t from_env,
     u_char     *p, *last, *env;
     ssize_t     n;
     ngx_str_t   path;
-    ngx_file_t  file;
     u_char      buf[4096];
 
     if (out->len) {
@@ -1526,37 +1576,10 @@ ngx_http_model_gateway_read_secret(ngx_conf_t *cf, ngx_uint_t from_env,
 
         path = *value;
 
-        if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_memzero(&file, sizeof(ngx_file_t));
-        file.name = path;
-        file.log = cf->log;
-
-        file.fd = ngx_open_file(path.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-        if (file.fd == NGX_INVALID_FILE) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                               ngx_open_file_n " \"%V\" for %V failed",
-                               &path, what);
-            return NGX_CONF_ERROR;
-        }
-
-        n = ngx_read_file(&file, buf, sizeof(buf), 0);
-
-        if (ngx_close_file(file.fd) == NGX_FILE_ERROR) {
-            ngx_log_error(NGX_LOG_ALERT, cf->log, ngx_errno,
-                          ngx_close_file_n " \"%V\" failed", &path);
-        }
-
+        n = ngx_http_model_gateway_conf_file(cf, &path, buf, sizeof(buf),
+                                             what);
         if (n == NGX_ERROR) {
-            return NGX_CONF_ERROR;
-        }
-
-        if ((size_t) n == sizeof(buf)) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "file \"%V\" for %V is too large", &path,
-                               what);
+            ngx_explicit_memzero(buf, sizeof(buf));
             return NGX_CONF_ERROR;
         }
 
@@ -1586,6 +1609,7 @@ ngx_http_model_gateway_read_secret(ngx_conf_t *cf, ngx_uint_t from_env,
         if (*env < 0x21 || *env > 0x7e) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "%V contains an invalid character", what);
+            ngx_explicit_memzero(buf, sizeof(buf));
             return NGX_CONF_ERROR;
         }
     }

@@ -532,6 +532,8 @@ ngx_int_t ngx_http_mg_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_model_gateway_main_conf_t *mcf);
 
 /* module.c */
+ssize_t ngx_http_model_gateway_conf_file(ngx_conf_t *cf, ngx_str_t *name,
+    u_char *buf, size_t size, ngx_str_t *what);
 char *ngx_http_model_gateway_read_secret(ngx_conf_t *cf, ngx_uint_t from_env,
     ngx_str_t *value, ngx_str_t *out, ngx_str_t *what);
 

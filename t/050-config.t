@@ -31,6 +31,11 @@ $ENV{MG_TEST_SET_KEY_VAR} = 'sk-from-env';
 delete $ENV{$_} for qw(AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
                        AWS_SESSION_TOKEN);
 
+# larger than any key or credentials file the module reads
+open my $bf, '>', "$dir/huge.key" or die;
+print $bf 'k' x 70000;
+close $bf;
+
 open my $af, '>', "$dir/aws-credentials" or die;
 print $af "[gw]\naws_access_key_id = AKIDCONF\n"
     . "aws_secret_access_key = s3cr3t-conf-secret\n"
@@ -120,6 +125,18 @@ EOF
     }
 EOF
         problem => qr{no-such-dir/no-such\.key},
+    },
+    {
+        name    => 'key_file too large',
+        backend => <<'EOF',
+    model_gateway_backend bad {
+        type openai;
+        url http://127.0.0.1:%%PORT_bad%%/v1;
+        key_file %%DIR%%/huge.key;  # HERE
+        model bad-model;
+    }
+EOF
+        problem => qr{file ".*huge\.key" for .* is too large},
     },
     {
         name    => 'key_env naming an unset variable',
@@ -237,7 +254,20 @@ EOF
         model bad-model;
     }
 EOF
-        problem => qr/no-such-credentials/,
+        problem => qr/no-such-credentials" for the AWS credentials of backend "bad" failed/,
+    },
+    {
+        name    => 'aws_credentials file too large',
+        backend => <<'EOF',
+    model_gateway_backend bad {
+        type bedrock;
+        url http://127.0.0.1:%%PORT_bad%%;
+        region us-east-1;
+        aws_credentials file %%DIR%%/huge.key;  # HERE
+        model bad-model;
+    }
+EOF
+        problem => qr/huge\.key" for the AWS credentials of backend "bad" is too large/,
     },
     {
         name    => 'aws_credentials with a bad source',
