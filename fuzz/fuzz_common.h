@@ -1,10 +1,11 @@
 /*
  * Copyright (C) The ngx_http_model_gateway_module authors
  *
- * What the translator fuzz targets share: the checks of what a translation
+ * What the fuzz targets share: the checks of what a translation
  * promises (JSON objects, "data: ...\n\n" events, errors with valid UTF-8
  * messages, nothing appended on failure), the hash that chooses where to
- * cut an input, and feeding an SSE stream in three pieces.  Header only.
+ * cut an input and the one the tokenizer targets compare runs with, and
+ * feeding an SSE stream in three pieces.  Header only.
  */
 
 #ifndef _FUZZ_COMMON_H_INCLUDED_
@@ -132,6 +133,32 @@ mg_fz_hash(const uint8_t *data, size_t size)
 
     for (i = 0; i < size; i++) {
         h = (h ^ data[i]) * 0x100000001b3ULL;
+    }
+
+    return h;
+}
+
+
+/*
+ * One more record into an FNV-1a hash: its length first, so that ("ab",
+ * "c") and ("a", "bc") differ, then its bytes.  The tokenizer targets hash
+ * what each run saw to compare runs.
+ */
+
+static inline uint64_t
+mg_fz_mix(uint64_t h, const void *p, size_t len)
+{
+    size_t          i;
+    const uint8_t  *s;
+
+    s = p;
+
+    for (i = 0; i < sizeof(size_t); i++) {
+        h = (h ^ ((len >> (8 * i)) & 0xff)) * 0x100000001b3ULL;
+    }
+
+    for (i = 0; i < len; i++) {
+        h = (h ^ s[i]) * 0x100000001b3ULL;
     }
 
     return h;

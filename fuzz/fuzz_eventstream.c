@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "mg_eventstream.h"
+#include "fuzz_common.h"
 
 
 #define MG_FZ_BYTEWISE_MAX  512
@@ -43,26 +44,6 @@ typedef struct {
 static const size_t  mg_fz_caps[8] = {
     16, 32, 64, 128, 256, 1024, 4096, 65536
 };
-
-
-static void
-mg_fz_hash(mg_fz_rec_t *r, const void *p, size_t len)
-{
-    size_t         i;
-    const u_char  *s;
-
-    s = p;
-
-    /* the length first, so that ("ab", "c") and ("a", "bc") differ */
-
-    for (i = 0; i < sizeof(size_t); i++) {
-        r->hash = (r->hash ^ ((len >> (8 * i)) & 0xff)) * 0x100000001b3ULL;
-    }
-
-    for (i = 0; i < len; i++) {
-        r->hash = (r->hash ^ s[i]) * 0x100000001b3ULL;
-    }
-}
 
 
 static uint32_t
@@ -117,10 +98,10 @@ mg_fz_handler(void *ctx, const mg_es_message_t *m)
             abort();
         }
 
-        mg_fz_hash(r, h->name, h->name_len);
-        mg_fz_hash(r, &h->type, sizeof(h->type));
-        mg_fz_hash(r, &h->num, sizeof(h->num));
-        mg_fz_hash(r, h->value, h->value_len);
+        r->hash = mg_fz_mix(r->hash, h->name, h->name_len);
+        r->hash = mg_fz_mix(r->hash, &h->type, sizeof(h->type));
+        r->hash = mg_fz_mix(r->hash, &h->num, sizeof(h->num));
+        r->hash = mg_fz_mix(r->hash, h->value, h->value_len);
     }
 
 #define mg_fz_known(s, len)                                                   \
@@ -128,9 +109,9 @@ mg_fz_handler(void *ctx, const mg_es_message_t *m)
         if (!mg_fz_inside(s, len, m)) {                                      \
             abort();                                                         \
         }                                                                    \
-        mg_fz_hash(r, s, len);                                               \
+        r->hash = mg_fz_mix(r->hash, s, len);                                \
     } else {                                                                 \
-        mg_fz_hash(r, "-", 1);                                               \
+        r->hash = mg_fz_mix(r->hash, "-", 1);                                \
     }
 
     mg_fz_known(m->message_type, m->message_type_len);
@@ -142,9 +123,10 @@ mg_fz_handler(void *ctx, const mg_es_message_t *m)
 
 #undef mg_fz_known
 
-    mg_fz_hash(r, &m->nheaders_all, sizeof(m->nheaders_all));
-    mg_fz_hash(r, m->payload, m->payload_len);
-    mg_fz_hash(r, m->raw, m->raw_len);
+    r->hash = mg_fz_mix(r->hash, &m->nheaders_all,
+                        sizeof(m->nheaders_all));
+    r->hash = mg_fz_mix(r->hash, m->payload, m->payload_len);
+    r->hash = mg_fz_mix(r->hash, m->raw, m->raw_len);
 
     r->n++;
 

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "mg_sse.h"
+#include "fuzz_common.h"
 
 
 #define MG_FZ_BYTEWISE_MAX  512
@@ -43,24 +44,6 @@ typedef struct {
 static const size_t  mg_fz_caps[8] = {
     8, 16, 64, 256, 1024, 4096, 16384, 65536
 };
-
-
-static void
-mg_fz_hash(mg_fz_rec_t *r, const void *p, size_t len)
-{
-    size_t               i;
-    const unsigned char *s;
-
-    s = p;
-
-    for (i = 0; i < sizeof(size_t); i++) {
-        r->hash = (r->hash ^ ((len >> (8 * i)) & 0xff)) * 0x100000001b3ULL;
-    }
-
-    for (i = 0; i < len; i++) {
-        r->hash = (r->hash ^ s[i]) * 0x100000001b3ULL;
-    }
-}
 
 
 static int
@@ -88,9 +71,11 @@ mg_fz_event(void *ctx, const mg_sse_event_t *ev)
 
     r->consumed += ev->raw_len;
 
-    mg_fz_hash(r, ev->raw, ev->raw_len);
-    mg_fz_hash(r, ev->event ? ev->event : "", ev->event ? ev->event_len : 0);
-    mg_fz_hash(r, ev->data ? ev->data : "", ev->data ? ev->data_len + 1 : 0);
+    r->hash = mg_fz_mix(r->hash, ev->raw, ev->raw_len);
+    r->hash = mg_fz_mix(r->hash, ev->event ? ev->event : "",
+                        ev->event ? ev->event_len : 0);
+    r->hash = mg_fz_mix(r->hash, ev->data ? ev->data : "",
+                        ev->data ? ev->data_len + 1 : 0);
 
     r->n++;
 
