@@ -262,6 +262,117 @@ check_400(const char *name, json_t *c, int rc, const mg_xerror_t *err,
 }
 
 
+/*
+ * A provider's request translator as the drivers below call it: full asks
+ * for the jansson path alone, no_model leaves the configured model out
+ * (where the provider takes one), default_max_tokens is the option.
+ */
+
+typedef int (*fixture_request_pt)(const char *body, size_t len, int full,
+    int no_model, long default_max_tokens, mg_buf_t *out, int *stream,
+    int *include_usage, mg_xerror_t *err);
+
+
+/*
+ * Every request/NAME.openai.json (at least min) against request/NAME<ext>,
+ * through the tree-free path where it applies and then through jansson
+ * alone; "what" names the provider's body.
+ */
+
+static inline void
+check_request_fixtures(const char *ext, const char *what, size_t min,
+    fixture_request_pt translate)
+{
+    int           rc, stream, usage;
+    char         *names[MAX_NAMES], path[1200], *body;
+    size_t        i, n, len;
+    json_t       *in, *exp;
+    mg_buf_t      out;
+    mg_xerror_t   err;
+
+    n = list("request", ".openai.json", names);
+
+    ok(n >= min, "request fixtures: %zu", n);
+
+    for (i = 0; i < 2 * n; i++) {
+        snprintf(path, sizeof(path), "%s/request/%s.openai.json", fixdir,
+                 names[i % n]);
+
+        body = slurp(path, &len);
+        in = load("request", names[i % n], ".openai.json");
+        exp = load("request", names[i % n], ext);
+
+        memset(&out, 0, sizeof(mg_buf_t));
+        memset(&err, 0, sizeof(mg_xerror_t));
+        stream = -1;
+        usage = -1;
+
+        rc = body ? translate(body, len, i >= n, 0, 1024, &out, &stream,
+                              &usage, &err)
+                  : MG_X_ERROR;
+
+        check_request(names[i % n], what, rc, &err, &out, in, exp, stream,
+                      usage);
+
+        json_decref(exp);
+        json_decref(in);
+        mg_buf_free(&out);
+        free(body);
+    }
+
+    for (i = 0; i < n; i++) {
+        free(names[i]);
+    }
+}
+
+
+/* every case of request-400.json (at least min) refused as it expects */
+
+static inline void
+check_request_400(size_t min, fixture_request_pt translate)
+{
+    int            rc, stream, usage;
+    char          *body, path[1200];
+    size_t         i, len;
+    json_t        *cases, *c;
+    mg_buf_t       out;
+    const char    *name;
+    mg_xerror_t    err;
+    json_error_t   e;
+
+    snprintf(path, sizeof(path), "%s/request-400.json", fixdir);
+
+    cases = json_load_file(path, 0, &e);
+
+    if (!ok(json_array_size(cases) >= min, "request-400 cases: %zu",
+            json_array_size(cases)))
+    {
+        tap_diag("%d: %s", e.line, e.text);
+    }
+
+    json_array_foreach(cases, i, c) {
+        name = json_string_value(json_object_get(c, "name"));
+        body = case_body(json_object_get(c, "body"));
+
+        len = strlen(body);
+
+        memset(&out, 0, sizeof(mg_buf_t));
+        memset(&err, 0, sizeof(mg_xerror_t));
+
+        rc = translate(body, len, 0,
+                       json_is_true(json_object_get(c, "no_model")), 0,
+                       &out, &stream, &usage, &err);
+
+        check_400(name, c, rc, &err, &out);
+
+        mg_buf_free(&out);
+        free(body);
+    }
+
+    json_decref(cases);
+}
+
+
 /* errors */
 
 static inline int

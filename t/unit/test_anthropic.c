@@ -37,109 +37,35 @@
 
 /* requests */
 
+static int
+translate(const char *body, size_t len, int full, int no_model,
+    long default_max_tokens, mg_buf_t *out, int *stream, int *include_usage,
+    mg_xerror_t *err)
+{
+    mg_anthropic_opts_t  o;
+
+    memset(&o, 0, sizeof(o));
+    o.model = no_model ? NULL : MODEL;
+    o.model_len = no_model ? 0 : sizeof(MODEL) - 1;
+    o.default_max_tokens = default_max_tokens;
+    o.full = full;
+
+    return mg_anthropic_request(body, len, &o, out, stream, include_usage,
+                                err);
+}
+
+
 static void
 test_requests(void)
 {
-    int                   rc, stream, usage;
-    char                 *names[MAX_NAMES], path[1200], *body;
-    size_t                i, n, len;
-    json_t               *in, *exp;
-    mg_buf_t              out;
-    mg_xerror_t           err;
-    mg_anthropic_opts_t   o;
-
-    n = list("request", ".openai.json", names);
-
-    ok(n >= 10, "request fixtures: %zu", n);
-
-    memset(&o, 0, sizeof(o));
-    o.model = MODEL;
-    o.model_len = sizeof(MODEL) - 1;
-    o.default_max_tokens = 1024;
-
-    /* the tree-free path (where it applies) and the full translator */
-
-    for (i = 0; i < 2 * n; i++) {
-        o.full = (i >= n);
-        snprintf(path, sizeof(path), "%s/request/%s.openai.json", fixdir,
-                 names[i % n]);
-
-        body = slurp(path, &len);
-        in = load("request", names[i % n], ".openai.json");
-        exp = load("request", names[i % n], ".anthropic.json");
-
-        memset(&out, 0, sizeof(mg_buf_t));
-        memset(&err, 0, sizeof(mg_xerror_t));
-        stream = -1;
-        usage = -1;
-
-        rc = body ? mg_anthropic_request(body, len, &o, &out, &stream,
-                                         &usage, &err)
-                  : MG_X_ERROR;
-
-        check_request(names[i % n], "Anthropic", rc, &err, &out, in, exp,
-                      stream, usage);
-
-        json_decref(exp);
-        json_decref(in);
-        mg_buf_free(&out);
-        free(body);
-    }
-
-    for (i = 0; i < n; i++) {
-        free(names[i]);
-    }
+    check_request_fixtures(".anthropic.json", "Anthropic", 10, translate);
 }
 
 
 static void
 test_request_errors(void)
 {
-    int                   rc, stream, usage;
-    char                 *body, path[1200];
-    size_t                i, len;
-    json_t               *cases, *c;
-    mg_buf_t              out;
-    const char           *name;
-    mg_xerror_t           err;
-    json_error_t          e;
-    mg_anthropic_opts_t   o;
-
-    snprintf(path, sizeof(path), "%s/request-400.json", fixdir);
-
-    cases = json_load_file(path, 0, &e);
-
-    if (!ok(json_array_size(cases) >= 40, "request-400 cases: %zu",
-            json_array_size(cases)))
-    {
-        tap_diag("%d: %s", e.line, e.text);
-    }
-
-    json_array_foreach(cases, i, c) {
-        name = json_string_value(json_object_get(c, "name"));
-        body = case_body(json_object_get(c, "body"));
-
-        len = strlen(body);
-
-        memset(&o, 0, sizeof(o));
-        o.model = json_is_true(json_object_get(c, "no_model")) ? NULL
-                                                                : MODEL;
-        o.model_len = o.model ? sizeof(MODEL) - 1 : 0;
-        o.default_max_tokens = 0;
-
-        memset(&out, 0, sizeof(mg_buf_t));
-        memset(&err, 0, sizeof(mg_xerror_t));
-
-        rc = mg_anthropic_request(body, len, &o, &out, &stream, &usage,
-                                  &err);
-
-        check_400(name, c, rc, &err, &out);
-
-        mg_buf_free(&out);
-        free(body);
-    }
-
-    json_decref(cases);
+    check_request_400(40, translate);
 }
 
 
