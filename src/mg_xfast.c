@@ -398,15 +398,14 @@ mg_xf_pick(const mg_xf_tok_t *obj, const char **names, size_t n, int strict,
 static int
 mg_xf_top(mg_xf_req_t *rq, const char *p, const char *end)
 {
-    int          k, rc;
-    mg_xf_tok_t  v;
+    int           k, rc;
+    mg_xf_tok_t   v;
+    mg_xf_walk_t  walk;
 
     static const char  *names[MG_XF_NMEMBERS] = {
         "model", "messages", "max_completion_tokens", "max_tokens",
         "temperature", "top_p", "stream", "stream_options"
     };
-
-    mg_xf_walk_t        walk;
 
     v.p = mg_xf_ws(p, end);
     v.len = end - v.p;
