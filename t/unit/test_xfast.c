@@ -544,6 +544,100 @@ same_chunks(const char *a, size_t alen, const char *b, size_t blen,
 }
 
 
+/*
+ * The stream translators fed alike by both_ways(): one event (its name,
+ * NULL where the provider has none, and its data) into out.
+ */
+
+typedef int (*stream_event_pt)(void *st, const char *name, const char *data,
+    mg_buf_t *out, mg_xerror_t *err);
+typedef int (*stream_finish_pt)(void *st, mg_buf_t *out);
+
+
+static int
+anthropic_event(void *st, const char *name, const char *data, mg_buf_t *out,
+    mg_xerror_t *err)
+{
+    return mg_anthropic_stream_event(st, name, strlen(name), data,
+                                     strlen(data), out, err);
+}
+
+
+static int
+bedrock_event(void *st, const char *name, const char *data, mg_buf_t *out,
+    mg_xerror_t *err)
+{
+    return mg_bedrock_stream_event(st, "event", 5, name, strlen(name), data,
+                                   strlen(data), out, err);
+}
+
+
+static int
+gemini_event(void *st, const char *name, const char *data, mg_buf_t *out,
+    mg_xerror_t *err)
+{
+    return mg_gemini_stream_event(st, data, strlen(data), out, err);
+}
+
+
+static int
+gemini_finish(void *st, mg_buf_t *out)
+{
+    return mg_gemini_stream_finish(st, out);
+}
+
+
+/*
+ * The events evs[0..n) (name, data) fed to st[0] (fast paths allowed) and
+ * st[1] (every event through the tree): each must end alike, with the
+ * same events as JSON (ida and idb: each run's own id), and so must the
+ * finish when there is one.
+ */
+
+static void
+both_ways(const char *what, void **st, stream_event_pt event,
+    stream_finish_pt finish, const char *const (*evs)[2], size_t n,
+    const char *ida, const char *idb)
+{
+    int          k, rc[2];
+    size_t       i, len[2];
+    mg_buf_t     out[2];
+    mg_xerror_t  err;
+
+    memset(out, 0, sizeof(out));
+
+    for (i = 0; i < n; i++) {
+        for (k = 0; k < 2; k++) {
+            len[k] = out[k].len;
+            memset(&err, 0, sizeof(err));
+            rc[k] = event(st[k], evs[i][0], evs[i][1], &out[k], &err);
+        }
+
+        ok(rc[0] == rc[1]
+           && same_chunks(out[0].data + len[0], out[0].len - len[0],
+                          out[1].data + len[1], out[1].len - len[1], ida,
+                          idb),
+           "%s, fast and tree alike: %s", what, evs[i][1]);
+    }
+
+    if (finish) {
+        for (k = 0; k < 2; k++) {
+            len[k] = out[k].len;
+            rc[k] = finish(st[k], &out[k]);
+        }
+
+        ok(rc[0] == rc[1] && rc[0] == MG_X_DONE
+           && same_chunks(out[0].data + len[0], out[0].len - len[0],
+                          out[1].data + len[1], out[1].len - len[1], ida,
+                          idb),
+           "%s: the same finish", what);
+    }
+
+    mg_buf_free(&out[0]);
+    mg_buf_free(&out[1]);
+}
+
+
 /* the buffer writers the tree-free paths use instead of printf */
 
 static void
@@ -793,16 +887,12 @@ main(void)
     /* stream events the fast paths take must be what jansson reads */
 
     {
-        int                    k, rc[2];
-        size_t                 len[2];
-        mg_buf_t               out[2];
-        mg_xerror_t            err;
-        mg_anthropic_stream_t  st[2];
+        mg_anthropic_stream_t  ast[2];
+        mg_bedrock_stream_t    bst[2];
+        mg_gemini_stream_t     gst[2];
+        void                  *st[2];
 
-        static const struct {
-            const char  *event;
-            const char  *data;
-        } evs[] = {
+        static const char  *aevs[][2] = {
             { "message_start", "{\"type\":\"message_start\",\"message\":"
               "{\"id\":\"m\",\"usage\":{\"input_tokens\":3}}}" },
             { "content_block_delta", "{\"type\":\"content_block_delta\","
@@ -817,45 +907,7 @@ main(void)
               "2,\"w\":1e400}}" }
         };
 
-        for (k = 0; k < 2; k++) {
-            mg_anthropic_stream_init(&st[k], "gpt", 3, 1700000000, 1);
-            st[k].full = k;
-            memset(&out[k], 0, sizeof(mg_buf_t));
-        }
-
-        for (i = 0; i < (int) (sizeof(evs) / sizeof(evs[0])); i++) {
-            for (k = 0; k < 2; k++) {
-                len[k] = out[k].len;
-                rc[k] = mg_anthropic_stream_event(&st[k], evs[i].event,
-                                                  strlen(evs[i].event),
-                                                  evs[i].data,
-                                                  strlen(evs[i].data),
-                                                  &out[k], &err);
-            }
-
-            ok(rc[0] == rc[1] && out[0].len - len[0] == out[1].len - len[1],
-               "stream event, fast and tree alike: %s", evs[i].data);
-        }
-
-        for (k = 0; k < 2; k++) {
-            mg_anthropic_stream_free(&st[k]);
-            mg_buf_free(&out[k]);
-        }
-    }
-
-    /* the same for Bedrock's text deltas */
-
-    {
-        int                  k, rc[2];
-        size_t               len[2];
-        mg_buf_t             out[2];
-        mg_xerror_t          err;
-        mg_bedrock_stream_t  st[2];
-
-        static const struct {
-            const char  *event;
-            const char  *payload;
-        } evs[] = {
+        static const char  *bevs[][2] = {
             { "messageStart", "{\"role\":\"assistant\"}" },
             { "contentBlockDelta", "{\"contentBlockIndex\":0,\"delta\":"
               "{\"text\":\"caf\\u00e9 \\\"x\\\"\"},\"p\":\"abc\"}" },
@@ -877,115 +929,82 @@ main(void)
             { "messageStop", "{\"stopReason\":\"end_turn\"}" }
         };
 
-        for (k = 0; k < 2; k++) {
-            mg_bedrock_stream_init(&st[k], "gpt", 3, 1700000000, 1);
-            st[k].full = k;
-            memset(&out[k], 0, sizeof(mg_buf_t));
-        }
-
-        for (i = 0; i < (int) (sizeof(evs) / sizeof(evs[0])); i++) {
-            for (k = 0; k < 2; k++) {
-                len[k] = out[k].len;
-                memset(&err, 0, sizeof(err));
-                rc[k] = mg_bedrock_stream_event(&st[k], "event", 5,
-                                                evs[i].event,
-                                                strlen(evs[i].event),
-                                                evs[i].payload,
-                                                strlen(evs[i].payload),
-                                                &out[k], &err);
-            }
-
-            ok(rc[0] == rc[1]
-               && same_chunks(out[0].data + len[0], out[0].len - len[0],
-                              out[1].data + len[1], out[1].len - len[1],
-                              st[0].id, st[1].id),
-               "bedrock stream message, fast and tree alike: %s",
-               evs[i].payload);
-        }
-
-        for (k = 0; k < 2; k++) {
-            mg_bedrock_stream_free(&st[k]);
-            mg_buf_free(&out[k]);
-        }
-    }
-
-    /* and Gemini's chunks in the middle of a text answer */
-
-    {
-        int                 k, rc[2];
-        size_t              len[2];
-        mg_buf_t            out[2];
-        mg_xerror_t         err;
-        mg_gemini_stream_t  st[2];
+        /* Gemini's chunks in the middle of a text answer */
 
 #define GC(parts, rest)                                                       \
     "{\"candidates\":[{\"content\":{\"parts\":[" parts "],\"role\":"         \
     "\"model\"}" rest "}],\"modelVersion\":\"g\",\"responseId\":\"r1\""
 
-        static const char  *evs[] = {
-            GC("{\"text\":\"It is\"}", ",\"index\":0")
-                ",\"usageMetadata\":{\"promptTokenCount\":15,"
-                "\"totalTokenCount\":15}}",
-            GC("{\"text\":\" caf\\u00e9 \\\"x\\\"\"},{\"text\":\" y\"}",
-               ",\"index\":0")
-                ",\"usageMetadata\":{\"promptTokenCount\":15,"
-                "\"candidatesTokenCount\":3,\"totalTokenCount\":18}}",
-            GC("{\"text\":\"z\"}", "")
-                ",\"usageMetadata\":{\"candidatesTokenCount\":"
-                "123456789012345678901234}}",
-            GC("{\"text\":\"\"}", ",\"index\":0") "}",
-            GC("{\"text\":\"w\"}", ",\"index\":0.0") "}",
-            GC("{\"text\":\"t\",\"thought\":true},{\"text\":\"u\"}", "")
-                "}",
-            GC("{\"text\":\"v\"}", "")
-                ",\"usageMetadata\":{\"promptTokenCount\":1.5,"
-                "\"thoughtsTokenCount\":-3,\"cachedContentTokenCount\":4,"
-                "\"toolUsePromptTokenCount\":\"2\"}}",
-            GC("{\"text\":\"a\"}", ",\"index\":1") "}",
-            GC("{\"text\":\"b\"}", ",\"finishReason\":null") "}",
-            "{\"candidates\":[],\"usageMetadata\":{\"totalTokenCount\":9}}",
-            GC("{\"text\":\"c\"}", "") ",\"x\":{\"\\u0000\":1}}",
-            GC("{\"text\":\".\"}", ",\"finishReason\":\"STOP\"")
-                ",\"usageMetadata\":{\"promptTokenCount\":15,"
-                "\"candidatesTokenCount\":6}}"
+        static const char  *gevs[][2] = {
+            { NULL,
+              GC("{\"text\":\"It is\"}", ",\"index\":0")
+                  ",\"usageMetadata\":{\"promptTokenCount\":15,"
+                  "\"totalTokenCount\":15}}" },
+            { NULL,
+              GC("{\"text\":\" caf\\u00e9 \\\"x\\\"\"},{\"text\":\" y\"}",
+                 ",\"index\":0")
+                  ",\"usageMetadata\":{\"promptTokenCount\":15,"
+                  "\"candidatesTokenCount\":3,\"totalTokenCount\":18}}" },
+            { NULL,
+              GC("{\"text\":\"z\"}", "")
+                  ",\"usageMetadata\":{\"candidatesTokenCount\":"
+                  "123456789012345678901234}}" },
+            { NULL,
+              GC("{\"text\":\"\"}", ",\"index\":0") "}" },
+            { NULL,
+              GC("{\"text\":\"w\"}", ",\"index\":0.0") "}" },
+            { NULL,
+              GC("{\"text\":\"t\",\"thought\":true},{\"text\":\"u\"}", "")
+                  "}" },
+            { NULL,
+              GC("{\"text\":\"v\"}", "")
+                  ",\"usageMetadata\":{\"promptTokenCount\":1.5,"
+                  "\"thoughtsTokenCount\":-3,\"cachedContentTokenCount\":4,"
+                  "\"toolUsePromptTokenCount\":\"2\"}}" },
+            { NULL,
+              GC("{\"text\":\"a\"}", ",\"index\":1") "}" },
+            { NULL,
+              GC("{\"text\":\"b\"}", ",\"finishReason\":null") "}" },
+            { NULL,
+              "{\"candidates\":[],\"usageMetadata\":{\"totalTokenCount\":9}}" },
+            { NULL,
+              GC("{\"text\":\"c\"}", "") ",\"x\":{\"\\u0000\":1}}" },
+            { NULL,
+              GC("{\"text\":\".\"}", ",\"finishReason\":\"STOP\"")
+                  ",\"usageMetadata\":{\"promptTokenCount\":15,"
+                  "\"candidatesTokenCount\":6}}" }
         };
 
 #undef GC
 
-        for (k = 0; k < 2; k++) {
-            mg_gemini_stream_init(&st[k], "gpt", 3, 1700000000, 1);
-            st[k].full = k;
-            memset(&out[k], 0, sizeof(mg_buf_t));
+        for (i = 0; i < 2; i++) {
+            mg_anthropic_stream_init(&ast[i], "gpt", 3, 1700000000, 1);
+            mg_bedrock_stream_init(&bst[i], "gpt", 3, 1700000000, 1);
+            mg_gemini_stream_init(&gst[i], "gpt", 3, 1700000000, 1);
+            ast[i].full = i;
+            bst[i].full = i;
+            gst[i].full = i;
         }
 
-        for (i = 0; i < (int) (sizeof(evs) / sizeof(evs[0])); i++) {
-            for (k = 0; k < 2; k++) {
-                len[k] = out[k].len;
-                memset(&err, 0, sizeof(err));
-                rc[k] = mg_gemini_stream_event(&st[k], evs[i], strlen(evs[i]),
-                                               &out[k], &err);
-            }
+        st[0] = &ast[0];
+        st[1] = &ast[1];
+        both_ways("anthropic stream event", st, anthropic_event, NULL, aevs,
+                  sizeof(aevs) / sizeof(aevs[0]), "", "");
 
-            ok(rc[0] == rc[1]
-               && same_chunks(out[0].data + len[0], out[0].len - len[0],
-                              out[1].data + len[1], out[1].len - len[1],
-                              "", ""),
-               "gemini stream chunk, fast and tree alike: %s", evs[i]);
-        }
+        st[0] = &bst[0];
+        st[1] = &bst[1];
+        both_ways("bedrock stream message", st, bedrock_event, NULL, bevs,
+                  sizeof(bevs) / sizeof(bevs[0]), bst[0].id, bst[1].id);
 
-        for (k = 0; k < 2; k++) {
-            len[k] = out[k].len;
-            rc[k] = mg_gemini_stream_finish(&st[k], &out[k]);
-        }
+        st[0] = &gst[0];
+        st[1] = &gst[1];
+        both_ways("gemini stream chunk", st, gemini_event, gemini_finish,
+                  gevs, sizeof(gevs) / sizeof(gevs[0]), "", "");
 
-        ok(rc[0] == rc[1] && rc[0] == MG_X_DONE
-           && same_chunks(out[0].data + len[0], out[0].len - len[0],
-                          out[1].data + len[1], out[1].len - len[1], "", ""),
-           "gemini stream: the same usage chunk and end");
-
-        for (k = 0; k < 2; k++) {
-            mg_gemini_stream_free(&st[k]);
-            mg_buf_free(&out[k]);
+        for (i = 0; i < 2; i++) {
+            mg_anthropic_stream_free(&ast[i]);
+            mg_bedrock_stream_free(&bst[i]);
+            mg_gemini_stream_free(&gst[i]);
         }
     }
 
