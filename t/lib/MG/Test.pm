@@ -1444,24 +1444,36 @@ sub dns {
     my ($self, %opt) = @_;
     my $port = $self->port($opt{port_name} // 'dns');
     (my $script = $INC{'MG/Test.pm'}) =~ s{Test\.pm$}{dns.pl};
-    $self->_spawn(cmd => [$^X, $script, $port, $opt{name}, $opt{answer},
-                          $opt{lifetime} // 120],
-                  out => "$self->{dir}/dns.log");
-    my $deadline = time + 5;
-    until (_udp_bound($port)) {
-        die "MG::Test: the DNS responder did not start\n" if time > $deadline;
+    my $pid = $self->_spawn(cmd => [$^X, $script, $port, $opt{name},
+                                    $opt{answer}, $opt{lifetime} // 120],
+                            out => "$self->{dir}/dns.log");
+    # the responder is ready when it answers; probing by binding its port
+    # could take the port at the moment the responder binds it
+    my $deadline = time + 10;
+    until (_dns_answers($port)) {
+        if (waitpid($pid, POSIX::WNOHANG()) != 0 || time > $deadline) {
+            die "MG::Test: the DNS responder did not start: "
+                . (_read_file("$self->{dir}/dns.log", 1) // '') . "\n";
+        }
         sleep 0.02;
     }
     return $port;
 }
 
-# is something bound to this UDP port on 127.0.0.1?
-sub _udp_bound {
+# does a DNS server on 127.0.0.1:$port answer a query within 0.1 s?
+sub _dns_answers {
     my $port = shift;
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
-                                  LocalPort => $port, Proto => 'udp');
-    return 0 if $s;
-    return 1;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Proto => 'udp') or return 0;
+    my $id = int rand 65536;
+    $s->send(pack('n n n n n n', $id, 0x0100, 1, 0, 0, 0)
+             . "\x05ready\x07invalid\x00" . pack('n n', 1, 1));
+    my $rin = '';
+    vec($rin, fileno($s), 1) = 1;
+    return 0 unless select(my $rout = $rin, undef, undef, 0.1);
+    # an unbound port gives ICMP port unreachable: recv fails
+    defined $s->recv(my $a, 512) or return 0;
+    return length($a) >= 2 && unpack('n', $a) == $id;
 }
 
 # $t->redis(%opt): starts redis-server on 127.0.0.1:port($opt{name} //
