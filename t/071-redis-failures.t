@@ -658,16 +658,18 @@ my $tsil = MG::Test->new;
 my $tstl = MG::Test->new;
 {
     my $port = fake_redis('stl', 'stall');
-    node_conf($tstl, rport => $port, timeout => '300ms');
+    # a 1 s timeout leaves room between "waited for it" and "did not wait"
+    # on a loaded machine
+    node_conf($tstl, rport => $port, timeout => '1s');
     ok($tstl->wait_for(sub { up_lines($tstl) >= 2 }, 5),
         'stalling redis: both workers ready');
 
     my $r = chat($tstl, 'stl-1');
     is(desc($r), '200 ' . rv_pick('stl-1') . '/fallback',
         'stalling redis: served via fallback');
-    ok($r->{elapsed} >= 0.25 && $r->{elapsed} < 3,
+    ok($r->{elapsed} >= 0.95 && $r->{elapsed} < 4,
         sprintf 'stalling redis: after the command timeout (%.3f s)', $r->{elapsed});
-    ok(scalar $tstl->wait_log(qr/redis command timed out after 300 ms/, 2),
+    ok(scalar $tstl->wait_log(qr/redis command timed out after 1000 ms/, 2),
         'stalling redis: the timeout is logged');
 
     # let both workers reconnect, then 8 requests at once
@@ -678,7 +680,7 @@ my $tstl = MG::Test->new;
         0 .. $#rs;
     is_deeply(\@bad, [], 'stalling redis: 8 concurrent session requests '
         . 'served via fallback');
-    ok($el < 2, sprintf 'stalling redis: all within %.3f s (failed together, '
+    ok($el < 4, sprintf 'stalling redis: all within %.3f s (failed together, '
         . 'not one timeout after another)', $el);
 
     my $slow = 0;
@@ -688,7 +690,7 @@ my $tstl = MG::Test->new;
         push @bad, 'stateless: ' . desc($ri) if $ri->{status} != 200;
     }
     is_deeply(\@bad, [], 'stalling redis: stateless requests served');
-    ok($slow < 0.2, sprintf 'stalling redis: stateless requests never wait '
+    ok($slow < 0.6, sprintf 'stalling redis: stateless requests never wait '
         . '(slowest %.3f s)', $slow);
     my $acc = fake_accepts('stl');
     ok($acc >= 3, "stalling redis: reconnected after the timeout ($acc connections)");
@@ -701,7 +703,7 @@ my $tstl = MG::Test->new;
 my $tro = MG::Test->new;
 {
     my $port = fake_redis('ro', 'ok');
-    node_conf($tro, rport => $port, timeout => '300ms');
+    node_conf($tro, rport => $port, timeout => '1s');
     ok($tro->wait_for(sub { up_lines($tro) >= 2 }, 5), 'READONLY: workers ready');
     my $r = chat($tro, 'ro-0');
     is($r->{session}, 'new', 'READONLY: the fake answers pins (new)');
@@ -717,7 +719,7 @@ my $tro = MG::Test->new;
         $r = chat($tro, $k);
         is(desc($r), '200 ' . rv_pick($k) . '/fallback',
             "$mode: the request is served via fallback");
-        ok($r->{elapsed} < 0.25, sprintf "$mode: at once (%.3f s), no timeout",
+        ok($r->{elapsed} < 0.6, sprintf "$mode: at once (%.3f s), no timeout",
             $r->{elapsed});
         ok(scalar $tro->wait_log($re, 2), "$mode: logged");
         set_mode('ro', 'ok');
