@@ -2470,35 +2470,22 @@ mg_a_stream_stop(mg_anthropic_stream_t *st, mg_buf_t *out)
         st->finished = 1;
     }
 
+    u = NULL;
+
     if (st->include_usage) {
         u = mg_a_usage(st->input_tokens, st->output_tokens,
                        st->cache_read_tokens, st->cache_creation_tokens);
         if (u == NULL) {
             return MG_X_NOMEM;
         }
-
-        rc = MG_X_OK;
-
-        if (mg_buf_append(out, "data: ", 6) != MG_X_OK
-            || mg_buf_append(out, st->prefix, st->prefix_len) != MG_X_OK
-            || mg_buf_append(out, ",\"choices\":[],\"usage\":",
-                             sizeof(",\"choices\":[],\"usage\":") - 1)
-               != MG_X_OK
-            || mg_x_dump(u, out, 0) != MG_X_OK
-            || mg_buf_append(out, "}\n\n", 3) != MG_X_OK)
-        {
-            rc = MG_X_NOMEM;
-        }
-
-        json_decref(u);
-
-        if (rc != MG_X_OK) {
-            return rc;
-        }
     }
 
-    if (mg_buf_append(out, "data: [DONE]\n\n", 14) != MG_X_OK) {
-        return MG_X_NOMEM;
+    rc = mg_x_stream_end(out, st->prefix, st->prefix_len, u);
+
+    json_decref(u);
+
+    if (rc != MG_X_OK) {
+        return rc;
     }
 
     st->done = 1;

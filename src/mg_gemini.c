@@ -3203,21 +3203,12 @@ mg_gemini_stream_finish(mg_gemini_stream_t *st, mg_buf_t *out)
         u = mg_g_usage(st->prompt_tokens, st->candidates_tokens,
                        st->thoughts_tokens, st->tool_prompt_tokens,
                        st->cached_tokens, st->total_tokens);
-
-        if (u == NULL
-            || mg_buf_append(out, "data: ", 6) != MG_X_OK
-            || mg_buf_append(out, st->prefix, st->prefix_len) != MG_X_OK
-            || mg_buf_append(out, ",\"choices\":[],\"usage\":",
-                             sizeof(",\"choices\":[],\"usage\":") - 1)
-               != MG_X_OK
-            || mg_x_dump(u, out, 0) != MG_X_OK
-            || mg_buf_append(out, "}\n\n", 3) != MG_X_OK)
-        {
+        if (u == NULL) {
             goto done;
         }
     }
 
-    if (mg_buf_append(out, "data: [DONE]\n\n", 14) != MG_X_OK) {
+    if (mg_x_stream_end(out, st->prefix, st->prefix_len, u) != MG_X_OK) {
         goto done;
     }
 

@@ -465,6 +465,31 @@ mg_x_chunk_raw(mg_buf_t *out, const char *prefix, size_t prefix_len,
 
 
 /*
+ * The end of a translated stream: the usage chunk OpenAI sends with
+ * stream_options.include_usage (when usage is not NULL), then [DONE].
+ */
+
+int
+mg_x_stream_end(mg_buf_t *out, const char *prefix, size_t prefix_len,
+    json_t *usage)
+{
+    static const char  choices[] = ",\"choices\":[],\"usage\":";
+
+    if (usage
+        && (mg_buf_append(out, "data: ", 6) != MG_X_OK
+            || mg_buf_append(out, prefix, prefix_len) != MG_X_OK
+            || mg_buf_append(out, choices, sizeof(choices) - 1) != MG_X_OK
+            || mg_x_dump(usage, out, 0) != MG_X_OK
+            || mg_buf_append(out, "}\n\n", 3) != MG_X_OK))
+    {
+        return MG_X_NOMEM;
+    }
+
+    return mg_buf_append(out, "data: [DONE]\n\n", 14);
+}
+
+
+/*
  * A streamed tool call starts: its first chunk (id, name, empty arguments)
  * as call number *ntools, and the backend's block index of the call kept
  * in (*tools)[*ntools], for the argument deltas that follow.

@@ -105,6 +105,8 @@ int mg_x_tool_args(json_t *fn, size_t i, size_t k, json_t **out,
 int mg_x_chunk_raw(mg_buf_t *out, const char *prefix, size_t prefix_len,
     const char *delta, size_t delta_len, json_t *delta_json,
     const char *finish);
+int mg_x_stream_end(mg_buf_t *out, const char *prefix, size_t prefix_len,
+    json_t *usage);
 /*
  * The walk of a chat request's messages the translators share: system and
  * developer messages go to system; every other message becomes blocks,
