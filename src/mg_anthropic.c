@@ -332,7 +332,7 @@ mg_a_req_assistant(json_t *m, json_t *blocks, size_t i, mg_xerror_t *err)
 {
     int      rc;
     size_t   k;
-    json_t  *calls, *c, *fn, *id, *name, *input, *b, *v;
+    json_t  *calls, *c, *id, *name, *input, *b, *v;
 
     rc = mg_a_req_content(json_object_get(m, "content"),
                           MG_A_TEXT | MG_A_REFUSAL, blocks, i, err);
@@ -366,25 +366,7 @@ mg_a_req_assistant(json_t *m, json_t *blocks, size_t i, mg_xerror_t *err)
     }
 
     json_array_foreach(calls, k, c) {
-        v = mg_x_get(c, "type");
-        fn = json_object_get(c, "function");
-        id = json_object_get(c, "id");
-        name = json_object_get(fn, "name");
-
-        if (!json_is_object(c)
-            || (v && !mg_x_streq(json_string_value(v), "function")))
-        {
-            return mg_x_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
-                            ": only function tool calls are supported.",
-                            i, k);
-        }
-
-        if (!json_is_string(id) || !json_is_string(name)) {
-            return mg_x_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
-                            " needs a string id and function.name.", i, k);
-        }
-
-        rc = mg_x_tool_args(fn, i, k, &input, err);
+        rc = mg_x_tool_call(c, i, k, &id, &name, &input, err);
         if (rc != MG_X_OK) {
             return rc;
         }
@@ -586,34 +568,21 @@ static int
 mg_a_req_image(json_t *part, json_t **block, size_t i, size_t j,
     mg_xerror_t *err)
 {
-    size_t       len, mt_len, data_len;
-    json_t      *iu, *url, *src, *b;
-    const char  *s, *mt, *data;
+    int            rc;
+    json_t        *src, *b;
+    mg_x_image_t   im;
 
-    iu = json_object_get(part, "image_url");
-    url = json_is_string(iu) ? iu : json_object_get(iu, "url");
-
-    if (!json_is_string(url)) {
-        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
-                        "image_url.url must be a string.", i, j);
+    rc = mg_x_image_url(part, i, j, &im, err);
+    if (rc != MG_X_OK) {
+        return rc;
     }
 
-    s = json_string_value(url);
-    len = json_string_length(url);
+    if (im.data) {
+        src = mg_a_base64_source("base64", im.mt, im.mt_len, im.b64,
+                                 im.b64_len);
 
-    if (len > 5 && strncasecmp(s, "data:", 5) == 0) {
-        if (mg_x_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0) {
-            return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: "
-                            "a data URL must be \"data:<media type>;base64,"
-                            "<data>\".", i, j);
-        }
-
-        src = mg_a_base64_source("base64", mt, mt_len, data, data_len);
-
-    } else if ((len > 7 && strncasecmp(s, "http://", 7) == 0)
-               || (len > 8 && strncasecmp(s, "https://", 8) == 0))
-    {
-        src = json_pack("{s:s,s:O}", "type", "url", "url", url);
+    } else if (im.http) {
+        src = json_pack("{s:s,s:O}", "type", "url", "url", im.url);
 
     } else {
         return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: an "
@@ -645,62 +614,27 @@ static int
 mg_a_req_file(json_t *part, json_t **block, size_t i, size_t j,
     mg_xerror_t *err)
 {
-    size_t       len, mt_len, data_len, nlen;
-    json_t      *f, *fd, *src, *b;
-    const char  *s, *mt, *data, *name;
+    int           rc;
+    json_t       *src, *b;
+    mg_x_file_t   f;
 
-    f = json_object_get(part, "file");
-
-    if (mg_x_get(f, "file_id")) {
-        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: file "
-                        "ids cannot be used with this model's backend; send "
-                        "file_data.", i, j);
+    rc = mg_x_file_data(part, i, j, &f, err);
+    if (rc != MG_X_OK) {
+        return rc;
     }
 
-    fd = json_object_get(f, "file_data");
-
-    if (!json_is_string(fd)) {
-        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
-                        "file.file_data must be a string.", i, j);
-    }
-
-    s = json_string_value(fd);
-    len = json_string_length(fd);
-
-    if (len > 5 && strncasecmp(s, "data:", 5) == 0) {
-        if (mg_x_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0) {
-            return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: "
-                            "file_data must be a base64 data URL.", i, j);
-        }
-
-    } else {
-        /* bare base64: only a name can tell what it is */
-
-        name = json_string_value(json_object_get(f, "filename"));
-        nlen = name ? strlen(name) : 0;
-
-        mt = "application/pdf";
-        mt_len = sizeof("application/pdf") - 1;
-        data = s;
-        data_len = len;
-
-        if (nlen < 5 || strcasecmp(name + nlen - 4, ".pdf") != 0
-            || len == 0)
-        {
-            mt = NULL;
-        }
-    }
-
-    if (mt == NULL || mt_len != sizeof("application/pdf") - 1
-        || strncasecmp(mt, "application/pdf", mt_len) != 0)
+    if (!mg_x_file_is_pdf(&f)
+        && (f.mt == NULL || f.mt_len != sizeof("application/pdf") - 1
+            || strncasecmp(f.mt, "application/pdf", f.mt_len) != 0))
     {
         return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: only "
                         "PDF files are supported by this model's backend.",
                         i, j);
     }
 
-    src = mg_a_base64_source("base64", "application/pdf", mt_len, data,
-                             data_len);
+    src = mg_a_base64_source("base64", "application/pdf",
+                             sizeof("application/pdf") - 1, f.data,
+                             f.data_len);
     if (src == NULL) {
         return MG_X_NOMEM;
     }

@@ -382,7 +382,7 @@ mg_b_req_assistant(json_t *m, json_t *blocks, size_t i, mg_b_req_t *ctx,
 {
     int      rc;
     size_t   k;
-    json_t  *calls, *c, *fn, *id, *name, *input, *b, *v;
+    json_t  *calls, *c, *id, *name, *input, *b, *v;
 
     rc = mg_b_req_content(json_object_get(m, "content"),
                           MG_B_TEXT | MG_B_REFUSAL | MG_B_CACHE, blocks, i,
@@ -417,29 +417,17 @@ mg_b_req_assistant(json_t *m, json_t *blocks, size_t i, mg_b_req_t *ctx,
     }
 
     json_array_foreach(calls, k, c) {
-        v = mg_x_get(c, "type");
-        fn = json_object_get(c, "function");
-        id = json_object_get(c, "id");
-        name = json_object_get(fn, "name");
-
-        if (!json_is_object(c)
-            || (v && !mg_x_streq(json_string_value(v), "function")))
-        {
-            return mg_x_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
-                            ": only function tool calls are supported.",
-                            i, k);
-        }
-
-        if (!json_is_string(id) || json_string_length(id) == 0
-            || !json_is_string(name))
-        {
-            return mg_x_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
-                            " needs a string id and function.name.", i, k);
-        }
-
-        rc = mg_x_tool_args(fn, i, k, &input, err);
+        rc = mg_x_tool_call(c, i, k, &id, &name, &input, err);
         if (rc != MG_X_OK) {
             return rc;
+        }
+
+        /* a toolUseId must not be empty */
+
+        if (json_string_length(id) == 0) {
+            json_decref(input);
+            return mg_x_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
+                            " needs a string id and function.name.", i, k);
         }
 
         id = mg_b_tool_id(id);
@@ -666,48 +654,39 @@ static int
 mg_b_req_image(json_t *part, json_t **block, size_t i, size_t j,
     mg_xerror_t *err)
 {
-    size_t       len, mt_len, data_len;
-    json_t      *iu, *url, *b;
-    const char  *s, *mt, *data, *format;
+    int            rc;
+    json_t        *b;
+    const char    *format;
+    mg_x_image_t   im;
 
-    iu = json_object_get(part, "image_url");
-    url = json_is_string(iu) ? iu : json_object_get(iu, "url");
-
-    if (!json_is_string(url)) {
-        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
-                        "image_url.url must be a string.", i, j);
+    rc = mg_x_image_url(part, i, j, &im, err);
+    if (rc != MG_X_OK) {
+        return rc;
     }
 
-    s = json_string_value(url);
-    len = json_string_length(url);
-
-    if ((len > 7 && strncasecmp(s, "http://", 7) == 0)
-        || (len > 8 && strncasecmp(s, "https://", 8) == 0))
-    {
+    if (im.http) {
         return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: this "
                         "model's backend cannot fetch image URLs; send the "
                         "image as a base64 data URL.", i, j);
     }
 
-    if (len <= 5 || strncasecmp(s, "data:", 5) != 0
-        || mg_x_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0)
-    {
+    if (!im.data) {
         return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: an "
                         "image must be a data URL \"data:<media type>;"
                         "base64,<data>\".", i, j);
     }
 
-    format = mg_b_image_format(mt, mt_len);
+    format = mg_b_image_format(im.mt, im.mt_len);
 
     if (format == NULL) {
         return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: the "
                         "image type \"%.*s\" is not supported by this "
                         "model's backend (png, jpeg, gif or webp).", i, j,
-                        (int) (mt_len > 64 ? 64 : mt_len), mt);
+                        (int) (im.mt_len > 64 ? 64 : im.mt_len), im.mt);
     }
 
     b = json_pack("{s:{s:s,s:{s:s%}}}", "image", "format", format, "source",
-                  "bytes", data, data_len);
+                  "bytes", im.b64, im.b64_len);
     if (b == NULL) {
         return MG_X_NOMEM;
     }
@@ -724,46 +703,24 @@ static int
 mg_b_req_file(json_t *part, json_t **block, size_t i, size_t j,
     mg_b_req_t *ctx, mg_xerror_t *err)
 {
-    size_t       len, mt_len, data_len, nlen;
-    json_t      *f, *fd, *fname, *name, *b;
-    const char  *s, *mt, *data, *fn, *format;
+    int           rc;
+    json_t       *name, *b;
+    const char   *format;
+    mg_x_file_t   f;
 
-    f = json_object_get(part, "file");
-
-    if (mg_x_get(f, "file_id")) {
-        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: file "
-                        "ids cannot be used with this model's backend; send "
-                        "file_data.", i, j);
+    rc = mg_x_file_data(part, i, j, &f, err);
+    if (rc != MG_X_OK) {
+        return rc;
     }
 
-    fd = json_object_get(f, "file_data");
-    fname = mg_x_get(f, "filename");
-
-    if (!json_is_string(fd) || (fname && !json_is_string(fname))) {
-        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
-                        "file.file_data and filename must be strings.", i,
-                        j);
-    }
-
-    s = json_string_value(fd);
-    len = json_string_length(fd);
-    fn = json_string_value(fname);
-    nlen = json_string_length(fname);
-
-    if (len > 5 && strncasecmp(s, "data:", 5) == 0) {
-        if (mg_x_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0) {
-            return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: "
-                            "file_data must be a base64 data URL.", i, j);
-        }
-
-        format = mg_b_doc_format(mt, mt_len);
+    if (f.mt) {
+        format = mg_b_doc_format(f.mt, f.mt_len);
 
     } else {
         /* bare base64: only a name can tell what it is */
 
-        data = s;
-        data_len = len;
-        format = (fn && len) ? mg_b_doc_format_ext(fn, nlen) : NULL;
+        format = (f.name && f.data_len)
+                 ? mg_b_doc_format_ext(f.name, f.name_len) : NULL;
     }
 
     if (format == NULL) {
@@ -773,13 +730,13 @@ mg_b_req_file(json_t *part, json_t **block, size_t i, size_t j,
                         j);
     }
 
-    name = mg_b_doc_name(fn, nlen, ++ctx->ndocs);
+    name = mg_b_doc_name(f.name, f.name_len, ++ctx->ndocs);
     if (name == NULL) {
         return MG_X_NOMEM;
     }
 
     b = json_pack("{s:{s:s,s:O,s:{s:s%}}}", "document", "format", format,
-                  "name", name, "source", "bytes", data, data_len);
+                  "name", name, "source", "bytes", f.data, f.data_len);
 
     json_decref(name);
 

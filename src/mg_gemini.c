@@ -352,7 +352,7 @@ mg_g_req_assistant(json_t *m, json_t *parts, size_t i, mg_xerror_t *err)
 {
     int      rc;
     size_t   k;
-    json_t  *calls, *c, *fn, *id, *name, *input, *p, *v, *sig;
+    json_t  *calls, *c, *id, *name, *input, *p, *v, *sig;
 
     rc = mg_g_req_content(json_object_get(m, "content"),
                           MG_G_TEXT | MG_G_REFUSAL, parts, i, err);
@@ -386,27 +386,11 @@ mg_g_req_assistant(json_t *m, json_t *parts, size_t i, mg_xerror_t *err)
     }
 
     json_array_foreach(calls, k, c) {
-        v = mg_x_get(c, "type");
-        fn = json_object_get(c, "function");
-        id = json_object_get(c, "id");
-        name = json_object_get(fn, "name");
 
-        if (!json_is_object(c)
-            || (v && !mg_x_streq(json_string_value(v), "function")))
-        {
-            return mg_x_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
-                            ": only function tool calls are supported.",
-                            i, k);
-        }
+        /* the id, checked here, is how a tool message finds its
+         * function's name */
 
-        /* the id is how a tool message finds its function's name */
-
-        if (!json_is_string(id) || !json_is_string(name)) {
-            return mg_x_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
-                            " needs a string id and function.name.", i, k);
-        }
-
-        rc = mg_x_tool_args(fn, i, k, &input, err);
+        rc = mg_x_tool_call(c, i, k, &id, &name, &input, err);
         if (rc != MG_X_OK) {
             return rc;
         }
@@ -697,32 +681,20 @@ static int
 mg_g_req_image(json_t *part, json_t **gp, size_t i, size_t j,
     mg_xerror_t *err)
 {
-    size_t       len, mt_len, data_len;
-    json_t      *iu, *url, *p;
-    const char  *s, *mt, *data;
+    int            rc;
+    json_t        *p;
+    mg_x_image_t   im;
 
-    iu = json_object_get(part, "image_url");
-    url = json_is_string(iu) ? iu : json_object_get(iu, "url");
-
-    if (!json_is_string(url)) {
-        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
-                        "image_url.url must be a string.", i, j);
+    rc = mg_x_image_url(part, i, j, &im, err);
+    if (rc != MG_X_OK) {
+        return rc;
     }
 
-    s = json_string_value(url);
-    len = json_string_length(url);
+    if (im.data) {
+        p = mg_g_inline(im.mt, im.mt_len, im.b64, im.b64_len);
 
-    if (len > 5 && strncasecmp(s, "data:", 5) == 0) {
-        if (mg_x_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0) {
-            return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: "
-                            "a data URL must be \"data:<media type>;base64,"
-                            "<data>\".", i, j);
-        }
-
-        p = mg_g_inline(mt, mt_len, data, data_len);
-
-    } else if (mg_g_file_uri(s, len)) {
-        p = json_pack("{s:{s:O}}", "fileData", "fileUri", url);
+    } else if (mg_g_file_uri(im.s, im.len)) {
+        p = json_pack("{s:{s:O}}", "fileData", "fileUri", im.url);
 
     } else {
         return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: an "
@@ -747,55 +719,27 @@ static int
 mg_g_req_file(json_t *part, json_t **gp, size_t i, size_t j,
     mg_xerror_t *err)
 {
-    size_t       len, mt_len, data_len, nlen;
-    json_t      *f, *fd, *p;
-    const char  *s, *mt, *data, *name;
+    int           rc;
+    json_t       *p;
+    mg_x_file_t   f;
 
-    f = json_object_get(part, "file");
-
-    if (mg_x_get(f, "file_id")) {
-        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: file "
-                        "ids cannot be used with this model's backend; send "
-                        "file_data.", i, j);
+    rc = mg_x_file_data(part, i, j, &f, err);
+    if (rc != MG_X_OK) {
+        return rc;
     }
 
-    fd = json_object_get(f, "file_data");
-
-    if (!json_is_string(fd)) {
-        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
-                        "file.file_data must be a string.", i, j);
-    }
-
-    s = json_string_value(fd);
-    len = json_string_length(fd);
-
-    if (len > 5 && strncasecmp(s, "data:", 5) == 0) {
-        if (mg_x_data_url(s, len, &mt, &mt_len, &data, &data_len) != 0) {
-            return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: "
-                            "file_data must be a base64 data URL.", i, j);
-        }
-
-    } else {
-        /* bare base64: only a name can tell what it is */
-
-        name = json_string_value(json_object_get(f, "filename"));
-        nlen = name ? strlen(name) : 0;
-
-        if (nlen < 5 || strcasecmp(name + nlen - 4, ".pdf") != 0
-            || len == 0)
-        {
+    if (f.mt == NULL) {
+        if (!mg_x_file_is_pdf(&f)) {
             return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: "
                             "file_data must be a data URL, or a PDF named "
                             "*.pdf.", i, j);
         }
 
-        mt = "application/pdf";
-        mt_len = sizeof("application/pdf") - 1;
-        data = s;
-        data_len = len;
+        f.mt = "application/pdf";
+        f.mt_len = sizeof("application/pdf") - 1;
     }
 
-    p = mg_g_inline(mt, mt_len, data, data_len);
+    p = mg_g_inline(f.mt, f.mt_len, f.data, f.data_len);
     if (p == NULL) {
         return MG_X_NOMEM;
     }

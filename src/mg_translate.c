@@ -384,6 +384,144 @@ mg_x_data_url(const char *s, size_t len, const char **mt, size_t *mt_len,
 }
 
 
+static int
+mg_x_is_data_url(const char *s, size_t len)
+{
+    return len > 5 && strncasecmp(s, "data:", 5) == 0;
+}
+
+
+/*
+ * The URL of an image_url part (a string, or an object with url), taken
+ * apart: a data URL must be "data:<media type>;base64,<data>" here, as no
+ * provider takes another; what else a provider accepts is its own choice.
+ */
+
+int
+mg_x_image_url(json_t *part, size_t i, size_t j, mg_x_image_t *im,
+    mg_xerror_t *err)
+{
+    json_t  *iu;
+
+    iu = json_object_get(part, "image_url");
+    im->url = json_is_string(iu) ? iu : json_object_get(iu, "url");
+
+    if (!json_is_string(im->url)) {
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
+                        "image_url.url must be a string.", i, j);
+    }
+
+    im->s = json_string_value(im->url);
+    im->len = json_string_length(im->url);
+    im->data = mg_x_is_data_url(im->s, im->len);
+    im->http = (im->len > 7 && strncasecmp(im->s, "http://", 7) == 0)
+               || (im->len > 8 && strncasecmp(im->s, "https://", 8) == 0);
+
+    if (im->data
+        && mg_x_data_url(im->s, im->len, &im->mt, &im->mt_len, &im->b64,
+                         &im->b64_len) != 0)
+    {
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: "
+                        "a data URL must be \"data:<media type>;base64,"
+                        "<data>\".", i, j);
+    }
+
+    return MG_X_OK;
+}
+
+
+/*
+ * The data of a file part: file ids mean nothing to a provider other than
+ * OpenAI; file_data is a base64 data URL (its media type in f->mt) or bare
+ * base64 (f->mt NULL: only the file's name can tell what it is).
+ */
+
+int
+mg_x_file_data(json_t *part, size_t i, size_t j, mg_x_file_t *f,
+    mg_xerror_t *err)
+{
+    json_t  *file, *fd, *name;
+
+    file = json_object_get(part, "file");
+
+    if (mg_x_get(file, "file_id")) {
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: file "
+                        "ids cannot be used with this model's backend; send "
+                        "file_data.", i, j);
+    }
+
+    fd = json_object_get(file, "file_data");
+    name = mg_x_get(file, "filename");
+
+    if (!json_is_string(fd) || (name && !json_is_string(name))) {
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
+                        "file.file_data and filename must be strings.", i,
+                        j);
+    }
+
+    f->name = json_string_value(name);
+    f->name_len = json_string_length(name);
+    f->data = json_string_value(fd);
+    f->data_len = json_string_length(fd);
+    f->mt = NULL;
+    f->mt_len = 0;
+
+    if (mg_x_is_data_url(f->data, f->data_len)
+        && mg_x_data_url(f->data, f->data_len, &f->mt, &f->mt_len, &f->data,
+                         &f->data_len) != 0)
+    {
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: "
+                        "file_data must be a base64 data URL.", i, j);
+    }
+
+    return MG_X_OK;
+}
+
+
+/* a bare base64 file named *.pdf, the one kind a name alone makes sure */
+
+int
+mg_x_file_is_pdf(const mg_x_file_t *f)
+{
+    return f->mt == NULL && f->data_len && f->name_len > 4
+           && strcasecmp(f->name + f->name_len - 4, ".pdf") == 0;
+}
+
+
+/*
+ * One function call of an assistant message's tool_calls: its id and its
+ * function's name (borrowed) and its arguments parsed (a new reference in
+ * *input).  Anything else is the client's 400.
+ */
+
+int
+mg_x_tool_call(json_t *c, size_t i, size_t k, json_t **id, json_t **name,
+    json_t **input, mg_xerror_t *err)
+{
+    json_t  *type, *fn;
+
+    type = mg_x_get(c, "type");
+    fn = json_object_get(c, "function");
+
+    if (!json_is_object(c)
+        || (type && !mg_x_streq(json_string_value(type), "function")))
+    {
+        return mg_x_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
+                        ": only function tool calls are supported.", i, k);
+    }
+
+    *id = json_object_get(c, "id");
+    *name = json_object_get(fn, "name");
+
+    if (!json_is_string(*id) || !json_is_string(*name)) {
+        return mg_x_bad(err, "messages", "messages[%zu].tool_calls[%zu]"
+                        " needs a string id and function.name.", i, k);
+    }
+
+    return mg_x_tool_args(fn, i, k, input, err);
+}
+
+
 long long
 mg_x_tokens(json_t *usage, const char *key, long long dflt)
 {

@@ -97,6 +97,35 @@ json_t *mg_x_prefixed(const char *prefix, const char *s, size_t n);
 int mg_x_dump(json_t *j, mg_buf_t *out, size_t flags);
 int mg_x_data_url(const char *s, size_t len, const char **mt,
     size_t *mt_len, const char **data, size_t *data_len);
+
+typedef struct {
+    json_t      *url;
+    const char  *s;
+    size_t       len;
+    unsigned     data:1;          /* a data URL, taken apart below */
+    unsigned     http:1;          /* an http(s) URL */
+    const char  *mt;
+    size_t       mt_len;
+    const char  *b64;
+    size_t       b64_len;
+} mg_x_image_t;
+
+typedef struct {
+    const char  *mt;              /* NULL: bare base64 */
+    size_t       mt_len;
+    const char  *data;
+    size_t       data_len;
+    const char  *name;            /* NULL: no filename */
+    size_t       name_len;
+} mg_x_file_t;
+
+int mg_x_image_url(json_t *part, size_t i, size_t j, mg_x_image_t *im,
+    mg_xerror_t *err);
+int mg_x_file_data(json_t *part, size_t i, size_t j, mg_x_file_t *f,
+    mg_xerror_t *err);
+int mg_x_file_is_pdf(const mg_x_file_t *f);
+int mg_x_tool_call(json_t *c, size_t i, size_t k, json_t **id,
+    json_t **name, json_t **input, mg_xerror_t *err);
 long long mg_x_tokens(json_t *usage, const char *key, long long dflt);
 int mg_x_bad_backend(mg_xerror_t *err, const char *what);
 int mg_x_req_check(json_t *in, int penalties, mg_xerror_t *err);
