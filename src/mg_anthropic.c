@@ -16,12 +16,6 @@
 #include "mg_json.h"
 
 
-/* what a content list may hold, by where it is */
-#define MG_A_TEXT      0x01
-#define MG_A_IMAGE     0x02
-#define MG_A_FILE      0x04
-#define MG_A_REFUSAL   0x08
-
 #define MG_A_ERRLEN  200
 
 
@@ -37,8 +31,6 @@ static int mg_a_req_tool_result(json_t *m, json_t *blocks, size_t i,
     mg_xerror_t *err);
 static int mg_a_req_content(json_t *content, unsigned allow, json_t *blocks,
     size_t i, mg_xerror_t *err);
-static int mg_a_req_part(json_t *part, unsigned allow, json_t *blocks,
-    size_t i, size_t j, mg_xerror_t *err);
 static int mg_a_req_image(json_t *part, json_t **block, size_t i, size_t j,
     mg_xerror_t *err);
 static int mg_a_req_file(json_t *part, json_t **block, size_t i, size_t j,
@@ -310,12 +302,12 @@ mg_a_req_blocks(void *data, int kind, json_t *msgs, json_t *m, size_t i,
     switch (kind) {
 
     case MG_X_SYSTEM:
-        return mg_a_req_content(json_object_get(m, "content"), MG_A_TEXT,
+        return mg_a_req_content(json_object_get(m, "content"), 0,
                                 blocks, i, err);
 
     case MG_X_USER:
         return mg_a_req_content(json_object_get(m, "content"),
-                                MG_A_TEXT | MG_A_IMAGE | MG_A_FILE, blocks,
+                                MG_X_PART_IMAGE | MG_X_PART_FILE, blocks,
                                 i, err);
 
     case MG_X_ASSISTANT:
@@ -335,7 +327,7 @@ mg_a_req_assistant(json_t *m, json_t *blocks, size_t i, mg_xerror_t *err)
     json_t  *calls, *c, *id, *name, *input, *b, *v;
 
     rc = mg_a_req_content(json_object_get(m, "content"),
-                          MG_A_TEXT | MG_A_REFUSAL, blocks, i, err);
+                          MG_X_PART_REFUSAL, blocks, i, err);
     if (rc != MG_X_OK) {
         return rc;
     }
@@ -412,7 +404,7 @@ mg_a_req_tool_result(json_t *m, json_t *blocks, size_t i, mg_xerror_t *err)
     }
 
     rc = mg_a_req_content(json_object_get(m, "content"),
-                          MG_A_TEXT | MG_A_IMAGE, content, i, err);
+                          MG_X_PART_IMAGE, content, i, err);
     if (rc != MG_X_OK) {
         goto done;
     }
@@ -445,113 +437,32 @@ done:
 }
 
 
-/* a message's content, a string or an array of parts, appended as blocks */
-
-static int
-mg_a_req_content(json_t *content, unsigned allow, json_t *blocks, size_t i,
-    mg_xerror_t *err)
+static json_t *
+mg_a_text_block(json_t *s)
 {
-    int      rc;
-    size_t   j;
-    json_t  *part, *b;
-
-    if (content == NULL || json_is_null(content)) {
-        return MG_X_OK;
-    }
-
-    if (json_is_string(content)) {
-
-        /* Anthropic refuses empty text blocks; an empty string says nothing */
-
-        if (json_string_length(content) == 0) {
-            return MG_X_OK;
-        }
-
-        b = json_pack("{s:s,s:O}", "type", "text", "text", content);
-
-        if (b == NULL || json_array_append_new(blocks, b) != 0) {
-            return MG_X_NOMEM;
-        }
-
-        return MG_X_OK;
-    }
-
-    if (!json_is_array(content)) {
-        return mg_x_bad(err, "messages", "messages[%zu].content must be a "
-                        "string or an array of parts.", i);
-    }
-
-    json_array_foreach(content, j, part) {
-        rc = mg_a_req_part(part, allow, blocks, i, j, err);
-        if (rc != MG_X_OK) {
-            return rc;
-        }
-    }
-
-    return MG_X_OK;
+    return json_pack("{s:s,s:O}", "type", "text", "text", s);
 }
 
 
 static int
-mg_a_req_part(json_t *part, unsigned allow, json_t *blocks, size_t i,
-    size_t j, mg_xerror_t *err)
+mg_a_req_media(void *data, unsigned kind, json_t *part, size_t i, size_t j,
+    json_t **block, mg_xerror_t *err)
 {
-    int          rc;
-    json_t      *b, *v;
-    const char  *type, *key;
-
-    type = json_string_value(json_object_get(part, "type"));
-
-    if (type == NULL) {
-        return mg_x_bad(err, "messages", "messages[%zu].content[%zu] must "
-                        "be an object with a string type.", i, j);
+    if (kind == MG_X_PART_IMAGE) {
+        return mg_a_req_image(part, block, i, j, err);
     }
 
-    b = NULL;
+    return mg_a_req_file(part, block, i, j, err);
+}
 
-    if (strcmp(type, "text") == 0
-        || (strcmp(type, "refusal") == 0 && (allow & MG_A_REFUSAL)))
-    {
-        key = (type[0] == 't') ? "text" : "refusal";
-        v = json_object_get(part, key);
 
-        if (!json_is_string(v)) {
-            return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
-                            "%s must be a string.", i, j, key);
-        }
+/* prompt caching markers, as Anthropic-aware clients send them */
 
-        if (json_string_length(v) == 0) {
-            return MG_X_OK;
-        }
-
-        b = json_pack("{s:s,s:O}", "type", "text", "text", v);
-        if (b == NULL) {
-            return MG_X_NOMEM;
-        }
-
-    } else if (strcmp(type, "image_url") == 0 && (allow & MG_A_IMAGE)) {
-        rc = mg_a_req_image(part, &b, i, j, err);
-        if (rc != MG_X_OK) {
-            return rc;
-        }
-
-    } else if (strcmp(type, "file") == 0 && (allow & MG_A_FILE)) {
-        rc = mg_a_req_file(part, &b, i, j, err);
-        if (rc != MG_X_OK) {
-            return rc;
-        }
-
-    } else if (strcmp(type, "input_audio") == 0) {
-        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: audio "
-                        "input is not supported by this model's backend.",
-                        i, j);
-
-    } else {
-        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: a "
-                        "\"%s\" part is not supported here.", i, j, type);
-    }
-
-    /* prompt caching markers, as Anthropic-aware clients send them */
+static int
+mg_a_req_add(void *data, unsigned allow, json_t *part, json_t *b,
+    json_t *blocks)
+{
+    json_t  *v;
 
     v = json_object_get(part, "cache_control");
 
@@ -561,6 +472,21 @@ mg_a_req_part(json_t *part, unsigned allow, json_t *blocks, size_t i,
     }
 
     return json_array_append_new(blocks, b) == 0 ? MG_X_OK : MG_X_NOMEM;
+}
+
+
+static const mg_x_content_t  mg_a_content = {
+    mg_a_text_block, mg_a_req_media, mg_a_req_add, 0
+};
+
+
+/* a message's content, a string or an array of parts, appended as blocks */
+
+static int
+mg_a_req_content(json_t *content, unsigned allow, json_t *blocks, size_t i,
+    mg_xerror_t *err)
+{
+    return mg_x_content(&mg_a_content, NULL, content, allow, blocks, i, err);
 }
 
 

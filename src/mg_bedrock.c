@@ -21,14 +21,6 @@
 /* mg_b_stream_text(): not a plain text delta, for the tree */
 #define MG_B_DECLINED  2
 
-
-/* what a content list may hold, by where it is */
-#define MG_B_TEXT      0x01
-#define MG_B_IMAGE     0x02
-#define MG_B_FILE      0x04
-#define MG_B_REFUSAL   0x08
-#define MG_B_CACHE     0x10     /* cache_control becomes a cachePoint */
-
 /* ToolUseId: [a-zA-Z0-9_-]{1,64}; DocumentBlock name: 1..200 bytes */
 #define MG_B_TOOL_ID_MAX   64
 #define MG_B_DOC_NAME_MAX  200
@@ -75,8 +67,6 @@ static int mg_b_req_tool_result(json_t *m, json_t *blocks, size_t i,
     mg_b_req_t *ctx, mg_xerror_t *err);
 static int mg_b_req_content(json_t *content, unsigned allow, json_t *blocks,
     size_t i, mg_b_req_t *ctx, mg_xerror_t *err);
-static int mg_b_req_part(json_t *part, unsigned allow, json_t *blocks,
-    size_t i, size_t j, mg_b_req_t *ctx, mg_xerror_t *err);
 static int mg_b_req_image(json_t *part, json_t **block, size_t i, size_t j,
     mg_xerror_t *err);
 static int mg_b_req_file(json_t *part, json_t **block, size_t i, size_t j,
@@ -359,12 +349,12 @@ mg_b_req_blocks(void *data, int kind, json_t *msgs, json_t *m, size_t i,
 
     case MG_X_SYSTEM:
         return mg_b_req_content(json_object_get(m, "content"),
-                                MG_B_TEXT | MG_B_CACHE, blocks, i, ctx, err);
+                                MG_X_PART_CACHE, blocks, i, ctx, err);
 
     case MG_X_USER:
         return mg_b_req_content(json_object_get(m, "content"),
-                                MG_B_TEXT | MG_B_IMAGE | MG_B_FILE
-                                | MG_B_CACHE,
+                                MG_X_PART_IMAGE | MG_X_PART_FILE
+                                | MG_X_PART_CACHE,
                                 blocks, i, ctx, err);
 
     case MG_X_ASSISTANT:
@@ -385,7 +375,7 @@ mg_b_req_assistant(json_t *m, json_t *blocks, size_t i, mg_b_req_t *ctx,
     json_t  *calls, *c, *id, *name, *input, *b, *v;
 
     rc = mg_b_req_content(json_object_get(m, "content"),
-                          MG_B_TEXT | MG_B_REFUSAL | MG_B_CACHE, blocks, i,
+                          MG_X_PART_REFUSAL | MG_X_PART_CACHE, blocks, i,
                           ctx, err);
     if (rc != MG_X_OK) {
         return rc;
@@ -495,7 +485,7 @@ mg_b_req_tool_result(json_t *m, json_t *blocks, size_t i, mg_b_req_t *ctx,
         }
 
     } else {
-        rc = mg_b_req_content(content, MG_B_TEXT | MG_B_IMAGE, results, i,
+        rc = mg_b_req_content(content, MG_X_PART_IMAGE, results, i,
                               ctx, err);
         if (rc != MG_X_OK) {
             goto done;
@@ -521,120 +511,37 @@ done:
 }
 
 
-/* a message's content, a string or an array of parts, appended as blocks */
-
-static int
-mg_b_req_content(json_t *content, unsigned allow, json_t *blocks, size_t i,
-    mg_b_req_t *ctx, mg_xerror_t *err)
+static json_t *
+mg_b_text_block(json_t *s)
 {
-    int      rc;
-    size_t   j;
-    json_t  *part, *b;
-
-    if (content == NULL || json_is_null(content)) {
-        return MG_X_OK;
-    }
-
-    if (json_is_string(content)) {
-
-        /* Bedrock refuses empty text blocks; an empty string says nothing */
-
-        if (json_string_length(content) == 0) {
-            return MG_X_OK;
-        }
-
-        b = json_pack("{s:O}", "text", content);
-
-        if (b == NULL || json_array_append_new(blocks, b) != 0) {
-            return MG_X_NOMEM;
-        }
-
-        return MG_X_OK;
-    }
-
-    if (!json_is_array(content)) {
-        return mg_x_bad(err, "messages", "messages[%zu].content must be a "
-                        "string or an array of parts.", i);
-    }
-
-    json_array_foreach(content, j, part) {
-        rc = mg_b_req_part(part, allow, blocks, i, j, ctx, err);
-        if (rc != MG_X_OK) {
-            return rc;
-        }
-    }
-
-    return MG_X_OK;
+    return json_pack("{s:O}", "text", s);
 }
 
 
 static int
-mg_b_req_part(json_t *part, unsigned allow, json_t *blocks, size_t i,
-    size_t j, mg_b_req_t *ctx, mg_xerror_t *err)
+mg_b_req_media(void *data, unsigned kind, json_t *part, size_t i, size_t j,
+    json_t **block, mg_xerror_t *err)
 {
-    int          rc;
-    json_t      *b, *v;
-    const char  *type, *key;
-
-    type = json_string_value(json_object_get(part, "type"));
-
-    if (type == NULL) {
-        return mg_x_bad(err, "messages", "messages[%zu].content[%zu] must "
-                        "be an object with a string type.", i, j);
+    if (kind == MG_X_PART_IMAGE) {
+        return mg_b_req_image(part, block, i, j, err);
     }
 
-    b = NULL;
+    return mg_b_req_file(part, block, i, j, data, err);
+}
 
-    if (strcmp(type, "text") == 0
-        || (strcmp(type, "refusal") == 0 && (allow & MG_B_REFUSAL)))
-    {
-        key = (type[0] == 't') ? "text" : "refusal";
-        v = json_object_get(part, key);
 
-        if (!json_is_string(v)) {
-            return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
-                            "%s must be a string.", i, j, key);
-        }
+/* prompt caching markers, as Anthropic-aware clients send them: Converse
+ * caches everything before a cachePoint block */
 
-        if (json_string_length(v) == 0) {
-            return MG_X_OK;
-        }
-
-        b = json_pack("{s:O}", "text", v);
-        if (b == NULL) {
-            return MG_X_NOMEM;
-        }
-
-    } else if (strcmp(type, "image_url") == 0 && (allow & MG_B_IMAGE)) {
-        rc = mg_b_req_image(part, &b, i, j, err);
-        if (rc != MG_X_OK) {
-            return rc;
-        }
-
-    } else if (strcmp(type, "file") == 0 && (allow & MG_B_FILE)) {
-        rc = mg_b_req_file(part, &b, i, j, ctx, err);
-        if (rc != MG_X_OK) {
-            return rc;
-        }
-
-    } else if (strcmp(type, "input_audio") == 0) {
-        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: audio "
-                        "input is not supported by this model's backend.",
-                        i, j);
-
-    } else {
-        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: a "
-                        "\"%s\" part is not supported here.", i, j, type);
-    }
-
+static int
+mg_b_req_add(void *data, unsigned allow, json_t *part, json_t *b,
+    json_t *blocks)
+{
     if (json_array_append_new(blocks, b) != 0) {
         return MG_X_NOMEM;
     }
 
-    /* prompt caching markers, as Anthropic-aware clients send them: Converse
-     * caches everything before a cachePoint block */
-
-    if ((allow & MG_B_CACHE)
+    if ((allow & MG_X_PART_CACHE)
         && json_is_object(json_object_get(part, "cache_control")))
     {
         b = json_pack("{s:{s:s}}", "cachePoint", "type", "default");
@@ -645,6 +552,21 @@ mg_b_req_part(json_t *part, unsigned allow, json_t *blocks, size_t i,
     }
 
     return MG_X_OK;
+}
+
+
+static const mg_x_content_t  mg_b_content = {
+    mg_b_text_block, mg_b_req_media, mg_b_req_add, 0
+};
+
+
+/* a message's content, a string or an array of parts, appended as blocks */
+
+static int
+mg_b_req_content(json_t *content, unsigned allow, json_t *blocks, size_t i,
+    mg_b_req_t *ctx, mg_xerror_t *err)
+{
+    return mg_x_content(&mg_b_content, ctx, content, allow, blocks, i, err);
 }
 
 

@@ -16,13 +16,6 @@
 #include "mg_xfast.h"
 
 
-/* what a content list may hold, by where it is */
-#define MG_G_TEXT      0x01
-#define MG_G_IMAGE     0x02
-#define MG_G_FILE      0x04
-#define MG_G_AUDIO     0x08
-#define MG_G_REFUSAL   0x10
-
 /*
  * A tool's parameters are rewritten into the OpenAPI subset Gemini takes;
  * $refs are expanded in place, so that a small schema could grow without
@@ -62,8 +55,6 @@ static int mg_g_req_tool_result(json_t *msgs, json_t *m, json_t *parts,
 static json_t *mg_g_call_name(json_t *msgs, size_t i, json_t *id);
 static int mg_g_req_content(json_t *content, unsigned allow, json_t *parts,
     size_t i, mg_xerror_t *err);
-static int mg_g_req_part(json_t *part, unsigned allow, json_t *parts,
-    size_t i, size_t j, mg_xerror_t *err);
 static int mg_g_req_image(json_t *part, json_t **gp, size_t i, size_t j,
     mg_xerror_t *err);
 static int mg_g_req_file(json_t *part, json_t **gp, size_t i, size_t j,
@@ -329,13 +320,13 @@ mg_g_req_parts(void *data, int kind, json_t *msgs, json_t *m, size_t i,
     switch (kind) {
 
     case MG_X_SYSTEM:
-        return mg_g_req_content(json_object_get(m, "content"), MG_G_TEXT,
+        return mg_g_req_content(json_object_get(m, "content"), 0,
                                 parts, i, err);
 
     case MG_X_USER:
         return mg_g_req_content(json_object_get(m, "content"),
-                                MG_G_TEXT | MG_G_IMAGE | MG_G_FILE
-                                | MG_G_AUDIO,
+                                MG_X_PART_IMAGE | MG_X_PART_FILE
+                                | MG_X_PART_AUDIO,
                                 parts, i, err);
 
     case MG_X_ASSISTANT:
@@ -355,7 +346,7 @@ mg_g_req_assistant(json_t *m, json_t *parts, size_t i, mg_xerror_t *err)
     json_t  *calls, *c, *id, *name, *input, *p, *v, *sig;
 
     rc = mg_g_req_content(json_object_get(m, "content"),
-                          MG_G_TEXT | MG_G_REFUSAL, parts, i, err);
+                          MG_X_PART_REFUSAL, parts, i, err);
     if (rc != MG_X_OK) {
         return rc;
     }
@@ -561,114 +552,43 @@ mg_g_call_name(json_t *msgs, size_t i, json_t *id)
 }
 
 
+static json_t *
+mg_g_text_part(json_t *s)
+{
+    return json_pack("{s:O}", "text", s);
+}
+
+
+static int
+mg_g_req_media(void *data, unsigned kind, json_t *part, size_t i, size_t j,
+    json_t **gp, mg_xerror_t *err)
+{
+    switch (kind) {
+
+    case MG_X_PART_IMAGE:
+        return mg_g_req_image(part, gp, i, j, err);
+
+    case MG_X_PART_FILE:
+        return mg_g_req_file(part, gp, i, j, err);
+
+    default:
+        return mg_g_req_audio(part, gp, i, j, err);
+    }
+}
+
+
+static const mg_x_content_t  mg_g_content = {
+    mg_g_text_part, mg_g_req_media, NULL, 1
+};
+
+
 /* a message's content, a string or an array of parts, appended as parts */
 
 static int
 mg_g_req_content(json_t *content, unsigned allow, json_t *parts, size_t i,
     mg_xerror_t *err)
 {
-    int      rc;
-    size_t   j;
-    json_t  *part, *p;
-
-    if (content == NULL || json_is_null(content)) {
-        return MG_X_OK;
-    }
-
-    if (json_is_string(content)) {
-
-        /* Gemini refuses empty text; an empty string says nothing */
-
-        if (json_string_length(content) == 0) {
-            return MG_X_OK;
-        }
-
-        p = json_pack("{s:O}", "text", content);
-
-        if (p == NULL || json_array_append_new(parts, p) != 0) {
-            return MG_X_NOMEM;
-        }
-
-        return MG_X_OK;
-    }
-
-    if (!json_is_array(content)) {
-        return mg_x_bad(err, "messages", "messages[%zu].content must be a "
-                        "string or an array of parts.", i);
-    }
-
-    json_array_foreach(content, j, part) {
-        rc = mg_g_req_part(part, allow, parts, i, j, err);
-        if (rc != MG_X_OK) {
-            return rc;
-        }
-    }
-
-    return MG_X_OK;
-}
-
-
-static int
-mg_g_req_part(json_t *part, unsigned allow, json_t *parts, size_t i,
-    size_t j, mg_xerror_t *err)
-{
-    int          rc;
-    json_t      *p, *v;
-    const char  *type, *key;
-
-    type = json_string_value(json_object_get(part, "type"));
-
-    if (type == NULL) {
-        return mg_x_bad(err, "messages", "messages[%zu].content[%zu] must "
-                        "be an object with a string type.", i, j);
-    }
-
-    p = NULL;
-
-    if (strcmp(type, "text") == 0
-        || (strcmp(type, "refusal") == 0 && (allow & MG_G_REFUSAL)))
-    {
-        key = (type[0] == 't') ? "text" : "refusal";
-        v = json_object_get(part, key);
-
-        if (!json_is_string(v)) {
-            return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
-                            "%s must be a string.", i, j, key);
-        }
-
-        if (json_string_length(v) == 0) {
-            return MG_X_OK;
-        }
-
-        p = json_pack("{s:O}", "text", v);
-        if (p == NULL) {
-            return MG_X_NOMEM;
-        }
-
-    } else if (strcmp(type, "image_url") == 0 && (allow & MG_G_IMAGE)) {
-        rc = mg_g_req_image(part, &p, i, j, err);
-        if (rc != MG_X_OK) {
-            return rc;
-        }
-
-    } else if (strcmp(type, "file") == 0 && (allow & MG_G_FILE)) {
-        rc = mg_g_req_file(part, &p, i, j, err);
-        if (rc != MG_X_OK) {
-            return rc;
-        }
-
-    } else if (strcmp(type, "input_audio") == 0 && (allow & MG_G_AUDIO)) {
-        rc = mg_g_req_audio(part, &p, i, j, err);
-        if (rc != MG_X_OK) {
-            return rc;
-        }
-
-    } else {
-        return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: a "
-                        "\"%s\" part is not supported here.", i, j, type);
-    }
-
-    return json_array_append_new(parts, p) == 0 ? MG_X_OK : MG_X_NOMEM;
+    return mg_x_content(&mg_g_content, NULL, content, allow, parts, i, err);
 }
 
 

@@ -13,6 +13,11 @@
 #include "mg_translate.h"
 
 
+static int mg_x_content_part(const mg_x_content_t *cc, void *data,
+    json_t *part, unsigned allow, json_t *blocks, size_t i, size_t j,
+    mg_xerror_t *err);
+
+
 /* token counts are clamped, so that their sums cannot overflow */
 
 
@@ -485,6 +490,132 @@ mg_x_file_is_pdf(const mg_x_file_t *f)
 {
     return f->mt == NULL && f->data_len && f->name_len > 4
            && strcasecmp(f->name + f->name_len - 4, ".pdf") == 0;
+}
+
+
+/*
+ * A message's content, a string or an array of parts, made into blocks
+ * the provider's way (see mg_translate.h).  Empty text makes no block:
+ * providers refuse empty text blocks, and it says nothing.
+ */
+
+int
+mg_x_content(const mg_x_content_t *cc, void *data, json_t *content,
+    unsigned allow, json_t *blocks, size_t i, mg_xerror_t *err)
+{
+    int      rc;
+    size_t   j;
+    json_t  *part, *b;
+
+    if (content == NULL || json_is_null(content)) {
+        return MG_X_OK;
+    }
+
+    if (json_is_string(content)) {
+        if (json_string_length(content) == 0) {
+            return MG_X_OK;
+        }
+
+        b = cc->text(content);
+
+        if (b == NULL || json_array_append_new(blocks, b) != 0) {
+            return MG_X_NOMEM;
+        }
+
+        return MG_X_OK;
+    }
+
+    if (!json_is_array(content)) {
+        return mg_x_bad(err, "messages", "messages[%zu].content must be a "
+                        "string or an array of parts.", i);
+    }
+
+    json_array_foreach(content, j, part) {
+        rc = mg_x_content_part(cc, data, part, allow, blocks, i, j, err);
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+    }
+
+    return MG_X_OK;
+}
+
+
+static int
+mg_x_content_part(const mg_x_content_t *cc, void *data, json_t *part,
+    unsigned allow, json_t *blocks, size_t i, size_t j, mg_xerror_t *err)
+{
+    int          rc;
+    json_t      *b, *v;
+    unsigned     kind;
+    const char  *type, *key;
+
+    type = json_string_value(json_object_get(part, "type"));
+
+    if (type == NULL) {
+        return mg_x_bad(err, "messages", "messages[%zu].content[%zu] must "
+                        "be an object with a string type.", i, j);
+    }
+
+    if (strcmp(type, "text") == 0
+        || (strcmp(type, "refusal") == 0 && (allow & MG_X_PART_REFUSAL)))
+    {
+        key = (type[0] == 't') ? "text" : "refusal";
+        v = json_object_get(part, key);
+
+        if (!json_is_string(v)) {
+            return mg_x_bad(err, "messages", "messages[%zu].content[%zu]."
+                            "%s must be a string.", i, j, key);
+        }
+
+        if (json_string_length(v) == 0) {
+            return MG_X_OK;
+        }
+
+        b = cc->text(v);
+        if (b == NULL) {
+            return MG_X_NOMEM;
+        }
+
+    } else {
+        if (strcmp(type, "image_url") == 0) {
+            kind = MG_X_PART_IMAGE;
+
+        } else if (strcmp(type, "file") == 0) {
+            kind = MG_X_PART_FILE;
+
+        } else if (strcmp(type, "input_audio") == 0) {
+            kind = MG_X_PART_AUDIO;
+
+            if (!cc->audio) {
+                return mg_x_bad(err, "messages", "messages[%zu].content[%zu]"
+                                ": audio input is not supported by this "
+                                "model's backend.", i, j);
+            }
+
+        } else {
+            kind = 0;
+        }
+
+        if (!(allow & kind)) {
+            return mg_x_bad(err, "messages", "messages[%zu].content[%zu]: a "
+                            "\"%s\" part is not supported here.", i, j,
+                            type);
+        }
+
+        b = NULL;
+
+        rc = cc->media(data, kind, part, i, j, &b, err);
+        if (rc != MG_X_OK) {
+            return rc;
+        }
+    }
+
+    if (cc->add) {
+        return cc->add(data, allow, part, b, blocks);
+    }
+
+    return json_array_append_new(blocks, b) == 0 ? MG_X_OK : MG_X_NOMEM;
 }
 
 

@@ -126,6 +126,34 @@ int mg_x_file_data(json_t *part, size_t i, size_t j, mg_x_file_t *f,
 int mg_x_file_is_pdf(const mg_x_file_t *f);
 int mg_x_tool_call(json_t *c, size_t i, size_t k, json_t **id,
     json_t **name, json_t **input, mg_xerror_t *err);
+
+/*
+ * A message's content, a string or an array of parts, made into blocks:
+ * text (and refusal parts, with MG_X_PART_REFUSAL in allow) by text(),
+ * the image, file and audio parts allowed in this message by media();
+ * add() appends a block with what its part asks besides (prompt caching
+ * markers; MG_X_PART_CACHE in allow says where they are wanted), or, when
+ * NULL, the block alone.  A part the message does not allow is a 400 that
+ * says so; audio, without audio set, is one that says the provider takes
+ * none.
+ */
+#define MG_X_PART_REFUSAL  0x01
+#define MG_X_PART_IMAGE    0x02
+#define MG_X_PART_FILE     0x04
+#define MG_X_PART_AUDIO    0x08
+#define MG_X_PART_CACHE    0x10
+
+typedef struct {
+    json_t    *(*text)(json_t *s);
+    int        (*media)(void *data, unsigned kind, json_t *part, size_t i,
+                        size_t j, json_t **block, mg_xerror_t *err);
+    int        (*add)(void *data, unsigned allow, json_t *part,
+                      json_t *block, json_t *blocks);
+    unsigned     audio;
+} mg_x_content_t;
+
+int mg_x_content(const mg_x_content_t *cc, void *data, json_t *content,
+    unsigned allow, json_t *blocks, size_t i, mg_xerror_t *err);
 long long mg_x_tokens(json_t *usage, const char *key, long long dflt);
 int mg_x_bad_backend(mg_xerror_t *err, const char *what);
 int mg_x_req_check(json_t *in, int penalties, mg_xerror_t *err);
