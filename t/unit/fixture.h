@@ -373,6 +373,91 @@ check_request_400(size_t min, fixture_request_pt translate)
 }
 
 
+/*
+ * What every request translator does alike: it appends to what out holds,
+ * refuses no body, and keeps its error messages valid UTF-8 (bad bytes
+ * quoted by jansson replaced, a long value cut on a character boundary).
+ */
+
+static inline void
+check_request_common(fixture_request_pt translate)
+{
+    int           rc, stream, usage;
+    json_t       *j;
+    mg_buf_t      out;
+    mg_xerror_t   err;
+
+    static const char  body[] =
+        "{\"model\":\"client-model\",\"messages\":[{\"role\":\"user\","
+        "\"content\":\"x\"}]}";
+
+    /* "messages[0]: the role \"x" and 115 of 2 bytes, 1 byte cut off */
+
+    static const char  role[] =
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"x"
+        "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"
+        "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"
+        "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"
+        "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"
+        "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"
+        "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"
+        "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"
+        "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"
+        "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"
+        "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"
+        "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"
+        "\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9\u00e9"
+        "\"}]}";
+
+    memset(&out, 0, sizeof(mg_buf_t));
+    memset(&err, 0, sizeof(mg_xerror_t));
+
+    mg_buf_append(&out, "[prefix]", 8);
+
+    rc = translate(body, sizeof(body) - 1, 0, 0, 0, &out, &stream, &usage,
+                   &err);
+
+    ok(rc == MG_X_OK && out.len > 8 && memcmp(out.data, "[prefix]{", 9) == 0
+       && out.data[out.len - 1] == '}',
+       "request: appended to what out held");
+
+    rc = translate(NULL, 0, 0, 0, 0, &out, &stream, &usage, &err);
+
+    ok(rc == MG_X_ERROR && err.status == 400, "request: no body is a 400");
+
+    memset(&err, 0, sizeof(mg_xerror_t));
+
+    rc = translate("{\"messages\": [\xff\xfe\xc3]}",
+                   sizeof("{\"messages\": [\xff\xfe\xc3]}") - 1, 0, 0, 0,
+                   &out, &stream, &usage, &err);
+    j = json_string(err.message);
+
+    if (!ok(rc == MG_X_ERROR && err.status == 400 && j != NULL,
+            "request: invalid UTF-8 quoted in the message is replaced"))
+    {
+        tap_diag_str("message", err.message, strlen(err.message));
+    }
+
+    json_decref(j);
+
+    memset(&err, 0, sizeof(mg_xerror_t));
+
+    rc = translate(role, sizeof(role) - 1, 0, 0, 0, &out, &stream, &usage,
+                   &err);
+    j = json_string(err.message);
+
+    if (!ok(rc == MG_X_ERROR && j != NULL && strlen(err.message) == 254,
+            "request: a long role is cut on a character boundary"))
+    {
+        tap_diag_str("message", err.message, strlen(err.message));
+    }
+
+    json_decref(j);
+
+    mg_buf_free(&out);
+}
+
+
 /* errors */
 
 static inline int
