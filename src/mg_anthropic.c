@@ -31,6 +31,7 @@ static int mg_a_req_tool_result(json_t *m, json_t *blocks, size_t i,
     mg_xerror_t *err);
 static int mg_a_req_content(json_t *content, unsigned allow, json_t *blocks,
     size_t i, mg_xerror_t *err);
+static const mg_x_content_t  mg_a_content;
 static int mg_a_req_image(json_t *part, json_t **block, size_t i, size_t j,
     mg_xerror_t *err);
 static int mg_a_req_file(json_t *part, json_t **block, size_t i, size_t j,
@@ -324,37 +325,11 @@ mg_a_req_assistant(json_t *m, json_t *blocks, size_t i, mg_xerror_t *err)
 {
     int      rc;
     size_t   k;
-    json_t  *calls, *c, *id, *name, *input, *b, *v;
+    json_t  *calls, *c, *id, *name, *input, *b;
 
-    rc = mg_a_req_content(json_object_get(m, "content"),
-                          MG_X_PART_REFUSAL, blocks, i, err);
-    if (rc != MG_X_OK) {
+    rc = mg_x_assistant(&mg_a_content, NULL, m, 0, blocks, i, &calls, err);
+    if (rc != MG_X_OK || calls == NULL) {
         return rc;
-    }
-
-    /* an assistant turn that was a refusal keeps its words */
-
-    v = mg_x_get(m, "refusal");
-
-    if (json_array_size(blocks) == 0 && json_is_string(v)
-        && json_string_length(v))
-    {
-        b = json_pack("{s:s,s:O}", "type", "text", "text", v);
-
-        if (b == NULL || json_array_append_new(blocks, b) != 0) {
-            return MG_X_NOMEM;
-        }
-    }
-
-    calls = mg_x_get(m, "tool_calls");
-
-    if (calls == NULL) {
-        return MG_X_OK;
-    }
-
-    if (!json_is_array(calls)) {
-        return mg_x_bad(err, "messages", "messages[%zu].tool_calls must be "
-                        "an array.", i);
     }
 
     json_array_foreach(calls, k, c) {

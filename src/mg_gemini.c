@@ -55,6 +55,7 @@ static int mg_g_req_tool_result(json_t *msgs, json_t *m, json_t *parts,
 static json_t *mg_g_call_name(json_t *msgs, size_t i, json_t *id);
 static int mg_g_req_content(json_t *content, unsigned allow, json_t *parts,
     size_t i, mg_xerror_t *err);
+static const mg_x_content_t  mg_g_content;
 static int mg_g_req_image(json_t *part, json_t **gp, size_t i, size_t j,
     mg_xerror_t *err);
 static int mg_g_req_file(json_t *part, json_t **gp, size_t i, size_t j,
@@ -343,37 +344,11 @@ mg_g_req_assistant(json_t *m, json_t *parts, size_t i, mg_xerror_t *err)
 {
     int      rc;
     size_t   k;
-    json_t  *calls, *c, *id, *name, *input, *p, *v, *sig;
+    json_t  *calls, *c, *id, *name, *input, *p, *sig;
 
-    rc = mg_g_req_content(json_object_get(m, "content"),
-                          MG_X_PART_REFUSAL, parts, i, err);
-    if (rc != MG_X_OK) {
+    rc = mg_x_assistant(&mg_g_content, NULL, m, 0, parts, i, &calls, err);
+    if (rc != MG_X_OK || calls == NULL) {
         return rc;
-    }
-
-    /* an assistant turn that was a refusal keeps its words */
-
-    v = mg_x_get(m, "refusal");
-
-    if (json_array_size(parts) == 0 && json_is_string(v)
-        && json_string_length(v))
-    {
-        p = json_pack("{s:O}", "text", v);
-
-        if (p == NULL || json_array_append_new(parts, p) != 0) {
-            return MG_X_NOMEM;
-        }
-    }
-
-    calls = mg_x_get(m, "tool_calls");
-
-    if (calls == NULL) {
-        return MG_X_OK;
-    }
-
-    if (!json_is_array(calls)) {
-        return mg_x_bad(err, "messages", "messages[%zu].tool_calls must be "
-                        "an array.", i);
     }
 
     json_array_foreach(calls, k, c) {

@@ -620,6 +620,49 @@ mg_x_content_part(const mg_x_content_t *cc, void *data, json_t *part,
 
 
 /*
+ * The text of an assistant message: its content, else its refusal, which
+ * keeps its words; and its tool_calls, an array, or NULL when there are
+ * none.
+ */
+
+int
+mg_x_assistant(const mg_x_content_t *cc, void *data, json_t *m,
+    unsigned allow, json_t *blocks, size_t i, json_t **calls,
+    mg_xerror_t *err)
+{
+    int      rc;
+    json_t  *v, *b;
+
+    rc = mg_x_content(cc, data, json_object_get(m, "content"),
+                      allow | MG_X_PART_REFUSAL, blocks, i, err);
+    if (rc != MG_X_OK) {
+        return rc;
+    }
+
+    v = mg_x_get(m, "refusal");
+
+    if (json_array_size(blocks) == 0 && json_is_string(v)
+        && json_string_length(v))
+    {
+        b = cc->text(v);
+
+        if (b == NULL || json_array_append_new(blocks, b) != 0) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    *calls = mg_x_get(m, "tool_calls");
+
+    if (*calls && !json_is_array(*calls)) {
+        return mg_x_bad(err, "messages", "messages[%zu].tool_calls must be "
+                        "an array.", i);
+    }
+
+    return MG_X_OK;
+}
+
+
+/*
  * One function call of an assistant message's tool_calls: its id and its
  * function's name (borrowed) and its arguments parsed (a new reference in
  * *input).  Anything else is the client's 400.

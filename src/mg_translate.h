@@ -154,6 +154,9 @@ typedef struct {
 
 int mg_x_content(const mg_x_content_t *cc, void *data, json_t *content,
     unsigned allow, json_t *blocks, size_t i, mg_xerror_t *err);
+int mg_x_assistant(const mg_x_content_t *cc, void *data, json_t *m,
+    unsigned allow, json_t *blocks, size_t i, json_t **calls,
+    mg_xerror_t *err);
 long long mg_x_tokens(json_t *usage, const char *key, long long dflt);
 int mg_x_bad_backend(mg_xerror_t *err, const char *what);
 int mg_x_req_check(json_t *in, int penalties, mg_xerror_t *err);
