@@ -960,9 +960,8 @@ mg_b_req_tools(json_t *in, json_t *req, mg_b_req_t *ctx, mg_xerror_t *err)
 {
     int          rc, none;
     size_t       i;
-    json_t      *tools, *specs, *t, *fn, *name, *desc, *params, *schema;
+    json_t      *tools, *specs, *t, *name, *desc, *params, *schema;
     json_t      *b, *v, *choice, *tc;
-    const char  *type;
 
     tools = mg_x_get(in, "tools");
 
@@ -981,28 +980,8 @@ mg_b_req_tools(json_t *in, json_t *req, mg_b_req_t *ctx, mg_xerror_t *err)
     tc = NULL;
 
     json_array_foreach(tools, i, t) {
-        type = json_string_value(json_object_get(t, "type"));
-        fn = json_object_get(t, "function");
-
-        if (!json_is_object(t) || (type && strcmp(type, "function") != 0)) {
-            rc = mg_x_bad(err, "tools", "tools[%zu]: only function tools "
-                          "are supported by this model's backend.", i);
-            goto done;
-        }
-
-        name = json_object_get(fn, "name");
-        desc = mg_x_get(fn, "description");
-        params = mg_x_get(fn, "parameters");
-        v = mg_x_get(fn, "strict");
-
-        if (!json_is_string(name) || json_string_length(name) == 0
-            || (desc && !json_is_string(desc))
-            || (params && !json_is_object(params))
-            || (v && !json_is_boolean(v)))
-        {
-            rc = mg_x_bad(err, "tools", "tools[%zu].function needs a name, "
-                          "and description, parameters and strict of the "
-                          "right types.", i);
+        rc = mg_x_tool_def(t, i, &name, &desc, &params, &v, err);
+        if (rc != MG_X_OK) {
             goto done;
         }
 

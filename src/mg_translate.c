@@ -663,6 +663,45 @@ mg_x_assistant(const mg_x_content_t *cc, void *data, json_t *m,
 
 
 /*
+ * One entry of a request's tools: a function with a name, and its
+ * description, parameters and strict flag (borrowed, NULL when absent).
+ */
+
+int
+mg_x_tool_def(json_t *t, size_t i, json_t **name, json_t **desc,
+    json_t **params, json_t **strict, mg_xerror_t *err)
+{
+    json_t      *fn;
+    const char  *type;
+
+    type = json_string_value(json_object_get(t, "type"));
+    fn = json_object_get(t, "function");
+
+    if (!json_is_object(t) || (type && strcmp(type, "function") != 0)) {
+        return mg_x_bad(err, "tools", "tools[%zu]: only function tools "
+                        "are supported by this model's backend.", i);
+    }
+
+    *name = json_object_get(fn, "name");
+    *desc = mg_x_get(fn, "description");
+    *params = mg_x_get(fn, "parameters");
+    *strict = mg_x_get(fn, "strict");
+
+    if (!json_is_string(*name) || json_string_length(*name) == 0
+        || (*desc && !json_is_string(*desc))
+        || (*params && !json_is_object(*params))
+        || (*strict && !json_is_boolean(*strict)))
+    {
+        return mg_x_bad(err, "tools", "tools[%zu].function needs a name, "
+                        "and description, parameters and strict of the "
+                        "right types.", i);
+    }
+
+    return MG_X_OK;
+}
+
+
+/*
  * One function call of an assistant message's tool_calls: its id and its
  * function's name (borrowed) and its arguments parsed (a new reference in
  * *input).  Anything else is the client's 400.

@@ -126,6 +126,8 @@ int mg_x_file_data(json_t *part, size_t i, size_t j, mg_x_file_t *f,
 int mg_x_file_is_pdf(const mg_x_file_t *f);
 int mg_x_tool_call(json_t *c, size_t i, size_t k, json_t **id,
     json_t **name, json_t **input, mg_xerror_t *err);
+int mg_x_tool_def(json_t *t, size_t i, json_t **name, json_t **desc,
+    json_t **params, json_t **strict, mg_xerror_t *err);
 
 /*
  * A message's content, a string or an array of parts, made into blocks:
