@@ -183,9 +183,9 @@ static int
 mg_a_req_head(json_t *in, const mg_anthropic_opts_t *o, json_t *req,
     mg_xerror_t *err)
 {
-    long         n;
-    json_t      *v;
-    const char  *name;
+    int      rc;
+    long     n;
+    json_t  *v;
 
     if (o && o->model && o->model_len) {
         v = json_stringn(o->model, o->model_len);
@@ -204,22 +204,14 @@ mg_a_req_head(json_t *in, const mg_anthropic_opts_t *o, json_t *req,
         return MG_X_NOMEM;
     }
 
-    /* max_completion_tokens replaces max_tokens; Anthropic requires one */
+    /* Anthropic requires a limit */
 
-    name = "max_completion_tokens";
-    v = mg_x_get(in, name);
-
-    if (v == NULL) {
-        name = "max_tokens";
-        v = mg_x_get(in, name);
+    rc = mg_x_max_tokens(in, &v, err);
+    if (rc != MG_X_OK) {
+        return rc;
     }
 
     if (v) {
-        if (!json_is_integer(v) || json_integer_value(v) <= 0) {
-            return mg_x_bad(err, name, "%s must be a positive integer.",
-                            name);
-        }
-
         json_incref(v);
 
     } else {
@@ -882,83 +874,33 @@ mg_a_req_params(json_t *in, json_t *req, int *stream, int *include_usage,
     mg_xerror_t *err)
 {
     int          rc;
-    size_t       i;
-    double       t;
-    json_t      *v, *seq, *s, *md;
+    json_t      *v, *seq, *temp, *top_p, *md;
     const char  *key;
 
-    v = mg_x_get(in, "stop");
+    rc = mg_x_stop(in, 0, &seq, err);
 
-    if (v) {
-        if (json_is_string(v)) {
-            seq = json_pack("[O]", v);
-
-        } else if (json_is_array(v)) {
-            json_array_foreach(v, i, s) {
-                if (!json_is_string(s)) {
-                    return mg_x_bad(err, "stop", "stop must be a string or "
-                                    "an array of strings.");
-                }
-            }
-
-            seq = json_incref(v);
-
-        } else {
-            return mg_x_bad(err, "stop", "stop must be a string or an array "
-                            "of strings.");
-        }
-
-        if (seq == NULL) {
-            return MG_X_NOMEM;
-        }
-
-        if (json_array_size(seq) == 0) {
-            json_decref(seq);
-
-        } else if (mg_x_set(req, "stop_sequences", seq) != MG_X_OK) {
-            return MG_X_NOMEM;
-        }
+    if (rc == MG_X_OK) {
+        rc = mg_x_sampling(in, &temp, &top_p, err);
     }
 
-    /* OpenAI's range is 0..2, Anthropic's 0..1 */
-
-    v = mg_x_get(in, "temperature");
-
-    if (v) {
-        if (!json_is_number(v)) {
-            return mg_x_bad(err, "temperature", "temperature must be a "
-                            "number.");
-        }
-
-        t = json_number_value(v);
-
-        if (t < 0 || t > 1) {
-            v = json_real(t < 0 ? 0.0 : 1.0);
-
-        } else {
-            json_incref(v);
-        }
-
-        if (mg_x_set(req, "temperature", v) != MG_X_OK) {
-            return MG_X_NOMEM;
-        }
+    if (rc != MG_X_OK) {
+        json_decref(seq);
+        return rc;
     }
 
-    /* top_p 1 (OpenAI's default, sent by many clients) changes nothing,
-     * and recent Claude models refuse temperature and top_p together */
+    if ((seq && json_object_set(req, "stop_sequences", seq) != 0)
+        || (temp && json_object_set(req, "temperature", temp) != 0)
+        || (top_p && json_object_set(req, "top_p", top_p) != 0))
+    {
+        rc = MG_X_NOMEM;
+    }
 
-    v = mg_x_get(in, "top_p");
+    json_decref(seq);
+    json_decref(temp);
+    json_decref(top_p);
 
-    if (v) {
-        if (!json_is_number(v)) {
-            return mg_x_bad(err, "top_p", "top_p must be a number.");
-        }
-
-        if (json_number_value(v) != 1
-            && json_object_set(req, "top_p", v) != 0)
-        {
-            return MG_X_NOMEM;
-        }
+    if (rc != MG_X_OK) {
+        return rc;
     }
 
     /* not OpenAI's, but many clients send it for Anthropic models */

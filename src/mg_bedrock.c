@@ -1171,9 +1171,8 @@ static int
 mg_b_req_params(json_t *in, json_t *req, const mg_bedrock_opts_t *o,
     int *stream, int *include_usage, mg_xerror_t *err)
 {
-    size_t       i;
-    double       t;
-    json_t      *ic, *v, *seq, *s;
+    int          rc;
+    json_t      *ic, *v, *seq, *temp, *top_p;
     const char  *key;
 
     ic = json_object();
@@ -1181,119 +1180,49 @@ mg_b_req_params(json_t *in, json_t *req, const mg_bedrock_opts_t *o,
         return MG_X_NOMEM;
     }
 
-    /* max_completion_tokens replaces max_tokens */
+    seq = NULL;
 
-    key = "max_completion_tokens";
-    v = mg_x_get(in, key);
+    rc = mg_x_max_tokens(in, &v, err);
 
-    if (v == NULL) {
-        key = "max_tokens";
-        v = mg_x_get(in, key);
+    if (rc == MG_X_OK) {
+        rc = mg_x_stop(in, 1, &seq, err);
     }
 
-    if (v) {
-        if (!json_is_integer(v) || json_integer_value(v) <= 0) {
-            json_decref(ic);
-            return mg_x_bad(err, key, "%s must be a positive integer.", key);
+    if (rc == MG_X_OK) {
+        rc = mg_x_sampling(in, &temp, &top_p, err);
+    }
+
+    if (rc != MG_X_OK) {
+        json_decref(seq);
+        json_decref(ic);
+        return rc;
+    }
+
+    if (v == NULL && o && o->default_max_tokens > 0) {
+        v = json_integer(o->default_max_tokens);
+        if (v == NULL) {
+            rc = MG_X_NOMEM;
         }
 
-        if (json_object_set(ic, "maxTokens", v) != 0) {
-            goto nomem;
-        }
+    } else {
+        json_incref(v);
+    }
 
-    } else if (o && o->default_max_tokens > 0
-               && mg_x_set(ic, "maxTokens",
-                           json_integer(o->default_max_tokens))
-                  != MG_X_OK)
+    if ((v && json_object_set(ic, "maxTokens", v) != 0)
+        || (temp && json_object_set(ic, "temperature", temp) != 0)
+        || (top_p && json_object_set(ic, "topP", top_p) != 0)
+        || (seq && json_object_set(ic, "stopSequences", seq) != 0))
     {
+        rc = MG_X_NOMEM;
+    }
+
+    json_decref(v);
+    json_decref(temp);
+    json_decref(top_p);
+    json_decref(seq);
+
+    if (rc != MG_X_OK) {
         goto nomem;
-    }
-
-    /* OpenAI's range is 0..2, Converse's 0..1 */
-
-    v = mg_x_get(in, "temperature");
-
-    if (v) {
-        if (!json_is_number(v)) {
-            json_decref(ic);
-            return mg_x_bad(err, "temperature", "temperature must be a "
-                            "number.");
-        }
-
-        t = json_number_value(v);
-
-        if (t < 0 || t > 1) {
-            v = json_real(t < 0 ? 0.0 : 1.0);
-
-        } else {
-            json_incref(v);
-        }
-
-        if (mg_x_set(ic, "temperature", v) != MG_X_OK) {
-            goto nomem;
-        }
-    }
-
-    /* top_p 1 (OpenAI's default, sent by many clients) changes nothing,
-     * and recent Claude models refuse temperature and top_p together */
-
-    v = mg_x_get(in, "top_p");
-
-    if (v) {
-        if (!json_is_number(v)) {
-            json_decref(ic);
-            return mg_x_bad(err, "top_p", "top_p must be a number.");
-        }
-
-        if (json_number_value(v) != 1 && json_object_set(ic, "topP", v) != 0)
-        {
-            goto nomem;
-        }
-    }
-
-    /* stop sequences must not be empty: an empty one matches nothing */
-
-    v = mg_x_get(in, "stop");
-
-    if (v) {
-        if (json_is_string(v)) {
-            seq = json_pack("[O]", v);
-
-        } else if (json_is_array(v)) {
-            seq = json_array();
-
-            json_array_foreach(v, i, s) {
-                if (!json_is_string(s)) {
-                    json_decref(seq);
-                    json_decref(ic);
-                    return mg_x_bad(err, "stop", "stop must be a string or "
-                                    "an array of strings.");
-                }
-
-                if (seq && json_string_length(s)
-                    && json_array_append(seq, s) != 0)
-                {
-                    json_decref(seq);
-                    seq = NULL;
-                }
-            }
-
-        } else {
-            json_decref(ic);
-            return mg_x_bad(err, "stop", "stop must be a string or an array "
-                            "of strings.");
-        }
-
-        if (seq == NULL) {
-            goto nomem;
-        }
-
-        if (json_string_length(json_array_get(seq, 0)) == 0) {
-            json_decref(seq);
-
-        } else if (mg_x_set(ic, "stopSequences", seq) != MG_X_OK) {
-            goto nomem;
-        }
     }
 
     if (json_object_size(ic)

@@ -1521,9 +1521,9 @@ static int
 mg_g_req_config(json_t *in, const mg_gemini_opts_t *o, json_t *gc,
     mg_xerror_t *err)
 {
-    size_t       i, k;
-    json_t      *v, *seq, *s;
-    const char  *name;
+    int      rc;
+    size_t   k;
+    json_t  *v, *seq;
 
     static const struct {
         const char  *openai;
@@ -1535,22 +1535,12 @@ mg_g_req_config(json_t *in, const mg_gemini_opts_t *o, json_t *gc,
         { "frequency_penalty", "frequencyPenalty" }
     };
 
-    /* max_completion_tokens replaces max_tokens */
-
-    name = "max_completion_tokens";
-    v = mg_x_get(in, name);
-
-    if (v == NULL) {
-        name = "max_tokens";
-        v = mg_x_get(in, name);
+    rc = mg_x_max_tokens(in, &v, err);
+    if (rc != MG_X_OK) {
+        return rc;
     }
 
     if (v) {
-        if (!json_is_integer(v) || json_integer_value(v) <= 0) {
-            return mg_x_bad(err, name, "%s must be a positive integer.",
-                            name);
-        }
-
         if (json_object_set(gc, "maxOutputTokens", v) != 0) {
             return MG_X_NOMEM;
         }
@@ -1614,37 +1604,13 @@ mg_g_req_config(json_t *in, const mg_gemini_opts_t *o, json_t *gc,
         }
     }
 
-    v = mg_x_get(in, "stop");
+    rc = mg_x_stop(in, 0, &seq, err);
+    if (rc != MG_X_OK) {
+        return rc;
+    }
 
-    if (v) {
-        if (json_is_string(v)) {
-            seq = json_pack("[O]", v);
-
-        } else if (json_is_array(v)) {
-            json_array_foreach(v, i, s) {
-                if (!json_is_string(s)) {
-                    return mg_x_bad(err, "stop", "stop must be a string or "
-                                    "an array of strings.");
-                }
-            }
-
-            seq = json_incref(v);
-
-        } else {
-            return mg_x_bad(err, "stop", "stop must be a string or an array "
-                            "of strings.");
-        }
-
-        if (seq == NULL) {
-            return MG_X_NOMEM;
-        }
-
-        if (json_array_size(seq) == 0) {
-            json_decref(seq);
-
-        } else if (mg_x_set(gc, "stopSequences", seq) != MG_X_OK) {
-            return MG_X_NOMEM;
-        }
+    if (seq && mg_x_set(gc, "stopSequences", seq) != MG_X_OK) {
+        return MG_X_NOMEM;
     }
 
     /* n was checked; 1 is Gemini's default */

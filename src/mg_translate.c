@@ -702,6 +702,147 @@ mg_x_tool_def(json_t *t, size_t i, json_t **name, json_t **desc,
 
 
 /*
+ * The client's output limit (borrowed), NULL when it set none:
+ * max_completion_tokens replaces max_tokens.
+ */
+
+int
+mg_x_max_tokens(json_t *in, json_t **v, mg_xerror_t *err)
+{
+    const char  *name;
+
+    name = "max_completion_tokens";
+    *v = mg_x_get(in, name);
+
+    if (*v == NULL) {
+        name = "max_tokens";
+        *v = mg_x_get(in, name);
+    }
+
+    if (*v && (!json_is_integer(*v) || json_integer_value(*v) <= 0)) {
+        return mg_x_bad(err, name, "%s must be a positive integer.", name);
+    }
+
+    return MG_X_OK;
+}
+
+
+/*
+ * temperature, clamped to 0..1 (OpenAI's range is 0..2, Anthropic's and
+ * Converse's 0..1), and top_p, left out when 1: OpenAI's default, sent by
+ * many clients, changes nothing, and recent Claude models refuse
+ * temperature and top_p together.  New references, NULL when absent.
+ */
+
+int
+mg_x_sampling(json_t *in, json_t **temp, json_t **top_p, mg_xerror_t *err)
+{
+    double   t;
+    json_t  *v;
+
+    *temp = NULL;
+    *top_p = NULL;
+
+    v = mg_x_get(in, "temperature");
+
+    if (v && !json_is_number(v)) {
+        return mg_x_bad(err, "temperature", "temperature must be a number.");
+    }
+
+    if (v) {
+        t = json_number_value(v);
+
+        *temp = (t < 0 || t > 1) ? json_real(t < 0 ? 0.0 : 1.0)
+                                 : json_incref(v);
+        if (*temp == NULL) {
+            return MG_X_NOMEM;
+        }
+    }
+
+    v = mg_x_get(in, "top_p");
+
+    if (v && !json_is_number(v)) {
+        json_decref(*temp);
+        *temp = NULL;
+        return mg_x_bad(err, "top_p", "top_p must be a number.");
+    }
+
+    if (v && json_number_value(v) != 1) {
+        *top_p = json_incref(v);
+    }
+
+    return MG_X_OK;
+}
+
+
+/*
+ * stop, a string or an array of strings, as an array (a new reference),
+ * NULL when absent or empty.  With drop_empty, empty strings are left
+ * out: they match nothing, and Converse refuses them.
+ */
+
+int
+mg_x_stop(json_t *in, int drop_empty, json_t **seq, mg_xerror_t *err)
+{
+    size_t   i;
+    json_t  *v, *s;
+
+    *seq = NULL;
+
+    v = mg_x_get(in, "stop");
+
+    if (v == NULL) {
+        return MG_X_OK;
+    }
+
+    if (json_is_string(v)) {
+        v = json_pack("[O]", v);
+
+    } else if (json_is_array(v)) {
+        json_array_foreach(v, i, s) {
+            if (!json_is_string(s)) {
+                v = NULL;
+                break;
+            }
+        }
+
+        if (v == NULL) {
+            return mg_x_bad(err, "stop", "stop must be a string or an "
+                            "array of strings.");
+        }
+
+        v = json_copy(v);
+
+    } else {
+        return mg_x_bad(err, "stop", "stop must be a string or an array of "
+                        "strings.");
+    }
+
+    if (v == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    for (i = 0; drop_empty && i < json_array_size(v); /* void */) {
+        if (json_string_length(json_array_get(v, i)) == 0) {
+            (void) json_array_remove(v, i);
+            continue;
+        }
+
+        i++;
+    }
+
+    if (json_array_size(v) == 0) {
+        json_decref(v);
+        return MG_X_OK;
+    }
+
+    *seq = v;
+
+    return MG_X_OK;
+}
+
+
+/*
  * One function call of an assistant message's tool_calls: its id and its
  * function's name (borrowed) and its arguments parsed (a new reference in
  * *input).  Anything else is the client's 400.

@@ -128,6 +128,10 @@ int mg_x_tool_call(json_t *c, size_t i, size_t k, json_t **id,
     json_t **name, json_t **input, mg_xerror_t *err);
 int mg_x_tool_def(json_t *t, size_t i, json_t **name, json_t **desc,
     json_t **params, json_t **strict, mg_xerror_t *err);
+int mg_x_max_tokens(json_t *in, json_t **v, mg_xerror_t *err);
+int mg_x_sampling(json_t *in, json_t **temp, json_t **top_p,
+    mg_xerror_t *err);
+int mg_x_stop(json_t *in, int drop_empty, json_t **seq, mg_xerror_t *err);
 
 /*
  * A message's content, a string or an array of parts, made into blocks:
