@@ -1962,43 +1962,22 @@ static int
 mg_a_stream_start(mg_anthropic_stream_t *st, json_t *j, mg_buf_t *out)
 {
     int      rc;
-    char    *p;
-    json_t  *msg, *id, *u, *head, *delta;
+    json_t  *msg, *id, *u, *delta;
 
     msg = json_object_get(j, "message");
     id = json_object_get(msg, "id");
     u = json_object_get(msg, "usage");
 
-    head = json_object();
+    /* every chunk goes on after these members */
 
-    if (head == NULL
-        || mg_x_set(head, "id",
-                    mg_x_prefixed("chatcmpl-",
-                                  json_is_string(id) ? json_string_value(id)
-                                                     : "",
-                                  json_string_length(id)))
-           != MG_X_OK
-        || mg_x_set_str(head, "object", "chat.completion.chunk") != MG_X_OK
-        || mg_x_set(head, "created", json_integer(st->created)) != MG_X_OK
-        || mg_x_set(head, "model", json_stringn(st->model, st->model_len))
-           != MG_X_OK)
-    {
-        json_decref(head);
+    st->prefix = mg_x_chunk_head("chatcmpl-",
+                                 json_is_string(id) ? json_string_value(id)
+                                                    : "",
+                                 json_string_length(id), st->created,
+                                 st->model, st->model_len, &st->prefix_len);
+    if (st->prefix == NULL) {
         return MG_X_NOMEM;
     }
-
-    p = json_dumps(head, JSON_COMPACT);
-
-    json_decref(head);
-
-    if (p == NULL) {
-        return MG_X_NOMEM;
-    }
-
-    /* every chunk goes on after these members: drop the closing brace */
-
-    st->prefix = p;
-    st->prefix_len = strlen(p) - 1;
 
     st->input_tokens = mg_x_tokens(u, "input_tokens", 0);
     st->output_tokens = mg_x_tokens(u, "output_tokens", 0);

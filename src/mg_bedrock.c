@@ -2151,32 +2151,17 @@ static int
 mg_b_stream_start(mg_bedrock_stream_t *st, mg_buf_t *out)
 {
     int      rc;
-    char    *p;
-    json_t  *head, *delta;
+    json_t  *delta;
 
-    head = json_pack("{s:s,s:s,s:I,s:s%}", "id", st->id,
-                     "object", "chat.completion.chunk",
-                     "created", (json_int_t) st->created,
-                     "model", st->model, st->model_len);
-    if (head == NULL) {
-        return MG_X_NOMEM;
-    }
-
-    /* json_pack() keeps the order given: the id comes first */
-
-    p = json_dumps(head, JSON_COMPACT | JSON_PRESERVE_ORDER);
-
-    json_decref(head);
-
-    if (p == NULL) {
-        return MG_X_NOMEM;
-    }
-
-    /* every chunk goes on after these members: drop the closing brace */
+    /* every chunk goes on after these members */
 
     free(st->prefix);
-    st->prefix = p;
-    st->prefix_len = strlen(p) - 1;
+
+    st->prefix = mg_x_chunk_head("", st->id, strlen(st->id), st->created,
+                                 st->model, st->model_len, &st->prefix_len);
+    if (st->prefix == NULL) {
+        return MG_X_NOMEM;
+    }
 
     delta = json_pack("{s:s,s:s}", "role", "assistant", "content", "");
     if (delta == NULL) {

@@ -2540,41 +2540,21 @@ mg_g_stream_fast(mg_gemini_stream_t *st, const char *data, size_t len,
 static int
 mg_g_stream_start(mg_gemini_stream_t *st, json_t *j)
 {
-    char    *p;
-    json_t  *rid, *head;
+    json_t  *rid;
 
     rid = json_object_get(j, "responseId");
 
-    head = json_object();
+    /* every chunk goes on after these members */
 
-    if (head == NULL
-        || mg_x_set(head, "id",
-                    mg_x_prefixed("chatcmpl-",
-                                  json_is_string(rid) ? json_string_value(rid)
-                                                      : "",
-                                  json_string_length(rid)))
-           != MG_X_OK
-        || mg_x_set_str(head, "object", "chat.completion.chunk") != MG_X_OK
-        || mg_x_set(head, "created", json_integer(st->created)) != MG_X_OK
-        || mg_x_set(head, "model", json_stringn(st->model, st->model_len))
-           != MG_X_OK)
-    {
-        json_decref(head);
+    st->prefix = mg_x_chunk_head("chatcmpl-",
+                                 json_is_string(rid) ? json_string_value(rid)
+                                                     : "",
+                                 json_string_length(rid), st->created,
+                                 st->model, st->model_len, &st->prefix_len);
+    if (st->prefix == NULL) {
         return MG_X_NOMEM;
     }
 
-    p = json_dumps(head, JSON_COMPACT);
-
-    json_decref(head);
-
-    if (p == NULL) {
-        return MG_X_NOMEM;
-    }
-
-    /* every chunk goes on after these members: drop the closing brace */
-
-    st->prefix = p;
-    st->prefix_len = strlen(p) - 1;
     st->seed = mg_g_seed(rid, st->created);
     st->started = 1;
 

@@ -957,6 +957,43 @@ mg_x_chunk_raw(mg_buf_t *out, const char *prefix, size_t prefix_len,
 
 
 /*
+ * The members every chunk of a translated stream starts with, written
+ * once: {"id":"<id_prefix><id>","object":"chat.completion.chunk",
+ * "created":..,"model":"..", without the closing brace, as the chunks go
+ * on after them.  malloc()ed, its length in *len; NULL when out of memory.
+ */
+
+char *
+mg_x_chunk_head(const char *id_prefix, const char *id, size_t id_len,
+    long long created, const char *model, size_t model_len, size_t *len)
+{
+    char    *p;
+    json_t  *head;
+
+    head = json_pack("{s:o,s:s,s:I,s:s%}",
+                     "id", mg_x_prefixed(id_prefix, id, id_len),
+                     "object", "chat.completion.chunk",
+                     "created", (json_int_t) created,
+                     "model", model, model_len);
+    if (head == NULL) {
+        return NULL;
+    }
+
+    /* jansson keeps the members in the order given */
+
+    p = json_dumps(head, JSON_COMPACT | JSON_PRESERVE_ORDER);
+
+    json_decref(head);
+
+    if (p != NULL) {
+        *len = strlen(p) - 1;
+    }
+
+    return p;
+}
+
+
+/*
  * The end of a translated stream: the usage chunk OpenAI sends with
  * stream_options.include_usage (when usage is not NULL), then [DONE].
  */
