@@ -781,68 +781,24 @@ static int
 mg_a_req_tool_choice(json_t *in, json_t *req, size_t ntools,
     mg_xerror_t *err)
 {
-    json_t      *choice, *ptc, *tc, *name;
-    const char  *s, *type;
+    int             rc;
+    json_t         *tc, *ptc, *name;
+    const char     *type;
+    mg_x_choice_t   c;
 
-    choice = mg_x_get(in, "tool_choice");
-    ptc = mg_x_get(in, "parallel_tool_calls");
+    static const char  *types[] = { NULL, "auto", "any", "none", "tool" };
 
-    if (ptc && !json_is_boolean(ptc)) {
-        return mg_x_bad(err, "parallel_tool_calls", "parallel_tool_calls "
-                        "must be a boolean.");
-    }
-
-    type = NULL;
-    name = NULL;
-
-    if (choice) {
-        s = json_string_value(choice);
-
-        if (mg_x_streq(s, "auto")) {
-            type = "auto";
-
-        } else if (mg_x_streq(s, "required")) {
-            type = "any";
-
-        } else if (mg_x_streq(s, "none")) {
-            type = "none";
-
-        } else if (mg_x_streq(json_string_value(json_object_get(choice,
-                                                                "type")),
-                              "function"))
-        {
-            name = json_object_get(json_object_get(choice, "function"),
-                                   "name");
-
-            if (!json_is_string(name)) {
-                return mg_x_bad(err, "tool_choice", "tool_choice.function."
-                                "name must be a string.");
-            }
-
-            type = "tool";
-
-        } else {
-            return mg_x_bad(err, "tool_choice", "tool_choice must be "
-                            "\"auto\", \"required\", \"none\" or a named "
-                            "function with this model's backend.");
-        }
-
-        if (ntools == 0 && strcmp(type, "any") == 0) {
-            return mg_x_bad(err, "tool_choice", "tool_choice \"required\" "
-                            "needs tools.");
-        }
-
-        if (ntools == 0 && name) {
-            return mg_x_bad(err, "tool_choice", "tool_choice names a "
-                            "function, but there are no tools.");
-        }
-    }
+    rc = mg_x_tool_choice(in, ntools, &c, err);
 
     /* without tools there is nothing to choose from */
 
-    if (ntools == 0) {
-        return MG_X_OK;
+    if (rc != MG_X_OK || ntools == 0) {
+        return rc;
     }
+
+    type = types[c.kind];
+    name = c.name;
+    ptc = c.parallel;
 
     if (type == NULL) {
         if (!json_is_false(ptc)) {

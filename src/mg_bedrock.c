@@ -1091,66 +1091,44 @@ static int
 mg_b_req_tool_choice(json_t *in, size_t ntools, json_t **choice, int *none,
     mg_xerror_t *err)
 {
-    json_t      *tc, *ptc, *name;
-    const char  *s;
+    int            rc;
+    json_t        *ptc;
+    mg_x_choice_t  c;
 
     *choice = NULL;
     *none = 0;
 
-    tc = mg_x_get(in, "tool_choice");
-    ptc = mg_x_get(in, "parallel_tool_calls");
-
-    if (ptc && !json_is_boolean(ptc)) {
-        return mg_x_bad(err, "parallel_tool_calls", "parallel_tool_calls "
-                        "must be a boolean.");
+    rc = mg_x_tool_choice(in, ntools, &c, err);
+    if (rc != MG_X_OK) {
+        return rc;
     }
 
-    name = NULL;
+    ptc = c.parallel;
 
-    if (tc) {
-        s = json_string_value(tc);
+    switch (c.kind) {
 
-        if (mg_x_streq(s, "auto")) {
-            *choice = json_pack("{s:{}}", "auto");
+    case MG_X_CHOICE_AUTO:
+        *choice = json_pack("{s:{}}", "auto");
+        break;
 
-        } else if (mg_x_streq(s, "required")) {
-            if (ntools == 0) {
-                return mg_x_bad(err, "tool_choice", "tool_choice "
-                                "\"required\" needs tools.");
-            }
+    case MG_X_CHOICE_REQUIRED:
+        *choice = json_pack("{s:{}}", "any");
+        break;
 
-            *choice = json_pack("{s:{}}", "any");
+    case MG_X_CHOICE_NONE:
+        *none = 1;
+        return MG_X_OK;
 
-        } else if (mg_x_streq(s, "none")) {
-            *none = 1;
-            return MG_X_OK;
+    case MG_X_CHOICE_NAMED:
+        *choice = json_pack("{s:{s:O}}", "tool", "name", c.name);
+        break;
 
-        } else if (mg_x_streq(json_string_value(json_object_get(tc, "type")),
-                              "function"))
-        {
-            name = json_object_get(json_object_get(tc, "function"), "name");
+    default:
+        break;
+    }
 
-            if (!json_is_string(name)) {
-                return mg_x_bad(err, "tool_choice", "tool_choice.function."
-                                "name must be a string.");
-            }
-
-            if (ntools == 0) {
-                return mg_x_bad(err, "tool_choice", "tool_choice names a "
-                                "function, but there are no tools.");
-            }
-
-            *choice = json_pack("{s:{s:O}}", "tool", "name", name);
-
-        } else {
-            return mg_x_bad(err, "tool_choice", "tool_choice must be "
-                            "\"auto\", \"required\", \"none\" or a named "
-                            "function with this model's backend.");
-        }
-
-        if (*choice == NULL) {
-            return MG_X_NOMEM;
-        }
+    if (c.kind != MG_X_CHOICE_UNSET && *choice == NULL) {
+        return MG_X_NOMEM;
     }
 
     /* Converse cannot keep a model to one call at a time */

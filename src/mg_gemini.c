@@ -864,66 +864,23 @@ static int
 mg_g_req_tool_choice(json_t *in, json_t *req, size_t ntools,
     mg_xerror_t *err)
 {
-    json_t      *choice, *ptc, *fcc, *name;
-    const char  *s, *mode;
+    int             rc;
+    json_t         *fcc, *name;
+    const char     *mode;
+    mg_x_choice_t   c;
 
-    choice = mg_x_get(in, "tool_choice");
-    ptc = mg_x_get(in, "parallel_tool_calls");
+    static const char  *modes[] = { NULL, "AUTO", "ANY", "NONE", "ANY" };
 
-    if (ptc && !json_is_boolean(ptc)) {
-        return mg_x_bad(err, "parallel_tool_calls", "parallel_tool_calls "
-                        "must be a boolean.");
+    rc = mg_x_tool_choice(in, ntools, &c, err);
+
+    /* without tools there is nothing to choose from */
+
+    if (rc != MG_X_OK || ntools == 0 || c.kind == MG_X_CHOICE_UNSET) {
+        return rc;
     }
 
-    if (choice == NULL) {
-        return MG_X_OK;
-    }
-
-    name = NULL;
-    s = json_string_value(choice);
-
-    if (mg_x_streq(s, "auto")) {
-        mode = "AUTO";
-
-    } else if (mg_x_streq(s, "required")) {
-        mode = "ANY";
-
-    } else if (mg_x_streq(s, "none")) {
-        mode = "NONE";
-
-    } else if (mg_x_streq(json_string_value(json_object_get(choice, "type")),
-                          "function"))
-    {
-        name = json_object_get(json_object_get(choice, "function"), "name");
-
-        if (!json_is_string(name)) {
-            return mg_x_bad(err, "tool_choice", "tool_choice.function.name "
-                            "must be a string.");
-        }
-
-        mode = "ANY";
-
-    } else {
-        return mg_x_bad(err, "tool_choice", "tool_choice must be \"auto\", "
-                        "\"required\", \"none\" or a named function with "
-                        "this model's backend.");
-    }
-
-    if (ntools == 0) {
-        if (name) {
-            return mg_x_bad(err, "tool_choice", "tool_choice names a "
-                            "function, but there are no tools.");
-        }
-
-        if (strcmp(mode, "ANY") == 0) {
-            return mg_x_bad(err, "tool_choice", "tool_choice \"required\" "
-                            "needs tools.");
-        }
-
-        /* without tools there is nothing to choose from */
-
-        return MG_X_OK;
-    }
+    mode = modes[c.kind];
+    name = c.name;
 
     fcc = json_pack("{s:s}", "mode", mode);
 

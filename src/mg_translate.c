@@ -843,6 +843,75 @@ mg_x_stop(json_t *in, int drop_empty, json_t **seq, mg_xerror_t *err)
 
 
 /*
+ * tool_choice and parallel_tool_calls, checked: "required" and a named
+ * function need tools.
+ */
+
+int
+mg_x_tool_choice(json_t *in, size_t ntools, mg_x_choice_t *c,
+    mg_xerror_t *err)
+{
+    json_t      *tc;
+    const char  *s;
+
+    tc = mg_x_get(in, "tool_choice");
+
+    c->kind = MG_X_CHOICE_UNSET;
+    c->name = NULL;
+    c->parallel = mg_x_get(in, "parallel_tool_calls");
+
+    if (c->parallel && !json_is_boolean(c->parallel)) {
+        return mg_x_bad(err, "parallel_tool_calls", "parallel_tool_calls "
+                        "must be a boolean.");
+    }
+
+    if (tc == NULL) {
+        return MG_X_OK;
+    }
+
+    s = json_string_value(tc);
+
+    if (mg_x_streq(s, "auto")) {
+        c->kind = MG_X_CHOICE_AUTO;
+
+    } else if (mg_x_streq(s, "required")) {
+        c->kind = MG_X_CHOICE_REQUIRED;
+
+    } else if (mg_x_streq(s, "none")) {
+        c->kind = MG_X_CHOICE_NONE;
+
+    } else if (mg_x_streq(json_string_value(json_object_get(tc, "type")),
+                          "function"))
+    {
+        c->kind = MG_X_CHOICE_NAMED;
+        c->name = json_object_get(json_object_get(tc, "function"), "name");
+
+        if (!json_is_string(c->name)) {
+            return mg_x_bad(err, "tool_choice", "tool_choice.function.name "
+                            "must be a string.");
+        }
+
+    } else {
+        return mg_x_bad(err, "tool_choice", "tool_choice must be \"auto\", "
+                        "\"required\", \"none\" or a named function with "
+                        "this model's backend.");
+    }
+
+    if (ntools == 0 && c->kind == MG_X_CHOICE_REQUIRED) {
+        return mg_x_bad(err, "tool_choice", "tool_choice \"required\" needs "
+                        "tools.");
+    }
+
+    if (ntools == 0 && c->kind == MG_X_CHOICE_NAMED) {
+        return mg_x_bad(err, "tool_choice", "tool_choice names a function, "
+                        "but there are no tools.");
+    }
+
+    return MG_X_OK;
+}
+
+
+/*
  * One function call of an assistant message's tool_calls: its id and its
  * function's name (borrowed) and its arguments parsed (a new reference in
  * *input).  Anything else is the client's 400.

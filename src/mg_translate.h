@@ -128,6 +128,20 @@ int mg_x_tool_call(json_t *c, size_t i, size_t k, json_t **id,
     json_t **name, json_t **input, mg_xerror_t *err);
 int mg_x_tool_def(json_t *t, size_t i, json_t **name, json_t **desc,
     json_t **params, json_t **strict, mg_xerror_t *err);
+#define MG_X_CHOICE_UNSET     0
+#define MG_X_CHOICE_AUTO      1
+#define MG_X_CHOICE_REQUIRED  2
+#define MG_X_CHOICE_NONE      3
+#define MG_X_CHOICE_NAMED     4
+
+typedef struct {
+    int          kind;          /* MG_X_CHOICE_* */
+    json_t      *name;          /* NAMED: the function's name */
+    json_t      *parallel;      /* parallel_tool_calls, or NULL */
+} mg_x_choice_t;
+
+int mg_x_tool_choice(json_t *in, size_t ntools, mg_x_choice_t *c,
+    mg_xerror_t *err);
 int mg_x_max_tokens(json_t *in, json_t **v, mg_xerror_t *err);
 int mg_x_sampling(json_t *in, json_t **temp, json_t **top_p,
     mg_xerror_t *err);
