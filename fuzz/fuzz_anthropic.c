@@ -10,8 +10,7 @@
  * appended on failure.
  *
  *     clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
- *         fuzz/fuzz_anthropic.c src/mg_anthropic.c src/mg_translate.c \
- *         src/mg_sse.c src/mg_json.c -ljansson -o /tmp/fa
+ *         fuzz/fuzz_anthropic.c src/*.c -ljansson -lcrypto -lm -o /tmp/fa
  *     mkdir -p /tmp/fa-corpus
  *     /tmp/fa -max_total_time=20 /tmp/fa-corpus t/fixtures/anthropic/
  *

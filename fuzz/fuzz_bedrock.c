@@ -17,8 +17,7 @@
  * failure, MG_X_DONE only after "data: [DONE]\n\n" and nothing after it.
  *
  *     clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
- *         fuzz/fuzz_bedrock.c src/mg_bedrock.c src/mg_translate.c \
- *         src/mg_eventstream.c -ljansson -o /tmp/fb
+ *         fuzz/fuzz_bedrock.c src/*.c -ljansson -lcrypto -lm -o /tmp/fb
  *     mkdir -p /tmp/fb-corpus
  *     /tmp/fb -max_total_time=20 /tmp/fb-corpus t/fixtures/bedrock/
  *

@@ -12,8 +12,7 @@
  * UTF-8, nothing appended on failure.
  *
  *     clang -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
- *         fuzz/fuzz_gemini.c src/mg_gemini.c src/mg_translate.c \
- *         src/mg_sse.c src/mg_json.c -ljansson -o /tmp/fg
+ *         fuzz/fuzz_gemini.c src/*.c -ljansson -lcrypto -lm -o /tmp/fg
  *     mkdir -p /tmp/fg-corpus
  *     /tmp/fg -max_total_time=20 /tmp/fg-corpus t/fixtures/gemini/
  *

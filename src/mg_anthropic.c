@@ -13,6 +13,7 @@
 
 #include "mg_anthropic.h"
 #include "mg_xfast.h"
+#include "mg_xrequest.h"
 #include "mg_json.h"
 
 

@@ -16,6 +16,7 @@
 #include "mg_bedrock.h"
 #include "mg_json.h"
 #include "mg_xfast.h"
+#include "mg_xrequest.h"
 
 
 /* mg_b_stream_text(): not a plain text delta, for the tree */

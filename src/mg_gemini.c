@@ -14,6 +14,7 @@
 
 #include "mg_gemini.h"
 #include "mg_xfast.h"
+#include "mg_xrequest.h"
 
 
 /*

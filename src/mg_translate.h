@@ -98,90 +98,8 @@ int mg_x_dump(json_t *j, mg_buf_t *out, size_t flags);
 int mg_x_data_url(const char *s, size_t len, const char **mt,
     size_t *mt_len, const char **data, size_t *data_len);
 
-typedef struct {
-    json_t      *url;
-    const char  *s;
-    size_t       len;
-    unsigned     data:1;          /* a data URL, taken apart below */
-    unsigned     http:1;          /* an http(s) URL */
-    const char  *mt;
-    size_t       mt_len;
-    const char  *b64;
-    size_t       b64_len;
-} mg_x_image_t;
-
-typedef struct {
-    const char  *mt;              /* NULL: bare base64 */
-    size_t       mt_len;
-    const char  *data;
-    size_t       data_len;
-    const char  *name;            /* NULL: no filename */
-    size_t       name_len;
-} mg_x_file_t;
-
-int mg_x_image_url(json_t *part, size_t i, size_t j, mg_x_image_t *im,
-    mg_xerror_t *err);
-int mg_x_file_data(json_t *part, size_t i, size_t j, mg_x_file_t *f,
-    mg_xerror_t *err);
-int mg_x_file_is_pdf(const mg_x_file_t *f);
-int mg_x_tool_call(json_t *c, size_t i, size_t k, json_t **id,
-    json_t **name, json_t **input, mg_xerror_t *err);
-int mg_x_tool_def(json_t *t, size_t i, json_t **name, json_t **desc,
-    json_t **params, json_t **strict, mg_xerror_t *err);
-#define MG_X_CHOICE_UNSET     0
-#define MG_X_CHOICE_AUTO      1
-#define MG_X_CHOICE_REQUIRED  2
-#define MG_X_CHOICE_NONE      3
-#define MG_X_CHOICE_NAMED     4
-
-typedef struct {
-    int          kind;          /* MG_X_CHOICE_* */
-    json_t      *name;          /* NAMED: the function's name */
-    json_t      *parallel;      /* parallel_tool_calls, or NULL */
-} mg_x_choice_t;
-
-int mg_x_tool_choice(json_t *in, size_t ntools, mg_x_choice_t *c,
-    mg_xerror_t *err);
-int mg_x_max_tokens(json_t *in, json_t **v, mg_xerror_t *err);
-int mg_x_sampling(json_t *in, json_t **temp, json_t **top_p,
-    mg_xerror_t *err);
-int mg_x_stop(json_t *in, int drop_empty, json_t **seq, mg_xerror_t *err);
-
-/*
- * A message's content, a string or an array of parts, made into blocks:
- * text (and refusal parts, with MG_X_PART_REFUSAL in allow) by text(),
- * the image, file and audio parts allowed in this message by media();
- * add() appends a block with what its part asks besides (prompt caching
- * markers; MG_X_PART_CACHE in allow says where they are wanted), or, when
- * NULL, the block alone.  A part the message does not allow is a 400 that
- * says so; audio, without audio set, is one that says the provider takes
- * none.
- */
-#define MG_X_PART_REFUSAL  0x01
-#define MG_X_PART_IMAGE    0x02
-#define MG_X_PART_FILE     0x04
-#define MG_X_PART_AUDIO    0x08
-#define MG_X_PART_CACHE    0x10
-
-typedef struct {
-    json_t    *(*text)(json_t *s);
-    int        (*media)(void *data, unsigned kind, json_t *part, size_t i,
-                        size_t j, json_t **block, mg_xerror_t *err);
-    int        (*add)(void *data, unsigned allow, json_t *part,
-                      json_t *block, json_t *blocks);
-    unsigned     audio;
-} mg_x_content_t;
-
-int mg_x_content(const mg_x_content_t *cc, void *data, json_t *content,
-    unsigned allow, json_t *blocks, size_t i, mg_xerror_t *err);
-int mg_x_assistant(const mg_x_content_t *cc, void *data, json_t *m,
-    unsigned allow, json_t *blocks, size_t i, json_t **calls,
-    mg_xerror_t *err);
 long long mg_x_tokens(json_t *usage, const char *key, long long dflt);
 int mg_x_bad_backend(mg_xerror_t *err, const char *what);
-int mg_x_req_check(json_t *in, int penalties, mg_xerror_t *err);
-int mg_x_tool_args(json_t *fn, size_t i, size_t k, json_t **out,
-    mg_xerror_t *err);
 int mg_x_chunk_raw(mg_buf_t *out, const char *prefix, size_t prefix_len,
     const char *delta, size_t delta_len, json_t *delta_json,
     const char *finish);
@@ -189,27 +107,6 @@ int mg_x_stream_end(mg_buf_t *out, const char *prefix, size_t prefix_len,
     json_t *usage);
 char *mg_x_chunk_head(const char *id_prefix, const char *id, size_t id_len,
     long long created, const char *model, size_t model_len, size_t *len);
-/*
- * The walk of a chat request's messages the translators share: system and
- * developer messages go to system; every other message becomes blocks,
- * made by the provider's callback (kind: MG_X_USER, MG_X_ASSISTANT,
- * MG_X_TOOL, or MG_X_SYSTEM for the system ones), and messages with no
- * block are dropped; consecutive turns of one role are merged, since
- * providers want user and model turns to alternate.  Turns are appended
- * to out as {"role": .., key: [blocks]}, the model's role named
- * assistant; tool results are user turns.  Errors are the client's 400s.
- */
-#define MG_X_SYSTEM     0
-#define MG_X_USER       1
-#define MG_X_ASSISTANT  2
-#define MG_X_TOOL       3
-
-typedef int (*mg_x_blocks_pt)(void *data, int kind, json_t *msgs,
-    json_t *m, size_t i, json_t *blocks, mg_xerror_t *err);
-
-int mg_x_messages(json_t *in, const char *assistant, const char *key,
-    mg_x_blocks_pt blocks, void *data, json_t *system, json_t *out,
-    mg_xerror_t *err);
 
 int mg_x_tokens_raw(const char *p, size_t len, const char *key,
     long long dflt, long long *n);
