@@ -1944,25 +1944,16 @@ mg_bedrock_stream_init(mg_bedrock_stream_t *st, const char *model,
 
     mg_bedrock_make_id(st->id, sizeof(st->id), created);
 
-    if (model == NULL) {
-        model_len = 0;
-    }
-
     /* init cannot fail: a failed copy is reported by the first event */
 
-    st->model = malloc(model_len + 1);
+    st->model = mg_x_strndup(model, model_len);
 
     if (st->model == NULL) {
         st->nomem = 1;
         return;
     }
 
-    if (model_len) {
-        memcpy(st->model, model, model_len);
-    }
-
-    st->model[model_len] = '\0';
-    st->model_len = model_len;
+    st->model_len = model ? model_len : 0;
 }
 
 

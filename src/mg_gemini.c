@@ -2371,25 +2371,16 @@ mg_gemini_stream_init(mg_gemini_stream_t *st, const char *model,
     st->include_usage = include_usage != 0;
     st->total_tokens = -1;
 
-    if (model == NULL) {
-        model_len = 0;
-    }
-
     /* init cannot fail: a failed copy is reported by the first event */
 
-    st->model = malloc(model_len + 1);
+    st->model = mg_x_strndup(model, model_len);
 
     if (st->model == NULL) {
         st->nomem = 1;
         return;
     }
 
-    if (model_len) {
-        memcpy(st->model, model, model_len);
-    }
-
-    st->model[model_len] = '\0';
-    st->model_len = model_len;
+    st->model_len = model ? model_len : 0;
 }
 
 

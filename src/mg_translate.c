@@ -299,6 +299,32 @@ mg_x_set_str(json_t *o, const char *key, const char *s)
 }
 
 
+/* a NUL-terminated copy of n bytes at s (none when s is NULL), or NULL */
+
+char *
+mg_x_strndup(const char *s, size_t n)
+{
+    char  *p;
+
+    if (s == NULL) {
+        n = 0;
+    }
+
+    p = malloc(n + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    if (n) {
+        memcpy(p, s, n);
+    }
+
+    p[n] = '\0';
+
+    return p;
+}
+
+
 json_t *
 mg_x_prefixed(const char *prefix, const char *s, size_t n)
 {

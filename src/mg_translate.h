@@ -93,6 +93,7 @@ int mg_x_nomem(mg_xerror_t *err);
 void mg_x_utf8(char *s);
 int mg_x_set(json_t *o, const char *key, json_t *v);
 int mg_x_set_str(json_t *o, const char *key, const char *s);
+char *mg_x_strndup(const char *s, size_t n);
 json_t *mg_x_prefixed(const char *prefix, const char *s, size_t n);
 int mg_x_dump(json_t *j, mg_buf_t *out, size_t flags);
 int mg_x_data_url(const char *s, size_t len, const char **mt,
