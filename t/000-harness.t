@@ -50,6 +50,7 @@ my $echo = sub {
 };
 
 $t->mock('plain', handler => $echo);
+$t->mock('slow', handler => sub { return { %{$echo->(shift)}, delay => 1 } });
 $t->mock('ka', handler => $echo);
 $t->mock('tls', tls => [$crt, $key]);
 $t->mock('rogue', tls => [$rcrt, $rkey]);
@@ -98,6 +99,10 @@ http {
 
         location /plain/ {
             proxy_pass http://127.0.0.1:%%PORT_plain%%/;
+        }
+
+        location /slow/ {
+            proxy_pass http://127.0.0.1:%%PORT_slow%%/;
         }
 
         location /ka/ {
@@ -171,6 +176,14 @@ $r = $t->request(method => 'POST', path => '/plain/chunked',
 is($r->{status}, 201, 'chunked request: status');
 is($t->mock_requests('plain')->[1]{body}, 'hello world',
     'chunked request: body recorded');
+
+# requests sent now and read later, several at a time
+my @pending = map { $t->start_request(path => "/slow/p$_") } 1 .. 2;
+ok(!$t->request_ready($pending[0]), 'pending: no answer yet (mock waits 1 s)');
+my @done = map { $t->finish_request($_, 10) } @pending;
+is(join(' ', map { "$_->{status}:$_->{json}{path}" } @done),
+   '201:/p1 201:/p2', 'pending: both answered, each its own');
+is(scalar @{$t->mock_requests('slow')}, 2, 'pending: the mock got both');
 
 ###########################################################################
 # https: SNI, verification

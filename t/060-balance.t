@@ -226,50 +226,16 @@ sub chat {
 # a request sent now and read later (the harness' request() blocks)
 sub start_chat {
     my ($model, %o) = @_;
-    my $s = $t->_connect() or die "connect: $!";
-    my $io = MG::Test::IO->new($s);
-    $io->write($t->_build_request(method => 'POST',
+    return $t->start_request(method => 'POST',
         path => ($o{prefix} // '/v1') . '/chat/completions',
-        json => { model => $model, messages => $MSGS }), time + 5)
-        or die "write: $!";
-    return { io => $io, s => $s };
+        json => { model => $model, messages => $MSGS });
 }
 
-# true once the response (or EOF) started to arrive
-sub chat_ready {
-    my $p = shift;
-    my $io = $p->{io};
-    $io->fill(0) unless $io->{eof};
-    return length($io->{buf}) || $io->{eof};
-}
+sub chat_ready { $t->request_ready(shift) }
 
 sub finish_chat {
     my ($p, $timeout) = @_;
-    my $io = $p->{io};
-    my $deadline = time + ($timeout // 20);
-    my $res;
-    while (!($res = MG::Test::_parse_response_head($io))) {
-        my $r = $io->fill($deadline - time);
-        last if !defined $r || $r == 0;
-    }
-    unless ($res && defined $res->{status}) {
-        close $p->{s};
-        return { status => undef, headers => {}, body => '',
-                 error => 'no response head' };
-    }
-    my $dec = MG::Test::_body_decoder($res, 'POST');
-    $dec->feed(MG::Test::_take($io));
-    while (!$dec->{done} && !$dec->{error}) {
-        my $r = $io->fill($deadline - time);
-        last if !defined $r;
-        if ($r == 0) { $dec->eof; last }
-        $dec->feed(MG::Test::_take($io));
-    }
-    close $p->{s};
-    $res->{body} = $dec->{out};
-    $res->{complete} = $dec->{done} ? 1 : 0;
-    $res->{json} = eval { decode_json($res->{body}) };
-    return $res;
+    return $t->finish_request($p, $timeout // 20);
 }
 
 # requests a mock received for a model

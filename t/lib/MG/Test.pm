@@ -1663,15 +1663,45 @@ sub _body_decoder {
 # properly), timeout, error, chunk_sizes, json (decoded body or undef)}.
 sub request {
     my ($self, %o) = @_;
-    my $timeout = $o{timeout} // 15;
-    my $deadline = time + $timeout;
-    my $s = $self->_connect(%o)
-        or return { status => undef, error => "connect: $!", body => '',
-                    headers => {}, header_list => [], raw => '' };
-    my $io = MG::Test::IO->new($s);
+    return $self->finish_request($self->start_request(%o));
+}
+
+# $t->start_request(%opt): connects and sends a request as request() does,
+# and returns at once: a pending request for request_ready() and
+# finish_request(), so that a test can hold several at a time.
+sub start_request {
+    my ($self, %o) = @_;
+    my $p = { o => \%o, deadline => time + ($o{timeout} // 15) };
+    $p->{s} = $self->_connect(%o) or do {
+        $p->{error} = "connect: $!";
+        return $p;
+    };
+    $p->{io} = MG::Test::IO->new($p->{s});
     my $req = $self->_build_request(%o);
-    my ($method) = $req =~ /^(\S+)/;
-    $io->write($req, $deadline);
+    ($p->{method}) = $req =~ /^(\S+)/;
+    $p->{io}->write($req, $p->{deadline});
+    return $p;
+}
+
+# $t->request_ready($pending): true once its response (or EOF) began.
+sub request_ready {
+    my ($self, $p) = @_;
+    my $io = $p->{io} or return 1;
+    $io->fill(0) unless $io->{eof};
+    return length($io->{buf}) || $io->{eof};
+}
+
+# $t->finish_request($pending[, $timeout]): reads the response (within
+# $timeout from now, else by the request's own timeout from its start) and
+# returns it as request() does.
+sub finish_request {
+    my ($self, $p, $timeout) = @_;
+    my %o = %{$p->{o}};
+    my $deadline = defined $timeout ? time + $timeout : $p->{deadline};
+    return { status => undef, error => $p->{error}, body => '',
+             headers => {}, header_list => [], raw => '' }
+        unless $p->{io};
+    my ($io, $s) = ($p->{io}, $p->{s});
     my $res;
     my $to = 0;
     while (!($res = _parse_response_head($io))) {
@@ -1687,7 +1717,7 @@ sub request {
                 : $to ? 'timeout reading response header'
                       : 'connection closed before response header' };
     }
-    my $dec = _body_decoder($res, $method);
+    my $dec = _body_decoder($res, $p->{method});
     $dec->feed(_take($io));
     while ($o{read_all} ? !$io->{eof} : !$dec->{done} && !$dec->{error}) {
         my $r = $io->fill($deadline - time);
