@@ -43,6 +43,7 @@ use JSON::PP qw(decode_json);
 use IO::Socket::INET;
 use IO::Select;
 use MG::Test;
+use MG::Rendezvous;
 
 my $t = MG::Test->new;          # node A; owns the mocks and Redis
 $t->need_module;
@@ -58,40 +59,11 @@ my @NAMES = qw(a b c);
 my %W_EQ = (a => 1, b => 1, c => 1);
 my %W_B  = (a => 1, b => 4, c => 16);
 
-###########################################################################
-# weighted rendezvous hashing: a Perl port of src/mg_rendezvous.c
-# (FNV-1a over key, 0xff, name; splitmix64 finalizer; top 53 bits as
-# u in (0,1); score -weight / ln(u); the highest score wins, first on ties)
-
-sub rv_hash {
-    my ($key, $name) = @_;
-    use integer;
-    my $P = 1099511628211;                      # 0x100000001b3
-    my $h = -3750763034362895579;               # 0xcbf29ce484222325
-    for my $c (unpack 'C*', $key)  { $h ^= $c; $h *= $P }
-    $h ^= 0xff; $h *= $P;
-    for my $c (unpack 'C*', $name) { $h ^= $c; $h *= $P }
-    $h ^= ($h >> 30) & ((1 << 34) - 1); $h *= -4658895280553007687;
-    $h ^= ($h >> 27) & ((1 << 37) - 1); $h *= -7723592293110705685;
-    $h ^= ($h >> 31) & ((1 << 33) - 1);
-    return $h;
-}
-
 # the backend a new session KEY gets over the backends of %$w (name =>
 # weight), in configuration order a, b, c; @skip: not eligible
 sub rv_pick {
     my ($key, $w, @skip) = @_;
-    my %skip = map { $_ => 1 } @skip;
-    my ($best, $bs);
-    for my $n (@NAMES) {
-        next if $skip{$n};
-        my $top;
-        { use integer; $top = (rv_hash($key, $n) >> 11) & ((1 << 53) - 1) }
-        my $u = ($top + 0.5) / 9007199254740992.0;
-        my $s = -$w->{$n} / log($u);
-        ($best, $bs) = ($n, $s) if !defined $best || $s > $bs;
-    }
-    return $best;
+    return MG::Rendezvous::pick($key, \@NAMES, $w, @skip);
 }
 
 ###########################################################################

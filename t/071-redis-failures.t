@@ -40,6 +40,7 @@ use JSON::PP qw(decode_json);
 use IO::Socket::INET;
 use IO::Select;
 use MG::Test;
+use MG::Rendezvous;
 
 my $t = MG::Test->new;            # R: real redis; owns the mocks
 $t->need_module;
@@ -47,34 +48,8 @@ $t->need_module;
 my $DIR = $t->dir;
 my @NAMES = qw(a b c);
 
-###########################################################################
-# weighted rendezvous hashing, as in src/mg_rendezvous.c (equal weights)
-
-sub rv_hash {
-    my ($key, $name) = @_;
-    use integer;
-    my $P = 1099511628211;                      # 0x100000001b3
-    my $h = -3750763034362895579;               # 0xcbf29ce484222325
-    for my $c (unpack 'C*', $key)  { $h ^= $c; $h *= $P }
-    $h ^= 0xff; $h *= $P;
-    for my $c (unpack 'C*', $name) { $h ^= $c; $h *= $P }
-    $h ^= ($h >> 30) & ((1 << 34) - 1); $h *= -4658895280553007687;
-    $h ^= ($h >> 27) & ((1 << 37) - 1); $h *= -7723592293110705685;
-    $h ^= ($h >> 31) & ((1 << 33) - 1);
-    return $h;
-}
-
-sub rv_pick {
-    my $key = shift;
-    my ($best, $bs);
-    for my $n (@NAMES) {
-        my $top;
-        { use integer; $top = (rv_hash($key, $n) >> 11) & ((1 << 53) - 1) }
-        my $s = -1 / log(($top + 0.5) / 9007199254740992.0);
-        ($best, $bs) = ($n, $s) if !defined $best || $s > $bs;
-    }
-    return $best;
-}
+# the backend a new session key gets (equal weights)
+sub rv_pick { MG::Rendezvous::pick(shift, \@NAMES) }
 
 ###########################################################################
 # mocks: 200 naming themselves; the session key is in the message
