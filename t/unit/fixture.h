@@ -374,6 +374,50 @@ check_request_400(size_t min, fixture_request_pt translate)
 
 
 /*
+ * Every stream fixture stream/<name><ext> (at least min) through the
+ * test's variant(), once to <name>.openai.sse and once, with
+ * include_usage, to <name>.usage.sse; <name>.error.json, when there,
+ * is the error the stream must end with (NULL otherwise).
+ */
+
+typedef void (*fixture_stream_pt)(const char *name, const char *in,
+    size_t len, const char *suffix, int include_usage, json_t *xerr);
+
+static inline void
+check_stream_fixtures(const char *ext, size_t min, fixture_stream_pt variant)
+{
+    char     *names[MAX_NAMES], path[1200], *in;
+    size_t    i, n, len;
+    json_t   *xerr;
+
+    n = list("stream", ext, names);
+
+    ok(n >= min, "stream fixtures: %zu", n);
+
+    for (i = 0; i < n; i++) {
+        snprintf(path, sizeof(path), "%s/stream/%s%s", fixdir, names[i],
+                 ext);
+
+        in = slurp(path, &len);
+
+        snprintf(path, sizeof(path), "%s/stream/%s.error.json", fixdir,
+                 names[i]);
+
+        xerr = json_load_file(path, 0, NULL);
+
+        if (in) {
+            variant(names[i], in, len, ".openai.sse", 0, xerr);
+            variant(names[i], in, len, ".usage.sse", 1, xerr);
+        }
+
+        json_decref(xerr);
+        free(in);
+        free(names[i]);
+    }
+}
+
+
+/*
  * What every request translator does alike: it appends to what out holds,
  * refuses no body, and keeps its error messages valid UTF-8 (bad bytes
  * quoted by jansson replaced, a long value cut on a character boundary).

@@ -452,34 +452,7 @@ test_stream_variant(const char *name, const char *in, size_t in_len,
 static void
 test_streams(void)
 {
-    char     *names[MAX_NAMES], path[1200], *in;
-    size_t    i, n, len;
-    json_t   *xerr;
-
-    n = list("stream", ".anthropic.sse", names);
-
-    ok(n >= 6, "stream fixtures: %zu", n);
-
-    for (i = 0; i < n; i++) {
-        snprintf(path, sizeof(path), "%s/stream/%s.anthropic.sse", fixdir,
-                 names[i]);
-
-        in = slurp(path, &len);
-
-        snprintf(path, sizeof(path), "%s/stream/%s.error.json", fixdir,
-                 names[i]);
-
-        xerr = json_load_file(path, 0, NULL);
-
-        if (in) {
-            test_stream_variant(names[i], in, len, ".openai.sse", 0, xerr);
-            test_stream_variant(names[i], in, len, ".usage.sse", 1, xerr);
-        }
-
-        json_decref(xerr);
-        free(in);
-        free(names[i]);
-    }
+    check_stream_fixtures(".anthropic.sse", 6, test_stream_variant);
 }
 
 

@@ -633,42 +633,37 @@ test_stream_variant(const char *name, msg_t *m, size_t n,
 }
 
 
+/* the fixture's messages, parsed, through test_stream_variant() */
+
+static void
+test_stream_fixture(const char *name, const char *in, size_t len,
+    const char *suffix, int include_usage, json_t *xerr)
+{
+    char    *s;
+    size_t   n;
+    msg_t    m[MAX_MSGS];
+
+    s = malloc(len + 1);
+    if (s == NULL) {
+        return;
+    }
+
+    memcpy(s, in, len);
+    s[len] = '\0';
+
+    n = parse_msgs(s, m);
+
+    test_stream_variant(name, m, n, suffix, include_usage, xerr);
+
+    free_msgs(m, n);
+    free(s);
+}
+
+
 static void
 test_streams(void)
 {
-    char     *names[MAX_NAMES], path[1200], *in;
-    size_t    i, n, len, nm;
-    json_t   *xerr;
-    msg_t     m[MAX_MSGS];
-
-    n = list("stream", ".bedrock", names);
-
-    ok(n >= 10, "stream fixtures: %zu", n);
-
-    for (i = 0; i < n; i++) {
-        snprintf(path, sizeof(path), "%s/stream/%s.bedrock", fixdir,
-                 names[i]);
-
-        in = slurp(path, &len);
-
-        snprintf(path, sizeof(path), "%s/stream/%s.error.json", fixdir,
-                 names[i]);
-
-        xerr = json_load_file(path, 0, NULL);
-
-        if (in) {
-            nm = parse_msgs(in, m);
-
-            test_stream_variant(names[i], m, nm, ".openai.sse", 0, xerr);
-            test_stream_variant(names[i], m, nm, ".usage.sse", 1, xerr);
-
-            free_msgs(m, nm);
-        }
-
-        json_decref(xerr);
-        free(in);
-        free(names[i]);
-    }
+    check_stream_fixtures(".bedrock", 10, test_stream_fixture);
 }
 
 
