@@ -19,6 +19,7 @@
 
 #include "mg_translate.h"
 #include "mg_sse.h"
+#include "../t/unit/same_events.h"
 
 
 #define MG_FZ_SSE_CAP  65536
@@ -185,49 +186,12 @@ static inline int
 mg_fz_same_events(int rc1, const mg_buf_t *out1, int rc2,
     const mg_buf_t *out2)
 {
-    int          same;
-    json_t      *a, *b;
-    const char  *p, *q, *pe, *qe, *pn, *qn;
-
     if (rc1 != rc2 || (out1->len == 0) != (out2->len == 0)) {
         return 0;
     }
 
-    if (out1->len == 0) {
-        return 1;
-    }
-
-    p = out1->data;
-    pe = p + out1->len;
-    q = out2->data;
-    qe = q + out2->len;
-
-    while (p < pe && q < qe) {
-        pn = memmem(p, pe - p, "\n\n", 2);
-        qn = memmem(q, qe - q, "\n\n", 2);
-
-        if (pn == NULL || qn == NULL || pn - p < 6 || qn - q < 6) {
-            return 0;
-        }
-
-        a = json_loadb(p + 6, pn - p - 6, JSON_ALLOW_NUL, NULL);
-        b = json_loadb(q + 6, qn - q - 6, JSON_ALLOW_NUL, NULL);
-
-        same = (a && b) ? json_equal(a, b)
-                        : (pn - p == qn - q && memcmp(p, q, pn - p) == 0);
-
-        json_decref(a);
-        json_decref(b);
-
-        if (!same) {
-            return 0;
-        }
-
-        p = pn + 2;
-        q = qn + 2;
-    }
-
-    return p >= pe && q >= qe;
+    return same_events(out1->data, out1->len, out2->data, out2->len, NULL,
+                       NULL);
 }
 
 

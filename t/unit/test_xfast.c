@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "tap.h"
+#include "same_events.h"
 #include "mg_anthropic.h"
 #include "mg_bedrock.h"
 #include "mg_gemini.h"
@@ -489,62 +490,6 @@ same_answer(int k, const char *body, size_t len)
 
 
 /*
- * Two runs' new stream output alike: the same events as JSON values once
- * each run's own id is taken out (texts may be escaped differently).
- */
-
-static int
-same_chunks(const char *a, size_t alen, const char *b, size_t blen,
-    const char *ida, const char *idb)
-{
-    int          same;
-    json_t      *ja, *jb;
-    const char  *ae, *be, *an, *bn;
-
-    ae = a + alen;
-    be = b + blen;
-
-    while (a < ae && b < be) {
-        an = memchr(a, '\n', ae - a);
-        bn = memchr(b, '\n', be - b);
-
-        if (an == NULL || bn == NULL || an - a < 6 || bn - b < 6) {
-            return 0;
-        }
-
-        ja = json_loadb(a + 6, an - a - 6, 0, NULL);
-        jb = json_loadb(b + 6, bn - b - 6, 0, NULL);
-
-        if (ja && jb) {
-            if (json_is_string(json_object_get(ja, "id"))
-                && strcmp(json_string_value(json_object_get(ja, "id")), ida)
-                   == 0)
-            {
-                json_object_set_new(ja, "id", json_string(idb));
-            }
-
-            same = json_equal(ja, jb);
-
-        } else {
-            same = (an - a == bn - b && memcmp(a, b, an - a) == 0);
-        }
-
-        json_decref(ja);
-        json_decref(jb);
-
-        if (!same) {
-            return 0;
-        }
-
-        a = an + 2;
-        b = bn + 2;
-    }
-
-    return a >= ae && b >= be;
-}
-
-
-/*
  * The stream translators fed alike by both_ways(): one event (its name,
  * NULL where the provider has none, and its data) into out.
  */
@@ -614,7 +559,7 @@ both_ways(const char *what, void **st, stream_event_pt event,
         }
 
         ok(rc[0] == rc[1]
-           && same_chunks(out[0].data + len[0], out[0].len - len[0],
+           && same_events(out[0].data + len[0], out[0].len - len[0],
                           out[1].data + len[1], out[1].len - len[1], ida,
                           idb),
            "%s, fast and tree alike: %s", what, evs[i][1]);
@@ -627,7 +572,7 @@ both_ways(const char *what, void **st, stream_event_pt event,
         }
 
         ok(rc[0] == rc[1] && rc[0] == MG_X_DONE
-           && same_chunks(out[0].data + len[0], out[0].len - len[0],
+           && same_events(out[0].data + len[0], out[0].len - len[0],
                           out[1].data + len[1], out[1].len - len[1], ida,
                           idb),
            "%s: the same finish", what);
