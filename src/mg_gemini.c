@@ -352,11 +352,10 @@ mg_g_req_assistant(json_t *m, json_t *parts, size_t i, mg_xerror_t *err)
         return rc;
     }
 
+    /* a call needs a string id: it is how a tool message finds the
+     * function's name */
+
     json_array_foreach(calls, k, c) {
-
-        /* the id, checked here, is how a tool message finds its
-         * function's name */
-
         rc = mg_x_tool_call(c, i, k, &id, &name, &input, err);
         if (rc != MG_X_OK) {
             return rc;
