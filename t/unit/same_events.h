@@ -26,6 +26,10 @@ same_events(const char *a, size_t alen, const char *b, size_t blen,
     json_t      *ja, *jb, *id;
     const char  *ae, *be, *an, *bn;
 
+    if (alen == 0 || blen == 0) {
+        return alen == blen;      /* and no arithmetic on a NULL buffer */
+    }
+
     ae = a + alen;
     be = b + blen;
 
