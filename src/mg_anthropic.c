@@ -1950,35 +1950,6 @@ mg_a_stream_start(mg_anthropic_stream_t *st, json_t *j, mg_buf_t *out)
 }
 
 
-/* a text of the stream (a JSON string) as a content chunk; none if empty */
-
-static int
-mg_a_stream_content(mg_anthropic_stream_t *st, json_t *v, mg_buf_t *out)
-{
-    int      rc;
-    json_t  *delta;
-
-    if (!json_is_string(v) || json_string_length(v) == 0) {
-        return MG_X_OK;
-    }
-
-    delta = json_pack("{s:O}", "content", v);
-    if (delta == NULL) {
-        return MG_X_NOMEM;
-    }
-
-    rc = mg_x_chunk(out, st->prefix, st->prefix_len, delta, NULL);
-
-    json_decref(delta);
-
-    if (rc == MG_X_OK) {
-        st->content = 1;
-    }
-
-    return rc;
-}
-
-
 static int
 mg_a_stream_block_start(mg_anthropic_stream_t *st, json_t *j, mg_buf_t *out,
     mg_xerror_t *err)
@@ -1991,7 +1962,8 @@ mg_a_stream_block_start(mg_anthropic_stream_t *st, json_t *j, mg_buf_t *out,
     type = json_string_value(json_object_get(cb, "type"));
 
     if (mg_x_streq(type, "text")) {
-        return mg_a_stream_content(st, json_object_get(cb, "text"), out);
+        return mg_x_text_chunk(out, st->prefix, st->prefix_len,
+                               json_object_get(cb, "text"), &st->content);
     }
 
     if (!mg_x_streq(type, "tool_use")) {
@@ -2033,7 +2005,8 @@ mg_a_stream_delta(mg_anthropic_stream_t *st, json_t *j, mg_buf_t *out)
     type = json_string_value(json_object_get(d, "type"));
 
     if (mg_x_streq(type, "text_delta")) {
-        return mg_a_stream_content(st, json_object_get(d, "text"), out);
+        return mg_x_text_chunk(out, st->prefix, st->prefix_len,
+                               json_object_get(d, "text"), &st->content);
     }
 
     if (!mg_x_streq(type, "input_json_delta")) {

@@ -89,11 +89,13 @@ typedef struct {
     long long    cache_read_tokens;
     long long    cache_creation_tokens;
 
+    /* not a bit: mg_x_text_chunk() sets it through a pointer */
+    unsigned     content;       /* text or a tool call was sent */
+
     unsigned     include_usage:1;
     unsigned     started:1;     /* message_start seen, role chunk sent */
     unsigned     finished:1;    /* the finish_reason chunk was sent */
     unsigned     done:1;        /* message_stop seen, [DONE] sent */
-    unsigned     content:1;     /* text or a tool call was sent */
     unsigned     nomem:1;       /* init could not copy the model */
     unsigned     full:1;        /* tests: every event through the tree */
 } mg_anthropic_stream_t;

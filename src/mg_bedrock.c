@@ -2251,31 +2251,15 @@ mg_b_stream_delta(mg_bedrock_stream_t *st, json_t *j, mg_buf_t *out)
 {
     int          rc;
     size_t       k;
-    json_t      *d, *v, *fn, *delta;
+    json_t      *d, *v, *fn;
     long long    idx;
 
     d = json_object_get(j, "delta");
     v = json_object_get(d, "text");
 
     if (json_is_string(v)) {
-        if (json_string_length(v) == 0) {
-            return MG_X_OK;
-        }
-
-        delta = json_pack("{s:O}", "content", v);
-        if (delta == NULL) {
-            return MG_X_NOMEM;
-        }
-
-        rc = mg_x_chunk(out, st->prefix, st->prefix_len, delta, NULL);
-
-        json_decref(delta);
-
-        if (rc == MG_X_OK) {
-            st->content = 1;
-        }
-
-        return rc;
+        return mg_x_text_chunk(out, st->prefix, st->prefix_len, v,
+                               &st->content);
     }
 
     /* reasoningContent and citation deltas have no chat completions

@@ -116,12 +116,14 @@ typedef struct {
     long long    cache_read_tokens;
     long long    cache_write_tokens;
 
+    /* not a bit: mg_x_text_chunk() sets it through a pointer */
+    unsigned     content;       /* text or a tool call was sent */
+
     unsigned     include_usage:1;
     unsigned     started:1;     /* messageStart seen, role chunk sent */
     unsigned     stopped:1;     /* messageStop seen, finish chunk sent */
     unsigned     usage:1;       /* metadata with usage seen */
     unsigned     done:1;        /* [DONE] sent */
-    unsigned     content:1;     /* text or a tool call was sent */
     unsigned     nomem:1;       /* init could not copy the model */
     unsigned     full:1;        /* tests: every event through the tree */
 } mg_bedrock_stream_t;

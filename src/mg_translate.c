@@ -527,6 +527,36 @@ mg_x_chunk_head(const char *id_prefix, const char *id, size_t id_len,
 }
 
 
+/* a text (a JSON string) as a content chunk, *content set; none if empty */
+
+int
+mg_x_text_chunk(mg_buf_t *out, const char *prefix, size_t prefix_len,
+    json_t *text, unsigned *content)
+{
+    int      rc;
+    json_t  *delta;
+
+    if (!json_is_string(text) || json_string_length(text) == 0) {
+        return MG_X_OK;
+    }
+
+    delta = json_pack("{s:O}", "content", text);
+    if (delta == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    rc = mg_x_chunk(out, prefix, prefix_len, delta, NULL);
+
+    json_decref(delta);
+
+    if (rc == MG_X_OK) {
+        *content = 1;
+    }
+
+    return rc;
+}
+
+
 /*
  * The end of a translated stream: the usage chunk OpenAI sends with
  * stream_options.include_usage (when usage is not NULL), then [DONE].

@@ -106,6 +106,8 @@ int mg_x_chunk_raw(mg_buf_t *out, const char *prefix, size_t prefix_len,
     const char *finish);
 int mg_x_stream_end(mg_buf_t *out, const char *prefix, size_t prefix_len,
     json_t *usage);
+int mg_x_text_chunk(mg_buf_t *out, const char *prefix, size_t prefix_len,
+    json_t *text, unsigned *content);
 char *mg_x_chunk_head(const char *id_prefix, const char *id, size_t id_len,
     long long created, const char *model, size_t model_len, size_t *len);
 
