@@ -1003,6 +1003,17 @@ ngx_http_model_gateway_route(ngx_http_request_t *r,
         }
     }
 
+    if (ctx->xbody && ctx->xbody_model != ctx->model_conf) {
+
+        /* routing chose other candidates: translate for those */
+
+        rc = ngx_http_model_gateway_translate_prepare(r, ctx);
+        if (rc != NGX_OK) {
+            ngx_http_finalize_request(r, rc);
+            return;
+        }
+    }
+
     rc = ngx_http_model_gateway_upstream_start(r, ctx);
 
     if (rc != NGX_OK) {

@@ -350,6 +350,7 @@ struct ngx_http_model_gateway_ctx_s {
 
     /* translated requests per target, and a stream translator */
     ngx_str_t                         *xbody;
+    ngx_http_model_gateway_model_t    *xbody_model; /* xbody's targets */
     ngx_http_model_gateway_xlate_t    *xlate;
     void                              *xstream;
     mg_buf_t                           xout;

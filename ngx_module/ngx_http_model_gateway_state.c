@@ -26,6 +26,8 @@ static ngx_int_t ngx_http_model_gateway_state_unknown(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
 static ngx_int_t ngx_http_model_gateway_state_only(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, u_char *name, size_t len);
+static ngx_int_t ngx_http_model_gateway_state_model_mismatch(
+    ngx_http_request_t *r, ngx_http_model_gateway_ctx_t *ctx);
 static void ngx_http_model_gateway_state_found(void *data,
     redisReply *reply, ngx_int_t rc);
 static void ngx_http_model_gateway_state_store(ngx_http_request_t *r,
@@ -278,6 +280,37 @@ ngx_http_model_gateway_state_unknown(ngx_http_request_t *r,
 }
 
 
+static ngx_int_t
+ngx_http_model_gateway_state_model_mismatch(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx)
+{
+    u_char      *p;
+    ngx_uint_t   response;
+
+    response = (ctx->state_via == NGX_HTTP_MG_STATE_RESPONSE);
+
+    p = ngx_pnalloc(r->pool, sizeof("The conversation '' is held by a backend "
+                                    "that does not serve the model ''.")
+                             + ctx->state_id.len + ctx->model.len);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->err_message_str.data = p;
+    ctx->err_message_str.len = ngx_sprintf(p, "The %s '%V' is held by a "
+                                           "backend that does not serve "
+                                           "the model '%V'.",
+                                           response ? "response"
+                                                    : "conversation",
+                                           &ctx->state_id, &ctx->model)
+                               - p;
+
+    return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
+                                       "invalid_request_error",
+                                       "model_not_available", "model", NULL);
+}
+
+
 /* narrows the candidates to the backend that holds the object */
 
 static ngx_int_t
@@ -286,6 +319,7 @@ ngx_http_model_gateway_state_only(ngx_http_request_t *r,
 {
     ngx_uint_t                           i, n;
     ngx_http_model_gateway_target_t     *t;
+    ngx_http_model_gateway_backend_t   **b;
     ngx_http_model_gateway_main_conf_t  *mcf;
 
     n = ctx->model_conf->targets.nelts;
@@ -300,27 +334,22 @@ ngx_http_model_gateway_state_only(ngx_http_request_t *r,
     }
 
     /*
-     * the backend holding the object does not list the model asked for:
-     * the request still goes there, with the model as the client named it
+     * the backend holding the object does not serve the model asked for:
+     * sending it there would run a model name the model table does not
+     * map on that backend's key
      */
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
 
-    n = mcf->state_model.targets.nelts;
-    t = mcf->state_model.targets.elts;
+    if (ctx->model_conf != &mcf->state_model) {
+        b = mcf->backends.elts;
 
-    for (i = 0; i < n; i++) {
-        if (t[i].backend->name.len == len
-            && ngx_memcmp(t[i].backend->name.data, name, len) == 0)
-        {
-            ctx->model_conf = &mcf->state_model;
-
-            ctx->tried = ngx_pcalloc(r->pool, n);
-            if (ctx->tried == NULL) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        for (i = 0; i < mcf->backends.nelts; i++) {
+            if (b[i]->name.len == len
+                && ngx_memcmp(b[i]->name.data, name, len) == 0)
+            {
+                return ngx_http_model_gateway_state_model_mismatch(r, ctx);
             }
-
-            goto found;
         }
     }
 

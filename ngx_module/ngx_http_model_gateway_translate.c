@@ -229,6 +229,8 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ctx->xbody_model = ctx->model_conf;
+
     ngx_memzero(&shrunk, sizeof(mg_x_shrink_t));
     shrink = 0;
 

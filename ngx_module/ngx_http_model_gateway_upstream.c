@@ -555,13 +555,16 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
     suffix = ctx->uri_suffix;
     ngx_str_null(&sign);
 
-    if (ctx->xbody && ctx->xbody[t - (ngx_http_model_gateway_target_t *)
-                                  ctx->model_conf->targets.elts].len)
+    /* xbody is indexed by the targets it was translated for */
+
+    i = t - (ngx_http_model_gateway_target_t *) ctx->model_conf->targets.elts;
+
+    if (ctx->xbody && ctx->xbody_model == ctx->model_conf
+        && ctx->xbody[i].len)
     {
         /* translated for this backend when the body was read */
 
-        part[0] = ctx->xbody[t - (ngx_http_model_gateway_target_t *)
-                                 ctx->model_conf->targets.elts];
+        part[0] = ctx->xbody[i];
         n = 1;
 
         if (be->type == NGX_HTTP_MG_GEMINI) {

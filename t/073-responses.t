@@ -1083,14 +1083,23 @@ my %CONV;          # backend => conversation id
         is(desc($r2), "200 via $be ($r2->{rid})", "$be: 7-byte chunks: follow-up");
     }
 
-    # "mb" is served by b only; a follow-up of a's response still goes to a
-    $r = respond('A', $ROOT{a}, input => 'model of b only');
+    # "mb" is served by b only: a follow-up of a's response cannot run it
+    # on a's key, where the model table does not map it
+    my %before = map { $_ => nreq($_) } qw(a b);
     $r = post('B', '/v1/responses', { model => 'mb', input => 'mb on a',
         previous_response_id => $ROOT{a} });
-    is(desc($r), "200 via a ($r->{rid})",
-        'previous_response_id of a with a model only b lists: a');
-    is(eval { decode_json($r->{mreq}{body})->{model} }, 'mb',
-        'a received the model as the client named it');
+    contract($r, 400, 'invalid_request_error', 'model_not_available', 'model',
+        'previous_response_id of a with a model only b lists');
+    like($r->{json}{error}{message} // '',
+        qr/^The response '\Q$ROOT{a}\E' is held by a backend that does not serve the model 'mb'\.$/,
+        'the message names the id and the model, not the backend');
+    $r = post('A', '/v1/responses', { model => 'mb', input => 'mb conv',
+        conversation => $CONV{a} });
+    is(($r->{status} // '') . ' ' . ($r->{code} // '-'),
+        '400 model_not_available',
+        'a conversation of a with a model only b lists: refused');
+    is(nreq('a') . ' ' . nreq('b'), "$before{a} $before{b}",
+        'neither backend received them');
     $r = post('A', '/v1/responses', { model => 'mb', input => 'mb stateless' });
     is($r->{backend}, 'b', 'without the id, mb goes to b');
 }
