@@ -17,8 +17,6 @@ static ngx_int_t ngx_http_model_gateway_models(ngx_http_request_t *r,
 static void ngx_http_model_gateway_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
-static ngx_int_t ngx_http_model_gateway_forward_headers(ngx_http_request_t *r,
-    ngx_http_model_gateway_ctx_t *ctx);
 static ngx_int_t ngx_http_model_gateway_json_string(ngx_http_request_t *r,
     u_char *tok, size_t len, ngx_str_t *out);
 static ngx_int_t ngx_http_model_gateway_conversation_id(ngx_http_request_t *r,
@@ -29,36 +27,6 @@ static ngx_int_t ngx_http_model_gateway_state_model(ngx_http_request_t *r,
     ngx_http_model_gateway_main_conf_t *mcf);
 static void ngx_http_model_gateway_route(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
-
-
-/* client headers that are the gateway's business, never forwarded */
-
-static ngx_str_t  ngx_http_model_gateway_drop_headers[] = {
-    ngx_string("host"),
-    ngx_string("authorization"),
-    ngx_string("cookie"),
-    ngx_string("content-length"),
-    ngx_string("content-type"),
-    ngx_string("transfer-encoding"),
-    ngx_string("connection"),
-    ngx_string("keep-alive"),
-    ngx_string("te"),
-    ngx_string("trailer"),
-    ngx_string("upgrade"),
-    ngx_string("expect"),
-    ngx_string("accept"),
-    ngx_string("accept-encoding"),
-    ngx_string("proxy-authorization"),
-    ngx_string("proxy-connection"),
-    ngx_string("api-key"),
-    ngx_string("x-api-key"),
-    ngx_string("x-goog-api-key"),
-    ngx_string("anthropic-version"),
-    ngx_string("anthropic-beta"),
-    ngx_string("openai-organization"),
-    ngx_string("openai-project"),
-    ngx_null_string
-};
 
 
 ngx_http_model_gateway_ctx_t *
@@ -464,7 +432,7 @@ ngx_http_model_gateway_body_handler(ngx_http_request_t *r)
         return;
     }
 
-    if (ngx_http_model_gateway_forward_headers(r, ctx) != NGX_OK) {
+    if (ngx_http_model_gateway_headers_collect(r, ctx) != NGX_OK) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
@@ -890,80 +858,6 @@ ngx_http_model_gateway_state_model(ngx_http_request_t *r,
     }
 
     ctx->policy = ctx->lcf->balance;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_model_gateway_forward_headers(ngx_http_request_t *r,
-    ngx_http_model_gateway_ctx_t *ctx)
-{
-    u_char           *p;
-    size_t            len;
-    ngx_str_t        *d;
-    ngx_uint_t        i, pass;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    len = 0;
-    p = NULL;
-
-    for (pass = 0; pass < 2; pass++) {
-
-        part = &r->headers_in.headers.part;
-        h = part->elts;
-
-        for (i = 0; /* void */; i++) {
-
-            if (i >= part->nelts) {
-                if (part->next == NULL) {
-                    break;
-                }
-
-                part = part->next;
-                h = part->elts;
-                i = 0;
-            }
-
-            for (d = ngx_http_model_gateway_drop_headers; d->len; d++) {
-                if (h[i].key.len == d->len
-                    && ngx_strncasecmp(h[i].key.data, d->data, d->len) == 0)
-                {
-                    break;
-                }
-            }
-
-            if (d->len) {
-                continue;
-            }
-
-            if (pass == 0) {
-                len += h[i].key.len + sizeof(": " CRLF) - 1
-                       + h[i].value.len;
-                continue;
-            }
-
-            p = ngx_cpymem(p, h[i].key.data, h[i].key.len);
-            *p++ = ':'; *p++ = ' ';
-            p = ngx_cpymem(p, h[i].value.data, h[i].value.len);
-            *p++ = CR; *p++ = LF;
-        }
-
-        if (pass == 0) {
-            if (len == 0) {
-                return NGX_OK;
-            }
-
-            p = ngx_pnalloc(r->pool, len);
-            if (p == NULL) {
-                return NGX_ERROR;
-            }
-
-            ctx->fwd_headers.data = p;
-            ctx->fwd_headers.len = len;
-        }
-    }
 
     return NGX_OK;
 }

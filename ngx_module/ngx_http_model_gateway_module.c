@@ -340,6 +340,13 @@ static ngx_command_t  ngx_http_model_gateway_commands[] = {
       0,
       NULL },
 
+    { ngx_string("model_gateway_forward_headers"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_model_gateway_forward_headers,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("model_gateway_tries"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -657,6 +664,7 @@ ngx_http_model_gateway_create_loc_conf(ngx_conf_t *cf)
     conf->session_mode = NGX_CONF_UNSET_UINT;
     conf->session_fallback = NGX_CONF_UNSET_UINT;
     conf->tries = NGX_CONF_UNSET_UINT;
+    conf->forward_headers = NGX_CONF_UNSET_PTR;
     conf->total_timeout = NGX_CONF_UNSET_MSEC;
     conf->retry_idle_timeout = NGX_CONF_UNSET;
     conf->max_body_size = NGX_CONF_UNSET_SIZE;
@@ -705,6 +713,11 @@ ngx_http_model_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent,
                               256 * 1024);
     ngx_conf_merge_size_value(conf->response_max_size,
                               prev->response_max_size, 8 * 1024 * 1024);
+
+    if (ngx_http_model_gateway_headers_merge(cf, prev, conf) != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->buffer_size < 1024) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1152,6 +1165,15 @@ ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
         }
 
         return ngx_http_model_gateway_aws_credentials(cf, b, value, nargs);
+    }
+
+    if (ngx_mg_is("header")) {
+        if (nargs != 2) {
+            goto invalid_args;
+        }
+
+        return ngx_http_model_gateway_backend_header(cf, b, &value[1],
+                                                     &value[2]);
     }
 
     if (ngx_mg_is("resolve")) {

@@ -152,6 +152,8 @@ struct ngx_http_model_gateway_backend_s {
     unsigned                           azure_v1:1;
     ngx_int_t                          max_tokens;  /* Anthropic default */
     ngx_str_t                          auth_header; /* "Authorization: .." */
+    ngx_array_t                       *fixed_headers; /* ngx_table_elt_t */
+    ngx_str_t                          fixed_lines; /* rendered */
 
     /* Bedrock with SigV4 (no key): the credentials are never logged */
     ngx_str_t                          region;
@@ -275,6 +277,9 @@ typedef struct {
     ngx_array_t                       *balance_models; /* _policy_t */
     ngx_flag_t                         backend_header;
 
+    ngx_array_t                       *forward_headers; /* operator's */
+    ngx_array_t                       *session_headers; /* never sent */
+
     ngx_http_complex_value_t          *session;
     ngx_msec_t                         session_idle;
     ngx_msec_t                         session_max;
@@ -342,7 +347,8 @@ struct ngx_http_model_gateway_ctx_s {
     size_t                             model_start; /* token in body */
     size_t                             model_len;
     ngx_http_model_gateway_model_t    *model_conf;
-    ngx_str_t                          fwd_headers; /* client headers kept */
+    ngx_array_t                       *fwd;         /* client headers kept */
+    size_t                             fwd_len;
     ngx_str_t                          uri_suffix;  /* "/chat/completions" */
     ngx_str_t                          method;      /* to the backend */
     unsigned                           stream:1;
@@ -502,6 +508,22 @@ ngx_int_t ngx_http_model_gateway_translate_event(
     ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
 ngx_int_t ngx_http_model_gateway_translate_finish(
     ngx_http_model_gateway_ctx_t *ctx);
+
+/* headers.c */
+char *ngx_http_model_gateway_forward_headers(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+char *ngx_http_model_gateway_headers_merge(ngx_conf_t *cf,
+    ngx_http_model_gateway_loc_conf_t *prev,
+    ngx_http_model_gateway_loc_conf_t *conf);
+char *ngx_http_model_gateway_backend_header(ngx_conf_t *cf,
+    ngx_http_model_gateway_backend_t *b, ngx_str_t *name, ngx_str_t *value);
+ngx_int_t ngx_http_model_gateway_headers_collect(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+size_t ngx_http_model_gateway_headers_len(ngx_http_model_gateway_ctx_t *ctx,
+    ngx_http_model_gateway_backend_t *b);
+u_char *ngx_http_model_gateway_headers_write(
+    ngx_http_model_gateway_ctx_t *ctx, ngx_http_model_gateway_backend_t *b,
+    u_char *p);
 
 /* aws.c */
 char *ngx_http_model_gateway_aws_credentials(ngx_conf_t *cf,

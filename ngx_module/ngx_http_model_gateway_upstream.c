@@ -698,7 +698,7 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
           + sizeof("Accept-Encoding: identity" CRLF) - 1
           + sizeof("Accept: application/vnd.amazon.eventstream" CRLF) - 1
           + sizeof("Connection: keep-alive" CRLF) - 1
-          + ctx->fwd_headers.len
+          + ngx_http_model_gateway_headers_len(ctx, be)
           + sizeof(CRLF) - 1;
 
     b = ngx_create_temp_buf(r->pool, len);
@@ -729,9 +729,7 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
     p = ngx_sprintf(p, "Accept-Encoding: identity" CRLF
                     "Accept: %s" CRLF
                     "Connection: keep-alive" CRLF, accept);
-    if (ctx->fwd_headers.len) {
-        p = ngx_cpymem(p, ctx->fwd_headers.data, ctx->fwd_headers.len);
-    }
+    p = ngx_http_model_gateway_headers_write(ctx, be, p);
 
     *p++ = CR; *p++ = LF;
 

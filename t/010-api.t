@@ -135,10 +135,14 @@ http {
                   '"$model_gateway_backend" [$model_gateway_attempts]';
     access_log %%DIR%%/gw.log gw;
 
+    # the tests' own correlation headers, on top of the default allowlist
+    model_gateway_forward_headers X-Tag X-Want-Status X-Custom-Trace X-Fixed;
+
     model_gateway_backend main {
         type openai_compatible;
         url http://127.0.0.1:%%PORT_main%%/prefix/v1;
         key_file %%DIR%%/main.key;
+        header X-Fixed gateway-fixed;
         model plain-model;
         model fast gpt-4o-mini;
         model emb-model;
@@ -562,6 +566,19 @@ is(by_tag('main', 'small-ok')->[0]{body}, $small,
         ['api-key', 'client-azure-key'],
         ['x-api-key', 'client-anthropic-key'],
         ['x-goog-api-key', 'client-goog-key'],
+        ['X-Unlisted', 'unlisted-value'],
+        ['X-Amz-Date', '20000101T000000Z'],
+        ['X-Amz-Security-Token', 'client-amz-token'],
+        ['X-Goog-User-Project', 'client-goog-project'],
+        ['anthropic-beta', 'client-beta'],
+        ['Proxy-Authorization', 'Basic client-proxy'],
+        ['X-Fixed', 'client-fixed'],
+        ['User-Agent', 'OpenAI/Python 1.51.0'],
+        ['traceparent', '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'],
+        ['tracestate', 'rojo=00f067aa0ba902b7'],
+        ['Idempotency-Key', 'idem-42'],
+        ['OpenAI-Beta', 'assistants=v2'],
+        ['X-Client-Request-Id', 'creq-7'],
     ]);
     is($r->{status}, 200, 'headers to backend: 200');
     my $got = by_tag('main', 'hdr-to')->[0] || {};
@@ -572,7 +589,24 @@ is(by_tag('main', 'small-ok')->[0]{body}, $small,
         1, 'one Authorization header');
     ok(!exists $h->{cookie}, 'Cookie not forwarded');
     is($h->{'accept-encoding'}, 'identity', 'Accept-Encoding: identity');
-    is($h->{'x-custom-trace'}, 'trace-123', 'custom header forwarded');
+    is($h->{'x-custom-trace'}, 'trace-123',
+        'a header model_gateway_forward_headers names is forwarded');
+    ok(!exists $h->{'x-unlisted'}, 'a header no list names is not');
+    is($h->{'user-agent'}, 'OpenAI/Python 1.51.0', 'User-Agent forwarded');
+    is($h->{traceparent},
+        '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+        'traceparent forwarded');
+    is($h->{tracestate}, 'rojo=00f067aa0ba902b7', 'tracestate forwarded');
+    is($h->{'idempotency-key'}, 'idem-42', 'Idempotency-Key forwarded');
+    is($h->{'openai-beta'}, 'assistants=v2', 'OpenAI-Beta forwarded');
+    is($h->{'x-client-request-id'}, 'creq-7', 'X-Client-Request-Id forwarded');
+    is($h->{'x-fixed'}, 'gateway-fixed',
+        'a backend\'s fixed header wins over the client\'s');
+    is(scalar(grep { lc $_->[0] eq 'x-fixed' } @{$got->{header_list}}), 1,
+        'one X-Fixed header');
+    ok(!exists $h->{$_}, "$_ not forwarded")
+        for qw(x-amz-date x-amz-security-token x-goog-user-project
+               anthropic-beta proxy-authorization);
     is($h->{host}, '127.0.0.1:' . $t->port('main'),
         'Host is the backend URL host:port');
     is($h->{'content-length'}, length($got->{body} // ''),
@@ -582,7 +616,7 @@ is(by_tag('main', 'small-ok')->[0]{body}, $small,
         for qw(openai-organization openai-project api-key x-api-key
                x-goog-api-key);
     my $all = join "\n", map { "$_->[0]: $_->[1]" } @{$got->{header_list}};
-    unlike($all, qr/client-(?:token|cookie|azure|anthropic|goog)|org-client|proj-client/,
+    unlike($all, qr/client-(?:token|cookie|azure|anthropic|goog|amz|beta|proxy|fixed)|org-client|proj-client|unlisted|20000101T/,
         'no client credential reaches the backend');
 }
 

@@ -184,6 +184,9 @@ http {
 
         model_gateway_session $http_x_session_id;
 
+        # listed, and still never sent: it carries the session key
+        model_gateway_forward_headers X-Session-Id X-Tag;
+
         location /v1/ {
             model_gateway;
         }
@@ -897,5 +900,12 @@ sub check_node {
 }
 
 check_node($NODE{$_}, $_) for grep { $NODE{$_} } qw(B C D1 D2 E);
+
+{
+    my @all = map { @{$t->mock_requests($_)} } @NAMES;
+    ok(@all > 10, 'session requests reached the mocks');
+    is(scalar(grep { exists $_->{headers}{'x-session-id'} } @all), 0,
+        'the session key header was never sent to a provider');
+}
 
 $t->done_testing;

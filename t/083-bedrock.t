@@ -415,13 +415,14 @@ $t->run;
 
 sub chat {
     my ($model, %o) = @_;
+    my $headers = delete $o{headers} // [];
     return $t->post_json('/v1/chat/completions', {
         model => $model,
         messages => [{ role => 'system', content => 'Be terse.' },
                      { role => 'user', content => 'hi' },
                      { role => 'assistant', content => 'hello' },
                      { role => 'user', content => 'weather?' }],
-        %o });
+        %o }, headers => $headers);
 }
 
 sub echo_of {
@@ -460,6 +461,35 @@ is($raw->{path},
 unlike($raw->{body}, qr/"model"|"stream"/, 'no model or stream in the body');
 ok(!defined $raw->{headers}{'x-amz-security-token'},
    'no session token when the environment has none');
+
+# headers a client sends in the signature's name reach nothing: the request
+# is signed and sent with the gateway's own, and the backend stays in use
+
+{
+    my @forged = (['X-Amz-Date', '20000101T000000Z'],
+                  ['X-Amz-Security-Token', 'client-forged-token'],
+                  ['X-Amz-Content-Sha256', 'UNSIGNED-PAYLOAD'],
+                  ['X-Amzn-Bedrock-GuardrailIdentifier', 'client-guardrail'],
+                  ['Authorization', 'AWS4-HMAC-SHA256 Credential=AKIDCLIENT/x'],
+                  ['traceparent', '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01']);
+    for my $i (1 .. 4) {
+        my $f = chat('claude', headers => \@forged);
+        is($f->{status}, 200, "forged X-Amz-* headers, request $i: 200")
+            or diag $f->{body};
+    }
+    my $raw = $t->mock_requests('bed')->[-1];
+    my @amz = grep { lc $_->[0] eq 'x-amz-date' } @{$raw->{header_list}};
+    is(scalar @amz, 1, 'one X-Amz-Date, the gateway\'s');
+    isnt($amz[0][1], '20000101T000000Z', 'not the client\'s date');
+    my $all = join "\n", map { "$_->[0]: $_->[1]" } @{$raw->{header_list}};
+    unlike($all, qr/client-forged-token|UNSIGNED-PAYLOAD|client-guardrail|AKIDCLIENT/,
+           'no forged AWS header reached Bedrock');
+    is($raw->{headers}{traceparent},
+       '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+       'traceparent is forwarded (not signed)');
+    is(echo_of(chat('claude'))->{cred}, 'AKIDENVEXAMPLE',
+       'the backend is still in use after them');
+}
 
 $r = chat('profile', max_tokens => 20);
 is($r->{status}, 200, 'ARN model id: 200') or diag $r->{body};
