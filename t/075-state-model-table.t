@@ -71,24 +71,6 @@ http {
     %%DEFAULT%%
     model_gateway_ssl_trusted_certificate %%CA%%;
 
-    # o2 serves no model the requests below name, and lists itself first
-    # so that its index is past the end of mx's two targets
-    model_gateway_backend o2 {
-        type openai;
-        url https://s.test:%%PORT_o2%%/v1;
-        connect 127.0.0.1:%%PORT_o2%%;
-        key_file %%DIR%%/o2.key;
-        model other;
-    }
-
-    model_gateway_backend zz1 {
-        type openai;
-        url https://s.test:%%PORT_o2%%/v1;
-        connect 127.0.0.1:%%PORT_o2%%;
-        key_file %%DIR%%/o2.key;
-        model other2;
-    }
-
     model_gateway_backend o1 {
         type openai;
         url https://s.test:%%PORT_o1%%/v1;
@@ -103,6 +85,24 @@ http {
         connect 127.0.0.1:%%PORT_an%%;
         key_file %%DIR%%/an.key;
         model mx claude-provider-x;
+    }
+
+    # o2 serves no model the requests below name; among the OpenAI-type
+    # backends it comes third, past the end of mx's two targets
+    model_gateway_backend o2 {
+        type openai;
+        url https://s.test:%%PORT_o2%%/v1;
+        connect 127.0.0.1:%%PORT_o2%%;
+        key_file %%DIR%%/o2.key;
+        model other;
+    }
+
+    model_gateway_backend zz1 {
+        type openai;
+        url https://s.test:%%PORT_o2%%/v1;
+        connect 127.0.0.1:%%PORT_o2%%;
+        key_file %%DIR%%/o2.key;
+        model other2;
     }
 
     server {
