@@ -68,6 +68,9 @@ typedef struct {
     ngx_msec_t                         trial_until;
     ngx_msec_t                         window_start;
     ngx_uint_t                         fails;
+    ngx_msec_t                         auth_window_start;
+    ngx_uint_t                         auth_fails;  /* 401/403 */
+    ngx_msec_t                         success_at;
     uint64_t                           ewma_us;
     ngx_msec_t                         ewma_stamp;
 

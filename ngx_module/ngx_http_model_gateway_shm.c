@@ -411,6 +411,10 @@ ngx_http_model_gateway_balance_done(ngx_http_request_t *r,
 
     if (!failed) {
 
+        /* the credential works */
+
+        bn->success_at = now;
+
         /*
          * only the trial ends a cool-down: a request that was already in
          * flight when the backend started cooling down says too little;
@@ -455,9 +459,34 @@ ngx_http_model_gateway_balance_done(ngx_http_request_t *r,
 
     case NGX_HTTP_MG_FAIL_AUTH:
 
-        /* the credential is wrong: no point in more failures first */
+        /*
+         * A 401 or 403 may be drawn by what one client sent, so it is no
+         * proof that the gateway's credential is wrong: such failures
+         * count toward max_fails within the window like others, and they
+         * cool the backend down only when no request succeeded within the
+         * window, which proves the credential.  A revoked key fails every
+         * request and still cools the backend down; a client cannot while
+         * others succeed, however many refusals it draws.
+         */
 
-        if (mcf->max_fails) {
+        if (mcf->max_fails == 0) {
+            break;
+        }
+
+        if (ctx->trial) {
+            ngx_http_model_gateway_cool(r, b, bn, now,
+                                        "its trial request was refused");
+            break;
+        }
+
+        if (now - bn->auth_window_start > mcf->fail_window) {
+            bn->auth_window_start = now;
+            bn->auth_fails = 0;
+        }
+
+        if (++bn->auth_fails >= mcf->max_fails
+            && now - bn->success_at >= mcf->fail_window)
+        {
             ngx_http_model_gateway_cool(r, b, bn, now,
                                         "its credential was rejected");
         }
@@ -527,4 +556,6 @@ ngx_http_model_gateway_cool(ngx_http_request_t *r,
     bn->trial_until = 0;
     bn->fails = 0;
     bn->window_start = now;
+    bn->auth_window_start = now;
+    bn->auth_fails = 0;
 }

@@ -5,8 +5,11 @@
 #   - max_fails failures within fail_window cool a backend down: no worker
 #     sends it requests; then exactly one trial request (half-open) decides:
 #     success puts it back in use, failure cools it down again at once;
-#   - a 401 cools a backend down after one request, logged once even when
-#     two requests fail at the same time;
+#   - 401s cool a backend down after max_fails of them within fail_window
+#     when nothing succeeded in that window, logged once even when two
+#     requests fail at the same time; a client whose requests draw bursts
+#     of 403s while other requests succeed never takes the backend out of
+#     service;
 #   - a 429 with Retry-After cools the pair (backend, model) down, not the
 #     backend; when every candidate is rate limited the gateway answers 429
 #     at once with the shortest remaining wait;
@@ -67,6 +70,13 @@ $t->mock('bad', handler => sub {
 });
 $t->mock('good', handler => sub { ok_spec($_[0], 'good') });
 $t->mock('unauth1', handler => sub { err_spec(401) });
+# picky refuses (403) a request whose message says "hostile", like a
+# provider refusing something one client sent
+$t->mock('picky', handler => sub {
+    my $req = shift;
+    return ($req->{body} // '') =~ /hostile/ ? err_spec(403)
+                                               : ok_spec($req, 'picky');
+});
 # unauth2 sends nothing (not even the status line) until DIR/u2-go exists
 $t->mock('unauth2', handler => sub {
     my $body = '{"error":{"message":"RAW-401","type":"x"}}';
@@ -134,6 +144,11 @@ http {
         url http://127.0.0.1:%%PORT_unauth1%%/v1;
         weight 3;
         model m401a;
+    }
+    model_gateway_backend picky {
+        type openai_compatible;
+        url http://127.0.0.1:%%PORT_picky%%/v1;
+        model mh;
     }
     model_gateway_backend unauth2 {
         type openai_compatible;
@@ -263,7 +278,7 @@ sub backend_of {
 sub chat {
     my ($model, %o) = @_;
     return $t->request(method => 'POST', path => '/v1/chat/completions',
-        json => { model => $model, messages => $MSGS },
+        json => { model => $model, messages => $o{messages} // $MSGS },
         timeout => $o{timeout} // 20);
 }
 
@@ -442,21 +457,31 @@ sub unattempted_pids {
 }
 
 ###########################################################################
-# 2. 401: cool-down after one request, logged once
+# 2. 401: cool-down after max_fails 401s in a window with no success,
+#    logged once; 403s drawn by one client's requests never cool a backend
+#    down while other requests succeed
 
 {
     my $r = chat('m401a');
-    my $t0 = time;
     is($r->{status}, 200, '401: client gets 200 (failover)');
     is(backend_of($r), 'good', '401: served by good');
     unlike($r->{body}, qr/RAW-401/, "401: backend's body not passed on");
     is(reqs_for('unauth1'), 1, '401: unauth1 got one request');
+    is(scalar(cool_lines('unauth1')), 0, '401: one is not enough to cool down');
+
+    my $t0;
+    ok($t->wait_for(sub {
+        is(chat('m401a')->{status}, 200, '401: client gets 200');
+        return 0 unless reqs_for('unauth1') >= 2;
+        $t0 = time;
+        return 1;
+    }, 10, 0), '401: a second request reached unauth1');
 
     my ($res, $nw) = phase('m401a', $t0 + 1.2, min => 10);
     my $in_time = time < $t0 + 1.8;
     is(scalar(grep { backend_of($_) eq 'good' } @$res), scalar @$res,
         '401: then ' . @$res . ' requests, all served by good');
-    is(reqs_for('unauth1'), 1, '401: unauth1 cools down after ONE request '
+    is(reqs_for('unauth1'), 2, '401: unauth1 cools down after the second '
         . '(max_fails 2)') if $in_time;
     is($nw, 2, '401: both workers served in this phase');
     my @cl = cool_lines('unauth1');
@@ -482,6 +507,25 @@ sub unattempted_pids {
     @cl = cool_lines('unauth2');
     is(scalar @cl, 1, '401 x2: exactly one "cools down" line for unauth2')
         or diag(join "\n", @cl);
+
+    # a hostile client's requests draw 403s, over and over, while an
+    # honest client's succeed: picky stays in service throughout
+    my $hostile = [{ role => 'user', content => 'hostile request' }];
+    my ($honest_ok, $refused) = (0, 0);
+    chat('mh');
+    for my $i (1 .. 12) {
+        for (1, 2) {
+            my $h = chat('mh', messages => $hostile);
+            $refused++ if ($h->{status} // 0) == 502;
+        }
+        my $ok = chat('mh');
+        $honest_ok++ if ($ok->{status} // 0) == 200
+                        && backend_of($ok) eq 'picky';
+    }
+    is($refused, 24, 'hostile: each of the 24 refused requests got a 502');
+    is($honest_ok, 12, 'hostile: every honest request was served by picky');
+    is(scalar(cool_lines('picky')), 0, 'hostile: picky never cooled down');
+    is(reqs_for('picky'), 37, 'hostile: picky received every request');
 }
 
 ###########################################################################
