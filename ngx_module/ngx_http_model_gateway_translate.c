@@ -659,8 +659,8 @@ ngx_http_model_gateway_translate_event(ngx_http_model_gateway_ctx_t *ctx,
 {
     int           rc;
     size_t        n;
+    u_char       *p;
     mg_xerror_t   err;
-    u_char        buf[512];
 
     if (ev->data == NULL) {
         return NGX_OK;
@@ -691,15 +691,23 @@ ngx_http_model_gateway_translate_event(ngx_http_model_gateway_ctx_t *ctx,
 
         ctx->error_seen = 1;
 
-        n = mg_error_json((char *) buf + 6, sizeof(buf) - 8, err.message,
-                          err.type, err.param, err.code);
-        n = ngx_min(n, sizeof(buf) - 8);
+        /* sized to fit: an event cut short would not be JSON */
 
-        ngx_memcpy(buf, "data: ", 6);
-        buf[6 + n] = '\n';
-        buf[7 + n] = '\n';
+        n = mg_error_json(NULL, 0, err.message, err.type, err.param,
+                          err.code);
 
-        return ngx_http_model_gateway_emit(ctx, buf, n + 8);
+        p = ngx_pnalloc(ctx->request->pool, n + 9);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(p, "data: ", 6);
+        (void) mg_error_json((char *) p + 6, n + 1, err.message, err.type,
+                             err.param, err.code);
+        p[6 + n] = '\n';
+        p[7 + n] = '\n';
+
+        return ngx_http_model_gateway_emit(ctx, p, n + 8);
 
     default:
         return NGX_ERROR;

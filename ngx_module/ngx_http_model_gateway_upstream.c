@@ -2073,6 +2073,12 @@ ngx_http_model_gateway_stream_read_handler(ngx_http_request_t *r,
 }
 
 
+#define NGX_HTTP_MG_RESP_ERROR_HEAD                                         \
+    "event: error\ndata: {\"type\":\"error\",\"code\":\"stream_interrupted\","   \
+    "\"message\":\""
+#define NGX_HTTP_MG_RESP_ERROR_TAIL  "\",\"param\":null}\n\n"
+
+
 /*
  * A stream that did not end with "data: [DONE]" gets an error event (when
  * it was cut short) and the terminator, so clients see a proper ending.
@@ -2101,13 +2107,7 @@ ngx_http_model_gateway_stream_tail(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    b = ngx_create_temp_buf(r->pool, 1024);
-    if (b == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = b->pos;
-    last = b->end;
+    n = 0;
 
     if (cut) {
         if (ctx->stream_error.len == 0) {
@@ -2120,22 +2120,40 @@ ngx_http_model_gateway_stream_tail(ngx_http_request_t *r,
                           &ctx->stream_error);
         }
 
-        /* messages are the gateway's own static texts: no escaping */
+        /* the error event is sized to fit: cut short, it is not JSON */
 
-        if (responses) {
-            p = ngx_slprintf(p, last, "event: error\ndata: {\"type\":"
-                             "\"error\",\"code\":\"stream_interrupted\","
-                             "\"message\":\"%V\",\"param\":null}\n\n",
-                             &ctx->stream_error);
-
-        } else {
-            p = ngx_cpymem(p, "data: ", 6);
-            n = mg_error_json((char *) p, last - p - 32,
-                              (char *) ctx->stream_error.data,
+        n = responses
+            ? sizeof(NGX_HTTP_MG_RESP_ERROR_HEAD NGX_HTTP_MG_RESP_ERROR_TAIL)
+              + mg_json_escape(NULL, 0, (char *) ctx->stream_error.data,
+                               ctx->stream_error.len)
+            : sizeof("data: \n\n")
+              + mg_error_json(NULL, 0, (char *) ctx->stream_error.data,
                               "server_error", NULL, "stream_interrupted");
-            p += ngx_min(n, (size_t) (last - p - 32));
-            *p++ = '\n'; *p++ = '\n';
-        }
+    }
+
+    b = ngx_create_temp_buf(r->pool, n + sizeof("data: [DONE]\n\n"));
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = b->pos;
+    last = b->end;
+
+    if (cut && responses) {
+        p = ngx_cpymem(p, NGX_HTTP_MG_RESP_ERROR_HEAD,
+                       sizeof(NGX_HTTP_MG_RESP_ERROR_HEAD) - 1);
+        p += mg_json_escape((char *) p, last - p,
+                            (char *) ctx->stream_error.data,
+                            ctx->stream_error.len);
+        p = ngx_cpymem(p, NGX_HTTP_MG_RESP_ERROR_TAIL,
+                       sizeof(NGX_HTTP_MG_RESP_ERROR_TAIL) - 1);
+
+    } else if (cut) {
+        p = ngx_cpymem(p, "data: ", 6);
+        p += mg_error_json((char *) p, last - p,
+                           (char *) ctx->stream_error.data,
+                           "server_error", NULL, "stream_interrupted");
+        *p++ = '\n'; *p++ = '\n';
     }
 
     if (!responses) {

@@ -11,6 +11,7 @@
 
 #include "mg_json.h"
 #include "mg_translate.h"
+#include "mg_util.h"
 
 
 /* token counts are clamped, so that their sums cannot overflow */
@@ -165,6 +166,10 @@ mg_xerror_set(mg_xerror_t *err, int status, int retryable, const char *type,
     va_start(ap, fmt);
     (void) vsnprintf(err->message, sizeof(err->message), fmt, ap);
     va_end(ap);
+
+    /* a provider's message cut to fit must stay valid UTF-8 for JSON */
+
+    err->message[mg_utf8_complete(err->message, strlen(err->message))] = '\0';
 }
 
 

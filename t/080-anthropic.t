@@ -665,6 +665,16 @@ my $answer_ant = sub {
                             ev_text(0, 'partial '), ev_text(0, 'answer'),
                             ev_error('overloaded_error', 'Overloaded')] };
     }
+    if ($m eq 'mid-err-long') {
+        # a long message that JSON escaping makes longer still, with
+        # two-byte characters so that any cut can split one
+        return ant_bad('test: stream expected') unless $st;
+        return { status => 200, headers => [$SSE_CT],
+                 chunks => [ev_start('msg_01Long'), ev_text_start(0),
+                            ev_text(0, 'partial'),
+                            ev_error('overloaded_error',
+                                     "\x{e9}\"\x01" x 200)] };
+    }
     if ($m eq 'claude-nope') {
         return ant_error(404, 'not_found_error', 'model: claude-nope');
     }
@@ -761,6 +771,7 @@ http {
         model fo-stream;
         model fo-stream2;
         model mid-err;
+        model mid-err-long;
         model bad-req;
         model nf-m claude-nope;
     }
@@ -1483,6 +1494,24 @@ sub tool_calls_of {
         'error after content: not retried once content was sent');
     ok($t->wait_log(qr/stream from backend "ant" failed/),
         'error after content: logged');
+
+    # a provider message longer than the error event's room: the event is
+    # still whole JSON, the message a prefix cut on a character boundary
+    $r = chat({ model => 'mid-err-long', stream => JSON::PP::true,
+        messages => $MSGS });
+    is($r->{status}, 200, 'long error after content: 200');
+    @data = MG::Test::sse_data($r->{body});
+    is($data[-1], '[DONE]', 'long error after content: [DONE] last');
+    my $ev = eval { JSON::PP->new->utf8->decode($data[-2] // '') };
+    ok(ref $ev eq 'HASH' && ref $ev->{error} eq 'HASH',
+        'long error after content: the error event is valid JSON')
+        or diag($data[-2]);
+    my $msg = ($ev && ref $ev->{error} eq 'HASH') ? $ev->{error}{message} : '';
+    ok(length($msg // '') > 10, 'long error after content: with a message');
+    ok(index("\x{e9}\"\x01" x 200, $msg) >= 0
+       || index("\x{e9}\"\x01" x 200, $msg =~ s/^.*?: //sr) >= 0,
+       'long error after content: the message is the provider\'s, cut '
+       . 'whole characters') or diag($msg);
 }
 
 ###########################################################################
