@@ -717,19 +717,17 @@ ngx_http_model_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent,
     }
 
     /*
-     * the gateway parses the request body and may send it to several
-     * backends, so it must be in memory: a body that spilled into a temp
-     * file would have to be read back with blocking disk I/O.  The core
-     * module's location configuration is already merged at this point.
+     * the body limit is nginx's own, so an oversized body gets its 413
+     * (turned into a JSON error by the filter) before it is read.
+     * client_body_buffer_size is left alone: while a body arrives, what
+     * does not fit in that buffer goes to client_body_temp_path as with
+     * plain nginx, and the body is read into memory once it is complete.
+     * The core module's location configuration is already merged here.
      */
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
     clcf->client_max_body_size = conf->max_body_size;
-
-    if (clcf->client_body_buffer_size < conf->max_body_size) {
-        clcf->client_body_buffer_size = conf->max_body_size;
-    }
 
     return NGX_CONF_OK;
 }
