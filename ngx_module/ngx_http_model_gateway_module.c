@@ -1028,6 +1028,8 @@ ngx_http_model_gateway_backend_block(ngx_conf_t *cf, ngx_command_t *cmd,
     b->ssl_verify = NGX_CONF_UNSET;
     b->keepalive = NGX_CONF_UNSET_UINT;
     b->keepalive_timeout = NGX_CONF_UNSET_MSEC;
+    b->keepalive_requests = NGX_CONF_UNSET_UINT;
+    b->keepalive_time = NGX_CONF_UNSET_MSEC;
     b->conf_file = cf->conf_file->file.name;
     b->conf_line = cf->conf_file->line;
 
@@ -1295,6 +1297,19 @@ ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
         return NGX_CONF_OK;
     }
 
+    if (ngx_mg_is("keepalive_requests")) {
+        n = ngx_atoi(value[1].data, value[1].len);
+        if (n == NGX_ERROR || n == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid keepalive_requests \"%V\"",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        b->keepalive_requests = n;
+        return NGX_CONF_OK;
+    }
+
     if (ngx_mg_is("ssl_verify")) {
         if (value[1].len == 2 && ngx_strncmp(value[1].data, "on", 2) == 0) {
             b->ssl_verify = 1;
@@ -1332,6 +1347,9 @@ ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
 
     } else if (ngx_mg_is("keepalive_timeout")) {
         msp = &b->keepalive_timeout;
+
+    } else if (ngx_mg_is("keepalive_time")) {
+        msp = &b->keepalive_time;
     }
 
 #undef ngx_mg_is
@@ -1842,6 +1860,8 @@ ngx_http_model_gateway_backend_finish(ngx_conf_t *cf,
     ngx_conf_init_value(b->ssl_verify, 1);
     ngx_conf_init_uint_value(b->keepalive, 32);
     ngx_conf_init_msec_value(b->keepalive_timeout, 60000);
+    ngx_conf_init_uint_value(b->keepalive_requests, 1000);
+    ngx_conf_init_msec_value(b->keepalive_time, 3600000);
 
     if (b->ssl_trusted_certificate.data == NULL) {
         b->ssl_trusted_certificate = mcf->ssl_trusted_certificate;
