@@ -15,6 +15,8 @@ static ngx_int_t ngx_http_model_gateway_send_json(ngx_http_request_t *r,
 static ngx_int_t ngx_http_model_gateway_models(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, u_char *id, size_t id_len);
 static void ngx_http_model_gateway_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_model_gateway_body_in_memory(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
 static ngx_int_t ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
 static ngx_int_t ngx_http_model_gateway_json_string(ngx_http_request_t *r,
@@ -443,6 +445,90 @@ ngx_http_model_gateway_body_handler(ngx_http_request_t *r)
 }
 
 
+/*
+ * Makes the complete request body one contiguous ngx_str_t, ctx->body, as
+ * the parser, the translators and every attempt at a backend expect.
+ *
+ * While the body arrives nginx keeps at most client_body_buffer_size of it
+ * in memory and writes the rest to a temporary file in
+ * client_body_temp_path, so a slow client pins no more memory than with
+ * plain nginx.  Only once the body is complete is it read back, with one
+ * allocation of its full length and ngx_read_file() of the file part.
+ * That read is the same blocking, file-backed read nginx itself does for
+ * buffered request bodies (ngx_output_chain() reads in_file buffers when
+ * the proxy module sends a body without sendfile); the file was just
+ * written, so the read is normally served from the page cache, it happens
+ * once per request and its size is limited by model_gateway_max_body_size.
+ */
+
+static ngx_int_t
+ngx_http_model_gateway_body_in_memory(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx)
+{
+    u_char       *p;
+    off_t         len, size, pos;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        len += ngx_buf_size(cl->buf);
+    }
+
+    if (len > (off_t) NGX_MAX_SIZE_T_VALUE) {
+        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+    }
+
+    p = ngx_pnalloc(r->pool, len ? (size_t) len : 1);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->body.data = p;
+    ctx->body.len = (size_t) len;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (!b->in_file) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            continue;
+        }
+
+        pos = b->file_pos;
+
+        while (pos < b->file_last) {
+            size = b->file_last - pos;
+
+            n = ngx_read_file(b->file, p, (size_t) size, pos);
+
+            if (n == NGX_ERROR) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            if (n == 0) {
+                ngx_log_error(NGX_LOG_CRIT, r->connection->log, 0,
+                              "model gateway: request body file \"%V\" "
+                              "ended at %O of %O bytes",
+                              &b->file->name, pos, b->file_last);
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            p += n;
+            pos += n;
+        }
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "model gateway: request body of %O bytes, from a file: %d",
+                   len, r->request_body->temp_file != NULL);
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
@@ -452,7 +538,6 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
     ssize_t                              n;
     ngx_int_t                            rc;
     ngx_uint_t                           i;
-    ngx_buf_t                           *b;
     ngx_chain_t                         *cl;
     mg_json_error_t                      err;
     ngx_http_model_gateway_model_t      *m;
@@ -493,38 +578,19 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
                                            "expected.");
     }
 
-    if (r->request_body->temp_file) {
-
-        /* cannot happen: the body buffer is as large as the body limit */
-
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "model gateway: request body was buffered to a file");
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     cl = r->request_body->bufs;
 
-    if (cl->next == NULL) {
+    if (cl->next == NULL && !cl->buf->in_file) {
+
+        /* the body fitted in client_body_buffer_size: used in place */
+
         ctx->body.data = cl->buf->pos;
         ctx->body.len = cl->buf->last - cl->buf->pos;
 
     } else {
-        len = 0;
-        for ( /* void */ ; cl; cl = cl->next) {
-            len += ngx_buf_size(cl->buf);
-        }
-
-        p = ngx_pnalloc(r->pool, len);
-        if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        ctx->body.data = p;
-        ctx->body.len = len;
-
-        for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            b = cl->buf;
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+        rc = ngx_http_model_gateway_body_in_memory(r, ctx);
+        if (rc != NGX_OK) {
+            return rc;
         }
     }
 

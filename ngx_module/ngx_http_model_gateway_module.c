@@ -730,19 +730,17 @@ ngx_http_model_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent,
     }
 
     /*
-     * the gateway parses the request body and may send it to several
-     * backends, so it must be in memory: a body that spilled into a temp
-     * file would have to be read back with blocking disk I/O.  The core
-     * module's location configuration is already merged at this point.
+     * the body limit is nginx's own, so an oversized body gets its 413
+     * (turned into a JSON error by the filter) before it is read.
+     * client_body_buffer_size is left alone: while a body arrives, what
+     * does not fit in that buffer goes to client_body_temp_path as with
+     * plain nginx, and the body is read into memory once it is complete.
+     * The core module's location configuration is already merged here.
      */
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
     clcf->client_max_body_size = conf->max_body_size;
-
-    if (clcf->client_body_buffer_size < conf->max_body_size) {
-        clcf->client_body_buffer_size = conf->max_body_size;
-    }
 
     return NGX_CONF_OK;
 }
@@ -1043,6 +1041,8 @@ ngx_http_model_gateway_backend_block(ngx_conf_t *cf, ngx_command_t *cmd,
     b->ssl_verify = NGX_CONF_UNSET;
     b->keepalive = NGX_CONF_UNSET_UINT;
     b->keepalive_timeout = NGX_CONF_UNSET_MSEC;
+    b->keepalive_requests = NGX_CONF_UNSET_UINT;
+    b->keepalive_time = NGX_CONF_UNSET_MSEC;
     b->conf_file = cf->conf_file->file.name;
     b->conf_line = cf->conf_file->line;
 
@@ -1319,6 +1319,19 @@ ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
         return NGX_CONF_OK;
     }
 
+    if (ngx_mg_is("keepalive_requests")) {
+        n = ngx_atoi(value[1].data, value[1].len);
+        if (n == NGX_ERROR || n == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid keepalive_requests \"%V\"",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        b->keepalive_requests = n;
+        return NGX_CONF_OK;
+    }
+
     if (ngx_mg_is("ssl_verify")) {
         if (value[1].len == 2 && ngx_strncmp(value[1].data, "on", 2) == 0) {
             b->ssl_verify = 1;
@@ -1356,6 +1369,9 @@ ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
 
     } else if (ngx_mg_is("keepalive_timeout")) {
         msp = &b->keepalive_timeout;
+
+    } else if (ngx_mg_is("keepalive_time")) {
+        msp = &b->keepalive_time;
     }
 
 #undef ngx_mg_is
@@ -1866,6 +1882,8 @@ ngx_http_model_gateway_backend_finish(ngx_conf_t *cf,
     ngx_conf_init_value(b->ssl_verify, 1);
     ngx_conf_init_uint_value(b->keepalive, 32);
     ngx_conf_init_msec_value(b->keepalive_timeout, 60000);
+    ngx_conf_init_uint_value(b->keepalive_requests, 1000);
+    ngx_conf_init_msec_value(b->keepalive_time, 3600000);
 
     if (b->ssl_trusted_certificate.data == NULL) {
         b->ssl_trusted_certificate = mcf->ssl_trusted_certificate;

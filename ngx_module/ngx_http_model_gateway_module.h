@@ -180,6 +180,8 @@ struct ngx_http_model_gateway_backend_s {
 
     ngx_uint_t                         keepalive;
     ngx_msec_t                         keepalive_timeout;
+    ngx_uint_t                         keepalive_requests;
+    ngx_msec_t                         keepalive_time;
     ngx_queue_t                        cache;       /* per worker */
     ngx_queue_t                        free;
 

@@ -2375,6 +2375,7 @@ static void
 ngx_http_model_gateway_keepalive_save(ngx_peer_connection_t *pc,
     ngx_http_model_gateway_backend_t *b)
 {
+    ngx_msec_t                        age, timeout;
     ngx_queue_t                      *q;
     ngx_connection_t                 *c;
     ngx_http_model_gateway_cached_t  *item;
@@ -2386,6 +2387,24 @@ ngx_http_model_gateway_keepalive_save(ngx_peer_connection_t *pc,
         || c->write->error || c->write->timedout
         || ngx_terminate || ngx_exiting)
     {
+        return;
+    }
+
+    /*
+     * a connection is retired, as nginx's upstream keepalive_requests and
+     * keepalive_time do, so that no connection lives forever: a backend
+     * behind a load balancer gets to rebalance and to drain old servers.
+     * c->requests is counted by ngx_http_upstream_connect() and
+     * c->start_time set by ngx_event_connect_peer().
+     */
+
+    age = ngx_current_msec - c->start_time;
+
+    if (c->requests >= b->keepalive_requests || age >= b->keepalive_time) {
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                       "model gateway: keepalive connection retired after "
+                       "%ui requests and %M ms to backend \"%V\"",
+                       c->requests, age, &b->name);
         return;
     }
 
@@ -2428,7 +2447,15 @@ ngx_http_model_gateway_keepalive_save(ngx_peer_connection_t *pc,
         ngx_del_timer(c->write);
     }
 
-    ngx_add_timer(c->read, b->keepalive_timeout);
+    /* an idle connection is closed when it reaches keepalive_time */
+
+    timeout = b->keepalive_time - age;
+
+    if (timeout > b->keepalive_timeout) {
+        timeout = b->keepalive_timeout;
+    }
+
+    ngx_add_timer(c->read, timeout);
 
     c->write->handler = ngx_http_model_gateway_keepalive_dummy_handler;
     c->read->handler = ngx_http_model_gateway_keepalive_close_handler;

@@ -3,8 +3,9 @@
 # Backend connections of the model gateway: keepalive reuse (http, https,
 # after streams), the cases that must not reuse a connection (client
 # disconnect mid-stream, "Connection: close", keepalive 0), connections kept
-# per backend (Host and SNI), TLS verification failures and ssl_verify off,
-# and SNI taken from the URL host when `connect` points elsewhere.
+# per backend (Host and SNI), connections retired after keepalive_requests
+# requests and at keepalive_time, TLS verification failures and ssl_verify
+# off, and SNI taken from the URL host when `connect` points elsewhere.
 
 use strict;
 use warnings;
@@ -80,6 +81,16 @@ $t->mock('ka', handler => $std);
 $t->mock('kas', handler => $std);
 $t->mock('ktls', tls => [$k_crt, $k_key], handler => $std);
 $t->mock('k0', handler => $std);
+$t->mock('kr', handler => $std);
+$t->mock('krs', tls => [$k_crt, $k_key], handler => $std);
+# a request asking for it is answered after 2.5 s
+$t->mock('kt', handler => sub {
+    my $r = shift;
+    my $spec = $std->($r);
+    $spec->{delay} = 2.5
+        if (req_json($r)->{messages}[0]{content} // '') eq 'slow';
+    return $spec;
+});
 $t->mock('hosts', handler => $std);
 $t->mock('sni', tls => [$ab_crt, $ab_key], handler => $std);
 $t->mock('rogue', tls => [$r_crt, $r_key], handler => $std);
@@ -158,6 +169,29 @@ http {
         url http://127.0.0.1:%%PORT_k0%%/v1;
         model k0;
         keepalive 0;
+    }
+
+    model_gateway_backend kr {
+        type openai_compatible;
+        url http://127.0.0.1:%%PORT_kr%%/v1;
+        model kr;
+        keepalive_requests 3;
+    }
+
+    model_gateway_backend krs {
+        type openai_compatible;
+        url https://k.test:%%PORT_krs%%/v1;
+        connect 127.0.0.1:%%PORT_krs%%;
+        ssl_trusted_certificate %%CA%%;
+        model krs;
+        keepalive_requests 2;
+    }
+
+    model_gateway_backend kt {
+        type openai_compatible;
+        url http://127.0.0.1:%%PORT_kt%%/v1;
+        model kt;
+        keepalive_time 2s;
     }
 
     model_gateway_backend ha {
@@ -322,6 +356,48 @@ sub conns_of { [map { $_->{conn} } @{$t->mock_requests($_[0])}] }
     is_deeply(conns_of('k0'), [1, 2, 3],
         'keepalive 0: one connection per request');
     is($t->mock_connections('k0'), 3, 'keepalive 0: three connections');
+}
+
+###########################################################################
+# connections retired by keepalive_requests and keepalive_time
+
+{
+    my @st = map { chat('kr')->{status} } 1 .. 7;
+    is_deeply(\@st, [(200) x 7], 'keepalive_requests 3: 7 requests answered');
+    is_deeply(conns_of('kr'), [1, 1, 1, 2, 2, 2, 3],
+        'keepalive_requests 3: a new connection after every 3 requests');
+    ok($t->wait_mock_event('kr', 'eof', 5, conn => 2),
+        'keepalive_requests 3: the retired connection is closed');
+}
+
+{
+    my @st = map { chat('krs')->{status} } 1 .. 5;
+    is_deeply(\@st, [(200) x 5], 'keepalive_requests 2 (https): answered');
+    is_deeply(conns_of('krs'), [1, 1, 2, 2, 3],
+        'keepalive_requests 2 (https): a new connection after every 2');
+}
+
+{
+    # back to back, well within 2 s, then after 2 s have passed
+    my @st = map { chat('kt')->{status} } 1 .. 2;
+    is_deeply(conns_of('kt'), [1, 1],
+        'keepalive_time 2s: a young connection is reused');
+    ok($t->wait_mock_event('kt', 'eof', 6, conn => 1),
+        'keepalive_time 2s: the idle connection is closed at its age');
+    push @st, chat('kt')->{status};
+    push @st, chat('kt')->{status};
+    is_deeply(\@st, [(200) x 4], 'keepalive_time 2s: 4 requests answered');
+    is_deeply(conns_of('kt'), [1, 1, 2, 2],
+        'keepalive_time 2s: an old connection is not reused');
+
+    # the connection reaches its age while it serves a request
+    my $r = $t->post_json('/v1/chat/completions',
+        { model => 'kt', messages => [{ role => 'user', content => 'slow' }] },
+        timeout => 15);
+    is($r->{status}, 200, 'keepalive_time 2s: slow request answered');
+    is(chat('kt')->{status}, 200, 'keepalive_time 2s: next one answered');
+    is_deeply(conns_of('kt'), [1, 1, 2, 2, 2, 3],
+        'keepalive_time 2s: not kept after a request past its age');
 }
 
 ###########################################################################

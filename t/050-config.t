@@ -526,6 +526,30 @@ EOF
         problem => qr/"X-Amz-Date" is written by the gateway/,
     },
     {
+        name    => 'keepalive_requests 0',
+        backend => <<'EOF',
+    model_gateway_backend bad {
+        type openai;
+        url http://127.0.0.1:%%PORT_bad%%/v1;
+        keepalive_requests 0;  # HERE
+        model bad-model;
+    }
+EOF
+        problem => qr/invalid keepalive_requests "0"/,
+    },
+    {
+        name    => 'keepalive_time 0',
+        backend => <<'EOF',
+    model_gateway_backend bad {
+        type openai;
+        url http://127.0.0.1:%%PORT_bad%%/v1;
+        keepalive_time 0;  # HERE
+        model bad-model;
+    }
+EOF
+        problem => qr/invalid keepalive_time "0"/,
+    },
+    {
         name     => 'model_gateway_tries 0',
         location => '            model_gateway_tries 0;  # HERE',
         problem  => qr/model_gateway_tries|between 1 and 16/,
