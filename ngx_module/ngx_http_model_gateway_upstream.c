@@ -892,8 +892,22 @@ ngx_http_model_gateway_process_header(ngx_http_request_t *r)
             /*
              * a body delimited by the connection's end cannot be known to
              * be complete before nginx sees that end, which it only passes
-             * on after the header: send such a response as it comes
+             * on after the header: an OpenAI-type response is sent as it
+             * comes, but a provider's answer that must be translated
+             * whole never reaches the client raw
              */
+
+            if (ngx_http_model_gateway_translated(
+                                            ctx->target->backend->type))
+            {
+                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                              "model gateway: backend \"%V\" sent a "
+                              "response delimited by the connection's end, "
+                              "which cannot be translated",
+                              &ctx->target->backend->name);
+                ctx->fail = NGX_HTTP_MG_FAIL_INVALID;
+                return NGX_HTTP_UPSTREAM_INVALID_HEADER;
+            }
 
             return ngx_http_model_gateway_commit(r, ctx);
         }

@@ -665,6 +665,17 @@ my $answer_ant = sub {
                             ev_text(0, 'partial '), ev_text(0, 'answer'),
                             ev_error('overloaded_error', 'Overloaded')] };
     }
+    if ($m eq 'close-body') {
+        # no Content-Length, no chunks: the body ends with the connection
+        my $body = $J->encode({ id => 'msg_01Close', type => 'message',
+            role => 'assistant', model => 'claude-sonnet-4-5-20250929',
+            content => [{ type => 'text', text => 'RAW-CLOSE-DELIMITED' }],
+            stop_reason => 'end_turn',
+            usage => { input_tokens => 1, output_tokens => 1 } });
+        return { raw_pieces => ["HTTP/1.1 200 OK\r\n"
+                     . "Content-Type: application/json\r\n"
+                     . "Connection: close\r\n\r\n$body"] };
+    }
     if ($m eq 'mid-err-long') {
         # a long message that JSON escaping makes longer still, with
         # two-byte characters so that any cut can split one
@@ -772,6 +783,7 @@ http {
         model fo-stream2;
         model mid-err;
         model mid-err-long;
+        model close-body;
         model bad-req;
         model nf-m claude-nope;
     }
@@ -1494,6 +1506,18 @@ sub tool_calls_of {
         'error after content: not retried once content was sent');
     ok($t->wait_log(qr/stream from backend "ant" failed/),
         'error after content: logged');
+
+    # a close-delimited answer cannot be translated: rejected, never raw
+    $r = chat({ model => 'close-body', messages => $MSGS });
+    is($r->{status}, 502, 'close-delimited answer: 502');
+    like($r->{headers}{'content-type'} // '', qr{^application/json},
+        'close-delimited answer: a JSON error');
+    ok(ref(($r->{json} // {})->{error}) eq 'HASH',
+        'close-delimited answer: an OpenAI error object');
+    unlike($r->{body} // '', qr/RAW-CLOSE-DELIMITED|msg_01Close/,
+        'close-delimited answer: the provider\'s body is not passed raw');
+    ok($t->wait_log(qr/backend "ant" sent a response delimited by the connection's end/),
+        'close-delimited answer: logged');
 
     # a provider message longer than the error event's room: the event is
     # still whole JSON, the message a prefix cut on a character boundary
