@@ -1365,10 +1365,6 @@ mg_a_error_map(int status, json_t *body, mg_xerror_t *err)
                           "%d).", status);
         }
     }
-
-    if (err) {
-        mg_x_utf8(err->message);
-    }
 }
 
 

@@ -1923,10 +1923,6 @@ mg_b_error_map(int status, const char *name, size_t name_len,
     }
 
 done:
-
-    if (err) {
-        mg_x_utf8(err->message);
-    }
 }
 
 

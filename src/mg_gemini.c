@@ -1794,10 +1794,6 @@ mg_gemini_response(const char *body, size_t len, const char *model,
                       "The model backend gave no usable answer (%s).",
                       reason);
 
-        if (err) {
-            mg_x_utf8(err->message);
-        }
-
         rc = MG_X_ERROR;
         goto done;
     }
@@ -2329,10 +2325,6 @@ mg_g_error_map(int status, json_t *body, mg_xerror_t *err)
                           "%d%s%s).", status, gs ? " " : "", gs ? gs : "");
         }
     }
-
-    if (err) {
-        mg_x_utf8(err->message);
-    }
 }
 
 
@@ -2554,10 +2546,6 @@ mg_g_stream_chunk(mg_gemini_stream_t *st, json_t *j, mg_buf_t *out,
         mg_xerror_set(err, 502, 1, "server_error", "backend_error", NULL,
                       "The model backend gave no usable answer (%s).",
                       malformed);
-
-        if (err) {
-            mg_x_utf8(err->message);
-        }
 
         return MG_X_ERROR;
     }

@@ -11,7 +11,6 @@
 
 #include "mg_json.h"
 #include "mg_translate.h"
-#include "mg_util.h"
 
 
 /* token counts are clamped, so that their sums cannot overflow */
@@ -169,7 +168,7 @@ mg_xerror_set(mg_xerror_t *err, int status, int retryable, const char *type,
 
     /* a provider's message cut to fit must stay valid UTF-8 for JSON */
 
-    err->message[mg_utf8_complete(err->message, strlen(err->message))] = '\0';
+    mg_x_utf8(err->message);
 }
 
 
@@ -201,10 +200,6 @@ mg_x_bad(mg_xerror_t *err, const char *param, const char *fmt, ...)
     mg_xerror_set(err, 400, 0, "invalid_request_error", NULL, param, "%s",
                   buf);
 
-    if (err) {
-        mg_x_utf8(err->message);
-    }
-
     return MG_X_ERROR;
 }
 
@@ -221,7 +216,8 @@ mg_x_nomem(mg_xerror_t *err)
 /*
  * Messages quote what we were sent (a role, jansson's view of a syntax
  * error) and snprintf may cut them inside a character: the client gets
- * them in a JSON string, so bad bytes become '?' and a cut character goes.
+ * them in a JSON string, so bad bytes become '?' and a cut character goes
+ * (mg_xerror_set() applies it to every message).
  */
 
 void

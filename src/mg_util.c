@@ -163,33 +163,6 @@ mg_error_json(char *buf, size_t cap, const char *message, const char *type,
 }
 
 
-size_t
-mg_utf8_complete(const char *s, size_t len)
-{
-    size_t          i, need;
-    const u_char   *p;
-
-    p = (const u_char *) s;
-
-    /* the start of the last sequence is at most 3 bytes back */
-
-    for (i = len; i > 0 && len - i < 4; i--) {
-        if ((p[i - 1] & 0xc0) != 0x80) {
-            break;
-        }
-    }
-
-    if (i == 0 || len - i >= 4 || p[i - 1] < 0x80) {
-        return len;
-    }
-
-    need = (p[i - 1] >= 0xf0) ? 4 : (p[i - 1] >= 0xe0) ? 3
-           : (p[i - 1] >= 0xc0) ? 2 : 1;
-
-    return (len - (i - 1) < need) ? i - 1 : len;
-}
-
-
 /* appends like snprintf: what does not fit is counted but not written */
 
 static size_t

@@ -43,12 +43,6 @@ mg_endpoint_t mg_endpoint_match(const char *path, size_t len,
  * escaping; param and code may be NULL (written as null).  Returns the
  * length the whole object needs; writes at most cap bytes (snprintf-like).
  */
-/*
- * The length of the longest prefix of s[0, len) that does not end inside
- * a UTF-8 sequence: what is left of a text cut at a byte count.
- */
-size_t mg_utf8_complete(const char *s, size_t len);
-
 size_t mg_error_json(char *buf, size_t cap, const char *message,
     const char *type, const char *param, const char *code);
 

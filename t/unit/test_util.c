@@ -189,22 +189,6 @@ test_error_json(void)
 
 
 static void
-test_utf8_complete(void)
-{
-    is_int(mg_utf8_complete("abc", 3), 3, "ASCII kept");
-    is_int(mg_utf8_complete("", 0), 0, "empty");
-    is_int(mg_utf8_complete("a\xc3\xa9", 3), 3, "a whole 2-byte character");
-    is_int(mg_utf8_complete("a\xc3", 2), 1, "a cut 2-byte character");
-    is_int(mg_utf8_complete("a\xe2\x82\xac", 4), 4, "a whole 3-byte one");
-    is_int(mg_utf8_complete("a\xe2\x82", 3), 1, "3-byte, 2 of 3 bytes");
-    is_int(mg_utf8_complete("a\xe2", 2), 1, "3-byte, 1 of 3 bytes");
-    is_int(mg_utf8_complete("a\xf0\x9f\x98\x80", 5), 5, "a whole 4-byte one");
-    is_int(mg_utf8_complete("a\xf0\x9f\x98", 4), 1, "4-byte, 3 of 4 bytes");
-    is_int(mg_utf8_complete("\x80\x80", 2), 2, "stray continuations kept");
-}
-
-
-static void
 test_retryable(void)
 {
     int  s, bad, want;
@@ -393,7 +377,6 @@ main(void)
 {
     test_endpoint();
     test_error_json();
-    test_utf8_complete();
     test_retryable();
     test_retry_after();
 
