@@ -54,6 +54,7 @@ typedef struct {
     ngx_msec_t                           backoff;
     ngx_uint_t                           handshake; /* replies pending */
     ngx_int_t                            clock_offset; /* Redis - ours, ms */
+    size_t                               reply_size; /* read of the next */
     ngx_resolver_t                      *resolver;
     ngx_msec_t                           resolver_timeout;
     ngx_sockaddr_t                       sockaddr;  /* last resolved */
@@ -714,17 +715,20 @@ ngx_http_mg_redis_handshake_reply(void *data, redisReply *reply,
 static void
 ngx_http_mg_redis_read_handler(ngx_event_t *rev)
 {
-    ssize_t                   n;
-    void                     *r;
-    ngx_queue_t              *q;
-    redisReply               *reply;
-    ngx_connection_t         *c;
-    ngx_http_mg_redis_t      *rd;
-    ngx_http_mg_redis_cmd_t  *cmd;
-    u_char                    buf[16384];
+    void                      *r;
+    size_t                     pending;
+    ssize_t                    n;
+    ngx_queue_t               *q;
+    redisReply                *reply;
+    ngx_connection_t          *c;
+    ngx_http_mg_redis_t       *rd;
+    ngx_http_mg_redis_cmd_t   *cmd;
+    ngx_http_mg_redis_conf_t  *rcf;
+    u_char                     buf[16384];
 
     c = rev->data;
     rd = c->data;
+    rcf = rd->mcf->redis;
 
     if (rev->timedout) {
         rev->timedout = 0;
@@ -739,9 +743,16 @@ ngx_http_mg_redis_read_handler(ngx_event_t *rev)
             break;
         }
 
-        if (n == 0 || n == NGX_ERROR) {
-            ngx_http_mg_redis_fail(rd, 0, n == 0 ? "connection closed"
-                                                 : "read error");
+        if (n == 0) {
+            ngx_http_mg_redis_fail(rd, 0, "connection closed");
+            return;
+        }
+
+        if (n == NGX_ERROR) {
+
+            /* recv()'s own error: nginx has only logged it at "info" */
+
+            ngx_http_mg_redis_fail(rd, ngx_socket_errno, "read error");
             return;
         }
 
@@ -752,9 +763,36 @@ ngx_http_mg_redis_read_handler(ngx_event_t *rev)
 
         for ( ;; ) {
             r = NULL;
+            pending = rd->reader->len - rd->reader->pos;
 
             if (redisReaderGetReply(rd->reader, &r) != REDIS_OK) {
                 ngx_http_mg_redis_fail(rd, 0, "protocol error");
+                return;
+            }
+
+            /*
+             * hiredis 0.14 buffers a reply of any size: the bytes of the
+             * reply being read (parsed, or still buffered) are counted,
+             * and one above the cap drops the connection, at most one
+             * read past it
+             */
+
+            rd->reply_size += pending - (rd->reader->len - rd->reader->pos);
+
+            if (rd->reply_size + (r ? 0 : rd->reader->len - rd->reader->pos)
+                > rcf->max_reply_size)
+            {
+                if (r) {
+                    freeReplyObject(r);
+                }
+
+                *ngx_snprintf(rd->why, sizeof(rd->why) - 1,
+                              "reply larger than "
+                              "model_gateway_redis_max_reply_size (%uz)",
+                              rcf->max_reply_size)
+                    = '\0';
+
+                ngx_http_mg_redis_fail(rd, 0, (char *) rd->why);
                 return;
             }
 
@@ -762,6 +800,7 @@ ngx_http_mg_redis_read_handler(ngx_event_t *rev)
                 break;
             }
 
+            rd->reply_size = 0;
             reply = r;
 
             if (ngx_queue_empty(&rd->inflight)) {
@@ -977,6 +1016,7 @@ ngx_http_mg_redis_close(ngx_http_mg_redis_t *rd)
     rd->out->pos = rd->out->start;
     rd->out->last = rd->out->start;
     rd->handshake = 0;
+    rd->reply_size = 0;
 }
 
 
