@@ -277,6 +277,14 @@ static ngx_command_t  ngx_http_model_gateway_commands[] = {
       offsetof(ngx_http_model_gateway_main_conf_t, redis_conf.max_inflight),
       NULL },
 
+    { ngx_string("model_gateway_redis_max_reply_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t,
+               redis_conf.max_reply_size),
+      NULL },
+
     { ngx_string("model_gateway_state_default_backend"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -493,6 +501,7 @@ ngx_http_model_gateway_create_main_conf(ngx_conf_t *cf)
     mcf->redis_conf.connect_timeout = NGX_CONF_UNSET_MSEC;
     mcf->redis_conf.timeout = NGX_CONF_UNSET_MSEC;
     mcf->redis_conf.max_inflight = NGX_CONF_UNSET_UINT;
+    mcf->redis_conf.max_reply_size = NGX_CONF_UNSET_SIZE;
     mcf->response_ttl = NGX_CONF_UNSET_MSEC;
     mcf->conversation_ttl = NGX_CONF_UNSET_MSEC;
     mcf->zone_size = NGX_CONF_UNSET_SIZE;
@@ -863,6 +872,7 @@ ngx_http_model_gateway_redis_finish(ngx_conf_t *cf,
     ngx_conf_init_msec_value(rcf->connect_timeout, 1000);
     ngx_conf_init_msec_value(rcf->timeout, 250);
     ngx_conf_init_uint_value(rcf->max_inflight, 4096);
+    ngx_conf_init_size_value(rcf->max_reply_size, 1024 * 1024);
 
     if (rcf->prefix.data == NULL) {
         ngx_str_set(&rcf->prefix, "mg");

@@ -228,6 +228,7 @@ typedef struct {
     ngx_msec_t                         connect_timeout;
     ngx_msec_t                         timeout;
     ngx_uint_t                         max_inflight;
+    size_t                             max_reply_size;
 } ngx_http_mg_redis_conf_t;
 
 

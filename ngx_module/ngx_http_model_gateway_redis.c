@@ -54,12 +54,15 @@ typedef struct {
     ngx_msec_t                           backoff;
     ngx_uint_t                           handshake; /* replies pending */
     ngx_int_t                            clock_offset; /* Redis - ours, ms */
+    size_t                               reply_size; /* read of the next */
     ngx_resolver_t                      *resolver;
     ngx_msec_t                           resolver_timeout;
     ngx_sockaddr_t                       sockaddr;  /* last resolved */
     socklen_t                            socklen;
     u_char                               text[NGX_SOCKADDR_STRLEN];
     ngx_str_t                            name;
+    ngx_log_t                            connect_log;
+    u_char                               why[256];
     unsigned                             logged_down:1;
     unsigned                             resolving:1;
 } ngx_http_mg_redis_t;
@@ -79,8 +82,9 @@ static void ngx_http_mg_redis_connected(ngx_http_mg_redis_t *rd);
 static void ngx_http_mg_redis_ssl_handshake(ngx_connection_t *c);
 #endif
 static void ngx_http_mg_redis_timer_handler(ngx_event_t *ev);
-static void ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd,
+static void ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd, ngx_err_t err,
     const char *why);
+static void ngx_http_mg_redis_close(ngx_http_mg_redis_t *rd);
 static ngx_int_t ngx_http_mg_redis_append(ngx_http_mg_redis_t *rd,
     ngx_uint_t argc, const char **argv, const size_t *argvlen);
 static ngx_int_t ngx_http_mg_redis_send_cmd(ngx_http_mg_redis_t *rd,
@@ -132,7 +136,15 @@ ngx_http_mg_redis_init_process(ngx_cycle_t *cycle,
     rd->timer.handler = ngx_http_mg_redis_timer_handler;
     rd->timer.data = rd;
     rd->timer.log = cycle->log;
-    rd->timer.cancelable = 1;
+
+    /*
+     * not cancelable: while a command is in flight, a worker that is
+     * shutting down (reload, quit) must not look idle and exit under the
+     * requests that wait for it; the timer only runs while commands are
+     * in flight, and never longer than model_gateway_redis_timeout
+     */
+
+    rd->timer.cancelable = 0;
 
     rd->reconnect.handler = ngx_http_mg_redis_reconnect_handler;
     rd->reconnect.data = rd;
@@ -170,7 +182,9 @@ ngx_http_mg_redis_init_process(ngx_cycle_t *cycle,
 void
 ngx_http_mg_redis_exit_process(void)
 {
-    ngx_http_mg_redis_t  *rd;
+    ngx_queue_t              *q;
+    ngx_http_mg_redis_t      *rd;
+    ngx_http_mg_redis_cmd_t  *cmd;
 
     rd = ngx_http_mg_redis;
 
@@ -178,7 +192,22 @@ ngx_http_mg_redis_exit_process(void)
         return;
     }
 
-    ngx_http_mg_redis_fail(rd, NULL);
+    /*
+     * the process ends: nothing is logged (Redis is not down) and no
+     * waiter is resumed into a fallback that could not finish anyway; a
+     * graceful exit has none left, a fast one abandons its requests
+     */
+
+    ngx_http_mg_redis_close(rd);
+
+    while (!ngx_queue_empty(&rd->inflight)) {
+        q = ngx_queue_head(&rd->inflight);
+        ngx_queue_remove(q);
+        rd->ninflight--;
+
+        cmd = ngx_queue_data(q, ngx_http_mg_redis_cmd_t, queue);
+        ngx_http_mg_redis_release(rd, cmd);
+    }
 
     if (rd->reconnect.timer_set) {
         ngx_del_timer(&rd->reconnect);
@@ -199,6 +228,7 @@ ngx_http_mg_redis_ready(void)
 static void
 ngx_http_mg_redis_connect(ngx_http_mg_redis_t *rd)
 {
+    ngx_err_t                       err;
     ngx_int_t                       rc;
     ngx_connection_t               *c;
     ngx_http_mg_redis_conf_t       *rcf;
@@ -207,26 +237,49 @@ ngx_http_mg_redis_connect(ngx_http_mg_redis_t *rd)
 
     ngx_memzero(&rd->peer, sizeof(ngx_peer_connection_t));
 
+    /*
+     * nginx logs a failed connect() at "error" itself, once per attempt:
+     * its line is kept out, and the failure is logged here, at "error"
+     * when Redis goes down and at "info" for each reconnect attempt
+     */
+
+    rd->connect_log = *rd->log;
+
+    if (rd->connect_log.log_level > NGX_LOG_CRIT) {
+        rd->connect_log.log_level = NGX_LOG_CRIT;
+    }
+
     rd->peer.sockaddr = &rd->sockaddr.sockaddr;
     rd->peer.socklen = rd->socklen;
     rd->peer.name = &rd->name;
     rd->peer.get = ngx_event_get_peer;
-    rd->peer.log = rd->log;
-    rd->peer.log_error = NGX_ERROR_ERR;
+    rd->peer.log = &rd->connect_log;
+    rd->peer.log_error = NGX_ERROR_INFO;
 
     rc = ngx_event_connect_peer(&rd->peer);
 
     if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
+        err = ngx_socket_errno;
+
         if (rd->peer.connection) {
             ngx_close_connection(rd->peer.connection);
             rd->peer.connection = NULL;
         }
 
-        ngx_http_mg_redis_fail(rd, "cannot connect");
+        ngx_http_mg_redis_fail(rd, err, "connect() failed");
         return;
     }
 
+    /*
+     * the connection's own errors (a reset, TLS) are logged by nginx at
+     * "info": the line that counts is the "down" one
+     */
+
     c = rd->peer.connection;
+    c->log = rd->log;
+    c->read->log = rd->log;
+    c->write->log = rd->log;
+    c->log_error = NGX_ERROR_INFO;
     c->data = rd;
     c->read->handler = ngx_http_mg_redis_read_handler;
     c->write->handler = ngx_http_mg_redis_write_handler;
@@ -236,7 +289,7 @@ ngx_http_mg_redis_connect(ngx_http_mg_redis_t *rd)
 
     c->pool = ngx_create_pool(512, rd->log);
     if (c->pool == NULL) {
-        ngx_http_mg_redis_fail(rd, "out of memory");
+        ngx_http_mg_redis_fail(rd, 0, "out of memory");
         return;
     }
 
@@ -244,7 +297,7 @@ ngx_http_mg_redis_connect(ngx_http_mg_redis_t *rd)
 
     rd->reader = redisReaderCreate();
     if (rd->reader == NULL) {
-        ngx_http_mg_redis_fail(rd, "out of memory");
+        ngx_http_mg_redis_fail(rd, 0, "out of memory");
         return;
     }
 
@@ -313,7 +366,8 @@ ngx_http_mg_redis_resolved(ngx_resolver_ctx_t *ctx)
 
         /* keep the address it had: it may be right again */
 
-        ngx_log_error(NGX_LOG_WARN, rd->log, 0,
+        ngx_log_error((rd->logged_down ? NGX_LOG_INFO : NGX_LOG_WARN),
+                      rd->log, 0,
                       "model gateway: redis host %V could not be resolved "
                       "(%i: %s)", &ctx->name, ctx->state,
                       ngx_resolver_strerror(ctx->state));
@@ -353,7 +407,7 @@ ngx_http_mg_redis_write_handler(ngx_event_t *wev)
     rcf = rd->mcf->redis;
 
     if (wev->timedout) {
-        ngx_http_mg_redis_fail(rd, "connect timed out");
+        ngx_http_mg_redis_fail(rd, 0, "connect timed out");
         return;
     }
 
@@ -370,7 +424,7 @@ ngx_http_mg_redis_write_handler(ngx_event_t *wev)
         }
 
         if (err) {
-            ngx_http_mg_redis_fail(rd, "connect failed");
+            ngx_http_mg_redis_fail(rd, err, "connect() failed");
             return;
         }
 
@@ -384,7 +438,7 @@ ngx_http_mg_redis_write_handler(ngx_event_t *wev)
             if (ngx_ssl_create_connection(rcf->ssl, c, NGX_SSL_CLIENT)
                 != NGX_OK)
             {
-                ngx_http_mg_redis_fail(rd, "TLS setup failed");
+                ngx_http_mg_redis_fail(rd, 0, "TLS setup failed");
                 return;
             }
 
@@ -434,7 +488,7 @@ ngx_http_mg_redis_ssl_handshake(ngx_connection_t *c)
     }
 
     if (!c->ssl->handshaked) {
-        ngx_http_mg_redis_fail(rd, "TLS handshake failed");
+        ngx_http_mg_redis_fail(rd, 0, "TLS handshake failed");
         return;
     }
 
@@ -442,18 +496,20 @@ ngx_http_mg_redis_ssl_handshake(ngx_connection_t *c)
         rc = SSL_get_verify_result(c->ssl->connection);
 
         if (rc != X509_V_OK) {
-            ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+            ngx_log_error((rd->logged_down ? NGX_LOG_INFO : NGX_LOG_ERR),
+                          rd->log, 0,
                           "model gateway: redis certificate verify error: "
                           "(%l:%s)", rc, X509_verify_cert_error_string(rc));
-            ngx_http_mg_redis_fail(rd, "TLS certificate not trusted");
+            ngx_http_mg_redis_fail(rd, 0, "TLS certificate not trusted");
             return;
         }
 
         if (ngx_ssl_check_host(c, &rcf->host) != NGX_OK) {
-            ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+            ngx_log_error((rd->logged_down ? NGX_LOG_INFO : NGX_LOG_ERR),
+                          rd->log, 0,
                           "model gateway: redis certificate does not match "
                           "\"%V\"", &rcf->host);
-            ngx_http_mg_redis_fail(rd, "TLS certificate name mismatch");
+            ngx_http_mg_redis_fail(rd, 0, "TLS certificate name mismatch");
             return;
         }
     }
@@ -571,7 +627,7 @@ ngx_http_mg_redis_connected(ngx_http_mg_redis_t *rd)
 
 failed:
 
-    ngx_http_mg_redis_fail(rd, "cannot prepare the connection");
+    ngx_http_mg_redis_fail(rd, 0, "cannot prepare the connection");
 }
 
 
@@ -638,9 +694,10 @@ ngx_http_mg_redis_handshake_reply(void *data, redisReply *reply,
 
         /* never the password: only Redis' own error text */
 
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      "model gateway: redis refused the connection setup: "
-                      "%*s", (size_t) ngx_min(reply->len, 200), reply->str);
+        *ngx_snprintf(rd->why, sizeof(rd->why) - 1,
+                      "connection setup refused: %*s",
+                      (size_t) ngx_min(reply->len, 200), reply->str)
+            = '\0';
         rd->handshake = (ngx_uint_t) -1;
         return;
     }
@@ -658,17 +715,20 @@ ngx_http_mg_redis_handshake_reply(void *data, redisReply *reply,
 static void
 ngx_http_mg_redis_read_handler(ngx_event_t *rev)
 {
-    ssize_t                   n;
-    void                     *r;
-    ngx_queue_t              *q;
-    redisReply               *reply;
-    ngx_connection_t         *c;
-    ngx_http_mg_redis_t      *rd;
-    ngx_http_mg_redis_cmd_t  *cmd;
-    u_char                    buf[16384];
+    void                      *r;
+    size_t                     pending;
+    ssize_t                    n;
+    ngx_queue_t               *q;
+    redisReply                *reply;
+    ngx_connection_t          *c;
+    ngx_http_mg_redis_t       *rd;
+    ngx_http_mg_redis_cmd_t   *cmd;
+    ngx_http_mg_redis_conf_t  *rcf;
+    u_char                     buf[16384];
 
     c = rev->data;
     rd = c->data;
+    rcf = rd->mcf->redis;
 
     if (rev->timedout) {
         rev->timedout = 0;
@@ -683,22 +743,56 @@ ngx_http_mg_redis_read_handler(ngx_event_t *rev)
             break;
         }
 
-        if (n == 0 || n == NGX_ERROR) {
-            ngx_http_mg_redis_fail(rd, n == 0 ? "connection closed"
-                                              : "read error");
+        if (n == 0) {
+            ngx_http_mg_redis_fail(rd, 0, "connection closed");
+            return;
+        }
+
+        if (n == NGX_ERROR) {
+
+            /* recv()'s own error: nginx has only logged it at "info" */
+
+            ngx_http_mg_redis_fail(rd, ngx_socket_errno, "read error");
             return;
         }
 
         if (redisReaderFeed(rd->reader, (char *) buf, n) != REDIS_OK) {
-            ngx_http_mg_redis_fail(rd, "protocol error");
+            ngx_http_mg_redis_fail(rd, 0, "protocol error");
             return;
         }
 
         for ( ;; ) {
             r = NULL;
+            pending = rd->reader->len - rd->reader->pos;
 
             if (redisReaderGetReply(rd->reader, &r) != REDIS_OK) {
-                ngx_http_mg_redis_fail(rd, "protocol error");
+                ngx_http_mg_redis_fail(rd, 0, "protocol error");
+                return;
+            }
+
+            /*
+             * hiredis 0.14 buffers a reply of any size: the bytes of the
+             * reply being read (parsed, or still buffered) are counted,
+             * and one above the cap drops the connection, at most one
+             * read past it
+             */
+
+            rd->reply_size += pending - (rd->reader->len - rd->reader->pos);
+
+            if (rd->reply_size + (r ? 0 : rd->reader->len - rd->reader->pos)
+                > rcf->max_reply_size)
+            {
+                if (r) {
+                    freeReplyObject(r);
+                }
+
+                *ngx_snprintf(rd->why, sizeof(rd->why) - 1,
+                              "reply larger than "
+                              "model_gateway_redis_max_reply_size (%uz)",
+                              rcf->max_reply_size)
+                    = '\0';
+
+                ngx_http_mg_redis_fail(rd, 0, (char *) rd->why);
                 return;
             }
 
@@ -706,11 +800,12 @@ ngx_http_mg_redis_read_handler(ngx_event_t *rev)
                 break;
             }
 
+            rd->reply_size = 0;
             reply = r;
 
             if (ngx_queue_empty(&rd->inflight)) {
                 freeReplyObject(reply);
-                ngx_http_mg_redis_fail(rd, "unexpected reply");
+                ngx_http_mg_redis_fail(rd, 0, "unexpected reply");
                 return;
             }
 
@@ -751,10 +846,10 @@ ngx_http_mg_redis_read_handler(ngx_event_t *rev)
                  * Redis failover; the address may now lead elsewhere
                  */
 
-                ngx_log_error(NGX_LOG_WARN, rd->log, 0,
-                              "model gateway: redis answered \"%*s\", "
-                              "reconnecting",
-                              (size_t) ngx_min(reply->len, 80), reply->str);
+                *ngx_snprintf(rd->why, sizeof(rd->why) - 1,
+                              "redis answered \"%*s\", reconnecting",
+                              (size_t) ngx_min(reply->len, 80), reply->str)
+                    = '\0';
 
                 if (cmd->data) {
                     cmd->handler(cmd->data, NULL, NGX_ERROR);
@@ -762,7 +857,7 @@ ngx_http_mg_redis_read_handler(ngx_event_t *rev)
 
                 ngx_http_mg_redis_release(rd, cmd);
                 freeReplyObject(reply);
-                ngx_http_mg_redis_fail(rd, NULL);
+                ngx_http_mg_redis_fail(rd, 0, (char *) rd->why);
                 return;
             }
 
@@ -774,14 +869,14 @@ ngx_http_mg_redis_read_handler(ngx_event_t *rev)
             ngx_http_mg_redis_release(rd, cmd);
 
             if (rd->handshake == (ngx_uint_t) -1) {
-                ngx_http_mg_redis_fail(rd, "connection setup refused");
+                ngx_http_mg_redis_fail(rd, 0, (char *) rd->why);
                 return;
             }
         }
     }
 
     if (ngx_handle_read_event(rev, 0) != NGX_OK) {
-        ngx_http_mg_redis_fail(rd, "event error");
+        ngx_http_mg_redis_fail(rd, 0, "event error");
         return;
     }
 
@@ -794,11 +889,11 @@ ngx_http_mg_redis_timer_handler(ngx_event_t *ev)
 {
     ngx_http_mg_redis_t *rd = ev->data;
 
-    ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                  "model gateway: redis command timed out after %M ms",
-                  rd->mcf->redis->timeout);
+    *ngx_snprintf(rd->why, sizeof(rd->why) - 1,
+                  "command timed out after %M ms", rd->mcf->redis->timeout)
+        = '\0';
 
-    ngx_http_mg_redis_fail(rd, NULL);
+    ngx_http_mg_redis_fail(rd, 0, (char *) rd->why);
 }
 
 
@@ -828,15 +923,68 @@ ngx_http_mg_redis_arm_timer(ngx_http_mg_redis_t *rd)
 
 /*
  * Drops the connection, fails every waiter at once and schedules a
- * reconnect with exponential backoff.  Transitions are logged once.
+ * reconnect with exponential backoff.  An outage is logged once, at
+ * "error", when it starts (and "is up" when it ends); the failed
+ * reconnect attempts in between are logged at "info".
  */
 
 static void
-ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd, const char *why)
+ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd, ngx_err_t err,
+    const char *why)
 {
     ngx_queue_t              *q;
-    ngx_connection_t         *c;
     ngx_http_mg_redis_cmd_t  *cmd;
+
+    ngx_http_mg_redis_close(rd);
+
+    if (!rd->logged_down) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, err,
+                      "model gateway: redis %V is down%s%s",
+                      &rd->name, why ? ": " : "", why ? why : "");
+        rd->logged_down = 1;
+
+    } else {
+        ngx_log_error(NGX_LOG_INFO, rd->log, err,
+                      "model gateway: redis %V reconnect failed%s%s",
+                      &rd->name, why ? ": " : "", why ? why : "");
+    }
+
+    rd->state = NGX_HTTP_MG_REDIS_DOWN;
+
+    /* the waiters' handlers may queue new commands: they fail at once */
+
+    while (!ngx_queue_empty(&rd->inflight)) {
+        q = ngx_queue_head(&rd->inflight);
+        ngx_queue_remove(q);
+        rd->ninflight--;
+
+        cmd = ngx_queue_data(q, ngx_http_mg_redis_cmd_t, queue);
+
+        if (cmd->data) {
+            cmd->handler(cmd->data, NULL, NGX_ERROR);
+        }
+
+        ngx_http_mg_redis_release(rd, cmd);
+    }
+
+    if (ngx_exiting || ngx_terminate || rd->reconnect.timer_set
+        || rd->resolving)
+    {
+        return;
+    }
+
+    ngx_add_timer(&rd->reconnect, rd->backoff + ngx_random() % 50);
+
+    rd->backoff = ngx_min(rd->backoff * 2, 5000);
+}
+
+
+/* closes the connection, if any; the waiters stay in the queue */
+
+static void
+ngx_http_mg_redis_close(ngx_http_mg_redis_t *rd)
+{
+    ngx_connection_t  *c;
 
     c = rd->peer.connection;
 
@@ -868,43 +1016,7 @@ ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd, const char *why)
     rd->out->pos = rd->out->start;
     rd->out->last = rd->out->start;
     rd->handshake = 0;
-
-    if (rd->state != NGX_HTTP_MG_REDIS_DOWN || !rd->logged_down) {
-        if (!rd->logged_down && rd->mcf->redis) {
-            ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                          "model gateway: redis %V is down%s%s",
-                          &rd->name, why ? ": " : "", why ? why : "");
-            rd->logged_down = 1;
-        }
-    }
-
-    rd->state = NGX_HTTP_MG_REDIS_DOWN;
-
-    /* the waiters' handlers may queue new commands: they fail at once */
-
-    while (!ngx_queue_empty(&rd->inflight)) {
-        q = ngx_queue_head(&rd->inflight);
-        ngx_queue_remove(q);
-        rd->ninflight--;
-
-        cmd = ngx_queue_data(q, ngx_http_mg_redis_cmd_t, queue);
-
-        if (cmd->data) {
-            cmd->handler(cmd->data, NULL, NGX_ERROR);
-        }
-
-        ngx_http_mg_redis_release(rd, cmd);
-    }
-
-    if (ngx_exiting || ngx_terminate || rd->reconnect.timer_set
-        || rd->resolving)
-    {
-        return;
-    }
-
-    ngx_add_timer(&rd->reconnect, rd->backoff + ngx_random() % 50);
-
-    rd->backoff = ngx_min(rd->backoff * 2, 5000);
+    rd->reply_size = 0;
 }
 
 
@@ -981,7 +1093,7 @@ ngx_http_mg_redis_flush(ngx_http_mg_redis_t *rd)
         }
 
         if (n == NGX_ERROR) {
-            ngx_http_mg_redis_fail(rd, "write error");
+            ngx_http_mg_redis_fail(rd, 0, "write error");
             return;
         }
 
@@ -994,7 +1106,7 @@ ngx_http_mg_redis_flush(ngx_http_mg_redis_t *rd)
     }
 
     if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
-        ngx_http_mg_redis_fail(rd, "event error");
+        ngx_http_mg_redis_fail(rd, 0, "event error");
     }
 }
 

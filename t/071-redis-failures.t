@@ -6,7 +6,7 @@
 #   - a real Redis killed mid-run and restarted on the same port: fallback
 #     during the outage, "new"/"hit" again after the restart within the
 #     reconnect backoff (<= 5 s), one "is down" / "is up" per worker and
-#     transition, no log flood;
+#     transition, the reconnect attempts in between at info, no log flood;
 #   - NOSCRIPT (SCRIPT FLUSH on the real Redis between requests): the next
 #     session request still works, and is a hit;
 #   - a Redis that accepts connections and never answers; one that answers
@@ -595,6 +595,19 @@ ok($t->wait_for(sub { up_lines($t) >= 2 }, 10), 'R: both workers connected');
     my @redis = grep { /\Q:$RPORT\E|redis/ } @lines;
     ok(@redis <= 2 * 10, 'outage: no log flood (' . scalar(@redis)
         . ' lines about redis over the outage)') or diag(join "\n", @redis);
+    ok(!grep({ !/\[error\]/ } @down), 'outage: "is down" at error');
+
+    # the failed reconnect attempts (connection refused) in between: at
+    # info
+    my @tries = grep { !/ is (?:down|up)/ } @redis;
+    ok(scalar(grep { /redis \S+ reconnect failed/ } @tries) >= 2,
+        'outage: the reconnect attempts are logged');
+    ok(scalar(grep { /\(111: Connection refused\)/ } @tries),
+        'outage: with their cause');
+    # nothing else above notice: nginx's own lines about the attempts
+    # (recv() failed: connection refused) name no Redis, so all lines count
+    my @loud = grep { /\[(?:warn|error|crit)\]/ && !/ is down/ } @lines;
+    is_deeply(\@loud, [], 'outage: the reconnect attempts at info only');
 }
 
 ###########################################################################
@@ -621,7 +634,7 @@ my $tsil = MG::Test->new;
     my $r = chat($tsil, undef);
     ok($r->{status} == 200 && $r->{elapsed} < 1, 'silent redis: stateless '
         . 'request unaffected');
-    ok(scalar $tsil->wait_log(qr/redis command timed out after 300 ms/, 3),
+    ok(scalar $tsil->wait_log(qr/redis \S+ is down: command timed out after 300 ms/, 3),
         'silent redis: the timeout is logged');
     ok(down_lines($tsil) <= 2, 'silent redis: "is down" at most once per worker');
     check_node($tsil, 'silent redis');
@@ -644,7 +657,7 @@ my $tstl = MG::Test->new;
         'stalling redis: served via fallback');
     ok($r->{elapsed} >= 0.95 && $r->{elapsed} < 4,
         sprintf 'stalling redis: after the command timeout (%.3f s)', $r->{elapsed});
-    ok(scalar $tstl->wait_log(qr/redis command timed out after 1000 ms/, 2),
+    ok(scalar $tstl->wait_log(qr/redis \S+ is down: command timed out after 1000 ms/, 2),
         'stalling redis: the timeout is logged');
 
     # let both workers reconnect, then 8 requests at once
@@ -765,7 +778,7 @@ my $tab = MG::Test->new;
     ok($tab->wait_for(sub { grep { / GETEX mg:pin:ab-stall:m / } fake_log('ab') }, 3),
         'abort/timeout: the command is in flight');
     close $s;
-    ok(scalar $tab->wait_log(qr/redis command timed out after 2000 ms/, 4),
+    ok(scalar $tab->wait_log(qr/redis \S+ is down: command timed out after 2000 ms/, 4),
         'abort/timeout: the command timed out');
     set_mode('ab', 'ok');
     ok($tab->wait_for(sub { up_lines($tab) > $up }, 3), 'abort/timeout: up again');
