@@ -548,12 +548,12 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
            F_CONVERSATION, F_N };
 
     mg_json_field_t  f[F_N] = {
-        { "model", 5, MG_JSON_NONE, 0, 0 },
-        { "messages", 8, MG_JSON_NONE, 0, 0 },
-        { "stream", 6, MG_JSON_NONE, 0, 0 },
-        { "input", 5, MG_JSON_NONE, 0, 0 },
-        { "previous_response_id", 20, MG_JSON_NONE, 0, 0 },
-        { "conversation", 12, MG_JSON_NONE, 0, 0 }
+        { "model", 5, MG_JSON_NONE, 0, 0, 0 },
+        { "messages", 8, MG_JSON_NONE, 0, 0, 0 },
+        { "stream", 6, MG_JSON_NONE, 0, 0, 0 },
+        { "input", 5, MG_JSON_NONE, 0, 0, 0 },
+        { "previous_response_id", 20, MG_JSON_NONE, 0, 0, 0 },
+        { "conversation", 12, MG_JSON_NONE, 0, 0, 0 }
     };
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
@@ -629,6 +629,31 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
                                            "invalid_type", NULL,
                                            "The request body must be a "
                                            "JSON object.");
+    }
+
+    /*
+     * the gateway routes on the last of duplicate members; a backend that
+     * reads the first would run another model than the one routed
+     */
+
+    for (i = 0; i < F_N; i++) {
+        if (f[i].dup) {
+            p = ngx_pnalloc(r->pool, 64);
+            if (p == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            ctx->err_message_str.data = p;
+            ctx->err_message_str.len =
+                ngx_snprintf(p, 64, "The request body has more than one "
+                             "\"%s\" member.", f[i].name)
+                - p;
+
+            return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
+                                               "invalid_request_error",
+                                               "invalid_json", f[i].name,
+                                               NULL);
+        }
     }
 
     if (ctx->state_kind == NGX_HTTP_MG_STATE_RESPONSE

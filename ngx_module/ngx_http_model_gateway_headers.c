@@ -581,5 +581,9 @@ ngx_http_model_gateway_headers_write(ngx_http_model_gateway_ctx_t *ctx,
         }
     }
 
-    return ngx_cpymem(p, b->fixed_lines.data, b->fixed_lines.len);
+    if (b->fixed_lines.len) {
+        p = ngx_cpymem(p, b->fixed_lines.data, b->fixed_lines.len);
+    }
+
+    return p;
 }

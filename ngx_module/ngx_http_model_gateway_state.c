@@ -384,7 +384,7 @@ ngx_http_model_gateway_state_commit(ngx_http_request_t *r,
 {
     size_t           start, len;
     ngx_uint_t       kind;
-    mg_json_field_t  f[1] = { { "id", 2, MG_JSON_NONE, 0, 0 } };
+    mg_json_field_t  f[1] = { { "id", 2, MG_JSON_NONE, 0, 0, 0 } };
 
     if ((ctx->state_kind != NGX_HTTP_MG_STATE_NEW_RESPONSE
          && ctx->state_kind != NGX_HTTP_MG_STATE_NEW_CONVERSATION)
@@ -433,8 +433,8 @@ ngx_http_model_gateway_responses_event(ngx_http_model_gateway_ctx_t *ctx,
     size_t           start, len;
     mg_json_type_t   t;
     mg_json_field_t  f[2] = {
-        { "type", 4, MG_JSON_NONE, 0, 0 },
-        { "response", 8, MG_JSON_NONE, 0, 0 }
+        { "type", 4, MG_JSON_NONE, 0, 0, 0 },
+        { "response", 8, MG_JSON_NONE, 0, 0, 0 }
     };
 
     if (ev->data && !ctx->stored

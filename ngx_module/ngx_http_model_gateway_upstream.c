@@ -2088,8 +2088,8 @@ ngx_http_model_gateway_stream_read_handler(ngx_http_request_t *r,
 
 
 #define NGX_HTTP_MG_RESP_ERROR_HEAD                                         \
-    "event: error\ndata: {\"type\":\"error\",\"code\":\"stream_interrupted\","   \
-    "\"message\":\""
+    "event: error\ndata: {\"type\":\"error\","                              \
+    "\"code\":\"stream_interrupted\",\"message\":\""
 #define NGX_HTTP_MG_RESP_ERROR_TAIL  "\",\"param\":null}\n\n"
 
 

@@ -518,6 +518,7 @@ mg_json_set_fields(mg_json_field_t *fields, size_t nfields,
             }
         }
 
+        f->dup |= (f->type != MG_JSON_NONE);
         f->type = type;
         f->start = val - start;
         f->len = val_end - val;
@@ -534,6 +535,7 @@ mg_json_reset_fields(mg_json_field_t *fields, size_t nfields)
         fields[i].type = MG_JSON_NONE;
         fields[i].start = 0;
         fields[i].len = 0;
+        fields[i].dup = 0;
     }
 }
 

@@ -32,6 +32,7 @@ typedef struct {
     mg_json_type_t   type;      /* out: MG_JSON_NONE if absent */
     size_t           start;     /* out: offset of the value's first byte */
     size_t           len;       /* out: value length; strings include quotes */
+    unsigned         dup;       /* out: the member appeared more than once */
 } mg_json_field_t;
 
 
@@ -50,7 +51,8 @@ typedef struct {
  * Validates that [p, p + len) holds exactly one JSON value (RFC 8259,
  * strings must be valid UTF-8), optionally surrounded by whitespace.
  * If the value is an object, every field whose name matches a top-level
- * member is filled in (the last duplicate wins); fields of other values
+ * member is filled in (the last duplicate wins, and dup is set); fields of
+ * other values
  * are left with type MG_JSON_NONE.  Member names are compared after
  * unescaping.  Returns MG_JSON_OK or a negative error with *err set.
  */

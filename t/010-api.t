@@ -501,6 +501,30 @@ check_error(post('/v1/embeddings', '{"model":"chat-only","input":"x"}'),
 is(post('/v1/chat/completions', chat_body('chat-only'))->{status}, 200,
    'api=chat: chat served');
 
+# duplicate members the gateway routes on: refused, since a backend that
+# reads the first would run another model than the one routed
+
+for my $c (
+    ['model', '{"model":"second-only","messages":[{"role":"user","content":"hi"}],"model":"plain-model"}'],
+    ['model', '{"model":"second-only","messages":[],"mod\\u0065l":"plain-model"}'],
+    ['messages', '{"model":"plain-model","messages":[],"messages":[{"role":"user","content":"hi"}]}'],
+    ['stream', '{"model":"plain-model","stream":true,"messages":[{"role":"user","content":"hi"}],"stream":false}'],
+)
+{
+    my ($name, $body) = @$c;
+    my $tag = "dup-$name-" . length $body;
+    my $r = post('/v1/chat/completions', $body, headers => [['X-Tag', $tag]]);
+    is($r->{status}, 400, "duplicate $name: 400");
+    my $e = ($r->{json} // {})->{error} // {};
+    is($e->{code}, 'invalid_json', "duplicate $name: invalid_json");
+    is($e->{param}, $name, "duplicate $name: param names it");
+    like($e->{message} // '', qr/more than one "\Q$name\E" member/,
+        "duplicate $name: the message says so");
+    is(scalar @{by_tag('main', $tag)} + scalar @{by_tag('second', $tag)}, 0,
+        "duplicate $name: nothing sent");
+}
+
+###########################################################################
 # a body under the limit in the same location is served
 my $small = q({"model":"plain-model","messages":[{"role":"user","content":")
     . ('y' x 800) . '"}]}';

@@ -430,6 +430,15 @@ test_fields(void)
     rc = mg_json_scan(body, strlen(body), f, 1, 8, &err);
     is_int(f[0].type, MG_JSON_ARRAY, "last duplicate's type");
     is_str(body + f[0].start, f[0].len, "[1,2]", "last duplicate's token");
+    is_int(f[0].dup, 1, "a duplicate is flagged");
+
+    body = "{\"model\":\"a\",\"x\":{\"model\":1}}";
+    rc = mg_json_scan(body, strlen(body), f, 1, 8, &err);
+    is_int(f[0].dup, 0, "a nested member of the same name is no duplicate");
+
+    body = "{\"model\":\"a\"}";
+    rc = mg_json_scan(body, strlen(body), f, 1, 8, &err);
+    is_int(f[0].dup, 0, "the flag is reset by the next scan");
 
     /* escaped member names are compared unescaped */
 
