@@ -7,13 +7,13 @@
  * measures, it asserts nothing (the bounds are asserted by t/unit and the
  * fuzz targets); README's "Bounds" quotes what it prints.
  *
- *     make bench-bounds
+ *     make bench-bounds     (bench-bounds [MAX [SHAPE]] for one shape)
  *
  * The shapes:
  *   ref      one 256 KB description in $defs, referenced by N properties
  *            (the amplification of issue 10)
- *   chain    per tool, $defs d0..d11 where each holds two $refs to the
- *            next: 2^12 expansions (just under Gemini's node cap) from
+ *   chain    per tool, $defs d0..d9 where each holds two $refs to the
+ *            next: 2^10 expansions (just under Gemini's node cap) from
  *            under 1 KB, many tools
  *   names    one tool call with a 64 KB name, answered by N tool messages
  *   results  one tool call, then N short tool messages answering it (the
@@ -128,13 +128,13 @@ mg_bb_chain(mg_buf_t *b, size_t n)
                       "\"f%zu\",\"parameters\":{\"$defs\":{", i ? "," : "",
                       i);
 
-        for (k = 0; k < 11; k++) {
+        for (k = 0; k < 9; k++) {
             mg_buf_printf(b, "\"d%zu\":{\"properties\":{\"a\":{\"$ref\":"
                           "\"#/$defs/d%zu\"},\"b\":{\"$ref\":"
                           "\"#/$defs/d%zu\"}}},", k, k + 1, k + 1);
         }
 
-        mg_buf_printf(b, "\"d11\":{\"type\":\"string\"}},\"$ref\":"
+        mg_buf_printf(b, "\"d9\":{\"type\":\"string\"}},\"$ref\":"
                       "\"#/$defs/d0\"}}}");
     }
 
@@ -224,7 +224,7 @@ main(int argc, char **argv)
         size_t       n;
     } shapes[] = {
         { "ref", mg_bb_ref, 1000 },
-        { "chain", mg_bb_chain, 4000 },
+        { "chain", mg_bb_chain, 5000 },
         { "names", mg_bb_names, 60000 },
         { "results", mg_bb_results, 60000 },
         { "text", mg_bb_text, 120000 },
@@ -248,6 +248,10 @@ main(int argc, char **argv)
            "in", "out", "ms", "ms/MB", "result");
 
     for (i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        if (argc > 2 && strcmp(argv[2], shapes[i].name) != 0) {
+            continue;
+        }
+
         memset(&in, 0, sizeof(mg_buf_t));
         shapes[i].make(&in, shapes[i].n);
 
