@@ -29,7 +29,7 @@ ASAN_CC_OPT := -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer
 ASAN_LD_OPT := -fsanitize=address,undefined
 
 .PHONY: all deps build asan unit test test-unit test-nginx test-asan run \
-        bench fuzz clean style
+        bench bench-bounds fuzz clean style
 
 all: build
 
@@ -101,6 +101,13 @@ run: build
 
 bench: build
 	@$(TOP)/bench/run.sh $(B)/$(MODULE)
+
+# the request translators on their worst inputs: sizes and time per MB
+bench-bounds:
+	@mkdir -p $(B)
+	@cc -std=gnu99 -O2 -D_GNU_SOURCE -I$(TOP)/src -o $(B)/bench-bounds \
+	    $(TOP)/bench/bounds.c $(CORE_SRCS) -ljansson -lcrypto -lm
+	@$(B)/bench-bounds
 
 # libFuzzer targets (fuzz/fuzz_*.c), each run for FUZZ_SECONDS, seeded from
 # t/fixtures/<name>/ (and its corpus/); new inputs go to build/fuzz only.

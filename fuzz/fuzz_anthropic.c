@@ -28,6 +28,18 @@
 #include "fuzz_common.h"
 
 
+/*
+ * The request written is at most MG_FZ_K times the body plus MG_FZ_C:
+ * every value is copied once; what a message, part or tool call adds
+ * around its values ({"type":"text","text":..}, a tool_use block for a
+ * call, "additionalProperties":false in a response schema's objects) is
+ * less than three times the shortest input that makes it, and the fixed
+ * members (model, max_tokens) fit in the constant.
+ */
+#define MG_FZ_K  4
+#define MG_FZ_C  (4 * 1024)
+
+
 typedef struct {
     mg_anthropic_stream_t   st;
     mg_buf_t                out;
@@ -121,6 +133,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     o.model = "claude-sonnet-4-5";
     o.model_len = sizeof("claude-sonnet-4-5") - 1;
     o.default_max_tokens = (long) (size % 3) * 1000;
+    /* now and then a bound the translation may pass: then a 400 */
+
+    o.max_out = (size & 8) ? 2 * size + 64 : 0;
 
     memset(&out, 0, sizeof(mg_buf_t));
     memset(&err, 0, sizeof(mg_xerror_t));
@@ -129,6 +144,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                               &stream, &usage, &err);
 
     mg_fz_check_result(rc, &out, &err, 400);
+    mg_fz_check_bound(rc, &out, size, MG_FZ_K, MG_FZ_C,
+                      (size & 2) ? o.max_out : 0);
 
     mg_buf_free(&out);
 

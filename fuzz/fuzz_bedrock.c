@@ -33,6 +33,18 @@
 
 #include "mg_bedrock.h"
 #include "fuzz_common.h"
+
+
+/*
+ * The request written is at most MG_FZ_K times the body plus MG_FZ_C:
+ * every value is copied once; what a message, part, tool call or cache
+ * marker adds around its values ({"toolResult":{"toolUseId":..}},
+ * {"cachePoint":{"type":"default"}}) is less than three times the
+ * shortest input that makes it, and the fixed members (inferenceConfig)
+ * fit in the constant.
+ */
+#define MG_FZ_K  4
+#define MG_FZ_C  (4 * 1024)
 #include "mg_eventstream.h"
 
 
@@ -544,6 +556,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&o, 0, sizeof(o));
     o.full = (size & 4) != 0;
     o.default_max_tokens = (long) (size % 3) * 1000 - 1000;
+    /* now and then a bound the translation may pass: then a 400 */
+
+    o.max_out = (size & 8) ? 2 * size + 64 : 0;
 
     memset(&out, 0, sizeof(mg_buf_t));
     memset(&err, 0, sizeof(mg_xerror_t));
@@ -552,6 +567,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                             &usage, &err);
 
     mg_fz_check_result(rc, &out, &err, 400);
+    mg_fz_check_bound(rc, &out, size, MG_FZ_K, MG_FZ_C,
+                      (size & 2) ? o.max_out : 0);
 
     mg_buf_free(&out);
 

@@ -122,6 +122,24 @@ mg_fz_check_result(int rc, const mg_buf_t *out, const mg_xerror_t *err,
 }
 
 
+/*
+ * A request translation is bounded by its input: at most k times the
+ * bytes it was sent plus c, and never more than the bound it was given
+ * (max, 0: MG_X_OUT_MAX).  Each target says why its k and c hold.
+ */
+
+static inline void
+mg_fz_check_bound(int rc, const mg_buf_t *out, size_t in, size_t k,
+    size_t c, size_t max)
+{
+    if (rc == MG_X_OK
+        && (out->len > k * in + c || out->len > mg_x_out_max(max)))
+    {
+        abort();
+    }
+}
+
+
 /* FNV-1a of the input: where to cut it */
 
 static inline uint64_t

@@ -30,6 +30,19 @@
 #include "fuzz_common.h"
 
 
+/*
+ * The request written is at most MG_FZ_K times the body plus MG_FZ_C.
+ * What is copied from a value sent once ($ref targets, function names in
+ * tool results) may take 4 times the body plus 64 KB (MG_G_COPY_RATIO and
+ * MG_G_COPY_SLACK in mg_gemini.c); the rest is copied once, with less
+ * than three times the shortest input around each value
+ * ({"functionResponse":{"name":..,"response":{"content":..}}}), and the
+ * fixed members fit in the remaining 4 KB.
+ */
+#define MG_FZ_K  8
+#define MG_FZ_C  (68 * 1024)
+
+
 typedef struct {
     mg_gemini_stream_t      st;
     mg_buf_t                out;
@@ -160,6 +173,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&o, 0, sizeof(o));
     o.full = (size & 4) != 0;
     o.default_max_tokens = (long) (size % 3) * 1000 - 1000;
+    /* now and then a bound the translation may pass: then a 400 */
+
+    o.max_out = (size & 8) ? 2 * size + 64 : 0;
 
     memset(&out, 0, sizeof(mg_buf_t));
     memset(&err, 0, sizeof(mg_xerror_t));
@@ -168,6 +184,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                            &usage, &err);
 
     mg_fz_check_result(rc, &out, &err, 400);
+    mg_fz_check_bound(rc, &out, size, MG_FZ_K, MG_FZ_C,
+                      (size & 2) ? o.max_out : 0);
 
     mg_buf_free(&out);
 

@@ -37,7 +37,7 @@ mg_fz_anthropic(const char *body, size_t len, mg_buf_t *out)
 {
     int                  stream, usage;
     mg_xerror_t          err;
-    mg_anthropic_opts_t  o = { "claude-x", 8, 0, 0 };
+    mg_anthropic_opts_t  o = { "claude-x", 8, 0, 0, 0 };
 
     return mg_anthropic_request(body, len, &o, out, &stream, &usage, &err);
 }

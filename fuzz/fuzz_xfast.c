@@ -44,6 +44,7 @@ mg_fz_anthropic(const char *body, size_t len, int full, mg_buf_t *out,
     o.model_len = 8;
     o.default_max_tokens = (long) (len % 3) * 100;
     o.full = full;
+    o.max_out = (len & 8) ? 2 * len + 64 : 0;
 
     return mg_anthropic_request(body, len, &o, out, stream, usage, &err);
 }
@@ -59,6 +60,7 @@ mg_fz_bedrock(const char *body, size_t len, int full, mg_buf_t *out,
     memset(&o, 0, sizeof(o));
     o.default_max_tokens = (long) (len % 3) * 100 - 100;
     o.full = full;
+    o.max_out = (len & 8) ? 2 * len + 64 : 0;
 
     return mg_bedrock_request(body, len, &o, out, stream, usage, &err);
 }
@@ -74,6 +76,7 @@ mg_fz_gemini(const char *body, size_t len, int full, mg_buf_t *out,
     memset(&o, 0, sizeof(o));
     o.default_max_tokens = (long) (len % 2) * 100;
     o.full = full;
+    o.max_out = (len & 8) ? 2 * len + 64 : 0;
 
     return mg_gemini_request(body, len, &o, out, stream, usage, &err);
 }
@@ -95,6 +98,19 @@ mg_fz_same(mg_fz_translate_pt translate, const char *s, size_t size)
     rc2 = translate(s, size, 1, &o2, &s2, &u2);
 
     if (rc1 != rc2) {
+        abort();
+    }
+
+    /*
+     * both bounded by the input as fuzz_gemini.c says (Gemini's copies
+     * are the most a translation adds), and by max_out: past it, both
+     * paths refuse alike (the tree-free one declines, the tree says so)
+     */
+
+    if (rc1 == MG_X_OK
+        && (o1.len > 8 * size + 68 * 1024 || o2.len > 8 * size + 68 * 1024
+            || ((size & 8) && o1.len > 2 * size + 64)))
+    {
         abort();
     }
 

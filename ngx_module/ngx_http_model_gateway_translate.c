@@ -28,8 +28,9 @@ struct ngx_http_model_gateway_xlate_s {
     int          fast_request;      /* MG_XF_*, or 0: no tree-free path */
     int          fast_answer;
     int        (*request)(ngx_http_model_gateway_target_t *t,
-                          ngx_str_t *body, mg_buf_t *out, int *stream,
-                          int *include_usage, mg_xerror_t *err);
+                          ngx_str_t *body, size_t max, mg_buf_t *out,
+                          int *stream, int *include_usage,
+                          mg_xerror_t *err);
     int        (*response)(const char *body, size_t len, const char *model,
                            size_t model_len, long created, mg_buf_t *out,
                            mg_xerror_t *err);
@@ -53,13 +54,14 @@ typedef struct {
     ngx_http_model_gateway_target_t  *target;
     int                              *stream;
     int                              *include_usage;
+    size_t                            max;     /* the translation's bound */
     mg_xerror_t                      *err;
 } ngx_http_model_gateway_xcall_t;
 
 
 static int ngx_http_model_gateway_anthropic_request(
-    ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
-    int *stream, int *include_usage, mg_xerror_t *err);
+    ngx_http_model_gateway_target_t *t, ngx_str_t *body, size_t max,
+    mg_buf_t *out, int *stream, int *include_usage, mg_xerror_t *err);
 static void ngx_http_model_gateway_anthropic_error(int status,
     ngx_str_t *errortype, const char *body, size_t len, mg_xerror_t *err);
 static void ngx_http_model_gateway_anthropic_init(void *st, const char *model,
@@ -69,8 +71,8 @@ static int ngx_http_model_gateway_anthropic_stream(void *st,
 static void ngx_http_model_gateway_anthropic_free(void *st);
 
 static int ngx_http_model_gateway_gemini_request(
-    ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
-    int *stream, int *include_usage, mg_xerror_t *err);
+    ngx_http_model_gateway_target_t *t, ngx_str_t *body, size_t max,
+    mg_buf_t *out, int *stream, int *include_usage, mg_xerror_t *err);
 static void ngx_http_model_gateway_gemini_error(int status,
     ngx_str_t *errortype, const char *body, size_t len, mg_xerror_t *err);
 static void ngx_http_model_gateway_gemini_init(void *st, const char *model,
@@ -81,8 +83,8 @@ static int ngx_http_model_gateway_gemini_finish(void *st, mg_buf_t *out);
 static void ngx_http_model_gateway_gemini_free(void *st);
 
 static int ngx_http_model_gateway_bedrock_request(
-    ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
-    int *stream, int *include_usage, mg_xerror_t *err);
+    ngx_http_model_gateway_target_t *t, ngx_str_t *body, size_t max,
+    mg_buf_t *out, int *stream, int *include_usage, mg_xerror_t *err);
 static void ngx_http_model_gateway_bedrock_error(int status,
     ngx_str_t *errortype, const char *body, size_t len, mg_xerror_t *err);
 static void ngx_http_model_gateway_bedrock_init(void *st, const char *model,
@@ -96,7 +98,8 @@ static ngx_http_model_gateway_xlate_t *ngx_http_model_gateway_xlate(
     ngx_uint_t type);
 static int ngx_http_model_gateway_translate_fast(
     ngx_http_model_gateway_xlate_t *x, ngx_http_model_gateway_target_t *t,
-    ngx_str_t *body, mg_buf_t *out, int *stream, int *include_usage);
+    ngx_str_t *body, size_t max, mg_buf_t *out, int *stream,
+    int *include_usage);
 static int ngx_http_model_gateway_translate_request(void *data,
     const char *p, size_t len, mg_buf_t *out);
 static int ngx_http_model_gateway_translate_response(void *data, const char *p,
@@ -239,6 +242,14 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
     c.include_usage = &include_usage;
     c.err = &err;
 
+    /*
+     * no translation may write more than the body limit and the room a
+     * translation adds: each translator stops where it would pass this,
+     * and a request that cannot be sent within it is the client's 400
+     */
+
+    c.max = ctx->lcf->max_body_size + MG_X_OUT_SLACK;
+
     for (i = 0; i < n; i++) {
         b = t[i].backend;
         x = ngx_http_model_gateway_xlate(b->type);
@@ -266,7 +277,7 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
         /* a plain text chat is translated without a JSON tree */
 
         rc = ngx_http_model_gateway_translate_fast(x, &t[i], &ctx->body,
-                                                   &out, &stream,
+                                                   c.max, &out, &stream,
                                                    &include_usage);
 
         if (rc == MG_XF_DECLINED && !shrink) {
@@ -287,6 +298,10 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
                 mg_x_shrink_free(&shrunk);
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }
+
+            /* texts put back must not pass the bound either */
+
+            shrunk.max = c.max;
         }
 
         if (rc == MG_XF_DECLINED) {
@@ -358,8 +373,8 @@ failed:
 
 static int
 ngx_http_model_gateway_translate_fast(ngx_http_model_gateway_xlate_t *x,
-    ngx_http_model_gateway_target_t *t, ngx_str_t *body, mg_buf_t *out,
-    int *stream, int *include_usage)
+    ngx_http_model_gateway_target_t *t, ngx_str_t *body, size_t max,
+    mg_buf_t *out, int *stream, int *include_usage)
 {
     mg_xf_opts_t  opts;
 
@@ -372,6 +387,7 @@ ngx_http_model_gateway_translate_fast(ngx_http_model_gateway_xlate_t *x,
     opts.model_len = t->provider_model.len;
     opts.default_max_tokens = t->backend->max_tokens;
     opts.valid = 1;
+    opts.max_out = max;
 
     /* Anthropic requires max_tokens: its translator's default applies */
 
@@ -394,8 +410,8 @@ ngx_http_model_gateway_translate_request(void *data, const char *p,
     body.data = (u_char *) p;
     body.len = len;
 
-    return c->x->request(c->target, &body, out, c->stream, c->include_usage,
-                         c->err);
+    return c->x->request(c->target, &body, c->max, out, c->stream,
+                         c->include_usage, c->err);
 }
 
 
@@ -787,8 +803,8 @@ ngx_http_model_gateway_translate_cleanup(void *data)
 
 static int
 ngx_http_model_gateway_anthropic_request(ngx_http_model_gateway_target_t *t,
-    ngx_str_t *body, mg_buf_t *out, int *stream, int *include_usage,
-    mg_xerror_t *err)
+    ngx_str_t *body, size_t max, mg_buf_t *out, int *stream,
+    int *include_usage, mg_xerror_t *err)
 {
     mg_anthropic_opts_t  opts;
 
@@ -797,6 +813,7 @@ ngx_http_model_gateway_anthropic_request(ngx_http_model_gateway_target_t *t,
     opts.model = (char *) t->provider_model.data;
     opts.model_len = t->provider_model.len;
     opts.default_max_tokens = t->backend->max_tokens;
+    opts.max_out = max;
 
     return mg_anthropic_request((char *) body->data, body->len, &opts, out,
                                 stream, include_usage, err);
@@ -837,14 +854,15 @@ ngx_http_model_gateway_anthropic_free(void *st)
 
 static int
 ngx_http_model_gateway_gemini_request(ngx_http_model_gateway_target_t *t,
-    ngx_str_t *body, mg_buf_t *out, int *stream, int *include_usage,
-    mg_xerror_t *err)
+    ngx_str_t *body, size_t max, mg_buf_t *out, int *stream,
+    int *include_usage, mg_xerror_t *err)
 {
     mg_gemini_opts_t  opts;
 
     ngx_memzero(&opts, sizeof(mg_gemini_opts_t));
 
     opts.default_max_tokens = t->backend->max_tokens;
+    opts.max_out = max;
 
     return mg_gemini_request((char *) body->data, body->len, &opts, out,
                              stream, include_usage, err);
@@ -891,14 +909,15 @@ ngx_http_model_gateway_gemini_free(void *st)
 
 static int
 ngx_http_model_gateway_bedrock_request(ngx_http_model_gateway_target_t *t,
-    ngx_str_t *body, mg_buf_t *out, int *stream, int *include_usage,
-    mg_xerror_t *err)
+    ngx_str_t *body, size_t max, mg_buf_t *out, int *stream,
+    int *include_usage, mg_xerror_t *err)
 {
     mg_bedrock_opts_t  opts;
 
     ngx_memzero(&opts, sizeof(mg_bedrock_opts_t));
 
     opts.default_max_tokens = t->backend->max_tokens;
+    opts.max_out = max;
 
     return mg_bedrock_request((char *) body->data, body->len, &opts, out,
                               stream, include_usage, err);

@@ -96,7 +96,8 @@ mg_anthropic_request(const char *body, size_t len,
         rc = mg_xf_try(MG_XF_ANTHROPIC, o->model, o->model_len,
                        (o->default_max_tokens > 0) ? o->default_max_tokens
                                                    : MG_ANTHROPIC_MAX_TOKENS,
-                       body, len, out, stream, include_usage, err);
+                       o->max_out, body, len, out, stream, include_usage,
+                       err);
 
         if (rc != MG_XF_DECLINED) {
             return rc;
@@ -148,7 +149,8 @@ mg_anthropic_request(const char *body, size_t len,
         goto done;
     }
 
-    rc = mg_x_dump(req, out, 0);
+    rc = mg_x_dump_max(req, out, 0, mg_x_out_max(o ? o->max_out : 0),
+                       "anthropic", err);
 
 done:
 

@@ -26,6 +26,8 @@ typedef struct {
     size_t       model_len;
     long         default_max_tokens;    /* when the client sent none;
                                            <= 0: MG_ANTHROPIC_MAX_TOKENS */
+    size_t       max_out;       /* the longest request to write; 0:
+                                   MG_X_OUT_MAX */
     int          full;          /* tests: never the tree-free path */
 } mg_anthropic_opts_t;
 

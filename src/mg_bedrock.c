@@ -179,7 +179,8 @@ mg_bedrock_request(const char *body, size_t len,
 
     if (o == NULL || !o->full) {
         rc = mg_xf_try(MG_XF_BEDROCK, NULL, 0, o ? o->default_max_tokens : 0,
-                       body, len, out, stream, include_usage, err);
+                       o ? o->max_out : 0, body, len, out, stream,
+                       include_usage, err);
 
         if (rc != MG_XF_DECLINED) {
             return rc;
@@ -234,7 +235,8 @@ mg_bedrock_request(const char *body, size_t len,
         goto done;
     }
 
-    rc = mg_x_dump(req, out, 0);
+    rc = mg_x_dump_max(req, out, 0, mg_x_out_max(o ? o->max_out : 0),
+                       "bedrock", err);
 
 done:
 

@@ -21,6 +21,8 @@ typedef struct {
     long         default_max_tokens;    /* when the client sent none;
                                            <= 0: no maxTokens is sent and
                                            the model's own limit applies */
+    size_t       max_out;       /* the longest request to write; 0:
+                                   MG_X_OUT_MAX */
     int          full;          /* tests: never the tree-free path */
 } mg_bedrock_opts_t;
 

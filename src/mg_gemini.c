@@ -27,6 +27,22 @@
 #define MG_G_SCHEMA_REFS   16
 #define MG_G_SCHEMA_DEPTH  64
 
+/*
+ * What the translation writes more than once from a value sent once (a
+ * $ref's target, with its descriptions, defaults, examples and enums,
+ * each time it is referenced; a function's name in each tool result that
+ * answers its call) is counted in bytes of output against one budget per
+ * request: MG_G_COPY_RATIO times the body plus MG_G_COPY_SLACK, or the
+ * request's bound when that is lower.  So the request written stays within
+ * a small multiple of the one received however the values are shared; the
+ * tree shares them (json_object_set), and only the dump would multiply.
+ * A schema node is charged MG_G_NODE_BYTES besides what it copies: its
+ * braces and the few members the conversion adds (type, nullable).
+ */
+#define MG_G_COPY_RATIO    4
+#define MG_G_COPY_SLACK    (64 * 1024)
+#define MG_G_NODE_BYTES    32
+
 /* the candidate indexes a stream may use (candidateCount is at most 8) */
 #define MG_G_CHOICES_MAX   64
 
@@ -34,11 +50,24 @@
 #define MG_G_FILES_HOST  "https://generativelanguage.googleapis.com/"
 
 
+/* one request's translation */
+
+typedef struct {
+    json_t      *calls;         /* tool call id -> the function's name, of
+                                   the assistant messages walked so far */
+    size_t       copies;        /* bytes the copies may still take */
+    size_t       max;           /* the bound of the request written */
+    unsigned     bound:1;       /* copies is max, not the multiple */
+} mg_g_req_t;
+
+
 typedef struct {
     json_t      *root;          /* where "#/$defs/..." is looked up */
     size_t       nodes;         /* left to write */
+    mg_g_req_t  *req;           /* its copies are charged */
     unsigned     refs;          /* $refs being expanded */
     unsigned     depth;
+    unsigned     over:1;        /* the copies' budget ran out */
     const char  *why;           /* what was wrong, for the 400 */
 } mg_g_schema_t;
 
@@ -46,14 +75,15 @@ typedef struct {
 static json_t *mg_g_string(json_t *v);
 
 static int mg_g_req_check(json_t *in, mg_xerror_t *err);
-static int mg_g_req_messages(json_t *in, json_t *req, mg_xerror_t *err);
+static int mg_g_req_messages(mg_g_req_t *rq, json_t *in, json_t *req,
+    mg_xerror_t *err);
+static int mg_g_copies(mg_g_req_t *rq, size_t n);
 static int mg_g_req_parts(void *data, int kind, json_t *msgs, json_t *m,
     size_t i, json_t *parts, mg_xerror_t *err);
-static int mg_g_req_assistant(json_t *m, json_t *parts, size_t i,
-    mg_xerror_t *err);
-static int mg_g_req_tool_result(json_t *msgs, json_t *m, json_t *parts,
+static int mg_g_req_assistant(mg_g_req_t *rq, json_t *m, json_t *parts,
     size_t i, mg_xerror_t *err);
-static json_t *mg_g_call_name(json_t *msgs, size_t i, json_t *id);
+static int mg_g_req_tool_result(mg_g_req_t *rq, json_t *m, json_t *parts,
+    size_t i, mg_xerror_t *err);
 static int mg_g_req_content(json_t *content, unsigned allow, json_t *parts,
     size_t i, mg_xerror_t *err);
 static const mg_x_content_t  mg_g_content;
@@ -66,13 +96,19 @@ static int mg_g_req_audio(json_t *part, json_t **gp, size_t i, size_t j,
 static json_t *mg_g_inline(const char *mt, size_t mt_len, const char *data,
     size_t data_len);
 static int mg_g_file_uri(const char *s, size_t len);
-static int mg_g_req_tools(json_t *in, json_t *req, mg_xerror_t *err);
+static int mg_g_req_tools(mg_g_req_t *rq, json_t *in, json_t *req,
+    mg_xerror_t *err);
 static int mg_g_req_tool_choice(json_t *in, json_t *req, size_t ntools,
     mg_xerror_t *err);
 static int mg_g_schema(mg_g_schema_t *sc, json_t *in, json_t **out);
 static int mg_g_schema_ref(mg_g_schema_t *sc, json_t *in, const char *ref,
     json_t **out);
 static int mg_g_schema_keys(mg_g_schema_t *sc, json_t *in, json_t *o);
+static int mg_g_schema_charge(mg_g_schema_t *sc, const char *key,
+    json_t *v);
+static int mg_g_schema_put(mg_g_schema_t *sc, json_t *o, const char *key,
+    json_t *v);
+static int mg_g_schema_count(mg_g_schema_t *sc, size_t n);
 static int mg_g_schema_type(json_t *v, json_t *o, int *nullable);
 static int mg_g_schema_props(mg_g_schema_t *sc, json_t *v, json_t *o);
 static int mg_g_schema_any(mg_g_schema_t *sc, json_t *v, json_t *o,
@@ -139,17 +175,22 @@ mg_gemini_request(const char *body, size_t len, const mg_gemini_opts_t *o,
     mg_buf_t *out, int *stream, int *include_usage, mg_xerror_t *err)
 {
     int           rc;
+    size_t        max;
     json_t       *in, *req, *gc;
+    mg_g_req_t    rq;
     json_error_t  jerr;
 
     *stream = 0;
     *include_usage = 0;
 
+    max = mg_x_out_max(o ? o->max_out : 0);
+
     /* plain text chats need no tree */
 
     if (o == NULL || !o->full) {
         rc = mg_xf_try(MG_XF_GEMINI, NULL, 0, o ? o->default_max_tokens : 0,
-                       body, len, out, stream, include_usage, err);
+                       o ? o->max_out : 0, body, len, out, stream,
+                       include_usage, err);
 
         if (rc != MG_XF_DECLINED) {
             return rc;
@@ -166,6 +207,16 @@ mg_gemini_request(const char *body, size_t len, const mg_gemini_opts_t *o,
     req = NULL;
     gc = NULL;
 
+    rq.max = max;
+    rq.copies = MG_G_COPY_SLACK + MG_G_COPY_RATIO * len;
+    rq.bound = (rq.copies >= max);
+
+    if (rq.bound) {
+        rq.copies = max;
+    }
+
+    rq.calls = json_object();
+
     if (!json_is_object(in)) {
         rc = mg_x_bad(err, NULL, "The request body must be a JSON object.");
         goto done;
@@ -174,7 +225,7 @@ mg_gemini_request(const char *body, size_t len, const mg_gemini_opts_t *o,
     req = json_object();
     gc = json_object();
 
-    if (req == NULL || gc == NULL) {
+    if (req == NULL || gc == NULL || rq.calls == NULL) {
         rc = MG_X_NOMEM;
         goto done;
     }
@@ -184,12 +235,12 @@ mg_gemini_request(const char *body, size_t len, const mg_gemini_opts_t *o,
         goto done;
     }
 
-    rc = mg_g_req_messages(in, req, err);
+    rc = mg_g_req_messages(&rq, in, req, err);
     if (rc != MG_X_OK) {
         goto done;
     }
 
-    rc = mg_g_req_tools(in, req, err);
+    rc = mg_g_req_tools(&rq, in, req, err);
     if (rc != MG_X_OK) {
         goto done;
     }
@@ -211,7 +262,7 @@ mg_gemini_request(const char *body, size_t len, const mg_gemini_opts_t *o,
         goto done;
     }
 
-    rc = mg_x_dump(req, out, 0);
+    rc = mg_x_dump_max(req, out, 0, max, "gemini", err);
 
 done:
 
@@ -219,6 +270,7 @@ done:
         (void) mg_x_nomem(err);
     }
 
+    json_decref(rq.calls);
     json_decref(gc);
     json_decref(req);
     json_decref(in);
@@ -273,7 +325,8 @@ mg_g_req_check(json_t *in, mg_xerror_t *err)
  */
 
 static int
-mg_g_req_messages(json_t *in, json_t *req, mg_xerror_t *err)
+mg_g_req_messages(mg_g_req_t *rq, json_t *in, json_t *req,
+    mg_xerror_t *err)
 {
     int      rc;
     json_t  *system, *contents;
@@ -286,7 +339,7 @@ mg_g_req_messages(json_t *in, json_t *req, mg_xerror_t *err)
         goto done;
     }
 
-    rc = mg_x_messages(in, "model", "parts", mg_g_req_parts, NULL, system,
+    rc = mg_x_messages(in, "model", "parts", mg_g_req_parts, rq, system,
                        contents, err);
     if (rc != MG_X_OK) {
         goto done;
@@ -332,16 +385,32 @@ mg_g_req_parts(void *data, int kind, json_t *msgs, json_t *m, size_t i,
                                 parts, i, err);
 
     case MG_X_ASSISTANT:
-        return mg_g_req_assistant(m, parts, i, err);
+        return mg_g_req_assistant(data, m, parts, i, err);
 
     default:
-        return mg_g_req_tool_result(msgs, m, parts, i, err);
+        return mg_g_req_tool_result(data, m, parts, i, err);
     }
 }
 
 
+/* n more bytes of copies, if the request's budget has them */
+
 static int
-mg_g_req_assistant(json_t *m, json_t *parts, size_t i, mg_xerror_t *err)
+mg_g_copies(mg_g_req_t *rq, size_t n)
+{
+    if (n > rq->copies) {
+        return MG_X_ERROR;
+    }
+
+    rq->copies -= n;
+
+    return MG_X_OK;
+}
+
+
+static int
+mg_g_req_assistant(mg_g_req_t *rq, json_t *m, json_t *parts, size_t i,
+    mg_xerror_t *err)
 {
     int      rc;
     size_t   k;
@@ -389,6 +458,25 @@ mg_g_req_assistant(json_t *m, json_t *parts, size_t i, mg_xerror_t *err)
         }
     }
 
+    /*
+     * the names by id, for the tool messages after this one: an id
+     * repeated later is that later call's, and within one message the
+     * first call with it is taken, hence backwards
+     */
+
+    for (k = json_array_size(calls); k-- > 0; ) {
+        c = json_array_get(calls, k);
+        id = json_object_get(c, "id");
+        name = json_object_get(json_object_get(c, "function"), "name");
+
+        if (json_object_setn(rq->calls, json_string_value(id),
+                             json_string_length(id), name)
+            != 0)
+        {
+            return MG_X_NOMEM;
+        }
+    }
+
     return MG_X_OK;
 }
 
@@ -402,7 +490,7 @@ mg_g_req_assistant(json_t *m, json_t *parts, size_t i, mg_xerror_t *err)
  */
 
 static int
-mg_g_req_tool_result(json_t *msgs, json_t *m, json_t *parts, size_t i,
+mg_g_req_tool_result(mg_g_req_t *rq, json_t *m, json_t *parts, size_t i,
     mg_xerror_t *err)
 {
     int       rc;
@@ -417,12 +505,31 @@ mg_g_req_tool_result(json_t *msgs, json_t *m, json_t *parts, size_t i,
                         "a string.", i);
     }
 
-    name = mg_g_call_name(msgs, i, id);
+    /* the function's name, borrowed: looked up, not searched for, so
+     * that many tool messages take linear time */
+
+    name = json_object_getn(rq->calls, json_string_value(id),
+                            json_string_length(id));
 
     if (name == NULL) {
         return mg_x_bad(err, "messages", "messages[%zu].tool_call_id \"%s\" "
                         "answers no tool call of an earlier assistant "
                         "message.", i, json_string_value(id));
+    }
+
+    /* each tool result copies the name: sent once, it is counted */
+
+    if (mg_g_copies(rq, json_dumpb(name, NULL, 0, JSON_ENCODE_ANY) + 8)
+        != MG_X_OK)
+    {
+        if (rq->bound) {
+            return mg_x_too_large(err, "gemini", rq->max);
+        }
+
+        return mg_x_bad(err, "messages", "messages[%zu]: the tool results "
+                        "repeat their functions' names too often: the "
+                        "request sent would be more than %d times as long "
+                        "as this one.", i, MG_G_COPY_RATIO + 1);
     }
 
     memset(&text, 0, sizeof(mg_buf_t));
@@ -489,41 +596,6 @@ done:
     mg_buf_free(&text);
 
     return rc;
-}
-
-
-/* the name of the function of call id among the tool calls before msgs[i],
- * the latest one if ids repeat; borrowed */
-
-static json_t *
-mg_g_call_name(json_t *msgs, size_t i, json_t *id)
-{
-    size_t   k;
-    json_t  *m, *calls, *c, *name;
-
-    while (i-- > 0) {
-        m = json_array_get(msgs, i);
-
-        if (!mg_x_streq(json_string_value(json_object_get(m, "role")),
-                        "assistant"))
-        {
-            continue;
-        }
-
-        calls = json_object_get(m, "tool_calls");
-
-        json_array_foreach(calls, k, c) {
-            name = json_object_get(json_object_get(c, "function"), "name");
-
-            if (json_is_string(name)
-                && json_equal(json_object_get(c, "id"), id))
-            {
-                return name;
-            }
-        }
-    }
-
-    return NULL;
 }
 
 
@@ -754,7 +826,7 @@ mg_g_file_uri(const char *s, size_t len)
  */
 
 static int
-mg_g_req_tools(json_t *in, json_t *req, mg_xerror_t *err)
+mg_g_req_tools(mg_g_req_t *rq, json_t *in, json_t *req, mg_xerror_t *err)
 {
     int             rc;
     size_t          i;
@@ -789,11 +861,18 @@ mg_g_req_tools(json_t *in, json_t *req, mg_xerror_t *err)
         if (params) {
             sc.root = params;
             sc.nodes = MG_G_SCHEMA_NODES;
+            sc.req = rq;
             sc.refs = 0;
             sc.depth = 0;
+            sc.over = 0;
             sc.why = NULL;
 
             rc = mg_g_schema(&sc, params, &schema);
+
+            if (rc == MG_X_ERROR && sc.over && rq->bound) {
+                rc = mg_x_too_large(err, "gemini", rq->max);
+                goto done;
+            }
 
             if (rc == MG_X_ERROR) {
                 rc = mg_x_bad(err, "tools", "tools[%zu].function.parameters "
@@ -927,6 +1006,10 @@ mg_g_schema(mg_g_schema_t *sc, json_t *in, json_t **out)
 
     sc->nodes--;
 
+    if (mg_g_schema_charge(sc, NULL, NULL) != MG_X_OK) {
+        return MG_X_ERROR;
+    }
+
     if (json_is_boolean(in)) {
         /* true (anything) or false: nothing a model can be told */
         *out = json_object();
@@ -1021,10 +1104,14 @@ mg_g_schema_ref(mg_g_schema_t *sc, json_t *in, const char *ref,
         key = keep[k];
         v = json_object_get(in, key);
 
-        if (json_is_string(v) && json_object_set(*out, key, v) != 0) {
-            json_decref(*out);
-            *out = NULL;
-            return MG_X_NOMEM;
+        if (json_is_string(v)) {
+            rc = mg_g_schema_put(sc, *out, key, v);
+
+            if (rc != MG_X_OK) {
+                json_decref(*out);
+                *out = NULL;
+                return rc;
+            }
         }
     }
 
@@ -1056,10 +1143,27 @@ mg_g_schema_keys(mg_g_schema_t *sc, json_t *in, json_t *o)
         rc = MG_X_OK;
 
         if (strcmp(key, "type") == 0) {
-            rc = mg_g_schema_type(v, o, &nullable);
+
+            /* a list of types may become anyOf [{"type": ...}, ...] */
+
+            rc = mg_g_schema_charge(sc, key, v);
+
+            if (rc == MG_X_OK && json_is_array(v)) {
+                rc = mg_g_schema_count(sc, sizeof("\"anyOf\":[]")
+                                       + json_array_size(v)
+                                         * sizeof("{\"type\":},"));
+            }
+
+            if (rc == MG_X_OK) {
+                rc = mg_g_schema_type(v, o, &nullable);
+            }
 
         } else if (strcmp(key, "properties") == 0) {
-            rc = mg_g_schema_props(sc, v, o);
+            rc = mg_g_schema_charge(sc, key, NULL);
+
+            if (rc == MG_X_OK) {
+                rc = mg_g_schema_props(sc, v, o);
+            }
 
         } else if (strcmp(key, "items") == 0) {
 
@@ -1071,7 +1175,11 @@ mg_g_schema_keys(mg_g_schema_t *sc, json_t *in, json_t *o)
             }
 
             if (json_is_object(v) || json_is_boolean(v)) {
-                rc = mg_g_schema(sc, v, &s);
+                rc = mg_g_schema_charge(sc, key, NULL);
+
+                if (rc == MG_X_OK) {
+                    rc = mg_g_schema(sc, v, &s);
+                }
 
                 if (rc == MG_X_OK) {
                     rc = mg_x_set(o, "items", s);
@@ -1085,11 +1193,22 @@ mg_g_schema_keys(mg_g_schema_t *sc, json_t *in, json_t *o)
             rc = mg_g_schema_all(sc, v, o);
 
         } else if (strcmp(key, "enum") == 0) {
-            rc = mg_g_schema_enum(v, o, &nullable);
+
+            /* what is kept of the list is charged as the whole list */
+
+            rc = mg_g_schema_charge(sc, key, v);
+
+            if (rc == MG_X_OK) {
+                rc = mg_g_schema_enum(v, o, &nullable);
+            }
 
         } else if (strcmp(key, "const") == 0) {
             if (json_is_string(v)) {
-                rc = mg_x_set(o, "enum", json_pack("[O]", v));
+                rc = mg_g_schema_charge(sc, "enum[]", v);
+
+                if (rc == MG_X_OK) {
+                    rc = mg_x_set(o, "enum", json_pack("[O]", v));
+                }
             }
 
         } else if (strcmp(key, "format") == 0) {
@@ -1102,8 +1221,7 @@ mg_g_schema_keys(mg_g_schema_t *sc, json_t *in, json_t *o)
                  k++)
             {
                 if (strcmp(fmt, formats[k]) == 0) {
-                    rc = json_object_set(o, key, v) == 0 ? MG_X_OK
-                                                         : MG_X_NOMEM;
+                    rc = mg_g_schema_put(sc, o, key, v);
                     break;
                 }
             }
@@ -1111,12 +1229,16 @@ mg_g_schema_keys(mg_g_schema_t *sc, json_t *in, json_t *o)
         } else if (strcmp(key, "required") == 0
                    || strcmp(key, "propertyOrdering") == 0)
         {
-            rc = mg_g_schema_strings(v, o, key);
+            rc = mg_g_schema_charge(sc, key, v);
+
+            if (rc == MG_X_OK) {
+                rc = mg_g_schema_strings(v, o, key);
+            }
 
         } else if (strcmp(key, "default") == 0
                    || strcmp(key, "example") == 0)
         {
-            rc = json_object_set(o, key, v) == 0 ? MG_X_OK : MG_X_NOMEM;
+            rc = mg_g_schema_put(sc, o, key, v);
 
         } else if (strcmp(key, "nullable") == 0) {
             nullable |= json_is_true(v);
@@ -1124,15 +1246,13 @@ mg_g_schema_keys(mg_g_schema_t *sc, json_t *in, json_t *o)
         } else {
             for (k = 0; k < sizeof(strings) / sizeof(strings[0]); k++) {
                 if (strcmp(key, strings[k]) == 0 && json_is_string(v)) {
-                    rc = json_object_set(o, key, v) == 0 ? MG_X_OK
-                                                         : MG_X_NOMEM;
+                    rc = mg_g_schema_put(sc, o, key, v);
                 }
             }
 
             for (k = 0; k < sizeof(numbers) / sizeof(numbers[0]); k++) {
                 if (strcmp(key, numbers[k]) == 0 && json_is_number(v)) {
-                    rc = json_object_set(o, key, v) == 0 ? MG_X_OK
-                                                         : MG_X_NOMEM;
+                    rc = mg_g_schema_put(sc, o, key, v);
                 }
             }
 
@@ -1140,8 +1260,7 @@ mg_g_schema_keys(mg_g_schema_t *sc, json_t *in, json_t *o)
                 if (strcmp(key, counts[k]) == 0 && json_is_integer(v)
                     && json_integer_value(v) >= 0)
                 {
-                    rc = json_object_set(o, key, v) == 0 ? MG_X_OK
-                                                         : MG_X_NOMEM;
+                    rc = mg_g_schema_put(sc, o, key, v);
                 }
             }
 
@@ -1185,6 +1304,54 @@ mg_g_schema_keys(mg_g_schema_t *sc, json_t *in, json_t *o)
     }
 
     return MG_X_OK;
+}
+
+
+/*
+ * What a member of the schema written costs the request's copies: its
+ * name (NULL: a node's own braces and the members the conversion adds)
+ * and, when v is given, v as the dump writes it.  Counting a value takes
+ * as long as writing it would, but no longer than the budget lasts.
+ */
+
+static int
+mg_g_schema_charge(mg_g_schema_t *sc, const char *key, json_t *v)
+{
+    size_t  n;
+
+    n = key ? strlen(key) + 4 : MG_G_NODE_BYTES;
+
+    if (v) {
+        n += json_dumpb(v, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
+    }
+
+    return mg_g_schema_count(sc, n);
+}
+
+
+static int
+mg_g_schema_count(mg_g_schema_t *sc, size_t n)
+{
+    if (mg_g_copies(sc->req, n) != MG_X_OK) {
+        sc->over = 1;
+        sc->why = "are too large once their $refs are expanded";
+        return MG_X_ERROR;
+    }
+
+    return MG_X_OK;
+}
+
+
+/* v, a value of the client's schema, shared into o once it is charged */
+
+static int
+mg_g_schema_put(mg_g_schema_t *sc, json_t *o, const char *key, json_t *v)
+{
+    if (mg_g_schema_charge(sc, key, v) != MG_X_OK) {
+        return MG_X_ERROR;
+    }
+
+    return json_object_set(o, key, v) == 0 ? MG_X_OK : MG_X_NOMEM;
 }
 
 
@@ -1276,7 +1443,11 @@ mg_g_schema_props(mg_g_schema_t *sc, json_t *v, json_t *o)
     }
 
     json_object_foreach(v, key, p) {
-        rc = mg_g_schema(sc, p, &s);
+        rc = mg_g_schema_charge(sc, key, NULL);
+
+        if (rc == MG_X_OK) {
+            rc = mg_g_schema(sc, p, &s);
+        }
 
         if (rc == MG_X_OK) {
             rc = mg_x_set(props, key, s);

@@ -21,6 +21,8 @@
 typedef struct {
     long         default_max_tokens;    /* maxOutputTokens when the client
                                            sent none; <= 0: none sent */
+    size_t       max_out;       /* the longest request to write; 0:
+                                   MG_X_OUT_MAX */
     int          full;          /* tests: never the tree-free path */
 } mg_gemini_opts_t;
 

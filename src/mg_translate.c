@@ -377,6 +377,66 @@ mg_x_dump(json_t *j, mg_buf_t *out, size_t flags)
 }
 
 
+/* what a bounded dump may still append */
+
+typedef struct {
+    mg_buf_t    *out;
+    size_t       end;           /* out->len may not pass it */
+    unsigned     over:1;
+} mg_x_dump_max_t;
+
+
+static int
+mg_x_dump_max_cb(const char *buf, size_t size, void *data)
+{
+    mg_x_dump_max_t  *d = data;
+
+    /* stop at the bound, before the bytes past it are even copied */
+
+    if (size > d->end - d->out->len) {
+        d->over = 1;
+        return -1;
+    }
+
+    return mg_buf_append(d->out, buf, size) == MG_X_OK ? 0 : -1;
+}
+
+
+int
+mg_x_dump_max(json_t *j, mg_buf_t *out, size_t flags, size_t max,
+    const char *provider, mg_xerror_t *err)
+{
+    size_t           len;
+    mg_x_dump_max_t  d;
+
+    len = out->len;
+
+    d.out = out;
+    d.end = len + max;
+    d.over = 0;
+
+    if (json_dump_callback(j, mg_x_dump_max_cb, &d, JSON_COMPACT | flags)
+        != 0)
+    {
+        out->len = len;
+        return d.over ? mg_x_too_large(err, provider, max) : MG_X_NOMEM;
+    }
+
+    return MG_X_OK;
+}
+
+
+int
+mg_x_too_large(mg_xerror_t *err, const char *provider, size_t max)
+{
+    mg_xerror_set(err, 400, 0, "invalid_request_error", "request_too_large",
+                  NULL, "the translated request for provider %s would "
+                  "exceed %zu bytes", provider, max);
+
+    return MG_X_ERROR;
+}
+
+
 /* "data:<media type>[;params];base64,<data>" */
 
 int
@@ -965,7 +1025,7 @@ mg_x_expand(const mg_x_shrink_t *s, const char *orig, const char *out,
     size_t out_len, mg_buf_t *res)
 {
     int          rc;
-    size_t       k, total;
+    size_t       k, total, max;
     const char  *p, *end, *q;
 
     /* one allocation: the result is the output plus every text */
@@ -974,7 +1034,14 @@ mg_x_expand(const mg_x_shrink_t *s, const char *orig, const char *out,
         total += s->len[k];
     }
 
-    rc = mg_buf_reserve(res, total);
+    /*
+     * a text is put back as often as its placeholder was copied: a
+     * translator that copied one many times must not multiply it here
+     */
+
+    max = s->max ? res->len + s->max : (size_t) -1;
+
+    rc = mg_buf_reserve(res, (s->max && total > s->max) ? s->max : total);
     if (rc != MG_X_OK) {
         return rc;
     }
@@ -999,6 +1066,14 @@ mg_x_expand(const mg_x_shrink_t *s, const char *orig, const char *out,
         }
 
         if (q == NULL || end - q < 3) {
+            q = end;
+        }
+
+        if ((size_t) (q - p) > max - res->len) {
+            return MG_X_ERROR;
+        }
+
+        if (q == end) {
             return mg_buf_append(res, p, end - p);
         }
 
@@ -1019,6 +1094,10 @@ mg_x_expand(const mg_x_shrink_t *s, const char *orig, const char *out,
         }
 
         if (k >= s->n || end - q < 3 || memcmp(q, MG_X_PH_CLOSE, 3) != 0) {
+            return MG_X_ERROR;
+        }
+
+        if (s->len[k] > max - res->len) {
             return MG_X_ERROR;
         }
 

@@ -40,6 +40,20 @@ typedef struct {
 } mg_xerror_t;
 
 
+/*
+ * The bound of a translated request.  The glue passes its own
+ * (model_gateway_max_body_size plus 64 KB, the room a translation may
+ * add); a caller that passes 0 gets this one, so that no translation is
+ * ever unbounded.  A request whose translation would be longer is the
+ * client's 400: "the translated request for provider X would exceed N
+ * bytes".
+ */
+#define MG_X_OUT_SLACK  (64 * 1024)
+#define MG_X_OUT_MAX    (4 * 1024 * 1024 + MG_X_OUT_SLACK)
+
+#define mg_x_out_max(max)  ((max) ? (size_t) (max) : (size_t) MG_X_OUT_MAX)
+
+
 /* usage counts beyond this are clamped */
 #define MG_X_TOKENS_MAX  1000000000000000LL
 
@@ -96,6 +110,14 @@ int mg_x_set_str(json_t *o, const char *key, const char *s);
 char *mg_x_strndup(const char *s, size_t n);
 json_t *mg_x_prefixed(const char *prefix, const char *s, size_t n);
 int mg_x_dump(json_t *j, mg_buf_t *out, size_t flags);
+/*
+ * j dumped as mg_x_dump() does, but never more than max bytes of it: the
+ * dump stops there (out as it was) and the request's 400 is set, naming
+ * the provider
+ */
+int mg_x_dump_max(json_t *j, mg_buf_t *out, size_t flags, size_t max,
+    const char *provider, mg_xerror_t *err);
+int mg_x_too_large(mg_xerror_t *err, const char *provider, size_t max);
 int mg_x_data_url(const char *s, size_t len, const char **mt,
     size_t *mt_len, const char **data, size_t *data_len);
 
@@ -139,6 +161,8 @@ typedef struct {
     size_t      *len;
     size_t       n;
     size_t       cap;
+    size_t       max;           /* the expanded output's bound, 0: none;
+                                   set by the caller after mg_x_shrink() */
 } mg_x_shrink_t;
 
 /* n == 0 afterwards: nothing worth shrinking, use the body as it is */
@@ -150,7 +174,9 @@ void mg_x_shrink_free(mg_x_shrink_t *s);
 /*
  * translate(data, ...) over the shrunk body with the texts put back into
  * out, or over the whole body when nothing was shrunk or the texts cannot
- * be put back; returns what translate returned.
+ * be put back (nor when they would make out longer than s->max: the whole
+ * body's translator then reports its bound); returns what translate
+ * returned.
  */
 typedef int (*mg_x_translate_pt)(void *data, const char *body, size_t len,
     mg_buf_t *out);

@@ -196,6 +196,14 @@ mg_xf_request(const mg_xf_opts_t *o, const char *body, size_t len,
         goto done;
     }
 
+    /* over the bound: the full translator says so */
+
+    if (out->len - keep > mg_x_out_max(o->max_out)) {
+        out->len = keep;
+        rc = MG_XF_DECLINED;
+        goto done;
+    }
+
     *stream = mg_xf_is(&rq.m[MG_XF_STREAM], "true");
     *include_usage = 0;
 
@@ -216,8 +224,8 @@ done:
 
 int
 mg_xf_try(int provider, const char *model, size_t model_len,
-    long default_max_tokens, const char *body, size_t len, mg_buf_t *out,
-    int *stream, int *include_usage, mg_xerror_t *err)
+    long default_max_tokens, size_t max_out, const char *body, size_t len,
+    mg_buf_t *out, int *stream, int *include_usage, mg_xerror_t *err)
 {
     int           rc;
     mg_xf_opts_t  o;
@@ -227,6 +235,7 @@ mg_xf_try(int provider, const char *model, size_t model_len,
     o.model_len = model_len;
     o.default_max_tokens = default_max_tokens;
     o.valid = 0;
+    o.max_out = max_out;
 
     rc = mg_xf_request(&o, body, len, out, stream, include_usage);
 

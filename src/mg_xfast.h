@@ -32,6 +32,8 @@ typedef struct {
     size_t       model_len;
     long         default_max_tokens; /* as the provider's translator takes */
     int          valid;             /* the body passed mg_json_scan() */
+    size_t       max_out;           /* the longest request to write; 0:
+                                       MG_X_OUT_MAX */
 } mg_xf_opts_t;
 
 
@@ -39,7 +41,8 @@ typedef struct {
  * The body, translated for the provider, appended to out; *stream and
  * *include_usage as the full translators report them.  Returns MG_X_OK,
  * MG_XF_DECLINED (out untouched: use the full translator, which also
- * reports any error) or MG_X_NOMEM.
+ * reports any error, a translation longer than o->max_out among them) or
+ * MG_X_NOMEM.
  *
  * The shape: an object whose members are among model, messages,
  * max_completion_tokens, max_tokens (positive integers), temperature,
@@ -64,8 +67,8 @@ int mg_xf_parsable(const char *p, size_t len);
  * shape, with a MG_X_NOMEM reported in err; MG_XF_DECLINED otherwise.
  */
 int mg_xf_try(int provider, const char *model, size_t model_len,
-    long default_max_tokens, const char *body, size_t len, mg_buf_t *out,
-    int *stream, int *include_usage, mg_xerror_t *err);
+    long default_max_tokens, size_t max_out, const char *body, size_t len,
+    mg_buf_t *out, int *stream, int *include_usage, mg_xerror_t *err);
 
 /*
  * A provider's whole answer -> the OpenAI chat.completion the full

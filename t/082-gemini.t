@@ -160,6 +160,11 @@ http {
         location /v1/ {
             model_gateway;
         }
+
+        location /small/ {
+            model_gateway;
+            model_gateway_max_body_size 64k;
+        }
     }
 }
 EOF
@@ -252,6 +257,72 @@ ok(scalar(grep { @{ $_->{choices} }
    'stream: finish_reason stop');
 like($t->mock_requests('gem')->[-1]{path}, qr/:streamGenerateContent\?alt=sse$/,
    'stream: streamGenerateContent?alt=sse');
+
+# amplification: one long description in $defs referenced by many
+# properties was written once per reference (293 KB became 262 MB); the
+# copies are counted, and past the budget it is the client's 400 with
+# nothing sent to the backend
+
+sub ref_tools {
+    my ($desc, $n) = @_;
+    return [{ type => 'function', function => { name => 'f', parameters => {
+        '$defs' => { big => { type => 'string', description => $desc } },
+        type => 'object',
+        properties => { map { ("p$_" => { '$ref' => '#/$defs/big' }) }
+                            1 .. $n } } } }];
+}
+
+sub gem_bytes {
+    my $n = 0;
+    $n += length($_->{body} // '') for @{ $t->mock_requests('gem') };
+    return $n;
+}
+
+{
+    my $before = scalar @{ $t->mock_requests('gem') };
+    my $bytes = gem_bytes();
+
+    my $body = encode_json({ model => 'flash',
+        messages => [{ role => 'user', content => 'hi' }],
+        tools => ref_tools('x' x (256 * 1024), 1000) });
+    cmp_ok(length $body, '<', 300 * 1024, 'amplification: a 293 KB body');
+
+    $r = $t->request(method => 'POST', path => '/v1/chat/completions',
+                     body => $body,
+                     headers => [['Content-Type', 'application/json']]);
+    is($r->{status}, 400, 'amplification: 400')
+        or diag substr($r->{body}, 0, 300);
+    is(($r->{json} // {})->{error}{type}, 'invalid_request_error',
+       'amplification: an OpenAI invalid_request_error');
+    like(($r->{json} // {})->{error}{message} // '', qr/too large/,
+         'amplification: the message names the cause');
+    is(scalar @{ $t->mock_requests('gem') }, $before,
+       'amplification: nothing sent to Gemini');
+    cmp_ok(gem_bytes() - $bytes, '<=', 1024 * 1024,
+           'amplification: Gemini received a bounded number of bytes');
+
+    # a few references are still expanded and sent
+
+    $r = $t->post_json('/v1/chat/completions', { model => 'flash',
+        messages => [{ role => 'user', content => 'hi' }],
+        tools => ref_tools('a short description', 5) });
+    is($r->{status}, 200, 'a few $refs: 200') or diag $r->{body};
+    my $sent = decode_json($t->mock_requests('gem')->[-1]{body});
+    my $props =
+        $sent->{tools}[0]{functionDeclarations}[0]{parameters}{properties};
+    is(scalar(grep { ($_->{description} // '') eq 'a short description' }
+                   values %$props), 5, 'a few $refs: each one expanded');
+
+    # under a lower model_gateway_max_body_size the bound is that plus 64 KB
+
+    $r = $t->post_json('/small/v1/chat/completions', { model => 'flash',
+        messages => [{ role => 'user', content => 'hi' }],
+        tools => ref_tools('y' x (16 * 1024), 20) });
+    is($r->{status}, 400, 'over the bound: 400') or diag $r->{body};
+    is(($r->{json} // {})->{error}{message},
+       'the translated request for provider gemini would exceed 131072 bytes',
+       'over the bound: the message says which bound');
+}
 
 # errors
 

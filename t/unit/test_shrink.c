@@ -32,7 +32,7 @@ static int
 anthropic(const char *body, size_t len, mg_buf_t *out, mg_xerror_t *err)
 {
     int                  stream, usage;
-    mg_anthropic_opts_t  o = { "claude-x", 8, 0, 0 };
+    mg_anthropic_opts_t  o = { "claude-x", 8, 0, 0, 0 };
 
     return mg_anthropic_request(body, len, &o, out, &stream, &usage, err);
 }
@@ -52,7 +52,7 @@ static int
 gemini(const char *body, size_t len, mg_buf_t *out, mg_xerror_t *err)
 {
     int               stream, usage;
-    mg_gemini_opts_t  o = { 0, 0 };
+    mg_gemini_opts_t  o = { 0, 0, 0 };
 
     return mg_gemini_request(body, len, &o, out, &stream, &usage, err);
 }
