@@ -53,24 +53,19 @@ WRK=${WRK:-wrk}
 BENCH_FRONT_CPU=${BENCH_FRONT_CPU:-0}
 BENCH_HARNESS_CPU=${BENCH_HARNESS_CPU:-1}
 
-# pinned CPU COMMAND...: runs COMMAND on CPU (taskset), or as it is when the
-# machine has one CPU or taskset is missing; $HARNESS is the same prefix for
-# the harness's CPU, for commands run through timeout
+# command prefixes that pin to the front ends' CPU and to the harness's
+# (taskset); empty when the machine has one CPU or no taskset. Prefixes,
+# not a function: "$!" of a background command must be the process itself
 PIN=1
 if [ "$(nproc)" -lt 2 ] || ! command -v taskset >/dev/null; then
     PIN=0
 fi
+FRONT=()
 HARNESS=()
-[ "$PIN" = 1 ] && HARNESS=(taskset -c "$BENCH_HARNESS_CPU")
-pinned() {
-    local cpu=$1
-    shift
-    if [ "$PIN" = 1 ]; then
-        taskset -c "$cpu" "$@"
-    else
-        "$@"
-    fi
-}
+if [ "$PIN" = 1 ]; then
+    FRONT=(taskset -c "$BENCH_FRONT_CPU")
+    HARNESS=(taskset -c "$BENCH_HARNESS_CPU")
+fi
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TOP=$(dirname "$BENCH_DIR")
@@ -153,9 +148,10 @@ declare -A NGX_PID=() NGX_PORT=()
 # background; sets NGX_PID[NAME] and NGX_PORT[NAME]. The mock runs on the
 # harness's CPU, every other instance (a front end under test) on its own.
 start_nginx() {
-    local name=$1 tpl=$2 pid port cpu=$BENCH_FRONT_CPU
+    local name=$1 tpl=$2 pid port
+    local -a pin=("${FRONT[@]}")
     shift 2
-    [ "$name" = mock ] && cpu=$BENCH_HARNESS_CPU
+    [ "$name" = mock ] && pin=("${HARNESS[@]}")
     local conf=$WORK/$name.conf
     mkdir -p "$WORK/tmp/$name"
     for _ in 1 2 3 4 5; do
@@ -163,7 +159,7 @@ start_nginx() {
         port=$PICKED_PORT
         render "$tpl" "$conf" NAME="$name" WORKDIR="$WORK" PORT="$port" "$@"
         : >"$WORK/$name.error.log"
-        pinned "$cpu" "$NGINX" -p "$WORK/" -c "$conf" \
+        "${pin[@]}" "$NGINX" -p "$WORK/" -c "$conf" \
             >"$WORK/$name.stderr" 2>&1 &
         pid=$!
         NGX_PID[$name]=$pid
@@ -568,7 +564,7 @@ ensure_redis() {
     command -v redis-server >/dev/null || die "redis-server not found"
     pick_port
     REDIS_PORT=$PICKED_PORT
-    pinned "$BENCH_HARNESS_CPU" redis-server --port "$REDIS_PORT" \
+    "${HARNESS[@]}" redis-server --port "$REDIS_PORT" \
         --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" \
         >"$WORK/redis.log" 2>&1 &
     REDIS_PID=$!
