@@ -452,7 +452,7 @@ char *
 ngx_http_model_gateway_backend_header(ngx_conf_t *cf,
     ngx_http_model_gateway_backend_t *b, ngx_str_t *name, ngx_str_t *value)
 {
-    u_char           *p;
+    u_char           *p, *last;
     ngx_uint_t        i;
     ngx_table_elt_t  *h;
 
@@ -508,12 +508,16 @@ ngx_http_model_gateway_backend_header(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    b->fixed_lines.data = ngx_cpymem(p, b->fixed_lines.data,
-                                     b->fixed_lines.len);
-    b->fixed_lines.data = ngx_sprintf(b->fixed_lines.data, "%V: %V" CRLF,
-                                      name, value);
-    b->fixed_lines.len = b->fixed_lines.data - p;
+    last = p;
+
+    if (b->fixed_lines.len) {
+        last = ngx_cpymem(last, b->fixed_lines.data, b->fixed_lines.len);
+    }
+
+    last = ngx_sprintf(last, "%V: %V" CRLF, name, value);
+
     b->fixed_lines.data = p;
+    b->fixed_lines.len = last - p;
 
     return NGX_CONF_OK;
 }
