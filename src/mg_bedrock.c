@@ -1829,7 +1829,7 @@ mg_b_error_map(int status, const char *name, size_t name_len,
                           "request_too_large", NULL, "%s",
                           msg ? msg : "The request is too large for the "
                                       "model backend.");
-            goto done;
+            return;
 
         } else if (!http || status >= 500 || status == 408 || status == 409
                    || status == 424)
@@ -1923,8 +1923,6 @@ mg_b_error_map(int status, const char *name, size_t name_len,
                       msg ? ": " : ".", msg ? msg : "");
         break;
     }
-
-done:
 }
 
 
