@@ -13,6 +13,7 @@
 
 
 #include "ngx_http_model_gateway_module.h"
+#include "mg_aws_ini.h"
 
 
 #define NGX_HTTP_MG_AWS_FILE_MAX  65536
@@ -26,7 +27,7 @@ static char *ngx_http_model_gateway_aws_file(ngx_conf_t *cf,
     ngx_str_t *profile);
 static char *ngx_http_model_gateway_aws_profile(ngx_conf_t *cf,
     ngx_http_model_gateway_backend_t *b, u_char *p, u_char *last,
-    ngx_str_t *profile);
+    ngx_str_t *path, ngx_str_t *profile);
 static char *ngx_http_model_gateway_aws_value(ngx_conf_t *cf,
     ngx_http_model_gateway_backend_t *b, const char *what, u_char *p,
     size_t len, ngx_str_t *out);
@@ -161,7 +162,8 @@ ngx_http_model_gateway_aws_file(ngx_conf_t *cf,
         rv = NGX_CONF_ERROR;
 
     } else {
-        rv = ngx_http_model_gateway_aws_profile(cf, b, buf, buf + n, profile);
+        rv = ngx_http_model_gateway_aws_profile(cf, b, buf, buf + n, &name,
+                                                profile);
 
         if (rv == NGX_CONF_OK && b->aws_access_key.len == 0) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -191,113 +193,52 @@ ngx_http_model_gateway_aws_file(ngx_conf_t *cf,
 }
 
 
-/*
- * The keys of one "[PROFILE]" (or "[profile PROFILE]") section: lines of
- * "name = value"; "#" and ";" begin comments.
- */
+/* the keys of one profile (src/mg_aws_ini.c), copied to the cycle's pool */
 
 static char *
 ngx_http_model_gateway_aws_profile(ngx_conf_t *cf,
     ngx_http_model_gateway_backend_t *b, u_char *p, u_char *last,
-    ngx_str_t *profile)
+    ngx_str_t *path, ngx_str_t *profile)
 {
-    char        *rv;
-    u_char      *line, *end, *eq, *k, *ke, *v, *ve;
-    ngx_str_t   *out, section;
-    ngx_uint_t   in;
+    char                 *rv;
+    ngx_uint_t            i;
+    mg_aws_ini_t          ini;
+    mg_aws_ini_rc_e       rc;
+    mg_aws_ini_value_t   *v[3];
+    ngx_str_t            *out[3];
 
-    in = 0;
+    rc = mg_aws_ini_parse((const char *) p, last - p,
+                          (const char *) profile->data, profile->len, &ini);
 
-    for (line = p; line < last; line = end + 1) {
-        end = ngx_strlchr(line, last, LF);
-        if (end == NULL) {
-            end = last;
-        }
+    if (rc != MG_AWS_INI_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "backend \"%V\": %s in line %ui of \"%V\" %s",
+                           &b->name, ini.err_key, (ngx_uint_t) ini.err_line,
+                           path,
+                           (rc == MG_AWS_INI_BAD_LENGTH)
+                           ? "is empty or too long"
+                           : "contains an invalid character");
+        return NGX_CONF_ERROR;
+    }
 
-        k = line;
-        ve = end;
+    v[0] = &ini.access_key;
+    out[0] = &b->aws_access_key;
+    v[1] = &ini.secret;
+    out[1] = &b->aws_secret;
+    v[2] = &ini.token;
+    out[2] = &b->aws_token;
 
-        while (k < ve && (*k == ' ' || *k == '\t')) {
-            k++;
-        }
-
-        while (ve > k && (ve[-1] == ' ' || ve[-1] == '\t' || ve[-1] == CR)) {
-            ve--;
-        }
-
-        if (k == ve || *k == '#' || *k == ';') {
+    for (i = 0; i < 3; i++) {
+        if (v[i]->data == NULL) {
             continue;
         }
 
-        if (*k == '[') {
-            if (ve[-1] != ']') {
-                in = 0;
-                continue;
-            }
-
-            section.data = k + 1;
-            section.len = ve - 1 - section.data;
-
-            if (section.len > 8
-                && ngx_strncmp(section.data, "profile ", 8) == 0)
-            {
-                section.data += 8;
-                section.len -= 8;
-            }
-
-            in = (section.len == profile->len
-                  && ngx_strncmp(section.data, profile->data, section.len)
-                     == 0);
-            continue;
-        }
-
-        if (!in) {
-            continue;
-        }
-
-        eq = ngx_strlchr(k, ve, '=');
-        if (eq == NULL) {
-            continue;
-        }
-
-        ke = eq;
-        while (ke > k && (ke[-1] == ' ' || ke[-1] == '\t')) {
-            ke--;
-        }
-
-        v = eq + 1;
-        while (v < ve && (*v == ' ' || *v == '\t')) {
-            v++;
-        }
-
-#define ngx_mg_key(s)                                                       \
-    ((size_t) (ke - k) == sizeof(s) - 1                                     \
-     && ngx_strncasecmp(k, (u_char *) s, sizeof(s) - 1) == 0)
-
-        if (ngx_mg_key("aws_access_key_id")) {
-            out = &b->aws_access_key;
-
-        } else if (ngx_mg_key("aws_secret_access_key")) {
-            out = &b->aws_secret;
-
-        } else if (ngx_mg_key("aws_session_token")) {
-            out = &b->aws_token;
-
-        } else {
-            continue;
-        }
-
-#undef ngx_mg_key
-
-        rv = ngx_http_model_gateway_aws_value(cf, b, "an AWS credential", v,
-                                              ve - v, out);
+        rv = ngx_http_model_gateway_aws_value(cf, b, "an AWS credential",
+                                              (u_char *) v[i]->data,
+                                              v[i]->len, out[i]);
         if (rv != NGX_CONF_OK) {
             return rv;
         }
-    }
-
-    if ((b->aws_access_key.len == 0) != (b->aws_secret.len == 0)) {
-        ngx_str_null(&b->aws_access_key);
     }
 
     return NGX_CONF_OK;

@@ -10,6 +10,7 @@
 
 
 #include "ngx_http_model_gateway_module.h"
+#include "mg_outcome.h"
 
 
 static void ngx_http_model_gateway_final_error(
@@ -33,110 +34,62 @@ ngx_http_model_gateway_final_error(ngx_http_model_gateway_ctx_t *ctx,
     size_t               len;
     ngx_str_t           *s;
     ngx_uint_t           i;
+    mg_outcome_t         out;
+    mg_outcome_in_t      in;
     ngx_http_request_t  *r;
 
     r = ctx->request;
 
-    if (ctx->total_expired) {
-        ctx->err_status = NGX_HTTP_GATEWAY_TIME_OUT;
-        ctx->err_type = "timeout_error";
-        ctx->err_code = "timeout";
-        ctx->err_message = "The request did not complete within "
-                           "model_gateway_total_timeout.";
-        return;
-    }
+    ngx_memzero(&in, sizeof(mg_outcome_in_t));
 
-    if (ctx->all_cooling && ctx->failures == 0) {
-
-        /* nothing was tried: every candidate is cooling down */
-
-        ctx->err_retry_after = (ctx->cool_wait + 999) / 1000;
-        if (ctx->err_retry_after == 0) {
-            ctx->err_retry_after = 1;
-        }
-
-        if (ctx->cool_limited) {
-            ctx->err_status = NGX_HTTP_TOO_MANY_REQUESTS;
-            ctx->err_type = "rate_limit_error";
-            ctx->err_code = "rate_limit_exceeded";
-            ctx->err_message = "Every backend serving this model is rate "
-                               "limited; retry after the time in "
-                               "Retry-After.";
-            return;
-        }
-
-        ctx->err_status = NGX_HTTP_SERVICE_UNAVAILABLE;
-        ctx->err_type = "server_error";
-        ctx->err_code = "no_backend_available";
-        ctx->err_message = "Every backend serving this model is cooling "
-                           "down after failures; retry after the time in "
-                           "Retry-After.";
-        return;
-    }
-
-    if (ctx->rate_limited && ctx->rate_limited == ctx->failures) {
-        ctx->err_status = NGX_HTTP_TOO_MANY_REQUESTS;
-        ctx->err_type = "rate_limit_error";
-        ctx->err_code = "rate_limit_exceeded";
-        ctx->err_message = "Every backend serving this model is rate "
-                           "limited; retry after the time in Retry-After.";
-        ctx->err_retry_after = (ctx->min_retry_after_ms < 0)
-                               ? 1 : (ctx->min_retry_after_ms + 999) / 1000;
-        if (ctx->err_retry_after == 0) {
-            ctx->err_retry_after = 1;
-        }
-
-        return;
-    }
+    in.total_expired = ctx->total_expired;
+    in.all_cooling = ctx->all_cooling;
+    in.cool_limited = ctx->cool_limited;
+    in.cool_wait = ctx->cool_wait;
+    in.failures = ctx->failures;
+    in.rate_limited = ctx->rate_limited;
+    in.min_retry_after_ms = ctx->min_retry_after_ms;
+    in.last_fail_status = ctx->last_fail_status;
+    in.status = status;
 
     switch (ctx->last_fail) {
 
     case NGX_HTTP_MG_FAIL_FIRST_BYTE:
     case NGX_HTTP_MG_FAIL_IDLE:
     case NGX_HTTP_MG_FAIL_CONNECT_TIMEOUT:
-        ctx->err_status = NGX_HTTP_GATEWAY_TIME_OUT;
-        ctx->err_type = "timeout_error";
-        ctx->err_code = "backend_timeout";
-        ctx->err_message = "The model backend timed out.";
-        return;
+        in.last_fail = MG_OUTCOME_FAIL_TIMEOUT;
+        break;
 
     case NGX_HTTP_MG_FAIL_AUTH:
-        ctx->err_status = NGX_HTTP_BAD_GATEWAY;
-        ctx->err_type = "server_error";
-        ctx->err_code = "backend_auth_failed";
-        ctx->err_message = "backend authentication failed";
-        return;
+        in.last_fail = MG_OUTCOME_FAIL_AUTH;
+        break;
 
     case NGX_HTTP_MG_FAIL_STATUS:
-
-        if (ctx->last_fail_status != 529) {
-            break;
-        }
-
-        /* Anthropic's "overloaded": the client may well retry later */
-
-        ctx->err_status = NGX_HTTP_SERVICE_UNAVAILABLE;
-        ctx->err_type = "server_error";
-        ctx->err_code = "overloaded";
-        ctx->err_message = "The model backend is overloaded.";
-        return;
+        in.last_fail = MG_OUTCOME_FAIL_STATUS;
+        break;
 
     case NGX_HTTP_MG_FAIL_TOO_BIG:
-        ctx->err_status = NGX_HTTP_BAD_GATEWAY;
-        ctx->err_type = "server_error";
-        ctx->err_code = "backend_response_too_large";
-        ctx->err_message = "The model backend's response exceeds the "
-                           "gateway's limit.";
-        return;
+        in.last_fail = MG_OUTCOME_FAIL_TOO_BIG;
+        break;
 
     default:
-        break;
+        in.last_fail = MG_OUTCOME_FAIL_OTHER;
     }
 
-    ctx->err_status = (status == NGX_HTTP_SERVICE_UNAVAILABLE)
-                      ? status : NGX_HTTP_BAD_GATEWAY;
-    ctx->err_type = "server_error";
-    ctx->err_code = "backend_error";
+    mg_outcome(&in, &out);
+
+    ctx->err_status = out.status;
+    ctx->err_type = out.type;
+    ctx->err_code = out.code;
+    ctx->err_message = out.message;
+
+    if (out.retry_after) {
+        ctx->err_retry_after = out.retry_after;
+    }
+
+    if (!out.list_attempts) {
+        return;
+    }
 
     /* which backends failed how: operators' names, never secrets */
 
@@ -149,7 +102,9 @@ ngx_http_model_gateway_final_error(ngx_http_model_gateway_ctx_t *ctx,
 
     p = ngx_pnalloc(r->pool, len);
     if (p == NULL) {
-        ctx->err_message = "The model backend failed.";
+
+        /* out.message: without the names */
+
         return;
     }
 

@@ -18,6 +18,7 @@
 #include "mg_sigv4.h"
 #include "mg_util.h"
 #include "mg_wrr.h"
+#include "mg_breaker.h"
 #include "mg_translate.h"
 
 
@@ -64,17 +65,10 @@ typedef struct {
     ngx_rbtree_node_t                  node;
 
     ngx_atomic_t                       outstanding;
-    ngx_msec_t                         cooldown_until;
-    ngx_msec_t                         trial_until;
-    ngx_msec_t                         window_start;
-    ngx_uint_t                         fails;
-    ngx_msec_t                         auth_window_start;
-    ngx_uint_t                         auth_fails;  /* 401/403 */
-    ngx_msec_t                         success_at;
+    mg_breaker_t                       breaker;  /* pairs: limited_until */
     uint64_t                           ewma_us;
     ngx_msec_t                         ewma_stamp;
 
-    ngx_msec_t                         limited_until;
     long                               wrr_current;
 
     size_t                             len;

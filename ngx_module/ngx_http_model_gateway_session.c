@@ -125,8 +125,8 @@ ngx_http_model_gateway_session_route(ngx_http_request_t *r,
         nodes[i].weight = t[i].backend->weight;
 
         eligible[i] = t[i].backend->naddrs
-                      && bn->cooldown_until <= now
-                      && pn->limited_until <= now;
+                      && bn->breaker.cooldown_until <= now
+                      && pn->breaker.limited_until <= now;
     }
 
     ctx->hashed = mg_rendezvous_pick((char *) key.data, key.len, nodes, n,
@@ -411,8 +411,9 @@ ngx_http_model_gateway_session_apply(ngx_http_request_t *r,
 
         /* the pinned backend is the only candidate */
 
-        if (n < 0 || t[n].backend->node->cooldown_until > ngx_current_msec
-            || t[n].node->limited_until > ngx_current_msec
+        if (n < 0
+            || t[n].backend->node->breaker.cooldown_until > ngx_current_msec
+            || t[n].node->breaker.limited_until > ngx_current_msec
             || t[n].backend->naddrs == 0)
         {
             next = ngx_http_model_gateway_fail(r,

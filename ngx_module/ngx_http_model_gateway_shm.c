@@ -13,6 +13,7 @@
 
 #include "ngx_http_model_gateway_module.h"
 #include "mg_balance.h"
+#include "mg_breaker.h"
 
 
 static ngx_int_t ngx_http_model_gateway_init_zone(ngx_shm_zone_t *shm_zone,
@@ -20,9 +21,8 @@ static ngx_int_t ngx_http_model_gateway_init_zone(ngx_shm_zone_t *shm_zone,
 static ngx_http_model_gateway_node_t *ngx_http_model_gateway_node(
     ngx_slab_pool_t *shpool, ngx_http_model_gateway_shm_t *sh,
     ngx_str_t *name, ngx_str_t *name2);
-static void ngx_http_model_gateway_cool(ngx_http_request_t *r,
-    ngx_http_model_gateway_backend_t *b, ngx_http_model_gateway_node_t *bn,
-    ngx_msec_t now, const char *why);
+static mg_breaker_outcome_e ngx_http_model_gateway_outcome(
+    ngx_http_model_gateway_ctx_t *ctx, ngx_uint_t failed);
 
 
 static ngx_str_t  ngx_http_model_gateway_zone_name =
@@ -219,12 +219,14 @@ ngx_http_model_gateway_balance(ngx_http_request_t *r,
 {
     int                                  n;
     size_t                               left;
-    ngx_msec_t                           now, wait;
-    ngx_uint_t                           i, ntargets, limited;
+    ngx_msec_t                           now, until;
+    ngx_uint_t                           i, ntargets;
     ngx_slab_pool_t                     *shpool;
     ngx_http_model_gateway_node_t       *bn, *pn;
     ngx_http_model_gateway_target_t     *t;
     ngx_http_model_gateway_main_conf_t  *mcf;
+    mg_breaker_wait_t                    cool;
+    mg_breaker_state_e                   state;
     unsigned char                        eligible[NGX_HTTP_MG_MAX_TARGETS];
     mg_wrr_peer_t                        wrr[NGX_HTTP_MG_MAX_TARGETS];
     mg_balance_peer_t                    peers[NGX_HTTP_MG_MAX_TARGETS];
@@ -236,8 +238,8 @@ ngx_http_model_gateway_balance(ngx_http_request_t *r,
     ntargets = ctx->model_conf->targets.nelts;
 
     now = ngx_current_msec;
-    wait = 0;
-    limited = 0;
+    cool.wait = 0;
+    cool.limited = 0;
     left = 0;
 
     ngx_shmtx_lock(&shpool->mutex);
@@ -254,31 +256,10 @@ ngx_http_model_gateway_balance(ngx_http_request_t *r,
             continue;
         }
 
-        if (pn->limited_until > now) {
-            if (!limited || pn->limited_until - now < wait) {
-                wait = pn->limited_until - now;
-            }
+        state = mg_breaker_check(&bn->breaker, &pn->breaker, now, &until);
 
-            limited = 1;
-            continue;
-        }
-
-        if (bn->cooldown_until > now) {
-            if (!limited && (wait == 0 || bn->cooldown_until - now < wait)) {
-                wait = bn->cooldown_until - now;
-            }
-
-            continue;
-        }
-
-        if (bn->cooldown_until && bn->trial_until > now) {
-
-            /* half-open, and another request is already the trial */
-
-            if (!limited && (wait == 0 || bn->trial_until - now < wait)) {
-                wait = bn->trial_until - now;
-            }
-
+        if (state != MG_BREAKER_AVAILABLE) {
+            mg_breaker_wait_add(&cool, state, until);
             continue;
         }
 
@@ -297,8 +278,8 @@ ngx_http_model_gateway_balance(ngx_http_request_t *r,
     if (left == 0) {
         ngx_shmtx_unlock(&shpool->mutex);
 
-        ctx->cool_wait = wait;
-        ctx->cool_limited = limited;
+        ctx->cool_wait = cool.wait;
+        ctx->cool_limited = cool.limited;
 
         return -1;
     }
@@ -338,12 +319,10 @@ picked:
 
     bn = t[n].backend->node;
 
-    if (bn->cooldown_until) {
-
-        /* the first request after a cool-down is its trial */
-
-        bn->trial_until = now + t[n].backend->connect_timeout
-                          + t[n].backend->first_byte_timeout;
+    if (mg_breaker_pick(&bn->breaker, now,
+                        t[n].backend->connect_timeout
+                        + t[n].backend->first_byte_timeout))
+    {
         ctx->trial = 1;
     }
 
@@ -366,8 +345,10 @@ void
 ngx_http_model_gateway_balance_done(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, ngx_uint_t failed)
 {
-    ngx_msec_t                           now, ms;
+    ngx_msec_t                           now;
     ngx_slab_pool_t                     *shpool;
+    mg_breaker_conf_t                    conf;
+    mg_breaker_event_e                   event;
     ngx_http_model_gateway_node_t       *bn, *pn;
     ngx_http_model_gateway_backend_t    *b;
     ngx_http_model_gateway_main_conf_t  *mcf;
@@ -386,22 +367,17 @@ ngx_http_model_gateway_balance_done(ngx_http_request_t *r,
     pn = ctx->target->node;
     now = ngx_current_msec;
 
+    conf.max_fails = mcf->max_fails;
+    conf.fail_window = mcf->fail_window;
+    conf.cooldown = mcf->cooldown;
+    conf.retry_after_max = mcf->retry_after_max;
+    conf.rate_limit_cooldown = mcf->rate_limit_cooldown;
+
     (void) ngx_atomic_fetch_add(&bn->outstanding, -1);
 
     ngx_shmtx_lock(&shpool->mutex);
 
-    if (failed == 2) {
-
-        /* no verdict: a stale keepalive connection, a client gone */
-
-        if (ctx->trial) {
-            bn->trial_until = 0;
-        }
-
-        goto done;
-    }
-
-    if (ctx->first_byte_at) {
+    if (failed != 2 && ctx->first_byte_at) {
         bn->ewma_us = mg_ewma_update(bn->ewma_us,
                               (uint64_t) (ctx->first_byte_at
                                           - ctx->attempt_start) * 1000,
@@ -409,153 +385,71 @@ ngx_http_model_gateway_balance_done(ngx_http_request_t *r,
         bn->ewma_stamp = now;
     }
 
-    if (!failed) {
+    event = mg_breaker_done(&bn->breaker, &pn->breaker, &conf,
+                            ngx_http_model_gateway_outcome(ctx, failed),
+                            ctx->trial, (long) ctx->retry_after_ms, now);
 
-        /* the credential works */
+    ngx_shmtx_unlock(&shpool->mutex);
 
-        bn->success_at = now;
+    ctx->trial = 0;
 
-        /*
-         * only the trial ends a cool-down: a request that was already in
-         * flight when the backend started cooling down says too little;
-         * failures are counted within their window, so a success between
-         * two failures does not reset them
-         */
+    switch (event) {
 
-        if (ctx->trial) {
-            ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
-                          "model gateway: backend \"%V\" passed its trial "
-                          "request, in use again", &b->name);
+    case MG_BREAKER_PASSED_TRIAL:
+        ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                      "model gateway: backend \"%V\" passed its trial "
+                      "request, in use again", &b->name);
+        break;
 
-            bn->cooldown_until = 0;
-            bn->trial_until = 0;
-            bn->fails = 0;
-        }
+    case MG_BREAKER_NOTHING:
+    case MG_BREAKER_EXTENDED:
 
-        goto done;
+        /* a cool-down is logged once, by whichever worker starts it */
+
+        break;
+
+    default:
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "model gateway: backend \"%V\" cools down for %M ms: "
+                      "%s", &b->name, mcf->cooldown,
+                      mg_breaker_reason(event));
+    }
+}
+
+
+/* what an attempt's end says of the backend's health */
+
+static mg_breaker_outcome_e
+ngx_http_model_gateway_outcome(ngx_http_model_gateway_ctx_t *ctx,
+    ngx_uint_t failed)
+{
+    if (failed == 0) {
+        return MG_BREAKER_SUCCESS;
+    }
+
+    if (failed == 2) {
+
+        /* no verdict: a stale keepalive connection, a client gone */
+
+        return MG_BREAKER_NO_VERDICT;
     }
 
     switch (ctx->fail) {
 
     case NGX_HTTP_MG_FAIL_RATE_LIMITED:
-
-        if (mcf->retry_after_max == 0) {
-            break;
-        }
-
-        ms = (ctx->retry_after_ms >= 0) ? (ngx_msec_t) ctx->retry_after_ms
-                                        : mcf->rate_limit_cooldown;
-        ms = ngx_min(ms, mcf->retry_after_max);
-
-        if (ms && now + ms > pn->limited_until) {
-            pn->limited_until = now + ms;
-        }
-
-        if (ctx->trial) {
-            bn->trial_until = 0;
-        }
-
-        break;
+        return MG_BREAKER_RATE_LIMITED;
 
     case NGX_HTTP_MG_FAIL_AUTH:
-
-        /*
-         * A 401 or 403 may be drawn by what one client sent, so it is no
-         * proof that the gateway's credential is wrong: such failures
-         * count toward max_fails within the window like others, and they
-         * cool the backend down only when no request succeeded within the
-         * window, which proves the credential.  A revoked key fails every
-         * request and still cools the backend down; a client cannot while
-         * others succeed, however many refusals it draws.
-         */
-
-        if (mcf->max_fails == 0) {
-            break;
-        }
-
-        if (ctx->trial) {
-            ngx_http_model_gateway_cool(r, b, bn, now,
-                                        "its trial request was refused");
-            break;
-        }
-
-        if (now - bn->auth_window_start > mcf->fail_window) {
-            bn->auth_window_start = now;
-            bn->auth_fails = 0;
-        }
-
-        if (++bn->auth_fails >= mcf->max_fails
-            && now - bn->success_at >= mcf->fail_window)
-        {
-            ngx_http_model_gateway_cool(r, b, bn, now,
-                                        "its credential was rejected");
-        }
-
-        break;
+        return MG_BREAKER_REFUSED;
 
     case NGX_HTTP_MG_FAIL_TOO_BIG:
     case NGX_HTTP_MG_FAIL_TOTAL_TIMEOUT:
 
         /* not the backend's health */
 
-        if (ctx->trial) {
-            bn->trial_until = 0;
-        }
-
-        break;
+        return MG_BREAKER_NOT_HEALTH;
 
     default:
-
-        if (mcf->max_fails == 0) {
-            break;
-        }
-
-        if (ctx->trial) {
-            ngx_http_model_gateway_cool(r, b, bn, now,
-                                        "its trial request failed");
-            break;
-        }
-
-        if (now - bn->window_start > mcf->fail_window) {
-            bn->window_start = now;
-            bn->fails = 0;
-        }
-
-        if (++bn->fails >= mcf->max_fails) {
-            ngx_http_model_gateway_cool(r, b, bn, now,
-                                        "it failed too often");
-        }
+        return MG_BREAKER_FAILURE;
     }
-
-done:
-
-    ngx_shmtx_unlock(&shpool->mutex);
-
-    ctx->trial = 0;
-}
-
-
-static void
-ngx_http_model_gateway_cool(ngx_http_request_t *r,
-    ngx_http_model_gateway_backend_t *b, ngx_http_model_gateway_node_t *bn,
-    ngx_msec_t now, const char *why)
-{
-    ngx_http_model_gateway_main_conf_t  *mcf;
-
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
-
-    /* logged once per cool-down, by whichever worker starts it */
-
-    if (bn->cooldown_until <= now || bn->trial_until) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "model gateway: backend \"%V\" cools down for %M ms: "
-                      "%s", &b->name, mcf->cooldown, why);
-    }
-
-    bn->cooldown_until = now + mcf->cooldown;
-    bn->trial_until = 0;
-    bn->fails = 0;
-    bn->window_start = now;
-    bn->auth_window_start = now;
-    bn->auth_fails = 0;
 }

@@ -39,7 +39,8 @@ close $bf;
 open my $af, '>', "$dir/aws-credentials" or die;
 print $af "[gw]\naws_access_key_id = AKIDCONF\n"
     . "aws_secret_access_key = s3cr3t-conf-secret\n"
-    . "[half]\naws_access_key_id = AKIDHALF\n";
+    . "[half]\naws_access_key_id = AKIDHALF\n"
+    . "[spaced]\naws_access_key_id = AKID SPACED\n";
 close $af;
 
 ###########################################################################
@@ -242,6 +243,19 @@ EOF
     }
 EOF
         problem => qr/profile "half"/,
+    },
+    {
+        name    => 'aws_credentials with an invalid value: its key and line',
+        backend => <<'EOF',
+    model_gateway_backend bad {
+        type bedrock;
+        url http://127.0.0.1:%%PORT_bad%%;
+        region us-east-1;
+        aws_credentials file %%DIR%%/aws-credentials spaced;  # HERE
+        model bad-model;
+    }
+EOF
+        problem => qr/aws_access_key_id in line 7 of "[^"]*aws-credentials" contains an invalid character/,
     },
     {
         name    => 'aws_credentials file that does not exist',

@@ -512,12 +512,9 @@ sub pol_lines {
         last if @during >= 40;
         push @during, backend_of(chat('prio'));
     }
-    my $in_time = time < $t_fail + 3;
     is_deeply(\@during, [('p2') x @during],
         'prio: p1 cooling down: ' . @during . ' requests straight to p2')
         or diag("@during");
-    is(reqs_for('p1', 'prio'), 9, 'prio: p1 cooling down: its mock got nothing')
-        if $in_time;
 
     # after the cool-down (3 s): back to p1
     my $back = $t->wait_for(sub {
