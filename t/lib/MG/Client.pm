@@ -204,6 +204,42 @@ sub close_streams {
     $self->{streams} = [];
 }
 
+# $t->chat($model, %opt): POST of a chat completion, read as request()
+# does. The JSON body is {model => $model, messages => $opt{messages}}
+# (default: one user message "hi"), with "stream": true when $opt{stream},
+# and the fields of $opt{body} added last (they win). $model may instead be
+# a hash reference: the whole body, without the default model and messages.
+# The path is $opt{path}, or "$opt{prefix}/chat/completions" (prefix
+# default '/v1'); no_content_type => 1 sends the same bytes without the
+# Content-Type header; headers, timeout, port and the other options of
+# request() pass through.
+sub chat {
+    my ($self, $model, %o) = @_;
+    return $self->request($self->_chat_request($model, %o));
+}
+
+# $t->chat_stream($model, %opt): the same request with "stream": true, read
+# through stream(): returns an MG::Test::Stream.
+sub chat_stream {
+    my ($self, $model, %o) = @_;
+    return $self->stream($self->_chat_request($model, %o, stream => 1));
+}
+
+sub _chat_request {
+    my ($self, $model, %o) = @_;
+    my %body = ref $model eq 'HASH' ? %$model
+        : (model    => $model,
+           messages => $o{messages} // [{ role => 'user', content => 'hi' }]);
+    $body{stream} = JSON::PP::true if $o{stream};
+    %body = (%body, %{$o{body} || {}});
+    my $path = $o{path} // ($o{prefix} // '/v1') . '/chat/completions';
+    my $bare = delete $o{no_content_type};
+    delete @o{qw(messages stream body prefix path)};
+    return (%o, method => 'POST', path => $path,
+            $bare ? (body => JSON::PP->new->utf8->canonical->encode(\%body))
+                  : (json => \%body));
+}
+
 # MG::Test::sse_data(@texts): the data payloads (multi-line data joined with
 # "\n") of the SSE events in the concatenation of @texts, in order; events
 # without data are skipped.
