@@ -266,15 +266,10 @@ $t->run;
 
 my $MSGS = [{ role => 'user', content => 'hi' }];
 
-sub chat {
-    my ($model, %o) = @_;
-    my $prefix = $o{prefix} // '/v1';
-    return $t->request(method => 'POST', path => "$prefix/chat/completions",
-        headers => [['Authorization', "Bearer $CLIENT_KEY"]],
-        body => $JSON->encode({ model => $model, messages => $MSGS,
-            ($o{stream} ? (stream => JSON::PP::true) : ()) }),
-        timeout => $o{timeout} // 20);
-}
+# options of every $t->chat() here: the client's key, a body without
+# Content-Type, a 20 s limit
+my @CHAT = (headers => [['Authorization', "Bearer $CLIENT_KEY"]],
+            no_content_type => 1, timeout => 20);
 
 sub gw_log_line {
     my $model = shift;
@@ -342,7 +337,8 @@ sub gw_log_line {
 sub failover_ok {
     my (%o) = @_;
     my ($name, $model) = @o{qw(name model)};
-    my $r = chat($model, stream => $o{stream}, prefix => $o{prefix});
+    my $r = $t->chat($model, @CHAT, stream => $o{stream},
+                     prefix => $o{prefix});
 
     is($r->{status}, 200, "$name: client gets 200 from the other backend");
     if ($o{stream}) {
@@ -427,7 +423,7 @@ failover_ok(name => 'chunked body without terminator, retry_idle_timeout on',
 
 {
     my $t0 = time;
-    my $r = chat('stall');
+    my $r = $t->chat('stall', @CHAT);
     my $el = time - $t0;
     is($r->{status}, 504, 'stall: 504');
     is($r->{headers}{'x-should-retry'}, 'false', 'stall: x-should-retry');
@@ -454,7 +450,7 @@ failover_ok(name => 'chunked body without terminator, retry_idle_timeout on',
 # 4. model_gateway_tries 1
 
 {
-    my $r = chat('one503', prefix => '/one/v1');
+    my $r = $t->chat('one503', @CHAT, prefix => '/one/v1');
     is($r->{status}, 502, 'tries 1, 503: 502');
     is($r->{json} && $r->{json}{error}{code}, 'backend_error',
         'tries 1, 503: backend_error');
@@ -468,7 +464,7 @@ failover_ok(name => 'chunked body without terminator, retry_idle_timeout on',
     is(scalar @{reqs_for('ok', 'one503')}, 0,
         'tries 1, 503: other backend got nothing');
 
-    $r = chat('one429', prefix => '/one/v1');
+    $r = $t->chat('one429', @CHAT, prefix => '/one/v1');
     is($r->{status}, 429, 'tries 1, 429: 429');
     is($r->{json} && $r->{json}{error}{code}, 'rate_limit_exceeded',
         'tries 1, 429: rate_limit_exceeded');
@@ -482,7 +478,7 @@ failover_ok(name => 'chunked body without terminator, retry_idle_timeout on',
 # 6. other 4xx: passed through as sent, not retried
 
 for my $st (@PASS) {
-    my $r = chat("p$st");
+    my $r = $t->chat("p$st", @CHAT);
     my $n = reqs_for('fail', "p$st")->[0];
     is($r->{status}, $st, "pass-through $st: status");
     is($r->{body}, '{"error":{"message":"client mistake ' . $st . '",'

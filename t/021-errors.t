@@ -24,7 +24,6 @@ use MG::Test;
 my $t = MG::Test->new;
 $t->need_module;
 
-my $JSON = JSON::PP->new->utf8->canonical;
 my $RAW = '{"error":{"message":"RAW-UPSTREAM-BODY","type":"server_error"}}';
 my $ECHO = '{"error":{"message":"Incorrect API key ECHOED-KEY-MARKER"}}';
 
@@ -144,15 +143,8 @@ EOF
 
 $t->run;
 
-sub chat {
-    my ($model, %o) = @_;
-    return $t->request(method => 'POST',
-        path => ($o{prefix} // '/v1') . '/chat/completions',
-        body => $JSON->encode({ model => $model,
-            messages => [{ role => 'user', content => 'hi' }],
-            ($o{stream} ? (stream => JSON::PP::true) : ()) }),
-        timeout => 20);
-}
+# options of every $t->chat() here: a body without Content-Type, 20 s
+my @CHAT = (no_content_type => 1, timeout => 20);
 
 # checks the contract; returns the error object
 sub contract {
@@ -185,7 +177,7 @@ sub both_tried {
 # every attempt rate limited
 
 {
-    my $r = chat('rl_short_first');
+    my $r = $t->chat('rl_short_first', @CHAT);
     my $e = contract('all 429, Retry-After 3 and 7', $r, 429,
         'rate_limit_exceeded');
     is($r->{headers}{'retry-after'}, '3',
@@ -193,14 +185,14 @@ sub both_tried {
     is($e->{type}, 'rate_limit_error', 'all 429: type rate_limit_error');
     both_tried('all 429, Retry-After 3 and 7', 'rl_short_first');
 
-    $r = chat('rl_ms');
+    $r = $t->chat('rl_ms', @CHAT);
     contract('all 429, Retry-After 7 and retry-after-ms 2500', $r, 429,
         'rate_limit_exceeded');
     is($r->{headers}{'retry-after'}, '3',
         'all 429, Retry-After 7 and retry-after-ms 2500: 2.5 s rounded up');
     both_tried('all 429, Retry-After 7 and retry-after-ms 2500', 'rl_ms');
 
-    $r = chat('rl_none');
+    $r = $t->chat('rl_none', @CHAT);
     contract('all 429 without Retry-After', $r, 429, 'rate_limit_exceeded');
     is($r->{headers}{'retry-after'}, '1',
         'all 429 without Retry-After: Retry-After 1');
@@ -211,7 +203,7 @@ sub both_tried {
 # last failure a timeout
 
 {
-    my $r = chat('last_fbt');
+    my $r = $t->chat('last_fbt', @CHAT);
     my $e = contract('503 then first-byte timeout', $r, 504,
         'backend_timeout');
     both_tried('503 then first-byte timeout', 'last_fbt');
@@ -221,7 +213,7 @@ sub both_tried {
 # everything else: 502 backend_error with the attempts
 
 {
-    my $r = chat('all503');
+    my $r = $t->chat('all503', @CHAT);
     my $e = contract('all 503', $r, 502, 'backend_error');
     like($e->{message} // '', qr/\bx:503\b/, 'all 503: message lists x:503');
     like($e->{message} // '', qr/\by:503\b/, 'all 503: message lists y:503');
@@ -229,13 +221,13 @@ sub both_tried {
         'all 503: not an nginx page');
     both_tried('all 503', 'all503');
 
-    $r = chat('all503s', stream => 1);
+    $r = $t->chat('all503s', @CHAT, stream => 1);
     $e = contract('all 503, streaming request', $r, 502, 'backend_error');
     like($e->{message} // '', qr/\bx:503\b.*\by:503\b/,
         'all 503, streaming request: message lists the attempts');
     both_tried('all 503, streaming request', 'all503s');
 
-    $r = chat('mixed');
+    $r = $t->chat('mixed', @CHAT);
     $e = contract('429 then 503', $r, 502, 'backend_error');
     ok(!defined $r->{headers}{'retry-after'},
         '429 then 503: not all rate limited, no Retry-After');
@@ -243,7 +235,7 @@ sub both_tried {
         '429 then 503: message lists the attempts');
     both_tried('429 then 503', 'mixed');
 
-    $r = chat('mixed2');
+    $r = $t->chat('mixed2', @CHAT);
     contract('503 then 429', $r, 502, 'backend_error');
     both_tried('503 then 429', 'mixed2');
 }
@@ -252,13 +244,13 @@ sub both_tried {
 # authentication failures
 
 {
-    my $r = chat('all401');
+    my $r = $t->chat('all401', @CHAT);
     my $e = contract('all 401', $r, 502, 'backend_auth_failed');
     is($e->{message}, 'backend authentication failed',
         'all 401: message');
     both_tried('all 401', 'all401');
 
-    $r = chat('auth_mixed');
+    $r = $t->chat('auth_mixed', @CHAT);
     $e = contract('503 then 403', $r, 502, 'backend_auth_failed');
     is($e->{message}, 'backend authentication failed',
         '503 then 403: message');
@@ -273,7 +265,7 @@ sub both_tried {
 
 {
     my $t0 = time;
-    my $r = chat('slow', prefix => '/tt/v1');
+    my $r = $t->chat('slow', @CHAT, prefix => '/tt/v1');
     my $el = time - $t0;
     ok(defined $r->{status}, "total timeout: the request returns ($el s)");
     ok($el < 8, 'total timeout: well before the first-byte timeout');

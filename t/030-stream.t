@@ -263,15 +263,9 @@ EOF
 
 $t->run;
 
-sub chat_stream {
-    my ($model, %o) = @_;
-    return $t->stream(method => 'POST',
-        path => $o{path} // '/v1/chat/completions',
-        json => { model => $model, stream => JSON::PP::true,
-                  stream_options => { include_usage => JSON::PP::true },
-                  messages => [{ role => 'user', content => 'hi' }] },
-        timeout => 15);
-}
+# every $t->chat_stream() here asks for the usage chunk
+my @USAGE =
+    (body => { stream_options => { include_usage => JSON::PP::true } });
 
 sub data_of { [MG::Test::sse_data(@_)] }
 
@@ -306,7 +300,7 @@ sub ends_interrupted {
 # pass-through: events reach the client before the backend sends the rest
 
 {
-    my $s = chat_stream('stream');
+    my $s = $t->chat_stream('stream', @USAGE);
     is($s->status, 200, 'stream: status 200');
     like($s->header('content-type') // '', qr{^text/event-stream\b},
         'stream: content-type text/event-stream');
@@ -341,7 +335,7 @@ sub ends_interrupted {
 # events split at awkward places
 
 {
-    my $s = chat_stream('split');
+    my $s = $t->chat_stream('split', @USAGE);
     is($s->status, 200, 'split: status 200');
     my $body = $s->rest(10);
     ok($s->complete, 'split: response terminated');
@@ -358,7 +352,7 @@ for my $case (['failover', 'JSON error member'],
 {
     my ($model, $what) = @$case;
     my $nbad = scalar @{$t->mock_requests('bad')};
-    my $s = chat_stream($model);
+    my $s = $t->chat_stream($model, @USAGE);
     is($s->status, 200, "$model ($what): status 200");
     my $body = $s->rest(10);
     ok($s->complete, "$model: response terminated");
@@ -377,7 +371,7 @@ ok($t->grep_log(qr/backend "bad" answered 200 but its stream began with an error
 
 # comments before content pass
 {
-    my $s = chat_stream('comments');
+    my $s = $t->chat_stream('comments', @USAGE);
     is($s->status, 200, 'comments: status 200');
     my $body = $s->rest(10);
     ok($s->complete, 'comments: response terminated');
@@ -391,7 +385,7 @@ ok($t->grep_log(qr/backend "bad" answered 200 but its stream began with an error
 # a whole stream in one read, framed by a length: its last events and the
 # end of the response leave together, and the response ends only once
 {
-    my $s = chat_stream('whole');
+    my $s = $t->chat_stream('whole', @USAGE);
     is($s->status, 200, 'whole: status 200');
     my $body = $s->rest(10);
     ok($s->complete, 'whole: response terminated');
@@ -425,7 +419,7 @@ SKIP: {
 # stream cut after content
 
 {
-    my $s = chat_stream('cut');
+    my $s = $t->chat_stream('cut', @USAGE);
     is($s->status, 200, 'cut: status 200');
     my $body = $s->rest(10);
     ok($s->complete, 'cut: chunked terminator received');
@@ -439,7 +433,7 @@ SKIP: {
 # stream stalls after content (idle_timeout 1s)
 
 {
-    my $s = chat_stream('stall');
+    my $s = $t->chat_stream('stall', @USAGE);
     is($s->status, 200, 'stall: status 200');
     my $body = $s->rest(15);
     ok(!$s->timed_out, 'stall: ended within the bound');
@@ -456,7 +450,7 @@ SKIP: {
 # stream ends without [DONE]
 
 {
-    my $s = chat_stream('nodone');
+    my $s = $t->chat_stream('nodone', @USAGE);
     is($s->status, 200, 'nodone: status 200');
     my $body = $s->rest(10);
     ok($s->complete, 'nodone: response terminated');
@@ -472,7 +466,7 @@ SKIP: {
 # client disconnects mid-stream
 
 {
-    my $s = chat_stream('dc');
+    my $s = $t->chat_stream('dc', @USAGE);
     is($s->status, 200, 'disconnect: status 200');
     is($s->next_event(10), $DC[0], 'disconnect: first event');
     $s->close;
@@ -481,7 +475,7 @@ SKIP: {
     ok($ev, 'disconnect: the mock records its connection closed');
     is($ev && $ev->{during}, 'hold', 'disconnect: closed while holding');
 
-    my $s2 = chat_stream('after');
+    my $s2 = $t->chat_stream('after', @USAGE);
     is($s2->status, 200, 'disconnect: next request served');
     is($s2->rest(10), join('', @AFTER), 'disconnect: next stream whole');
     ok($s2->complete, 'disconnect: next stream terminated');
@@ -491,7 +485,7 @@ SKIP: {
 # stream requested, backend answers application/json
 
 {
-    my $s = chat_stream('json');
+    my $s = $t->chat_stream('json', @USAGE);
     is($s->status, 200, 'json: status 200');
     like($s->header('content-type') // '', qr{^application/json},
         'json: content-type application/json');
@@ -503,7 +497,8 @@ SKIP: {
 # model_gateway_total_timeout 2s on a stream kept alive by comments
 
 {
-    my $s = chat_stream('paced', path => '/tt/v1/chat/completions');
+    my $s = $t->chat_stream('paced', @USAGE,
+        path => '/tt/v1/chat/completions');
     is($s->status, 200, 'total timeout: status 200');
     my $body = $s->rest(15);
     ok(!$s->timed_out, 'total timeout: ended within the bound');

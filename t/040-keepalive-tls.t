@@ -258,28 +258,13 @@ EOF
 
 $t->run;
 
-sub chat {
-    my ($model, %o) = @_;
-    return $t->post_json('/v1/chat/completions',
-        { model => $model, messages => [{ role => 'user', content => 'hi' }] },
-        timeout => 15, %o);
-}
-
-sub chat_stream {
-    my ($model) = @_;
-    return $t->stream(method => 'POST', path => '/v1/chat/completions',
-        json => { model => $model, stream => JSON::PP::true,
-                  messages => [{ role => 'user', content => 'hi' }] },
-        timeout => 15);
-}
-
 sub conns_of { [map { $_->{conn} } @{$t->mock_requests($_[0])}] }
 
 ###########################################################################
 # keepalive reuse
 
 {
-    my @st = map { chat('ka')->{status} } 1 .. 5;
+    my @st = map { $t->chat('ka')->{status} } 1 .. 5;
     is_deeply(\@st, [(200) x 5], 'http keepalive: 5 requests answered');
     is(scalar @{$t->mock_requests('ka')}, 5, 'http keepalive: 5 requests seen');
     is($t->mock_connections('ka'), 1, 'http keepalive: one connection');
@@ -288,7 +273,7 @@ sub conns_of { [map { $_->{conn} } @{$t->mock_requests($_[0])}] }
 }
 
 {
-    my @st = map { chat('ktls')->{status} } 1 .. 5;
+    my @st = map { $t->chat('ktls')->{status} } 1 .. 5;
     is_deeply(\@st, [(200) x 5], 'https keepalive: 5 requests answered');
     my $reqs = $t->mock_requests('ktls');
     is(scalar @$reqs, 5, 'https keepalive: 5 requests seen');
@@ -305,7 +290,7 @@ sub conns_of { [map { $_->{conn} } @{$t->mock_requests($_[0])}] }
 {
     my @ok;
     for my $i (1 .. 3) {
-        my $s = chat_stream('kas');
+        my $s = $t->chat_stream('kas');
         my $body = $s->rest(10);
         push @ok, ($s->status // 0) == 200 && $s->complete
             && $body eq join('', @EVENTS) ? 1 : 0;
@@ -321,13 +306,13 @@ sub conns_of { [map { $_->{conn} } @{$t->mock_requests($_[0])}] }
 # no reuse
 
 {
-    my $s = chat_stream('dc');
+    my $s = $t->chat_stream('dc');
     is($s->status, 200, 'disconnect: stream started');
     ok(defined $s->next_event(10), 'disconnect: first event');
     $s->close;
     ok($t->wait_mock_event('dc', 'closed', 5, conn => 1),
         'disconnect: backend connection closed');
-    my $r = chat('dc');
+    my $r = $t->chat('dc');
     is($r->{status}, 200, 'disconnect: next request answered');
     is_deeply(conns_of('dc'), [1, 2],
         'disconnect: next request on a new connection');
@@ -335,23 +320,23 @@ sub conns_of { [map { $_->{conn} } @{$t->mock_requests($_[0])}] }
 }
 
 {
-    my $r1 = chat('cc');
+    my $r1 = $t->chat('cc');
     is($r1->{status}, 200, 'connection close: first request answered');
     is($r1->{body}, $cc_body, 'connection close: first body');
-    my $r2 = chat('cc');
+    my $r2 = $t->chat('cc');
     is($r2->{status}, 200, 'connection close: second request answered');
     my $reqs = $t->mock_requests('cc');
     is(scalar @$reqs, 2, 'connection close: two requests seen');
     is_deeply(conns_of('cc'), [1, 2],
         'connection close: second request on a new connection');
-    my $r3 = chat('cc');
+    my $r3 = $t->chat('cc');
     is($r3->{status}, 200, 'connection close: third request answered');
     is_deeply(conns_of('cc'), [1, 2, 2],
         'connection close: the new connection is kept alive');
 }
 
 {
-    my @st = map { chat('k0')->{status} } 1 .. 3;
+    my @st = map { $t->chat('k0')->{status} } 1 .. 3;
     is_deeply(\@st, [(200) x 3], 'keepalive 0: 3 requests answered');
     is_deeply(conns_of('k0'), [1, 2, 3],
         'keepalive 0: one connection per request');
@@ -362,7 +347,7 @@ sub conns_of { [map { $_->{conn} } @{$t->mock_requests($_[0])}] }
 # connections retired by keepalive_requests and keepalive_time
 
 {
-    my @st = map { chat('kr')->{status} } 1 .. 7;
+    my @st = map { $t->chat('kr')->{status} } 1 .. 7;
     is_deeply(\@st, [(200) x 7], 'keepalive_requests 3: 7 requests answered');
     is_deeply(conns_of('kr'), [1, 1, 1, 2, 2, 2, 3],
         'keepalive_requests 3: a new connection after every 3 requests');
@@ -371,7 +356,7 @@ sub conns_of { [map { $_->{conn} } @{$t->mock_requests($_[0])}] }
 }
 
 {
-    my @st = map { chat('krs')->{status} } 1 .. 5;
+    my @st = map { $t->chat('krs')->{status} } 1 .. 5;
     is_deeply(\@st, [(200) x 5], 'keepalive_requests 2 (https): answered');
     is_deeply(conns_of('krs'), [1, 1, 2, 2, 3],
         'keepalive_requests 2 (https): a new connection after every 2');
@@ -379,13 +364,13 @@ sub conns_of { [map { $_->{conn} } @{$t->mock_requests($_[0])}] }
 
 {
     # back to back, well within 2 s, then after 2 s have passed
-    my @st = map { chat('kt')->{status} } 1 .. 2;
+    my @st = map { $t->chat('kt')->{status} } 1 .. 2;
     is_deeply(conns_of('kt'), [1, 1],
         'keepalive_time 2s: a young connection is reused');
     ok($t->wait_mock_event('kt', 'eof', 6, conn => 1),
         'keepalive_time 2s: the idle connection is closed at its age');
-    push @st, chat('kt')->{status};
-    push @st, chat('kt')->{status};
+    push @st, $t->chat('kt')->{status};
+    push @st, $t->chat('kt')->{status};
     is_deeply(\@st, [(200) x 4], 'keepalive_time 2s: 4 requests answered');
     is_deeply(conns_of('kt'), [1, 1, 2, 2],
         'keepalive_time 2s: an old connection is not reused');
@@ -395,7 +380,7 @@ sub conns_of { [map { $_->{conn} } @{$t->mock_requests($_[0])}] }
         { model => 'kt', messages => [{ role => 'user', content => 'slow' }] },
         timeout => 15);
     is($r->{status}, 200, 'keepalive_time 2s: slow request answered');
-    is(chat('kt')->{status}, 200, 'keepalive_time 2s: next one answered');
+    is($t->chat('kt')->{status}, 200, 'keepalive_time 2s: next one answered');
     is_deeply(conns_of('kt'), [1, 1, 2, 2, 2, 3],
         'keepalive_time 2s: not kept after a request past its age');
 }
@@ -404,7 +389,7 @@ sub conns_of { [map { $_->{conn} } @{$t->mock_requests($_[0])}] }
 # connections are per backend (same connect address, different hosts)
 
 {
-    my @st = map { chat($_)->{status} } qw(ha hb ha hb ha hb);
+    my @st = map { $t->chat($_)->{status} } qw(ha hb ha hb ha hb);
     is_deeply(\@st, [(200) x 6], 'per backend (http): 6 requests answered');
     my %hosts;
     for my $r (@{$t->mock_requests('hosts')}) {
@@ -420,7 +405,7 @@ sub conns_of { [map { $_->{conn} } @{$t->mock_requests($_[0])}] }
 }
 
 {
-    my @st = map { chat($_)->{status} } qw(sa sb sa sb sa sb);
+    my @st = map { $t->chat($_)->{status} } qw(sa sb sa sb sa sb);
     is_deeply(\@st, [(200) x 6], 'per backend (https): 6 requests answered');
     my (%sni, %host, $match);
     $match = 0;
@@ -456,7 +441,7 @@ sub is_backend_error {
 }
 
 {
-    my $r = chat('rogue');
+    my $r = $t->chat('rogue');
     is_backend_error($r, 'rogue cert');
     ok($t->wait_log(qr/certificate verify error/),
         'rogue cert: error.log has the verify error');
@@ -465,7 +450,7 @@ sub is_backend_error {
 }
 
 {
-    my $r = chat('mismatch');
+    my $r = $t->chat('mismatch');
     is_backend_error($r, 'name mismatch');
     ok($t->wait_log(qr/does not match/),
         'name mismatch: error.log says the certificate does not match');
@@ -474,7 +459,7 @@ sub is_backend_error {
 }
 
 {
-    my $r = chat('rogue-noverify');
+    my $r = $t->chat('rogue-noverify');
     is($r->{status}, 200, 'ssl_verify off: rogue certificate accepted');
     is($r->{json} && $r->{json}{object}, 'chat.completion',
         'ssl_verify off: completion passed on');

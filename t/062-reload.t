@@ -21,7 +21,6 @@ my $t = MG::Test->new;
 $t->need_module;
 
 my $DIR = $t->dir;
-my $MSGS = [{ role => 'user', content => 'hi' }];
 my $JSONH = ['Content-Type', 'application/json'];
 
 sub body_model {
@@ -159,12 +158,6 @@ sub backend_of {
     return $name // '';
 }
 
-sub chat {
-    my ($model) = @_;
-    return $t->request(method => 'POST', path => '/v1/chat/completions',
-        json => { model => $model, messages => $MSGS }, timeout => 20);
-}
-
 sub reqs { scalar @{$t->mock_requests($_[0])} }
 
 sub cool_lines {
@@ -181,7 +174,7 @@ sub spread {
     my %cur = map { $_ => 1 } @$workers;
     while (@res < $max) {
         last if @res >= $min && keys %w >= 2;
-        my $r = chat($model);
+        my $r = $t->chat($model, timeout => 20);
         push @res, $r;
         my $pid = worker_of($r);
         $w{$pid}++ if $cur{$pid};
@@ -196,9 +189,7 @@ sub spread {
     my @old = $t->worker_pids;
     is(scalar @old, 2, 'two workers');
 
-    my $s = $t->stream(method => 'POST', path => '/v1/chat/completions',
-        json => { model => 's1', messages => $MSGS, stream => JSON::PP::true },
-        timeout => 10);
+    my $s = $t->chat_stream('s1', timeout => 10);
     is($s->status, 200, 'stream: 200');
     my $first = $s->next_event(10);
     ok(defined $first && $first =~ /^data: \{/,
@@ -224,8 +215,7 @@ sub spread {
     ok(kill(0, $spid), "reload: the stream's worker is still running");
 
     # new requests are served by the new workers
-    my $r = $t->request(method => 'POST', path => '/v2/chat/completions',
-        json => { model => 'g', messages => $MSGS });
+    my $r = $t->chat('g', prefix => '/v2');
     is($r->{status}, 200, 'reload: the new configuration is in use');
     ok((grep { $_ == worker_of($r) } @new), 'reload: served by a new worker');
 
@@ -260,14 +250,14 @@ my $bad_before;
 {
     # bad: two failures, cooling down for 30 s; half: one failure
     for my $i (1, 2) {
-        my $r = chat('m');
+        my $r = $t->chat('m', timeout => 20);
         is($r->{status}, 200, "m $i: 200 (failover)");
         is(backend_of($r), 'good', "m $i: served by good");
     }
     is(reqs('bad'), 2, 'bad failed twice');
     is(scalar(cool_lines('bad')), 1, 'bad cools down');
 
-    my $r = chat('h');
+    my $r = $t->chat('h', timeout => 20);
     is(backend_of($r), 'good', 'h: half failed once, good served');
     is(reqs('half'), 1, 'half failed once');
     is(scalar(cool_lines('half')), 0, 'half is not cooling down');
@@ -292,7 +282,7 @@ my $bad_before;
     is($nw, 2, 'after reload: both new workers served');
 
     # half's first failure still counts: one more and it cools down
-    $r = chat('h');
+    $r = $t->chat('h', timeout => 20);
     is(backend_of($r), 'good', 'h after reload: half fails again, good served');
     is(reqs('half'), 2, 'h after reload: half got its second request');
     ok($t->wait_log(qr/backend "half" cools down/, 5),
@@ -312,7 +302,7 @@ my $bad_before;
 
     my @res;
     for (1 .. 6) {
-        push @res, chat('m');
+        push @res, $t->chat('m', timeout => 20);
         last if reqs('bad') > $bad_before;
     }
     ok(reqs('bad') > $bad_before,

@@ -79,8 +79,7 @@ is($rc, 0, 'a "resolve" backend needs no answer at load time') or diag $out;
 $t->run;
 
 sub who {
-    my $r = $t->post_json('/v1/chat/completions',
-        { model => 'm', messages => [{ role => 'user', content => 'hi' }] });
+    my $r = $t->chat('m');
     return 'status ' . $r->{status} unless $r->{status} == 200;
     return $r->{json}{choices}[0]{message}{content};
 }

@@ -289,16 +289,16 @@ for my $n (grep { $NODE{$_} } qw(A B C E)) {
 ###########################################################################
 # client helpers
 
-# chat($node, $key, %o): one chat request; $key undef: no session header.
-# %o: path (default /v1/chat/completions), model (m), headers (extra).
-# Adds {backend} (from X-Model-Gateway-Backend) and {session}.
+# chat($node, $key, %o): $node->chat with the session key; $key undef: no
+# session header. %o: path (default /v1/chat/completions), model (m),
+# headers (extra). Adds {backend} (from X-Model-Gateway-Backend) and
+# {session}.
 sub chat {
     my ($node, $key, %o) = @_;
     my @h = @{$o{headers} || []};
     push @h, ['X-Session-Id', $key] if defined $key;
-    my $r = $node->post_json($o{path} // '/v1/chat/completions',
-        { model => $o{model} // 'm',
-          messages => [{ role => 'user', content => 'sid=' . ($key // '') }] },
+    my $r = $node->chat($o{model} // 'm', path => $o{path},
+        messages => [{ role => 'user', content => 'sid=' . ($key // '') }],
         headers => \@h, timeout => $o{timeout} // 15);
     ($r->{backend}) = ($r->{headers}{'x-model-gateway-backend'} // '')
         =~ /^([^;\s]+)/;

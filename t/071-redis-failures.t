@@ -398,9 +398,8 @@ sub chat {
     my ($node, $key, %o) = @_;
     my @h = defined $key ? (['X-Session-Id', $key]) : ();
     my $t0 = time;
-    my $r = $node->post_json('/v1/chat/completions',
-        { model => 'm',
-          messages => [{ role => 'user', content => 'sid=' . ($key // '') }] },
+    my $r = $node->chat('m',
+        messages => [{ role => 'user', content => 'sid=' . ($key // '') }],
         headers => \@h, timeout => $o{timeout} // 15);
     $r->{elapsed} = time - $t0;
     ($r->{backend}, $r->{worker}) = ($r->{headers}{'x-model-gateway-backend'}

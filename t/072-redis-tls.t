@@ -130,9 +130,7 @@ EOF
 
 sub chat {
     my ($node, $key) = @_;
-    my $r = $node->post_json('/v1/chat/completions',
-        { model => 'm', messages => [{ role => 'user', content => 'hi' }] },
-        headers => [['X-Session-Id', $key]]);
+    my $r = $node->chat('m', headers => [['X-Session-Id', $key]]);
     ($r->{backend}) = ($r->{headers}{'x-model-gateway-backend'} // '')
         =~ /^([^;\s]+)/;
     $r->{session} = $r->{headers}{'x-model-gateway-session'};

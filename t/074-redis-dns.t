@@ -72,9 +72,7 @@ $t->run;
 
 sub session {
     my $key = shift;
-    my $r = $t->post_json('/v1/chat/completions',
-        { model => 'm', messages => [{ role => 'user', content => 'hi' }] },
-        headers => [['X-Session-Id', $key]]);
+    my $r = $t->chat('m', headers => [['X-Session-Id', $key]]);
     return ($r->{status}, $r->{headers}{'x-model-gateway-session'} // '');
 }
 

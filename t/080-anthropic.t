@@ -843,13 +843,11 @@ $t->run;
 ###########################################################################
 # helpers
 
-sub chat {
-    my ($body, %o) = @_;
-    return $t->request(method => 'POST', path => '/v1/chat/completions',
-        headers => [['Authorization', "Bearer $CLIENT_KEY"],
-                    ['x-api-key', $CLIENT_KEY]],
-        body => $J->encode($body), timeout => $o{timeout} // 20);
-}
+# options of every $t->chat({body}) here: the client's key both ways, a
+# body without Content-Type, 20 s
+my @CHAT = (headers => [['Authorization', "Bearer $CLIENT_KEY"],
+                        ['x-api-key', $CLIENT_KEY]],
+            no_content_type => 1, timeout => 20);
 
 sub body_of {
     my $req = shift;
@@ -974,12 +972,13 @@ my $MSGS = [{ role => 'user', content => 'hi' }];
 # 1. non-streaming
 
 {
-    my $r = chat({ model => 'claude-chat', messages => [
+    my $r = $t->chat({ model => 'claude-chat', messages => [
             { role => 'system', content => 'You are terse.' },
             { role => 'user', content => 'Hello' },
             { role => 'assistant', content => 'Hi! How can I help?' },
             { role => 'user', content => 'Say bonjour.' }],
-        temperature => 0.5, stop => ["\n\nUser:"], user => 'user-1234' });
+        temperature => 0.5, stop => ["\n\nUser:"], user => 'user-1234' },
+        @CHAT);
 
     is($r->{status}, 200, 'basic: 200') or diag($r->{body});
     my $c = $r->{json} || {};
@@ -1035,14 +1034,14 @@ my $MSGS = [{ role => 'user', content => 'hi' }];
 }
 
 {
-    my $r = chat({ model => 'claude-chat', messages => $MSGS,
-        max_completion_tokens => 300 });
+    my $r = $t->chat({ model => 'claude-chat', messages => $MSGS,
+        max_completion_tokens => 300 }, @CHAT);
     is($r->{status}, 200, 'max_completion_tokens: 200');
     is(body_of(last_req('ant', 'claude-sonnet-4-5'))->{max_tokens}, 300,
         'max_completion_tokens -> max_tokens');
 
-    $r = chat({ model => 'claude-chat', messages => $MSGS,
-        max_tokens => 200, temperature => 1.5 });
+    $r = $t->chat({ model => 'claude-chat', messages => $MSGS,
+        max_tokens => 200, temperature => 1.5 }, @CHAT);
     is($r->{status}, 200, 'max_tokens, temperature 1.5: 200')
         or diag($r->{body});
     my $j = body_of(last_req('ant', 'claude-sonnet-4-5'));
@@ -1053,11 +1052,12 @@ my $MSGS = [{ role => 'user', content => 'hi' }];
 
 {
     # a developer and a system message, two user messages in a row
-    my $r = chat({ model => 'claude-chat', messages => [
+    my $r = $t->chat({ model => 'claude-chat', messages => [
         { role => 'developer', content => 'Rule A.' },
         { role => 'system', content => [{ type => 'text', text => 'Rule B.' }] },
         { role => 'user', content => 'one' },
-        { role => 'user', content => [{ type => 'text', text => 'two' }] }] });
+        { role => 'user', content => [{ type => 'text', text => 'two' }] }] },
+        @CHAT);
     is($r->{status}, 200, 'developer+system, user+user: 200')
         or diag($r->{body});
     my $j = body_of(last_req('ant', 'claude-sonnet-4-5'));
@@ -1072,8 +1072,8 @@ for my $case (['length', 'max_tokens', 'length'],
               ['stopseq', 'stop_sequence', 'stop'])
 {
     my ($scn, $reason, $finish) = @$case;
-    my $r = chat({ model => 'claude-chat',
-        messages => [{ role => 'user', content => "go SCN-$scn" }] });
+    my $r = $t->chat({ model => 'claude-chat',
+        messages => [{ role => 'user', content => "go SCN-$scn" }] }, @CHAT);
     is($r->{status}, 200, "$reason: 200");
     is($r->{json} && $r->{json}{choices}[0]{finish_reason}, $finish,
         "$reason -> $finish");
@@ -1081,7 +1081,7 @@ for my $case (['length', 'max_tokens', 'length'],
 
 {
     # the custom anthropic_version and max_tokens of another backend
-    my $r = chat({ model => 'claude-v', messages => $MSGS });
+    my $r = $t->chat({ model => 'claude-v', messages => $MSGS }, @CHAT);
     is($r->{status}, 200, 'custom version: 200') or diag($r->{body});
     is($r->{json} && $r->{json}{choices}[0]{message}{content},
         'answer from ant2', "custom version: ant2's answer");
@@ -1107,9 +1107,9 @@ for my $case (['length', 'max_tokens', 'length'],
     my $long = join('', map { "line $_: a \"quoted\" word, a back\\slash,"
         . " a tab\t, caf\x{e9} \x{1F600} and \x{2028} done\n" } 1 .. 12);
     my $sys = 'You are a careful reviewer of long texts. ' x 5;
-    my $r = chat({ model => 'claude-chat', messages => [
+    my $r = $t->chat({ model => 'claude-chat', messages => [
             { role => 'system', content => $sys },
-            { role => 'user', content => "$long SCN-long-echo" }] });
+            { role => 'user', content => "$long SCN-long-echo" }] }, @CHAT);
 
     is($r->{status}, 200, 'long texts: 200') or diag($r->{body});
     my $c = ($r->{json} || {})->{choices}[0]{message}{content} // '';
@@ -1131,7 +1131,7 @@ my $TOOLS = [
 ];
 
 {
-    my $r = chat({ model => 'claude-chat',
+    my $r = $t->chat({ model => 'claude-chat',
         messages => [
             { role => 'system', content => 'Use tools.' },
             { role => 'user', content => 'Weather in Paris and Lyon?' },
@@ -1148,7 +1148,7 @@ my $TOOLS = [
             { role => 'user', content => 'And tomorrow? SCN-tool' }],
         tools => $TOOLS,
         tool_choice => { type => 'function',
-                         function => { name => 'get_weather' } } });
+                         function => { name => 'get_weather' } } }, @CHAT);
 
     is($r->{status}, 200, 'tools: 200') or diag($r->{body});
     my $j = body_of(last_req('ant', 'claude-sonnet-4-5'));
@@ -1211,9 +1211,9 @@ for my $case (['required', undef, { type => 'any' }],
               ['none', undef, { type => 'none' }])
 {
     my ($choice, $ptc, $want) = @$case;
-    my $r = chat({ model => 'claude-chat', messages => $MSGS,
+    my $r = $t->chat({ model => 'claude-chat', messages => $MSGS,
         tools => $TOOLS, tool_choice => $choice,
-        (defined $ptc ? (parallel_tool_calls => $ptc) : ()) });
+        (defined $ptc ? (parallel_tool_calls => $ptc) : ()) }, @CHAT);
     my $name = "tool_choice $choice" . (defined $ptc ? ', no parallel' : '');
     is($r->{status}, 200, "$name: 200") or diag($r->{body});
     is_deeply(body_of(last_req('ant', 'claude-sonnet-4-5'))->{tool_choice},
@@ -1224,7 +1224,7 @@ for my $case (['required', undef, { type => 'any' }],
 # 3. images
 
 {
-    my $r = chat({ model => 'claude-chat', messages => [{ role => 'user',
+    my $r = $t->chat({ model => 'claude-chat', messages => [{ role => 'user',
         content => [
             { type => 'text', text => 'What is in these images?' },
             { type => 'image_url',
@@ -1233,7 +1233,8 @@ for my $case (['required', undef, { type => 'any' }],
               image_url => { url => 'data:image/jpg;base64,/9j/4AAQSkZJRg==',
                              detail => 'low' } },
             { type => 'image_url',
-              image_url => { url => 'https://example.com/cat.jpg' } }] }] });
+              image_url => { url => 'https://example.com/cat.jpg' } }] }] },
+        @CHAT);
     is($r->{status}, 200, 'images: 200') or diag($r->{body});
     my $m = body_of(last_req('ant', 'claude-sonnet-4-5'))->{messages} || [];
     is_deeply($m->[0]{content}, [
@@ -1380,8 +1381,9 @@ sub tool_calls_of {
 }
 
 {
-    my $r = chat({ model => 'claude-chat', stream => JSON::PP::true,
-        messages => [{ role => 'user', content => 'Hi SCN-stream-plain' }] });
+    my $r = $t->chat({ model => 'claude-chat', stream => JSON::PP::true,
+        messages => [{ role => 'user', content => 'Hi SCN-stream-plain' }] },
+        @CHAT);
     is($r->{status}, 200, 'stream without include_usage: 200');
     my @data = MG::Test::sse_data($r->{body});
     my @chunks = chunks_of($r->{body});
@@ -1405,8 +1407,9 @@ sub tool_calls_of {
 {
     # keep-alive pings on their own, as Anthropic sends them during a long
     # generation: they translate to nothing, and must not break the stream
-    my $r = chat({ model => 'claude-chat', stream => JSON::PP::true,
-        messages => [{ role => 'user', content => 'Hi SCN-stream-pings' }] });
+    my $r = $t->chat({ model => 'claude-chat', stream => JSON::PP::true,
+        messages => [{ role => 'user', content => 'Hi SCN-stream-pings' }] },
+        @CHAT);
     is($r->{status}, 200, 'stream with lone pings: 200');
     ok($r->{complete}, 'stream with lone pings: response complete');
     my @data = MG::Test::sse_data($r->{body});
@@ -1427,8 +1430,8 @@ sub tool_calls_of {
 # 5. a 200 stream that begins with an error event fails over
 
 {
-    my $r = chat({ model => 'fo-stream', stream => JSON::PP::true,
-        messages => $MSGS });
+    my $r = $t->chat({ model => 'fo-stream', stream => JSON::PP::true,
+        messages => $MSGS }, @CHAT);
     is($r->{status}, 200, 'stream error first, then openai: 200');
     my @data = MG::Test::sse_data($r->{body});
     my @chunks = chunks_of($r->{body});
@@ -1455,8 +1458,8 @@ sub tool_calls_of {
 }
 
 {
-    my $r = chat({ model => 'fo-stream2', stream => JSON::PP::true,
-        messages => $MSGS });
+    my $r = $t->chat({ model => 'fo-stream2', stream => JSON::PP::true,
+        messages => $MSGS }, @CHAT);
     is($r->{status}, 200, 'stream error first, then anthropic: 200');
     my @data = MG::Test::sse_data($r->{body});
     my @chunks = chunks_of($r->{body});
@@ -1479,8 +1482,8 @@ sub tool_calls_of {
 # 6. a stream that fails after content
 
 {
-    my $r = chat({ model => 'mid-err', stream => JSON::PP::true,
-        messages => $MSGS });
+    my $r = $t->chat({ model => 'mid-err', stream => JSON::PP::true,
+        messages => $MSGS }, @CHAT);
     is($r->{status}, 200, 'error after content: 200');
     ok($r->{complete}, 'error after content: response complete');
     my @data = MG::Test::sse_data($r->{body});
@@ -1508,7 +1511,7 @@ sub tool_calls_of {
         'error after content: logged');
 
     # a close-delimited answer cannot be translated: rejected, never raw
-    $r = chat({ model => 'close-body', messages => $MSGS });
+    $r = $t->chat({ model => 'close-body', messages => $MSGS }, @CHAT);
     is($r->{status}, 502, 'close-delimited answer: 502');
     like($r->{headers}{'content-type'} // '', qr{^application/json},
         'close-delimited answer: a JSON error');
@@ -1521,8 +1524,8 @@ sub tool_calls_of {
 
     # a provider message longer than the error event's room: the event is
     # still whole JSON, the message a prefix cut on a character boundary
-    $r = chat({ model => 'mid-err-long', stream => JSON::PP::true,
-        messages => $MSGS });
+    $r = $t->chat({ model => 'mid-err-long', stream => JSON::PP::true,
+        messages => $MSGS }, @CHAT);
     is($r->{status}, 200, 'long error after content: 200');
     @data = MG::Test::sse_data($r->{body});
     is($data[-1], '[DONE]', 'long error after content: [DONE] last');
@@ -1542,15 +1545,15 @@ sub tool_calls_of {
 # 7. errors
 
 {
-    my $r = chat({ model => 'all-529', messages => $MSGS });
+    my $r = $t->chat({ model => 'all-529', messages => $MSGS }, @CHAT);
     contract('529 everywhere', $r, 503, 'overloaded');
     is(scalar @{reqs_for('ant', 'all-529')}, 1, '529 everywhere: ant tried');
     is(scalar @{reqs_for('ant2', 'all-529')}, 1, '529 everywhere: ant2 tried');
     like(gw_log_line('all-529'), qr/attempts=\[ant:529, ?ant2:529\]$/,
         '529 everywhere: attempts');
 
-    $r = chat({ model => 'all-529s', messages => $MSGS,
-        stream => JSON::PP::true });
+    $r = $t->chat({ model => 'all-529s', messages => $MSGS,
+        stream => JSON::PP::true }, @CHAT);
     contract('529 everywhere, streaming request', $r, 503, 'overloaded');
     is(scalar @{reqs_for('ant', 'all-529s')}, 1,
         '529 everywhere, streaming request: ant tried');
@@ -1559,7 +1562,7 @@ sub tool_calls_of {
 }
 
 {
-    my $r = chat({ model => 'fo-529', messages => $MSGS });
+    my $r = $t->chat({ model => 'fo-529', messages => $MSGS }, @CHAT);
     is($r->{status}, 200, '529 then success: 200');
     is($r->{json} && $r->{json}{choices}[0]{message}{content},
         'answer from ant2', "529 then success: ant2's answer");
@@ -1572,7 +1575,7 @@ sub tool_calls_of {
 }
 
 {
-    my $r = chat({ model => 'all-429', messages => $MSGS });
+    my $r = $t->chat({ model => 'all-429', messages => $MSGS }, @CHAT);
     contract('429 everywhere', $r, 429, 'rate_limit_exceeded');
     is($r->{headers}{'retry-after'}, '3',
         '429 everywhere: Retry-After, the shortest wait');
@@ -1581,7 +1584,7 @@ sub tool_calls_of {
 }
 
 {
-    my $r = chat({ model => 'auth-m', messages => $MSGS });
+    my $r = $t->chat({ model => 'auth-m', messages => $MSGS }, @CHAT);
     my $e = contract('401', $r, 502, 'backend_auth_failed');
     is($e->{message}, 'backend authentication failed', '401: message');
     unlike($r->{body}, qr/\Q$KEY_BAD\E|x-api-key/, '401: no key in the answer');
@@ -1594,7 +1597,7 @@ sub tool_calls_of {
     ok($t->wait_log(qr/backend "bad" rejected the gateway's credential/),
         '401: logged (without the body)');
 
-    $r = chat({ model => 'auth-fo', messages => $MSGS });
+    $r = $t->chat({ model => 'auth-fo', messages => $MSGS }, @CHAT);
     is($r->{status}, 200, '401 then success: 200');
     is($r->{json} && $r->{json}{choices}[0]{message}{content},
         'answer from ant2', "401 then success: ant2's answer");
@@ -1604,8 +1607,8 @@ sub tool_calls_of {
 
 {
     # Anthropic judges the request: its message reaches the client
-    my $r = chat({ model => 'bad-req', messages => $MSGS,
-        max_tokens => 100000 });
+    my $r = $t->chat({ model => 'bad-req', messages => $MSGS,
+        max_tokens => 100000 }, @CHAT);
     is($r->{status}, 400, 'Anthropic 400: 400');
     my $e = ref $r->{json} eq 'HASH' ? $r->{json}{error} : undef;
     ok(ref $e eq 'HASH', 'Anthropic 400: an OpenAI error object')
@@ -1619,8 +1622,9 @@ sub tool_calls_of {
     is(scalar @{reqs_for('ant', 'bad-req')}, 1, 'Anthropic 400: one attempt');
     is(scalar @{reqs_for('ant2', 'bad-req')}, 0, 'Anthropic 400: not retried');
 
-    $r = chat({ model => 'claude-chat', messages => [
-        { role => 'user', content => 'a very long prompt SCN-too-long' }] });
+    $r = $t->chat({ model => 'claude-chat', messages => [
+        { role => 'user', content => 'a very long prompt SCN-too-long' }] },
+        @CHAT);
     is($r->{status}, 400, 'prompt too long: 400');
     is($r->{json} && $r->{json}{error}{code}, 'context_length_exceeded',
         'prompt too long: context_length_exceeded');
@@ -1629,7 +1633,7 @@ sub tool_calls_of {
 }
 
 {
-    my $r = chat({ model => 'nf-m', messages => $MSGS });
+    my $r = $t->chat({ model => 'nf-m', messages => $MSGS }, @CHAT);
     is($r->{status}, 404, 'Anthropic 404: 404');
     my $e = $r->{json} && ref $r->{json}{error} eq 'HASH' ? $r->{json}{error} : {};
     is($e->{type}, 'invalid_request_error', 'Anthropic 404: type');
@@ -1643,8 +1647,8 @@ sub tool_calls_of {
 for my $case (['n', 2], ['logprobs', JSON::PP::true]) {
     my ($field, $value) = @$case;
     my $before = nreq('ant');
-    my $r = chat({ model => 'claude-chat', messages => $MSGS,
-        $field => $value });
+    my $r = $t->chat({ model => 'claude-chat', messages => $MSGS,
+        $field => $value }, @CHAT);
     my $e = contract("$field only on anthropic", $r, 400, undef);
     is($e->{param}, $field, "$field only on anthropic: param $field");
     is($e->{type}, 'invalid_request_error',
@@ -1658,8 +1662,8 @@ for my $case (['frequency_penalty', 0.5], ['presence_penalty', 0.5],
 {
     my ($field, $value) = @$case;
     my $before = nreq('ant');
-    my $r = chat({ model => 'claude-chat', messages => $MSGS,
-        $field => $value });
+    my $r = $t->chat({ model => 'claude-chat', messages => $MSGS,
+        $field => $value }, @CHAT);
     my $e = contract("$field only on anthropic", $r, 400, undef);
     is($e->{param}, $field, "$field only on anthropic: param $field");
     is(nreq('ant'), $before, "$field only on anthropic: nothing sent");
@@ -1667,8 +1671,8 @@ for my $case (['frequency_penalty', 0.5], ['presence_penalty', 0.5],
 
 {
     # values that ask for nothing Anthropic lacks are fine (and not sent)
-    my $r = chat({ model => 'claude-chat', messages => $MSGS, n => 1,
-        logprobs => JSON::PP::false, frequency_penalty => 0 });
+    my $r = $t->chat({ model => 'claude-chat', messages => $MSGS, n => 1,
+        logprobs => JSON::PP::false, frequency_penalty => 0 }, @CHAT);
     is($r->{status}, 200, 'n 1, logprobs false, penalty 0: 200')
         or diag($r->{body});
 }
@@ -1691,7 +1695,7 @@ for my $case (['frequency_penalty', 0.5], ['presence_penalty', 0.5],
 }
 
 {
-    my $r = chat({ model => 'mixed', messages => $MSGS });
+    my $r = $t->chat({ model => 'mixed', messages => $MSGS }, @CHAT);
     is($r->{status}, 200, 'mixed: 200');
     is($r->{json} && $r->{json}{choices}[0]{message}{content},
         'answer from anthropic', 'mixed: anthropic (weight 100) first');
@@ -1701,7 +1705,7 @@ for my $case (['frequency_penalty', 0.5], ['presence_penalty', 0.5],
         my $before = nreq('ant');
         my $obefore = nreq('oai');
         my $body = { model => 'mixed', messages => $MSGS, $field => $value };
-        $r = chat($body);
+        $r = $t->chat($body, @CHAT);
         is($r->{status}, 200, "$field, mixed: 200") or diag($r->{body});
         is($r->{json} && $r->{json}{choices}[0]{message}{content},
             'answer from oai', "$field, mixed: the openai backend answers");

@@ -116,14 +116,7 @@ is($rc, 0, 'nginx -t') or diag $out;
 
 $t->run;
 
-sub chat {
-    my ($model, %o) = @_;
-    return $t->post_json('/v1/chat/completions',
-        { model => $model, messages => [{ role => 'user', content => 'hi' }],
-          %o });
-}
-
-my $r = chat('gpt-4o');
+my $r = $t->chat('gpt-4o');
 is($r->{status}, 200, 'classic: 200');
 is($r->{json}{via}, 'classic', 'classic: deployment URL with api-version');
 is($r->{json}{deployment}, 'my-gpt4o', 'classic: the deployment is in the path');
@@ -133,7 +126,7 @@ $r = $t->post_json('/v1/embeddings', { model => 'emb', input => 'x' });
 is($r->{json}{what}, 'embeddings', 'classic embeddings');
 is($r->{json}{deployment}, 'my-emb', 'classic embeddings deployment');
 
-$r = chat('mini');
+$r = $t->chat('mini');
 is($r->{json}{via}, 'v1', 'v1: OpenAI paths');
 is($r->{json}{model}, 'my-mini', 'v1: the deployment is the model');
 
@@ -143,7 +136,7 @@ is(scalar(grep { ($_->{headers}{'api-key'} // '') eq $KEY } @reqs),
 is(scalar(grep { defined $_->{headers}{authorization} } @reqs), 0,
    'no Authorization header to Azure');
 
-$r = chat('flaky');
+$r = $t->chat('flaky');
 is($r->{status}, 200, 'Azure 503: failover');
 is($r->{json}{via}, 'openai', 'failover to the OpenAI-compatible backend');
 unlike($r->{body}, qr/RAW-AZURE/, 'the raw 503 body is not passed on');

@@ -174,18 +174,14 @@ is($rc, 0, 'nginx -t') or diag $out;
 
 $t->run;
 
-sub chat {
-    my (%o) = @_;
-    return $t->post_json('/v1/chat/completions', {
-        model => 'flash',
-        messages => [{ role => 'system', content => 'Be terse.' },
-                     { role => 'user', content => 'hi' },
-                     { role => 'assistant', content => 'hello' },
-                     { role => 'user', content => 'weather?' }],
-        %o });
-}
+# a conversation with a system prompt and an assistant turn
+my $CONV = [{ role => 'system', content => 'Be terse.' },
+            { role => 'user', content => 'hi' },
+            { role => 'assistant', content => 'hello' },
+            { role => 'user', content => 'weather?' }];
 
-my $r = chat(max_completion_tokens => 64, temperature => 0.5);
+my $r = $t->chat('flash', messages => $CONV,
+    body => { max_completion_tokens => 64, temperature => 0.5 });
 is($r->{status}, 200, 'generateContent: 200') or diag $r->{body};
 my $j = $r->{json} // {};
 is($j->{object}, 'chat.completion', 'an OpenAI chat.completion');
@@ -202,9 +198,10 @@ is($j->{usage}{prompt_tokens}, 11, 'usage prompt_tokens');
 is($j->{usage}{completion_tokens}, 4, 'usage completion_tokens');
 is($j->{usage}{prompt_tokens_details}{cached_tokens}, 3, 'cached tokens');
 
-$r = chat(tools => [{ type => 'function',
-                      function => { name => 'get_weather',
-                                    parameters => { type => 'object' } } }]);
+$r = $t->chat('flash', messages => $CONV,
+    body => { tools => [{ type => 'function',
+        function => { name => 'get_weather',
+                      parameters => { type => 'object' } } }] });
 $j = $r->{json} // {};
 is($j->{choices}[0]{finish_reason}, 'tool_calls', 'STOP with a call -> tool_calls');
 is($j->{choices}[0]{message}{tool_calls}[0]{function}{name}, 'get_weather',

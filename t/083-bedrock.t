@@ -413,17 +413,11 @@ is($rc, 0, 'nginx -t') or diag $out;
 
 $t->run;
 
-sub chat {
-    my ($model, %o) = @_;
-    my $headers = delete $o{headers} // [];
-    return $t->post_json('/v1/chat/completions', {
-        model => $model,
-        messages => [{ role => 'system', content => 'Be terse.' },
-                     { role => 'user', content => 'hi' },
-                     { role => 'assistant', content => 'hello' },
-                     { role => 'user', content => 'weather?' }],
-        %o }, headers => $headers);
-}
+# a conversation with a system prompt and an assistant turn
+my $CONV = [{ role => 'system', content => 'Be terse.' },
+            { role => 'user', content => 'hi' },
+            { role => 'assistant', content => 'hello' },
+            { role => 'user', content => 'weather?' }];
 
 sub echo_of {
     my ($r) = @_;
@@ -433,7 +427,8 @@ sub echo_of {
 
 # Converse, signed with the environment's credentials
 
-my $r = chat('claude', temperature => 0.5, stop => ['END']);
+my $r = $t->chat('claude', messages => $CONV,
+    body => { temperature => 0.5, stop => ['END'] });
 is($r->{status}, 200, 'converse: 200') or diag $r->{body};
 my $j = $r->{json} // {};
 is($j->{object}, 'chat.completion', 'an OpenAI chat.completion');
@@ -473,7 +468,7 @@ ok(!defined $raw->{headers}{'x-amz-security-token'},
                   ['Authorization', 'AWS4-HMAC-SHA256 Credential=AKIDCLIENT/x'],
                   ['traceparent', '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01']);
     for my $i (1 .. 4) {
-        my $f = chat('claude', headers => \@forged);
+        my $f = $t->chat('claude', messages => $CONV, headers => \@forged);
         is($f->{status}, 200, "forged X-Amz-* headers, request $i: 200")
             or diag $f->{body};
     }
@@ -487,11 +482,11 @@ ok(!defined $raw->{headers}{'x-amz-security-token'},
     is($raw->{headers}{traceparent},
        '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
        'traceparent is forwarded (not signed)');
-    is(echo_of(chat('claude'))->{cred}, 'AKIDENVEXAMPLE',
-       'the backend is still in use after them');
+    is(echo_of($t->chat('claude', messages => $CONV))->{cred},
+       'AKIDENVEXAMPLE', 'the backend is still in use after them');
 }
 
-$r = chat('profile', max_tokens => 20);
+$r = $t->chat('profile', messages => $CONV, body => { max_tokens => 20 });
 is($r->{status}, 200, 'ARN model id: 200') or diag $r->{body};
 $e = echo_of($r);
 is($e->{id}, 'arn:aws:bedrock:us-east-1:123456789012:'
@@ -505,11 +500,12 @@ like($t->mock_requests('bed')->[-1]{path},
 
 # tools both ways
 
-$r = chat('claude', tools => [{ type => 'function', function => {
+$r = $t->chat('claude', messages => $CONV,
+    body => { tools => [{ type => 'function', function => {
               name => 'get_weather',
               parameters => { type => 'object',
                               properties => { city => { type => 'string' } } }
-          } }]);
+          } }] });
 is($r->{status}, 200, 'tools: 200') or diag $r->{body};
 $j = $r->{json} // {};
 is(echo_of($r)->{tools}, 1, 'toolConfig sent');
@@ -535,19 +531,19 @@ is_deeply(eval { decode_json($j->{choices}[0]{message}{tool_calls}[0]
 # credentials from a file (a profile with a session token), an API key,
 # the region from the URL over TLS
 
-$r = chat('filecreds');
+$r = $t->chat('filecreds', messages => $CONV);
 is($r->{status}, 200, 'file credentials: 200') or diag $r->{body};
 is(echo_of($r)->{cred}, 'AKIDFILEEXAMPLE', 'signed with the profile\'s key');
 is($t->mock_requests('bed')->[-1]{headers}{'x-amz-security-token'}, $TOKEN,
    'the session token is sent (and signed: the mock checked)');
 
-$r = chat('apikey');
+$r = $t->chat('apikey', messages => $CONV);
 is($r->{status}, 200, 'API key: 200') or diag $r->{body};
 is(echo_of($r)->{cred}, 'bearer', 'a bearer token, no SigV4');
 ok(!defined $t->mock_requests('bed')->[-1]{headers}{'x-amz-date'},
    'API key: no x-amz-date');
 
-$r = chat('regional');
+$r = $t->chat('regional', messages => $CONV);
 is($r->{status}, 200, 'https with the region from the URL: 200')
     or diag $r->{body};
 is(echo_of($r)->{host}, 'bedrock-runtime.eu-west-3.amazonaws.com',
@@ -555,7 +551,7 @@ is(echo_of($r)->{host}, 'bedrock-runtime.eu-west-3.amazonaws.com',
 
 # a wrong signature: the mock refuses it, the client gets no detail
 
-$r = chat('badsig');
+$r = $t->chat('badsig', messages => $CONV);
 is($r->{status}, 502, 'InvalidSignatureException: 502');
 like($r->{json}{error}{message} // '', qr/authentication/,
      'backend authentication failed');
@@ -565,21 +561,21 @@ is($t->mock_requests('bed')->[-1]{path},
 
 # errors with their statuses
 
-$r = chat('throttled');
+$r = $t->chat('throttled', messages => $CONV);
 is($r->{status}, 429, 'ThrottlingException: 429');
 ok(defined $r->{headers}{'retry-after'}, 'with Retry-After');
 
-$r = chat('invalid');
+$r = $t->chat('invalid', messages => $CONV);
 is($r->{status}, 400, 'ValidationException: 400');
 is($r->{json}{error}{code}, 'context_length_exceeded',
    'input too long -> context_length_exceeded');
 like($r->{json}{error}{message} // '', qr/too long/, 'Bedrock\'s message');
 
-$r = chat('missing');
+$r = $t->chat('missing', messages => $CONV);
 is($r->{status}, 404, 'ResourceNotFoundException: 404');
 is($r->{json}{error}{code}, 'model_not_found', 'model_not_found');
 
-$r = chat('claude', n => 2);
+$r = $t->chat('claude', messages => $CONV, body => { n => 2 });
 is($r->{status}, 400, 'n > 1: 400');
 is($r->{json}{error}{param}, 'n', 'names the parameter');
 

@@ -141,8 +141,8 @@ $t->run;
 
 sub chat {
     my ($model, $content) = @_;
-    my $r = $t->post_json('/v1/chat/completions', { model => $model,
-        messages => [{ role => 'user', content => $content // 'hi' }] });
+    my $r = $t->chat($model,
+        messages => [{ role => 'user', content => $content // 'hi' }]);
     return ($r, ($r->{json} // {})->{choices}[0]{message}{content} // '');
 }
 
