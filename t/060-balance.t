@@ -217,10 +217,7 @@ sub backend_of {
 
 sub chat {
     my ($model, %o) = @_;
-    return $t->request(method => 'POST',
-        path => ($o{prefix} // '/v1') . '/chat/completions',
-        json => { model => $model, messages => $MSGS },
-        timeout => $o{timeout} // 20);
+    return $t->chat($model, messages => $MSGS, timeout => 20, %o);
 }
 
 # a request sent now and read later (the harness' request() blocks)

@@ -283,9 +283,7 @@ sub backend_of {
 
 sub chat {
     my ($model, %o) = @_;
-    return $t->request(method => 'POST', path => '/v1/chat/completions',
-        json => { model => $model, messages => $o{messages} // $MSGS },
-        timeout => $o{timeout} // 20);
+    return $t->chat($model, messages => $MSGS, timeout => 20, %o);
 }
 
 sub start_chat {
