@@ -480,16 +480,22 @@ ngx_int_t ngx_http_model_gateway_fail(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, const char *code,
     const char *param, const char *message);
 
-/* upstream.c */
+/* peer.c */
 ngx_int_t ngx_http_model_gateway_upstream_start(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
 ngx_int_t ngx_http_model_gateway_init_peer(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us);
+
+/* stream.c */
 ngx_int_t ngx_http_model_gateway_emit(ngx_http_model_gateway_ctx_t *ctx,
     const u_char *data, size_t len);
-ngx_int_t ngx_http_model_gateway_resolve_init(ngx_cycle_t *cycle,
-    ngx_http_model_gateway_main_conf_t *mcf);
+
+/* keepalive.c */
 ngx_int_t ngx_http_model_gateway_keepalive_init(ngx_cycle_t *cycle,
+    ngx_http_model_gateway_main_conf_t *mcf);
+
+/* resolve.c */
+ngx_int_t ngx_http_model_gateway_resolve_init(ngx_cycle_t *cycle,
     ngx_http_model_gateway_main_conf_t *mcf);
 
 /* shm.c */
@@ -559,6 +565,13 @@ ngx_str_t *ngx_http_model_gateway_pin_status(
 /* redis.c */
 ngx_int_t ngx_http_mg_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_model_gateway_main_conf_t *mcf);
+
+/* backend.c */
+char *ngx_http_model_gateway_backend_block(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_model_gateway_backend_finish(ngx_conf_t *cf,
+    ngx_http_model_gateway_main_conf_t *mcf,
+    ngx_http_model_gateway_backend_t *b);
 
 /* module.c */
 ssize_t ngx_http_model_gateway_conf_file(ngx_conf_t *cf, ngx_str_t *name,
