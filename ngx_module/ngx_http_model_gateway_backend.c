@@ -10,6 +10,7 @@
 
 
 #include "ngx_http_model_gateway_module.h"
+#include "ngx_http_model_gateway_providers.h"
 
 
 static char *ngx_http_model_gateway_backend_directive(ngx_conf_t *cf,
@@ -23,6 +24,8 @@ static char *ngx_http_model_gateway_backend_key(ngx_conf_t *cf,
 static char *ngx_http_model_gateway_backend_model(ngx_conf_t *cf,
     ngx_http_model_gateway_main_conf_t *mcf,
     ngx_http_model_gateway_backend_t *b, ngx_str_t *value, ngx_uint_t n);
+static char *ngx_http_model_gateway_backend_unknown(ngx_conf_t *cf,
+    ngx_str_t *type);
 
 
 char *
@@ -102,7 +105,7 @@ ngx_http_model_gateway_backend_block(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    if (b->type == 0) {
+    if (b->provider == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "model_gateway_backend \"%V\" has no \"type\"",
                            &b->name);
@@ -113,16 +116,14 @@ ngx_http_model_gateway_backend_block(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    /* translated providers serve chat only: embeddings stay OpenAI's */
+    /* a provider without embeddings serves chat only */
 
     m = mcf->models.elts;
     for (i = 0; i < mcf->models.nelts; i++) {
         t = m[i].targets.elts;
 
         for (j = 0; j < m[i].targets.nelts; j++) {
-            if (t[j].backend != b
-                || !ngx_http_model_gateway_translated(b->type))
-            {
+            if (t[j].backend != b || b->provider->embeddings) {
                 continue;
             }
 
@@ -140,16 +141,11 @@ ngx_http_model_gateway_backend_block(ngx_conf_t *cf, ngx_command_t *cmd,
         }
     }
 
-    if (b->type != NGX_HTTP_MG_OPENAI_COMPATIBLE
-        && b->type != NGX_HTTP_MG_BEDROCK && b->key.len == 0)
-    {
+    if (b->provider->needs_key && b->key.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "model_gateway_backend \"%V\" of type \"%s\" "
+                           "model_gateway_backend \"%V\" of type \"%V\" "
                            "needs \"key_env\" or \"key_file\"", &b->name,
-                           b->type == NGX_HTTP_MG_OPENAI ? "openai"
-                           : b->type == NGX_HTTP_MG_AZURE ? "azure"
-                           : b->type == NGX_HTTP_MG_GEMINI ? "gemini"
-                           : "anthropic");
+                           &b->provider->name);
         return NGX_CONF_ERROR;
     }
 
@@ -165,11 +161,12 @@ ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
 {
     ngx_http_model_gateway_backend_t *b = (void *) cf->handler_conf;
 
-    ngx_int_t                            n;
-    ngx_str_t                           *value, *name;
-    ngx_uint_t                           nargs;
-    ngx_msec_t                           ms, *msp;
-    ngx_http_model_gateway_main_conf_t  *mcf;
+    ngx_int_t                                 n;
+    ngx_str_t                                *value, *name;
+    ngx_uint_t                                nargs;
+    ngx_msec_t                                ms, *msp;
+    ngx_http_model_gateway_main_conf_t       *mcf;
+    const ngx_http_model_gateway_provider_t  *p;
 
     value = cf->args->elts;
     name = &value[0];
@@ -220,50 +217,22 @@ ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
     }
 
     if (ngx_mg_is("type")) {
-        if (b->type) {
+        if (b->provider) {
             return "is duplicate";
         }
 
-        if (value[1].len == 6 && ngx_strncmp(value[1].data, "openai", 6) == 0)
-        {
-            b->type = NGX_HTTP_MG_OPENAI;
-
-        } else if (value[1].len == 17
-                   && ngx_strncmp(value[1].data, "openai_compatible", 17)
-                      == 0)
-        {
-            b->type = NGX_HTTP_MG_OPENAI_COMPATIBLE;
-
-        } else if (value[1].len == 9
-                   && ngx_strncmp(value[1].data, "anthropic", 9) == 0)
-        {
-            b->type = NGX_HTTP_MG_ANTHROPIC;
-
-        } else if (value[1].len == 5
-                   && ngx_strncmp(value[1].data, "azure", 5) == 0)
-        {
-            b->type = NGX_HTTP_MG_AZURE;
-
-        } else if (value[1].len == 6
-                   && ngx_strncmp(value[1].data, "gemini", 6) == 0)
-        {
-            b->type = NGX_HTTP_MG_GEMINI;
-
-        } else if (value[1].len == 7
-                   && ngx_strncmp(value[1].data, "bedrock", 7) == 0)
-        {
-            b->type = NGX_HTTP_MG_BEDROCK;
-
-        } else {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "unknown backend type \"%V\" (supported: "
-                               "openai, openai_compatible, anthropic, azure, "
-                               "gemini, bedrock)",
-                               &value[1]);
-            return NGX_CONF_ERROR;
+        for (p = ngx_http_model_gateway_providers; p->name.len; p++) {
+            if (p->name.len == value[1].len
+                && ngx_strncmp(p->name.data, value[1].data, value[1].len)
+                   == 0)
+            {
+                b->provider = p;
+                b->type = p->type;
+                return NGX_CONF_OK;
+            }
         }
 
-        return NGX_CONF_OK;
+        return ngx_http_model_gateway_backend_unknown(cf, &value[1]);
     }
 
     if (ngx_mg_is("url")) {
@@ -715,7 +684,6 @@ ngx_http_model_gateway_backend_finish(ngx_conf_t *cf,
     ngx_http_model_gateway_main_conf_t *mcf,
     ngx_http_model_gateway_backend_t *b)
 {
-    u_char                    *p;
     ngx_url_t                  u;
     ngx_pool_cleanup_t        *cln;
     ngx_http_core_loc_conf_t  *clcf;
@@ -771,73 +739,12 @@ ngx_http_model_gateway_backend_finish(ngx_conf_t *cf,
         b->ssl_trusted_certificate = mcf->ssl_trusted_certificate;
     }
 
-    if (b->anthropic_version.data == NULL) {
-        ngx_str_set(&b->anthropic_version, "2023-06-01");
-    }
+    /* the provider's authentication header and defaults */
 
-    if (b->api_version.data == NULL) {
-        ngx_str_set(&b->api_version, "2024-10-21");
-    }
+    b->responses = b->provider->responses;
 
-    /*
-     * Azure: the classic form puts the deployment in the path and needs a
-     * dated api-version; the v1 form (".../openai/v1", or api_version v1)
-     * is OpenAI's API with the deployment as the model
-     */
-
-    b->azure_v1 = (b->api_version.len == 2
-                   && ngx_strncmp(b->api_version.data, "v1", 2) == 0)
-                  || (b->path.len >= 3
-                      && ngx_strncmp(b->path.data + b->path.len - 3, "/v1", 3)
-                         == 0);
-
-    if (b->type == NGX_HTTP_MG_GEMINI) {
-        b->auth_header.len = sizeof("x-goog-api-key: " CRLF) - 1
-                             + b->key.len;
-        b->auth_header.data = ngx_pnalloc(cf->pool, b->auth_header.len);
-        if (b->auth_header.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_sprintf(b->auth_header.data, "x-goog-api-key: %V" CRLF, &b->key);
-
-    } else if (b->type == NGX_HTTP_MG_AZURE) {
-        b->auth_header.len = sizeof("api-key: " CRLF) - 1 + b->key.len;
-        b->auth_header.data = ngx_pnalloc(cf->pool, b->auth_header.len);
-        if (b->auth_header.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_sprintf(b->auth_header.data, "api-key: %V" CRLF, &b->key);
-
-    } else if (b->type == NGX_HTTP_MG_ANTHROPIC) {
-
-        /* Anthropic's own key header, and the API version it requires */
-
-        b->auth_header.len = sizeof("x-api-key: " CRLF) - 1 + b->key.len
-                             + sizeof("anthropic-version: " CRLF) - 1
-                             + b->anthropic_version.len;
-        b->auth_header.data = ngx_pnalloc(cf->pool, b->auth_header.len);
-        if (b->auth_header.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_sprintf(b->auth_header.data,
-                    "x-api-key: %V" CRLF "anthropic-version: %V" CRLF,
-                    &b->key, &b->anthropic_version);
-
-    } else if (b->key.len) {
-        b->auth_header.len = sizeof("Authorization: Bearer " CRLF) - 1
-                             + b->key.len;
-        b->auth_header.data = ngx_pnalloc(cf->pool, b->auth_header.len);
-        if (b->auth_header.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        p = ngx_cpymem(b->auth_header.data, "Authorization: Bearer ",
-                       sizeof("Authorization: Bearer ") - 1);
-        p = ngx_cpymem(p, b->key.data, b->key.len);
-        *p++ = CR; *p = LF;
+    if (b->provider->init && b->provider->init(cf, b) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     ucf = &b->header_conf;
@@ -914,4 +821,30 @@ ngx_http_model_gateway_backend_finish(ngx_conf_t *cf,
     b->body_conf.read_timeout = b->idle_timeout;
 
     return NGX_OK;
+}
+
+
+/* the message names every type of the provider table */
+
+static char *
+ngx_http_model_gateway_backend_unknown(ngx_conf_t *cf, ngx_str_t *type)
+{
+    u_char                                   *p, *last;
+    const ngx_http_model_gateway_provider_t  *pv;
+    u_char                                    names[256];
+
+    p = names;
+    last = names + sizeof(names);
+
+    for (pv = ngx_http_model_gateway_providers; pv->name.len; pv++) {
+        p = ngx_slprintf(p, last, "%s%V",
+                         pv == ngx_http_model_gateway_providers ? "" : ", ",
+                         &pv->name);
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "unknown backend type \"%V\" (supported: %*s)",
+                       type, (size_t) (p - names), names);
+
+    return NGX_CONF_ERROR;
 }

@@ -571,7 +571,7 @@ ngx_http_model_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
 
     /*
      * the candidates of requests that name no model (an object by its id,
-     * a new conversation): every OpenAI-type backend
+     * a new conversation): every backend that keeps them natively
      */
 
     ngx_str_set(&mcf->state_model.name, "");
@@ -587,9 +587,7 @@ ngx_http_model_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
                 && mcf->state_model.targets.nelts < NGX_HTTP_MG_MAX_TARGETS;
          i++)
     {
-        if (ngx_http_model_gateway_translated(b[i]->type)
-            || (b[i]->type == NGX_HTTP_MG_AZURE && !b[i]->azure_v1))
-        {
+        if (!b[i]->responses) {
             continue;
         }
 

@@ -110,8 +110,8 @@ typedef enum {
 typedef struct ngx_http_model_gateway_backend_s
     ngx_http_model_gateway_backend_t;
 typedef struct ngx_http_model_gateway_ctx_s  ngx_http_model_gateway_ctx_t;
-typedef struct ngx_http_model_gateway_xlate_s
-    ngx_http_model_gateway_xlate_t;
+typedef struct ngx_http_model_gateway_provider_s
+    ngx_http_model_gateway_provider_t;
 
 
 /* an idle upstream connection kept by a worker for one backend */
@@ -129,6 +129,7 @@ typedef struct {
 struct ngx_http_model_gateway_backend_s {
     ngx_str_t                          name;
     ngx_uint_t                         type;
+    const ngx_http_model_gateway_provider_t  *provider;  /* its row */
     ngx_uint_t                         index;
 
     ngx_str_t                          url;
@@ -142,6 +143,7 @@ struct ngx_http_model_gateway_backend_s {
     unsigned                           ssl:1;
     unsigned                           connect_set:1;
     unsigned                           resolve:1;   /* at run time only */
+    unsigned                           responses:1; /* stored objects */
 
     /* re-resolution, per worker */
     ngx_resolver_t                    *resolver;
@@ -363,7 +365,7 @@ struct ngx_http_model_gateway_ctx_s {
     /* translated requests per target, and a stream translator */
     ngx_str_t                         *xbody;
     ngx_http_model_gateway_model_t    *xbody_model; /* xbody's targets */
-    ngx_http_model_gateway_xlate_t    *xlate;
+    const ngx_http_model_gateway_provider_t  *xlate;
     void                              *xstream;
     mg_buf_t                           xout;
 
@@ -507,13 +509,8 @@ void ngx_http_model_gateway_balance_done(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, ngx_uint_t failed);
 
 /* translate.c */
-ngx_uint_t ngx_http_model_gateway_translated(ngx_uint_t type);
 ngx_int_t ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
-ngx_uint_t ngx_http_model_gateway_translate_preamble(ngx_uint_t type,
-    const mg_sse_event_t *ev);
-ngx_http_model_gateway_fail_e ngx_http_model_gateway_translate_stream_fail(
-    ngx_uint_t type, const mg_sse_event_t *ev, ngx_int_t *status);
 ngx_int_t ngx_http_model_gateway_translate_commit(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
 ngx_int_t ngx_http_model_gateway_translate_event(

@@ -8,6 +8,11 @@
 
 #include "ngx_http_model_gateway_module.h"
 #include "ngx_http_model_gateway_upstream.h"
+#include "ngx_http_model_gateway_providers.h"
+
+
+static ngx_str_t  ngx_http_model_gateway_accept_json =
+    ngx_string("application/json");
 
 
 /*
@@ -20,20 +25,23 @@ ngx_int_t
 ngx_http_model_gateway_build_request(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {
-    u_char                            *p;
-    size_t                             len, body_len;
-    ngx_buf_t                         *b;
-    ngx_uint_t                         i, n;
-    ngx_chain_t                       *cl, **ll;
-    ngx_str_t                          part[3], suffix, sign, uri;
-    const char                        *accept;
-    ngx_http_upstream_t               *u;
-    ngx_http_model_gateway_target_t   *t;
-    ngx_http_model_gateway_backend_t  *be;
+    u_char                                   *p;
+    size_t                                    len, body_len;
+    ngx_buf_t                                *b;
+    ngx_int_t                                 rc;
+    ngx_uint_t                                i, n;
+    ngx_chain_t                              *cl, **ll;
+    ngx_str_t                                 part[3], suffix, sign;
+    const ngx_str_t                          *accept;
+    ngx_http_upstream_t                      *u;
+    ngx_http_model_gateway_target_t          *t;
+    ngx_http_model_gateway_backend_t         *be;
+    const ngx_http_model_gateway_provider_t  *pv;
 
     u = r->upstream;
     t = ctx->target;
     be = t->backend;
+    pv = be->provider;
     suffix = ctx->uri_suffix;
     ngx_str_null(&sign);
 
@@ -44,100 +52,34 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
     if (ctx->xbody && ctx->xbody_model == ctx->model_conf
         && ctx->xbody[i].len)
     {
-        /* translated for this backend when the body was read */
+        /*
+         * translated for this backend when the body was read; the
+         * provider's own path, and a signature when it signs requests
+         */
 
         part[0] = ctx->xbody[i];
         n = 1;
 
-        if (be->type == NGX_HTTP_MG_GEMINI) {
-
-            /* the model is in Gemini's path */
-
-            suffix.len = sizeof("/models/:streamGenerateContent?alt=sse") - 1
-                         + t->provider_model.len;
-            suffix.data = ngx_pnalloc(r->pool, suffix.len);
-            if (suffix.data == NULL) {
-                return NGX_ERROR;
-            }
-
-            suffix.len = ngx_sprintf(suffix.data, "/models/%V:%s",
-                                     &t->provider_model,
-                                     ctx->stream
-                                     ? "streamGenerateContent?alt=sse"
-                                     : "generateContent")
-                         - suffix.data;
-
-        } else if (be->type == NGX_HTTP_MG_BEDROCK) {
-
-            /* so is Bedrock's, one encoded segment */
-
-            suffix.len = sizeof("/model//converse-stream") - 1
-                         + t->provider_path.len;
-            suffix.data = ngx_pnalloc(r->pool, suffix.len);
-            if (suffix.data == NULL) {
-                return NGX_ERROR;
-            }
-
-            suffix.len = ngx_sprintf(suffix.data, "/model/%V/%s",
-                                     &t->provider_path,
-                                     ctx->stream ? "converse-stream"
-                                                 : "converse")
-                         - suffix.data;
-
-            if (be->key.len == 0) {
-
-                /* SigV4, per attempt: the date is part of the signature */
-
-                uri.len = be->path.len + suffix.len;
-                uri.data = ngx_pnalloc(r->pool, uri.len);
-                if (uri.data == NULL) {
-                    return NGX_ERROR;
-                }
-
-                p = uri.data;
-
-                if (be->path.len) {
-                    p = ngx_cpymem(p, be->path.data, be->path.len);
-                }
-
-                ngx_memcpy(p, suffix.data, suffix.len);
-
-                if (ngx_http_model_gateway_aws_sign(r, be, &uri, &part[0],
-                                                    &sign)
-                    != NGX_OK)
-                {
-                    return NGX_ERROR;
-                }
-            }
-
-        } else {
-            ngx_str_set(&suffix, "/messages");
-        }
-
-    } else if (be->type == NGX_HTTP_MG_AZURE && !be->azure_v1
-               && t->provider_model.len)
-    {
-        /*
-         * classic Azure: the deployment is in the path and decides the
-         * model; the body goes as the client sent it
-         */
-
-        part[0] = ctx->body;
-        n = 1;
-
-        suffix.len = sizeof("/deployments/?api-version=") - 1
-                     + t->provider_model.len + ctx->uri_suffix.len
-                     + be->api_version.len;
-        suffix.data = ngx_pnalloc(r->pool, suffix.len);
-        if (suffix.data == NULL) {
+        if (pv->path(r, ctx, t, &suffix) != NGX_OK) {
             return NGX_ERROR;
         }
 
-        suffix.len = ngx_sprintf(suffix.data,
-                                 "/deployments/%V%V?api-version=%V",
-                                 &t->provider_model, &ctx->uri_suffix,
-                                 &be->api_version)
-                     - suffix.data;
+        if (pv->sign && pv->sign(r, be, &suffix, &part[0], &sign) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else if (!pv->translated && pv->path
+               && (rc = pv->path(r, ctx, t, &suffix)) != NGX_DECLINED)
+    {
+        /* the model is in the path: the body goes as the client sent it */
+
+        if (rc != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        part[0] = ctx->body;
+        n = 1;
 
     } else if (t->provider_model.len == 0
         || (t->provider_model.len == ctx->model.len
@@ -161,15 +103,8 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
         body_len += part[i].len;
     }
 
-    if (!ctx->stream) {
-        accept = "application/json";
-
-    } else if (be->type == NGX_HTTP_MG_BEDROCK) {
-        accept = "application/vnd.amazon.eventstream";
-
-    } else {
-        accept = "text/event-stream";
-    }
+    accept = ctx->stream ? &pv->accept_stream
+                         : &ngx_http_model_gateway_accept_json;
 
     len = sizeof("  HTTP/1.1" CRLF) - 1 + r->method_name.len + be->path.len
           + suffix.len
@@ -178,7 +113,7 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
           + sizeof("Content-Type: application/json" CRLF) - 1
           + sizeof("Content-Length: " CRLF) - 1 + NGX_SIZE_T_LEN
           + sizeof("Accept-Encoding: identity" CRLF) - 1
-          + sizeof("Accept: application/vnd.amazon.eventstream" CRLF) - 1
+          + sizeof("Accept: " CRLF) - 1 + accept->len
           + sizeof("Connection: keep-alive" CRLF) - 1
           + ngx_http_model_gateway_headers_len(ctx, be)
           + sizeof(CRLF) - 1;
@@ -209,7 +144,7 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
     }
 
     p = ngx_sprintf(p, "Accept-Encoding: identity" CRLF
-                    "Accept: %s" CRLF
+                    "Accept: %V" CRLF
                     "Connection: keep-alive" CRLF, accept);
     p = ngx_http_model_gateway_headers_write(ctx, be, p);
 

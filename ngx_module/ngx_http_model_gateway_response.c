@@ -11,6 +11,7 @@
 
 #include "ngx_http_model_gateway_module.h"
 #include "ngx_http_model_gateway_upstream.h"
+#include "ngx_http_model_gateway_providers.h"
 
 
 static ngx_int_t ngx_http_model_gateway_header_line(ngx_http_request_t *r,
@@ -131,9 +132,7 @@ ngx_http_model_gateway_process_header(ngx_http_request_t *r)
              * whole never reaches the client raw
              */
 
-            if (ngx_http_model_gateway_translated(
-                                            ctx->target->backend->type))
-            {
+            if (ctx->target->backend->provider->translated) {
                 ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                               "model gateway: backend \"%V\" sent a "
                               "response delimited by the connection's end, "
@@ -351,9 +350,9 @@ ngx_http_model_gateway_headers_done(ngx_http_request_t *r,
 
     ctx->content_length = ctx->length;
 
-    /* Bedrock streams are binary AWS event streams, the others SSE */
+    /* a provider's stream may be a binary AWS event stream, or SSE */
 
-    ctx->eventstream = (b->type == NGX_HTTP_MG_BEDROCK
+    ctx->eventstream = (b->provider->eventstream
                         && ctx->content_type.len >= 34
                         && ngx_strncasecmp(ctx->content_type.data,
                                (u_char *) "application/vnd.amazon.eventstream",
@@ -640,20 +639,21 @@ ngx_http_model_gateway_held_event(void *data, const mg_sse_event_t *ev)
 {
     ngx_http_model_gateway_ctx_t *ctx = data;
 
+    const ngx_http_model_gateway_provider_t  *p;
+
     if (ev->data == NULL) {
         return 0;
     }
 
+    p = ctx->target->backend->provider;
+
     if (mg_sse_is_error(ev)) {
-        ctx->fail = ngx_http_model_gateway_translate_stream_fail(
-                                  ctx->target->backend->type, ev,
-                                  &ctx->fail_status);
+        ctx->fail = p->stream_fail ? p->stream_fail(ev, &ctx->fail_status)
+                                   : NGX_HTTP_MG_FAIL_STREAM_ERROR;
         return 1;
     }
 
-    if (ngx_http_model_gateway_translate_preamble(
-                                           ctx->target->backend->type, ev))
-    {
+    if (p->preamble && p->preamble(ev)) {
         /* an error may still follow: keep holding */
         return 0;
     }
@@ -685,7 +685,7 @@ ngx_http_model_gateway_commit(ngx_http_request_t *r,
 
     u->headers_in.status_n = ctx->status.code;
 
-    if (ngx_http_model_gateway_translated(ctx->target->backend->type)
+    if (ctx->target->backend->provider->translated
         && ngx_http_model_gateway_translate_commit(r, ctx) != NGX_OK)
     {
         return NGX_ERROR;
