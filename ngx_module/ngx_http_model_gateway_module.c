@@ -437,13 +437,22 @@ ngx_http_model_gateway_postconfiguration(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
-    /* an object id routes before (and instead of) a session key */
+    /*
+     * route handlers run in their declared order (an object id routes
+     * before, and instead of, a session key); commit and done handlers in
+     * the order registered here; event links run from the last registered
+     * down: translation sees a provider's events first
+     */
+
+    if (ngx_http_model_gateway_session_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     if (ngx_http_model_gateway_state_init(cf) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    return ngx_http_model_gateway_session_init(cf);
+    return ngx_http_model_gateway_translate_init(cf);
 }
 
 
@@ -473,11 +482,29 @@ ngx_http_model_gateway_create_main_conf(ngx_conf_t *cf)
     }
 
     if (ngx_array_init(&mcf->route_handlers, cf->pool, 2,
-                       sizeof(ngx_http_model_gateway_route_pt))
+                       sizeof(ngx_http_model_gateway_route_t))
         != NGX_OK)
     {
         return NULL;
     }
+
+    if (ngx_array_init(&mcf->commit_handlers, cf->pool, 2,
+                       sizeof(ngx_http_model_gateway_commit_pt))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&mcf->done_handlers, cf->pool, 2,
+                       sizeof(ngx_http_model_gateway_done_pt))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    /* the event chain's last link: the bytes to the client */
+
+    mcf->event_filter = ngx_http_model_gateway_write_event;
 
     mcf->redis_conf.tls = NGX_CONF_UNSET;
     mcf->redis_conf.ssl_verify = NGX_CONF_UNSET;

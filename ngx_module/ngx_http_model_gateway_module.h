@@ -214,6 +214,55 @@ typedef struct {
 } ngx_http_model_gateway_model_t;
 
 
+/*
+ * A link of the event chain: every complete stream event (an SSE event, or
+ * an AWS eventstream message in the same shape) passes down the chain on
+ * its way to the client.  A link may pass it to the next one (the one it
+ * replaced at the chain's top), replace it (pass another event, with data
+ * NULL when only raw bytes are left), drop it (return NGX_OK) or add
+ * events.  Provider translation and response-id capture are links; the
+ * last link writes raw bytes with ngx_http_model_gateway_emit().
+ */
+typedef ngx_int_t (*ngx_http_model_gateway_event_pt)(
+    ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
+
+/*
+ * The route step.  A handler runs after the body was read and validated and
+ * before the upstream starts.  It returns NGX_OK when done, NGX_DECLINED to
+ * leave the choice to the next handler, an HTTP status to fail the request
+ * (with ctx->err_* set), or NGX_AGAIN when it suspended the request on
+ * something asynchronous (a Redis lookup); it then calls
+ * ngx_http_model_gateway_route_done() from its callback.
+ */
+typedef ngx_int_t (*ngx_http_model_gateway_route_pt)(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+
+typedef struct {
+    ngx_http_model_gateway_route_pt    handler;
+    ngx_uint_t                         order;  /* NGX_HTTP_MG_ROUTE_* */
+} ngx_http_model_gateway_route_t;
+
+/* who routes first: an identity before the object ids and sessions */
+#define NGX_HTTP_MG_ROUTE_IDENTITY     100
+#define NGX_HTTP_MG_ROUTE_STATE        200
+#define NGX_HTTP_MG_ROUTE_SESSION      300
+
+/*
+ * The commit: the response of the chosen backend is about to become the
+ * client's; status and headers may still change (r->headers_out), no body
+ * byte has left.  NGX_OK, or NGX_ERROR to fail the request.
+ */
+typedef ngx_int_t (*ngx_http_model_gateway_commit_pt)(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+
+/*
+ * Done: the upstream part of the request is over (rc as nginx's upstream
+ * finalizes it); ctx holds the outcome, the attempts and their timings.
+ */
+typedef void (*ngx_http_model_gateway_done_pt)(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, ngx_int_t rc);
+
+
 typedef struct {
     ngx_addr_t                         addr;
     ngx_str_t                          host;        /* TLS name */
@@ -266,10 +315,15 @@ typedef struct {
     ngx_http_upstream_srv_conf_t      *upstream;    /* our peer selector */
 
     /*
-     * route handlers (ngx_http_model_gateway_route_pt), run in order;
-     * other modules push theirs in their postconfiguration
+     * the phases (see _phases.c): features register their handlers in
+     * postconfiguration with ngx_http_model_gateway_route_add(),
+     * _commit_add() and _done_add(), and put a link at the top of the
+     * event chain
      */
-    ngx_array_t                        route_handlers;
+    ngx_array_t                        route_handlers; /* _route_t, sorted */
+    ngx_array_t                        commit_handlers; /* _commit_pt */
+    ngx_array_t                        done_handlers;  /* _done_pt */
+    ngx_http_model_gateway_event_pt    event_filter;   /* the chain's top */
 } ngx_http_model_gateway_main_conf_t;
 
 
@@ -301,27 +355,6 @@ typedef struct {
     size_t                             event_max_size;
     size_t                             response_max_size;
 } ngx_http_model_gateway_loc_conf_t;
-
-
-/*
- * The per-event response hook: every complete stream event (and, for
- * responses read whole, the body) passes through it on its way to the
- * client.  Provider translation, response-id capture and usage accounting
- * plug in here; the OpenAI pass-through simply copies.
- */
-typedef ngx_int_t (*ngx_http_model_gateway_event_pt)(
-    ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
-
-/*
- * The route step.  A handler runs after the body was read and validated and
- * before the upstream starts.  It returns NGX_OK when done, NGX_DECLINED to
- * leave the choice to the next handler, an HTTP status to fail the request
- * (with ctx->err_* set), or NGX_AGAIN when it suspended the request on
- * something asynchronous (a Redis lookup); it then calls
- * ngx_http_model_gateway_route_done() from its callback.
- */
-typedef ngx_int_t (*ngx_http_model_gateway_route_pt)(ngx_http_request_t *r,
-    ngx_http_model_gateway_ctx_t *ctx);
 
 
 typedef enum {
@@ -435,7 +468,6 @@ struct ngx_http_model_gateway_ctx_s {
     unsigned                           keepalive:1;
 
     /* the stream after commit */
-    ngx_http_model_gateway_event_pt    on_event;
     ngx_chain_t                       *out;         /* this read's output */
     ngx_buf_t                         *out_buf;
     ngx_http_upstream_handler_pt       read_handler; /* upstream's own */
@@ -472,6 +504,18 @@ struct ngx_http_model_gateway_ctx_s {
 extern ngx_module_t  ngx_http_model_gateway_module;
 
 
+/* phases.c */
+ngx_int_t ngx_http_model_gateway_route_add(ngx_conf_t *cf,
+    ngx_http_model_gateway_route_pt handler, ngx_uint_t order);
+ngx_int_t ngx_http_model_gateway_commit_add(ngx_conf_t *cf,
+    ngx_http_model_gateway_commit_pt handler);
+ngx_int_t ngx_http_model_gateway_done_add(ngx_conf_t *cf,
+    ngx_http_model_gateway_done_pt handler);
+ngx_int_t ngx_http_model_gateway_run_commit(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+void ngx_http_model_gateway_run_done(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, ngx_int_t rc);
+
 /* handler.c */
 ngx_int_t ngx_http_model_gateway_handler(ngx_http_request_t *r);
 void ngx_http_model_gateway_route_done(ngx_http_request_t *r,
@@ -491,6 +535,8 @@ ngx_int_t ngx_http_model_gateway_init_peer(ngx_http_request_t *r,
 /* stream.c */
 ngx_int_t ngx_http_model_gateway_emit(ngx_http_model_gateway_ctx_t *ctx,
     const u_char *data, size_t len);
+ngx_int_t ngx_http_model_gateway_write_event(
+    ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
 
 /* keepalive.c */
 ngx_int_t ngx_http_model_gateway_keepalive_init(ngx_cycle_t *cycle,
@@ -511,10 +557,9 @@ void ngx_http_model_gateway_balance_done(ngx_http_request_t *r,
 /* translate.c */
 ngx_int_t ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
+ngx_int_t ngx_http_model_gateway_translate_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_model_gateway_translate_commit(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
-ngx_int_t ngx_http_model_gateway_translate_event(
-    ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
 ngx_int_t ngx_http_model_gateway_translate_finish(
     ngx_http_model_gateway_ctx_t *ctx);
 
@@ -545,17 +590,9 @@ ngx_int_t ngx_http_model_gateway_aws_sign(ngx_http_request_t *r,
 
 /* state.c */
 ngx_int_t ngx_http_model_gateway_state_init(ngx_conf_t *cf);
-void ngx_http_model_gateway_state_commit(ngx_http_request_t *r,
-    ngx_http_model_gateway_ctx_t *ctx);
-ngx_int_t ngx_http_model_gateway_responses_event(
-    ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
 
 /* session.c */
 ngx_int_t ngx_http_model_gateway_session_init(ngx_conf_t *cf);
-void ngx_http_model_gateway_session_commit(ngx_http_request_t *r,
-    ngx_http_model_gateway_ctx_t *ctx);
-void ngx_http_model_gateway_session_failed(ngx_http_request_t *r,
-    ngx_http_model_gateway_ctx_t *ctx);
 ngx_str_t *ngx_http_model_gateway_pin_status(
     ngx_http_model_gateway_ctx_t *ctx);
 

@@ -117,8 +117,6 @@ ngx_http_model_gateway_upstream_start(ngx_http_request_t *r,
     }
 
 
-    ctx->on_event = ngx_http_model_gateway_openai_event;
-
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

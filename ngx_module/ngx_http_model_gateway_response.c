@@ -729,19 +729,10 @@ ngx_http_model_gateway_commit(ngx_http_request_t *r,
         *h = src[i];
     }
 
-    ngx_http_model_gateway_session_commit(r, ctx);
-    ngx_http_model_gateway_state_commit(r, ctx);
+    /* the commit phase: sessions, stored objects, what registered */
 
-    if (ctx->session.len) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_ERROR;
-        }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "X-Model-Gateway-Session");
-        h->value = *ngx_http_model_gateway_pin_status(ctx);
-        h->lowcase_key = NULL;
+    if (ngx_http_model_gateway_run_commit(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     if (ctx->lcf->backend_header) {

@@ -422,7 +422,14 @@ ngx_http_model_gateway_stream_event(void *data, const mg_sse_event_t *ev)
 {
     ngx_http_model_gateway_ctx_t *ctx = data;
 
-    if (ctx->on_event(ctx, ev) != NGX_OK) {
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    /* down the event chain, from its top */
+
+    mcf = ngx_http_get_module_main_conf(ctx->request,
+                                        ngx_http_model_gateway_module);
+
+    if (mcf->event_filter(ctx, ev) != NGX_OK) {
         return 2;
     }
 
@@ -430,10 +437,13 @@ ngx_http_model_gateway_stream_event(void *data, const mg_sse_event_t *ev)
 }
 
 
-/* the per-event hook of OpenAI and OpenAI-compatible backends */
+/*
+ * The event chain's last link: an event's bytes as they are, noting the
+ * end ("[DONE]") and an error event of an OpenAI-type stream.
+ */
 
 ngx_int_t
-ngx_http_model_gateway_openai_event(ngx_http_model_gateway_ctx_t *ctx,
+ngx_http_model_gateway_write_event(ngx_http_model_gateway_ctx_t *ctx,
     const mg_sse_event_t *ev)
 {
     if (ev->data) {
@@ -667,9 +677,9 @@ ngx_http_model_gateway_finalize_request(ngx_http_request_t *r, ngx_int_t rc)
         ngx_del_timer(&ctx->total_timer);
     }
 
-    if (!ctx->committed) {
-        ngx_http_model_gateway_session_failed(r, ctx);
-    }
+    /* the done phase: outcome, attempts, timings */
+
+    ngx_http_model_gateway_run_done(r, ctx, rc);
 
     if (ctx->held && u->header_sent && !r->connection->error) {
 

@@ -49,7 +49,15 @@ static int ngx_http_model_gateway_translate_answer(
     const ngx_http_model_gateway_provider_t *x, char *p, size_t len,
     mg_buf_t *out, mg_xerror_t *err);
 static void ngx_http_model_gateway_translate_cleanup(void *data);
+static ngx_int_t ngx_http_model_gateway_translate_event(
+    ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
+static ngx_int_t ngx_http_model_gateway_translate_pass(
+    ngx_http_model_gateway_ctx_t *ctx, u_char *data, size_t len);
 static void ngx_http_model_gateway_translate_free(void *data);
+
+
+static ngx_http_model_gateway_event_pt
+    ngx_http_model_gateway_translate_next_event;
 
 
 ngx_int_t
@@ -398,8 +406,6 @@ ngx_http_model_gateway_translate_commit(ngx_http_request_t *r,
         cln->handler = ngx_http_model_gateway_translate_cleanup;
         cln->data = ctx;
 
-        ctx->on_event = ngx_http_model_gateway_translate_event;
-
         return NGX_OK;
     }
 
@@ -472,9 +478,28 @@ ngx_http_model_gateway_translate_commit(ngx_http_request_t *r,
 }
 
 
-/* the per-event hook of translated streams */
-
 ngx_int_t
+ngx_http_model_gateway_translate_init(ngx_conf_t *cf)
+{
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf,
+                                             ngx_http_model_gateway_module);
+
+    ngx_http_model_gateway_translate_next_event = mcf->event_filter;
+    mcf->event_filter = ngx_http_model_gateway_translate_event;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The event chain's link of translated streams: a provider's event is
+ * replaced by what the client gets (no event, one, or several, as raw
+ * bytes); the events of other streams pass.
+ */
+
+static ngx_int_t
 ngx_http_model_gateway_translate_event(ngx_http_model_gateway_ctx_t *ctx,
     const mg_sse_event_t *ev)
 {
@@ -482,6 +507,10 @@ ngx_http_model_gateway_translate_event(ngx_http_model_gateway_ctx_t *ctx,
     size_t        n;
     u_char       *p;
     mg_xerror_t   err;
+
+    if (ctx->xlate == NULL) {
+        return ngx_http_model_gateway_translate_next_event(ctx, ev);
+    }
 
     if (ev->data == NULL) {
         return NGX_OK;
@@ -499,8 +528,9 @@ ngx_http_model_gateway_translate_event(ngx_http_model_gateway_ctx_t *ctx,
         /* fall through */
 
     case MG_X_OK:
-        return ngx_http_model_gateway_emit(ctx, (u_char *) ctx->xout.data,
-                                           ctx->xout.len);
+        return ngx_http_model_gateway_translate_pass(ctx,
+                                                     (u_char *) ctx->xout.data,
+                                                     ctx->xout.len);
 
     case MG_X_ERROR:
 
@@ -528,7 +558,7 @@ ngx_http_model_gateway_translate_event(ngx_http_model_gateway_ctx_t *ctx,
         p[6 + n] = '\n';
         p[7 + n] = '\n';
 
-        return ngx_http_model_gateway_emit(ctx, p, n + 8);
+        return ngx_http_model_gateway_translate_pass(ctx, p, n + 8);
 
     default:
         return NGX_ERROR;
@@ -578,8 +608,30 @@ ngx_http_model_gateway_translate_finish(ngx_http_model_gateway_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    return ngx_http_model_gateway_emit(ctx, (u_char *) ctx->xout.data,
-                                       ctx->xout.len);
+    return ngx_http_model_gateway_translate_pass(ctx,
+                                                 (u_char *) ctx->xout.data,
+                                                 ctx->xout.len);
+}
+
+
+/* what the client gets instead, down the rest of the chain */
+
+static ngx_int_t
+ngx_http_model_gateway_translate_pass(ngx_http_model_gateway_ctx_t *ctx,
+    u_char *data, size_t len)
+{
+    mg_sse_event_t  ev;
+
+    if (len == 0) {
+        return NGX_OK;
+    }
+
+    ngx_memzero(&ev, sizeof(mg_sse_event_t));
+
+    ev.raw = (char *) data;
+    ev.raw_len = len;
+
+    return ngx_http_model_gateway_translate_next_event(ctx, &ev);
 }
 
 

@@ -34,8 +34,6 @@ int ngx_http_model_gateway_unframe(ngx_http_request_t *r,
 void ngx_http_model_gateway_events_init(ngx_http_model_gateway_ctx_t *ctx);
 ngx_int_t ngx_http_model_gateway_input_filter_init(void *data);
 ngx_int_t ngx_http_model_gateway_input_filter(void *data, ssize_t bytes);
-ngx_int_t ngx_http_model_gateway_openai_event(
-    ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
 void ngx_http_model_gateway_finalize_request(ngx_http_request_t *r,
     ngx_int_t rc);
 
