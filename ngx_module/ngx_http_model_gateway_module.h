@@ -377,6 +377,31 @@ typedef enum {
 } ngx_http_model_gateway_framing_e;
 
 
+/*
+ * What one attempt learns of its response: a new attempt starts from zero
+ * (length is then set to -1, unknown).
+ */
+typedef struct {
+    ngx_http_model_gateway_resp_state_e  resp_state;
+    ngx_http_model_gateway_body_mode_e   mode;
+    ngx_http_model_gateway_framing_e     framing;
+    ngx_http_status_t                  status;
+    ngx_http_chunked_t                 chunked;
+    off_t                              length;      /* bytes left */
+    ngx_str_t                          content_type;
+    ngx_str_t                          errortype;   /* x-amzn-errortype */
+    size_t                             received;    /* bytes this attempt */
+    u_char                            *body_start;  /* in u->buffer */
+    u_char                            *scanned;     /* held bytes parsed */
+    ngx_buf_t                         *whole;       /* body read whole */
+    ngx_int_t                          fail_status;
+    unsigned                           eventstream:1;
+    unsigned                           upstream_close:1;
+    unsigned                           framing_done:1;
+    unsigned                           keepalive:1;
+} ngx_http_model_gateway_attempt_t;
+
+
 struct ngx_http_model_gateway_ctx_s {
     ngx_http_request_t                *request;
     ngx_http_model_gateway_loc_conf_t *lcf;
@@ -440,32 +465,18 @@ struct ngx_http_model_gateway_ctx_s {
     ngx_uint_t                         stale_retries;
     ngx_array_t                        attempt_log; /* ngx_str_t */
 
-    /* the current attempt's response */
-    ngx_http_model_gateway_resp_state_e  resp_state;
-    ngx_http_model_gateway_body_mode_e   mode;
-    ngx_http_model_gateway_framing_e     framing;
-    ngx_http_status_t                  status;
-    ngx_http_chunked_t                 chunked;
-    off_t                              length;      /* bytes left */
+    /* the current attempt's response, reset with one memzero */
+    ngx_http_model_gateway_attempt_t   attempt;
     off_t                              content_length;
     ngx_array_t                        headers;     /* kept: _table_elt_t */
-    ngx_str_t                          content_type;
-    ngx_str_t                          errortype;   /* x-amzn-errortype */
-    ngx_int_t                          retry_after_ms;
-    size_t                             received;    /* bytes this attempt */
-    u_char                            *body_start;  /* in u->buffer */
-    u_char                            *scanned;     /* held bytes parsed */
-    ngx_buf_t                         *whole;       /* body read whole */
     mg_sse_parser_t                    sse;
     mg_es_decoder_t                    es;          /* Bedrock streams */
     mg_sse_handler_pt                  es_handler;  /* while feeding it */
-    unsigned                           eventstream:1;
-    ngx_http_model_gateway_fail_e      fail;
-    ngx_int_t                          fail_status;
-    unsigned                           upstream_close:1;
-    unsigned                           framing_done:1;
     unsigned                           committed:1;
-    unsigned                           keepalive:1;
+
+    /* per attempt too, but read by shm.c and filter.c */
+    ngx_int_t                          retry_after_ms;
+    ngx_http_model_gateway_fail_e      fail;
 
     /* the stream after commit */
     ngx_chain_t                       *out;         /* this read's output */

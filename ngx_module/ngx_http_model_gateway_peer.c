@@ -256,7 +256,7 @@ ngx_http_model_gateway_free_peer(ngx_peer_connection_t *pc, void *data,
 
     if (!(state & NGX_PEER_FAILED)) {
 
-        p = ngx_sprintf(buf, "%ui", ctx->status.code);
+        p = ngx_sprintf(buf, "%ui", ctx->attempt.status.code);
         what.data = buf;
         what.len = p - buf;
         ngx_http_model_gateway_log_attempt(r, ctx, &what);
@@ -265,8 +265,8 @@ ngx_http_model_gateway_free_peer(ngx_peer_connection_t *pc, void *data,
 
         ngx_http_model_gateway_balance_done(r, ctx, ctx->committed ? 0 : 2);
 
-        if (c && ctx->keepalive && ctx->framing_done && !ctx->stream_closed
-            && u->request_body_sent)
+        if (c && ctx->attempt.keepalive && ctx->attempt.framing_done
+            && !ctx->stream_closed && u->request_body_sent)
         {
             ngx_http_model_gateway_keepalive_save(pc, b);
         }
@@ -278,13 +278,13 @@ ngx_http_model_gateway_free_peer(ngx_peer_connection_t *pc, void *data,
     if (ctx->fail == NGX_HTTP_MG_FAIL_NONE) {
 
         if (c && c->read->timedout) {
-            ctx->fail = ctx->received ? NGX_HTTP_MG_FAIL_IDLE
-                                      : NGX_HTTP_MG_FAIL_FIRST_BYTE;
+            ctx->fail = ctx->attempt.received ? NGX_HTTP_MG_FAIL_IDLE
+                                              : NGX_HTTP_MG_FAIL_FIRST_BYTE;
 
         } else if (c && c->write->timedout) {
             ctx->fail = NGX_HTTP_MG_FAIL_CONNECT_TIMEOUT;
 
-        } else if (ctx->received) {
+        } else if (ctx->attempt.received) {
             ctx->fail = NGX_HTTP_MG_FAIL_CLOSED;
 
         } else if (pc->cached && ctx->stale_retries < 2) {
@@ -313,7 +313,7 @@ ngx_http_model_gateway_free_peer(ngx_peer_connection_t *pc, void *data,
     }
 
     ctx->last_fail = ctx->fail;
-    ctx->last_fail_status = ctx->fail_status;
+    ctx->last_fail_status = ctx->attempt.fail_status;
     ctx->failures++;
 
     ngx_http_model_gateway_balance_done(r, ctx, 1);
@@ -329,8 +329,8 @@ ngx_http_model_gateway_free_peer(ngx_peer_connection_t *pc, void *data,
         }
     }
 
-    if (ctx->fail_status) {
-        p = ngx_sprintf(buf, "%ui", ctx->fail_status);
+    if (ctx->attempt.fail_status) {
+        p = ngx_sprintf(buf, "%ui", ctx->attempt.fail_status);
 
     } else {
         p = ngx_sprintf(buf, "%s", ngx_http_model_gateway_fail_text(ctx->fail));
@@ -407,27 +407,13 @@ ngx_http_model_gateway_reset_attempt(ngx_http_request_t *r,
 {
     r->state = 0;
 
-    ctx->resp_state = NGX_HTTP_MG_RESP_STATUS;
-    ctx->mode = NGX_HTTP_MG_BODY_WHOLE;
-    ctx->framing = NGX_HTTP_MG_FRAME_CLOSE;
-    ngx_memzero(&ctx->status, sizeof(ngx_http_status_t));
-    ngx_memzero(&ctx->chunked, sizeof(ngx_http_chunked_t));
-    ctx->length = -1;
+    ngx_memzero(&ctx->attempt, sizeof(ngx_http_model_gateway_attempt_t));
+    ctx->attempt.length = -1;
+
     ctx->headers.nelts = 0;
-    ngx_str_null(&ctx->content_type);
-    ngx_str_null(&ctx->errortype);
-    ctx->eventstream = 0;
     ctx->retry_after_ms = -1;
-    ctx->received = 0;
     ctx->first_byte_at = 0;
-    ctx->body_start = NULL;
-    ctx->scanned = NULL;
-    ctx->whole = NULL;
     ctx->fail = NGX_HTTP_MG_FAIL_NONE;
-    ctx->fail_status = 0;
-    ctx->upstream_close = 0;
-    ctx->framing_done = 0;
-    ctx->keepalive = 0;
 }
 
 
@@ -491,7 +477,7 @@ ngx_http_model_gateway_total_timeout(ngx_event_t *ev)
 
         uev = pc->write->timer_set ? pc->write : pc->read;
 
-    } else if (ctx->mode == NGX_HTTP_MG_BODY_STREAM) {
+    } else if (ctx->attempt.mode == NGX_HTTP_MG_BODY_STREAM) {
         ngx_str_set(&ctx->stream_error,
                     "model_gateway_total_timeout expired");
         uev = pc->read;

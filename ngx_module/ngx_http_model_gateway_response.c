@@ -55,17 +55,17 @@ ngx_http_model_gateway_process_header(ngx_http_request_t *r)
      * bytes flow, the gap between reads is bounded by the idle timeout
      */
 
-    if (!ctx->received) {
-        ctx->received = 1;
+    if (!ctx->attempt.received) {
+        ctx->attempt.received = 1;
         ctx->first_byte_at = ngx_current_msec;
     }
 
     ngx_add_timer(u->peer.connection->read,
                   ctx->target->backend->idle_timeout);
 
-    if (ctx->resp_state == NGX_HTTP_MG_RESP_STATUS) {
+    if (ctx->attempt.resp_state == NGX_HTTP_MG_RESP_STATUS) {
 
-        rc = ngx_http_parse_status_line(r, b, &ctx->status);
+        rc = ngx_http_parse_status_line(r, b, &ctx->attempt.status);
 
         if (rc == NGX_AGAIN) {
             return NGX_AGAIN;
@@ -80,10 +80,10 @@ ngx_http_model_gateway_process_header(ngx_http_request_t *r)
             return NGX_HTTP_UPSTREAM_INVALID_HEADER;
         }
 
-        ctx->resp_state = NGX_HTTP_MG_RESP_HEADERS;
+        ctx->attempt.resp_state = NGX_HTTP_MG_RESP_HEADERS;
     }
 
-    if (ctx->resp_state == NGX_HTTP_MG_RESP_HEADERS) {
+    if (ctx->attempt.resp_state == NGX_HTTP_MG_RESP_HEADERS) {
 
         for ( ;; ) {
 
@@ -117,12 +117,12 @@ ngx_http_model_gateway_process_header(ngx_http_request_t *r)
             return rc;
         }
 
-        ctx->resp_state = NGX_HTTP_MG_RESP_BODY;
-        ctx->body_start = b->pos;
-        ctx->scanned = b->pos;
+        ctx->attempt.resp_state = NGX_HTTP_MG_RESP_BODY;
+        ctx->attempt.body_start = b->pos;
+        ctx->attempt.scanned = b->pos;
 
-        if (ctx->framing == NGX_HTTP_MG_FRAME_CLOSE
-            && ctx->mode == NGX_HTTP_MG_BODY_WHOLE)
+        if (ctx->attempt.framing == NGX_HTTP_MG_FRAME_CLOSE
+            && ctx->attempt.mode == NGX_HTTP_MG_BODY_WHOLE)
         {
             /*
              * a body delimited by the connection's end cannot be known to
@@ -146,7 +146,7 @@ ngx_http_model_gateway_process_header(ngx_http_request_t *r)
         }
     }
 
-    if (ctx->mode == NGX_HTTP_MG_BODY_STREAM) {
+    if (ctx->attempt.mode == NGX_HTTP_MG_BODY_STREAM) {
         return ngx_http_model_gateway_read_held(r, ctx);
     }
 
@@ -179,8 +179,8 @@ ngx_http_model_gateway_header_line(ngx_http_request_t *r,
     (len == sizeof(s) - 1 && ngx_strncmp(name, s, len) == 0)
 
     if (ngx_mg_hdr("content-length")) {
-        ctx->length = ngx_atoof(value.data, value.len);
-        if (ctx->length < 0) {
+        ctx->attempt.length = ngx_atoof(value.data, value.len);
+        if (ctx->attempt.length < 0) {
             ctx->fail = NGX_HTTP_MG_FAIL_INVALID;
         }
 
@@ -192,7 +192,7 @@ ngx_http_model_gateway_header_line(ngx_http_request_t *r,
                              (u_char *) "chunked", 7 - 1)
             != NULL)
         {
-            ctx->framing = NGX_HTTP_MG_FRAME_CHUNKED;
+            ctx->attempt.framing = NGX_HTTP_MG_FRAME_CHUNKED;
         }
 
         return NGX_OK;
@@ -203,19 +203,19 @@ ngx_http_model_gateway_header_line(ngx_http_request_t *r,
                              (u_char *) "close", 5 - 1)
             != NULL)
         {
-            ctx->upstream_close = 1;
+            ctx->attempt.upstream_close = 1;
         }
 
         return NGX_OK;
     }
 
     if (ngx_mg_hdr("content-type")) {
-        ctx->content_type.data = ngx_pstrdup(r->pool, &value);
-        if (ctx->content_type.data == NULL) {
+        ctx->attempt.content_type.data = ngx_pstrdup(r->pool, &value);
+        if (ctx->attempt.content_type.data == NULL) {
             return NGX_ERROR;
         }
 
-        ctx->content_type.len = value.len;
+        ctx->attempt.content_type.len = value.len;
         return NGX_OK;
     }
 
@@ -223,12 +223,12 @@ ngx_http_model_gateway_header_line(ngx_http_request_t *r,
 
         /* Bedrock names its exception here */
 
-        ctx->errortype.data = ngx_pstrdup(r->pool, &value);
-        if (ctx->errortype.data == NULL) {
+        ctx->attempt.errortype.data = ngx_pstrdup(r->pool, &value);
+        if (ctx->attempt.errortype.data == NULL) {
             return NGX_ERROR;
         }
 
-        ctx->errortype.len = value.len;
+        ctx->attempt.errortype.len = value.len;
         return NGX_OK;
     }
 
@@ -294,7 +294,7 @@ ngx_http_model_gateway_headers_done(ngx_http_request_t *r,
     ngx_uint_t                          status;
     ngx_http_model_gateway_backend_t   *b;
 
-    status = ctx->status.code;
+    status = ctx->attempt.status.code;
     b = ctx->target->backend;
 
     if (ctx->fail == NGX_HTTP_MG_FAIL_INVALID) {
@@ -314,19 +314,19 @@ ngx_http_model_gateway_headers_done(ngx_http_request_t *r,
                       "logged)", &b->name, status);
 
         ctx->fail = NGX_HTTP_MG_FAIL_AUTH;
-        ctx->fail_status = status;
+        ctx->attempt.fail_status = status;
         return NGX_HTTP_UPSTREAM_INVALID_HEADER;
     }
 
     if (status == NGX_HTTP_TOO_MANY_REQUESTS) {
         ctx->fail = NGX_HTTP_MG_FAIL_RATE_LIMITED;
-        ctx->fail_status = status;
+        ctx->attempt.fail_status = status;
         return NGX_HTTP_UPSTREAM_INVALID_HEADER;
     }
 
     if (mg_status_retryable((int) status)) {
         ctx->fail = NGX_HTTP_MG_FAIL_STATUS;
-        ctx->fail_status = status;
+        ctx->attempt.fail_status = status;
         return NGX_HTTP_UPSTREAM_INVALID_HEADER;
     }
 
@@ -335,37 +335,38 @@ ngx_http_model_gateway_headers_done(ngx_http_request_t *r,
                       "model gateway: backend \"%V\" sent unexpected "
                       "status %ui", &b->name, status);
         ctx->fail = NGX_HTTP_MG_FAIL_INVALID;
-        ctx->fail_status = status;
+        ctx->attempt.fail_status = status;
         return NGX_HTTP_UPSTREAM_INVALID_HEADER;
     }
 
     if (status == NGX_HTTP_NO_CONTENT || status == NGX_HTTP_NOT_MODIFIED) {
-        ctx->framing = NGX_HTTP_MG_FRAME_LENGTH;
-        ctx->length = 0;
+        ctx->attempt.framing = NGX_HTTP_MG_FRAME_LENGTH;
+        ctx->attempt.length = 0;
 
-    } else if (ctx->framing != NGX_HTTP_MG_FRAME_CHUNKED && ctx->length >= 0)
+    } else if (ctx->attempt.framing != NGX_HTTP_MG_FRAME_CHUNKED
+               && ctx->attempt.length >= 0)
     {
-        ctx->framing = NGX_HTTP_MG_FRAME_LENGTH;
+        ctx->attempt.framing = NGX_HTTP_MG_FRAME_LENGTH;
     }
 
-    ctx->content_length = ctx->length;
+    ctx->content_length = ctx->attempt.length;
 
     /* a provider's stream may be a binary AWS event stream, or SSE */
 
-    ctx->eventstream = (b->provider->eventstream
-                        && ctx->content_type.len >= 34
-                        && ngx_strncasecmp(ctx->content_type.data,
+    ctx->attempt.eventstream = (b->provider->eventstream
+                        && ctx->attempt.content_type.len >= 34
+                        && ngx_strncasecmp(ctx->attempt.content_type.data,
                                (u_char *) "application/vnd.amazon.eventstream",
                                34) == 0);
 
     if (status >= 200 && status < 300 && ctx->stream
-        && (ctx->eventstream
-            || (ctx->content_type.len >= 17
-                && ngx_strncasecmp(ctx->content_type.data,
+        && (ctx->attempt.eventstream
+            || (ctx->attempt.content_type.len >= 17
+                && ngx_strncasecmp(ctx->attempt.content_type.data,
                                    (u_char *) "text/event-stream", 17)
                    == 0)))
     {
-        ctx->mode = NGX_HTTP_MG_BODY_STREAM;
+        ctx->attempt.mode = NGX_HTTP_MG_BODY_STREAM;
 
         /* room for one event, allocated once a stream is there */
 
@@ -382,25 +383,25 @@ ngx_http_model_gateway_headers_done(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    ctx->mode = NGX_HTTP_MG_BODY_WHOLE;
+    ctx->attempt.mode = NGX_HTTP_MG_BODY_WHOLE;
 
-    if (ctx->framing == NGX_HTTP_MG_FRAME_CLOSE) {
+    if (ctx->attempt.framing == NGX_HTTP_MG_FRAME_CLOSE) {
         return NGX_OK;
     }
 
-    if (ctx->framing == NGX_HTTP_MG_FRAME_LENGTH) {
-        if (ctx->length > (off_t) ctx->lcf->response_max_size) {
+    if (ctx->attempt.framing == NGX_HTTP_MG_FRAME_LENGTH) {
+        if (ctx->attempt.length > (off_t) ctx->lcf->response_max_size) {
             goto too_big;
         }
 
-        size = (size_t) ctx->length;
+        size = (size_t) ctx->attempt.length;
 
     } else {
         size = ngx_min(NGX_HTTP_MG_OUT_CHUNK * 4, ctx->lcf->response_max_size);
     }
 
-    ctx->whole = ngx_create_temp_buf(r->pool, size ? size : 1);
-    if (ctx->whole == NULL) {
+    ctx->attempt.whole = ngx_create_temp_buf(r->pool, size ? size : 1);
+    if (ctx->attempt.whole == NULL) {
         return NGX_ERROR;
     }
 
@@ -426,7 +427,7 @@ ngx_http_model_gateway_whole_append(ngx_http_request_t *r,
     size_t      size, used;
     ngx_buf_t  *b;
 
-    b = ctx->whole;
+    b = ctx->attempt.whole;
 
     if ((size_t) (b->end - b->last) < len) {
         used = b->last - b->pos;
@@ -443,10 +444,10 @@ ngx_http_model_gateway_whole_append(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
-        b->last = ngx_cpymem(b->pos, ctx->whole->pos, used);
+        b->last = ngx_cpymem(b->pos, ctx->attempt.whole->pos, used);
 
-        ngx_pfree(r->pool, ctx->whole->start);
-        ctx->whole = b;
+        ngx_pfree(r->pool, ctx->attempt.whole->start);
+        ctx->attempt.whole = b;
     }
 
     b->last = ngx_cpymem(b->last, data, len);
@@ -467,14 +468,15 @@ ngx_http_model_gateway_read_whole(ngx_http_request_t *r,
     u = r->upstream;
     b = &u->buffer;
 
-    while (b->pos < b->last && !ctx->framing_done) {
+    while (b->pos < b->last && !ctx->attempt.framing_done) {
 
-        if (ctx->framing == NGX_HTTP_MG_FRAME_CHUNKED) {
+        if (ctx->attempt.framing == NGX_HTTP_MG_FRAME_CHUNKED) {
 
-            rc = ngx_http_parse_chunked(r, b, &ctx->chunked);
+            rc = ngx_http_parse_chunked(r, b, &ctx->attempt.chunked);
 
             if (rc == NGX_OK) {
-                n = ngx_min((off_t) (b->last - b->pos), ctx->chunked.size);
+                n = ngx_min((off_t) (b->last - b->pos),
+                            ctx->attempt.chunked.size);
 
                 rc = ngx_http_model_gateway_whole_append(r, ctx, b->pos, n);
                 if (rc != NGX_OK) {
@@ -482,12 +484,12 @@ ngx_http_model_gateway_read_whole(ngx_http_request_t *r,
                 }
 
                 b->pos += n;
-                ctx->chunked.size -= n;
+                ctx->attempt.chunked.size -= n;
                 continue;
             }
 
             if (rc == NGX_DONE) {
-                ctx->framing_done = 1;
+                ctx->attempt.framing_done = 1;
                 break;
             }
 
@@ -504,7 +506,7 @@ ngx_http_model_gateway_read_whole(ngx_http_request_t *r,
 
         /* NGX_HTTP_MG_FRAME_LENGTH */
 
-        n = ngx_min((off_t) (b->last - b->pos), ctx->length);
+        n = ngx_min((off_t) (b->last - b->pos), ctx->attempt.length);
 
         rc = ngx_http_model_gateway_whole_append(r, ctx, b->pos, n);
         if (rc != NGX_OK) {
@@ -512,14 +514,16 @@ ngx_http_model_gateway_read_whole(ngx_http_request_t *r,
         }
 
         b->pos += n;
-        ctx->length -= n;
+        ctx->attempt.length -= n;
     }
 
-    if (ctx->framing == NGX_HTTP_MG_FRAME_LENGTH && ctx->length == 0) {
-        ctx->framing_done = 1;
+    if (ctx->attempt.framing == NGX_HTTP_MG_FRAME_LENGTH
+        && ctx->attempt.length == 0)
+    {
+        ctx->attempt.framing_done = 1;
     }
 
-    if (!ctx->framing_done) {
+    if (!ctx->attempt.framing_done) {
 
         /* everything so far is copied: the buffer is free for more */
 
@@ -528,17 +532,18 @@ ngx_http_model_gateway_read_whole(ngx_http_request_t *r,
         return NGX_AGAIN;
     }
 
-    ctx->keepalive = (b->pos == b->last && !ctx->upstream_close);
+    ctx->attempt.keepalive = (b->pos == b->last
+                              && !ctx->attempt.upstream_close);
 
     /*
      * the complete body becomes the upstream buffer, so that nginx hands
      * it to the input filter right after the header
      */
 
-    b->start = ctx->whole->start;
-    b->pos = ctx->whole->pos;
-    b->last = ctx->whole->last;
-    b->end = ctx->whole->end;
+    b->start = ctx->attempt.whole->start;
+    b->pos = ctx->attempt.whole->pos;
+    b->last = ctx->attempt.whole->last;
+    b->end = ctx->attempt.whole->end;
 
     return ngx_http_model_gateway_commit(r, ctx);
 
@@ -576,7 +581,7 @@ ngx_http_model_gateway_read_held(ngx_http_request_t *r,
     b = &u->buffer;
 
     ngx_memzero(&view, sizeof(ngx_buf_t));
-    view.pos = ctx->scanned;
+    view.pos = ctx->attempt.scanned;
     view.last = b->last;
 
     rc = ngx_http_model_gateway_unframe(r, ctx, &view,
@@ -590,7 +595,7 @@ ngx_http_model_gateway_read_held(ngx_http_request_t *r,
         return NGX_HTTP_UPSTREAM_INVALID_HEADER;
     }
 
-    ctx->scanned = view.pos;
+    ctx->attempt.scanned = view.pos;
 
     if (rc == MG_SSE_ETOOBIG) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -614,7 +619,7 @@ ngx_http_model_gateway_read_held(ngx_http_request_t *r,
         return NGX_HTTP_UPSTREAM_INVALID_HEADER;
     }
 
-    if (ctx->committed || ctx->framing_done) {
+    if (ctx->committed || ctx->attempt.framing_done) {
         return ngx_http_model_gateway_commit(r, ctx);
     }
 
@@ -648,8 +653,9 @@ ngx_http_model_gateway_held_event(void *data, const mg_sse_event_t *ev)
     p = ctx->target->backend->provider;
 
     if (mg_sse_is_error(ev)) {
-        ctx->fail = p->stream_fail ? p->stream_fail(ev, &ctx->fail_status)
-                                   : NGX_HTTP_MG_FAIL_STREAM_ERROR;
+        ctx->fail = p->stream_fail
+                    ? p->stream_fail(ev, &ctx->attempt.fail_status)
+                    : NGX_HTTP_MG_FAIL_STREAM_ERROR;
         return 1;
     }
 
@@ -681,9 +687,9 @@ ngx_http_model_gateway_commit(ngx_http_request_t *r,
     u = r->upstream;
 
     ctx->committed = 1;
-    ctx->passthrough = (ctx->status.code >= 300);
+    ctx->passthrough = (ctx->attempt.status.code >= 300);
 
-    u->headers_in.status_n = ctx->status.code;
+    u->headers_in.status_n = ctx->attempt.status.code;
 
     if (ctx->target->backend->provider->translated
         && ngx_http_model_gateway_translate_commit(r, ctx) != NGX_OK)
@@ -691,26 +697,27 @@ ngx_http_model_gateway_commit(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (ctx->mode == NGX_HTTP_MG_BODY_STREAM) {
+    if (ctx->attempt.mode == NGX_HTTP_MG_BODY_STREAM) {
 
         /* the held events go to the input filter, parsed afresh */
 
-        u->buffer.pos = ctx->body_start;
-        ngx_memzero(&ctx->chunked, sizeof(ngx_http_chunked_t));
+        u->buffer.pos = ctx->attempt.body_start;
+        ngx_memzero(&ctx->attempt.chunked, sizeof(ngx_http_chunked_t));
         ngx_http_model_gateway_events_init(ctx);
-        ctx->framing_done = 0;
-        ctx->length = ctx->content_length;
+        ctx->attempt.framing_done = 0;
+        ctx->attempt.length = ctx->content_length;
         u->headers_in.content_length_n = -1;
 
-    } else if (ctx->whole) {
-        u->headers_in.content_length_n = ctx->whole->last - ctx->whole->pos;
+    } else if (ctx->attempt.whole) {
+        u->headers_in.content_length_n = ctx->attempt.whole->last
+                                         - ctx->attempt.whole->pos;
 
     } else {
         u->headers_in.content_length_n = -1;
     }
 
-    if (ctx->content_type.len) {
-        r->headers_out.content_type = ctx->content_type;
+    if (ctx->attempt.content_type.len) {
+        r->headers_out.content_type = ctx->attempt.content_type;
 
     } else {
         ngx_str_set(&r->headers_out.content_type, "application/json");
@@ -758,7 +765,7 @@ ngx_http_model_gateway_commit(ngx_http_request_t *r,
         h->lowcase_key = NULL;
     }
 
-    if (ctx->mode == NGX_HTTP_MG_BODY_STREAM) {
+    if (ctx->attempt.mode == NGX_HTTP_MG_BODY_STREAM) {
         h = ngx_list_push(&r->headers_out.headers);
         if (h == NULL) {
             return NGX_ERROR;

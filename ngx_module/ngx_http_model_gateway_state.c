@@ -405,24 +405,25 @@ ngx_http_model_gateway_state_commit(ngx_http_request_t *r,
 
     if ((ctx->state_kind != NGX_HTTP_MG_STATE_NEW_RESPONSE
          && ctx->state_kind != NGX_HTTP_MG_STATE_NEW_CONVERSATION)
-        || ctx->status.code < 200 || ctx->status.code >= 300)
+        || ctx->attempt.status.code < 200 || ctx->attempt.status.code >= 300)
     {
         return NGX_OK;
     }
 
-    if (ctx->mode == NGX_HTTP_MG_BODY_STREAM) {
+    if (ctx->attempt.mode == NGX_HTTP_MG_BODY_STREAM) {
 
         /* the id comes with the stream's response.created event */
 
         return NGX_OK;
     }
 
-    if (ctx->whole == NULL) {
+    if (ctx->attempt.whole == NULL) {
         return NGX_OK;
     }
 
-    if (mg_json_scan((char *) ctx->whole->pos,
-                     ctx->whole->last - ctx->whole->pos, f, 1, 64, NULL)
+    if (mg_json_scan((char *) ctx->attempt.whole->pos,
+                     ctx->attempt.whole->last - ctx->attempt.whole->pos,
+                     f, 1, 64, NULL)
         != MG_JSON_OK
         || f[0].type != MG_JSON_STRING)
     {
@@ -436,7 +437,7 @@ ngx_http_model_gateway_state_commit(ngx_http_request_t *r,
            ? NGX_HTTP_MG_STATE_RESPONSE : NGX_HTTP_MG_STATE_CONVERSATION;
 
     ngx_http_model_gateway_state_store(r, ctx, kind,
-                                       ctx->whole->pos + start, len);
+                                       ctx->attempt.whole->pos + start, len);
 
     return NGX_OK;
 }

@@ -44,25 +44,25 @@ ngx_http_model_gateway_unframe(ngx_http_request_t *r,
 
     rc = 0;
 
-    while (view->pos < view->last && !ctx->framing_done && rc == 0) {
+    while (view->pos < view->last && !ctx->attempt.framing_done && rc == 0) {
 
-        if (ctx->framing == NGX_HTTP_MG_FRAME_CHUNKED) {
+        if (ctx->attempt.framing == NGX_HTTP_MG_FRAME_CHUNKED) {
 
-            crc = ngx_http_parse_chunked(r, view, &ctx->chunked);
+            crc = ngx_http_parse_chunked(r, view, &ctx->attempt.chunked);
 
             if (crc == NGX_OK) {
                 n = ngx_min((off_t) (view->last - view->pos),
-                            ctx->chunked.size);
+                            ctx->attempt.chunked.size);
 
                 rc = ngx_http_model_gateway_feed(ctx, view->pos, n, handler);
 
                 view->pos += n;
-                ctx->chunked.size -= n;
+                ctx->attempt.chunked.size -= n;
                 continue;
             }
 
             if (crc == NGX_DONE) {
-                ctx->framing_done = 1;
+                ctx->attempt.framing_done = 1;
                 break;
             }
 
@@ -75,12 +75,12 @@ ngx_http_model_gateway_unframe(ngx_http_request_t *r,
 
         n = view->last - view->pos;
 
-        if (ctx->framing == NGX_HTTP_MG_FRAME_LENGTH) {
-            n = ngx_min((off_t) n, ctx->length);
-            ctx->length -= n;
+        if (ctx->attempt.framing == NGX_HTTP_MG_FRAME_LENGTH) {
+            n = ngx_min((off_t) n, ctx->attempt.length);
+            ctx->attempt.length -= n;
 
-            if (ctx->length == 0) {
-                ctx->framing_done = 1;
+            if (ctx->attempt.length == 0) {
+                ctx->attempt.framing_done = 1;
             }
         }
 
@@ -101,7 +101,7 @@ ngx_http_model_gateway_events_init(ngx_http_model_gateway_ctx_t *ctx)
 
     size = ctx->lcf->event_max_size;
 
-    if (ctx->eventstream) {
+    if (ctx->attempt.eventstream) {
         mg_es_init(&ctx->es, (u_char *) ctx->sse.buf, size);
 
     } else {
@@ -122,7 +122,7 @@ ngx_http_model_gateway_feed(ngx_http_model_gateway_ctx_t *ctx, u_char *data,
 {
     int  rc;
 
-    if (!ctx->eventstream) {
+    if (!ctx->attempt.eventstream) {
         return mg_sse_feed(&ctx->sse, (char *) data, len, handler, ctx);
     }
 
@@ -209,8 +209,8 @@ ngx_http_model_gateway_es_message(void *data, const mg_es_message_t *msg)
 static size_t
 ngx_http_model_gateway_pending(ngx_http_model_gateway_ctx_t *ctx)
 {
-    return ctx->eventstream ? mg_es_pending(&ctx->es)
-                            : mg_sse_pending(&ctx->sse);
+    return ctx->attempt.eventstream ? mg_es_pending(&ctx->es)
+                                    : mg_sse_pending(&ctx->sse);
 }
 
 
@@ -227,14 +227,15 @@ ngx_http_model_gateway_input_filter_init(void *data)
 
     u->conf = &ctx->target->backend->body_conf;
 
-    if (ctx->mode == NGX_HTTP_MG_BODY_WHOLE && ctx->whole) {
-        u->length = (ctx->whole->last == ctx->whole->pos) ? 0 : -1;
+    if (ctx->attempt.mode == NGX_HTTP_MG_BODY_WHOLE && ctx->attempt.whole) {
+        u->length = (ctx->attempt.whole->last == ctx->attempt.whole->pos)
+                    ? 0 : -1;
         return NGX_OK;
     }
 
     u->length = -1;
 
-    if (ctx->mode == NGX_HTTP_MG_BODY_STREAM) {
+    if (ctx->attempt.mode == NGX_HTTP_MG_BODY_STREAM) {
 
         /*
          * a stream that stalls or runs out of time after content was sent
@@ -273,7 +274,7 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
         return NGX_OK;
     }
 
-    if (ctx->mode == NGX_HTTP_MG_BODY_WHOLE) {
+    if (ctx->attempt.mode == NGX_HTTP_MG_BODY_WHOLE) {
 
         /* the body read whole, or one read of a close-delimited one */
 
@@ -294,7 +295,7 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
         cl->buf->last = p + bytes;
         cl->buf->tag = u->output.tag;
 
-        if (ctx->whole == NULL) {
+        if (ctx->attempt.whole == NULL) {
             return NGX_OK;
         }
 
@@ -356,18 +357,18 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
                     "larger than model_gateway_event_max_size");
     }
 
-    if (rc == 0 && ctx->framing_done
+    if (rc == 0 && ctx->attempt.framing_done
         && ngx_http_model_gateway_translate_finish(ctx) != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    if (rc != 0 || ctx->framing_done) {
+    if (rc != 0 || ctx->attempt.framing_done) {
 
-        if (rc == 0 && view.pos == view.last && !ctx->upstream_close
+        if (rc == 0 && view.pos == view.last && !ctx->attempt.upstream_close
             && ngx_http_model_gateway_pending(ctx) == 0)
         {
-            ctx->keepalive = 1;
+            ctx->attempt.keepalive = 1;
         }
 
         if (rc != 0) {
@@ -589,7 +590,7 @@ ngx_http_model_gateway_stream_tail(ngx_http_request_t *r,
                  || ctx->endpoint == MG_EP_RESPONSE);
 
     cut = !ctx->error_seen
-          && (!ctx->framing_done || ctx->stream_closed
+          && (!ctx->attempt.framing_done || ctx->stream_closed
               || ngx_http_model_gateway_pending(ctx));
 
     if (!cut && responses) {
@@ -692,14 +693,14 @@ ngx_http_model_gateway_finalize_request(ngx_http_request_t *r, ngx_int_t rc)
         (void) ngx_http_output_filter(r, &out);
     }
 
-    if (rc == 0 && ctx->framing == NGX_HTTP_MG_FRAME_CLOSE
+    if (rc == 0 && ctx->attempt.framing == NGX_HTTP_MG_FRAME_CLOSE
         && !ctx->stream_closed)
     {
         /* a stream without length or chunks ends with its connection */
-        ctx->framing_done = 1;
+        ctx->attempt.framing_done = 1;
     }
 
-    if (u->header_sent && ctx->mode == NGX_HTTP_MG_BODY_STREAM
+    if (u->header_sent && ctx->attempt.mode == NGX_HTTP_MG_BODY_STREAM
         && !ctx->done_seen && !r->connection->error
         && rc != NGX_HTTP_CLIENT_CLOSED_REQUEST)
     {

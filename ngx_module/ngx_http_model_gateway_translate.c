@@ -382,7 +382,7 @@ ngx_http_model_gateway_translate_commit(ngx_http_request_t *r,
     u = r->upstream;
     x = ctx->target->backend->provider;
 
-    if (ctx->mode == NGX_HTTP_MG_BODY_STREAM) {
+    if (ctx->attempt.mode == NGX_HTTP_MG_BODY_STREAM) {
 
         ctx->xstream = ngx_pcalloc(r->pool, x->stream_size);
         if (ctx->xstream == NULL) {
@@ -400,7 +400,7 @@ ngx_http_model_gateway_translate_commit(ngx_http_request_t *r,
 
         /* whatever the provider's framing, the client gets SSE */
 
-        ngx_str_set(&ctx->content_type, "text/event-stream");
+        ngx_str_set(&ctx->attempt.content_type, "text/event-stream");
 
         ctx->xlate = x;
         cln->handler = ngx_http_model_gateway_translate_cleanup;
@@ -409,23 +409,23 @@ ngx_http_model_gateway_translate_commit(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    if (ctx->whole == NULL) {
+    if (ctx->attempt.whole == NULL) {
         return NGX_OK;
     }
 
     ngx_memzero(&out, sizeof(mg_buf_t));
     ngx_memzero(&err, sizeof(mg_xerror_t));
 
-    p = ctx->whole->pos;
-    len = ctx->whole->last - ctx->whole->pos;
+    p = ctx->attempt.whole->pos;
+    len = ctx->attempt.whole->last - ctx->attempt.whole->pos;
 
-    if (ctx->status.code >= 200 && ctx->status.code < 300) {
+    if (ctx->attempt.status.code >= 200 && ctx->attempt.status.code < 300) {
         rc = ngx_http_model_gateway_translate_answer(ctx, x, (char *) p, len,
                                                      &out, &err);
 
     } else {
-        x->error((int) ctx->status.code, &ctx->errortype, (char *) p, len,
-                 &err);
+        x->error((int) ctx->attempt.status.code, &ctx->attempt.errortype,
+                 (char *) p, len, &err);
         rc = MG_X_ERROR;
     }
 
@@ -465,14 +465,14 @@ ngx_http_model_gateway_translate_commit(ngx_http_request_t *r,
 
     mg_buf_free(&out);
 
-    ctx->whole = b;
+    ctx->attempt.whole = b;
 
     u->buffer.start = b->start;
     u->buffer.pos = b->pos;
     u->buffer.last = b->last;
     u->buffer.end = b->end;
 
-    ngx_str_set(&ctx->content_type, "application/json");
+    ngx_str_set(&ctx->attempt.content_type, "application/json");
 
     return NGX_OK;
 }
