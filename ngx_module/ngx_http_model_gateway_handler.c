@@ -959,7 +959,7 @@ ngx_http_model_gateway_route(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {
     ngx_int_t                             rc;
-    ngx_http_model_gateway_route_pt      *h;
+    ngx_http_model_gateway_route_t       *h;
     ngx_http_model_gateway_main_conf_t   *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
@@ -967,7 +967,7 @@ ngx_http_model_gateway_route(ngx_http_request_t *r,
 
     while (ctx->route_index < mcf->route_handlers.nelts) {
 
-        rc = h[ctx->route_index](r, ctx);
+        rc = h[ctx->route_index].handler(r, ctx);
 
         if (rc == NGX_AGAIN) {
             /* the handler calls ngx_http_model_gateway_route_done() */

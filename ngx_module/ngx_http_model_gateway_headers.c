@@ -14,19 +14,16 @@
 
 
 #include "ngx_http_model_gateway_module.h"
+#include "ngx_http_model_gateway_providers.h"
 
 
-#define NGX_HTTP_MG_TYPE(t)    ((ngx_uint_t) 1 << (t))
+/* a name in every class: the operator's, for every provider */
 #define NGX_HTTP_MG_ALL_TYPES  ((ngx_uint_t) -1)
-#define NGX_HTTP_MG_OPENAI_TYPES                                             \
-    (NGX_HTTP_MG_TYPE(NGX_HTTP_MG_OPENAI)                                    \
-     | NGX_HTTP_MG_TYPE(NGX_HTTP_MG_OPENAI_COMPATIBLE)                       \
-     | NGX_HTTP_MG_TYPE(NGX_HTTP_MG_AZURE))
 
 
 typedef struct {
     ngx_str_t                          name;        /* lower case */
-    ngx_uint_t                         types;       /* bit per type */
+    ngx_uint_t                         types;       /* NGX_HTTP_MG_FWD_* */
 } ngx_http_model_gateway_fwd_name_t;
 
 
@@ -41,15 +38,14 @@ typedef struct {
 
 static ngx_http_model_gateway_fwd_name_t  ngx_http_model_gateway_fwd_default[]
     = {
-    { ngx_string("user-agent"), NGX_HTTP_MG_ALL_TYPES },
-    { ngx_string("x-request-id"), NGX_HTTP_MG_ALL_TYPES },
-    { ngx_string("x-client-request-id"), NGX_HTTP_MG_ALL_TYPES },
-    { ngx_string("traceparent"), NGX_HTTP_MG_ALL_TYPES },
-    { ngx_string("tracestate"), NGX_HTTP_MG_ALL_TYPES },
-    { ngx_string("idempotency-key"), NGX_HTTP_MG_ALL_TYPES },
-    { ngx_string("openai-beta"), NGX_HTTP_MG_OPENAI_TYPES },
-    { ngx_string("x-ms-client-request-id"),
-      NGX_HTTP_MG_TYPE(NGX_HTTP_MG_AZURE) },
+    { ngx_string("user-agent"), NGX_HTTP_MG_FWD_ALL },
+    { ngx_string("x-request-id"), NGX_HTTP_MG_FWD_ALL },
+    { ngx_string("x-client-request-id"), NGX_HTTP_MG_FWD_ALL },
+    { ngx_string("traceparent"), NGX_HTTP_MG_FWD_ALL },
+    { ngx_string("tracestate"), NGX_HTTP_MG_FWD_ALL },
+    { ngx_string("idempotency-key"), NGX_HTTP_MG_FWD_ALL },
+    { ngx_string("openai-beta"), NGX_HTTP_MG_FWD_OPENAI },
+    { ngx_string("x-ms-client-request-id"), NGX_HTTP_MG_FWD_AZURE },
     { ngx_null_string, 0 }
 };
 
@@ -572,7 +568,7 @@ ngx_http_model_gateway_headers_write(ngx_http_model_gateway_ctx_t *ctx,
         for (i = 0; i < ctx->fwd->nelts; i++) {
             h = fwd[i].header;
 
-            if (!(fwd[i].types & NGX_HTTP_MG_TYPE(b->type))
+            if (!(fwd[i].types & b->provider->forward)
                 || ngx_http_model_gateway_fixed(b, &h->key))
             {
                 continue;

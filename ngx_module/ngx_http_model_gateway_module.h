@@ -104,8 +104,8 @@ typedef enum {
 typedef struct ngx_http_model_gateway_backend_s
     ngx_http_model_gateway_backend_t;
 typedef struct ngx_http_model_gateway_ctx_s  ngx_http_model_gateway_ctx_t;
-typedef struct ngx_http_model_gateway_xlate_s
-    ngx_http_model_gateway_xlate_t;
+typedef struct ngx_http_model_gateway_provider_s
+    ngx_http_model_gateway_provider_t;
 
 
 /* an idle upstream connection kept by a worker for one backend */
@@ -123,6 +123,7 @@ typedef struct {
 struct ngx_http_model_gateway_backend_s {
     ngx_str_t                          name;
     ngx_uint_t                         type;
+    const ngx_http_model_gateway_provider_t  *provider;  /* its row */
     ngx_uint_t                         index;
 
     ngx_str_t                          url;
@@ -136,6 +137,7 @@ struct ngx_http_model_gateway_backend_s {
     unsigned                           ssl:1;
     unsigned                           connect_set:1;
     unsigned                           resolve:1;   /* at run time only */
+    unsigned                           responses:1; /* stored objects */
 
     /* re-resolution, per worker */
     ngx_resolver_t                    *resolver;
@@ -206,6 +208,55 @@ typedef struct {
 } ngx_http_model_gateway_model_t;
 
 
+/*
+ * A link of the event chain: every complete stream event (an SSE event, or
+ * an AWS eventstream message in the same shape) passes down the chain on
+ * its way to the client.  A link may pass it to the next one (the one it
+ * replaced at the chain's top), replace it (pass another event, with data
+ * NULL when only raw bytes are left), drop it (return NGX_OK) or add
+ * events.  Provider translation and response-id capture are links; the
+ * last link writes raw bytes with ngx_http_model_gateway_emit().
+ */
+typedef ngx_int_t (*ngx_http_model_gateway_event_pt)(
+    ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
+
+/*
+ * The route step.  A handler runs after the body was read and validated and
+ * before the upstream starts.  It returns NGX_OK when done, NGX_DECLINED to
+ * leave the choice to the next handler, an HTTP status to fail the request
+ * (with ctx->err_* set), or NGX_AGAIN when it suspended the request on
+ * something asynchronous (a Redis lookup); it then calls
+ * ngx_http_model_gateway_route_done() from its callback.
+ */
+typedef ngx_int_t (*ngx_http_model_gateway_route_pt)(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+
+typedef struct {
+    ngx_http_model_gateway_route_pt    handler;
+    ngx_uint_t                         order;  /* NGX_HTTP_MG_ROUTE_* */
+} ngx_http_model_gateway_route_t;
+
+/* who routes first: an identity before the object ids and sessions */
+#define NGX_HTTP_MG_ROUTE_IDENTITY     100
+#define NGX_HTTP_MG_ROUTE_STATE        200
+#define NGX_HTTP_MG_ROUTE_SESSION      300
+
+/*
+ * The commit: the response of the chosen backend is about to become the
+ * client's; status and headers may still change (r->headers_out), no body
+ * byte has left.  NGX_OK, or NGX_ERROR to fail the request.
+ */
+typedef ngx_int_t (*ngx_http_model_gateway_commit_pt)(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+
+/*
+ * Done: the upstream part of the request is over (rc as nginx's upstream
+ * finalizes it); ctx holds the outcome, the attempts and their timings.
+ */
+typedef void (*ngx_http_model_gateway_done_pt)(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, ngx_int_t rc);
+
+
 typedef struct {
     ngx_addr_t                         addr;
     ngx_str_t                          host;        /* TLS name */
@@ -258,10 +309,15 @@ typedef struct {
     ngx_http_upstream_srv_conf_t      *upstream;    /* our peer selector */
 
     /*
-     * route handlers (ngx_http_model_gateway_route_pt), run in order;
-     * other modules push theirs in their postconfiguration
+     * the phases (see _phases.c): features register their handlers in
+     * postconfiguration with ngx_http_model_gateway_route_add(),
+     * _commit_add() and _done_add(), and put a link at the top of the
+     * event chain
      */
-    ngx_array_t                        route_handlers;
+    ngx_array_t                        route_handlers; /* _route_t, sorted */
+    ngx_array_t                        commit_handlers; /* _commit_pt */
+    ngx_array_t                        done_handlers;  /* _done_pt */
+    ngx_http_model_gateway_event_pt    event_filter;   /* the chain's top */
 } ngx_http_model_gateway_main_conf_t;
 
 
@@ -295,27 +351,6 @@ typedef struct {
 } ngx_http_model_gateway_loc_conf_t;
 
 
-/*
- * The per-event response hook: every complete stream event (and, for
- * responses read whole, the body) passes through it on its way to the
- * client.  Provider translation, response-id capture and usage accounting
- * plug in here; the OpenAI pass-through simply copies.
- */
-typedef ngx_int_t (*ngx_http_model_gateway_event_pt)(
-    ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
-
-/*
- * The route step.  A handler runs after the body was read and validated and
- * before the upstream starts.  It returns NGX_OK when done, NGX_DECLINED to
- * leave the choice to the next handler, an HTTP status to fail the request
- * (with ctx->err_* set), or NGX_AGAIN when it suspended the request on
- * something asynchronous (a Redis lookup); it then calls
- * ngx_http_model_gateway_route_done() from its callback.
- */
-typedef ngx_int_t (*ngx_http_model_gateway_route_pt)(ngx_http_request_t *r,
-    ngx_http_model_gateway_ctx_t *ctx);
-
-
 typedef enum {
     NGX_HTTP_MG_RESP_STATUS = 0,
     NGX_HTTP_MG_RESP_HEADERS,
@@ -334,6 +369,31 @@ typedef enum {
     NGX_HTTP_MG_FRAME_LENGTH,
     NGX_HTTP_MG_FRAME_CHUNKED
 } ngx_http_model_gateway_framing_e;
+
+
+/*
+ * What one attempt learns of its response: a new attempt starts from zero
+ * (length is then set to -1, unknown).
+ */
+typedef struct {
+    ngx_http_model_gateway_resp_state_e  resp_state;
+    ngx_http_model_gateway_body_mode_e   mode;
+    ngx_http_model_gateway_framing_e     framing;
+    ngx_http_status_t                  status;
+    ngx_http_chunked_t                 chunked;
+    off_t                              length;      /* bytes left */
+    ngx_str_t                          content_type;
+    ngx_str_t                          errortype;   /* x-amzn-errortype */
+    size_t                             received;    /* bytes this attempt */
+    u_char                            *body_start;  /* in u->buffer */
+    u_char                            *scanned;     /* held bytes parsed */
+    ngx_buf_t                         *whole;       /* body read whole */
+    ngx_int_t                          fail_status;
+    unsigned                           eventstream:1;
+    unsigned                           upstream_close:1;
+    unsigned                           framing_done:1;
+    unsigned                           keepalive:1;
+} ngx_http_model_gateway_attempt_t;
 
 
 struct ngx_http_model_gateway_ctx_s {
@@ -357,7 +417,7 @@ struct ngx_http_model_gateway_ctx_s {
     /* translated requests per target, and a stream translator */
     ngx_str_t                         *xbody;
     ngx_http_model_gateway_model_t    *xbody_model; /* xbody's targets */
-    ngx_http_model_gateway_xlate_t    *xlate;
+    const ngx_http_model_gateway_provider_t  *xlate;
     void                              *xstream;
     mg_buf_t                           xout;
 
@@ -399,35 +459,20 @@ struct ngx_http_model_gateway_ctx_s {
     ngx_uint_t                         stale_retries;
     ngx_array_t                        attempt_log; /* ngx_str_t */
 
-    /* the current attempt's response */
-    ngx_http_model_gateway_resp_state_e  resp_state;
-    ngx_http_model_gateway_body_mode_e   mode;
-    ngx_http_model_gateway_framing_e     framing;
-    ngx_http_status_t                  status;
-    ngx_http_chunked_t                 chunked;
-    off_t                              length;      /* bytes left */
+    /* the current attempt's response, reset with one memzero */
+    ngx_http_model_gateway_attempt_t   attempt;
     off_t                              content_length;
     ngx_array_t                        headers;     /* kept: _table_elt_t */
-    ngx_str_t                          content_type;
-    ngx_str_t                          errortype;   /* x-amzn-errortype */
-    ngx_int_t                          retry_after_ms;
-    size_t                             received;    /* bytes this attempt */
-    u_char                            *body_start;  /* in u->buffer */
-    u_char                            *scanned;     /* held bytes parsed */
-    ngx_buf_t                         *whole;       /* body read whole */
     mg_sse_parser_t                    sse;
     mg_es_decoder_t                    es;          /* Bedrock streams */
     mg_sse_handler_pt                  es_handler;  /* while feeding it */
-    unsigned                           eventstream:1;
-    ngx_http_model_gateway_fail_e      fail;
-    ngx_int_t                          fail_status;
-    unsigned                           upstream_close:1;
-    unsigned                           framing_done:1;
     unsigned                           committed:1;
-    unsigned                           keepalive:1;
+
+    /* per attempt too, but read by shm.c and filter.c */
+    ngx_int_t                          retry_after_ms;
+    ngx_http_model_gateway_fail_e      fail;
 
     /* the stream after commit */
-    ngx_http_model_gateway_event_pt    on_event;
     ngx_chain_t                       *out;         /* this read's output */
     ngx_buf_t                         *out_buf;
     ngx_http_upstream_handler_pt       read_handler; /* upstream's own */
@@ -464,6 +509,18 @@ struct ngx_http_model_gateway_ctx_s {
 extern ngx_module_t  ngx_http_model_gateway_module;
 
 
+/* phases.c */
+ngx_int_t ngx_http_model_gateway_route_add(ngx_conf_t *cf,
+    ngx_http_model_gateway_route_pt handler, ngx_uint_t order);
+ngx_int_t ngx_http_model_gateway_commit_add(ngx_conf_t *cf,
+    ngx_http_model_gateway_commit_pt handler);
+ngx_int_t ngx_http_model_gateway_done_add(ngx_conf_t *cf,
+    ngx_http_model_gateway_done_pt handler);
+ngx_int_t ngx_http_model_gateway_run_commit(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+void ngx_http_model_gateway_run_done(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, ngx_int_t rc);
+
 /* handler.c */
 ngx_int_t ngx_http_model_gateway_handler(ngx_http_request_t *r);
 void ngx_http_model_gateway_route_done(ngx_http_request_t *r,
@@ -474,16 +531,24 @@ ngx_int_t ngx_http_model_gateway_fail(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, const char *code,
     const char *param, const char *message);
 
-/* upstream.c */
+/* peer.c */
 ngx_int_t ngx_http_model_gateway_upstream_start(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
 ngx_int_t ngx_http_model_gateway_init_peer(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us);
+
+/* stream.c */
 ngx_int_t ngx_http_model_gateway_emit(ngx_http_model_gateway_ctx_t *ctx,
     const u_char *data, size_t len);
-ngx_int_t ngx_http_model_gateway_resolve_init(ngx_cycle_t *cycle,
-    ngx_http_model_gateway_main_conf_t *mcf);
+ngx_int_t ngx_http_model_gateway_write_event(
+    ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
+
+/* keepalive.c */
 ngx_int_t ngx_http_model_gateway_keepalive_init(ngx_cycle_t *cycle,
+    ngx_http_model_gateway_main_conf_t *mcf);
+
+/* resolve.c */
+ngx_int_t ngx_http_model_gateway_resolve_init(ngx_cycle_t *cycle,
     ngx_http_model_gateway_main_conf_t *mcf);
 
 /* shm.c */
@@ -495,17 +560,11 @@ void ngx_http_model_gateway_balance_done(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, ngx_uint_t failed);
 
 /* translate.c */
-ngx_uint_t ngx_http_model_gateway_translated(ngx_uint_t type);
 ngx_int_t ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
-ngx_uint_t ngx_http_model_gateway_translate_preamble(ngx_uint_t type,
-    const mg_sse_event_t *ev);
-ngx_http_model_gateway_fail_e ngx_http_model_gateway_translate_stream_fail(
-    ngx_uint_t type, const mg_sse_event_t *ev, ngx_int_t *status);
+ngx_int_t ngx_http_model_gateway_translate_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_model_gateway_translate_commit(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
-ngx_int_t ngx_http_model_gateway_translate_event(
-    ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
 ngx_int_t ngx_http_model_gateway_translate_finish(
     ngx_http_model_gateway_ctx_t *ctx);
 
@@ -536,23 +595,22 @@ ngx_int_t ngx_http_model_gateway_aws_sign(ngx_http_request_t *r,
 
 /* state.c */
 ngx_int_t ngx_http_model_gateway_state_init(ngx_conf_t *cf);
-void ngx_http_model_gateway_state_commit(ngx_http_request_t *r,
-    ngx_http_model_gateway_ctx_t *ctx);
-ngx_int_t ngx_http_model_gateway_responses_event(
-    ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
 
 /* session.c */
 ngx_int_t ngx_http_model_gateway_session_init(ngx_conf_t *cf);
-void ngx_http_model_gateway_session_commit(ngx_http_request_t *r,
-    ngx_http_model_gateway_ctx_t *ctx);
-void ngx_http_model_gateway_session_failed(ngx_http_request_t *r,
-    ngx_http_model_gateway_ctx_t *ctx);
 ngx_str_t *ngx_http_model_gateway_pin_status(
     ngx_http_model_gateway_ctx_t *ctx);
 
 /* redis.c */
 ngx_int_t ngx_http_mg_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_model_gateway_main_conf_t *mcf);
+
+/* backend.c */
+char *ngx_http_model_gateway_backend_block(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_model_gateway_backend_finish(ngx_conf_t *cf,
+    ngx_http_model_gateway_main_conf_t *mcf,
+    ngx_http_model_gateway_backend_t *b);
 
 /* module.c */
 ssize_t ngx_http_model_gateway_conf_file(ngx_conf_t *cf, ngx_str_t *name,

@@ -35,6 +35,10 @@ static void ngx_http_model_gateway_session_apply(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, const char *name, size_t len,
     ngx_uint_t fresh);
 static void ngx_http_model_gateway_session_cleanup(void *data);
+static ngx_int_t ngx_http_model_gateway_session_commit(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+static void ngx_http_model_gateway_session_done(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, ngx_int_t rc);
 static ngx_int_t ngx_http_model_gateway_session_target(
     ngx_http_model_gateway_ctx_t *ctx, const char *name, size_t len);
 static void ngx_http_model_gateway_session_ignore(void *data,
@@ -44,20 +48,23 @@ static void ngx_http_model_gateway_session_ignore(void *data,
 ngx_int_t
 ngx_http_model_gateway_session_init(ngx_conf_t *cf)
 {
-    ngx_http_model_gateway_route_pt      *h;
-    ngx_http_model_gateway_main_conf_t   *mcf;
-
-    mcf = ngx_http_conf_get_module_main_conf(cf,
-                                             ngx_http_model_gateway_module);
-
-    h = ngx_array_push(&mcf->route_handlers);
-    if (h == NULL) {
+    if (ngx_http_model_gateway_route_add(cf,
+                                         ngx_http_model_gateway_session_route,
+                                         NGX_HTTP_MG_ROUTE_SESSION)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    *h = ngx_http_model_gateway_session_route;
+    if (ngx_http_model_gateway_commit_add(cf,
+                                         ngx_http_model_gateway_session_commit)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
-    return NGX_OK;
+    return ngx_http_model_gateway_done_add(cf,
+                                          ngx_http_model_gateway_session_done);
 }
 
 
@@ -488,16 +495,17 @@ ngx_http_model_gateway_pin_status(ngx_http_model_gateway_ctx_t *ctx)
  * concurrent move elsewhere wins.
  */
 
-void
+static ngx_int_t
 ngx_http_model_gateway_session_commit(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {
     ngx_str_t                            args[3];
+    ngx_table_elt_t                     *h;
     ngx_http_model_gateway_backend_t    *b;
     ngx_http_model_gateway_main_conf_t  *mcf;
 
     if (ctx->pin_backend.len == 0) {
-        return;
+        goto header;
     }
 
     b = ctx->target->backend;
@@ -505,7 +513,7 @@ ngx_http_model_gateway_session_commit(ngx_http_request_t *r,
     if (b->name.len == ctx->pin_backend.len
         && ngx_memcmp(b->name.data, ctx->pin_backend.data, b->name.len) == 0)
     {
-        return;
+        goto header;
     }
 
     ctx->pin_status = NGX_HTTP_MG_PIN_REBOUND;
@@ -524,19 +532,39 @@ ngx_http_model_gateway_session_commit(ngx_http_request_t *r,
                       "model gateway: could not move the pin of a session "
                       "to backend \"%V\": redis unavailable", &b->name);
     }
+
+header:
+
+    if (ctx->session.len == 0) {
+        return NGX_OK;
+    }
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "X-Model-Gateway-Session");
+    h->value = *ngx_http_model_gateway_pin_status(ctx);
+    h->lowcase_key = NULL;
+
+    return NGX_OK;
 }
 
 
 /* a new session whose every attempt failed leaves no pin behind */
 
-void
-ngx_http_model_gateway_session_failed(ngx_http_request_t *r,
-    ngx_http_model_gateway_ctx_t *ctx)
+static void
+ngx_http_model_gateway_session_done(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, ngx_int_t rc)
 {
     ngx_str_t                            args[2];
     ngx_http_model_gateway_main_conf_t  *mcf;
 
-    if (ctx->pin_status != NGX_HTTP_MG_PIN_NEW || ctx->pin_backend.len == 0) {
+    if (ctx->committed || ctx->pin_status != NGX_HTTP_MG_PIN_NEW
+        || ctx->pin_backend.len == 0)
+    {
         return;
     }
 

@@ -36,23 +36,40 @@ static void ngx_http_model_gateway_state_store(ngx_http_request_t *r,
 static void ngx_http_model_gateway_state_stored(void *data,
     redisReply *reply, ngx_int_t rc);
 static void ngx_http_model_gateway_state_cleanup(void *data);
+static ngx_int_t ngx_http_model_gateway_state_commit(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+static ngx_int_t ngx_http_model_gateway_state_event(
+    ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
+
+
+static ngx_http_model_gateway_event_pt  ngx_http_model_gateway_state_next_event;
 
 
 ngx_int_t
 ngx_http_model_gateway_state_init(ngx_conf_t *cf)
 {
-    ngx_http_model_gateway_route_pt      *h;
-    ngx_http_model_gateway_main_conf_t   *mcf;
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    if (ngx_http_model_gateway_route_add(cf,
+                                         ngx_http_model_gateway_state_route,
+                                         NGX_HTTP_MG_ROUTE_STATE)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_model_gateway_commit_add(cf,
+                                          ngx_http_model_gateway_state_commit)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     mcf = ngx_http_conf_get_module_main_conf(cf,
                                              ngx_http_model_gateway_module);
 
-    h = ngx_array_push(&mcf->route_handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    *h = ngx_http_model_gateway_state_route;
+    ngx_http_model_gateway_state_next_event = mcf->event_filter;
+    mcf->event_filter = ngx_http_model_gateway_state_event;
 
     return NGX_OK;
 }
@@ -378,7 +395,7 @@ found:
  * id recorded against the backend that created it.
  */
 
-void
+static ngx_int_t
 ngx_http_model_gateway_state_commit(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {
@@ -388,29 +405,29 @@ ngx_http_model_gateway_state_commit(ngx_http_request_t *r,
 
     if ((ctx->state_kind != NGX_HTTP_MG_STATE_NEW_RESPONSE
          && ctx->state_kind != NGX_HTTP_MG_STATE_NEW_CONVERSATION)
-        || ctx->status.code < 200 || ctx->status.code >= 300)
+        || ctx->attempt.status.code < 200 || ctx->attempt.status.code >= 300)
     {
-        return;
+        return NGX_OK;
     }
 
-    if (ctx->mode == NGX_HTTP_MG_BODY_STREAM) {
+    if (ctx->attempt.mode == NGX_HTTP_MG_BODY_STREAM) {
 
         /* the id comes with the stream's response.created event */
 
-        ctx->on_event = ngx_http_model_gateway_responses_event;
-        return;
+        return NGX_OK;
     }
 
-    if (ctx->whole == NULL) {
-        return;
+    if (ctx->attempt.whole == NULL) {
+        return NGX_OK;
     }
 
-    if (mg_json_scan((char *) ctx->whole->pos,
-                     ctx->whole->last - ctx->whole->pos, f, 1, 64, NULL)
+    if (mg_json_scan((char *) ctx->attempt.whole->pos,
+                     ctx->attempt.whole->last - ctx->attempt.whole->pos,
+                     f, 1, 64, NULL)
         != MG_JSON_OK
         || f[0].type != MG_JSON_STRING)
     {
-        return;
+        return NGX_OK;
     }
 
     start = f[0].start;
@@ -420,14 +437,20 @@ ngx_http_model_gateway_state_commit(ngx_http_request_t *r,
            ? NGX_HTTP_MG_STATE_RESPONSE : NGX_HTTP_MG_STATE_CONVERSATION;
 
     ngx_http_model_gateway_state_store(r, ctx, kind,
-                                       ctx->whole->pos + start, len);
+                                       ctx->attempt.whole->pos + start, len);
+
+    return NGX_OK;
 }
 
 
-/* the per-event hook of streamed Responses: pass-through, and the id */
+/*
+ * The event chain's link of stored objects: a stream that creates one
+ * (its kind says so; only a 2xx is a stream) names the new response's id
+ * in its response.created event.  Every event passes on unchanged.
+ */
 
-ngx_int_t
-ngx_http_model_gateway_responses_event(ngx_http_model_gateway_ctx_t *ctx,
+static ngx_int_t
+ngx_http_model_gateway_state_event(ngx_http_model_gateway_ctx_t *ctx,
     const mg_sse_event_t *ev)
 {
     size_t           start, len;
@@ -437,8 +460,14 @@ ngx_http_model_gateway_responses_event(ngx_http_model_gateway_ctx_t *ctx,
         { "response", 8, MG_JSON_NONE, 0, 0, 0 }
     };
 
-    if (ev->data && !ctx->stored
-        && mg_json_scan(ev->data, ev->data_len, f, 2, 64, NULL) == MG_JSON_OK
+    if ((ctx->state_kind != NGX_HTTP_MG_STATE_NEW_RESPONSE
+         && ctx->state_kind != NGX_HTTP_MG_STATE_NEW_CONVERSATION)
+        || ev->data == NULL || ctx->stored)
+    {
+        return ngx_http_model_gateway_state_next_event(ctx, ev);
+    }
+
+    if (mg_json_scan(ev->data, ev->data_len, f, 2, 64, NULL) == MG_JSON_OK
         && f[0].type == MG_JSON_STRING
         && f[0].len == sizeof("\"response.created\"") - 1
         && ngx_strncmp(ev->data + f[0].start, "\"response.created\"",
@@ -456,14 +485,7 @@ ngx_http_model_gateway_responses_event(ngx_http_model_gateway_ctx_t *ctx,
         }
     }
 
-    if (ev->data && mg_sse_is_done(ev)) {
-        ctx->done_seen = 1;
-
-    } else if (ev->data && mg_sse_is_error(ev)) {
-        ctx->error_seen = 1;
-    }
-
-    return ngx_http_model_gateway_emit(ctx, (u_char *) ev->raw, ev->raw_len);
+    return ngx_http_model_gateway_state_next_event(ctx, ev);
 }
 
 

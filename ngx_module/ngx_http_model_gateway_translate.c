@@ -8,15 +8,13 @@
  * translated once per such target when the body is read (a feature the
  * provider cannot honour rules that target out, and is a 400 if no other
  * target is left); responses, stream events and errors are translated
- * back, streams through the per-event hook.  Each provider is a row of
- * functions below.
+ * back, streams through the per-event hook.  The providers themselves are
+ * rows of the provider table (_providers.c): nothing here names one.
  */
 
 
 #include "ngx_http_model_gateway_module.h"
-#include "mg_anthropic.h"
-#include "mg_gemini.h"
-#include "mg_bedrock.h"
+#include "ngx_http_model_gateway_providers.h"
 #include "mg_xfast.h"
 
 
@@ -24,80 +22,22 @@
 #define NGX_HTTP_MG_SHRINK_MIN  128
 
 
-struct ngx_http_model_gateway_xlate_s {
-    int          fast_request;      /* MG_XF_*, or 0: no tree-free path */
-    int          fast_answer;
-    int        (*request)(ngx_http_model_gateway_target_t *t,
-                          ngx_str_t *body, size_t max, mg_buf_t *out,
-                          int *stream, int *include_usage,
-                          mg_xerror_t *err);
-    int        (*response)(const char *body, size_t len, const char *model,
-                           size_t model_len, long created, mg_buf_t *out,
-                           mg_xerror_t *err);
-    void       (*error)(int status, ngx_str_t *errortype, const char *body,
-                        size_t len, mg_xerror_t *err);
-    size_t       stream_size;
-    void       (*stream_init)(void *st, const char *model, size_t model_len,
-                              long created, int include_usage);
-    int        (*stream_event)(void *st, const mg_sse_event_t *ev,
-                               mg_buf_t *out, mg_xerror_t *err);
-    int        (*stream_finish)(void *st, mg_buf_t *out);
-    void       (*stream_free)(void *st);
-};
-
-
 /* the arguments of one translation, for mg_x_translate_shrunk() */
 
 typedef struct {
-    ngx_http_model_gateway_ctx_t     *ctx;
-    ngx_http_model_gateway_xlate_t   *x;
-    ngx_http_model_gateway_target_t  *target;
-    int                              *stream;
-    int                              *include_usage;
-    size_t                            max;     /* the translation's bound */
-    mg_xerror_t                      *err;
+    ngx_http_model_gateway_ctx_t             *ctx;
+    const ngx_http_model_gateway_provider_t  *x;
+    ngx_http_model_gateway_target_t          *target;
+    int                                      *stream;
+    int                                      *include_usage;
+    size_t                                    max;  /* the bound */
+    mg_xerror_t                              *err;
 } ngx_http_model_gateway_xcall_t;
 
 
-static int ngx_http_model_gateway_anthropic_request(
-    ngx_http_model_gateway_target_t *t, ngx_str_t *body, size_t max,
-    mg_buf_t *out, int *stream, int *include_usage, mg_xerror_t *err);
-static void ngx_http_model_gateway_anthropic_error(int status,
-    ngx_str_t *errortype, const char *body, size_t len, mg_xerror_t *err);
-static void ngx_http_model_gateway_anthropic_init(void *st, const char *model,
-    size_t model_len, long created, int include_usage);
-static int ngx_http_model_gateway_anthropic_stream(void *st,
-    const mg_sse_event_t *ev, mg_buf_t *out, mg_xerror_t *err);
-static void ngx_http_model_gateway_anthropic_free(void *st);
-
-static int ngx_http_model_gateway_gemini_request(
-    ngx_http_model_gateway_target_t *t, ngx_str_t *body, size_t max,
-    mg_buf_t *out, int *stream, int *include_usage, mg_xerror_t *err);
-static void ngx_http_model_gateway_gemini_error(int status,
-    ngx_str_t *errortype, const char *body, size_t len, mg_xerror_t *err);
-static void ngx_http_model_gateway_gemini_init(void *st, const char *model,
-    size_t model_len, long created, int include_usage);
-static int ngx_http_model_gateway_gemini_stream(void *st,
-    const mg_sse_event_t *ev, mg_buf_t *out, mg_xerror_t *err);
-static int ngx_http_model_gateway_gemini_finish(void *st, mg_buf_t *out);
-static void ngx_http_model_gateway_gemini_free(void *st);
-
-static int ngx_http_model_gateway_bedrock_request(
-    ngx_http_model_gateway_target_t *t, ngx_str_t *body, size_t max,
-    mg_buf_t *out, int *stream, int *include_usage, mg_xerror_t *err);
-static void ngx_http_model_gateway_bedrock_error(int status,
-    ngx_str_t *errortype, const char *body, size_t len, mg_xerror_t *err);
-static void ngx_http_model_gateway_bedrock_init(void *st, const char *model,
-    size_t model_len, long created, int include_usage);
-static int ngx_http_model_gateway_bedrock_stream(void *st,
-    const mg_sse_event_t *ev, mg_buf_t *out, mg_xerror_t *err);
-static int ngx_http_model_gateway_bedrock_finish(void *st, mg_buf_t *out);
-static void ngx_http_model_gateway_bedrock_free(void *st);
-
-static ngx_http_model_gateway_xlate_t *ngx_http_model_gateway_xlate(
-    ngx_uint_t type);
 static int ngx_http_model_gateway_translate_fast(
-    ngx_http_model_gateway_xlate_t *x, ngx_http_model_gateway_target_t *t,
+    const ngx_http_model_gateway_provider_t *x,
+    ngx_http_model_gateway_target_t *t,
     ngx_str_t *body, size_t max, mg_buf_t *out, int *stream,
     int *include_usage);
 static int ngx_http_model_gateway_translate_request(void *data,
@@ -105,92 +45,35 @@ static int ngx_http_model_gateway_translate_request(void *data,
 static int ngx_http_model_gateway_translate_response(void *data, const char *p,
     size_t len, mg_buf_t *out);
 static int ngx_http_model_gateway_translate_answer(
-    ngx_http_model_gateway_ctx_t *ctx, ngx_http_model_gateway_xlate_t *x,
-    char *p, size_t len, mg_buf_t *out, mg_xerror_t *err);
+    ngx_http_model_gateway_ctx_t *ctx,
+    const ngx_http_model_gateway_provider_t *x, char *p, size_t len,
+    mg_buf_t *out, mg_xerror_t *err);
 static void ngx_http_model_gateway_translate_cleanup(void *data);
+static ngx_int_t ngx_http_model_gateway_translate_event(
+    ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
+static ngx_int_t ngx_http_model_gateway_translate_pass(
+    ngx_http_model_gateway_ctx_t *ctx, u_char *data, size_t len);
 static void ngx_http_model_gateway_translate_free(void *data);
 
 
-static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_anthropic = {
-    MG_XF_ANTHROPIC,
-    MG_XF_ANTHROPIC,
-    ngx_http_model_gateway_anthropic_request,
-    mg_anthropic_response,
-    ngx_http_model_gateway_anthropic_error,
-    sizeof(mg_anthropic_stream_t),
-    ngx_http_model_gateway_anthropic_init,
-    ngx_http_model_gateway_anthropic_stream,
-    NULL,
-    ngx_http_model_gateway_anthropic_free
-};
-
-
-static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_gemini = {
-    MG_XF_GEMINI,
-    MG_XF_GEMINI,
-    ngx_http_model_gateway_gemini_request,
-    mg_gemini_response,
-    ngx_http_model_gateway_gemini_error,
-    sizeof(mg_gemini_stream_t),
-    ngx_http_model_gateway_gemini_init,
-    ngx_http_model_gateway_gemini_stream,
-    ngx_http_model_gateway_gemini_finish,
-    ngx_http_model_gateway_gemini_free
-};
-
-
-static ngx_http_model_gateway_xlate_t  ngx_http_model_gateway_bedrock = {
-    MG_XF_BEDROCK,
-    MG_XF_BEDROCK,
-    ngx_http_model_gateway_bedrock_request,
-    mg_bedrock_response,
-    ngx_http_model_gateway_bedrock_error,
-    sizeof(mg_bedrock_stream_t),
-    ngx_http_model_gateway_bedrock_init,
-    ngx_http_model_gateway_bedrock_stream,
-    ngx_http_model_gateway_bedrock_finish,
-    ngx_http_model_gateway_bedrock_free
-};
-
-
-static ngx_http_model_gateway_xlate_t *
-ngx_http_model_gateway_xlate(ngx_uint_t type)
-{
-    switch (type) {
-    case NGX_HTTP_MG_ANTHROPIC:
-        return &ngx_http_model_gateway_anthropic;
-    case NGX_HTTP_MG_GEMINI:
-        return &ngx_http_model_gateway_gemini;
-    case NGX_HTTP_MG_BEDROCK:
-        return &ngx_http_model_gateway_bedrock;
-    default:
-        return NULL;
-    }
-}
-
-
-ngx_uint_t
-ngx_http_model_gateway_translated(ngx_uint_t type)
-{
-    return ngx_http_model_gateway_xlate(type) != NULL;
-}
+static ngx_http_model_gateway_event_pt
+    ngx_http_model_gateway_translate_next_event;
 
 
 ngx_int_t
 ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {
-    int                                rc, stream, include_usage;
-    u_char                            *p;
-    ngx_uint_t                         i, n, left, translated, shrink;
-    ngx_pool_cleanup_t                *cln;
-    mg_buf_t                           out;
-    mg_x_shrink_t                      shrunk;
-    mg_xerror_t                        err;
-    ngx_http_model_gateway_xcall_t     c;
-    ngx_http_model_gateway_xlate_t    *x;
-    ngx_http_model_gateway_target_t   *t;
-    ngx_http_model_gateway_backend_t  *b;
+    int                                       rc, stream, include_usage;
+    u_char                                   *p;
+    ngx_uint_t                                i, n, left, translated, shrink;
+    ngx_pool_cleanup_t                       *cln;
+    mg_buf_t                                  out;
+    mg_x_shrink_t                             shrunk;
+    mg_xerror_t                               err;
+    ngx_http_model_gateway_xcall_t            c;
+    ngx_http_model_gateway_target_t          *t;
+    const ngx_http_model_gateway_provider_t  *x;
 
     t = ctx->model_conf->targets.elts;
     n = ctx->model_conf->targets.nelts;
@@ -211,7 +94,7 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
         {
             ctx->tried[i] = 1;
 
-        } else if (ngx_http_model_gateway_translated(t[i].backend->type)) {
+        } else if (t[i].backend->provider->translated) {
             translated = 1;
 
         } else {
@@ -251,10 +134,9 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
     c.max = ctx->lcf->max_body_size + MG_X_OUT_SLACK;
 
     for (i = 0; i < n; i++) {
-        b = t[i].backend;
-        x = ngx_http_model_gateway_xlate(b->type);
+        x = t[i].backend->provider;
 
-        if (x == NULL || ctx->tried[i]) {
+        if (!x->translated || ctx->tried[i]) {
             continue;
         }
 
@@ -372,7 +254,8 @@ failed:
 /* the tree-free path, on the body the handler validated */
 
 static int
-ngx_http_model_gateway_translate_fast(ngx_http_model_gateway_xlate_t *x,
+ngx_http_model_gateway_translate_fast(
+    const ngx_http_model_gateway_provider_t *x,
     ngx_http_model_gateway_target_t *t, ngx_str_t *body, size_t max,
     mg_buf_t *out, int *stream, int *include_usage)
 {
@@ -389,10 +272,10 @@ ngx_http_model_gateway_translate_fast(ngx_http_model_gateway_xlate_t *x,
     opts.valid = 1;
     opts.max_out = max;
 
-    /* Anthropic requires max_tokens: its translator's default applies */
+    /* a provider that requires max_tokens: its translator's default */
 
-    if (opts.provider == MG_XF_ANTHROPIC && opts.default_max_tokens <= 0) {
-        opts.default_max_tokens = MG_ANTHROPIC_MAX_TOKENS;
+    if (opts.default_max_tokens <= 0) {
+        opts.default_max_tokens = x->fast_max_tokens;
     }
 
     return mg_xf_request(&opts, (char *) body->data, body->len, out, stream,
@@ -434,8 +317,8 @@ ngx_http_model_gateway_translate_response(void *data, const char *p,
 
 static int
 ngx_http_model_gateway_translate_answer(ngx_http_model_gateway_ctx_t *ctx,
-    ngx_http_model_gateway_xlate_t *x, char *p, size_t len, mg_buf_t *out,
-    mg_xerror_t *err)
+    const ngx_http_model_gateway_provider_t *x, char *p, size_t len,
+    mg_buf_t *out, mg_xerror_t *err)
 {
     int                             rc;
     mg_x_shrink_t                   shrunk;
@@ -476,76 +359,6 @@ ngx_http_model_gateway_translate_answer(ngx_http_model_gateway_ctx_t *ctx,
 }
 
 
-/* a stream event Anthropic or Bedrock sends before any content */
-
-ngx_uint_t
-ngx_http_model_gateway_translate_preamble(ngx_uint_t type,
-    const mg_sse_event_t *ev)
-{
-    if (ev->event == NULL) {
-        return 0;
-    }
-
-#define ngx_mg_ev(s)                                                        \
-    (ev->event_len == sizeof(s) - 1                                         \
-     && ngx_strncmp(ev->event, s, ev->event_len) == 0)
-
-    switch (type) {
-
-    case NGX_HTTP_MG_ANTHROPIC:
-        return ngx_mg_ev("message_start") || ngx_mg_ev("ping")
-               || ngx_mg_ev("content_block_start");
-
-    case NGX_HTTP_MG_BEDROCK:
-
-        /* a tool call's contentBlockStart is content: it names the call */
-
-        return ngx_mg_ev("messageStart");
-
-    default:
-        return 0;
-    }
-
-#undef ngx_mg_ev
-}
-
-
-/*
- * How an error event that came before any content fails the attempt: a
- * Bedrock throttlingException counts as a 429 (the pair cools down and the
- * client gets 429 if nothing else serves), serviceUnavailableException as
- * a 503; anything else is a failed stream.
- */
-
-ngx_http_model_gateway_fail_e
-ngx_http_model_gateway_translate_stream_fail(ngx_uint_t type,
-    const mg_sse_event_t *ev, ngx_int_t *status)
-{
-    mg_xerror_t  err;
-
-    if (type != NGX_HTTP_MG_BEDROCK || ev->kind == NULL) {
-        return NGX_HTTP_MG_FAIL_STREAM_ERROR;
-    }
-
-    ngx_memzero(&err, sizeof(mg_xerror_t));
-
-    mg_bedrock_error(0, ev->event, ev->event_len, ev->data, ev->data_len,
-                     &err);
-
-    if (err.status == NGX_HTTP_TOO_MANY_REQUESTS) {
-        *status = NGX_HTTP_TOO_MANY_REQUESTS;
-        return NGX_HTTP_MG_FAIL_RATE_LIMITED;
-    }
-
-    if (err.status == NGX_HTTP_SERVICE_UNAVAILABLE) {
-        *status = NGX_HTTP_SERVICE_UNAVAILABLE;
-        return NGX_HTTP_MG_FAIL_STATUS;
-    }
-
-    return NGX_HTTP_MG_FAIL_STREAM_ERROR;
-}
-
-
 /*
  * The response of a translated backend, about to be sent: a body read
  * whole is translated (an answer, or an error with the status OpenAI
@@ -556,20 +369,20 @@ ngx_int_t
 ngx_http_model_gateway_translate_commit(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {
-    int                     rc;
-    u_char                 *p;
-    size_t                  len;
-    mg_buf_t                out;
-    ngx_buf_t              *b;
-    mg_xerror_t                      err;
-    ngx_pool_cleanup_t              *cln;
-    ngx_http_upstream_t             *u;
-    ngx_http_model_gateway_xlate_t  *x;
+    int                                       rc;
+    u_char                                   *p;
+    size_t                                    len;
+    mg_buf_t                                  out;
+    ngx_buf_t                                *b;
+    mg_xerror_t                               err;
+    ngx_pool_cleanup_t                       *cln;
+    ngx_http_upstream_t                      *u;
+    const ngx_http_model_gateway_provider_t  *x;
 
     u = r->upstream;
-    x = ngx_http_model_gateway_xlate(ctx->target->backend->type);
+    x = ctx->target->backend->provider;
 
-    if (ctx->mode == NGX_HTTP_MG_BODY_STREAM) {
+    if (ctx->attempt.mode == NGX_HTTP_MG_BODY_STREAM) {
 
         ctx->xstream = ngx_pcalloc(r->pool, x->stream_size);
         if (ctx->xstream == NULL) {
@@ -587,34 +400,32 @@ ngx_http_model_gateway_translate_commit(ngx_http_request_t *r,
 
         /* whatever the provider's framing, the client gets SSE */
 
-        ngx_str_set(&ctx->content_type, "text/event-stream");
+        ngx_str_set(&ctx->attempt.content_type, "text/event-stream");
 
         ctx->xlate = x;
         cln->handler = ngx_http_model_gateway_translate_cleanup;
         cln->data = ctx;
 
-        ctx->on_event = ngx_http_model_gateway_translate_event;
-
         return NGX_OK;
     }
 
-    if (ctx->whole == NULL) {
+    if (ctx->attempt.whole == NULL) {
         return NGX_OK;
     }
 
     ngx_memzero(&out, sizeof(mg_buf_t));
     ngx_memzero(&err, sizeof(mg_xerror_t));
 
-    p = ctx->whole->pos;
-    len = ctx->whole->last - ctx->whole->pos;
+    p = ctx->attempt.whole->pos;
+    len = ctx->attempt.whole->last - ctx->attempt.whole->pos;
 
-    if (ctx->status.code >= 200 && ctx->status.code < 300) {
+    if (ctx->attempt.status.code >= 200 && ctx->attempt.status.code < 300) {
         rc = ngx_http_model_gateway_translate_answer(ctx, x, (char *) p, len,
                                                      &out, &err);
 
     } else {
-        x->error((int) ctx->status.code, &ctx->errortype, (char *) p, len,
-                 &err);
+        x->error((int) ctx->attempt.status.code, &ctx->attempt.errortype,
+                 (char *) p, len, &err);
         rc = MG_X_ERROR;
     }
 
@@ -654,22 +465,41 @@ ngx_http_model_gateway_translate_commit(ngx_http_request_t *r,
 
     mg_buf_free(&out);
 
-    ctx->whole = b;
+    ctx->attempt.whole = b;
 
     u->buffer.start = b->start;
     u->buffer.pos = b->pos;
     u->buffer.last = b->last;
     u->buffer.end = b->end;
 
-    ngx_str_set(&ctx->content_type, "application/json");
+    ngx_str_set(&ctx->attempt.content_type, "application/json");
 
     return NGX_OK;
 }
 
 
-/* the per-event hook of translated streams */
-
 ngx_int_t
+ngx_http_model_gateway_translate_init(ngx_conf_t *cf)
+{
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf,
+                                             ngx_http_model_gateway_module);
+
+    ngx_http_model_gateway_translate_next_event = mcf->event_filter;
+    mcf->event_filter = ngx_http_model_gateway_translate_event;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The event chain's link of translated streams: a provider's event is
+ * replaced by what the client gets (no event, one, or several, as raw
+ * bytes); the events of other streams pass.
+ */
+
+static ngx_int_t
 ngx_http_model_gateway_translate_event(ngx_http_model_gateway_ctx_t *ctx,
     const mg_sse_event_t *ev)
 {
@@ -677,6 +507,10 @@ ngx_http_model_gateway_translate_event(ngx_http_model_gateway_ctx_t *ctx,
     size_t        n;
     u_char       *p;
     mg_xerror_t   err;
+
+    if (ctx->xlate == NULL) {
+        return ngx_http_model_gateway_translate_next_event(ctx, ev);
+    }
 
     if (ev->data == NULL) {
         return NGX_OK;
@@ -694,8 +528,9 @@ ngx_http_model_gateway_translate_event(ngx_http_model_gateway_ctx_t *ctx,
         /* fall through */
 
     case MG_X_OK:
-        return ngx_http_model_gateway_emit(ctx, (u_char *) ctx->xout.data,
-                                           ctx->xout.len);
+        return ngx_http_model_gateway_translate_pass(ctx,
+                                                     (u_char *) ctx->xout.data,
+                                                     ctx->xout.len);
 
     case MG_X_ERROR:
 
@@ -723,7 +558,7 @@ ngx_http_model_gateway_translate_event(ngx_http_model_gateway_ctx_t *ctx,
         p[6 + n] = '\n';
         p[7 + n] = '\n';
 
-        return ngx_http_model_gateway_emit(ctx, p, n + 8);
+        return ngx_http_model_gateway_translate_pass(ctx, p, n + 8);
 
     default:
         return NGX_ERROR;
@@ -773,8 +608,30 @@ ngx_http_model_gateway_translate_finish(ngx_http_model_gateway_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    return ngx_http_model_gateway_emit(ctx, (u_char *) ctx->xout.data,
-                                       ctx->xout.len);
+    return ngx_http_model_gateway_translate_pass(ctx,
+                                                 (u_char *) ctx->xout.data,
+                                                 ctx->xout.len);
+}
+
+
+/* what the client gets instead, down the rest of the chain */
+
+static ngx_int_t
+ngx_http_model_gateway_translate_pass(ngx_http_model_gateway_ctx_t *ctx,
+    u_char *data, size_t len)
+{
+    mg_sse_event_t  ev;
+
+    if (len == 0) {
+        return NGX_OK;
+    }
+
+    ngx_memzero(&ev, sizeof(mg_sse_event_t));
+
+    ev.raw = (char *) data;
+    ev.raw_len = len;
+
+    return ngx_http_model_gateway_translate_next_event(ctx, &ev);
 }
 
 
@@ -796,172 +653,4 @@ ngx_http_model_gateway_translate_cleanup(void *data)
     }
 
     mg_buf_free(&ctx->xout);
-}
-
-
-/* the providers */
-
-static int
-ngx_http_model_gateway_anthropic_request(ngx_http_model_gateway_target_t *t,
-    ngx_str_t *body, size_t max, mg_buf_t *out, int *stream,
-    int *include_usage, mg_xerror_t *err)
-{
-    mg_anthropic_opts_t  opts;
-
-    ngx_memzero(&opts, sizeof(mg_anthropic_opts_t));
-
-    opts.model = (char *) t->provider_model.data;
-    opts.model_len = t->provider_model.len;
-    opts.default_max_tokens = t->backend->max_tokens;
-    opts.max_out = max;
-
-    return mg_anthropic_request((char *) body->data, body->len, &opts, out,
-                                stream, include_usage, err);
-}
-
-
-static void
-ngx_http_model_gateway_anthropic_error(int status, ngx_str_t *errortype,
-    const char *body, size_t len, mg_xerror_t *err)
-{
-    mg_anthropic_error(status, body, len, err);
-}
-
-
-static void
-ngx_http_model_gateway_anthropic_init(void *st, const char *model,
-    size_t model_len, long created, int include_usage)
-{
-    mg_anthropic_stream_init(st, model, model_len, created, include_usage);
-}
-
-
-static int
-ngx_http_model_gateway_anthropic_stream(void *st, const mg_sse_event_t *ev,
-    mg_buf_t *out, mg_xerror_t *err)
-{
-    return mg_anthropic_stream_event(st, ev->event, ev->event_len, ev->data,
-                                     ev->data_len, out, err);
-}
-
-
-static void
-ngx_http_model_gateway_anthropic_free(void *st)
-{
-    mg_anthropic_stream_free(st);
-}
-
-
-static int
-ngx_http_model_gateway_gemini_request(ngx_http_model_gateway_target_t *t,
-    ngx_str_t *body, size_t max, mg_buf_t *out, int *stream,
-    int *include_usage, mg_xerror_t *err)
-{
-    mg_gemini_opts_t  opts;
-
-    ngx_memzero(&opts, sizeof(mg_gemini_opts_t));
-
-    opts.default_max_tokens = t->backend->max_tokens;
-    opts.max_out = max;
-
-    return mg_gemini_request((char *) body->data, body->len, &opts, out,
-                             stream, include_usage, err);
-}
-
-
-static void
-ngx_http_model_gateway_gemini_error(int status, ngx_str_t *errortype,
-    const char *body, size_t len, mg_xerror_t *err)
-{
-    mg_gemini_error(status, body, len, err);
-}
-
-
-static void
-ngx_http_model_gateway_gemini_init(void *st, const char *model,
-    size_t model_len, long created, int include_usage)
-{
-    mg_gemini_stream_init(st, model, model_len, created, include_usage);
-}
-
-
-static int
-ngx_http_model_gateway_gemini_stream(void *st, const mg_sse_event_t *ev,
-    mg_buf_t *out, mg_xerror_t *err)
-{
-    return mg_gemini_stream_event(st, ev->data, ev->data_len, out, err);
-}
-
-
-static int
-ngx_http_model_gateway_gemini_finish(void *st, mg_buf_t *out)
-{
-    return mg_gemini_stream_finish(st, out);
-}
-
-
-static void
-ngx_http_model_gateway_gemini_free(void *st)
-{
-    mg_gemini_stream_free(st);
-}
-
-
-static int
-ngx_http_model_gateway_bedrock_request(ngx_http_model_gateway_target_t *t,
-    ngx_str_t *body, size_t max, mg_buf_t *out, int *stream,
-    int *include_usage, mg_xerror_t *err)
-{
-    mg_bedrock_opts_t  opts;
-
-    ngx_memzero(&opts, sizeof(mg_bedrock_opts_t));
-
-    opts.default_max_tokens = t->backend->max_tokens;
-    opts.max_out = max;
-
-    return mg_bedrock_request((char *) body->data, body->len, &opts, out,
-                              stream, include_usage, err);
-}
-
-
-static void
-ngx_http_model_gateway_bedrock_error(int status, ngx_str_t *errortype,
-    const char *body, size_t len, mg_xerror_t *err)
-{
-    mg_bedrock_error(status, (char *) errortype->data, errortype->len, body,
-                     len, err);
-}
-
-
-static void
-ngx_http_model_gateway_bedrock_init(void *st, const char *model,
-    size_t model_len, long created, int include_usage)
-{
-    mg_bedrock_stream_init(st, model, model_len, created, include_usage);
-}
-
-
-/* an eventstream message, as the glue's decoder handed it on */
-
-static int
-ngx_http_model_gateway_bedrock_stream(void *st, const mg_sse_event_t *ev,
-    mg_buf_t *out, mg_xerror_t *err)
-{
-    return mg_bedrock_stream_event(st, ev->kind, ev->kind_len, ev->event,
-                                   ev->event_len, ev->data, ev->data_len,
-                                   out, err);
-}
-
-
-static int
-ngx_http_model_gateway_bedrock_finish(void *st, mg_buf_t *out)
-{
-    return mg_bedrock_stream_finish(st, out);
-}
-
-
-static void
-ngx_http_model_gateway_bedrock_free(void *st)
-{
-    mg_bedrock_stream_free(st);
 }
