@@ -13,6 +13,7 @@
 
 
 #include "ngx_http_model_gateway_module.h"
+#include "ngx_http_model_gateway_providers.h"
 #include "mg_aws_ini.h"
 
 
@@ -285,9 +286,9 @@ ngx_http_model_gateway_aws_value(ngx_conf_t *cf,
 
 
 /*
- * At the end of a backend block: a Bedrock backend signs with SigV4
- * unless it has an API key, and needs a region (from the directive, or
- * from a bedrock-runtime[-fips].REGION.amazonaws.com URL).
+ * At the end of a backend block: a backend whose provider signs (Bedrock)
+ * signs with SigV4 unless it has an API key, and needs a region (from the
+ * directive, or from a bedrock-runtime[-fips].REGION.amazonaws.com URL).
  */
 
 ngx_int_t
@@ -296,7 +297,7 @@ ngx_http_model_gateway_aws_init(ngx_conf_t *cf,
 {
     size_t  i;
 
-    if (b->type != NGX_HTTP_MG_BEDROCK) {
+    if (b->provider->sign == NULL) {
         if (b->aws_source.len || b->region.len) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "\"aws_credentials\" and \"region\" are for "
