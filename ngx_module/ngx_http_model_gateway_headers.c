@@ -51,50 +51,12 @@ static ngx_http_model_gateway_fwd_name_t  ngx_http_model_gateway_fwd_default[]
 
 
 /*
- * Never from a client: the gateway's credentials and signatures, the
- * account a key bills to, and the request's own framing.
+ * Written by the gateway itself on every request: its credential and the
+ * provider's version, and the request's own framing.  Neither a client nor
+ * a backend's fixed headers set these.
  */
 
-static ngx_str_t  ngx_http_model_gateway_fwd_never[] = {
-    ngx_string("host"),
-    ngx_string("authorization"),
-    ngx_string("api-key"),
-    ngx_string("x-api-key"),
-    ngx_string("openai-organization"),
-    ngx_string("openai-project"),
-    ngx_string("content-length"),
-    ngx_string("content-type"),
-    ngx_string("content-encoding"),
-    ngx_string("transfer-encoding"),
-    ngx_string("connection"),
-    ngx_string("keep-alive"),
-    ngx_string("te"),
-    ngx_string("trailer"),
-    ngx_string("upgrade"),
-    ngx_string("expect"),
-    ngx_string("accept"),
-    ngx_string("accept-encoding"),
-    ngx_null_string
-};
-
-
-static ngx_str_t  ngx_http_model_gateway_fwd_never_prefix[] = {
-    ngx_string("x-amz-"),
-    ngx_string("x-amzn-"),
-    ngx_string("x-goog-"),
-    ngx_string("anthropic-"),
-    ngx_string("proxy-"),
-    ngx_null_string
-};
-
-
-/*
- * What a backend's fixed headers may not set: the gateway writes these
- * (and X-Amz-*, which SigV4 signs, whatever the backend's type: "header"
- * may come before "type" in the block).
- */
-
-static ngx_str_t  ngx_http_model_gateway_fixed_never[] = {
+static ngx_str_t  ngx_http_model_gateway_own[] = {
     ngx_string("host"),
     ngx_string("authorization"),
     ngx_string("api-key"),
@@ -113,6 +75,36 @@ static ngx_str_t  ngx_http_model_gateway_fixed_never[] = {
     ngx_string("expect"),
     ngx_string("accept"),
     ngx_string("accept-encoding"),
+    ngx_null_string
+};
+
+
+/*
+ * Never from a client either: the account a key bills to, and whole
+ * families of signed, credential and proxy headers.  A backend's fixed
+ * headers may set these, but X-Amz-*, which SigV4 signs, whatever the
+ * backend's type ("header" may come before "type" in the block).
+ */
+
+static ngx_str_t  ngx_http_model_gateway_client_never[] = {
+    ngx_string("openai-organization"),
+    ngx_string("openai-project"),
+    ngx_null_string
+};
+
+
+static ngx_str_t  ngx_http_model_gateway_client_never_prefix[] = {
+    ngx_string("x-amz-"),
+    ngx_string("x-amzn-"),
+    ngx_string("x-goog-"),
+    ngx_string("anthropic-"),
+    ngx_string("proxy-"),
+    ngx_null_string
+};
+
+
+static ngx_str_t  ngx_http_model_gateway_fixed_never_prefix[] = {
+    ngx_string("x-amz-"),
     ngx_null_string
 };
 
@@ -190,11 +182,11 @@ ngx_http_model_gateway_forward_headers(ngx_conf_t *cf, ngx_command_t *cmd,
         }
 
         if (ngx_http_model_gateway_name_in(&value[i],
-                                           ngx_http_model_gateway_fwd_never,
-                                           0)
+                                           ngx_http_model_gateway_own, 0)
             || ngx_http_model_gateway_name_in(&value[i],
-                                      ngx_http_model_gateway_fwd_never_prefix,
-                                      1))
+                                       ngx_http_model_gateway_client_never, 0)
+            || ngx_http_model_gateway_name_in(&value[i],
+                                ngx_http_model_gateway_client_never_prefix, 1))
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "the header \"%V\" is the gateway's own "
@@ -468,10 +460,9 @@ ngx_http_model_gateway_backend_header(ngx_conf_t *cf,
         }
     }
 
-    if (ngx_http_model_gateway_name_in(name,
-                                       ngx_http_model_gateway_fixed_never, 0)
-        || (name->len >= 6
-            && ngx_strncasecmp(name->data, (u_char *) "x-amz-", 6) == 0))
+    if (ngx_http_model_gateway_name_in(name, ngx_http_model_gateway_own, 0)
+        || ngx_http_model_gateway_name_in(name,
+                                 ngx_http_model_gateway_fixed_never_prefix, 1))
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "the header \"%V\" is written by the gateway "

@@ -446,99 +446,34 @@ EOF
 EOF
         problem => qr/weight/,
     },
-    {
-        name     => 'model_gateway_forward_headers X-Amz-Date',
-        location => '            model_gateway_forward_headers X-Ok X-Amz-Date;  # HERE',
-        problem  => qr/"X-Amz-Date" is the gateway's own/,
-    },
-    {
-        name     => 'model_gateway_forward_headers x-goog-user-project',
-        location => '            model_gateway_forward_headers X-Ok x-goog-user-project;  # HERE',
-        problem  => qr/"x-goog-user-project" is the gateway's own/,
-    },
-    {
-        name     => 'model_gateway_forward_headers Authorization',
-        location => '            model_gateway_forward_headers X-Ok Authorization;  # HERE',
-        problem  => qr/"Authorization" is the gateway's own/,
-    },
-    {
-        name     => 'model_gateway_forward_headers api-key',
-        location => '            model_gateway_forward_headers X-Ok api-key;  # HERE',
-        problem  => qr/"api-key" is the gateway's own/,
-    },
-    {
-        name     => 'model_gateway_forward_headers anthropic-beta',
-        location => '            model_gateway_forward_headers X-Ok anthropic-beta;  # HERE',
-        problem  => qr/"anthropic-beta" is the gateway's own/,
-    },
-    {
-        name     => 'model_gateway_forward_headers Host',
-        location => '            model_gateway_forward_headers X-Ok Host;  # HERE',
-        problem  => qr/"Host" is the gateway's own/,
-    },
-    {
-        name     => 'model_gateway_forward_headers Transfer-Encoding',
-        location => '            model_gateway_forward_headers X-Ok Transfer-Encoding;  # HERE',
-        problem  => qr/"Transfer-Encoding" is the gateway's own/,
-    },
+    (map { +{
+        name     => "model_gateway_forward_headers $_",
+        location => "            model_gateway_forward_headers X-Ok $_;  # HERE",
+        problem  => qr/"\Q$_\E" is the gateway's own/,
+    } } qw(X-Amz-Date x-goog-user-project Authorization api-key
+           anthropic-beta Host Transfer-Encoding)),
     {
         name     => 'model_gateway_forward_headers with a bad name',
         http     => '    model_gateway_forward_headers "X-Bad:Name";  # HERE',
         problem  => qr/invalid header name/,
     },
-    {
-        name    => 'backend header Authorization (openai)',
-        backend => <<'EOF',
+    (map { my ($h, $type, $cred) = @$_; +{
+        name    => "backend header $h ($type)",
+        backend => <<"EOF",
     model_gateway_backend bad {
-        type openai;
+        type $type;
         url http://127.0.0.1:%%PORT_bad%%/v1;
-        key_file %%DIR%%/good.key;
+        $cred
         model bad-model;
-        header Authorization fixed;  # HERE
+        header $h fixed;  # HERE
     }
 EOF
-        problem => qr/"Authorization" is written by the gateway/,
-    },
-    {
-        name    => 'backend header x-api-key (anthropic)',
-        backend => <<'EOF',
-    model_gateway_backend bad {
-        type anthropic;
-        url http://127.0.0.1:%%PORT_bad%%/v1;
-        key_file %%DIR%%/good.key;
-        model bad-model;
-        header x-api-key fixed;  # HERE
-    }
-EOF
-        problem => qr/"x-api-key" is written by the gateway/,
-    },
-    {
-        name    => 'backend header Content-Length (openai)',
-        backend => <<'EOF',
-    model_gateway_backend bad {
-        type openai;
-        url http://127.0.0.1:%%PORT_bad%%/v1;
-        key_file %%DIR%%/good.key;
-        model bad-model;
-        header Content-Length fixed;  # HERE
-    }
-EOF
-        problem => qr/"Content-Length" is written by the gateway/,
-    },
-    {
-        name    => 'backend header X-Amz-Date (bedrock)',
-        backend => <<'EOF',
-    model_gateway_backend bad {
-        type bedrock;
-        url http://127.0.0.1:%%PORT_bad%%/v1;
-        region us-east-1;
-        aws_credentials file %%DIR%%/aws-credentials gw;
-        model bad-model;
-        header X-Amz-Date fixed;  # HERE
-    }
-EOF
-        problem => qr/"X-Amz-Date" is written by the gateway/,
-    },
+        problem => qr/"\Q$h\E" is written by the gateway/,
+    } } (['Authorization', 'openai', 'key_file %%DIR%%/good.key;'],
+         ['x-api-key', 'anthropic', 'key_file %%DIR%%/good.key;'],
+         ['Content-Length', 'openai', 'key_file %%DIR%%/good.key;'],
+         ['X-Amz-Date', 'bedrock',
+          'region us-east-1; aws_credentials file %%DIR%%/aws-credentials gw;'])),
     {
         name    => 'keepalive_requests 0',
         backend => <<'EOF',
