@@ -1925,6 +1925,9 @@ mg_b_error_map(int status, const char *name, size_t name_len,
     }
 
 done:
+
+    /* a label must label a statement (clang refuses one before "}") */
+    return;
 }
 
 
