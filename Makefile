@@ -74,11 +74,23 @@ build: deps $(B)/$(MODULE)
 
 asan: deps $(B)/asan/$(MODULE)
 
-# C unit tests of src/, built with ASan/UBSan; each prints TAP.
-$(B)/unit/%: $(TOP)/t/unit/%.c $(CORE_SRCS) $(wildcard $(TOP)/src/*.h) \
+# C unit tests of src/, built with ASan/UBSan; each prints TAP.  src/ is
+# compiled once into an archive that every test links; an object depends
+# on every header of src/, so a header change rebuilds what may include it.
+CORE_HDRS := $(wildcard $(TOP)/src/*.h)
+UNIT_OBJS := $(patsubst $(TOP)/src/%.c,$(B)/unit/obj/%.o,$(CORE_SRCS))
+
+$(B)/unit/obj/%.o: $(TOP)/src/%.c $(CORE_HDRS)
+	@mkdir -p $(B)/unit/obj
+	@cc $(CFLAGS_UNIT) -c -o $@ $<
+
+# rebuilt whole, so an object of a removed source does not linger in it
+$(B)/unit/libmg.a: $(UNIT_OBJS)
+	@rm -f $@ && ar rcs $@ $^
+
+$(B)/unit/%: $(TOP)/t/unit/%.c $(B)/unit/libmg.a $(CORE_HDRS) \
              $(wildcard $(TOP)/t/unit/*.h)
-	@mkdir -p $(B)/unit
-	@cc $(CFLAGS_UNIT) -o $@ $< $(CORE_SRCS) -ljansson -lcrypto -lm
+	@cc $(CFLAGS_UNIT) -o $@ $< $(B)/unit/libmg.a -ljansson -lcrypto -lm
 
 unit: $(UNIT_BINS)
 
@@ -114,13 +126,23 @@ bench-bounds:
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined \
               -fno-sanitize-recover=all -D_GNU_SOURCE -I$(TOP)/src
+# src/ for the targets: the same instrumentation without libFuzzer's main
+FUZZ_LIB_FLAGS := $(subst fuzzer,fuzzer-no-link,$(FUZZ_FLAGS))
+FUZZ_OBJS := $(patsubst $(TOP)/src/%.c,$(B)/fuzz/obj/%.o,$(CORE_SRCS))
 
-fuzz: deps
+$(B)/fuzz/obj/%.o: $(TOP)/src/%.c $(CORE_HDRS)
+	@mkdir -p $(B)/fuzz/obj
+	@clang $(FUZZ_LIB_FLAGS) -c -o $@ $<
+
+$(B)/fuzz/libmg-fuzz.a: $(FUZZ_OBJS)
+	@rm -f $@ && ar rcs $@ $^
+
+fuzz: deps $(B)/fuzz/libmg-fuzz.a
 	@mkdir -p $(B)/fuzz
 	@set -e -o pipefail; for f in $(TOP)/fuzz/fuzz_*.c; do \
 	    n=$$(basename $$f .c); s=$${n#fuzz_}; \
 	    echo "fuzz: $$n for $(FUZZ_SECONDS)s"; \
-	    clang $(FUZZ_FLAGS) -o $(B)/fuzz/$$n $$f $(CORE_SRCS) \
+	    clang $(FUZZ_FLAGS) -o $(B)/fuzz/$$n $$f $(B)/fuzz/libmg-fuzz.a \
 	        -ljansson -lcrypto -lm; \
 	    mkdir -p $(B)/fuzz/$$n-corpus; \
 	    seeds=""; \

@@ -34,7 +34,7 @@
  * The request written is at most MG_FZ_K times the body plus MG_FZ_C.
  * What is copied from a value sent once ($ref targets, function names in
  * tool results) may take 4 times the body plus 64 KB (MG_G_COPY_RATIO and
- * MG_G_COPY_SLACK in mg_gemini.c); the rest is copied once, with less
+ * MG_G_COPY_SLACK in mg_gemini_int.h); the rest is copied once, with less
  * than three times the shortest input around each value
  * ({"functionResponse":{"name":..,"response":{"content":..}}}), and the
  * fixed members fit in the remaining 4 KB.

@@ -1,7 +1,7 @@
 /*
  * Copyright (C) The ngx_http_model_gateway_module authors
  *
- * libFuzzer target for the tree-free paths (mg_xfast.c).  Every input is
+ * libFuzzer target for the tree-free paths (mg_xfast_*.c).  Every input is
  * translated to Anthropic, Bedrock and Gemini twice, by the default path
  * (tree-free where it applies) and by the full translator: both must fail
  * alike, or succeed with the same JSON and the same stream flags.  Taken

@@ -98,7 +98,7 @@ void mg_xerror_set(mg_xerror_t *err, int status, int retryable,
      || ((c) >= '0' && (c) <= '9') || (c) == '_' || (c) == '-')
 
 
-/* helpers of the translators (mg_anthropic.c, mg_bedrock.c, mg_gemini.c) */
+/* helpers of the translators (mg_anthropic_*.c, mg_bedrock_*.c, ...) */
 
 json_t *mg_x_get(json_t *o, const char *key);
 int mg_x_bad(mg_xerror_t *err, const char *param, const char *fmt, ...)
