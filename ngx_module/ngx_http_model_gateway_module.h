@@ -612,7 +612,15 @@ ngx_int_t ngx_http_model_gateway_backend_finish(ngx_conf_t *cf,
     ngx_http_model_gateway_main_conf_t *mcf,
     ngx_http_model_gateway_backend_t *b);
 
-/* module.c */
+/* redis_conf.c */
+char *ngx_http_model_gateway_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_model_gateway_redis_password(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_model_gateway_redis_finish(ngx_conf_t *cf,
+    ngx_http_model_gateway_main_conf_t *mcf);
+
+/* secret.c */
 ssize_t ngx_http_model_gateway_conf_file(ngx_conf_t *cf, ngx_str_t *name,
     u_char *buf, size_t size, ngx_str_t *what);
 char *ngx_http_model_gateway_read_secret(ngx_conf_t *cf, ngx_uint_t from_env,
