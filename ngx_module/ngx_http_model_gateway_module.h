@@ -531,6 +531,10 @@ ngx_int_t ngx_http_model_gateway_fail(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, const char *code,
     const char *param, const char *message);
 
+/* body.c */
+ngx_int_t ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+
 /* peer.c */
 ngx_int_t ngx_http_model_gateway_upstream_start(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
