@@ -137,9 +137,9 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
 
-    if ((ctx->state_kind == NGX_HTTP_MG_STATE_RESPONSE
-         || ctx->state_kind == NGX_HTTP_MG_STATE_CONVERSATION
-         || ctx->state_kind == NGX_HTTP_MG_STATE_NEW_CONVERSATION)
+    if ((ctx->state.kind == NGX_HTTP_MG_STATE_RESPONSE
+         || ctx->state.kind == NGX_HTTP_MG_STATE_CONVERSATION
+         || ctx->state.kind == NGX_HTTP_MG_STATE_NEW_CONVERSATION)
         && (r->request_body == NULL || r->request_body->bufs == NULL
             || (r->request_body->bufs->next == NULL
                 && ngx_buf_size(r->request_body->bufs->buf) == 0)))
@@ -182,8 +182,8 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        ctx->err_message_str.data = p;
-        ctx->err_message_str.len =
+        ctx->err.message_str.data = p;
+        ctx->err.message_str.len =
             ngx_snprintf(p, 160, "We could not parse the JSON body of your "
                          "request: %s at byte %uz.",
                          rc == MG_JSON_EDEPTH ? "nesting is too deep"
@@ -222,8 +222,8 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }
 
-            ctx->err_message_str.data = p;
-            ctx->err_message_str.len =
+            ctx->err.message_str.data = p;
+            ctx->err.message_str.len =
                 ngx_snprintf(p, 64, "The request body has more than one "
                              "\"%s\" member.", f[i].name)
                 - p;
@@ -235,25 +235,25 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
         }
     }
 
-    if (ctx->state_kind == NGX_HTTP_MG_STATE_RESPONSE
-        || ctx->state_kind == NGX_HTTP_MG_STATE_CONVERSATION
-        || ctx->state_kind == NGX_HTTP_MG_STATE_NEW_CONVERSATION)
+    if (ctx->state.kind == NGX_HTTP_MG_STATE_RESPONSE
+        || ctx->state.kind == NGX_HTTP_MG_STATE_CONVERSATION
+        || ctx->state.kind == NGX_HTTP_MG_STATE_NEW_CONVERSATION)
     {
         return ngx_http_model_gateway_state_model(r, ctx, mcf);
     }
 
-    if (ctx->state_kind == NGX_HTTP_MG_STATE_NEW_RESPONSE) {
+    if (ctx->state.kind == NGX_HTTP_MG_STATE_NEW_RESPONSE) {
 
         if (f[F_PREVIOUS].type == MG_JSON_STRING) {
             rc = ngx_http_model_gateway_json_string(r, ctx->body.data
                                                        + f[F_PREVIOUS].start,
                                                     f[F_PREVIOUS].len,
-                                                    &ctx->state_id);
+                                                    &ctx->state.id);
             if (rc != NGX_OK) {
                 return rc;
             }
 
-            ctx->state_via = NGX_HTTP_MG_STATE_RESPONSE;
+            ctx->state.via = NGX_HTTP_MG_STATE_RESPONSE;
 
         } else if (f[F_PREVIOUS].type != MG_JSON_NONE
                    && f[F_PREVIOUS].type != MG_JSON_NULL)
@@ -279,7 +279,7 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
             }
         }
 
-        ctx->stream = (f[F_STREAM].type == MG_JSON_TRUE);
+        ctx->streaming = (f[F_STREAM].type == MG_JSON_TRUE);
     }
 
     if (f[F_MODEL].type == MG_JSON_NONE) {
@@ -330,7 +330,7 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
                                            "least one message.");
         }
 
-        ctx->stream = (f[F_STREAM].type == MG_JSON_TRUE);
+        ctx->streaming = (f[F_STREAM].type == MG_JSON_TRUE);
 
     } else if (ctx->endpoint == MG_EP_EMBEDDINGS
                && f[F_INPUT].type == MG_JSON_NONE)
@@ -384,8 +384,8 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        ctx->err_message_str.data = p;
-        ctx->err_message_str.len =
+        ctx->err.message_str.data = p;
+        ctx->err.message_str.len =
             ngx_sprintf(p, "The model `%*s` does not exist or you do not "
                         "have access to it.", len, ctx->model.data)
             - p;
@@ -479,9 +479,9 @@ ngx_http_model_gateway_conversation_id(ngx_http_request_t *r,
         goto invalid;
     }
 
-    if (ctx->state_via == NGX_HTTP_MG_STATE_NONE) {
-        ctx->state_via = NGX_HTTP_MG_STATE_CONVERSATION;
-        return ngx_http_model_gateway_json_string(r, p, len, &ctx->state_id);
+    if (ctx->state.via == NGX_HTTP_MG_STATE_NONE) {
+        ctx->state.via = NGX_HTTP_MG_STATE_CONVERSATION;
+        return ngx_http_model_gateway_json_string(r, p, len, &ctx->state.id);
     }
 
     return NGX_OK;

@@ -40,9 +40,9 @@ ngx_http_model_gateway_get_ctx(ngx_http_request_t *r)
     ctx->lcf = ngx_http_get_module_loc_conf(r, ngx_http_model_gateway_module);
     ctx->min_retry_after_ms = -1;
     ctx->retry_after_ms = -1;
-    ctx->pinned = -1;
+    ctx->session.pinned = -1;
     ctx->preferred = -1;
-    ctx->hashed = -1;
+    ctx->session.hashed = -1;
 
     ngx_http_set_ctx(r, ctx, ngx_http_model_gateway_module);
 
@@ -67,11 +67,11 @@ ngx_http_model_gateway_fail(ngx_http_request_t *r, ngx_uint_t status,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->err_status = status;
-    ctx->err_type = type;
-    ctx->err_code = code;
-    ctx->err_param = param;
-    ctx->err_message = message;
+    ctx->err.status = status;
+    ctx->err.type = type;
+    ctx->err.code = code;
+    ctx->err.param = param;
+    ctx->err.message = message;
 
     return status;
 }
@@ -185,12 +185,12 @@ ngx_http_model_gateway_handler(ngx_http_request_t *r)
 
     case MG_EP_RESPONSES:
         ngx_str_set(&ctx->uri_suffix, "/responses");
-        ctx->state_kind = NGX_HTTP_MG_STATE_NEW_RESPONSE;
+        ctx->state.kind = NGX_HTTP_MG_STATE_NEW_RESPONSE;
         break;
 
     case MG_EP_CONVERSATIONS:
         ngx_str_set(&ctx->uri_suffix, "/conversations");
-        ctx->state_kind = NGX_HTTP_MG_STATE_NEW_CONVERSATION;
+        ctx->state.kind = NGX_HTTP_MG_STATE_NEW_CONVERSATION;
         break;
 
     case MG_EP_RESPONSE:
@@ -200,11 +200,11 @@ ngx_http_model_gateway_handler(ngx_http_request_t *r)
             goto not_allowed;
         }
 
-        ctx->state_kind = (ctx->endpoint == MG_EP_RESPONSE)
+        ctx->state.kind = (ctx->endpoint == MG_EP_RESPONSE)
                           ? NGX_HTTP_MG_STATE_RESPONSE
                           : NGX_HTTP_MG_STATE_CONVERSATION;
-        ctx->state_id.data = (u_char *) id;
-        ctx->state_id.len = id_len;
+        ctx->state.id.data = (u_char *) id;
+        ctx->state.id.len = id_len;
 
         /*
          * the backend gets the same object path ("/responses/ID/...")
@@ -244,7 +244,7 @@ ngx_http_model_gateway_handler(ngx_http_request_t *r)
             && ngx_http_arg(r, (u_char *) "stream", 6, &arg) == NGX_OK
             && arg.len == 4 && ngx_strncmp(arg.data, "true", 4) == 0)
         {
-            ctx->stream = 1;
+            ctx->streaming = 1;
         }
 
         r->request_body_in_single_buf = 1;
@@ -286,8 +286,8 @@ unknown:
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        ctx->err_message_str.data = p;
-        ctx->err_message_str.len = ngx_sprintf(p, "Invalid URL (%V %V)",
+        ctx->err.message_str.data = p;
+        ctx->err.message_str.len = ngx_sprintf(p, "Invalid URL (%V %V)",
                                                &r->method_name, &r->uri)
                                    - p;
 
@@ -396,8 +396,8 @@ ngx_http_model_gateway_models(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->err_message_str.data = p;
-    ctx->err_message_str.len = ngx_sprintf(p, "The model `%*s` does not "
+    ctx->err.message_str.data = p;
+    ctx->err.message_str.len = ngx_sprintf(p, "The model `%*s` does not "
                                            "exist.", id_len, id) - p;
 
     return ngx_http_model_gateway_fail(r, NGX_HTTP_NOT_FOUND,
