@@ -78,13 +78,13 @@ ngx_http_model_gateway_final_error(ngx_http_model_gateway_ctx_t *ctx,
 
     mg_outcome(&in, &out);
 
-    ctx->err_status = out.status;
-    ctx->err_type = out.type;
-    ctx->err_code = out.code;
-    ctx->err_message = out.message;
+    ctx->err.status = out.status;
+    ctx->err.type = out.type;
+    ctx->err.code = out.code;
+    ctx->err.message = out.message;
 
     if (out.retry_after) {
-        ctx->err_retry_after = out.retry_after;
+        ctx->err.retry_after = out.retry_after;
     }
 
     if (!out.list_attempts) {
@@ -108,7 +108,7 @@ ngx_http_model_gateway_final_error(ngx_http_model_gateway_ctx_t *ctx,
         return;
     }
 
-    ctx->err_message_str.data = p;
+    ctx->err.message_str.data = p;
     p = ngx_cpymem(p, "The model backend failed (attempts: ",
                    sizeof("The model backend failed (attempts: ") - 1);
 
@@ -122,8 +122,8 @@ ngx_http_model_gateway_final_error(ngx_http_model_gateway_ctx_t *ctx,
 
     *p++ = ')'; *p++ = '.';
 
-    ctx->err_message_str.len = p - ctx->err_message_str.data;
-    ctx->err_message = NULL;
+    ctx->err.message_str.len = p - ctx->err.message_str.data;
+    ctx->err.message = NULL;
 }
 
 
@@ -136,18 +136,18 @@ ngx_http_model_gateway_error_json(ngx_http_request_t *r,
     ngx_uint_t   status;
     const char  *msg, *type;
 
-    status = ctx->err_status;
-    msg = ctx->err_message;
-    type = ctx->err_type;
+    status = ctx->err.status;
+    msg = ctx->err.message;
+    type = ctx->err.type;
 
-    if (msg == NULL && ctx->err_message_str.len) {
-        p = ngx_pnalloc(r->pool, ctx->err_message_str.len + 1);
+    if (msg == NULL && ctx->err.message_str.len) {
+        p = ngx_pnalloc(r->pool, ctx->err.message_str.len + 1);
         if (p == NULL) {
             return NGX_ERROR;
         }
 
-        (void) ngx_cpystrn(p, ctx->err_message_str.data,
-                           ctx->err_message_str.len + 1);
+        (void) ngx_cpystrn(p, ctx->err.message_str.data,
+                           ctx->err.message_str.len + 1);
         msg = (const char *) p;
     }
 
@@ -168,7 +168,7 @@ ngx_http_model_gateway_error_json(ngx_http_request_t *r,
         case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
             msg = "The request body exceeds the gateway's limit "
                   "(model_gateway_max_body_size).";
-            ctx->err_code = "request_too_large";
+            ctx->err.code = "request_too_large";
             break;
         case NGX_HTTP_REQUEST_URI_TOO_LARGE:
         case NGX_HTTP_REQUEST_HEADER_TOO_LARGE:
@@ -194,7 +194,7 @@ ngx_http_model_gateway_error_json(ngx_http_request_t *r,
         type = (status >= 500) ? "server_error" : "invalid_request_error";
     }
 
-    len = mg_error_json(NULL, 0, msg, type, ctx->err_param, ctx->err_code);
+    len = mg_error_json(NULL, 0, msg, type, ctx->err.param, ctx->err.code);
 
     out->data = ngx_pnalloc(r->pool, len + 1);
     if (out->data == NULL) {
@@ -202,7 +202,7 @@ ngx_http_model_gateway_error_json(ngx_http_request_t *r,
     }
 
     out->len = mg_error_json((char *) out->data, len + 1, msg, type,
-                             ctx->err_param, ctx->err_code);
+                             ctx->err.param, ctx->err.code);
 
     return NGX_OK;
 }
@@ -231,12 +231,12 @@ ngx_http_model_gateway_header_filter(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
-    if (ctx->err_status == 0) {
+    if (ctx->err.status == 0) {
         if (ctx->failures || ctx->total_expired || ctx->all_cooling) {
             ngx_http_model_gateway_final_error(ctx, r->err_status);
 
         } else {
-            ctx->err_status = r->err_status;
+            ctx->err.status = r->err_status;
         }
     }
 
@@ -244,8 +244,8 @@ ngx_http_model_gateway_header_filter(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
-    r->err_status = ctx->err_status;
-    r->headers_out.status = ctx->err_status;
+    r->err_status = ctx->err.status;
+    r->headers_out.status = ctx->err.status;
     r->headers_out.status_line.len = 0;
 
     ngx_str_set(&r->headers_out.content_type, "application/json");
@@ -269,7 +269,7 @@ ngx_http_model_gateway_header_filter(ngx_http_request_t *r)
     ngx_str_set(&h->value, "false");
     h->lowcase_key = NULL;
 
-    if (ctx->err_retry_after > 0) {
+    if (ctx->err.retry_after > 0) {
         h = ngx_list_push(&r->headers_out.headers);
         if (h == NULL) {
             return NGX_ERROR;
@@ -282,12 +282,12 @@ ngx_http_model_gateway_header_filter(ngx_http_request_t *r)
 
         h->hash = 1;
         ngx_str_set(&h->key, "Retry-After");
-        h->value.len = ngx_sprintf(h->value.data, "%i", ctx->err_retry_after)
+        h->value.len = ngx_sprintf(h->value.data, "%i", ctx->err.retry_after)
                        - h->value.data;
         h->lowcase_key = NULL;
     }
 
-    if (ctx->err_status == NGX_HTTP_NOT_ALLOWED) {
+    if (ctx->err.status == NGX_HTTP_NOT_ALLOWED) {
         h = ngx_list_push(&r->headers_out.headers);
         if (h == NULL) {
             return NGX_ERROR;
@@ -306,17 +306,17 @@ ngx_http_model_gateway_header_filter(ngx_http_request_t *r)
         h->lowcase_key = NULL;
     }
 
-    ctx->err_body = ngx_calloc_buf(r->pool);
-    if (ctx->err_body == NULL) {
+    ctx->err.body = ngx_calloc_buf(r->pool);
+    if (ctx->err.body == NULL) {
         return NGX_ERROR;
     }
 
-    ctx->err_body->pos = json.data;
-    ctx->err_body->last = json.data + json.len;
-    ctx->err_body->memory = 1;
-    ctx->err_body->last_buf = 1;
-    ctx->err_body->last_in_chain = 1;
-    ctx->err_rendering = 1;
+    ctx->err.body->pos = json.data;
+    ctx->err.body->last = json.data + json.len;
+    ctx->err.body->memory = 1;
+    ctx->err.body->last_buf = 1;
+    ctx->err.body->last_in_chain = 1;
+    ctx->err.rendering = 1;
 
     return ngx_http_next_header_filter(r);
 }
@@ -339,7 +339,7 @@ ngx_http_model_gateway_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_next_body_filter(r, in);
     }
 
-    if (ctx->last_sent) {
+    if (ctx->stream.last_sent) {
 
         /* the stream's last buffer already ended the response */
 
@@ -352,7 +352,7 @@ ngx_http_model_gateway_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_next_body_filter(r, in);
     }
 
-    if (!ctx->err_rendering) {
+    if (!ctx->err.rendering) {
         return ngx_http_next_body_filter(r, in);
     }
 
@@ -369,7 +369,7 @@ ngx_http_model_gateway_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         cl->buf->file_pos = cl->buf->file_last;
     }
 
-    if (ctx->err_sent) {
+    if (ctx->err.sent) {
         return ngx_http_next_body_filter(r, NULL);
     }
 
@@ -377,9 +377,9 @@ ngx_http_model_gateway_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return NGX_OK;
     }
 
-    ctx->err_sent = 1;
+    ctx->err.sent = 1;
 
-    out.buf = ctx->err_body;
+    out.buf = ctx->err.body;
     out.next = NULL;
 
     return ngx_http_next_body_filter(r, &out);

@@ -224,7 +224,7 @@ typedef ngx_int_t (*ngx_http_model_gateway_event_pt)(
  * The route step.  A handler runs after the body was read and validated and
  * before the upstream starts.  It returns NGX_OK when done, NGX_DECLINED to
  * leave the choice to the next handler, an HTTP status to fail the request
- * (with ctx->err_* set), or NGX_AGAIN when it suspended the request on
+ * (with ctx->err set), or NGX_AGAIN when it suspended the request on
  * something asynchronous (a Redis lookup); it then calls
  * ngx_http_model_gateway_route_done() from its callback.
  */
@@ -396,6 +396,62 @@ typedef struct {
 } ngx_http_model_gateway_attempt_t;
 
 
+/* a session pinned to a backend (_session.c) */
+typedef struct {
+    ngx_str_t                          key;         /* empty: none */
+    ngx_str_t                          pin_key;
+    ngx_int_t                          pinned;      /* target, or -1 */
+    ngx_int_t                          hashed;      /* rendezvous choice */
+    ngx_str_t                          backend;     /* as Redis named it */
+    ngx_uint_t                         status;      /* NGX_HTTP_MG_PIN_* */
+    void                              *cmd;         /* Redis, in flight */
+} ngx_http_model_gateway_session_t;
+
+
+/* Responses and Conversations (_state.c) */
+typedef struct {
+    ngx_uint_t                         kind;        /* NGX_HTTP_MG_STATE_* */
+    ngx_uint_t                         via;         /* the id's kind */
+    ngx_str_t                          id;
+    ngx_str_t                          key;
+    void                              *cmd;         /* Redis, in flight */
+    ngx_buf_t                         *held;        /* last byte, held */
+    unsigned                           single:1;    /* no failover */
+    unsigned                           store_pending:1;
+    unsigned                           stored:1;
+    unsigned                           finish_pending:1;
+} ngx_http_model_gateway_state_t;
+
+
+/* the stream after commit (_stream.c) */
+typedef struct {
+    ngx_chain_t                       *out;         /* this read's output */
+    ngx_buf_t                         *out_buf;
+    ngx_http_upstream_handler_pt       read_handler; /* upstream's own */
+    ngx_str_t                          error;       /* why it was cut */
+    unsigned                           done_seen:1;
+    unsigned                           error_seen:1;
+    unsigned                           closed:1;
+    unsigned                           passthrough:1;
+    unsigned                           last_sent:1; /* end went with data */
+} ngx_http_model_gateway_stream_t;
+
+
+/* an error the gateway itself answers, rendered by _filter.c */
+typedef struct {
+    ngx_uint_t                         status;
+    const char                        *message;
+    ngx_str_t                          message_str;
+    const char                        *type;
+    const char                        *param;
+    const char                        *code;
+    ngx_int_t                          retry_after;  /* seconds */
+    ngx_buf_t                         *body;
+    unsigned                           rendering:1;
+    unsigned                           sent:1;
+} ngx_http_model_gateway_err_t;
+
+
 struct ngx_http_model_gateway_ctx_s {
     ngx_http_request_t                *request;
     ngx_http_model_gateway_loc_conf_t *lcf;
@@ -411,7 +467,7 @@ struct ngx_http_model_gateway_ctx_s {
     size_t                             fwd_len;
     ngx_str_t                          uri_suffix;  /* "/chat/completions" */
     ngx_str_t                          method;      /* to the backend */
-    unsigned                           stream:1;
+    unsigned                           streaming:1; /* the client's ask */
     unsigned                           include_usage:1;
 
     /* translated requests per target, and a stream translator */
@@ -431,33 +487,16 @@ struct ngx_http_model_gateway_ctx_s {
     unsigned                           all_cooling:1;
     unsigned                           trial:1;
     unsigned                           counted:1;
-
-    /* a session pinned to a backend */
-    ngx_str_t                          session;
-    ngx_str_t                          pin_key;
-    ngx_int_t                          pinned;      /* target, or -1 */
     ngx_int_t                          preferred;   /* target, or -1 */
-    ngx_int_t                          hashed;      /* rendezvous choice */
-    ngx_str_t                          pin_backend; /* as Redis named it */
-
-    /* Responses and Conversations */
-    ngx_uint_t                         state_kind;
-    ngx_uint_t                         state_via;   /* the id's kind */
-    ngx_str_t                          state_id;
-    ngx_str_t                          state_key;
-    void                              *state_cmd;
-    ngx_buf_t                         *held;        /* last byte, held */
-    unsigned                           single:1;    /* no failover */
-    unsigned                           store_pending:1;
-    unsigned                           stored:1;
-    unsigned                           finish_pending:1;
-    ngx_uint_t                         pin_status;
-    void                              *redis_cmd;
     u_char                            *tried;       /* per target */
     ngx_http_model_gateway_target_t   *target;
     ngx_uint_t                         attempts;
     ngx_uint_t                         stale_retries;
     ngx_array_t                        attempt_log; /* ngx_str_t */
+
+    /* what the route handlers keep of a request */
+    ngx_http_model_gateway_session_t   session;
+    ngx_http_model_gateway_state_t     state;
 
     /* the current attempt's response, reset with one memzero */
     ngx_http_model_gateway_attempt_t   attempt;
@@ -472,16 +511,8 @@ struct ngx_http_model_gateway_ctx_s {
     ngx_int_t                          retry_after_ms;
     ngx_http_model_gateway_fail_e      fail;
 
-    /* the stream after commit */
-    ngx_chain_t                       *out;         /* this read's output */
-    ngx_buf_t                         *out_buf;
-    ngx_http_upstream_handler_pt       read_handler; /* upstream's own */
-    ngx_str_t                          stream_error; /* why it was cut */
-    unsigned                           done_seen:1;
-    unsigned                           error_seen:1;
-    unsigned                           stream_closed:1;
-    unsigned                           passthrough:1;
-    unsigned                           last_sent:1; /* end went with data */
+    /* the stream, once committed to the client */
+    ngx_http_model_gateway_stream_t    stream;
 
     /* the overall outcome */
     ngx_http_model_gateway_fail_e      last_fail;
@@ -492,17 +523,8 @@ struct ngx_http_model_gateway_ctx_s {
     ngx_event_t                        total_timer;
     unsigned                           total_expired:1;
 
-    /* an error the gateway itself answers, rendered by the filter */
-    ngx_uint_t                         err_status;
-    const char                        *err_message;
-    ngx_str_t                          err_message_str;
-    const char                        *err_type;
-    const char                        *err_param;
-    const char                        *err_code;
-    ngx_int_t                          err_retry_after;  /* seconds */
-    ngx_buf_t                         *err_body;
-    unsigned                           err_rendering:1;
-    unsigned                           err_sent:1;
+    /* an error the gateway itself answers */
+    ngx_http_model_gateway_err_t       err;
 };
 
 
@@ -530,6 +552,10 @@ ngx_http_model_gateway_ctx_t *ngx_http_model_gateway_get_ctx(
 ngx_int_t ngx_http_model_gateway_fail(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, const char *code,
     const char *param, const char *message);
+
+/* body.c */
+ngx_int_t ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
 
 /* peer.c */
 ngx_int_t ngx_http_model_gateway_upstream_start(ngx_http_request_t *r,
@@ -612,7 +638,15 @@ ngx_int_t ngx_http_model_gateway_backend_finish(ngx_conf_t *cf,
     ngx_http_model_gateway_main_conf_t *mcf,
     ngx_http_model_gateway_backend_t *b);
 
-/* module.c */
+/* redis_conf.c */
+char *ngx_http_model_gateway_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_model_gateway_redis_password(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_model_gateway_redis_finish(ngx_conf_t *cf,
+    ngx_http_model_gateway_main_conf_t *mcf);
+
+/* secret.c */
 ssize_t ngx_http_model_gateway_conf_file(ngx_conf_t *cf, ngx_str_t *name,
     u_char *buf, size_t size, ngx_str_t *what);
 char *ngx_http_model_gateway_read_secret(ngx_conf_t *cf, ngx_uint_t from_env,

@@ -266,7 +266,7 @@ ngx_http_model_gateway_free_peer(ngx_peer_connection_t *pc, void *data,
         ngx_http_model_gateway_balance_done(r, ctx, ctx->committed ? 0 : 2);
 
         if (c && ctx->attempt.keepalive && ctx->attempt.framing_done
-            && !ctx->stream_closed && u->request_body_sent)
+            && !ctx->stream.closed && u->request_body_sent)
         {
             ngx_http_model_gateway_keepalive_save(pc, b);
         }
@@ -367,7 +367,7 @@ ngx_http_model_gateway_free_peer(ngx_peer_connection_t *pc, void *data,
         }
     }
 
-    if (!retry || left == 0 || ctx->single
+    if (!retry || left == 0 || ctx->state.single
         || ctx->attempts >= ctx->lcf->tries)
     {
         pc->tries = 0;
@@ -478,7 +478,7 @@ ngx_http_model_gateway_total_timeout(ngx_event_t *ev)
         uev = pc->write->timer_set ? pc->write : pc->read;
 
     } else if (ctx->attempt.mode == NGX_HTTP_MG_BODY_STREAM) {
-        ngx_str_set(&ctx->stream_error,
+        ngx_str_set(&ctx->stream.error,
                     "model_gateway_total_timeout expired");
         uev = pc->read;
 

@@ -417,8 +417,8 @@ ngx_http_model_gateway_gemini_path(ngx_http_request_t *r,
     }
 
     path->len = ngx_sprintf(path->data, "/models/%V:%s", &t->provider_model,
-                            ctx->stream ? "streamGenerateContent?alt=sse"
-                                        : "generateContent")
+                            ctx->streaming ? "streamGenerateContent?alt=sse"
+                                           : "generateContent")
                 - path->data;
 
     return NGX_OK;
@@ -496,7 +496,7 @@ ngx_http_model_gateway_bedrock_path(ngx_http_request_t *r,
     }
 
     path->len = ngx_sprintf(path->data, "/model/%V/%s", &t->provider_path,
-                            ctx->stream ? "converse-stream" : "converse")
+                            ctx->streaming ? "converse-stream" : "converse")
                 - path->data;
 
     return NGX_OK;

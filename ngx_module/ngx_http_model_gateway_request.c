@@ -103,8 +103,8 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
         body_len += part[i].len;
     }
 
-    accept = ctx->stream ? &pv->accept_stream
-                         : &ngx_http_model_gateway_accept_json;
+    accept = ctx->streaming ? &pv->accept_stream
+                            : &ngx_http_model_gateway_accept_json;
 
     len = sizeof("  HTTP/1.1" CRLF) - 1 + r->method_name.len + be->path.len
           + suffix.len

@@ -359,7 +359,7 @@ ngx_http_model_gateway_headers_done(ngx_http_request_t *r,
                                (u_char *) "application/vnd.amazon.eventstream",
                                34) == 0);
 
-    if (status >= 200 && status < 300 && ctx->stream
+    if (status >= 200 && status < 300 && ctx->streaming
         && (ctx->attempt.eventstream
             || (ctx->attempt.content_type.len >= 17
                 && ngx_strncasecmp(ctx->attempt.content_type.data,
@@ -687,7 +687,7 @@ ngx_http_model_gateway_commit(ngx_http_request_t *r,
     u = r->upstream;
 
     ctx->committed = 1;
-    ctx->passthrough = (ctx->attempt.status.code >= 300);
+    ctx->stream.passthrough = (ctx->attempt.status.code >= 300);
 
     u->headers_in.status_n = ctx->attempt.status.code;
 

@@ -110,7 +110,7 @@ ngx_http_model_gateway_session_route(ngx_http_request_t *r,
         }
     }
 
-    ctx->session = key;
+    ctx->session.key = key;
 
     /*
      * the backend a new session gets: weighted rendezvous over the healthy
@@ -136,11 +136,11 @@ ngx_http_model_gateway_session_route(ngx_http_request_t *r,
                       && pn->breaker.limited_until <= now;
     }
 
-    ctx->hashed = mg_rendezvous_pick((char *) key.data, key.len, nodes, n,
-                                     eligible);
-    if (ctx->hashed < 0) {
-        ctx->hashed = mg_rendezvous_pick((char *) key.data, key.len, nodes,
-                                         n, NULL);
+    ctx->session.hashed = mg_rendezvous_pick((char *) key.data, key.len,
+                                             nodes, n, eligible);
+    if (ctx->session.hashed < 0) {
+        ctx->session.hashed = mg_rendezvous_pick((char *) key.data, key.len,
+                                                 nodes, n, NULL);
     }
 
     if (mcf->redis == NULL || !ngx_http_mg_redis_ready()) {
@@ -149,15 +149,16 @@ ngx_http_model_gateway_session_route(ngx_http_request_t *r,
 
     /* <prefix>:pin:<session>:<model> */
 
-    ctx->pin_key.len = mcf->redis->prefix.len + sizeof(":pin::") - 1
-                       + key.len + ctx->model.len;
-    ctx->pin_key.data = ngx_pnalloc(r->pool, ctx->pin_key.len);
-    if (ctx->pin_key.data == NULL) {
+    ctx->session.pin_key.len = mcf->redis->prefix.len + sizeof(":pin::") - 1
+                               + key.len + ctx->model.len;
+    ctx->session.pin_key.data = ngx_pnalloc(r->pool,
+                                            ctx->session.pin_key.len);
+    if (ctx->session.pin_key.data == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_sprintf(ctx->pin_key.data, "%V:pin:%V:%V", &mcf->redis->prefix,
-                &key, &ctx->model);
+    ngx_sprintf(ctx->session.pin_key.data, "%V:pin:%V:%V",
+                &mcf->redis->prefix, &key, &ctx->model);
 
     /*
      * an existing pin costs one plain GETEX (read and refresh the idle
@@ -165,7 +166,7 @@ ngx_http_model_gateway_session_route(ngx_http_request_t *r,
      */
 
     ngx_str_set(&args[0], "GETEX");
-    args[1] = ctx->pin_key;
+    args[1] = ctx->session.pin_key;
     ngx_str_set(&args[2], "PX");
     args[3].data = ms[0];
     args[3].len = ngx_sprintf(ms[0], "%M", lcf->session_idle) - ms[0];
@@ -186,7 +187,7 @@ ngx_http_model_gateway_session_route(ngx_http_request_t *r,
      * cleanup only cancels it, and the reply then touches nothing
      */
 
-    ctx->redis_cmd = cmd;
+    ctx->session.cmd = cmd;
     cln->handler = ngx_http_model_gateway_session_cleanup;
     cln->data = ctx;
 
@@ -223,12 +224,12 @@ ngx_http_model_gateway_session_fallback(ngx_http_request_t *r,
 
     /* no shared state needed: every node hashes the key the same way */
 
-    ctx->pin_status = NGX_HTTP_MG_PIN_FALLBACK;
-    ctx->preferred = ctx->hashed;
+    ctx->session.status = NGX_HTTP_MG_PIN_FALLBACK;
+    ctx->preferred = ctx->session.hashed;
 
     if (ctx->lcf->session_mode == NGX_HTTP_MG_SESSION_STRICT) {
         ngx_memset(ctx->tried, 1, ctx->model_conf->targets.nelts);
-        ctx->tried[ctx->hashed] = 0;
+        ctx->tried[ctx->session.hashed] = 0;
     }
 
     return NGX_OK;
@@ -240,9 +241,9 @@ ngx_http_model_gateway_session_cleanup(void *data)
 {
     ngx_http_model_gateway_ctx_t *ctx = data;
 
-    if (ctx->redis_cmd) {
-        ngx_http_mg_redis_cancel(ctx->redis_cmd);
-        ctx->redis_cmd = NULL;
+    if (ctx->session.cmd) {
+        ngx_http_mg_redis_cancel(ctx->session.cmd);
+        ctx->session.cmd = NULL;
     }
 }
 
@@ -258,7 +259,7 @@ ngx_http_model_gateway_session_reply(void *data, redisReply *reply,
     ngx_http_request_t                *r;
 
     r = ctx->request;
-    ctx->redis_cmd = NULL;
+    ctx->session.cmd = NULL;
     r->read_event_handler = ngx_http_block_reading;
 
     if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY
@@ -303,7 +304,7 @@ ngx_http_model_gateway_session_peek(void *data, redisReply *reply,
     ngx_http_request_t  *r;
 
     r = ctx->request;
-    ctx->redis_cmd = NULL;
+    ctx->session.cmd = NULL;
 
     if (rc != NGX_OK || reply->type == REDIS_REPLY_ERROR) {
 
@@ -371,8 +372,8 @@ ngx_http_model_gateway_session_pin(ngx_http_request_t *r,
 
     t = ctx->model_conf->targets.elts;
 
-    args[0] = ctx->pin_key;
-    args[1] = t[ctx->hashed].backend->name;
+    args[0] = ctx->session.pin_key;
+    args[1] = t[ctx->session.hashed].backend->name;
     args[2].data = ms[0];
     args[2].len = ngx_sprintf(ms[0], "%M", ctx->lcf->session_idle) - ms[0];
     args[3].data = ms[1];
@@ -384,7 +385,7 @@ ngx_http_model_gateway_session_pin(ngx_http_request_t *r,
         return ngx_http_model_gateway_session_fallback(r, ctx);
     }
 
-    ctx->redis_cmd = cmd;
+    ctx->session.cmd = cmd;
 
     return NGX_AGAIN;
 }
@@ -398,19 +399,19 @@ ngx_http_model_gateway_session_apply(ngx_http_request_t *r,
     ngx_int_t                         n, next;
     ngx_http_model_gateway_target_t  *t;
 
-    ctx->pin_backend.data = ngx_pnalloc(r->pool, len);
-    if (ctx->pin_backend.data == NULL) {
+    ctx->session.backend.data = ngx_pnalloc(r->pool, len);
+    if (ctx->session.backend.data == NULL) {
         ngx_http_model_gateway_route_done(r, NGX_ERROR);
         return;
     }
 
-    ngx_memcpy(ctx->pin_backend.data, name, len);
-    ctx->pin_backend.len = len;
+    ngx_memcpy(ctx->session.backend.data, name, len);
+    ctx->session.backend.len = len;
 
-    ctx->pin_status = fresh ? NGX_HTTP_MG_PIN_NEW : NGX_HTTP_MG_PIN_HIT;
+    ctx->session.status = fresh ? NGX_HTTP_MG_PIN_NEW : NGX_HTTP_MG_PIN_HIT;
 
     n = ngx_http_model_gateway_session_target(ctx, name, len);
-    ctx->pinned = n;
+    ctx->session.pinned = n;
 
     t = ctx->model_conf->targets.elts;
 
@@ -439,7 +440,7 @@ ngx_http_model_gateway_session_apply(ngx_http_request_t *r,
 
     /* rebind: the pinned backend first, then the others */
 
-    ctx->preferred = (n >= 0) ? n : ctx->hashed;
+    ctx->preferred = (n >= 0) ? n : ctx->session.hashed;
 
     ngx_http_model_gateway_route_done(r, NGX_OK);
 }
@@ -485,7 +486,7 @@ ngx_http_model_gateway_pin_status(ngx_http_model_gateway_ctx_t *ctx)
         ngx_string("fallback")
     };
 
-    return &status[ctx->pin_status];
+    return &status[ctx->session.status];
 }
 
 
@@ -504,24 +505,25 @@ ngx_http_model_gateway_session_commit(ngx_http_request_t *r,
     ngx_http_model_gateway_backend_t    *b;
     ngx_http_model_gateway_main_conf_t  *mcf;
 
-    if (ctx->pin_backend.len == 0) {
+    if (ctx->session.backend.len == 0) {
         goto header;
     }
 
     b = ctx->target->backend;
 
-    if (b->name.len == ctx->pin_backend.len
-        && ngx_memcmp(b->name.data, ctx->pin_backend.data, b->name.len) == 0)
+    if (b->name.len == ctx->session.backend.len
+        && ngx_memcmp(b->name.data, ctx->session.backend.data,
+                      b->name.len) == 0)
     {
         goto header;
     }
 
-    ctx->pin_status = NGX_HTTP_MG_PIN_REBOUND;
+    ctx->session.status = NGX_HTTP_MG_PIN_REBOUND;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
 
-    args[0] = ctx->pin_key;
-    args[1] = ctx->pin_backend;
+    args[0] = ctx->session.pin_key;
+    args[1] = ctx->session.backend;
     args[2] = b->name;
 
     if (ngx_http_mg_redis_script(NGX_HTTP_MG_SCRIPT_MOVE, 3, args,
@@ -535,7 +537,7 @@ ngx_http_model_gateway_session_commit(ngx_http_request_t *r,
 
 header:
 
-    if (ctx->session.len == 0) {
+    if (ctx->session.key.len == 0) {
         return NGX_OK;
     }
 
@@ -562,20 +564,20 @@ ngx_http_model_gateway_session_done(ngx_http_request_t *r,
     ngx_str_t                            args[2];
     ngx_http_model_gateway_main_conf_t  *mcf;
 
-    if (ctx->committed || ctx->pin_status != NGX_HTTP_MG_PIN_NEW
-        || ctx->pin_backend.len == 0)
+    if (ctx->committed || ctx->session.status != NGX_HTTP_MG_PIN_NEW
+        || ctx->session.backend.len == 0)
     {
         return;
     }
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
 
-    args[0] = ctx->pin_key;
-    args[1] = ctx->pin_backend;
+    args[0] = ctx->session.pin_key;
+    args[1] = ctx->session.backend;
 
     (void) ngx_http_mg_redis_script(NGX_HTTP_MG_SCRIPT_DROP, 2, args,
                                     ngx_http_model_gateway_session_ignore,
                                     mcf);
 
-    ctx->pin_backend.len = 0;
+    ctx->session.backend.len = 0;
 }

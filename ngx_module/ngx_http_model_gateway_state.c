@@ -85,19 +85,19 @@ ngx_http_model_gateway_state_route(ngx_http_request_t *r,
     ngx_http_mg_redis_cmd_t             *cmd;
     ngx_http_model_gateway_main_conf_t  *mcf;
 
-    switch (ctx->state_kind) {
+    switch (ctx->state.kind) {
 
     case NGX_HTTP_MG_STATE_RESPONSE:
     case NGX_HTTP_MG_STATE_CONVERSATION:
-        kind = ctx->state_kind;
+        kind = ctx->state.kind;
         break;
 
     case NGX_HTTP_MG_STATE_NEW_RESPONSE:
-        if (ctx->state_via == NGX_HTTP_MG_STATE_NONE) {
+        if (ctx->state.via == NGX_HTTP_MG_STATE_NONE) {
             return NGX_DECLINED;
         }
 
-        kind = ctx->state_via;
+        kind = ctx->state.via;
         break;
 
     default:
@@ -106,12 +106,12 @@ ngx_http_model_gateway_state_route(ngx_http_request_t *r,
 
     /* the object's backend, only: an id wins over a session key */
 
-    ctx->single = 1;
-    ctx->session.len = 0;
+    ctx->state.single = 1;
+    ctx->session.key.len = 0;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
 
-    if (ngx_http_model_gateway_state_key(r, ctx, kind, &ctx->state_id)
+    if (ngx_http_model_gateway_state_key(r, ctx, kind, &ctx->state.id)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -138,7 +138,7 @@ ngx_http_model_gateway_state_route(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    args[0] = ctx->state_key;
+    args[0] = ctx->state.key;
 
     cmd = ngx_http_mg_redis_script(NGX_HTTP_MG_SCRIPT_LOOKUP, 1, args,
                                    ngx_http_model_gateway_state_found, ctx);
@@ -150,7 +150,7 @@ ngx_http_model_gateway_state_route(ngx_http_request_t *r,
                                            "conversation ids is busy.");
     }
 
-    ctx->state_cmd = cmd;
+    ctx->state.cmd = cmd;
     cln->handler = ngx_http_model_gateway_state_cleanup;
     cln->data = ctx;
 
@@ -178,17 +178,17 @@ ngx_http_model_gateway_state_key(ngx_http_request_t *r,
         ngx_str_set(&prefix, "mg");
     }
 
-    ctx->state_key.len = prefix.len + sizeof(":resp:") - 1 + id->len;
-    ctx->state_key.data = ngx_pnalloc(r->pool, ctx->state_key.len);
-    if (ctx->state_key.data == NULL) {
+    ctx->state.key.len = prefix.len + sizeof(":resp:") - 1 + id->len;
+    ctx->state.key.data = ngx_pnalloc(r->pool, ctx->state.key.len);
+    if (ctx->state.key.data == NULL) {
         return NGX_ERROR;
     }
 
-    ctx->state_key.len = ngx_sprintf(ctx->state_key.data, "%V:%s:%V",
+    ctx->state.key.len = ngx_sprintf(ctx->state.key.data, "%V:%s:%V",
                                      &prefix,
                                      (kind == NGX_HTTP_MG_STATE_RESPONSE)
                                      ? "resp" : "conv", id)
-                         - ctx->state_key.data;
+                         - ctx->state.key.data;
 
     return NGX_OK;
 }
@@ -199,9 +199,9 @@ ngx_http_model_gateway_state_cleanup(void *data)
 {
     ngx_http_model_gateway_ctx_t *ctx = data;
 
-    if (ctx->state_cmd) {
-        ngx_http_mg_redis_cancel(ctx->state_cmd);
-        ctx->state_cmd = NULL;
+    if (ctx->state.cmd) {
+        ngx_http_mg_redis_cancel(ctx->state.cmd);
+        ctx->state.cmd = NULL;
     }
 }
 
@@ -217,7 +217,7 @@ ngx_http_model_gateway_state_found(void *data, redisReply *reply,
     ngx_http_model_gateway_main_conf_t  *mcf;
 
     r = ctx->request;
-    ctx->state_cmd = NULL;
+    ctx->state.cmd = NULL;
     r->read_event_handler = ngx_http_block_reading;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
@@ -268,27 +268,27 @@ ngx_http_model_gateway_state_unknown(ngx_http_request_t *r,
                                                  mcf->state_default.len);
     }
 
-    response = (ctx->state_kind == NGX_HTTP_MG_STATE_RESPONSE
-                || ctx->state_via == NGX_HTTP_MG_STATE_RESPONSE);
+    response = (ctx->state.kind == NGX_HTTP_MG_STATE_RESPONSE
+                || ctx->state.via == NGX_HTTP_MG_STATE_RESPONSE);
 
     p = ngx_pnalloc(r->pool, sizeof("No conversation found with id ''.")
-                             + ctx->state_id.len);
+                             + ctx->state.id.len);
     if (p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->err_message_str.data = p;
-    ctx->err_message_str.len = ngx_sprintf(p, "No %s found with id '%V'.",
+    ctx->err.message_str.data = p;
+    ctx->err.message_str.len = ngx_sprintf(p, "No %s found with id '%V'.",
                                            response ? "response"
                                                     : "conversation",
-                                           &ctx->state_id)
+                                           &ctx->state.id)
                                - p;
 
     return ngx_http_model_gateway_fail(r, NGX_HTTP_NOT_FOUND,
                                        "invalid_request_error",
                                        response ? "response_not_found"
                                                 : "conversation_not_found",
-                                       (ctx->state_kind
+                                       (ctx->state.kind
                                         == NGX_HTTP_MG_STATE_NEW_RESPONSE)
                                        ? (response ? "previous_response_id"
                                                    : "conversation")
@@ -304,22 +304,22 @@ ngx_http_model_gateway_state_model_mismatch(ngx_http_request_t *r,
     u_char      *p;
     ngx_uint_t   response;
 
-    response = (ctx->state_via == NGX_HTTP_MG_STATE_RESPONSE);
+    response = (ctx->state.via == NGX_HTTP_MG_STATE_RESPONSE);
 
     p = ngx_pnalloc(r->pool, sizeof("The conversation '' is held by a backend "
                                     "that does not serve the model ''.")
-                             + ctx->state_id.len + ctx->model.len);
+                             + ctx->state.id.len + ctx->model.len);
     if (p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->err_message_str.data = p;
-    ctx->err_message_str.len = ngx_sprintf(p, "The %s '%V' is held by a "
+    ctx->err.message_str.data = p;
+    ctx->err.message_str.len = ngx_sprintf(p, "The %s '%V' is held by a "
                                            "backend that does not serve "
                                            "the model '%V'.",
                                            response ? "response"
                                                     : "conversation",
-                                           &ctx->state_id, &ctx->model)
+                                           &ctx->state.id, &ctx->model)
                                - p;
 
     return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
@@ -372,7 +372,7 @@ ngx_http_model_gateway_state_only(ngx_http_request_t *r,
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "model gateway: the backend \"%*s\" holding \"%V\" is not "
-                  "configured any more", len, name, &ctx->state_id);
+                  "configured any more", len, name, &ctx->state.id);
 
     return ngx_http_model_gateway_fail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                        "server_error",
@@ -403,8 +403,8 @@ ngx_http_model_gateway_state_commit(ngx_http_request_t *r,
     ngx_uint_t       kind;
     mg_json_field_t  f[1] = { { "id", 2, MG_JSON_NONE, 0, 0, 0 } };
 
-    if ((ctx->state_kind != NGX_HTTP_MG_STATE_NEW_RESPONSE
-         && ctx->state_kind != NGX_HTTP_MG_STATE_NEW_CONVERSATION)
+    if ((ctx->state.kind != NGX_HTTP_MG_STATE_NEW_RESPONSE
+         && ctx->state.kind != NGX_HTTP_MG_STATE_NEW_CONVERSATION)
         || ctx->attempt.status.code < 200 || ctx->attempt.status.code >= 300)
     {
         return NGX_OK;
@@ -433,7 +433,7 @@ ngx_http_model_gateway_state_commit(ngx_http_request_t *r,
     start = f[0].start;
     len = f[0].len;
 
-    kind = (ctx->state_kind == NGX_HTTP_MG_STATE_NEW_RESPONSE)
+    kind = (ctx->state.kind == NGX_HTTP_MG_STATE_NEW_RESPONSE)
            ? NGX_HTTP_MG_STATE_RESPONSE : NGX_HTTP_MG_STATE_CONVERSATION;
 
     ngx_http_model_gateway_state_store(r, ctx, kind,
@@ -460,9 +460,9 @@ ngx_http_model_gateway_state_event(ngx_http_model_gateway_ctx_t *ctx,
         { "response", 8, MG_JSON_NONE, 0, 0, 0 }
     };
 
-    if ((ctx->state_kind != NGX_HTTP_MG_STATE_NEW_RESPONSE
-         && ctx->state_kind != NGX_HTTP_MG_STATE_NEW_CONVERSATION)
-        || ev->data == NULL || ctx->stored)
+    if ((ctx->state.kind != NGX_HTTP_MG_STATE_NEW_RESPONSE
+         && ctx->state.kind != NGX_HTTP_MG_STATE_NEW_CONVERSATION)
+        || ev->data == NULL || ctx->state.stored)
     {
         return ngx_http_model_gateway_state_next_event(ctx, ev);
     }
@@ -503,11 +503,11 @@ ngx_http_model_gateway_state_store(ngx_http_request_t *r,
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
 
-    if (mcf->redis == NULL || ctx->stored) {
+    if (mcf->redis == NULL || ctx->state.stored) {
         return;
     }
 
-    ctx->stored = 1;
+    ctx->state.stored = 1;
 
     id.data = ngx_pnalloc(r->pool, toklen);
     if (id.data == NULL) {
@@ -530,7 +530,7 @@ ngx_http_model_gateway_state_store(ngx_http_request_t *r,
     ttl = (kind == NGX_HTTP_MG_STATE_RESPONSE) ? mcf->response_ttl
                                                : mcf->conversation_ttl;
 
-    args[0] = ctx->state_key;
+    args[0] = ctx->state.key;
     args[1] = ctx->target->backend->name;
     args[2].data = ms;
     args[2].len = ngx_sprintf(ms, "%M", ttl) - ms;
@@ -550,8 +550,8 @@ ngx_http_model_gateway_state_store(ngx_http_request_t *r,
         return;
     }
 
-    ctx->state_cmd = cmd;
-    ctx->store_pending = 1;
+    ctx->state.cmd = cmd;
+    ctx->state.store_pending = 1;
 
     cln->handler = ngx_http_model_gateway_state_cleanup;
     cln->data = ctx;
@@ -576,36 +576,36 @@ ngx_http_model_gateway_state_stored(void *data, redisReply *reply,
     r = ctx->request;
     u = r->upstream;
 
-    ctx->state_cmd = NULL;
-    ctx->store_pending = 0;
+    ctx->state.cmd = NULL;
+    ctx->state.store_pending = 0;
 
     if (rc != NGX_OK || reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "model gateway: recording \"%V\" failed, follow-ups "
-                      "will not find it", &ctx->state_key);
+                      "will not find it", &ctx->state.key);
     }
 
     if (u == NULL) {
         return;
     }
 
-    if (ctx->held) {
+    if (ctx->state.held) {
         cl = ngx_alloc_chain_link(r->pool);
         if (cl == NULL) {
             return;
         }
 
-        cl->buf = ctx->held;
+        cl->buf = ctx->state.held;
         cl->next = NULL;
-        ctx->held = NULL;
+        ctx->state.held = NULL;
 
         for (ll = &u->out_bufs; *ll; ll = &(*ll)->next) { /* void */ }
         *ll = cl;
 
         u->length = 0;
 
-    } else if (ctx->finish_pending) {
-        ctx->finish_pending = 0;
+    } else if (ctx->state.finish_pending) {
+        ctx->state.finish_pending = 0;
         u->length = 0;
 
     } else {

@@ -145,7 +145,7 @@ ngx_http_model_gateway_feed(ngx_http_model_gateway_ctx_t *ctx, u_char *data,
 
             /* what the client's stream ends with; before, a failover */
 
-            ngx_str_set(&ctx->stream_error,
+            ngx_str_set(&ctx->stream.error,
                         "the backend sent an invalid event stream");
         }
 
@@ -243,7 +243,7 @@ ngx_http_model_gateway_input_filter_init(void *data)
          * timeout before nginx turns it into a dropped connection
          */
 
-        ctx->read_handler = u->read_event_handler;
+        ctx->stream.read_handler = u->read_event_handler;
         u->read_event_handler = ngx_http_model_gateway_stream_read_handler;
     }
 
@@ -270,7 +270,7 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
     p = b->last;
     b->last += bytes;
 
-    if (ctx->stream_closed) {
+    if (ctx->stream.closed) {
         return NGX_OK;
     }
 
@@ -299,7 +299,7 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
             return NGX_OK;
         }
 
-        if (ctx->store_pending && bytes > 0) {
+        if (ctx->state.store_pending && bytes > 0) {
 
             /*
              * the last byte waits until the id of what this response
@@ -307,13 +307,13 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
              * it has the whole answer finds it
              */
 
-            ctx->held = ngx_create_temp_buf(r->pool, 1);
-            if (ctx->held == NULL) {
+            ctx->state.held = ngx_create_temp_buf(r->pool, 1);
+            if (ctx->state.held == NULL) {
                 return NGX_ERROR;
             }
 
-            *ctx->held->last++ = p[bytes - 1];
-            ctx->held->flush = 1;
+            *ctx->state.held->last++ = p[bytes - 1];
+            ctx->state.held->flush = 1;
             cl->buf->last--;
 
             if (bytes == 1) {
@@ -337,14 +337,14 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
     view.pos = p;
     view.last = p + bytes;
 
-    ctx->out = NULL;
-    ctx->out_buf = NULL;
+    ctx->stream.out = NULL;
+    ctx->stream.out_buf = NULL;
 
     rc = ngx_http_model_gateway_unframe(r, ctx, &view,
                                         ngx_http_model_gateway_stream_event);
 
     if (rc == NGX_HTTP_MG_BAD_FRAMING) {
-        ngx_str_set(&ctx->stream_error,
+        ngx_str_set(&ctx->stream.error,
                     "the backend sent an invalid chunked stream");
     }
 
@@ -353,7 +353,7 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
     }
 
     if (rc == MG_SSE_ETOOBIG) {
-        ngx_str_set(&ctx->stream_error, "the backend sent a stream event "
+        ngx_str_set(&ctx->stream.error, "the backend sent a stream event "
                     "larger than model_gateway_event_max_size");
     }
 
@@ -375,21 +375,21 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "model gateway: stream from backend \"%V\" cut: "
                           "%V", &ctx->target->backend->name,
-                          &ctx->stream_error);
-            ctx->stream_closed = 1;
+                          &ctx->stream.error);
+            ctx->stream.closed = 1;
         }
 
-        if (rc == 0 && ctx->store_pending) {
+        if (rc == 0 && ctx->state.store_pending) {
 
             /* the end waits for the response id to be recorded */
-            ctx->finish_pending = 1;
+            ctx->state.finish_pending = 1;
 
         } else {
             u->length = 0;
         }
     }
 
-    if (ctx->out == NULL) {
+    if (ctx->stream.out == NULL) {
         return NGX_OK;
     }
 
@@ -397,9 +397,10 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
         ll = &cl->next;
     }
 
-    *ll = ctx->out;
+    *ll = ctx->stream.out;
 
-    if (u->length == 0 && ctx->done_seen && r == r->main && !r->post_action)
+    if (u->length == 0 && ctx->stream.done_seen && r == r->main
+        && !r->post_action)
     {
         /*
          * the stream is complete and needs no tail: its last events and
@@ -408,10 +409,10 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
          * nginx sends after
          */
 
-        for (cl = ctx->out; cl->next; cl = cl->next) { /* void */ }
+        for (cl = ctx->stream.out; cl->next; cl = cl->next) { /* void */ }
 
         cl->buf->last_buf = 1;
-        ctx->last_sent = 1;
+        ctx->stream.last_sent = 1;
     }
 
     return NGX_OK;
@@ -449,10 +450,10 @@ ngx_http_model_gateway_write_event(ngx_http_model_gateway_ctx_t *ctx,
 {
     if (ev->data) {
         if (mg_sse_is_done(ev)) {
-            ctx->done_seen = 1;
+            ctx->stream.done_seen = 1;
 
         } else if (mg_sse_is_error(ev)) {
-            ctx->error_seen = 1;
+            ctx->stream.error_seen = 1;
         }
     }
 
@@ -482,7 +483,7 @@ ngx_http_model_gateway_emit(ngx_http_model_gateway_ctx_t *ctx,
         return NGX_OK;
     }
 
-    b = ctx->out_buf;
+    b = ctx->stream.out_buf;
 
     if (b && (size_t) (b->end - b->last) >= len) {
         b->last = ngx_cpymem(b->last, data, len);
@@ -519,9 +520,9 @@ ngx_http_model_gateway_emit(ngx_http_model_gateway_ctx_t *ctx,
     b->last_buf = 0;
     b->tag = u->output.tag;
 
-    ctx->out_buf = b;
+    ctx->stream.out_buf = b;
 
-    for (ll = &ctx->out; *ll; ll = &(*ll)->next) { /* void */ }
+    for (ll = &ctx->stream.out; *ll; ll = &(*ll)->next) { /* void */ }
 
     *ll = cl;
 
@@ -539,21 +540,21 @@ ngx_http_model_gateway_stream_read_handler(ngx_http_request_t *r,
     c = u->peer.connection;
     ctx = ngx_http_get_module_ctx(r, ngx_http_model_gateway_module);
 
-    if (c->read->timedout && !ctx->stream_closed) {
+    if (c->read->timedout && !ctx->stream.closed) {
         c->read->timedout = 0;
 
-        if (ctx->stream_error.len == 0) {
-            ngx_str_set(&ctx->stream_error,
+        if (ctx->stream.error.len == 0) {
+            ngx_str_set(&ctx->stream.error,
                         "the backend sent nothing within the idle timeout");
         }
 
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "model gateway: stream from backend \"%V\" cut: %V",
-                      &ctx->target->backend->name, &ctx->stream_error);
+                      &ctx->target->backend->name, &ctx->stream.error);
 
         /* end the response cleanly: no more reading, then finalize */
 
-        ctx->stream_closed = 1;
+        ctx->stream.closed = 1;
         c->read->ready = 0;
         u->length = 0;
 
@@ -561,7 +562,7 @@ ngx_http_model_gateway_stream_read_handler(ngx_http_request_t *r,
         c->read->timedout = 0;
     }
 
-    ctx->read_handler(r, u);
+    ctx->stream.read_handler(r, u);
 }
 
 
@@ -589,8 +590,8 @@ ngx_http_model_gateway_stream_tail(ngx_http_request_t *r,
     responses = (ctx->endpoint == MG_EP_RESPONSES
                  || ctx->endpoint == MG_EP_RESPONSE);
 
-    cut = !ctx->error_seen
-          && (!ctx->attempt.framing_done || ctx->stream_closed
+    cut = !ctx->stream.error_seen
+          && (!ctx->attempt.framing_done || ctx->stream.closed
               || ngx_http_model_gateway_pending(ctx));
 
     if (!cut && responses) {
@@ -602,24 +603,24 @@ ngx_http_model_gateway_stream_tail(ngx_http_request_t *r,
     n = 0;
 
     if (cut) {
-        if (ctx->stream_error.len == 0) {
-            ngx_str_set(&ctx->stream_error,
+        if (ctx->stream.error.len == 0) {
+            ngx_str_set(&ctx->stream.error,
                         "the backend closed the stream before it ended");
 
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "model gateway: stream from backend \"%V\" cut: "
                           "%V", &ctx->target->backend->name,
-                          &ctx->stream_error);
+                          &ctx->stream.error);
         }
 
         /* the error event is sized to fit: cut short, it is not JSON */
 
         n = responses
             ? sizeof(NGX_HTTP_MG_RESP_ERROR_HEAD NGX_HTTP_MG_RESP_ERROR_TAIL)
-              + mg_json_escape(NULL, 0, (char *) ctx->stream_error.data,
-                               ctx->stream_error.len)
+              + mg_json_escape(NULL, 0, (char *) ctx->stream.error.data,
+                               ctx->stream.error.len)
             : sizeof("data: \n\n")
-              + mg_error_json(NULL, 0, (char *) ctx->stream_error.data,
+              + mg_error_json(NULL, 0, (char *) ctx->stream.error.data,
                               "server_error", NULL, "stream_interrupted");
     }
 
@@ -635,15 +636,15 @@ ngx_http_model_gateway_stream_tail(ngx_http_request_t *r,
         p = ngx_cpymem(p, NGX_HTTP_MG_RESP_ERROR_HEAD,
                        sizeof(NGX_HTTP_MG_RESP_ERROR_HEAD) - 1);
         p += mg_json_escape((char *) p, last - p,
-                            (char *) ctx->stream_error.data,
-                            ctx->stream_error.len);
+                            (char *) ctx->stream.error.data,
+                            ctx->stream.error.len);
         p = ngx_cpymem(p, NGX_HTTP_MG_RESP_ERROR_TAIL,
                        sizeof(NGX_HTTP_MG_RESP_ERROR_TAIL) - 1);
 
     } else if (cut) {
         p = ngx_cpymem(p, "data: ", 6);
         p += mg_error_json((char *) p, last - p,
-                           (char *) ctx->stream_error.data,
+                           (char *) ctx->stream.error.data,
                            "server_error", NULL, "stream_interrupted");
         *p++ = '\n'; *p++ = '\n';
     }
@@ -658,7 +659,7 @@ ngx_http_model_gateway_stream_tail(ngx_http_request_t *r,
     out.buf = b;
     out.next = NULL;
 
-    ctx->done_seen = 1;
+    ctx->stream.done_seen = 1;
 
     return ngx_http_output_filter(r, &out);
 }
@@ -682,30 +683,30 @@ ngx_http_model_gateway_finalize_request(ngx_http_request_t *r, ngx_int_t rc)
 
     ngx_http_model_gateway_run_done(r, ctx, rc);
 
-    if (ctx->held && u->header_sent && !r->connection->error) {
+    if (ctx->state.held && u->header_sent && !r->connection->error) {
 
         /* the backend went away first: never leave the body short */
 
-        out.buf = ctx->held;
+        out.buf = ctx->state.held;
         out.next = NULL;
-        ctx->held = NULL;
+        ctx->state.held = NULL;
 
         (void) ngx_http_output_filter(r, &out);
     }
 
     if (rc == 0 && ctx->attempt.framing == NGX_HTTP_MG_FRAME_CLOSE
-        && !ctx->stream_closed)
+        && !ctx->stream.closed)
     {
         /* a stream without length or chunks ends with its connection */
         ctx->attempt.framing_done = 1;
     }
 
     if (u->header_sent && ctx->attempt.mode == NGX_HTTP_MG_BODY_STREAM
-        && !ctx->done_seen && !r->connection->error
+        && !ctx->stream.done_seen && !r->connection->error
         && rc != NGX_HTTP_CLIENT_CLOSED_REQUEST)
     {
-        if (rc != 0 && ctx->stream_error.len == 0) {
-            ngx_str_set(&ctx->stream_error,
+        if (rc != 0 && ctx->stream.error.len == 0) {
+            ngx_str_set(&ctx->stream.error,
                         "the connection to the backend failed");
         }
 

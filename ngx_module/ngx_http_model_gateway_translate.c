@@ -239,8 +239,8 @@ failed:
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->err_message_str.data = p;
-    ctx->err_message_str.len = ngx_cpystrn(p, (u_char *) err.message,
+    ctx->err.message_str.data = p;
+    ctx->err.message_str.len = ngx_cpystrn(p, (u_char *) err.message,
                                            sizeof(err.message))
                                - p;
 
@@ -460,7 +460,7 @@ ngx_http_model_gateway_translate_commit(ngx_http_request_t *r,
                                  err.type, err.param, err.code);
 
         u->headers_in.status_n = err.status;
-        ctx->passthrough = 1;
+        ctx->stream.passthrough = 1;
     }
 
     mg_buf_free(&out);
@@ -523,7 +523,7 @@ ngx_http_model_gateway_translate_event(ngx_http_model_gateway_ctx_t *ctx,
     switch (rc) {
 
     case MG_X_DONE:
-        ctx->done_seen = 1;
+        ctx->stream.done_seen = 1;
 
         /* fall through */
 
@@ -540,7 +540,7 @@ ngx_http_model_gateway_translate_event(ngx_http_model_gateway_ctx_t *ctx,
                       "model gateway: stream from backend \"%V\" failed: %s",
                       &ctx->target->backend->name, err.message);
 
-        ctx->error_seen = 1;
+        ctx->stream.error_seen = 1;
 
         /* sized to fit: an event cut short would not be JSON */
 
@@ -577,7 +577,7 @@ ngx_http_model_gateway_translate_finish(ngx_http_model_gateway_ctx_t *ctx)
     int  rc;
 
     if (ctx->xlate == NULL || ctx->xlate->stream_finish == NULL
-        || ctx->done_seen || ctx->error_seen)
+        || ctx->stream.done_seen || ctx->stream.error_seen)
     {
         return NGX_OK;
     }
@@ -587,7 +587,7 @@ ngx_http_model_gateway_translate_finish(ngx_http_model_gateway_ctx_t *ctx)
     rc = ctx->xlate->stream_finish(ctx->xstream, &ctx->xout);
 
     if (rc == MG_X_DONE) {
-        ctx->done_seen = 1;
+        ctx->stream.done_seen = 1;
 
     } else if (rc == MG_X_ERROR || rc == MG_X_OK) {
 
@@ -596,13 +596,13 @@ ngx_http_model_gateway_translate_finish(ngx_http_model_gateway_ctx_t *ctx)
          * (Bedrock's finish answers MG_X_OK when messageStop never came)
          */
 
-        ngx_str_set(&ctx->stream_error,
+        ngx_str_set(&ctx->stream.error,
                     "the backend's stream ended before it was complete");
-        ctx->stream_closed = 1;
+        ctx->stream.closed = 1;
 
         ngx_log_error(NGX_LOG_ERR, ctx->request->connection->log, 0,
                       "model gateway: stream from backend \"%V\" cut: %V",
-                      &ctx->target->backend->name, &ctx->stream_error);
+                      &ctx->target->backend->name, &ctx->stream.error);
 
     } else if (rc == MG_X_NOMEM) {
         return NGX_ERROR;

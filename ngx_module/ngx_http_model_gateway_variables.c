@@ -103,18 +103,18 @@ ngx_http_model_gateway_variable(ngx_http_request_t *r,
             break;
 
         case NGX_HTTP_MG_VAR_SESSION:
-            if (ctx->session.len) {
+            if (ctx->session.key.len) {
                 val = *ngx_http_model_gateway_pin_status(ctx);
             }
             break;
 
         case NGX_HTTP_MG_VAR_PINNED:
-            if (ctx->pin_backend.len) {
-                val = ctx->pin_backend;
+            if (ctx->session.backend.len) {
+                val = ctx->session.backend;
 
-            } else if (ctx->session.len && ctx->hashed >= 0) {
+            } else if (ctx->session.key.len && ctx->session.hashed >= 0) {
                 val = ((ngx_http_model_gateway_target_t *)
-                       ctx->model_conf->targets.elts)[ctx->hashed]
+                       ctx->model_conf->targets.elts)[ctx->session.hashed]
                       .backend->name;
             }
             break;

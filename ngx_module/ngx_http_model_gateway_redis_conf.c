@@ -1,0 +1,150 @@
+
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ *
+ * The model_gateway_redis directives and the Redis configuration's
+ * defaults and TLS context; the connection itself lives in _redis.c.
+ */
+
+
+#include "ngx_http_model_gateway_module.h"
+#include "ngx_http_model_gateway_redis.h"
+
+
+/* model_gateway_redis HOST[:PORT] | unix:PATH; */
+
+char *
+ngx_http_model_gateway_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_model_gateway_main_conf_t *mcf = conf;
+
+    ngx_str_t  *value;
+    ngx_url_t   u;
+
+    if (mcf->redis) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = value[1];
+    u.default_port = 6379;
+
+    /* resolved now: a worker never waits on DNS */
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid redis address \"%V\"%s%s", &value[1],
+                           u.err ? ": " : "", u.err ? u.err : "");
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->redis = &mcf->redis_conf;
+    mcf->redis->addr = u.addrs[0];
+    mcf->redis->host = u.host;
+    mcf->redis->port = u.port;
+    mcf->redis->named = (u.family != AF_UNIX
+                         && ngx_inet_addr(u.host.data, u.host.len)
+                            == INADDR_NONE
+                         && !(u.host.len && u.host.data[0] == '['));
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_model_gateway_redis_password(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_model_gateway_main_conf_t *mcf = conf;
+
+    ngx_str_t  *value, what;
+
+    /* cmd->offset: bit 0 from the environment, bit 1 the ACL user */
+
+    value = cf->args->elts;
+
+    if (cmd->offset & 2) {
+        ngx_str_set(&what, "the redis user");
+
+        return ngx_http_model_gateway_read_secret(cf, cmd->offset & 1,
+                                                  &value[1],
+                                                  &mcf->redis_conf.user,
+                                                  &what);
+    }
+
+    ngx_str_set(&what, "the redis password");
+
+    return ngx_http_model_gateway_read_secret(cf, cmd->offset & 1, &value[1],
+                                              &mcf->redis_conf.password,
+                                              &what);
+}
+
+
+ngx_int_t
+ngx_http_model_gateway_redis_finish(ngx_conf_t *cf,
+    ngx_http_model_gateway_main_conf_t *mcf)
+{
+    ngx_pool_cleanup_t        *cln;
+    ngx_http_mg_redis_conf_t  *rcf;
+
+    rcf = &mcf->redis_conf;
+
+    ngx_conf_init_value(rcf->tls, 0);
+    ngx_conf_init_value(rcf->ssl_verify, 1);
+    ngx_conf_init_uint_value(rcf->database, 0);
+    ngx_conf_init_msec_value(rcf->connect_timeout, 1000);
+    ngx_conf_init_msec_value(rcf->timeout, 250);
+    ngx_conf_init_uint_value(rcf->max_inflight, 4096);
+    ngx_conf_init_size_value(rcf->max_reply_size, 1024 * 1024);
+
+    if (rcf->prefix.data == NULL) {
+        ngx_str_set(&rcf->prefix, "mg");
+    }
+
+    if (rcf->ssl_trusted_certificate.data == NULL) {
+        rcf->ssl_trusted_certificate = mcf->ssl_trusted_certificate;
+    }
+
+    if (ngx_http_mg_redis_scripts_init(cf->log) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (mcf->redis == NULL || !rcf->tls) {
+        return NGX_OK;
+    }
+
+    rcf->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (rcf->ssl == NULL) {
+        return NGX_ERROR;
+    }
+
+    rcf->ssl->log = cf->log;
+
+    if (ngx_ssl_create(rcf->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(rcf->ssl);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = rcf->ssl;
+
+    if (rcf->ssl_verify
+        && ngx_ssl_trusted_certificate(cf, rcf->ssl,
+                                       &rcf->ssl_trusted_certificate, 4)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}

@@ -1,0 +1,742 @@
+
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ *
+ * The life of the worker's Redis connection: connect (with a fresh DNS
+ * lookup when a resolver is configured), TLS, the AUTH, SELECT, SCRIPT
+ * LOAD and TIME handshake, and on any failure one close that fails every
+ * waiter and a reconnect with exponential backoff.  The commands that
+ * travel on it are _redis.c's.
+ */
+
+
+#include "ngx_http_model_gateway_redis_conn.h"
+
+
+ngx_http_mg_redis_t  *ngx_http_mg_redis;
+
+
+static void ngx_http_mg_redis_connect(ngx_http_mg_redis_t *rd);
+static void ngx_http_mg_redis_resolve(ngx_http_mg_redis_t *rd);
+static void ngx_http_mg_redis_resolved(ngx_resolver_ctx_t *ctx);
+static void ngx_http_mg_redis_reconnect_handler(ngx_event_t *ev);
+static void ngx_http_mg_redis_write_handler(ngx_event_t *ev);
+static void ngx_http_mg_redis_connected(ngx_http_mg_redis_t *rd);
+#if (NGX_HTTP_SSL)
+static void ngx_http_mg_redis_ssl_handshake(ngx_connection_t *c);
+#endif
+static void ngx_http_mg_redis_close(ngx_http_mg_redis_t *rd);
+static void ngx_http_mg_redis_handshake_reply(void *data, redisReply *reply,
+    ngx_int_t rc);
+static void ngx_http_mg_redis_time_reply(void *data, redisReply *reply,
+    ngx_int_t rc);
+
+
+ngx_int_t
+ngx_http_mg_redis_init_process(ngx_cycle_t *cycle,
+    ngx_http_model_gateway_main_conf_t *mcf)
+{
+    ngx_http_mg_redis_t       *rd;
+    ngx_http_conf_ctx_t       *hctx;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    ngx_http_mg_redis = NULL;
+
+    if (mcf->redis == NULL) {
+        return NGX_OK;
+    }
+
+    rd = ngx_pcalloc(cycle->pool, sizeof(ngx_http_mg_redis_t));
+    if (rd == NULL) {
+        return NGX_ERROR;
+    }
+
+    rd->mcf = mcf;
+    rd->log = cycle->log;
+    rd->state = NGX_HTTP_MG_REDIS_DOWN;
+    rd->backoff = 100;
+
+    ngx_queue_init(&rd->inflight);
+    ngx_queue_init(&rd->free);
+
+    rd->out = ngx_create_temp_buf(cycle->pool, 16384);
+    if (rd->out == NULL) {
+        return NGX_ERROR;
+    }
+
+    rd->timer.handler = ngx_http_mg_redis_timer_handler;
+    rd->timer.data = rd;
+    rd->timer.log = cycle->log;
+
+    /*
+     * not cancelable: while a command is in flight, a worker that is
+     * shutting down (reload, quit) must not look idle and exit under the
+     * requests that wait for it; the timer only runs while commands are
+     * in flight, and never longer than model_gateway_redis_timeout
+     */
+
+    rd->timer.cancelable = 0;
+
+    rd->reconnect.handler = ngx_http_mg_redis_reconnect_handler;
+    rd->reconnect.data = rd;
+    rd->reconnect.log = cycle->log;
+    rd->reconnect.cancelable = 1;
+
+    ngx_memcpy(&rd->sockaddr, mcf->redis->addr.sockaddr,
+               mcf->redis->addr.socklen);
+    rd->socklen = mcf->redis->addr.socklen;
+    rd->name = mcf->redis->addr.name;
+
+    /*
+     * with nginx's resolver, a host name is looked up again before each
+     * reconnect: a managed Redis that failed over may have moved
+     */
+
+    if (mcf->redis->named) {
+        hctx = (ngx_http_conf_ctx_t *) cycle->conf_ctx[ngx_http_module.index];
+        clcf = hctx->loc_conf[ngx_http_core_module.ctx_index];
+
+        if (clcf->resolver && clcf->resolver->connections.nelts) {
+            rd->resolver = clcf->resolver;
+            rd->resolver_timeout = clcf->resolver_timeout;
+        }
+    }
+
+    ngx_http_mg_redis = rd;
+
+    ngx_http_mg_redis_connect(rd);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_mg_redis_exit_process(void)
+{
+    ngx_queue_t              *q;
+    ngx_http_mg_redis_t      *rd;
+    ngx_http_mg_redis_cmd_t  *cmd;
+
+    rd = ngx_http_mg_redis;
+
+    if (rd == NULL) {
+        return;
+    }
+
+    /*
+     * the process ends: nothing is logged (Redis is not down) and no
+     * waiter is resumed into a fallback that could not finish anyway; a
+     * graceful exit has none left, a fast one abandons its requests
+     */
+
+    ngx_http_mg_redis_close(rd);
+
+    while (!ngx_queue_empty(&rd->inflight)) {
+        q = ngx_queue_head(&rd->inflight);
+        ngx_queue_remove(q);
+        rd->ninflight--;
+
+        cmd = ngx_queue_data(q, ngx_http_mg_redis_cmd_t, queue);
+        ngx_http_mg_redis_release(rd, cmd);
+    }
+
+    if (rd->reconnect.timer_set) {
+        ngx_del_timer(&rd->reconnect);
+    }
+
+    ngx_http_mg_redis = NULL;
+}
+
+
+ngx_uint_t
+ngx_http_mg_redis_ready(void)
+{
+    return ngx_http_mg_redis
+           && ngx_http_mg_redis->state == NGX_HTTP_MG_REDIS_READY;
+}
+
+
+static void
+ngx_http_mg_redis_connect(ngx_http_mg_redis_t *rd)
+{
+    ngx_err_t                       err;
+    ngx_int_t                       rc;
+    ngx_connection_t               *c;
+    ngx_http_mg_redis_conf_t       *rcf;
+
+    rcf = rd->mcf->redis;
+
+    ngx_memzero(&rd->peer, sizeof(ngx_peer_connection_t));
+
+    /*
+     * nginx logs a failed connect() at "error" itself, once per attempt:
+     * its line is kept out, and the failure is logged here, at "error"
+     * when Redis goes down and at "info" for each reconnect attempt
+     */
+
+    rd->connect_log = *rd->log;
+
+    if (rd->connect_log.log_level > NGX_LOG_CRIT) {
+        rd->connect_log.log_level = NGX_LOG_CRIT;
+    }
+
+    rd->peer.sockaddr = &rd->sockaddr.sockaddr;
+    rd->peer.socklen = rd->socklen;
+    rd->peer.name = &rd->name;
+    rd->peer.get = ngx_event_get_peer;
+    rd->peer.log = &rd->connect_log;
+    rd->peer.log_error = NGX_ERROR_INFO;
+
+    rc = ngx_event_connect_peer(&rd->peer);
+
+    if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
+        err = ngx_socket_errno;
+
+        if (rd->peer.connection) {
+            ngx_close_connection(rd->peer.connection);
+            rd->peer.connection = NULL;
+        }
+
+        ngx_http_mg_redis_fail(rd, err, "connect() failed");
+        return;
+    }
+
+    /*
+     * the connection's own errors (a reset, TLS) are logged by nginx at
+     * "info": the line that counts is the "down" one
+     */
+
+    c = rd->peer.connection;
+    c->log = rd->log;
+    c->read->log = rd->log;
+    c->write->log = rd->log;
+    c->log_error = NGX_ERROR_INFO;
+    c->data = rd;
+    c->read->handler = ngx_http_mg_redis_read_handler;
+    c->write->handler = ngx_http_mg_redis_write_handler;
+    c->idle = 0;
+
+    /* nginx's SSL allocates from the connection's pool */
+
+    c->pool = ngx_create_pool(512, rd->log);
+    if (c->pool == NULL) {
+        ngx_http_mg_redis_fail(rd, 0, "out of memory");
+        return;
+    }
+
+    rd->state = NGX_HTTP_MG_REDIS_CONNECTING;
+
+    rd->reader = redisReaderCreate();
+    if (rd->reader == NULL) {
+        ngx_http_mg_redis_fail(rd, 0, "out of memory");
+        return;
+    }
+
+    if (rc == NGX_AGAIN) {
+        ngx_add_timer(c->write, rcf->connect_timeout);
+        return;
+    }
+
+    ngx_http_mg_redis_write_handler(c->write);
+}
+
+
+static void
+ngx_http_mg_redis_reconnect_handler(ngx_event_t *ev)
+{
+    ngx_http_mg_redis_t *rd = ev->data;
+
+    if (ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    if (rd->resolver) {
+        ngx_http_mg_redis_resolve(rd);
+        return;
+    }
+
+    ngx_http_mg_redis_connect(rd);
+}
+
+
+static void
+ngx_http_mg_redis_resolve(ngx_http_mg_redis_t *rd)
+{
+    ngx_resolver_ctx_t  *ctx;
+
+    ctx = ngx_resolve_start(rd->resolver, NULL);
+
+    if (ctx == NULL || ctx == NGX_NO_RESOLVER) {
+        ngx_http_mg_redis_connect(rd);
+        return;
+    }
+
+    ctx->name = rd->mcf->redis->host;
+    ctx->handler = ngx_http_mg_redis_resolved;
+    ctx->data = rd;
+    ctx->timeout = rd->resolver_timeout;
+    ctx->cancelable = 1;
+
+    rd->resolving = 1;
+
+    if (ngx_resolve_name(ctx) != NGX_OK) {
+        rd->resolving = 0;
+        ngx_http_mg_redis_connect(rd);
+    }
+}
+
+
+static void
+ngx_http_mg_redis_resolved(ngx_resolver_ctx_t *ctx)
+{
+    ngx_http_mg_redis_t *rd = ctx->data;
+
+    rd->resolving = 0;
+
+    if (ctx->state) {
+
+        /* keep the address it had: it may be right again */
+
+        ngx_log_error((rd->logged_down ? NGX_LOG_INFO : NGX_LOG_WARN),
+                      rd->log, 0,
+                      "model gateway: redis host %V could not be resolved "
+                      "(%i: %s)", &ctx->name, ctx->state,
+                      ngx_resolver_strerror(ctx->state));
+
+    } else if (ctx->naddrs) {
+        ngx_memcpy(&rd->sockaddr, ctx->addrs[0].sockaddr,
+                   ctx->addrs[0].socklen);
+        rd->socklen = ctx->addrs[0].socklen;
+        ngx_inet_set_port(&rd->sockaddr.sockaddr, rd->mcf->redis->port);
+
+        rd->name.data = rd->text;
+        rd->name.len = ngx_sock_ntop(&rd->sockaddr.sockaddr, rd->socklen,
+                                     rd->text, NGX_SOCKADDR_STRLEN, 1);
+    }
+
+    ngx_resolve_name_done(ctx);
+
+    if (ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    ngx_http_mg_redis_connect(rd);
+}
+
+
+static void
+ngx_http_mg_redis_write_handler(ngx_event_t *wev)
+{
+    int                        err;
+    socklen_t                  len;
+    ngx_connection_t          *c;
+    ngx_http_mg_redis_t       *rd;
+    ngx_http_mg_redis_conf_t  *rcf;
+
+    c = wev->data;
+    rd = c->data;
+    rcf = rd->mcf->redis;
+
+    if (wev->timedout) {
+        ngx_http_mg_redis_fail(rd, 0, "connect timed out");
+        return;
+    }
+
+    if (rd->state == NGX_HTTP_MG_REDIS_CONNECTING && c->ssl == NULL
+        && rd->handshake == 0)
+    {
+        err = 0;
+        len = sizeof(int);
+
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len)
+            == -1)
+        {
+            err = ngx_socket_errno;
+        }
+
+        if (err) {
+            ngx_http_mg_redis_fail(rd, err, "connect() failed");
+            return;
+        }
+
+        if (wev->timer_set) {
+            ngx_del_timer(wev);
+        }
+
+#if (NGX_HTTP_SSL)
+
+        if (rcf->ssl) {
+            if (ngx_ssl_create_connection(rcf->ssl, c, NGX_SSL_CLIENT)
+                != NGX_OK)
+            {
+                ngx_http_mg_redis_fail(rd, 0, "TLS setup failed");
+                return;
+            }
+
+            if (rcf->host.len) {
+                u_char  name[256];
+
+                ngx_cpystrn(name, rcf->host.data,
+                            ngx_min(rcf->host.len + 1, sizeof(name)));
+                (void) SSL_set_tlsext_host_name(c->ssl->connection,
+                                                (char *) name);
+            }
+
+            if (ngx_ssl_handshake(c) == NGX_AGAIN) {
+                ngx_add_timer(c->write, rcf->connect_timeout);
+                c->ssl->handler = ngx_http_mg_redis_ssl_handshake;
+                return;
+            }
+
+            ngx_http_mg_redis_ssl_handshake(c);
+            return;
+        }
+
+#endif
+
+        ngx_http_mg_redis_connected(rd);
+        return;
+    }
+
+    ngx_http_mg_redis_flush(rd);
+}
+
+
+#if (NGX_HTTP_SSL)
+
+static void
+ngx_http_mg_redis_ssl_handshake(ngx_connection_t *c)
+{
+    long                       rc;
+    ngx_http_mg_redis_t       *rd;
+    ngx_http_mg_redis_conf_t  *rcf;
+
+    rd = c->data;
+    rcf = rd->mcf->redis;
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    if (!c->ssl->handshaked) {
+        ngx_http_mg_redis_fail(rd, 0, "TLS handshake failed");
+        return;
+    }
+
+    if (rcf->ssl_verify) {
+        rc = SSL_get_verify_result(c->ssl->connection);
+
+        if (rc != X509_V_OK) {
+            ngx_log_error((rd->logged_down ? NGX_LOG_INFO : NGX_LOG_ERR),
+                          rd->log, 0,
+                          "model gateway: redis certificate verify error: "
+                          "(%l:%s)", rc, X509_verify_cert_error_string(rc));
+            ngx_http_mg_redis_fail(rd, 0, "TLS certificate not trusted");
+            return;
+        }
+
+        if (ngx_ssl_check_host(c, &rcf->host) != NGX_OK) {
+            ngx_log_error((rd->logged_down ? NGX_LOG_INFO : NGX_LOG_ERR),
+                          rd->log, 0,
+                          "model gateway: redis certificate does not match "
+                          "\"%V\"", &rcf->host);
+            ngx_http_mg_redis_fail(rd, 0, "TLS certificate name mismatch");
+            return;
+        }
+    }
+
+    c->read->handler = ngx_http_mg_redis_read_handler;
+    c->write->handler = ngx_http_mg_redis_write_handler;
+
+    ngx_http_mg_redis_connected(rd);
+}
+
+#endif
+
+
+/*
+ * AUTH, SELECT and the scripts go first, pipelined; the connection is
+ * ready when their replies came back without an error.
+ */
+
+static void
+ngx_http_mg_redis_connected(ngx_http_mg_redis_t *rd)
+{
+    size_t                     lens[3];
+    ngx_uint_t                 i, argc;
+    const char                *argv[3];
+    ngx_http_mg_redis_cmd_t   *cmd;
+    ngx_http_mg_redis_conf_t  *rcf;
+    u_char                     db[NGX_INT_T_LEN];
+
+    rcf = rd->mcf->redis;
+    rd->handshake = 0;
+
+    if (rcf->password.len) {
+        argc = 0;
+        argv[argc] = "AUTH"; lens[argc++] = 4;
+
+        if (rcf->user.len) {
+            argv[argc] = (char *) rcf->user.data;
+            lens[argc++] = rcf->user.len;
+        }
+
+        argv[argc] = (char *) rcf->password.data;
+        lens[argc++] = rcf->password.len;
+
+        if (ngx_http_mg_redis_append(rd, argc, argv, lens) != NGX_OK) {
+            goto failed;
+        }
+
+        rd->handshake++;
+    }
+
+    if (rcf->database) {
+        argv[0] = "SELECT"; lens[0] = 6;
+        argv[1] = (char *) db;
+        lens[1] = ngx_sprintf(db, "%ui", rcf->database) - db;
+
+        if (ngx_http_mg_redis_append(rd, 2, argv, lens) != NGX_OK) {
+            goto failed;
+        }
+
+        rd->handshake++;
+    }
+
+    for (i = 0; i < NGX_HTTP_MG_REDIS_NSCRIPTS; i++) {
+        argv[0] = "SCRIPT"; lens[0] = 6;
+        argv[1] = "LOAD"; lens[1] = 4;
+        argv[2] = ngx_http_mg_redis_scripts[i].body;
+        lens[2] = ngx_strlen(argv[2]);
+
+        if (ngx_http_mg_redis_append(rd, 3, argv, lens) != NGX_OK) {
+            goto failed;
+        }
+
+        rd->handshake++;
+    }
+
+    /* Redis' clock, so that every node measures pin ages alike */
+
+    argv[0] = "TIME"; lens[0] = 4;
+
+    if (ngx_http_mg_redis_append(rd, 1, argv, lens) != NGX_OK) {
+        goto failed;
+    }
+
+    rd->handshake++;
+
+    for (i = 0; i < rd->handshake; i++) {
+        cmd = ngx_http_mg_redis_alloc(rd);
+        if (cmd == NULL) {
+            goto failed;
+        }
+
+        cmd->internal = 1;
+        cmd->handler = (i == rd->handshake - 1)
+                       ? ngx_http_mg_redis_time_reply
+                       : ngx_http_mg_redis_handshake_reply;
+        cmd->data = rd;
+        cmd->deadline = ngx_current_msec + rcf->timeout;
+
+        ngx_queue_insert_tail(&rd->inflight, &cmd->queue);
+        rd->ninflight++;
+    }
+
+    if (rd->handshake == 0) {
+        rd->state = NGX_HTTP_MG_REDIS_READY;
+        rd->backoff = 100;
+        rd->logged_down = 0;
+        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                      "model gateway: redis %V is up", &rd->name);
+    }
+
+    ngx_http_mg_redis_arm_timer(rd);
+    ngx_http_mg_redis_flush(rd);
+
+    return;
+
+failed:
+
+    ngx_http_mg_redis_fail(rd, 0, "cannot prepare the connection");
+}
+
+
+/*
+ * The offset between Redis' clock and this worker's, measured when the
+ * connection is made (to within a round trip), so that the age of a pin,
+ * stamped with Redis' clock, is the same on every node.
+ */
+
+static void
+ngx_http_mg_redis_time_reply(void *data, redisReply *reply, ngx_int_t rc)
+{
+    ngx_http_mg_redis_t *rd = data;
+
+    ngx_int_t    sec, usec;
+    ngx_time_t  *tp;
+
+    if (rc == NGX_OK && reply->type == REDIS_REPLY_ARRAY
+        && reply->elements == 2
+        && reply->element[0]->type == REDIS_REPLY_STRING
+        && reply->element[1]->type == REDIS_REPLY_STRING)
+    {
+        sec = ngx_atoi((u_char *) reply->element[0]->str,
+                       reply->element[0]->len);
+        usec = ngx_atoi((u_char *) reply->element[1]->str,
+                        reply->element[1]->len);
+
+        if (sec != NGX_ERROR && usec != NGX_ERROR) {
+            ngx_time_update();
+            tp = ngx_timeofday();
+
+            rd->clock_offset = (sec * 1000 + usec / 1000)
+                               - (ngx_int_t) (tp->sec * 1000 + tp->msec);
+        }
+    }
+
+    ngx_http_mg_redis_handshake_reply(data, reply, rc);
+}
+
+
+ngx_int_t
+ngx_http_mg_redis_now(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (ngx_int_t) (tp->sec * 1000 + tp->msec)
+           + (ngx_http_mg_redis ? ngx_http_mg_redis->clock_offset : 0);
+}
+
+
+static void
+ngx_http_mg_redis_handshake_reply(void *data, redisReply *reply,
+    ngx_int_t rc)
+{
+    ngx_http_mg_redis_t *rd = data;
+
+    if (rc != NGX_OK) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+
+        /* never the password: only Redis' own error text */
+
+        *ngx_snprintf(rd->why, sizeof(rd->why) - 1,
+                      "connection setup refused: %*s",
+                      (size_t) ngx_min(reply->len, 200), reply->str)
+            = '\0';
+        rd->handshake = (ngx_uint_t) -1;
+        return;
+    }
+
+    if (--rd->handshake == 0) {
+        rd->state = NGX_HTTP_MG_REDIS_READY;
+        rd->backoff = 100;
+        rd->logged_down = 0;
+        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                      "model gateway: redis %V is up", &rd->name);
+    }
+}
+
+
+/*
+ * Drops the connection, fails every waiter at once and schedules a
+ * reconnect with exponential backoff.  An outage is logged once, at
+ * "error", when it starts (and "is up" when it ends); the failed
+ * reconnect attempts in between are logged at "info".
+ */
+
+void
+ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd, ngx_err_t err,
+    const char *why)
+{
+    ngx_queue_t              *q;
+    ngx_http_mg_redis_cmd_t  *cmd;
+
+    ngx_http_mg_redis_close(rd);
+
+    if (!rd->logged_down) {
+        ngx_log_error(NGX_LOG_ERR, rd->log, err,
+                      "model gateway: redis %V is down%s%s",
+                      &rd->name, why ? ": " : "", why ? why : "");
+        rd->logged_down = 1;
+
+    } else {
+        ngx_log_error(NGX_LOG_INFO, rd->log, err,
+                      "model gateway: redis %V reconnect failed%s%s",
+                      &rd->name, why ? ": " : "", why ? why : "");
+    }
+
+    rd->state = NGX_HTTP_MG_REDIS_DOWN;
+
+    /* the waiters' handlers may queue new commands: they fail at once */
+
+    while (!ngx_queue_empty(&rd->inflight)) {
+        q = ngx_queue_head(&rd->inflight);
+        ngx_queue_remove(q);
+        rd->ninflight--;
+
+        cmd = ngx_queue_data(q, ngx_http_mg_redis_cmd_t, queue);
+
+        if (cmd->data) {
+            cmd->handler(cmd->data, NULL, NGX_ERROR);
+        }
+
+        ngx_http_mg_redis_release(rd, cmd);
+    }
+
+    if (ngx_exiting || ngx_terminate || rd->reconnect.timer_set
+        || rd->resolving)
+    {
+        return;
+    }
+
+    ngx_add_timer(&rd->reconnect, rd->backoff + ngx_random() % 50);
+
+    rd->backoff = ngx_min(rd->backoff * 2, 5000);
+}
+
+
+/* closes the connection, if any; the waiters stay in the queue */
+
+static void
+ngx_http_mg_redis_close(ngx_http_mg_redis_t *rd)
+{
+    ngx_connection_t  *c;
+
+    c = rd->peer.connection;
+
+    if (c) {
+#if (NGX_HTTP_SSL)
+        if (c->ssl) {
+            c->ssl->no_wait_shutdown = 1;
+            c->ssl->no_send_shutdown = 1;
+            (void) ngx_ssl_shutdown(c);
+        }
+#endif
+        if (c->pool) {
+            ngx_destroy_pool(c->pool);
+        }
+
+        ngx_close_connection(c);
+        rd->peer.connection = NULL;
+    }
+
+    if (rd->reader) {
+        redisReaderFree(rd->reader);
+        rd->reader = NULL;
+    }
+
+    if (rd->timer.timer_set) {
+        ngx_del_timer(&rd->timer);
+    }
+
+    rd->out->pos = rd->out->start;
+    rd->out->last = rd->out->start;
+    rd->handshake = 0;
+    rd->reply_size = 0;
+}

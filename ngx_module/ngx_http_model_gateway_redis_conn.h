@@ -1,0 +1,89 @@
+
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ *
+ * The worker's Redis connection and its commands, shared by _redis.c (the
+ * command pipeline) and _redis_conn.c (the connection's life) only; the
+ * rest of the module uses ngx_http_model_gateway_redis.h.
+ */
+
+
+#ifndef _NGX_HTTP_MODEL_GATEWAY_REDIS_CONN_H_INCLUDED_
+#define _NGX_HTTP_MODEL_GATEWAY_REDIS_CONN_H_INCLUDED_
+
+
+#include "ngx_http_model_gateway_module.h"
+#include "ngx_http_model_gateway_redis.h"
+
+#include <hiredis/hiredis.h>
+
+
+#define NGX_HTTP_MG_REDIS_DOWN        0
+#define NGX_HTTP_MG_REDIS_CONNECTING  1
+#define NGX_HTTP_MG_REDIS_READY       2
+
+#define NGX_HTTP_MG_REDIS_MAX_ARGS    8
+
+
+struct ngx_http_mg_redis_cmd_s {
+    ngx_queue_t                    queue;
+    ngx_http_mg_redis_handler_pt   handler;
+    void                          *data;        /* NULL: cancelled */
+    ngx_msec_t                     deadline;
+    ngx_int_t                      script;      /* -1: not a script */
+    ngx_uint_t                     nargs;
+    ngx_str_t                      args[NGX_HTTP_MG_REDIS_MAX_ARGS];
+    unsigned                       internal:1;
+    unsigned                       retried:1;
+};
+
+
+typedef struct {
+    ngx_http_model_gateway_main_conf_t  *mcf;
+    ngx_log_t                           *log;
+    ngx_uint_t                           state;
+    ngx_peer_connection_t                peer;
+    redisReader                         *reader;
+    ngx_queue_t                          inflight;
+    ngx_uint_t                           ninflight;
+    ngx_queue_t                          free;
+    ngx_buf_t                           *out;
+    ngx_event_t                          timer;     /* oldest command */
+    ngx_event_t                          reconnect;
+    ngx_msec_t                           backoff;
+    ngx_uint_t                           handshake; /* replies pending */
+    ngx_int_t                            clock_offset; /* Redis - ours, ms */
+    size_t                               reply_size; /* read of the next */
+    ngx_resolver_t                      *resolver;
+    ngx_msec_t                           resolver_timeout;
+    ngx_sockaddr_t                       sockaddr;  /* last resolved */
+    socklen_t                            socklen;
+    u_char                               text[NGX_SOCKADDR_STRLEN];
+    ngx_str_t                            name;
+    ngx_log_t                            connect_log;
+    u_char                               why[256];
+    unsigned                             logged_down:1;
+    unsigned                             resolving:1;
+} ngx_http_mg_redis_t;
+
+
+extern ngx_http_mg_redis_t  *ngx_http_mg_redis;
+
+
+/* _redis.c: the command pipeline */
+void ngx_http_mg_redis_read_handler(ngx_event_t *ev);
+void ngx_http_mg_redis_timer_handler(ngx_event_t *ev);
+void ngx_http_mg_redis_arm_timer(ngx_http_mg_redis_t *rd);
+ngx_int_t ngx_http_mg_redis_append(ngx_http_mg_redis_t *rd,
+    ngx_uint_t argc, const char **argv, const size_t *argvlen);
+void ngx_http_mg_redis_flush(ngx_http_mg_redis_t *rd);
+ngx_http_mg_redis_cmd_t *ngx_http_mg_redis_alloc(ngx_http_mg_redis_t *rd);
+void ngx_http_mg_redis_release(ngx_http_mg_redis_t *rd,
+    ngx_http_mg_redis_cmd_t *cmd);
+
+/* _redis_conn.c: the connection's life */
+void ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd, ngx_err_t err,
+    const char *why);
+
+
+#endif /* _NGX_HTTP_MODEL_GATEWAY_REDIS_CONN_H_INCLUDED_ */
