@@ -134,6 +134,16 @@ ngx_http_model_gateway_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    if (ctx->lcf->identity_tenant && !ctx->identity.done) {
+
+        /* "satisfy any" let another access module pass it over */
+
+        return ngx_http_model_gateway_fail(r, NGX_HTTP_UNAUTHORIZED,
+                                           "invalid_request_error",
+                                           "invalid_api_key", NULL,
+                                           "Invalid or missing API key.");
+    }
+
     /*
      * the location prefix is the SDK's base_url, so the endpoint is what
      * follows it: "/llm/v1/chat/completions" under "location /llm/"

@@ -324,6 +324,13 @@ static ngx_command_t  ngx_http_model_gateway_commands[] = {
       0,
       NULL },
 
+    { ngx_string("model_gateway_identity"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_model_gateway_identity,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("model_gateway_forward_headers"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_model_gateway_forward_headers,
@@ -435,6 +442,10 @@ ngx_http_model_gateway_postconfiguration(ngx_conf_t *cf)
      * the order registered here; event links run from the last registered
      * down: translation sees a provider's events first
      */
+
+    if (ngx_http_model_gateway_identity_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     if (ngx_http_model_gateway_session_init(cf) != NGX_OK) {
         return NGX_ERROR;
@@ -675,6 +686,8 @@ ngx_http_model_gateway_create_loc_conf(ngx_conf_t *cf)
     conf->session_fallback = NGX_CONF_UNSET_UINT;
     conf->tries = NGX_CONF_UNSET_UINT;
     conf->forward_headers = NGX_CONF_UNSET_PTR;
+    conf->identity_tenant = NGX_CONF_UNSET_PTR;
+    conf->identity_key_id = NGX_CONF_UNSET_PTR;
     conf->total_timeout = NGX_CONF_UNSET_MSEC;
     conf->retry_idle_timeout = NGX_CONF_UNSET;
     conf->max_body_size = NGX_CONF_UNSET_SIZE;
@@ -723,6 +736,13 @@ ngx_http_model_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent,
                               256 * 1024);
     ngx_conf_merge_size_value(conf->response_max_size,
                               prev->response_max_size, 8 * 1024 * 1024);
+
+    if (conf->identity_tenant == NGX_CONF_UNSET_PTR) {
+        conf->identity_tenant = (prev->identity_tenant == NGX_CONF_UNSET_PTR)
+                                ? NULL : prev->identity_tenant;
+        conf->identity_key_id = (prev->identity_key_id == NGX_CONF_UNSET_PTR)
+                                ? NULL : prev->identity_key_id;
+    }
 
     if (ngx_http_model_gateway_headers_merge(cf, prev, conf) != NGX_CONF_OK)
     {

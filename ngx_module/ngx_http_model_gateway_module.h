@@ -336,6 +336,10 @@ typedef struct {
     ngx_array_t                       *forward_headers; /* operator's */
     ngx_array_t                       *session_headers; /* never sent */
 
+    /* identity from nginx's own variables (auth_request, mTLS, njs) */
+    ngx_http_complex_value_t          *identity_tenant;
+    ngx_http_complex_value_t          *identity_key_id;
+
     ngx_http_complex_value_t          *session;
     ngx_msec_t                         session_idle;
     ngx_msec_t                         session_max;
@@ -394,6 +398,18 @@ typedef struct {
     unsigned                           framing_done:1;
     unsigned                           keepalive:1;
 } ngx_http_model_gateway_attempt_t;
+
+
+/*
+ * Who is calling (_identity.c): the tenant every stored object belongs to,
+ * and the key's id, for logs.  An empty tenant: authentication is off in
+ * this location, and stored objects keep the layout they had before it.
+ */
+typedef struct {
+    ngx_str_t                          tenant;
+    ngx_str_t                          key_id;
+    unsigned                           done:1;      /* access phase ran */
+} ngx_http_model_gateway_identity_t;
 
 
 /* a session pinned to a backend (_session.c) */
@@ -495,6 +511,7 @@ struct ngx_http_model_gateway_ctx_s {
     ngx_array_t                        attempt_log; /* ngx_str_t */
 
     /* what the route handlers keep of a request */
+    ngx_http_model_gateway_identity_t  identity;
     ngx_http_model_gateway_session_t   session;
     ngx_http_model_gateway_state_t     state;
 
@@ -593,6 +610,11 @@ ngx_int_t ngx_http_model_gateway_translate_commit(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
 ngx_int_t ngx_http_model_gateway_translate_finish(
     ngx_http_model_gateway_ctx_t *ctx);
+
+/* identity.c */
+char *ngx_http_model_gateway_identity(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_model_gateway_identity_init(ngx_conf_t *cf);
 
 /* headers.c */
 char *ngx_http_model_gateway_forward_headers(ngx_conf_t *cf,

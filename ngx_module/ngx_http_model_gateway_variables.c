@@ -20,6 +20,8 @@ static ngx_int_t ngx_http_model_gateway_variable(ngx_http_request_t *r,
 #define NGX_HTTP_MG_VAR_TTFB      4
 #define NGX_HTTP_MG_VAR_SESSION   5
 #define NGX_HTTP_MG_VAR_PINNED    6
+#define NGX_HTTP_MG_VAR_TENANT    7
+#define NGX_HTTP_MG_VAR_KEY_ID    8
 
 
 static ngx_http_variable_t  ngx_http_model_gateway_vars[] = {
@@ -50,6 +52,14 @@ static ngx_http_variable_t  ngx_http_model_gateway_vars[] = {
 
     { ngx_string("model_gateway_session_backend"), NULL,
       ngx_http_model_gateway_variable, NGX_HTTP_MG_VAR_PINNED,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("model_gateway_tenant"), NULL,
+      ngx_http_model_gateway_variable, NGX_HTTP_MG_VAR_TENANT,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("model_gateway_key_id"), NULL,
+      ngx_http_model_gateway_variable, NGX_HTTP_MG_VAR_KEY_ID,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
@@ -100,6 +110,14 @@ ngx_http_model_gateway_variable(ngx_http_request_t *r,
 
         case NGX_HTTP_MG_VAR_MODEL:
             val = ctx->model;
+            break;
+
+        case NGX_HTTP_MG_VAR_TENANT:
+            val = ctx->identity.tenant;
+            break;
+
+        case NGX_HTTP_MG_VAR_KEY_ID:
+            val = ctx->identity.key_id;
             break;
 
         case NGX_HTTP_MG_VAR_SESSION:
