@@ -24,6 +24,10 @@
 #   BENCH_HARNESS_CPU=1    gateway) are pinned to, and the one wrk, the mock
 #                          and Redis are pinned to (taskset); with one CPU
 #                          only, nothing is pinned
+#   BENCH_BASELINE=PATH    another build of the module (the one before a
+#                          change): each scenario also runs it, in the same
+#                          rounds, and reports the module's CPU per request
+#                          over the baseline's as NAME/baseline
 #   NGINX=/usr/sbin/nginx  nginx binary;  WRK=wrk  wrk binary
 #
 # Output: one line per measured run ("proxy_pass: N req/s, p99 X ms, CPU
@@ -52,6 +56,7 @@ NGINX=${NGINX:-/usr/sbin/nginx}
 WRK=${WRK:-wrk}
 BENCH_FRONT_CPU=${BENCH_FRONT_CPU:-0}
 BENCH_HARNESS_CPU=${BENCH_HARNESS_CPU:-1}
+BENCH_BASELINE=${BENCH_BASELINE:-}
 
 # command prefixes that pin to the front ends' CPU and to the harness's
 # (taskset); empty when the machine has one CPU or no taskset. Prefixes,
@@ -216,7 +221,9 @@ trap 'exit 143' TERM
 # check_alive NAME...: the instances still run and no worker crashed
 check_alive() {
     local name
-    for name in "$@"; do
+    for name in "$@" $(for n in "$@"; do
+                           [ -n "${NGX_PID[$n-base]:-}" ] && echo "$n-base"
+                       done); do
         if ! kill -0 "${NGX_PID[$name]}" 2>/dev/null; then
             show_logs "$name"
             die "nginx '$name' died during the benchmark"
@@ -455,12 +462,18 @@ spread() {
 # that throughput measured the front end, not the harness).
 compare() {
     local tag=$1 la=$2 ua=$3 lb=$4 ub=$5 r
-    local -a rps_a=() rps_b=() p99_a=() p99_b=() tr=() cr=() pr=()
-    local ca cb
+    local -a rps_a=() rps_b=() p99_a=() p99_b=() tr=() cr=() pr=() br=()
+    local ca cb inst ubase=""
     CMP_BOUND=1
+    inst=$(instance_of "$ub")
+    if [ -n "$BENCH_BASELINE" ] && [ -n "${NGX_PORT[$inst-base]:-}" ]; then
+        ubase=${ub/:${NGX_PORT[$inst]}\//:${NGX_PORT[$inst-base]}/}
+    fi
     log "[$tag] warm-up: ${BENCH_WARMUP}s each"
     measure "$la" "$ua" "$BENCH_WARMUP" "$WORK/$tag-warmup-a.txt"
     measure "$lb" "$ub" "$BENCH_WARMUP" "$WORK/$tag-warmup-b.txt"
+    [ -z "$ubase" ] || measure "$lb-base" "$ubase" "$BENCH_WARMUP" \
+                           "$WORK/$tag-warmup-base.txt"
     for ((r = 1; r <= BENCH_ROUNDS; r++)); do
         measure "$la" "$ua" "$BENCH_SECONDS" "$WORK/$tag-round$r-a.txt"
         rps_a+=("$M_RPS"); p99_a+=("$M_P99"); ca=$M_CPU
@@ -472,6 +485,12 @@ compare() {
         echo "$lb: $(fmt "$M_RPS" 0) req/s, p99 $(fmt "$M_P99" 2) ms, CPU $M_CPU us/request, busy $M_BUSY% ($tag, round $r/$BENCH_ROUNDS)"
         report_opens "$lb"
         awk -v b="$M_BUSY" 'BEGIN { exit !(b < 90) }' && CMP_BOUND=0
+        if [ -n "$ubase" ]; then
+            measure "$lb-base" "$ubase" "$BENCH_SECONDS" \
+                "$WORK/$tag-round$r-base.txt"
+            echo "$lb (baseline module): $(fmt "$M_RPS" 0) req/s, CPU $M_CPU us/request, busy $M_BUSY% ($tag, round $r/$BENCH_ROUNDS)"
+            br+=("$(ratio "$cb" "$M_CPU")")
+        fi
         tr+=("$(ratio "${rps_b[-1]}" "${rps_a[-1]}")")
         cr+=("$(ratio "$cb" "$ca")")
         pr+=("$(ratio "${p99_b[-1]}" "${p99_a[-1]}")")
@@ -482,6 +501,11 @@ compare() {
     CMP_TPUT_SPREAD=$(spread "${tr[@]}")
     CMP_CPU_SPREAD=$(spread "${cr[@]}")
     CMP_P99_SPREAD=$(spread "${pr[@]}")
+    CMP_BASE_CPU_RATIO=""
+    if [ -n "$ubase" ]; then
+        CMP_BASE_CPU_RATIO="$(fmt "$(median "${br[@]}")" 2) ($(spread "${br[@]}"))"
+        echo "[$tag] $lb/baseline module cpu per request per round: ${br[*]}"
+    fi
     echo "[$tag] $lb/$la per round: throughput ${tr[*]}; cpu per request ${cr[*]}; p99 ${pr[*]}"
     echo "[$tag] $lb/$la median: throughput $CMP_TPUT_RATIO ($CMP_TPUT_SPREAD)," \
          "cpu per request $CMP_CPU_RATIO ($CMP_CPU_SPREAD)," \
@@ -516,8 +540,23 @@ start_gateway() {
         start_proxy "$name" "$workers"
         return
     fi
-    start_nginx "$name" "$tpl" \
-        MOCKPORT="${NGX_PORT[mock]}" WORKERS="$workers" MODULE="$MODULE"
+    start_gw "$name" "$tpl" MOCKPORT="${NGX_PORT[mock]}" WORKERS="$workers"
+}
+
+# start_gw NAME TEMPLATE KEY=VALUE...: the module under test as NAME, and
+# with BENCH_BASELINE the baseline module as NAME-base, alike but for it
+start_gw() {
+    local name=$1 tpl=$2
+    shift 2
+    start_nginx "$name" "$tpl" MODULE="$MODULE" "$@"
+    if [ -n "$BENCH_BASELINE" ]; then
+        start_nginx "$name-base" "$tpl" MODULE="$BENCH_BASELINE" "$@"
+    fi
+}
+
+stop_gw() {
+    stop_nginx "$1"
+    stop_nginx "$1-base"
 }
 
 # ---------------------------------------------------------------- scenarios
@@ -540,7 +579,7 @@ scenario_basic() {
     compare basic proxy_pass "$(url_of proxy)" gateway "$(url_of gateway)"
     check_alive mock proxy gateway
     stop_nginx proxy
-    stop_nginx gateway
+    stop_gw gateway
 }
 
 # balanced: two workers on each side; the gateway balances over two
@@ -555,7 +594,7 @@ scenario_balanced() {
     compare balanced proxy_pass "$(url_of proxy2)" balanced "$(url_of gateway2)"
     check_alive mock proxy2 gateway2
     stop_nginx proxy2
-    stop_nginx gateway2
+    stop_gw gateway2
 }
 
 # ensure_redis: a private redis-server for the stateful run
@@ -595,8 +634,8 @@ scenario_stateful() {
     ensure_mock
     ensure_redis
     start_proxy proxy3 2
-    start_nginx gateway3 "$BENCH_DIR/gateway-stateful.conf.in" \
-        MOCKPORT="${NGX_PORT[mock]}" WORKERS=2 MODULE="$MODULE" \
+    start_gw gateway3 "$BENCH_DIR/gateway-stateful.conf.in" \
+        MOCKPORT="${NGX_PORT[mock]}" WORKERS=2 \
         REDISPORT="$REDIS_PORT"
     sanity proxy_pass "$(url_of proxy3)" proxy3
     sanity stateful "$(url_of gateway3)" gateway3
@@ -607,8 +646,8 @@ scenario_stateful() {
     calls1=$(redis_calls)
     trips1=$(redis_calls getex evalsha eval)
     LUA=$lua_saved
-    reqs=$(awk '/ requests in / { s += $1 } END { print s + 0 }' \
-               "$WORK"/stateful-*-b.txt)
+    reqs=$(cat "$WORK"/stateful-*-b.txt "$WORK"/stateful-*-base.txt \
+               2>/dev/null | awk '/ requests in / { s += $1 } END { print s + 0 }')
     STATEFUL_CMDS=$(awk -v a="$calls0" -v b="$calls1" -v n="$reqs" \
         'BEGIN { if (n > 0) printf "%.2f", (b - a) / n; else print "n/a" }')
     STATEFUL_TRIPS=$(awk -v a="$trips0" -v b="$trips1" -v n="$reqs" \
@@ -618,7 +657,7 @@ scenario_stateful() {
          "included): $STATEFUL_CMDS ($reqs requests)"
     check_alive mock proxy3 gateway3
     stop_nginx proxy3
-    stop_nginx gateway3
+    stop_gw gateway3
 }
 
 # sanity_any LABEL URL NAME [BODY]: HTTP 200 is enough (a baseline that
@@ -641,8 +680,8 @@ sanity_any() {
 scenario_anthropic() {
     ensure_mock
     start_proxy proxy4 1
-    start_nginx gateway4 "$BENCH_DIR/gateway-anthropic.conf.in" \
-        MOCKPORT="${NGX_PORT[mock]}" WORKERS=1 MODULE="$MODULE"
+    start_gw gateway4 "$BENCH_DIR/gateway-anthropic.conf.in" \
+        MOCKPORT="${NGX_PORT[mock]}" WORKERS=1
     sanity_any proxy_pass "http://127.0.0.1:${NGX_PORT[proxy4]}/anthropic/" proxy4
     sanity anthropic "$(url_of gateway4)" gateway4
     compare anthropic proxy_pass \
@@ -650,7 +689,7 @@ scenario_anthropic() {
         anthropic "$(url_of gateway4)"
     check_alive mock proxy4 gateway4
     stop_nginx proxy4
-    stop_nginx gateway4
+    stop_gw gateway4
 }
 
 scenario_stream_anthropic() {
@@ -660,8 +699,8 @@ scenario_stream_anthropic() {
     sed -e 's/"model":"gpt-4o-mini"/"model":"gpt-4o-mini-stream","stream":true/' \
         "$body_saved" >"$BODY"
     start_proxy proxy5 1
-    start_nginx gateway5 "$BENCH_DIR/gateway-anthropic.conf.in" \
-        MOCKPORT="${NGX_PORT[mock]}" WORKERS=1 MODULE="$MODULE"
+    start_gw gateway5 "$BENCH_DIR/gateway-anthropic.conf.in" \
+        MOCKPORT="${NGX_PORT[mock]}" WORKERS=1
     sanity_any proxy_pass \
         "http://127.0.0.1:${NGX_PORT[proxy5]}/anthropic-stream/" proxy5
     sanity_any stream-anthropic "$(url_of gateway5)" gateway5
@@ -674,7 +713,7 @@ scenario_stream_anthropic() {
         stream-anthropic "$(url_of gateway5)"
     check_alive mock proxy5 gateway5
     stop_nginx proxy5
-    stop_nginx gateway5
+    stop_gw gateway5
     BODY=$body_saved
 }
 
@@ -688,8 +727,8 @@ bedrock_run() {
     sed -e "s/\"model\":\"gpt-4o-mini\"/\"model\":\"gpt-4o-mini-$tag\"/" \
         "$body_saved" >"$BODY"
     start_proxy "proxy$n" 1
-    start_nginx "gateway$n" "$BENCH_DIR/gateway-anthropic.conf.in" \
-        MOCKPORT="${NGX_PORT[mock]}" WORKERS=1 MODULE="$MODULE"
+    start_gw "gateway$n" "$BENCH_DIR/gateway-anthropic.conf.in" \
+        MOCKPORT="${NGX_PORT[mock]}" WORKERS=1
     sanity_any proxy_pass "http://127.0.0.1:${NGX_PORT[proxy$n]}/$tag/" \
         "proxy$n"
     sanity "$tag" "$(url_of "gateway$n")" "gateway$n"
@@ -697,7 +736,7 @@ bedrock_run() {
         "$tag" "$(url_of "gateway$n")"
     check_alive mock "proxy$n" "gateway$n"
     stop_nginx "proxy$n"
-    stop_nginx "gateway$n"
+    stop_gw "gateway$n"
     BODY=$body_saved
 }
 
@@ -724,6 +763,10 @@ command -v "$WRK" >/dev/null || die "wrk not found (apt-get install wrk)"
 command -v curl >/dev/null || die "curl not found"
 command -v ss >/dev/null || die "ss not found (iproute2)"
 [ -x "$NGINX" ] || die "nginx binary $NGINX not found or not executable"
+if [ -n "$BENCH_BASELINE" ]; then
+    [ -f "$BENCH_BASELINE" ] || die "baseline module $BENCH_BASELINE not found"
+    BENCH_BASELINE=$(cd "$(dirname "$BENCH_BASELINE")" && pwd)/$(basename "$BENCH_BASELINE")
+fi
 if [ "$BENCH_FAKE_GATEWAY" != 1 ]; then
     [ -f "$MODULE" ] || die "module $MODULE not found (run make build, or" \
         "BENCH_FAKE_GATEWAY=1 to test the harness without it)"
@@ -762,7 +805,7 @@ else
 fi
 
 first=""
-declare -A SC_TPUT=() SC_P99=() SC_CPU=() SC_BOUND=() SC_SPREAD=()
+declare -A SC_TPUT=() SC_P99=() SC_CPU=() SC_BOUND=() SC_SPREAD=() SC_BASE=()
 for sc in $BENCH_SCENARIOS; do
     declare -F "scenario_$sc" >/dev/null || die "unknown scenario '$sc'"
     log "scenario $sc"
@@ -772,6 +815,7 @@ for sc in $BENCH_SCENARIOS; do
     SC_CPU[$sc]=$CMP_CPU_RATIO
     SC_BOUND[$sc]=$CMP_BOUND
     SC_SPREAD[$sc]="throughput $CMP_TPUT_SPREAD, cpu per request $CMP_CPU_SPREAD, p99 $CMP_P99_SPREAD"
+    SC_BASE[$sc]=$CMP_BASE_CPU_RATIO
     first=${first:-$sc}
 done
 cleanup
@@ -785,6 +829,8 @@ for sc in $(printf '%s\n' $BENCH_SCENARIOS | grep -vx "$first") "$first"; do
         echo "$name/proxy_pass: a front end was under 90% busy, so the" \
              "throughput ratio measured the harness; use CPU per request"
     fi
+    [ -z "${SC_BASE[$sc]}" ] \
+        || echo "$name/baseline cpu per request ratio: ${SC_BASE[$sc]}"
     echo "$name/proxy_pass cpu per request ratio: ${SC_CPU[$sc]}"
     echo "$name/proxy_pass throughput ratio: ${SC_TPUT[$sc]}"
     [ "$sc" = "$first" ] || continue
