@@ -337,6 +337,32 @@ picked:
 
 
 /*
+ * Who sent a request, for the credential rule: a nonzero hash of its
+ * tenant and key id, or 0 where identity is off.
+ */
+
+static uint32_t
+ngx_http_model_gateway_caller(ngx_http_model_gateway_ctx_t *ctx)
+{
+    uint32_t  crc;
+
+    if (ctx->identity.tenant.len == 0) {
+        return 0;
+    }
+
+    ngx_crc32_init(crc);
+    ngx_crc32_update(&crc, ctx->identity.tenant.data,
+                     ctx->identity.tenant.len);
+    ngx_crc32_update(&crc, (u_char *) "/", 1);
+    ngx_crc32_update(&crc, ctx->identity.key_id.data,
+                     ctx->identity.key_id.len);
+    ngx_crc32_final(crc);
+
+    return crc ? crc : 1;
+}
+
+
+/*
  * Records how an attempt ended (failed: 0 success, 1 failure, 2 no
  * verdict): requests in flight, latency, failures and cool-downs.
  */
@@ -387,7 +413,8 @@ ngx_http_model_gateway_balance_done(ngx_http_request_t *r,
 
     event = mg_breaker_done(&bn->breaker, &pn->breaker, &conf,
                             ngx_http_model_gateway_outcome(ctx, failed),
-                            ctx->trial, (long) ctx->retry_after_ms, now);
+                            ctx->trial, (long) ctx->retry_after_ms,
+                            ngx_http_model_gateway_caller(ctx), now);
 
     ngx_shmtx_unlock(&shpool->mutex);
 

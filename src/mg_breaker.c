@@ -91,7 +91,8 @@ mg_breaker_pick(mg_breaker_t *backend, mg_msec_t now,
 mg_breaker_event_e
 mg_breaker_done(mg_breaker_t *backend, mg_breaker_t *pair,
     const mg_breaker_conf_t *conf, mg_breaker_outcome_e outcome, int trial,
-    long retry_after_ms, mg_msec_t now)
+    long retry_after_ms, uint32_t caller,
+    mg_msec_t now)
 {
     mg_msec_t  ms;
 
@@ -153,7 +154,9 @@ mg_breaker_done(mg_breaker_t *backend, mg_breaker_t *pair,
          * cool the backend down only when no request succeeded within the
          * window, which proves the credential.  A revoked key fails every
          * request and still cools the backend down; a client cannot while
-         * others succeed, however many refusals it draws.
+         * others succeed, however many refusals it draws.  Where callers
+         * are known, refusals must also come from two distinct ones: one
+         * caller alone never takes a backend out of service for others.
          */
 
         if (conf->max_fails == 0) {
@@ -168,10 +171,20 @@ mg_breaker_done(mg_breaker_t *backend, mg_breaker_t *pair,
         if (now - backend->auth_window_start > conf->fail_window) {
             backend->auth_window_start = now;
             backend->auth_fails = 0;
+            backend->auth_callers = 0;
+        }
+
+        if (caller && backend->auth_callers == 0) {
+            backend->auth_caller = caller;
+            backend->auth_callers = 1;
+
+        } else if (caller && caller != backend->auth_caller) {
+            backend->auth_callers = 2;
         }
 
         if (++backend->auth_fails >= conf->max_fails
-            && now - backend->success_at >= conf->fail_window)
+            && now - backend->success_at >= conf->fail_window
+            && (caller == 0 || backend->auth_callers >= 2))
         {
             return mg_breaker_cool(backend, conf, now,
                                    MG_BREAKER_COOLS_REFUSED);
@@ -235,6 +248,7 @@ mg_breaker_cool(mg_breaker_t *b, const mg_breaker_conf_t *conf,
     b->window_start = now;
     b->auth_window_start = now;
     b->auth_fails = 0;
+    b->auth_callers = 0;
 
     return event;
 }

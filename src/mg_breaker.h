@@ -26,6 +26,8 @@ typedef struct {
     uintptr_t      fails;
     mg_msec_t      auth_window_start;
     uintptr_t      auth_fails;          /* 401/403 */
+    uint32_t       auth_caller;         /* the first refused caller */
+    uintptr_t      auth_callers;        /* distinct ones, at most 2 */
     mg_msec_t      success_at;
     mg_msec_t      limited_until;       /* a pair's 429 cool-down */
 } mg_breaker_t;
@@ -100,11 +102,12 @@ int mg_breaker_pick(mg_breaker_t *backend, mg_msec_t now,
 /*
  * Records an attempt's outcome at now.  pair is the (backend, model)
  * state, retry_after_ms a 429's wait (-1: none given), trial whether
- * mg_breaker_pick() said so.
+ * mg_breaker_pick() said so, caller who sent the request (a nonzero hash
+ * of its identity, or 0 where identity is off).
  */
 mg_breaker_event_e mg_breaker_done(mg_breaker_t *backend, mg_breaker_t *pair,
     const mg_breaker_conf_t *conf, mg_breaker_outcome_e outcome, int trial,
-    long retry_after_ms, mg_msec_t now);
+    long retry_after_ms, uint32_t caller, mg_msec_t now);
 
 /* why a cool-down started, for the log; NULL for other events */
 const char *mg_breaker_reason(mg_breaker_event_e event);

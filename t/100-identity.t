@@ -6,7 +6,8 @@
 # without a valid tenant is a 401 invalid_api_key with nothing read past its
 # headers and nothing sent; $model_gateway_tenant and $model_gateway_key_id
 # log who called; "satisfy any" cannot pass the identity over; a location
-# without identity works as before.
+# without identity works as before; with callers known, a backend's 401s
+# cool it down only when two distinct callers drew them.
 #
 # The tests take the tenant from a request header so that they can set it;
 # a real deployment takes it from what authenticated the request (the
@@ -25,6 +26,10 @@ my $t = MG::Test->new;
 $t->need_module;
 
 $t->mock('up');
+$t->mock('refuser', handler => sub {
+    return { status => 401, headers => [['Content-Type', 'application/json']],
+             body => '{"error":{"message":"bad key","type":"x"}}' };
+});
 
 $t->write_conf(<<'EOF');
 %%TEST_GLOBALS%%
@@ -39,10 +44,22 @@ http {
     log_format id '$request_uri $status tenant=$model_gateway_tenant '
                   'key=$model_gateway_key_id';
 
+    model_gateway_max_fails 2;
+    model_gateway_fail_window 30s;
+    model_gateway_cooldown 30s;
+
     model_gateway_backend up {
         type openai_compatible;
         url http://127.0.0.1:%%PORT_up%%/v1;
         model m;
+        model mr;
+    }
+
+    model_gateway_backend refuser {
+        type openai_compatible;
+        url http://127.0.0.1:%%PORT_refuser%%/v1;
+        model mr;
+        weight 1000;
     }
 
     server {
@@ -162,5 +179,29 @@ is($r->{status}, 200, 'a location without identity: 200');
 ok($t->wait_for(sub { (grep { m{^/open/\S+ 200 tenant=- key=-$} }
                        log_lines()) == 1 }),
    'no tenant there');
+
+# one caller's refusals never cool a backend down for the others; a second
+# caller's do
+
+{
+    my $refused = sub { scalar @{$t->mock_requests('refuser')} };
+    for my $i (1 .. 4) {
+        my $x = $t->chat('mr', headers => [['X-Test-Tenant', 'acme'],
+                                           ['X-Test-Key', 'k1']]);
+        is($x->{status}, 200, "acme's request $i fails over: 200");
+    }
+    is($refused->(), 4, 'refuser refused all four');
+    is(scalar($t->grep_log(qr/backend "refuser" cools down/)), 0,
+       'one caller: refuser does not cool down');
+
+    my $x = $t->chat('mr', headers => [['X-Test-Tenant', 'beta']]);
+    is($x->{status}, 200, "beta's request fails over: 200");
+    ok($t->wait_log(qr/backend "refuser" cools down .*credential was rejected/),
+       'a second caller: refuser cools down');
+    $x = $t->chat('mr', headers => [['X-Test-Tenant', 'acme'],
+                                    ['X-Test-Key', 'k1']]);
+    is($x->{status}, 200, 'then served');
+    is($refused->(), 5, 'without trying refuser');
+}
 
 $t->done_testing;

@@ -41,7 +41,7 @@ reset(uintptr_t max_fails)
 static mg_breaker_event_e
 done(mg_breaker_outcome_e outcome, int trial, mg_msec_t now)
 {
-    return mg_breaker_done(&bk, &pr, &conf, outcome, trial, -1, now);
+    return mg_breaker_done(&bk, &pr, &conf, outcome, trial, -1, 0, now);
 }
 
 
@@ -277,6 +277,36 @@ main(void)
     is_int(check(T0 + 2400, NULL), MG_BREAKER_AVAILABLE,
            "refusals among successes: available");
 
+    /* callers known: refusals drawn by one caller alone never cool down */
+
+    reset(2);
+    for (w = 0; w < 10; w++) {
+        ev = mg_breaker_done(&bk, &pr, &conf, MG_BREAKER_REFUSED, 0, -1,
+                             0xaaaa, T0 + w);
+        if (ev != MG_BREAKER_NOTHING) {
+            break;
+        }
+    }
+    is_int(ev, MG_BREAKER_NOTHING, "10 refusals of one caller: nothing");
+    is_int(check(T0 + 10, NULL), MG_BREAKER_AVAILABLE,
+           "one caller's refusals: available");
+    is_int(mg_breaker_done(&bk, &pr, &conf, MG_BREAKER_REFUSED, 0, -1,
+                           0xbbbb, T0 + 11),
+           MG_BREAKER_COOLS_REFUSED,
+           "a second caller's refusal: cools down");
+    is_int(bk.auth_callers, 0, "the cool-down forgets the callers");
+
+    reset(2);
+    mg_breaker_done(&bk, &pr, &conf, MG_BREAKER_REFUSED, 0, -1, 0xaaaa, T0);
+    is_int(mg_breaker_done(&bk, &pr, &conf, MG_BREAKER_REFUSED, 0, -1,
+                           0xbbbb, T0 + WINDOW + 1),
+           MG_BREAKER_NOTHING,
+           "two callers a window + 1 ms apart: nothing");
+    is_int(mg_breaker_done(&bk, &pr, &conf, MG_BREAKER_REFUSED, 0, -1,
+                           0xbbbb, T0 + WINDOW + 2),
+           MG_BREAKER_NOTHING,
+           "the window forgot the first caller: one caller again");
+
     /* a success a window ago proves nothing any more */
 
     reset(2);
@@ -321,7 +351,7 @@ main(void)
 
     reset(2);
     is_int(mg_breaker_done(&bk, &pr, &conf, MG_BREAKER_RATE_LIMITED, 0,
-                           2000, T0),
+                           2000, 0, T0),
            MG_BREAKER_NOTHING, "429: nothing to log");
     is_int(pr.limited_until, T0 + 2000, "429: the pair waits Retry-After");
     is_int(bk.cooldown_until, 0, "429: the backend does not cool down");
@@ -332,31 +362,31 @@ main(void)
            "429: available when the wait is over");
 
     memset(&pr, 0, sizeof(pr));
-    mg_breaker_done(&bk, &pr, &conf, MG_BREAKER_RATE_LIMITED, 0, -1, T0);
+    mg_breaker_done(&bk, &pr, &conf, MG_BREAKER_RATE_LIMITED, 0, -1, 0, T0);
     is_int(pr.limited_until, T0 + 5000, "429 without Retry-After: "
            "rate_limit_cooldown");
 
     memset(&pr, 0, sizeof(pr));
-    mg_breaker_done(&bk, &pr, &conf, MG_BREAKER_RATE_LIMITED, 0, 600000, T0);
+    mg_breaker_done(&bk, &pr, &conf, MG_BREAKER_RATE_LIMITED, 0, 600000, 0, T0);
     is_int(pr.limited_until, T0 + 60000, "429: capped by retry_after_max");
 
-    mg_breaker_done(&bk, &pr, &conf, MG_BREAKER_RATE_LIMITED, 0, 1000, T0);
+    mg_breaker_done(&bk, &pr, &conf, MG_BREAKER_RATE_LIMITED, 0, 1000, 0, T0);
     is_int(pr.limited_until, T0 + 60000, "429: a shorter wait never "
            "shortens the pair's");
 
     memset(&pr, 0, sizeof(pr));
-    mg_breaker_done(&bk, &pr, &conf, MG_BREAKER_RATE_LIMITED, 0, 0, T0);
+    mg_breaker_done(&bk, &pr, &conf, MG_BREAKER_RATE_LIMITED, 0, 0, 0, T0);
     is_int(pr.limited_until, 0, "429 with Retry-After 0: no wait");
 
     memset(&pr, 0, sizeof(pr));
     conf.rate_limit_cooldown = 0;
-    mg_breaker_done(&bk, &pr, &conf, MG_BREAKER_RATE_LIMITED, 0, -1, T0);
+    mg_breaker_done(&bk, &pr, &conf, MG_BREAKER_RATE_LIMITED, 0, -1, 0, T0);
     is_int(pr.limited_until, 0, "429, none given, rate_limit_cooldown 0: "
            "no wait");
 
     reset(2);
     conf.retry_after_max = 0;
-    mg_breaker_done(&bk, &pr, &conf, MG_BREAKER_RATE_LIMITED, 0, 2000, T0);
+    mg_breaker_done(&bk, &pr, &conf, MG_BREAKER_RATE_LIMITED, 0, 2000, 0, T0);
     is_int(pr.limited_until, 0, "retry_after_max 0: no rate-limit cool-down");
     is_int(check(T0 + 1, NULL), MG_BREAKER_AVAILABLE,
            "retry_after_max 0: available");
@@ -367,7 +397,7 @@ main(void)
     done(MG_BREAKER_FAILURE, 0, T0);
     done(MG_BREAKER_FAILURE, 0, T0);
     pick(T0 + COOLDOWN);
-    mg_breaker_done(&bk, &pr, &conf, MG_BREAKER_RATE_LIMITED, 1, 1000,
+    mg_breaker_done(&bk, &pr, &conf, MG_BREAKER_RATE_LIMITED, 1, 1000, 0,
                     T0 + COOLDOWN + 1);
     is_int(bk.trial_until, 0, "429 trial: the trial is free again");
     is_int(bk.cooldown_until, T0 + COOLDOWN, "429 trial: still half-open");
