@@ -44,6 +44,17 @@ ngx_http_model_gateway_backend_block(ngx_conf_t *cf, ngx_command_t *cmd,
 
     value = cf->args->elts;
 
+    /* "|" ends a backend's name in the pin and object id records in Redis */
+
+    if (value[1].len == 0
+        || ngx_strlchr(value[1].data, value[1].data + value[1].len, '|'))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid model_gateway_backend name \"%V\"",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
     bp = mcf->backends.elts;
     for (i = 0; i < mcf->backends.nelts; i++) {
         if (bp[i]->name.len == value[1].len

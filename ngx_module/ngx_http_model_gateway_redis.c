@@ -448,10 +448,15 @@ ngx_http_mg_redis_script(ngx_uint_t script, ngx_uint_t nargs,
         return NULL;
     }
 
+    /* an empty argument (no tenant) may have no data at all */
+
     for (i = 0; i < nargs; i++) {
         cmd->args[i].data = p;
         cmd->args[i].len = args[i].len;
-        p = ngx_cpymem(p, args[i].data, args[i].len);
+
+        if (args[i].len) {
+            p = ngx_cpymem(p, args[i].data, args[i].len);
+        }
     }
 
     cmd->nargs = nargs;

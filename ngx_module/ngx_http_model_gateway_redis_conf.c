@@ -104,6 +104,18 @@ ngx_http_model_gateway_redis_finish(ngx_conf_t *cf,
         ngx_str_set(&rcf->prefix, "mg");
     }
 
+    /* a brace in the prefix would be the hash tag of every key */
+
+    if (ngx_strlchr(rcf->prefix.data, rcf->prefix.data + rcf->prefix.len, '{')
+        || ngx_strlchr(rcf->prefix.data, rcf->prefix.data + rcf->prefix.len,
+                       '}'))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"model_gateway_redis_prefix\" must not contain "
+                           "\"{\" or \"}\"");
+        return NGX_ERROR;
+    }
+
     if (rcf->ssl_trusted_certificate.data == NULL) {
         rcf->ssl_trusted_certificate = mcf->ssl_trusted_certificate;
     }

@@ -2,9 +2,10 @@
 /*
  * Copyright (C) The ngx_http_model_gateway_module authors
  *
- * The Lua scripts that keep session pins in Redis.  A pin's value is
- * "BACKEND|CREATED_MS"; times come from Redis' own clock, so every nginx
- * node agrees on a pin's age.
+ * The Lua scripts that keep session pins and object ids in Redis.  A
+ * pin's value is "BACKEND|CREATED_MS"; times come from Redis' own clock, so
+ * every nginx node agrees on a pin's age.  Every script touches one key,
+ * so each runs on a single Redis Cluster slot (the layout: README "Redis").
  */
 
 
@@ -71,17 +72,45 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
       "return redis.call('DEL', KEYS[1])",
       1, "" },
 
-    /* LOOKUP: KEYS[1] an object id's key; its backend, or nil */
+    /*
+     * LOOKUP: KEYS[1] an object id's key; ARGV[1] the caller's tenant (""
+     * without identity).  A record is "TENANT|BACKEND" for an id a tenant
+     * owns, or a bare "BACKEND" for one that no tenant owns (written
+     * without identity, or before tenants existed).  Returns the backend
+     * for the owner (or, without identity, for an unowned id); nil for an
+     * unknown id; 0 for another tenant's id; 1 for an unowned id asked for
+     * by a tenant.  One key: the script is Cluster-safe whatever its slot.
+     */
 
-    { "return redis.call('GET', KEYS[1])",
+    { "local v = redis.call('GET', KEYS[1]) "
+      "if not v then return nil end "
+      "local sep = string.find(v, '|', 1, true) "
+      "if sep then "
+        "if string.sub(v, 1, sep - 1) == ARGV[1] then "
+          "return string.sub(v, sep + 1) "
+        "end "
+        "return 0 "
+      "end "
+      "if ARGV[1] == '' then return v end "
+      "return 1",
       1, "" },
 
     /*
-     * STORE: KEYS[1] an object id's key; ARGV[1] the backend that created
-     * it, ARGV[2] the time to keep it (ms, 0: no expiry)
+     * STORE: KEYS[1] an object id's key; ARGV[1] the record
+     * ("TENANT|BACKEND", or "BACKEND" without identity), ARGV[2] the time
+     * to keep it (ms, 0: no expiry), ARGV[3] the tenant ("" without
+     * identity).  A record of another owner is left alone (returns 0): an
+     * id, even one a backend repeats, never changes hands.
      */
 
-    { "if ARGV[2] == '0' then "
+    { "local v = redis.call('GET', KEYS[1]) "
+      "if v then "
+        "local sep = string.find(v, '|', 1, true) "
+        "local owner = '' "
+        "if sep then owner = string.sub(v, 1, sep - 1) end "
+        "if owner ~= ARGV[3] then return 0 end "
+      "end "
+      "if ARGV[2] == '0' then "
         "return redis.call('SET', KEYS[1], ARGV[1]) "
       "end "
       "return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])",

@@ -73,7 +73,7 @@ ngx_http_model_gateway_session_route(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {
     size_t                                i;
-    ngx_str_t                             key, args[4];
+    ngx_str_t                             key, hkey, args[4], *tenant;
     ngx_msec_t                            now;
     ngx_uint_t                            n;
     ngx_pool_cleanup_t                   *cln;
@@ -111,6 +111,7 @@ ngx_http_model_gateway_session_route(ngx_http_request_t *r,
     }
 
     ctx->session.key = key;
+    tenant = &ctx->identity.tenant;
 
     /*
      * the backend a new session gets: weighted rendezvous over the healthy
@@ -136,29 +137,63 @@ ngx_http_model_gateway_session_route(ngx_http_request_t *r,
                       && pn->breaker.limited_until <= now;
     }
 
-    ctx->session.hashed = mg_rendezvous_pick((char *) key.data, key.len,
+    /*
+     * a tenant's sessions hash as "TENANT:KEY" (a tenant has no ":"), so
+     * the same key in two tenants is two sessions that spread on their own
+     */
+
+    hkey = key;
+
+    if (tenant->len) {
+        hkey.len = tenant->len + 1 + key.len;
+        hkey.data = ngx_pnalloc(r->pool, hkey.len);
+        if (hkey.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_sprintf(hkey.data, "%V:%V", tenant, &key);
+    }
+
+    ctx->session.hashed = mg_rendezvous_pick((char *) hkey.data, hkey.len,
                                              nodes, n, eligible);
     if (ctx->session.hashed < 0) {
-        ctx->session.hashed = mg_rendezvous_pick((char *) key.data, key.len,
-                                                 nodes, n, NULL);
+        ctx->session.hashed = mg_rendezvous_pick((char *) hkey.data,
+                                                 hkey.len, nodes, n, NULL);
     }
 
     if (mcf->redis == NULL || !ngx_http_mg_redis_ready()) {
         return ngx_http_model_gateway_session_fallback(r, ctx);
     }
 
-    /* <prefix>:pin:<session>:<model> */
+    /*
+     * <prefix>:pin:<session>:<model>, or with a tenant
+     * <prefix>:{<tenant>}:pin:<session>:<model>: the hash tag puts every
+     * key of a tenant on one Redis Cluster slot, so a script may touch
+     * several of them (the pin scripts touch this one key only); the tag
+     * comes before the session key, so a "{" in a session key is no tag
+     */
 
     ctx->session.pin_key.len = mcf->redis->prefix.len + sizeof(":pin::") - 1
                                + key.len + ctx->model.len;
+
+    if (tenant->len) {
+        ctx->session.pin_key.len += sizeof(":{}") - 1 + tenant->len;
+    }
+
     ctx->session.pin_key.data = ngx_pnalloc(r->pool,
                                             ctx->session.pin_key.len);
     if (ctx->session.pin_key.data == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_sprintf(ctx->session.pin_key.data, "%V:pin:%V:%V",
-                &mcf->redis->prefix, &key, &ctx->model);
+    if (tenant->len) {
+        ngx_sprintf(ctx->session.pin_key.data, "%V:{%V}:pin:%V:%V",
+                    &mcf->redis->prefix, tenant, &key, &ctx->model);
+
+    } else {
+        ngx_sprintf(ctx->session.pin_key.data, "%V:pin:%V:%V",
+                    &mcf->redis->prefix, &key, &ctx->model);
+    }
 
     /*
      * an existing pin costs one plain GETEX (read and refresh the idle

@@ -9,6 +9,16 @@
  * against its backend in Redis (<prefix>:resp:<id>, <prefix>:conv:<id>),
  * and that write is acknowledged, or times out, before the response's
  * last byte reaches the client: a client that follows up at once finds it.
+ *
+ * With identity, the record also names the tenant that owns the id
+ * ("TENANT|BACKEND"), and only that tenant finds it: another tenant's id
+ * answers as an unknown one.  The owner is in the value, not in the key,
+ * because the lookup has to tell "another tenant's" (404, whatever the
+ * default backend) from "nobody's" (the default backend applies): with the
+ * tenant in the key that takes a second, tenant-free key, which lives on
+ * another Redis Cluster slot than the tenant's.  One key per id keeps the
+ * lookup one single-key script, Cluster-safe, in one round trip; ids are
+ * unique, so they need no tenant in the key to stay apart.
  */
 
 
@@ -24,6 +34,8 @@ static ngx_int_t ngx_http_model_gateway_state_key(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, ngx_uint_t kind, ngx_str_t *id);
 static ngx_int_t ngx_http_model_gateway_state_unknown(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
+static ngx_int_t ngx_http_model_gateway_state_not_found(
+    ngx_http_request_t *r, ngx_http_model_gateway_ctx_t *ctx);
 static ngx_int_t ngx_http_model_gateway_state_only(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, u_char *name, size_t len);
 static ngx_int_t ngx_http_model_gateway_state_model_mismatch(
@@ -80,7 +92,7 @@ ngx_http_model_gateway_state_route(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {
     ngx_uint_t                           kind;
-    ngx_str_t                            args[1];
+    ngx_str_t                            args[2];
     ngx_pool_cleanup_t                  *cln;
     ngx_http_mg_redis_cmd_t             *cmd;
     ngx_http_model_gateway_main_conf_t  *mcf;
@@ -119,7 +131,12 @@ ngx_http_model_gateway_state_route(ngx_http_request_t *r,
 
     if (mcf->redis == NULL || !ngx_http_mg_redis_ready()) {
 
-        if (mcf->state_default.len) {
+        /*
+         * without the store, a tenant's id may be another tenant's, and
+         * the default backend (the same account, often) would hand it over
+         */
+
+        if (mcf->state_default.len && ctx->identity.tenant.len == 0) {
             return ngx_http_model_gateway_state_only(r, ctx,
                                                      mcf->state_default.data,
                                                      mcf->state_default.len);
@@ -139,8 +156,9 @@ ngx_http_model_gateway_state_route(ngx_http_request_t *r,
     }
 
     args[0] = ctx->state.key;
+    args[1] = ctx->identity.tenant;
 
-    cmd = ngx_http_mg_redis_script(NGX_HTTP_MG_SCRIPT_LOOKUP, 1, args,
+    cmd = ngx_http_mg_redis_script(NGX_HTTP_MG_SCRIPT_LOOKUP, 2, args,
                                    ngx_http_model_gateway_state_found, ctx);
     if (cmd == NULL) {
         return ngx_http_model_gateway_fail(r, NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -224,7 +242,7 @@ ngx_http_model_gateway_state_found(void *data, redisReply *reply,
 
     if (rc != NGX_OK || reply->type == REDIS_REPLY_ERROR) {
 
-        if (mcf->state_default.len) {
+        if (mcf->state_default.len && ctx->identity.tenant.len == 0) {
             next = ngx_http_model_gateway_state_only(r, ctx,
                                                      mcf->state_default.data,
                                                      mcf->state_default.len);
@@ -244,7 +262,20 @@ ngx_http_model_gateway_state_found(void *data, redisReply *reply,
                                                  (u_char *) reply->str,
                                                  reply->len);
 
+    } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
+
+        /*
+         * another tenant's id: the very answer an unknown id gets without
+         * a default backend, and never the default backend, which would
+         * hand the other tenant's object over
+         */
+
+        next = ngx_http_model_gateway_state_not_found(r, ctx);
+
     } else {
+
+        /* unknown, or owned by no tenant (a record from before tenants) */
+
         next = ngx_http_model_gateway_state_unknown(r, ctx);
     }
 
@@ -256,8 +287,6 @@ static ngx_int_t
 ngx_http_model_gateway_state_unknown(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {
-    u_char                              *p;
-    ngx_uint_t                           response;
     ngx_http_model_gateway_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
@@ -267,6 +296,17 @@ ngx_http_model_gateway_state_unknown(ngx_http_request_t *r,
                                                  mcf->state_default.data,
                                                  mcf->state_default.len);
     }
+
+    return ngx_http_model_gateway_state_not_found(r, ctx);
+}
+
+
+static ngx_int_t
+ngx_http_model_gateway_state_not_found(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx)
+{
+    u_char      *p;
+    ngx_uint_t   response;
 
     response = (ctx->state.kind == NGX_HTTP_MG_STATE_RESPONSE
                 || ctx->state.via == NGX_HTTP_MG_STATE_RESPONSE);
@@ -494,7 +534,8 @@ ngx_http_model_gateway_state_store(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, ngx_uint_t kind, u_char *tok,
     size_t toklen)
 {
-    ngx_str_t                            id, args[3];
+    u_char                              *p;
+    ngx_str_t                            id, rec, args[4];
     ngx_msec_t                           ttl;
     ngx_pool_cleanup_t                  *cln;
     ngx_http_mg_redis_cmd_t             *cmd;
@@ -530,17 +571,36 @@ ngx_http_model_gateway_state_store(ngx_http_request_t *r,
     ttl = (kind == NGX_HTTP_MG_STATE_RESPONSE) ? mcf->response_ttl
                                                : mcf->conversation_ttl;
 
+    /* "TENANT|BACKEND" names the owner; a bare "BACKEND" without one */
+
+    rec = ctx->target->backend->name;
+
+    if (ctx->identity.tenant.len) {
+        rec.len = ctx->identity.tenant.len + 1 + rec.len;
+        rec.data = ngx_pnalloc(r->pool, rec.len);
+        if (rec.data == NULL) {
+            return;
+        }
+
+        p = ngx_cpymem(rec.data, ctx->identity.tenant.data,
+                       ctx->identity.tenant.len);
+        *p++ = '|';
+        ngx_memcpy(p, ctx->target->backend->name.data,
+                   ctx->target->backend->name.len);
+    }
+
     args[0] = ctx->state.key;
-    args[1] = ctx->target->backend->name;
+    args[1] = rec;
     args[2].data = ms;
     args[2].len = ngx_sprintf(ms, "%M", ttl) - ms;
+    args[3] = ctx->identity.tenant;
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
         return;
     }
 
-    cmd = ngx_http_mg_redis_script(NGX_HTTP_MG_SCRIPT_STORE, 3, args,
+    cmd = ngx_http_mg_redis_script(NGX_HTTP_MG_SCRIPT_STORE, 4, args,
                                    ngx_http_model_gateway_state_stored, ctx);
     if (cmd == NULL) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -583,6 +643,11 @@ ngx_http_model_gateway_state_stored(void *data, redisReply *reply,
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "model gateway: recording \"%V\" failed, follow-ups "
                       "will not find it", &ctx->state.key);
+
+    } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "model gateway: \"%V\" is recorded for another owner "
+                      "already, left alone", &ctx->state.key);
     }
 
     if (u == NULL) {
