@@ -331,11 +331,24 @@ is($r->{status}, 200, 'a location without key sources ignores keys');
 
 my ($rkey2) = mgkey('--tenant', 'red', '--id', 'red-2',
                     '--redis', "127.0.0.1:$RPORT", '--prefix', 'mgt');
-$t->stop_redis;
-ok($t->wait_log(qr/redis .* (?:down|closed|lost|failed|error)/i, 5) || 1,
-   'redis stopped');
-sleep 0.3;
+# a client that goes away while Redis is asked: the lookup is cancelled
+
+is($t->redis_cmd('CLIENT', 'PAUSE', '400'), 'OK', 'redis paused');
+my $p = $t->start_request(method => 'POST', path => '/v1/chat/completions',
+                          headers => bearer($rkey2),
+                          json => { model => 'm',
+                                    messages => [{ role => 'user',
+                                                   content => 'hi' }] });
+sleep 0.1;
+close $p->{s};
+sleep 0.5;
 $r = chat_with($rkey2);
+is($r->{status}, 200, 'after a client left during a lookup: 200');
+
+$t->stop_redis;
+ok($t->wait_log(qr/redis \S+ is down/, 5), 'redis is down');
+my ($rkey3) = mgkey('--tenant', 'red', '--id', 'red-3');
+$r = chat_with($rkey3);
 is($r->{status}, 503, 'Redis down, a key not cached: 503');
 is($r->{json}{error}{code}, 'key_store_unavailable', 'key_store_unavailable');
 $r = chat_with($K{plain});
@@ -345,7 +358,7 @@ is($r->{status}, 200, 'Redis down, a key of the file: 200');
 # request headers aside), nor sent to the backend
 
 $t->stop;
-my @keys = (values %K, $rkey, $rkey2, $unknown);
+my @keys = (values %K, $rkey, $rkey2, $rkey3, $unknown);
 my @leaks;
 for my $l (split /\n/, $t->error_log) {
     next if $l =~ /\] \d+#\d+: \*\d+ http header: "/;
