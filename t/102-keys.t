@@ -327,6 +327,20 @@ is($r->{status}, 200, 'a location without key sources: 200');
 $r = $t->chat('m', prefix => '/open/v1', headers => bearer('whatever'));
 is($r->{status}, 200, 'a location without key sources ignores keys');
 
+# the key file is read again on reload
+
+my ($fresh, $fline) = mgkey('--tenant', 'acme', '--id', 'fresh');
+unauthorized(chat_with($fresh, prefix => '/file/v1'),
+             'a key not in the file yet');
+_write("$dir/keys.txt", join("\n", @file[1 .. $#file], $fline) . "\n");
+ok($t->reload(wait_old => 1), 'reload');
+ok($t->wait_for(sub { $t->grep_log(qr/redis \S+ is up/) >= 2 }),
+   'the new worker connected to redis');
+$r = chat_with($fresh, prefix => '/file/v1');
+is($r->{status}, 200, 'reload: a key added to the file works');
+unauthorized(chat_with($K{plain}, prefix => '/file/v1'),
+             'reload: a key removed from the file');
+
 # Redis down: a key not in the file nor the cache gets a 503
 
 my ($rkey2) = mgkey('--tenant', 'red', '--id', 'red-2',
@@ -351,14 +365,14 @@ my ($rkey3) = mgkey('--tenant', 'red', '--id', 'red-3');
 $r = chat_with($rkey3);
 is($r->{status}, 503, 'Redis down, a key not cached: 503');
 is($r->{json}{error}{code}, 'key_store_unavailable', 'key_store_unavailable');
-$r = chat_with($K{plain});
+$r = chat_with($K{old});
 is($r->{status}, 200, 'Redis down, a key of the file: 200');
 
 # the key is never logged (debug level included, nginx's own dump of the
 # request headers aside), nor sent to the backend
 
 $t->stop;
-my @keys = (values %K, $rkey, $rkey2, $rkey3, $unknown);
+my @keys = (values %K, $rkey, $rkey2, $rkey3, $unknown, $fresh);
 my @leaks;
 for my $l (split /\n/, $t->error_log) {
     next if $l =~ /\] \d+#\d+: \*\d+ http header: "/;
