@@ -134,7 +134,7 @@ ngx_http_model_gateway_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ctx->lcf->identity_tenant && !ctx->identity.done) {
+    if (ctx->lcf->auth && !ctx->identity.done) {
 
         /* "satisfy any" let another access module pass it over */
 
@@ -167,6 +167,15 @@ ngx_http_model_gateway_handler(ngx_http_request_t *r)
     }
 
     ctx->endpoint = mg_endpoint_match((char *) p, len, &id, &id_len);
+
+    /* an endpoint the key may not use does not exist for it */
+
+    if (ctx->identity.key
+        && !mg_key_endpoint_allowed(ctx->identity.key,
+                                    mg_key_endpoint_of(ctx->endpoint)))
+    {
+        goto unknown;
+    }
 
     switch (ctx->endpoint) {
 
@@ -363,7 +372,25 @@ ngx_http_model_gateway_models(ngx_http_request_t *r,
     mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
 
     if (id == NULL) {
-        return ngx_http_model_gateway_send_json(r, &mcf->models_json);
+        switch (ngx_http_model_gateway_models_allowed(r, ctx, &json)) {
+
+        case NGX_OK:
+            return ngx_http_model_gateway_send_json(r, &json);
+
+        case NGX_DECLINED:
+            return ngx_http_model_gateway_send_json(r, &mcf->models_json);
+
+        default:
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    /* a model the key may not use is answered as one that does not exist */
+
+    if (ctx->identity.key
+        && !mg_key_model_allowed(ctx->identity.key, (char *) id, id_len))
+    {
+        goto unknown;
     }
 
     /*
@@ -399,6 +426,8 @@ ngx_http_model_gateway_models(ngx_http_request_t *r,
 
         p = q;
     }
+
+unknown:
 
     p = ngx_pnalloc(r->pool, sizeof("The model `` does not exist.") - 1
                              + id_len);

@@ -331,6 +331,34 @@ static ngx_command_t  ngx_http_model_gateway_commands[] = {
       0,
       NULL },
 
+    { ngx_string("model_gateway_key_file"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_model_gateway_key_file,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("model_gateway_key_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_loc_conf_t, key_redis),
+      NULL },
+
+    { ngx_string("model_gateway_key_cache_time"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, key_cache_time),
+      NULL },
+
+    { ngx_string("model_gateway_key_cache_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, key_cache_size),
+      NULL },
+
     { ngx_string("model_gateway_forward_headers"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_model_gateway_forward_headers,
@@ -528,6 +556,8 @@ ngx_http_model_gateway_create_main_conf(ngx_conf_t *cf)
     mcf->connect_timeout = NGX_CONF_UNSET_MSEC;
     mcf->first_byte_timeout = NGX_CONF_UNSET_MSEC;
     mcf->idle_timeout = NGX_CONF_UNSET_MSEC;
+    mcf->key_cache_time = NGX_CONF_UNSET_MSEC;
+    mcf->key_cache_size = NGX_CONF_UNSET_UINT;
 
     /*
      * every gateway request selects its backend with our own peer
@@ -565,6 +595,8 @@ ngx_http_model_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(mcf->connect_timeout, 10000);
     ngx_conf_init_msec_value(mcf->first_byte_timeout, 300000);
     ngx_conf_init_msec_value(mcf->idle_timeout, 120000);
+    ngx_conf_init_msec_value(mcf->key_cache_time, 10000);
+    ngx_conf_init_uint_value(mcf->key_cache_size, 10000);
     ngx_conf_init_size_value(mcf->zone_size, 1024 * 1024);
     ngx_conf_init_uint_value(mcf->max_fails, 3);
     ngx_conf_init_msec_value(mcf->fail_window, 10000);
@@ -688,6 +720,8 @@ ngx_http_model_gateway_create_loc_conf(ngx_conf_t *cf)
     conf->forward_headers = NGX_CONF_UNSET_PTR;
     conf->identity_tenant = NGX_CONF_UNSET_PTR;
     conf->identity_key_id = NGX_CONF_UNSET_PTR;
+    conf->key_file = NGX_CONF_UNSET_PTR;
+    conf->key_redis = NGX_CONF_UNSET;
     conf->total_timeout = NGX_CONF_UNSET_MSEC;
     conf->retry_idle_timeout = NGX_CONF_UNSET;
     conf->max_body_size = NGX_CONF_UNSET_SIZE;
@@ -706,7 +740,8 @@ ngx_http_model_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_model_gateway_loc_conf_t *prev = parent;
     ngx_http_model_gateway_loc_conf_t *conf = child;
 
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_core_loc_conf_t            *clcf;
+    ngx_http_model_gateway_main_conf_t  *mcf;
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_uint_value(conf->balance, prev->balance,
@@ -742,6 +777,29 @@ ngx_http_model_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent,
                                 ? NULL : prev->identity_tenant;
         conf->identity_key_id = (prev->identity_key_id == NGX_CONF_UNSET_PTR)
                                 ? NULL : prev->identity_key_id;
+    }
+
+    ngx_conf_merge_ptr_value(conf->key_file, prev->key_file, NULL);
+    ngx_conf_merge_value(conf->key_redis, prev->key_redis, 0);
+
+    /*
+     * authentication is on where a key source or an identity is
+     * configured, and off elsewhere, so configurations written before
+     * gateway keys existed keep working
+     */
+
+    conf->auth = (conf->identity_tenant || conf->key_file || conf->key_redis);
+
+    if (conf->enable && conf->key_redis) {
+        mcf = ngx_http_conf_get_module_main_conf(cf,
+                                                ngx_http_model_gateway_module);
+
+        if (mcf->redis == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"model_gateway_key_redis\" needs "
+                               "\"model_gateway_redis\"");
+            return NGX_CONF_ERROR;
+        }
     }
 
     if (ngx_http_model_gateway_headers_merge(cf, prev, conf) != NGX_CONF_OK)

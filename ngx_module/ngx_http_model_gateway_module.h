@@ -20,6 +20,7 @@
 #include "mg_wrr.h"
 #include "mg_breaker.h"
 #include "mg_translate.h"
+#include "mg_keys.h"
 
 
 #define NGX_HTTP_MG_OPENAI             1
@@ -306,6 +307,10 @@ typedef struct {
     ngx_http_mg_redis_conf_t           redis_conf;
     ngx_http_mg_redis_conf_t          *redis;       /* NULL: no Redis */
 
+    /* the worker's cache of keys looked up in Redis (_keys.c) */
+    ngx_msec_t                         key_cache_time;
+    ngx_uint_t                         key_cache_size;
+
     ngx_http_upstream_srv_conf_t      *upstream;    /* our peer selector */
 
     /*
@@ -327,6 +332,14 @@ typedef struct {
 } ngx_http_model_gateway_policy_t;
 
 
+/* the keys of a key file, sorted by hash, in the conf pool (_keys.c) */
+typedef struct {
+    ngx_str_t                          name;
+    mg_key_t                         **keys;
+    ngx_uint_t                         nkeys;
+} ngx_http_model_gateway_keys_t;
+
+
 typedef struct {
     ngx_flag_t                         enable;
     ngx_uint_t                         balance;     /* default policy */
@@ -339,6 +352,11 @@ typedef struct {
     /* identity from nginx's own variables (auth_request, mTLS, njs) */
     ngx_http_complex_value_t          *identity_tenant;
     ngx_http_complex_value_t          *identity_key_id;
+
+    /* gateway keys: a key file, Redis, or both (_keys.c) */
+    ngx_http_model_gateway_keys_t     *key_file;
+    ngx_flag_t                         key_redis;
+    ngx_flag_t                         auth;        /* identity required */
 
     ngx_http_complex_value_t          *session;
     ngx_msec_t                         session_idle;
@@ -408,6 +426,10 @@ typedef struct {
 typedef struct {
     ngx_str_t                          tenant;
     ngx_str_t                          key_id;
+    const mg_key_t                    *key;         /* its policy, or NULL */
+    void                              *cmd;         /* Redis, in flight */
+    ngx_int_t                          status;      /* a refusal decided */
+    u_char                             hash[MG_KEY_HASH_LEN];
     unsigned                           done:1;      /* access phase ran */
 } ngx_http_model_gateway_identity_t;
 
@@ -615,6 +637,22 @@ ngx_int_t ngx_http_model_gateway_translate_finish(
 char *ngx_http_model_gateway_identity(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_model_gateway_identity_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_model_gateway_models_allowed(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, ngx_str_t *json);
+
+/* keys.c */
+char *ngx_http_model_gateway_key_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+const mg_key_t *ngx_http_model_gateway_keys_find(
+    ngx_http_model_gateway_keys_t *keys, const u_char *hash);
+ngx_int_t ngx_http_model_gateway_key_cache_get(
+    ngx_http_model_gateway_main_conf_t *mcf, const u_char *hash,
+    const mg_key_t **key);
+void ngx_http_model_gateway_key_cache_put(
+    ngx_http_model_gateway_main_conf_t *mcf, const u_char *hash,
+    const mg_key_t *key);
+mg_key_t *ngx_http_model_gateway_key_copy(ngx_pool_t *pool,
+    const mg_key_t *key);
 
 /* headers.c */
 char *ngx_http_model_gateway_forward_headers(ngx_conf_t *cf,
