@@ -50,7 +50,7 @@ BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-16}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_MAX_ERRORS=${BENCH_MAX_ERRORS:-5}
-BENCH_SCENARIOS=${BENCH_SCENARIOS:-basic balanced stateful anthropic stream_anthropic bedrock bedrock_key}
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-basic balanced stateful auth anthropic stream_anthropic bedrock bedrock_key}
 BENCH_FAKE_GATEWAY=${BENCH_FAKE_GATEWAY:-0}
 NGINX=${NGINX:-/usr/sbin/nginx}
 WRK=${WRK:-wrk}
@@ -311,7 +311,7 @@ sanity() {
     local label=$1 url=$2 name=${3:-} code out=$WORK/sanity-$1.json
     code=$(curl -sS --max-time 10 -o "$out" -w '%{http_code}' -X POST \
         -H 'Content-Type: application/json' \
-        -H 'Authorization: Bearer client-key' \
+        -H "Authorization: Bearer ${BENCH_AUTH:-client-key}" \
         --data-binary @"$BODY" "$url") \
         || { [ -z "$name" ] || show_logs "$name"
              die "sanity check of $label ($url): curl failed"; }
@@ -747,6 +747,33 @@ scenario_bedrock() { bedrock_run bedrock 6; }
 # bedrock_key: the same with a Bedrock API key (a bearer token): Converse
 # translation both ways without SigV4, to tell the two costs apart
 scenario_bedrock_key() { bedrock_run bedrock-key 7; }
+
+# auth: every request carries a gateway key, made with bin/mg-key and kept
+# in Redis; after the first request it is in the worker's key cache, so the
+# figure is the cost of finding, hashing and checking a key. proxy_pass gets
+# the same header. The baseline module (BENCH_BASELINE) is not run here: a
+# build from before gateway keys would not load the configuration.
+scenario_auth() {
+    local key
+    ensure_mock
+    ensure_redis
+    key=$("$TOP/bin/mg-key" --tenant bench --id bench-1 \
+              --redis "127.0.0.1:$REDIS_PORT" | head -n 1) \
+        || die "bin/mg-key could not write the bench's key to Redis"
+    start_proxy proxy9 1
+    start_nginx gateway9 "$BENCH_DIR/gateway-auth.conf.in" \
+        MODULE="$MODULE" MOCKPORT="${NGX_PORT[mock]}" WORKERS=1 \
+        REDISPORT="$REDIS_PORT"
+    BENCH_AUTH=$key
+    export BENCH_AUTH
+    sanity proxy_pass "$(url_of proxy9)" proxy9
+    sanity auth "$(url_of gateway9)" gateway9
+    compare auth proxy_pass "$(url_of proxy9)" auth "$(url_of gateway9)"
+    unset BENCH_AUTH
+    check_alive mock proxy9 gateway9
+    stop_nginx proxy9
+    stop_nginx gateway9
+}
 
 # ---------------------------------------------------------------- main
 
