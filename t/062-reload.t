@@ -201,7 +201,13 @@ sub spread {
     conf(location => "        location /v2/ {\n            model_gateway;\n"
         . "        }\n");
     ok($t->reload, 'reload');
-    my @new = grep { my $p = $_; !grep { $_ == $p } @old } $t->worker_pids;
+
+    # reload() returns once the first new worker runs: wait for the second
+    my @new;
+    $t->wait_for(sub {
+        @new = grep { my $p = $_; !grep { $_ == $p } @old } $t->worker_pids;
+        @new >= 2;
+    }, 10);
     is(scalar @new, 2, 'reload: two new workers');
     ok(kill(0, $spid), "reload: the stream's worker is still running");
 
