@@ -23,7 +23,7 @@ use MG::Test;
 my $top = abs_path(dirname(abs_path(__FILE__)) . '/..');
 my $sdk = "$top/t/sdk";
 
-plan skip_all => "t/sdk/node_modules is absent (make sdk, or npm ci "
+plan skip_all => "openai is not in t/sdk/node_modules (make sdk, or npm ci "
     . "--prefix t/sdk, installs the openai package)"
     unless -d "$sdk/node_modules/openai";
 
