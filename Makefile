@@ -28,8 +28,8 @@ CFLAGS_UNIT := -std=gnu99 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter \
 ASAN_CC_OPT := -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer
 ASAN_LD_OPT := -fsanitize=address,undefined
 
-.PHONY: all deps build asan unit test test-unit test-nginx test-asan run \
-        bench bench-bounds fuzz clean style
+.PHONY: all deps build asan unit sdk test test-unit test-nginx test-asan \
+        run bench bench-bounds fuzz clean style
 
 all: build
 
@@ -44,6 +44,22 @@ deps:
 	    export DEBIAN_FRONTEND=noninteractive; \
 	    apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+# The official openai npm package, pinned in t/sdk/package-lock.json, for
+# t/110-sdk.t.  node and npm are not Debian packages here (the machine's
+# node comes from elsewhere); npm ci runs only when node_modules is missing
+# or older than the lock file, the stamp marking a complete install.
+SDK       := $(TOP)/t/sdk
+SDK_STAMP := $(SDK)/node_modules/.mg-installed
+
+$(SDK_STAMP): $(SDK)/package-lock.json $(SDK)/package.json
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+	    echo "node and npm are needed for t/110-sdk.t (node >= 20)" >&2; \
+	    exit 1; }
+	npm ci --prefix $(SDK) --no-audit --no-fund
+	touch $@
+
+sdk: $(SDK_STAMP)
 
 # $(1): build dir, $(2): extra configure arguments
 define ngx_configure
@@ -97,15 +113,15 @@ unit: $(UNIT_BINS)
 test-unit: deps unit
 	prove --exec '' $(UNIT_BINS)
 
-test-nginx: build
+test-nginx: build sdk
 	MG_MODULE=$(B)/$(MODULE) prove -I t/lib t/
 
-test: deps build unit
+test: deps build unit sdk
 	prove --exec '' $(UNIT_BINS)
 	MG_MODULE=$(B)/$(MODULE) prove -I t/lib t/
 
 # The same suite against the AddressSanitizer/UBSan build of the module.
-test-asan: deps asan
+test-asan: deps asan sdk
 	MG_MODULE=$(B)/asan/$(MODULE) MG_ASAN=1 prove -I t/lib t/
 
 run: build
