@@ -417,11 +417,9 @@ sub nothing_sent {
         or diag(explain($r->{got}));
 }
 
-# $todo: the reason this bound is known to fail in this tree, or undef
 sub bounded {
-    my ($r, $name, $todo) = @_;
+    my ($r, $name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
-    local $TODO = $todo;
     note_ratio($r->{got}, $r->{sent});
     cmp_ok($r->{got}{total}, '<=', 4 * $r->{sent} + 65536,
            "$name: mocks got $r->{got}{total} bytes for $r->{sent} sent "
@@ -429,7 +427,7 @@ sub bounded {
 }
 
 sub is_served {
-    my ($r, $type, $name, $todo_bound) = @_;
+    my ($r, $type, $name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     is($r->{status}, 200, "$name: 200")
         or diag("body: " . substr($r->{body} // '', 0, 300));
@@ -438,15 +436,15 @@ sub is_served {
        "$name: a chat.completion");
     is(join(',', sort keys %{ $r->{got}{by} }), $type,
        "$name: only the $type mock got it");
-    bounded($r, $name, $todo_bound);
+    bounded($r, $name);
 }
 
 # served, or refused with a JSON 4xx and nothing sent; bounded either way
 sub served_or_refused {
-    my ($r, $type, $name, $todo_bound) = @_;
+    my ($r, $type, $name) = @_;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     if (($r->{status} // 0) == 200) {
-        is_served($r, $type, $name, $todo_bound);
+        is_served($r, $type, $name);
     } else {
         ok(($r->{status} // 0) >= 400 && $r->{status} < 500,
            "$name: 200 or 4xx (got " . ($r->{status} // 'none') . ")");
