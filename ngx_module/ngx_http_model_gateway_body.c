@@ -217,15 +217,17 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
 
     for (i = 0; i < F_N; i++) {
         if (f[i].dup) {
-            p = ngx_pnalloc(r->pool, 64);
+            p = ngx_pnalloc(r->pool, sizeof("The request body has more "
+                                            "than one \"\" member.")
+                                     + f[i].name_len);
             if (p == NULL) {
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }
 
             ctx->err.message_str.data = p;
             ctx->err.message_str.len =
-                ngx_snprintf(p, 64, "The request body has more than one "
-                             "\"%s\" member.", f[i].name)
+                ngx_sprintf(p, "The request body has more than one "
+                            "\"%s\" member.", f[i].name)
                 - p;
 
             return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,

@@ -509,6 +509,7 @@ for my $c (
     ['model', '{"model":"second-only","messages":[],"mod\\u0065l":"plain-model"}'],
     ['messages', '{"model":"plain-model","messages":[],"messages":[{"role":"user","content":"hi"}]}'],
     ['stream', '{"model":"plain-model","stream":true,"messages":[{"role":"user","content":"hi"}],"stream":false}'],
+    ['previous_response_id', '{"model":"plain-model","messages":[],"previous_response_id":"resp_a","previous_response_id":"resp_b"}'],
 )
 {
     my ($name, $body) = @$c;
@@ -518,7 +519,7 @@ for my $c (
     my $e = ($r->{json} // {})->{error} // {};
     is($e->{code}, 'invalid_json', "duplicate $name: invalid_json");
     is($e->{param}, $name, "duplicate $name: param names it");
-    like($e->{message} // '', qr/more than one "\Q$name\E" member/,
+    like($e->{message} // '', qr/^The request body has more than one "\Q$name\E" member\.$/,
         "duplicate $name: the message says so");
     is(scalar @{by_tag('main', $tag)} + scalar @{by_tag('second', $tag)}, 0,
         "duplicate $name: nothing sent");
