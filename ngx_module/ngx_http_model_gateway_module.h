@@ -475,6 +475,18 @@ typedef struct {
 } ngx_http_model_gateway_stream_t;
 
 
+/*
+ * The tokens an answer used, as its usage said (_usage.c): read from what
+ * reaches the client (an OpenAI-shaped body or stream, translated or not),
+ * so every provider counts the same way.  known: a usage was seen.
+ */
+typedef struct {
+    uint64_t                           prompt;
+    uint64_t                           completion;
+    unsigned                           known:1;
+} ngx_http_model_gateway_usage_t;
+
+
 /* an error the gateway itself answers, rendered by _filter.c */
 typedef struct {
     ngx_uint_t                         status;
@@ -561,6 +573,9 @@ struct ngx_http_model_gateway_ctx_s {
     ngx_int_t                          min_retry_after_ms;
     ngx_event_t                        total_timer;
     unsigned                           total_expired:1;
+
+    /* the tokens the answer used */
+    ngx_http_model_gateway_usage_t     usage;
 
     /* an error the gateway itself answers */
     ngx_http_model_gateway_err_t       err;
