@@ -287,6 +287,10 @@ ngx_http_model_gateway_header_filter(ngx_http_request_t *r)
         h->lowcase_key = NULL;
     }
 
+    if (ngx_http_model_gateway_limits_headers(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (ctx->err.status == NGX_HTTP_NOT_ALLOWED) {
         h = ngx_list_push(&r->headers_out.headers);
         if (h == NULL) {

@@ -46,6 +46,18 @@ static ngx_conf_enum_t  ngx_http_model_gateway_session_modes[] = {
 };
 
 
+static ngx_conf_enum_t  ngx_http_model_gateway_limit_fallbacks[] = {
+    { ngx_string("open"), NGX_HTTP_MG_LIMIT_OPEN },
+    { ngx_string("closed"), NGX_HTTP_MG_LIMIT_CLOSED },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_num_bounds_t  ngx_http_model_gateway_limit_positive = {
+    ngx_conf_check_num_bounds, 1, 1000000
+};
+
+
 static ngx_conf_enum_t  ngx_http_model_gateway_session_fallbacks[] = {
     { ngx_string("hash"), NGX_HTTP_MG_FALLBACK_HASH },
     { ngx_string("fail"), NGX_HTTP_MG_FALLBACK_FAIL },
@@ -352,6 +364,48 @@ static ngx_command_t  ngx_http_model_gateway_commands[] = {
       offsetof(ngx_http_model_gateway_main_conf_t, key_cache_time),
       NULL },
 
+    { ngx_string("model_gateway_tenant_limits"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_model_gateway_tenant_limits,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("model_gateway_limit_fallback"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, limit_fallback),
+      &ngx_http_model_gateway_limit_fallbacks },
+
+    { ngx_string("model_gateway_limit_nodes"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, limit_nodes),
+      &ngx_http_model_gateway_limit_positive },
+
+    { ngx_string("model_gateway_limit_bytes_per_token"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, limit_bytes_per_token),
+      &ngx_http_model_gateway_limit_positive },
+
+    { ngx_string("model_gateway_limit_default_max_tokens"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, limit_default_max_tokens),
+      NULL },
+
+    { ngx_string("model_gateway_limit_zone_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, limit_zone_size),
+      NULL },
+
     { ngx_string("model_gateway_key_cache_size"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -475,6 +529,10 @@ ngx_http_model_gateway_postconfiguration(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    if (ngx_http_model_gateway_limits_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (ngx_http_model_gateway_session_init(cf) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -558,6 +616,11 @@ ngx_http_model_gateway_create_main_conf(ngx_conf_t *cf)
     mcf->idle_timeout = NGX_CONF_UNSET_MSEC;
     mcf->key_cache_time = NGX_CONF_UNSET_MSEC;
     mcf->key_cache_size = NGX_CONF_UNSET_UINT;
+    mcf->limit_fallback = NGX_CONF_UNSET_UINT;
+    mcf->limit_nodes = NGX_CONF_UNSET_UINT;
+    mcf->limit_bytes_per_token = NGX_CONF_UNSET_UINT;
+    mcf->limit_default_max_tokens = NGX_CONF_UNSET_UINT;
+    mcf->limit_zone_size = NGX_CONF_UNSET_SIZE;
 
     /*
      * every gateway request selects its backend with our own peer
@@ -597,6 +660,11 @@ ngx_http_model_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(mcf->idle_timeout, 120000);
     ngx_conf_init_msec_value(mcf->key_cache_time, 10000);
     ngx_conf_init_uint_value(mcf->key_cache_size, 10000);
+    ngx_conf_init_uint_value(mcf->limit_fallback, NGX_HTTP_MG_LIMIT_OPEN);
+    ngx_conf_init_uint_value(mcf->limit_nodes, 1);
+    ngx_conf_init_uint_value(mcf->limit_bytes_per_token, 4);
+    ngx_conf_init_uint_value(mcf->limit_default_max_tokens, 1024);
+    ngx_conf_init_size_value(mcf->limit_zone_size, 1024 * 1024);
     ngx_conf_init_size_value(mcf->zone_size, 1024 * 1024);
     ngx_conf_init_uint_value(mcf->max_fails, 3);
     ngx_conf_init_msec_value(mcf->fail_window, 10000);

@@ -38,6 +38,12 @@
 #define NGX_HTTP_MG_FALLBACK_HASH      0
 #define NGX_HTTP_MG_FALLBACK_FAIL      1
 
+#define NGX_HTTP_MG_LIMIT_OPEN         0
+#define NGX_HTTP_MG_LIMIT_CLOSED       1
+
+/* rpm, tpm, tpd and budget of a key and of its tenant */
+#define NGX_HTTP_MG_LIMITS_MAX         8
+
 #define NGX_HTTP_MG_STATE_NONE             0
 #define NGX_HTTP_MG_STATE_NEW_RESPONSE     1   /* POST responses */
 #define NGX_HTTP_MG_STATE_NEW_CONVERSATION 2   /* POST conversations */
@@ -239,6 +245,7 @@ typedef struct {
 
 /* who routes first: an identity before the object ids and sessions */
 #define NGX_HTTP_MG_ROUTE_IDENTITY     100
+#define NGX_HTTP_MG_ROUTE_LIMITS       150
 #define NGX_HTTP_MG_ROUTE_STATE        200
 #define NGX_HTTP_MG_ROUTE_SESSION      300
 
@@ -278,6 +285,13 @@ typedef struct {
 } ngx_http_mg_redis_conf_t;
 
 
+/* model_gateway_tenant_limits: rpm, tpm, tpd, budget; 0: none */
+typedef struct {
+    ngx_str_t                          name;        /* "*": the default */
+    uint64_t                           limit[4];
+} ngx_http_model_gateway_tenant_t;
+
+
 typedef struct {
     ngx_array_t                        backends;    /* _backend_t * */
     ngx_array_t                        models;      /* _model_t */
@@ -310,6 +324,17 @@ typedef struct {
     /* the worker's cache of keys looked up in Redis (_keys.c) */
     ngx_msec_t                         key_cache_time;
     ngx_uint_t                         key_cache_size;
+
+    /* limits (_limits.c) */
+    ngx_array_t                       *tenant_limits; /* _tenant_t, sorted */
+    ngx_http_model_gateway_tenant_t   *tenant_default; /* "*" */
+    ngx_uint_t                         limit_fallback;
+    ngx_uint_t                         limit_nodes;
+    ngx_uint_t                         limit_bytes_per_token;
+    ngx_uint_t                         limit_default_max_tokens;
+    size_t                             limit_zone_size;
+    ngx_shm_zone_t                    *limit_zone;
+    void                              *limit_sh;
 
     ngx_http_upstream_srv_conf_t      *upstream;    /* our peer selector */
 
@@ -443,6 +468,8 @@ typedef struct {
     ngx_str_t                          backend;     /* as Redis named it */
     ngx_uint_t                         status;      /* NGX_HTTP_MG_PIN_* */
     void                              *cmd;         /* Redis, in flight */
+    ngx_int_t                          prepare_rc;
+    unsigned                           prepared:1;
 } ngx_http_model_gateway_session_t;
 
 
@@ -485,6 +512,34 @@ typedef struct {
     uint64_t                           completion;
     unsigned                           known:1;
 } ngx_http_model_gateway_usage_t;
+
+
+/* what the x-ratelimit-*-requests or -tokens headers say */
+typedef struct {
+    uint64_t                           limit;
+    uint64_t                           remaining;
+    int64_t                            reset;       /* ms */
+    unsigned                           set:1;
+} ngx_http_model_gateway_limit_hdr_t;
+
+
+/* the limits a request is charged against (_limits.c) */
+typedef struct {
+    ngx_uint_t                         n;
+    ngx_str_t                          keys[NGX_HTTP_MG_LIMITS_MAX];
+    uint64_t                           limit[NGX_HTTP_MG_LIMITS_MAX];
+    u_char                             kind[NGX_HTTP_MG_LIMITS_MAX];
+    u_char                             which[NGX_HTTP_MG_LIMITS_MAX];
+    u_char                             of_key[NGX_HTTP_MG_LIMITS_MAX];
+    uint64_t                           reserved;    /* tokens */
+    int64_t                            day;         /* UTC, of the charge */
+    int64_t                            retry_ms;    /* refused: the wait */
+    void                              *cmd;         /* Redis, in flight */
+    ngx_http_model_gateway_limit_hdr_t hdr[2];      /* requests, tokens */
+    unsigned                           charged:2;   /* where, or 0 */
+    unsigned                           pin:1;       /* with the session */
+    unsigned                           headers_done:1;
+} ngx_http_model_gateway_limits_t;
 
 
 /* an error the gateway itself answers, rendered by _filter.c */
@@ -574,8 +629,9 @@ struct ngx_http_model_gateway_ctx_s {
     ngx_event_t                        total_timer;
     unsigned                           total_expired:1;
 
-    /* the tokens the answer used */
+    /* the tokens the answer used, and the limits they count against */
     ngx_http_model_gateway_usage_t     usage;
+    ngx_http_model_gateway_limits_t    limits;
 
     /* an error the gateway itself answers */
     ngx_http_model_gateway_err_t       err;
@@ -694,11 +750,25 @@ ngx_int_t ngx_http_model_gateway_aws_sign(ngx_http_request_t *r,
     ngx_http_model_gateway_backend_t *b, ngx_str_t *path, ngx_str_t *body,
     ngx_str_t *out);
 
+/* limits.c */
+char *ngx_http_model_gateway_tenant_limits(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_model_gateway_limits_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_model_gateway_limits_headers(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+
 /* state.c */
 ngx_int_t ngx_http_model_gateway_state_init(ngx_conf_t *cf);
+ngx_uint_t ngx_http_model_gateway_state_by_id(
+    ngx_http_model_gateway_ctx_t *ctx);
 
 /* session.c */
 ngx_int_t ngx_http_model_gateway_session_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_model_gateway_session_prepare(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+ngx_int_t ngx_http_model_gateway_session_resolved(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, const char *name, size_t len,
+    ngx_uint_t fresh);
 ngx_str_t *ngx_http_model_gateway_pin_status(
     ngx_http_model_gateway_ctx_t *ctx);
 

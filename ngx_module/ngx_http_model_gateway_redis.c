@@ -360,7 +360,7 @@ ngx_http_mg_redis_send_cmd(ngx_http_mg_redis_t *rd,
     }
 
     argv[argc] = (char *) nkeys;
-    lens[argc++] = ngx_sprintf(nkeys, "%ui", s->nkeys) - nkeys;
+    lens[argc++] = ngx_sprintf(nkeys, "%ui", cmd->nkeys) - nkeys;
 
     for (i = 0; i < cmd->nargs; i++) {
         argv[argc] = (char *) cmd->args[i].data;
@@ -417,6 +417,22 @@ ngx_http_mg_redis_cmd_t *
 ngx_http_mg_redis_script(ngx_uint_t script, ngx_uint_t nargs,
     ngx_str_t *args, ngx_http_mg_redis_handler_pt handler, void *data)
 {
+    ngx_uint_t  nkeys;
+
+    nkeys = ngx_http_mg_redis_scripts[script].nkeys;
+
+    return ngx_http_mg_redis_script_keys(script, nkeys, nargs, args, handler,
+                                         data);
+}
+
+
+/* a script whose number of keys varies: the first nkeys of args */
+
+ngx_http_mg_redis_cmd_t *
+ngx_http_mg_redis_script_keys(ngx_uint_t script, ngx_uint_t nkeys,
+    ngx_uint_t nargs, ngx_str_t *args, ngx_http_mg_redis_handler_pt handler,
+    void *data)
+{
     u_char                   *p;
     size_t                    len;
     ngx_uint_t                i;
@@ -461,6 +477,7 @@ ngx_http_mg_redis_script(ngx_uint_t script, ngx_uint_t nargs,
 
     cmd->nargs = nargs;
     cmd->script = (ngx_int_t) script;
+    cmd->nkeys = nkeys;
     cmd->handler = handler;
     cmd->data = data;
 

@@ -33,7 +33,9 @@ typedef struct {
 #define NGX_HTTP_MG_SCRIPT_DROP     2
 #define NGX_HTTP_MG_SCRIPT_LOOKUP   3
 #define NGX_HTTP_MG_SCRIPT_STORE    4
-#define NGX_HTTP_MG_REDIS_NSCRIPTS  5
+#define NGX_HTTP_MG_SCRIPT_LIMIT    5
+#define NGX_HTTP_MG_SCRIPT_SETTLE   6
+#define NGX_HTTP_MG_REDIS_NSCRIPTS  7
 
 extern ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[];
 
@@ -44,6 +46,9 @@ ngx_int_t ngx_http_mg_redis_now(void);
 ngx_http_mg_redis_cmd_t *ngx_http_mg_redis_script(ngx_uint_t script,
     ngx_uint_t nargs, ngx_str_t *args, ngx_http_mg_redis_handler_pt handler,
     void *data);
+ngx_http_mg_redis_cmd_t *ngx_http_mg_redis_script_keys(ngx_uint_t script,
+    ngx_uint_t nkeys, ngx_uint_t nargs, ngx_str_t *args,
+    ngx_http_mg_redis_handler_pt handler, void *data);
 ngx_http_mg_redis_cmd_t *ngx_http_mg_redis_command(ngx_uint_t nargs,
     ngx_str_t *args, ngx_http_mg_redis_handler_pt handler, void *data);
 void ngx_http_mg_redis_cancel(ngx_http_mg_redis_cmd_t *cmd);

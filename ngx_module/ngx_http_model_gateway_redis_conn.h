@@ -22,7 +22,8 @@
 #define NGX_HTTP_MG_REDIS_CONNECTING  1
 #define NGX_HTTP_MG_REDIS_READY       2
 
-#define NGX_HTTP_MG_REDIS_MAX_ARGS    8
+/* the limits script with a session pin: 9 keys and 28 arguments */
+#define NGX_HTTP_MG_REDIS_MAX_ARGS    40
 
 
 struct ngx_http_mg_redis_cmd_s {
@@ -31,6 +32,7 @@ struct ngx_http_mg_redis_cmd_s {
     void                          *data;        /* NULL: cancelled */
     ngx_msec_t                     deadline;
     ngx_int_t                      script;      /* -1: not a script */
+    ngx_uint_t                     nkeys;       /* of the script's args */
     ngx_uint_t                     nargs;
     ngx_str_t                      args[NGX_HTTP_MG_REDIS_MAX_ARGS];
     unsigned                       internal:1;

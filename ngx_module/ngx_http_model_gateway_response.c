@@ -247,7 +247,18 @@ ngx_http_model_gateway_header_line(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    if (!(len > 12 && ngx_strncmp(name, "x-ratelimit-", 12) == 0)) {
+    if (len > 12 && ngx_strncmp(name, "x-ratelimit-", 12) == 0) {
+
+        /*
+         * the operator's own account limits: with identity on, clients
+         * get the gateway's limits instead (_limits.c)
+         */
+
+        if (ctx->lcf->auth) {
+            return NGX_OK;
+        }
+
+    } else {
 
         for (s = ngx_http_model_gateway_pass_headers; s->len; s++) {
             if (s->len == len && ngx_strncmp(s->data, name, len) == 0) {

@@ -114,7 +114,160 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
         "return redis.call('SET', KEYS[1], ARGV[1]) "
       "end "
       "return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])",
-      1, "" }
+      1, "" },
+
+    /*
+     * LIMIT: KEYS[1..n] a request's limit counters, all of one tenant
+     * (one hash tag), and KEYS[n+1], when given, its session pin.
+     * ARGV[1] n; for each counter i ARGV[3i-1] its kind ('r' per minute,
+     * 'd' per UTC day, 'b' budget: src/mg_limit.c has the same rules),
+     * ARGV[3i] its limit, ARGV[3i+1] the cost (1 request, or the tokens
+     * reserved); then, with a pin, the PIN script's three arguments.
+     * Charges every counter or none.  Returns {1 if charged, the first
+     * counter that refused, the wait in ms (-1: never), the UTC day, then
+     * per counter what remains and the ms until it is full again (-1:
+     * never)}, and with a pin and a charge {backend, 1 if new} as PIN.
+     * So a request's limits and its session cost one round trip.
+     */
+
+    { "local t = redis.call('TIME') "
+      "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
+      "local day = math.floor(now / 86400000) "
+      "local n = tonumber(ARGV[1]) "
+      "local out = {1, 0, 0, day} "
+      "local st = {} "
+      "for i = 1, n do "
+        "local kind = ARGV[3 * i - 1] "
+        "local lim = tonumber(ARGV[3 * i]) "
+        "local cost = tonumber(ARGV[3 * i + 1]) "
+        "local v = redis.call('GET', KEYS[i]) "
+        "local ok, rem, reset, retry "
+        "if kind == 'r' then "
+          "local p = 60000 / lim "
+          "local tat = tonumber(v) or now "
+          "if tat < now then tat = now end "
+          "local e = tat + cost * p "
+          "if e - now <= 60000 then "
+            "ok = true st[i] = e "
+            "rem = math.floor((60000 - (e - now)) / p) reset = e - now "
+          "else "
+            "ok = false reset = tat - now "
+            "rem = math.max(math.floor((60000 - (tat - now)) / p), 0) "
+            "if cost > lim then retry = -1 else retry = e - 60000 - now end "
+          "end "
+        "else "
+          "local used = 0 "
+          "if kind == 'd' then "
+            "reset = (day + 1) * 86400000 - now "
+            "if v then "
+              "local sep = string.find(v, '|', 1, true) "
+              "if sep and tonumber(string.sub(v, 1, sep - 1)) == day then "
+                "used = tonumber(string.sub(v, sep + 1)) or 0 "
+              "end "
+            "end "
+          "else "
+            "reset = -1 used = tonumber(v) or 0 "
+          "end "
+          "if used + cost <= lim then "
+            "ok = true st[i] = used + cost rem = lim - used - cost "
+          "else "
+            "ok = false rem = math.max(lim - used, 0) "
+            "if cost > lim or kind == 'b' then retry = -1 "
+            "else retry = reset end "
+          "end "
+        "end "
+        "if not ok then "
+          "if out[1] == 1 then out[1] = 0 out[2] = i end "
+          "if retry < 0 or out[3] < 0 then out[3] = -1 "
+          "elseif retry > out[3] then out[3] = math.ceil(retry) end "
+        "end "
+        "out[#out + 1] = rem "
+        "out[#out + 1] = math.ceil(reset) "
+      "end "
+      "if out[1] == 0 then return out end "
+      "for i = 1, n do "
+        "local kind = ARGV[3 * i - 1] "
+        "if kind == 'r' then "
+          "redis.call('SET', KEYS[i], string.format('%.3f', st[i]), 'PX', "
+                     "math.ceil(st[i] - now) + 1000) "
+        "elseif kind == 'd' then "
+          "redis.call('SET', KEYS[i], "
+                     "day .. '|' .. string.format('%.0f', st[i]), "
+                     "'PX', 172800000) "
+        "else "
+          "redis.call('SET', KEYS[i], string.format('%.0f', st[i])) "
+        "end "
+      "end "
+      "if #KEYS == n then return out end "
+      "local pin = KEYS[n + 1] "
+      "local backend = ARGV[3 * n + 2] "
+      "local idle = tonumber(ARGV[3 * n + 3]) "
+      "local max = tonumber(ARGV[3 * n + 4]) "
+      "local v = redis.call('GET', pin) "
+      "if v then "
+        "local sep = string.find(v, '|', 1, true) "
+        "if sep then "
+          "local born = tonumber(string.sub(v, sep + 1)) "
+          "if born and now - born < max then "
+            "redis.call('PEXPIRE', pin, math.min(idle, max - (now - born))) "
+            "out[#out + 1] = string.sub(v, 1, sep - 1) "
+            "out[#out + 1] = 0 "
+            "return out "
+          "end "
+        "end "
+      "end "
+      "redis.call('SET', pin, backend .. '|' .. now, 'PX', "
+                 "math.min(idle, max)) "
+      "out[#out + 1] = backend "
+      "out[#out + 1] = 1 "
+      "return out",
+      0, "" },
+
+    /*
+     * SETTLE: KEYS[1..n] the counters a request was charged; ARGV[1] n,
+     * ARGV[2] the UTC day of the charge, ARGV[3] the tokens to add (the
+     * real usage minus the reservation; negative gives back), then per
+     * counter ARGV[2i+2] its kind and ARGV[2i+3] its limit.  A day
+     * counter of another day is left alone; nothing goes below empty.
+     */
+
+    { "local t = redis.call('TIME') "
+      "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
+      "local n = tonumber(ARGV[1]) "
+      "local day = ARGV[2] "
+      "local d = tonumber(ARGV[3]) "
+      "for i = 1, n do "
+        "local kind = ARGV[2 * i + 2] "
+        "local lim = tonumber(ARGV[2 * i + 3]) "
+        "local v = redis.call('GET', KEYS[i]) "
+        "if kind == 'r' then "
+          "local tat = tonumber(v) or now "
+          "if tat < now then tat = now end "
+          "tat = tat + d * 60000 / lim "
+          "if tat <= now then redis.call('DEL', KEYS[i]) "
+          "else "
+            "redis.call('SET', KEYS[i], string.format('%.3f', tat), 'PX', "
+                       "math.ceil(tat - now) + 1000) "
+          "end "
+        "elseif kind == 'd' then "
+          "if v then "
+            "local sep = string.find(v, '|', 1, true) "
+            "if sep and string.sub(v, 1, sep - 1) == day then "
+              "local used = math.max((tonumber(string.sub(v, sep + 1)) "
+                                     "or 0) + d, 0) "
+              "redis.call('SET', KEYS[i], "
+                         "day .. '|' .. string.format('%.0f', used), "
+                         "'KEEPTTL') "
+            "end "
+          "end "
+        "else "
+          "redis.call('SET', KEYS[i], "
+                     "string.format('%.0f', math.max((tonumber(v) or 0) + d, "
+                                                    "0))) "
+        "end "
+      "end "
+      "return 1",
+      0, "" }
 };
 
 

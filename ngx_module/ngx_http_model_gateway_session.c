@@ -23,6 +23,8 @@
 
 static ngx_int_t ngx_http_model_gateway_session_route(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
+static ngx_int_t ngx_http_model_gateway_session_key(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
 static ngx_int_t ngx_http_model_gateway_session_fallback(
     ngx_http_request_t *r, ngx_http_model_gateway_ctx_t *ctx);
 static void ngx_http_model_gateway_session_reply(void *data,
@@ -68,23 +70,105 @@ ngx_http_model_gateway_session_init(ngx_conf_t *cf)
 }
 
 
+/*
+ * What a request's session needs, decided once: NGX_DECLINED, no session;
+ * NGX_OK, its pin is to be looked up in Redis (ctx->session.pin_key, and
+ * ctx->session.hashed for a new one); NGX_DONE, Redis is away and the
+ * fallback routed it; or an error status.  The limits step calls this too,
+ * to look the pin up in its own round trip.
+ */
+
+ngx_int_t
+ngx_http_model_gateway_session_prepare(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    if (ctx->session.prepared) {
+        return ctx->session.prepare_rc;
+    }
+
+    rc = ngx_http_model_gateway_session_key(r, ctx);
+
+    ctx->session.prepared = 1;
+    ctx->session.prepare_rc = rc;
+
+    return rc;
+}
+
+
 static ngx_int_t
 ngx_http_model_gateway_session_route(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {
+    ngx_int_t                 rc;
+    ngx_str_t                 args[4];
+    ngx_pool_cleanup_t       *cln;
+    ngx_http_mg_redis_cmd_t  *cmd;
+    u_char                    ms[1][NGX_INT64_LEN];
+
+    rc = ngx_http_model_gateway_session_prepare(r, ctx);
+
+    if (rc == NGX_DONE) {
+        return NGX_OK;
+    }
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    /*
+     * an existing pin costs one plain GETEX (read and refresh the idle
+     * timeout); only a missing or too old pin needs the script
+     */
+
+    ngx_str_set(&args[0], "GETEX");
+    args[1] = ctx->session.pin_key;
+    ngx_str_set(&args[2], "PX");
+    args[3].data = ms[0];
+    args[3].len = ngx_sprintf(ms[0], "%M", ctx->lcf->session_idle) - ms[0];
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cmd = ngx_http_mg_redis_command(4, args,
+                                    ngx_http_model_gateway_session_peek, ctx);
+    if (cmd == NULL) {
+        return ngx_http_model_gateway_session_fallback(r, ctx);
+    }
+
+    /*
+     * the command outlives the request if the client goes away: the
+     * cleanup only cancels it, and the reply then touches nothing
+     */
+
+    ctx->session.cmd = cmd;
+    cln->handler = ngx_http_model_gateway_session_cleanup;
+    cln->data = ctx;
+
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_AGAIN;
+}
+
+
+static ngx_int_t
+ngx_http_model_gateway_session_key(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx)
+{
     size_t                                i;
-    ngx_str_t                             key, hkey, args[4], *tenant;
+    ngx_int_t                             rc;
+    ngx_str_t                             key, hkey, *tenant;
     ngx_msec_t                            now;
     ngx_uint_t                            n;
-    ngx_pool_cleanup_t                   *cln;
-    ngx_http_mg_redis_cmd_t              *cmd;
     ngx_http_model_gateway_node_t        *bn, *pn;
     ngx_http_model_gateway_target_t      *t;
     ngx_http_model_gateway_loc_conf_t    *lcf;
     ngx_http_model_gateway_main_conf_t   *mcf;
     mg_rendezvous_node_t                  nodes[NGX_HTTP_MG_MAX_TARGETS];
     unsigned char                         eligible[NGX_HTTP_MG_MAX_TARGETS];
-    u_char                                ms[1][NGX_INT64_LEN];
 
     lcf = ctx->lcf;
 
@@ -162,7 +246,8 @@ ngx_http_model_gateway_session_route(ngx_http_request_t *r,
     }
 
     if (mcf->redis == NULL || !ngx_http_mg_redis_ready()) {
-        return ngx_http_model_gateway_session_fallback(r, ctx);
+        rc = ngx_http_model_gateway_session_fallback(r, ctx);
+        return (rc == NGX_OK) ? NGX_DONE : rc;
     }
 
     /*
@@ -195,40 +280,7 @@ ngx_http_model_gateway_session_route(ngx_http_request_t *r,
                     &mcf->redis->prefix, &key, &ctx->model);
     }
 
-    /*
-     * an existing pin costs one plain GETEX (read and refresh the idle
-     * timeout); only a missing or too old pin needs the script
-     */
-
-    ngx_str_set(&args[0], "GETEX");
-    args[1] = ctx->session.pin_key;
-    ngx_str_set(&args[2], "PX");
-    args[3].data = ms[0];
-    args[3].len = ngx_sprintf(ms[0], "%M", lcf->session_idle) - ms[0];
-
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_ERROR;
-    }
-
-    cmd = ngx_http_mg_redis_command(4, args,
-                                    ngx_http_model_gateway_session_peek, ctx);
-    if (cmd == NULL) {
-        return ngx_http_model_gateway_session_fallback(r, ctx);
-    }
-
-    /*
-     * the command outlives the request if the client goes away: the
-     * cleanup only cancels it, and the reply then touches nothing
-     */
-
-    ctx->session.cmd = cmd;
-    cln->handler = ngx_http_model_gateway_session_cleanup;
-    cln->data = ctx;
-
-    r->read_event_handler = ngx_http_test_reading;
-
-    return NGX_AGAIN;
+    return NGX_OK;
 
 invalid:
 
@@ -431,13 +483,27 @@ ngx_http_model_gateway_session_apply(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, const char *name, size_t len,
     ngx_uint_t fresh)
 {
-    ngx_int_t                         n, next;
+    ngx_http_model_gateway_route_done(r,
+        ngx_http_model_gateway_session_resolved(r, ctx, name, len, fresh));
+}
+
+
+/*
+ * Redis named the session's backend (fresh: the pin was just made): the
+ * route is decided, NGX_OK, or the request fails with the status returned.
+ */
+
+ngx_int_t
+ngx_http_model_gateway_session_resolved(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, const char *name, size_t len,
+    ngx_uint_t fresh)
+{
+    ngx_int_t                         n;
     ngx_http_model_gateway_target_t  *t;
 
     ctx->session.backend.data = ngx_pnalloc(r->pool, len);
     if (ctx->session.backend.data == NULL) {
-        ngx_http_model_gateway_route_done(r, NGX_ERROR);
-        return;
+        return NGX_ERROR;
     }
 
     ngx_memcpy(ctx->session.backend.data, name, len);
@@ -459,14 +525,12 @@ ngx_http_model_gateway_session_apply(ngx_http_request_t *r,
             || t[n].node->breaker.limited_until > ngx_current_msec
             || t[n].backend->naddrs == 0)
         {
-            next = ngx_http_model_gateway_fail(r,
+            return ngx_http_model_gateway_fail(r,
                                            NGX_HTTP_SERVICE_UNAVAILABLE,
                                            "server_error",
                                            "session_backend_unavailable",
                                            NULL, "the session's backend is "
                                            "unavailable");
-            ngx_http_model_gateway_route_done(r, next);
-            return;
         }
 
         ngx_memset(ctx->tried, 1, ctx->model_conf->targets.nelts);
@@ -477,7 +541,7 @@ ngx_http_model_gateway_session_apply(ngx_http_request_t *r,
 
     ctx->preferred = (n >= 0) ? n : ctx->session.hashed;
 
-    ngx_http_model_gateway_route_done(r, NGX_OK);
+    return NGX_OK;
 }
 
 

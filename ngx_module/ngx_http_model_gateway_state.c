@@ -87,6 +87,18 @@ ngx_http_model_gateway_state_init(ngx_conf_t *cf)
 }
 
 
+/* 1 if an object id routes the request, so that no session key does */
+
+ngx_uint_t
+ngx_http_model_gateway_state_by_id(ngx_http_model_gateway_ctx_t *ctx)
+{
+    return ctx->state.kind == NGX_HTTP_MG_STATE_RESPONSE
+           || ctx->state.kind == NGX_HTTP_MG_STATE_CONVERSATION
+           || (ctx->state.kind == NGX_HTTP_MG_STATE_NEW_RESPONSE
+               && ctx->state.via != NGX_HTTP_MG_STATE_NONE);
+}
+
+
 static ngx_int_t
 ngx_http_model_gateway_state_route(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
