@@ -1279,6 +1279,9 @@ ngx_http_model_gateway_limits_settle(void *data)
     uint64_t                             used, limit;
     ngx_str_t                            args[NGX_HTTP_MG_LIMITS_MAX * 3 + 3];
     ngx_uint_t                           i, m, a;
+    u_char                               buf[(NGX_HTTP_MG_LIMITS_MAX + 3)
+                                             * NGX_INT64_LEN
+                                             + NGX_HTTP_MG_LIMITS_MAX];
     ngx_slab_pool_t                     *shpool;
     ngx_http_request_t                  *r;
     ngx_http_model_gateway_lnode_t      *ln;
@@ -1338,11 +1341,9 @@ ngx_http_model_gateway_limits_settle(void *data)
         return;
     }
 
-    p = ngx_pnalloc(r->pool, (l->n + 3) * NGX_INT64_LEN + l->n);
-    if (p == NULL) {
-        return;
-    }
+    /* the request's pool is being destroyed: nothing comes from it */
 
+    p = buf;
     a = 0;
     m = 0;
 
@@ -1351,6 +1352,10 @@ ngx_http_model_gateway_limits_settle(void *data)
             args[a++] = l->keys[i];
             m++;
         }
+    }
+
+    if (m == 0) {
+        return;
     }
 
     args[a].data = p;
