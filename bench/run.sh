@@ -50,7 +50,7 @@ BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-16}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_MAX_ERRORS=${BENCH_MAX_ERRORS:-5}
-BENCH_SCENARIOS=${BENCH_SCENARIOS:-basic balanced stateful auth anthropic stream_anthropic bedrock bedrock_key}
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-basic balanced stateful auth stateful_auth anthropic stream_anthropic bedrock bedrock_key}
 BENCH_FAKE_GATEWAY=${BENCH_FAKE_GATEWAY:-0}
 NGINX=${NGINX:-/usr/sbin/nginx}
 WRK=${WRK:-wrk}
@@ -757,22 +757,59 @@ scenario_auth() {
     local key
     ensure_mock
     ensure_redis
-    key=$("$TOP/bin/mg-key" --tenant bench --id bench-1 \
+    auth_run auth 9 "$BENCH_DIR/post.lua"
+}
+
+# stateful_auth: auth, and every request carries one of 1000 session keys
+# (post-session.lua): the LIMIT script charges the limits and reads the pin
+# in one round trip; the SETTLE script after each answer is not waited for
+scenario_stateful_auth() {
+    auth_run stateful_auth 10 "$BENCH_DIR/post-session.lua"
+}
+
+# auth_run LABEL N LUA: the auth runs, gateway$N against proxy$N
+auth_run() {
+    local label=$1 n=$2 lua_saved=$LUA key calls0 calls1 s0 s1 w0 w1 reqs
+    ensure_mock
+    ensure_redis
+    key=$("$TOP/bin/mg-key" --tenant bench --id "bench-$n" \
+              --rpm 1000000000 --tpm 1000000000000 \
               --redis "127.0.0.1:$REDIS_PORT" | head -n 1) \
         || die "bin/mg-key could not write the bench's key to Redis"
-    start_proxy proxy9 1
-    start_nginx gateway9 "$BENCH_DIR/gateway-auth.conf.in" \
+    start_proxy "proxy$n" 1
+    start_nginx "gateway$n" "$BENCH_DIR/gateway-auth.conf.in" \
         MODULE="$MODULE" MOCKPORT="${NGX_PORT[mock]}" WORKERS=1 \
         REDISPORT="$REDIS_PORT"
     BENCH_AUTH=$key
     export BENCH_AUTH
-    sanity proxy_pass "$(url_of proxy9)" proxy9
-    sanity auth "$(url_of gateway9)" gateway9
-    compare auth proxy_pass "$(url_of proxy9)" auth "$(url_of gateway9)"
+    sanity proxy_pass "$(url_of "proxy$n")" "proxy$n"
+    sanity "$label" "$(url_of "gateway$n")" "gateway$n"
+    LUA=$3
+    calls0=$(redis_calls)
+    s0=$(redis_calls evalsha eval)
+    w0=$(redis_calls getex hgetall)
+    compare "$label" proxy_pass "$(url_of "proxy$n")" "$label" \
+        "$(url_of "gateway$n")"
+    calls1=$(redis_calls)
+    s1=$(redis_calls evalsha eval)
+    w1=$(redis_calls getex hgetall)
+    LUA=$lua_saved
     unset BENCH_AUTH
-    check_alive mock proxy9 gateway9
-    stop_nginx proxy9
-    stop_nginx gateway9
+    reqs=$(cat "$WORK"/"$label"-*-b.txt "$WORK"/"$label"-*-base.txt \
+               2>/dev/null | awk '/ requests in / { s += $1 } END { print s + 0 }')
+    echo "[$label] per gateway request: scripts $(awk -v a="$s0" \
+        -v b="$s1" -v n="$reqs" 'BEGIN { if (n > 0) printf "%.2f", \
+        (b - a) / n; else print "n/a" }') (LIMIT, waited for, with the" \
+         "session's pin; SETTLE after the answer, not waited for)," \
+         "other round trips (GETEX, HGETALL) $(awk -v a="$w0" -v b="$w1" \
+        -v n="$reqs" 'BEGIN { if (n > 0) printf "%.2f", (b - a) / n; \
+        else print "n/a" }'), commands inside scripts included" \
+         "$(awk -v a="$calls0" -v b="$calls1" -v n="$reqs" 'BEGIN { \
+        if (n > 0) printf "%.2f", (b - a) / n; else print "n/a" }')" \
+         "($reqs requests)"
+    check_alive mock "proxy$n" "gateway$n"
+    stop_nginx "proxy$n"
+    stop_nginx "gateway$n"
 }
 
 # ---------------------------------------------------------------- main

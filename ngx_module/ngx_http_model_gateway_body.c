@@ -14,6 +14,8 @@
 
 static ngx_int_t ngx_http_model_gateway_body_in_memory(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
+static void ngx_http_model_gateway_tokens_asked(
+    ngx_http_model_gateway_ctx_t *ctx, mg_json_field_t *f);
 static ngx_int_t ngx_http_model_gateway_json_string(ngx_http_request_t *r,
     u_char *tok, size_t len, ngx_str_t *out);
 static ngx_int_t ngx_http_model_gateway_conversation_id(ngx_http_request_t *r,
@@ -108,6 +110,47 @@ ngx_http_model_gateway_body_in_memory(ngx_http_request_t *r,
 }
 
 
+/*
+ * The output tokens a request asks for, per field: a key's cap and the
+ * limits' reservation read them.  "1e6" or "4096.5" asks for tokens too;
+ * a number too long to read asks for more than any cap.
+ */
+
+static void
+ngx_http_model_gateway_tokens_asked(ngx_http_model_gateway_ctx_t *ctx,
+    mg_json_field_t *f)
+{
+    u_char      num[32];
+    double      d;
+    uint64_t    v;
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_HTTP_MG_TOKEN_FIELDS; i++) {
+        if (f[i].type != MG_JSON_NUMBER) {
+            continue;
+        }
+
+        if (f[i].len >= sizeof(num)) {
+            v = NGX_HTTP_MG_TOKENS_HUGE;
+
+        } else {
+            ngx_memcpy(num, ctx->body.data + f[i].start, f[i].len);
+            num[f[i].len] = '\0';
+
+            d = strtod((char *) num, NULL);
+
+            v = (d <= 0) ? 0
+                : (d >= (double) NGX_HTTP_MG_TOKENS_HUGE)
+                  ? NGX_HTTP_MG_TOKENS_HUGE
+                  : (uint64_t) d + ((double) (uint64_t) d < d);
+        }
+
+        ctx->tokens_asked[i] = v;
+        ctx->tokens_asked_set |= 1 << i;
+    }
+}
+
+
 ngx_int_t
 ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
@@ -124,7 +167,8 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
     ngx_http_model_gateway_main_conf_t  *mcf;
 
     enum { F_MODEL = 0, F_MESSAGES, F_STREAM, F_INPUT, F_PREVIOUS,
-           F_CONVERSATION, F_N };
+           F_CONVERSATION, F_MAX_TOKENS,
+           F_N = F_MAX_TOKENS + NGX_HTTP_MG_TOKEN_FIELDS };
 
     mg_json_field_t  f[F_N] = {
         { "model", 5, MG_JSON_NONE, 0, 0, 0 },
@@ -132,7 +176,10 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
         { "stream", 6, MG_JSON_NONE, 0, 0, 0 },
         { "input", 5, MG_JSON_NONE, 0, 0, 0 },
         { "previous_response_id", 20, MG_JSON_NONE, 0, 0, 0 },
-        { "conversation", 12, MG_JSON_NONE, 0, 0, 0 }
+        { "conversation", 12, MG_JSON_NONE, 0, 0, 0 },
+        { "max_tokens", 10, MG_JSON_NONE, 0, 0, 0 },
+        { "max_completion_tokens", 21, MG_JSON_NONE, 0, 0, 0 },
+        { "max_output_tokens", 17, MG_JSON_NONE, 0, 0, 0 }
     };
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
@@ -212,7 +259,8 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
 
     /*
      * the gateway routes on the last of duplicate members; a backend that
-     * reads the first would run another model than the one routed
+     * reads the first would run another model than the one routed (or
+     * more tokens than a key's cap and its limits allowed)
      */
 
     for (i = 0; i < F_N; i++) {
@@ -343,6 +391,8 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
                                            "input", "Missing required "
                                            "parameter: 'input'.");
     }
+
+    ngx_http_model_gateway_tokens_asked(ctx, &f[F_MAX_TOKENS]);
 
     ctx->model_start = f[F_MODEL].start;
     ctx->model_len = f[F_MODEL].len;

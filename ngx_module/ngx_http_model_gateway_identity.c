@@ -633,18 +633,16 @@ static ngx_int_t
 ngx_http_model_gateway_identity_route(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {
-    u_char           *p, num[32];
-    double            d;
-    size_t            len;
-    uint64_t          requested, cap;
-    ngx_uint_t        i;
-    const mg_key_t   *k;
-    mg_json_error_t   err;
+    u_char          *p;
+    size_t           len;
+    uint64_t         cap;
+    ngx_uint_t       i;
+    const mg_key_t  *k;
 
-    mg_json_field_t   f[3] = {
-        { "max_tokens", 10, MG_JSON_NONE, 0, 0, 0 },
-        { "max_completion_tokens", 21, MG_JSON_NONE, 0, 0, 0 },
-        { "max_output_tokens", 17, MG_JSON_NONE, 0, 0, 0 }
+    /* in the order of ctx->tokens_asked */
+
+    static const char  *fields[] = {
+        "max_tokens", "max_completion_tokens", "max_output_tokens"
     };
 
     k = ctx->identity.key;
@@ -680,40 +678,16 @@ ngx_http_model_gateway_identity_route(ngx_http_request_t *r,
                                            "model_not_found", "model", NULL);
     }
 
-    if (k->max_tokens == 0 || ctx->body.len == 0) {
+    if (k->max_tokens == 0) {
         return NGX_DECLINED;
     }
 
-    /* the body was validated already: this scan cannot fail */
-
-    if (mg_json_scan((char *) ctx->body.data, ctx->body.len, f, 3, 64, &err)
-        != MG_JSON_OK)
-    {
-        return NGX_DECLINED;
-    }
-
-    for (i = 0; i < 3; i++) {
-        if (f[i].type != MG_JSON_NUMBER) {
+    for (i = 0; i < NGX_HTTP_MG_TOKEN_FIELDS; i++) {
+        if (!(ctx->tokens_asked_set & (1 << i))) {
             continue;
         }
 
-        /* "1e6" or "4096.5" asks for tokens too */
-
-        if (f[i].len >= sizeof(num)) {
-            requested = (uint64_t) -1;
-
-        } else {
-            ngx_memcpy(num, ctx->body.data + f[i].start, f[i].len);
-            num[f[i].len] = '\0';
-
-            d = strtod((char *) num, NULL);
-
-            requested = (d <= 0) ? 0
-                        : (d >= 1e18) ? (uint64_t) 1e18
-                        : (uint64_t) d + ((double) (uint64_t) d < d);
-        }
-
-        cap = mg_key_tokens_over(k, requested);
+        cap = mg_key_tokens_over(k, ctx->tokens_asked[i]);
 
         if (cap == 0) {
             continue;
@@ -727,13 +701,13 @@ ngx_http_model_gateway_identity_route(ngx_http_request_t *r,
         ctx->err.message_str.data = p;
         ctx->err.message_str.len =
             ngx_snprintf(p, 128, "'%s' is above this key's limit of %uL "
-                         "tokens.", f[i].name, cap)
+                         "tokens.", fields[i], cap)
             - p;
 
         return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
                                            "invalid_request_error",
                                            "integer_above_max_value",
-                                           f[i].name, NULL);
+                                           fields[i], NULL);
     }
 
     return NGX_DECLINED;

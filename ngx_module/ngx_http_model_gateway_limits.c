@@ -495,58 +495,26 @@ static uint64_t
 ngx_http_model_gateway_limits_estimate(ngx_http_model_gateway_ctx_t *ctx,
     ngx_http_model_gateway_main_conf_t *mcf)
 {
-    u_char          *p, num[32];
-    double           d;
-    size_t           start, vlen;
-    uint64_t         out, v;
-    ngx_uint_t       i, found;
-    mg_json_type_t   type;
-
-    static const char  *fields[] = {
-        "max_tokens", "max_completion_tokens", "max_output_tokens"
-    };
+    uint64_t    out;
+    ngx_uint_t  i;
 
     if (ctx->body.len == 0) {
         return 0;
     }
 
     out = 0;
-    found = 0;
 
     if (ctx->endpoint != MG_EP_EMBEDDINGS) {
 
-        /* the body was validated when it was read */
-
-        for (i = 0; i < 3; i++) {
-            type = mg_json_member((char *) ctx->body.data, ctx->body.len,
-                                  fields[i], ngx_strlen(fields[i]),
-                                  &start, &vlen);
-
-            if (type != MG_JSON_NUMBER) {
-                continue;
-            }
-
-            found = 1;
-
-            if (vlen >= sizeof(num)) {
-                v = MG_KEY_LIMIT_MAX;
-
-            } else {
-                p = ngx_cpymem(num, ctx->body.data + start, vlen);
-                *p = '\0';
-
-                d = strtod((char *) num, NULL);
-
-                v = (d <= 0) ? 0
-                    : (d >= (double) MG_KEY_LIMIT_MAX) ? MG_KEY_LIMIT_MAX
-                    : (uint64_t) d;
-            }
-
-            out = ngx_max(out, v);
+        if (ctx->tokens_asked_set == 0) {
+            out = mcf->limit_default_max_tokens;
         }
 
-        if (!found) {
-            out = mcf->limit_default_max_tokens;
+        for (i = 0; i < NGX_HTTP_MG_TOKEN_FIELDS; i++) {
+            if (ctx->tokens_asked_set & (1 << i)) {
+                out = ngx_max(out, ngx_min(ctx->tokens_asked[i],
+                                           MG_KEY_LIMIT_MAX));
+            }
         }
     }
 

@@ -41,6 +41,10 @@
 #define NGX_HTTP_MG_LIMIT_OPEN         0
 #define NGX_HTTP_MG_LIMIT_CLOSED       1
 
+/* max_tokens, max_completion_tokens, max_output_tokens */
+#define NGX_HTTP_MG_TOKEN_FIELDS       3
+#define NGX_HTTP_MG_TOKENS_HUGE        1000000000000000000ULL
+
 /* rpm, tpm, tpd and budget of a key and of its tenant */
 #define NGX_HTTP_MG_LIMITS_MAX         8
 
@@ -574,6 +578,8 @@ struct ngx_http_model_gateway_ctx_s {
     ngx_str_t                          method;      /* to the backend */
     unsigned                           streaming:1; /* the client's ask */
     unsigned                           include_usage:1;
+    unsigned                           tokens_asked_set:3;
+    uint64_t                           tokens_asked[NGX_HTTP_MG_TOKEN_FIELDS];
 
     /* translated requests per target, and a stream translator */
     ngx_str_t                         *xbody;
