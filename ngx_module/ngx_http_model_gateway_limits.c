@@ -53,6 +53,28 @@ typedef struct {
 } ngx_http_model_gateway_lshm_t;
 
 
+/* a settlement that waits for the next flush (per worker) */
+typedef struct {
+    ngx_rbtree_node_t                  node;    /* key: crc32 of name ^ day */
+    int64_t                            day;
+    int64_t                            delta;
+    uint64_t                           limit;
+    u_char                             kind;
+    u_short                            len;
+    u_char                             name[1];
+} ngx_http_model_gateway_pending_t;
+
+
+#define NGX_HTTP_MG_PENDING_MAX  4096
+
+
+static ngx_rbtree_t        ngx_http_model_gateway_pending;
+static ngx_rbtree_node_t   ngx_http_model_gateway_pending_sentinel;
+static ngx_uint_t          ngx_http_model_gateway_pending_ready;
+static ngx_uint_t          ngx_http_model_gateway_npending;
+static ngx_event_t         ngx_http_model_gateway_settle_ev;
+
+
 static const char  *ngx_http_model_gateway_limit_names[] = {
     "rpm", "tpm", "tpd", "budget"
 };
@@ -84,6 +106,10 @@ static ngx_int_t ngx_http_model_gateway_limits_refuse(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, ngx_uint_t i, int64_t retry);
 static void ngx_http_model_gateway_limits_cleanup(void *data);
 static void ngx_http_model_gateway_limits_settle(void *data);
+static void ngx_http_model_gateway_limits_pend(
+    ngx_http_model_gateway_main_conf_t *mcf, ngx_str_t *name, u_char kind,
+    uint64_t limit, int64_t day, int64_t delta);
+static void ngx_http_model_gateway_limits_flush(ngx_event_t *ev);
 static void ngx_http_model_gateway_limits_ignore(void *data,
     redisReply *reply, ngx_int_t rc);
 static ngx_int_t ngx_http_model_gateway_limits_commit(ngx_http_request_t *r,
@@ -1242,14 +1268,9 @@ ngx_http_model_gateway_limits_settle(void *data)
 {
     ngx_http_model_gateway_ctx_t *ctx = data;
 
-    u_char                              *p;
     int64_t                              delta, now;
     uint64_t                             used, limit;
-    ngx_str_t                            args[NGX_HTTP_MG_LIMITS_MAX * 3 + 3];
-    ngx_uint_t                           i, m, a;
-    u_char                               buf[(NGX_HTTP_MG_LIMITS_MAX + 3)
-                                             * NGX_INT64_LEN
-                                             + NGX_HTTP_MG_LIMITS_MAX];
+    ngx_uint_t                           i;
     ngx_slab_pool_t                     *shpool;
     ngx_http_request_t                  *r;
     ngx_http_model_gateway_lnode_t      *ln;
@@ -1283,90 +1304,190 @@ ngx_http_model_gateway_limits_settle(void *data)
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
 
-    if (l->charged == NGX_HTTP_MG_CHARGED_LOCAL) {
-        now = (int64_t) ngx_time() * 1000 + (int64_t) ngx_timeofday()->msec;
-
-        shpool = (ngx_slab_pool_t *) mcf->limit_zone->shm.addr;
-
-        ngx_shmtx_lock(&shpool->mutex);
-
+    if (l->charged == NGX_HTTP_MG_CHARGED_REDIS) {
         for (i = 0; i < l->n; i++) {
-            if (l->which[i] == 0 || l->kind[i] == MG_LIMIT_BUDGET) {
-                continue;
-            }
-
-            ln = ngx_http_model_gateway_limits_node(shpool, mcf->limit_sh,
-                                                    &l->keys[i], 0);
-            if (ln) {
-                limit = ngx_max(l->limit[i] / mcf->limit_nodes, 1);
-                mg_limit_adjust(&ln->state, l->kind[i], limit, delta,
-                                l->day, now);
+            if (l->which[i] != 0) {
+                ngx_http_model_gateway_limits_pend(mcf, &l->keys[i],
+                                                   l->kind[i], l->limit[i],
+                                                   l->day, delta);
             }
         }
-
-        ngx_shmtx_unlock(&shpool->mutex);
 
         return;
     }
 
-    /* the request's pool is being destroyed: nothing comes from it */
+    now = (int64_t) ngx_time() * 1000 + (int64_t) ngx_timeofday()->msec;
 
-    p = buf;
-    a = 0;
-    m = 0;
+    shpool = (ngx_slab_pool_t *) mcf->limit_zone->shm.addr;
 
-    for (i = 0; i < l->n; i++) {
-        if (l->which[i] != 0) {
-            args[a++] = l->keys[i];
-            m++;
-        }
-    }
-
-    if (m == 0) {
-        return;
-    }
-
-    args[a].data = p;
-    p = ngx_sprintf(p, "%ui", m);
-    args[a].len = p - args[a].data;
-    a++;
-
-    args[a].data = p;
-    p = ngx_sprintf(p, "%L", l->day);
-    args[a].len = p - args[a].data;
-    a++;
-
-    args[a].data = p;
-    p = ngx_sprintf(p, "%L", delta);
-    args[a].len = p - args[a].data;
-    a++;
+    ngx_shmtx_lock(&shpool->mutex);
 
     for (i = 0; i < l->n; i++) {
-        if (l->which[i] == 0) {
+        if (l->which[i] == 0 || l->kind[i] == MG_LIMIT_BUDGET) {
             continue;
         }
 
-        args[a].data = p;
-        *p++ = l->kind[i];
-        args[a++].len = 1;
-
-        args[a].data = p;
-        p = ngx_sprintf(p, "%uL", l->limit[i]);
-        args[a].len = p - args[a].data;
-        a++;
+        ln = ngx_http_model_gateway_limits_node(shpool, mcf->limit_sh,
+                                                &l->keys[i], 0);
+        if (ln) {
+            limit = ngx_max(l->limit[i] / mcf->limit_nodes, 1);
+            mg_limit_adjust(&ln->state, l->kind[i], limit, delta, l->day,
+                            now);
+        }
     }
 
-    /* the data is not the request's: the reply must touch nothing of it */
+    ngx_shmtx_unlock(&shpool->mutex);
+}
 
-    if (ngx_http_mg_redis_script_keys(NGX_HTTP_MG_SCRIPT_SETTLE, m, a, args,
-                                      ngx_http_model_gateway_limits_ignore,
-                                      mcf)
-        == NULL)
-    {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "model gateway: the tokens of a request (%L more than "
-                      "reserved) could not be settled: redis unavailable",
-                      delta);
+
+/*
+ * Settlements wait in the worker for model_gateway_limit_settle_interval
+ * and go to Redis summed per counter, one SETTLE of one key each: a
+ * counter's requests cost one command per interval, not one each.  The
+ * request's memory is not used: its pool is being destroyed.
+ */
+
+static void
+ngx_http_model_gateway_limits_pend(ngx_http_model_gateway_main_conf_t *mcf,
+    ngx_str_t *name, u_char kind, uint64_t limit, int64_t day, int64_t delta)
+{
+    uint32_t                            hash;
+    ngx_rbtree_node_t                  *node, *sentinel;
+    ngx_http_model_gateway_pending_t   *pd;
+
+    if (!ngx_http_model_gateway_pending_ready) {
+        ngx_rbtree_init(&ngx_http_model_gateway_pending,
+                        &ngx_http_model_gateway_pending_sentinel,
+                        ngx_rbtree_insert_value);
+
+        ngx_http_model_gateway_settle_ev.handler =
+                                        ngx_http_model_gateway_limits_flush;
+        ngx_http_model_gateway_settle_ev.log = ngx_cycle->log;
+        ngx_http_model_gateway_settle_ev.data = mcf;
+
+        /* not cancelable: an exiting worker flushes before it goes */
+
+        ngx_http_model_gateway_pending_ready = 1;
+    }
+
+    hash = ngx_crc32_short(name->data, name->len) ^ (uint32_t) day;
+
+    node = ngx_http_model_gateway_pending.root;
+    sentinel = ngx_http_model_gateway_pending.sentinel;
+
+    while (node != sentinel) {
+        pd = (ngx_http_model_gateway_pending_t *) node;
+
+        if (node->key == hash && pd->day == day && pd->len == name->len
+            && ngx_memcmp(pd->name, name->data, name->len) == 0)
+        {
+            pd->delta += delta;
+            pd->limit = limit;
+            return;
+        }
+
+        node = (hash < node->key) ? node->left : node->right;
+    }
+
+    if (ngx_http_model_gateway_npending >= NGX_HTTP_MG_PENDING_MAX) {
+        ngx_http_model_gateway_limits_flush(&ngx_http_model_gateway_settle_ev);
+    }
+
+    pd = ngx_alloc(offsetof(ngx_http_model_gateway_pending_t, name)
+                   + name->len, ngx_cycle->log);
+    if (pd == NULL) {
+        return;
+    }
+
+    pd->node.key = hash;
+    pd->day = day;
+    pd->delta = delta;
+    pd->limit = limit;
+    pd->kind = kind;
+    pd->len = name->len;
+    ngx_memcpy(pd->name, name->data, name->len);
+
+    ngx_rbtree_insert(&ngx_http_model_gateway_pending, &pd->node);
+    ngx_http_model_gateway_npending++;
+
+    if (mcf->limit_settle_interval == 0 || ngx_exiting) {
+        ngx_http_model_gateway_limits_flush(&ngx_http_model_gateway_settle_ev);
+        return;
+    }
+
+    if (!ngx_http_model_gateway_settle_ev.timer_set) {
+        ngx_add_timer(&ngx_http_model_gateway_settle_ev,
+                      mcf->limit_settle_interval);
+    }
+}
+
+
+static void
+ngx_http_model_gateway_limits_flush(ngx_event_t *ev)
+{
+    u_char                             *p;
+    ngx_str_t                           args[6];
+    ngx_uint_t                          lost;
+    ngx_rbtree_node_t                  *node, *sentinel;
+    ngx_http_model_gateway_pending_t   *pd;
+    u_char                              buf[3 * NGX_INT64_LEN + 2];
+
+    if (ev->timer_set) {
+        ngx_del_timer(ev);
+    }
+
+    sentinel = ngx_http_model_gateway_pending.sentinel;
+    lost = 0;
+
+    while (ngx_http_model_gateway_pending.root != sentinel) {
+        node = ngx_rbtree_min(ngx_http_model_gateway_pending.root, sentinel);
+        pd = (ngx_http_model_gateway_pending_t *) node;
+
+        if (pd->delta) {
+            p = buf;
+
+            args[0].data = pd->name;
+            args[0].len = pd->len;
+            ngx_str_set(&args[1], "1");
+
+            args[2].data = p;
+            p = ngx_sprintf(p, "%L", pd->day);
+            args[2].len = p - args[2].data;
+
+            args[3].data = p;
+            p = ngx_sprintf(p, "%L", pd->delta);
+            args[3].len = p - args[3].data;
+
+            args[4].data = &pd->kind;
+            args[4].len = 1;
+
+            args[5].data = p;
+            p = ngx_sprintf(p, "%uL", pd->limit);
+            args[5].len = p - args[5].data;
+
+            /* the reply touches nothing: the data is the event */
+
+            if (ngx_http_mg_redis_script_keys(NGX_HTTP_MG_SCRIPT_SETTLE, 1, 6,
+                                         args,
+                                         ngx_http_model_gateway_limits_ignore,
+                                         ev)
+                == NULL)
+            {
+                lost++;
+            }
+        }
+
+        ngx_rbtree_delete(&ngx_http_model_gateway_pending, node);
+        ngx_free(pd);
+    }
+
+    ngx_http_model_gateway_npending = 0;
+
+    if (lost) {
+        ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                      "model gateway: the token usage of %ui limit "
+                      "counters could not be settled: redis unavailable",
+                      lost);
     }
 }
 

@@ -399,6 +399,13 @@ static ngx_command_t  ngx_http_model_gateway_commands[] = {
       offsetof(ngx_http_model_gateway_main_conf_t, limit_default_max_tokens),
       NULL },
 
+    { ngx_string("model_gateway_limit_settle_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, limit_settle_interval),
+      NULL },
+
     { ngx_string("model_gateway_limit_zone_size"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
@@ -621,6 +628,7 @@ ngx_http_model_gateway_create_main_conf(ngx_conf_t *cf)
     mcf->limit_bytes_per_token = NGX_CONF_UNSET_UINT;
     mcf->limit_default_max_tokens = NGX_CONF_UNSET_UINT;
     mcf->limit_zone_size = NGX_CONF_UNSET_SIZE;
+    mcf->limit_settle_interval = NGX_CONF_UNSET_MSEC;
 
     /*
      * every gateway request selects its backend with our own peer
@@ -665,6 +673,7 @@ ngx_http_model_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(mcf->limit_bytes_per_token, 4);
     ngx_conf_init_uint_value(mcf->limit_default_max_tokens, 1024);
     ngx_conf_init_size_value(mcf->limit_zone_size, 1024 * 1024);
+    ngx_conf_init_msec_value(mcf->limit_settle_interval, 100);
     ngx_conf_init_size_value(mcf->zone_size, 1024 * 1024);
     ngx_conf_init_uint_value(mcf->max_fails, 3);
     ngx_conf_init_msec_value(mcf->fail_window, 10000);

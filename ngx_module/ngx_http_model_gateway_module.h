@@ -337,6 +337,7 @@ typedef struct {
     ngx_uint_t                         limit_bytes_per_token;
     ngx_uint_t                         limit_default_max_tokens;
     size_t                             limit_zone_size;
+    ngx_msec_t                         limit_settle_interval;
     ngx_shm_zone_t                    *limit_zone;
     void                              *limit_sh;
 

@@ -264,6 +264,16 @@ $t->wait_for(sub { 0 }, 0.3);
 $r = call('tpm3', body => { max_tokens => 1 });
 is($r->{status}, 429, 'tpm: the stream was charged, the next is refused');
 
+# two max_tokens: the gateway would reserve for one, a backend run the other
+$r = $t->request(method => 'POST', path => '/v1/chat/completions',
+                 headers => [['Authorization', "Bearer $K{tpm}"],
+                             ['Content-Type', 'application/json']],
+                 body => '{"model":"m","messages":[{"role":"user",'
+                         . '"content":"hi"}],"max_tokens":1,'
+                         . '"max_tokens":100000}');
+is($r->{status}, 400, 'a duplicate max_tokens is a 400');
+is($r->{json}{error}{param}, 'max_tokens', 'naming max_tokens');
+
 # --- tokens per day ----------------------------------------------------------
 
 $r = call('tpd', text => "usage 300 300", body => { max_tokens => 500 });
@@ -387,6 +397,7 @@ $r = call('down', node => $tb);
 is($r->{status}, 503, 'fail closed: 503');
 is($r->{json}{error}{code}, 'limit_store_unavailable',
    'fail closed: limit_store_unavailable');
+is(hdr($r, 'retry-after'), 1, 'fail closed: Retry-After: 1');
 
 $r = call('free', node => $tb, headers => []);
 is($r->{status}, 503, 'fail closed: also under the default tenant limit');
