@@ -12,6 +12,9 @@
 
 #include "tap.h"
 #include "mg_usage.h"
+#include "mg_anthropic.h"
+#include "mg_bedrock.h"
+#include "mg_gemini.h"
 
 
 #define S(s)  s, sizeof(s) - 1
@@ -332,6 +335,88 @@ test_request(void)
 }
 
 
+/* translated streams count whether the client asked for usage or not */
+
+static void
+test_translated(void)
+{
+    int                    i, rc;
+    mg_buf_t               out;
+    mg_xerror_t            err;
+    mg_x_usage_t           u;
+    mg_gemini_stream_t     g;
+    mg_bedrock_stream_t    b;
+    mg_anthropic_stream_t  a;
+
+    memset(&out, 0, sizeof(out));
+
+    for (i = 0; i < 2; i++) {
+        memset(&u, 0, sizeof(u));
+
+        mg_anthropic_stream_init(&a, S("m"), 1, i);
+        is_int(mg_anthropic_stream_usage(&a, &u), 0,
+               "anthropic %d: none before message_start", i);
+
+        rc = mg_anthropic_stream_event(&a, S("message_start"),
+                 S("{\"type\":\"message_start\",\"message\":{\"id\":"
+                   "\"msg_1\",\"usage\":{\"input_tokens\":11,"
+                   "\"cache_read_input_tokens\":4,\"output_tokens\":1}}}"),
+                 &out, &err);
+        is_int(rc, MG_X_OK, "anthropic %d: message_start", i);
+        is_int(mg_anthropic_stream_usage(&a, &u), 1,
+               "anthropic %d: known after message_start", i);
+        is_int(u.prompt, 15, "anthropic %d: prompt with cache reads", i);
+
+        rc = mg_anthropic_stream_event(&a, S("message_delta"),
+                 S("{\"type\":\"message_delta\",\"delta\":{"
+                   "\"stop_reason\":\"end_turn\"},\"usage\":{"
+                   "\"output_tokens\":22}}"), &out, &err);
+        is_int(rc, MG_X_OK, "anthropic %d: message_delta", i);
+        (void) mg_anthropic_stream_usage(&a, &u);
+        is_int(u.completion, 22, "anthropic %d: completion", i);
+        mg_anthropic_stream_free(&a);
+
+        mg_bedrock_stream_init(&b, S("m"), 1, i);
+        rc = mg_bedrock_stream_event(&b, S("event"), S("messageStart"),
+                                     S("{\"role\":\"assistant\"}"), &out,
+                                     &err);
+        is_int(rc, MG_X_OK, "bedrock %d: messageStart", i);
+        rc = mg_bedrock_stream_event(&b, S("event"), S("messageStop"),
+                                     S("{\"stopReason\":\"end_turn\"}"),
+                                     &out, &err);
+        is_int(rc, i ? MG_X_OK : MG_X_DONE, "bedrock %d: messageStop", i);
+        is_int(mg_bedrock_stream_usage(&b, &u), 0,
+               "bedrock %d: none before metadata", i);
+        rc = mg_bedrock_stream_event(&b, S("event"), S("metadata"),
+                 S("{\"usage\":{\"inputTokens\":7,\"outputTokens\":8,"
+                   "\"totalTokens\":15}}"), &out, &err);
+        is_int(rc, MG_X_DONE, "bedrock %d: metadata", i);
+        is_int(mg_bedrock_stream_usage(&b, &u), 1,
+               "bedrock %d: metadata counted, even after the end", i);
+        is_int(u.prompt * 100 + u.completion, 708, "bedrock %d: counts", i);
+        mg_bedrock_stream_free(&b);
+
+        mg_gemini_stream_init(&g, S("m"), 1, i);
+        is_int(mg_gemini_stream_usage(&g, &u), 0,
+               "gemini %d: none before usageMetadata", i);
+        rc = mg_gemini_stream_event(&g,
+                 S("{\"candidates\":[{\"content\":{\"role\":\"model\","
+                   "\"parts\":[{\"text\":\"hi\"}]},\"index\":0}],"
+                   "\"usageMetadata\":{\"promptTokenCount\":3,"
+                   "\"candidatesTokenCount\":2,\"thoughtsTokenCount\":5,"
+                   "\"totalTokenCount\":10}}"), &out, &err);
+        is_int(rc, MG_X_OK, "gemini %d: chunk", i);
+        is_int(mg_gemini_stream_usage(&g, &u), 1,
+               "gemini %d: known after usageMetadata", i);
+        is_int(u.prompt * 100 + u.completion, 307,
+               "gemini %d: thoughts are output", i);
+        mg_gemini_stream_free(&g);
+    }
+
+    mg_buf_free(&out);
+}
+
+
 int
 main(void)
 {
@@ -339,6 +424,7 @@ main(void)
     test_chunks();
     test_responses();
     test_request();
+    test_translated();
 
     return tap_done();
 }
