@@ -124,7 +124,7 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
     ngx_http_model_gateway_main_conf_t  *mcf;
 
     enum { F_MODEL = 0, F_MESSAGES, F_STREAM, F_INPUT, F_PREVIOUS,
-           F_CONVERSATION, F_N };
+           F_CONVERSATION, F_STREAM_OPTIONS, F_N };
 
     mg_json_field_t  f[F_N] = {
         { "model", 5, MG_JSON_NONE, 0, 0, 0 },
@@ -132,7 +132,8 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
         { "stream", 6, MG_JSON_NONE, 0, 0, 0 },
         { "input", 5, MG_JSON_NONE, 0, 0, 0 },
         { "previous_response_id", 20, MG_JSON_NONE, 0, 0, 0 },
-        { "conversation", 12, MG_JSON_NONE, 0, 0, 0 }
+        { "conversation", 12, MG_JSON_NONE, 0, 0, 0 },
+        { "stream_options", 14, MG_JSON_NONE, 0, 0, 0 }
     };
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
@@ -333,6 +334,11 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
         }
 
         ctx->streaming = (f[F_STREAM].type == MG_JSON_TRUE);
+
+        if (ctx->streaming) {
+            ngx_http_model_gateway_usage_request(ctx,
+                                                 &f[F_STREAM_OPTIONS]);
+        }
 
     } else if (ctx->endpoint == MG_EP_EMBEDDINGS
                && f[F_INPUT].type == MG_JSON_NONE)
