@@ -3,9 +3,10 @@
  * Copyright (C) The ngx_http_model_gateway_module authors
  *
  * The request body: made one string in memory, validated by the
- * single-pass scanner, the members the gateway reads (model, stream, the
- * object ids of the Responses and Conversations APIs) picked out and
- * refused when duplicated, and the candidates of its model found.
+ * single-pass scanner, the members the gateway reads (model, stream,
+ * stream_options, the object ids of the Responses and Conversations APIs)
+ * picked out and refused when duplicated, and the candidates of its model
+ * found.
  */
 
 
