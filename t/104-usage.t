@@ -39,7 +39,7 @@ my %COUNT = (
     'o-chat' => [101, 11], 'o-stream' => [102, 12], 'o-asked' => [103, 13],
     'o-merge' => [104, 14], 'o-false' => [105, 15], 'o-emb' => [106, 0],
     'o-resp' => [107, 17], 'o-resp-s' => [108, 18], 'o-resp-n' => [109, 19],
-    'o-close' => [110, 20], 'o-dc' => [111, 21],
+    'o-close' => [110, 20], 'o-dc' => [111, 21], 'o-ren-id' => [112, 22],
     'c-chat' => [121, 31], 'c-stream' => [122, 32],
     'a-chat-dep' => [131, 41], 'a-stream-dep' => [132, 42],
     's-stream' => [141, 51], 's-asked' => [142, 52],
@@ -314,6 +314,7 @@ http {
         model o-resp-n;
         model o-close;
         model o-dc;
+        model o-ren o-ren-id;
     }
 
     model_gateway_backend comp {
@@ -505,6 +506,24 @@ for my $c (['o-stream', 'o-stream', 'openai'],
     ok($j->{stream_options}{include_usage},
         'include_usage false: the backend got true');
     counts_logged('o-false', 'o-false', 'include_usage false');
+}
+
+# stream_options null before a model that is renamed: two splices
+{
+    my $sent = '{"stream_options":null,"model":"o-ren","stream":true,'
+        . '"messages":[{"role":"user","content":"hi"}]}';
+    my $s = $t->stream(method => 'POST', path => '/v1/chat/completions',
+        body => $sent, headers => [['Content-Type', 'application/json']]);
+    my $body = $s->rest(10);
+    $s->close;
+    is($body, join('', chat_events('o-ren-id', 0)),
+        'null, renamed: no usage chunk for the client');
+    my ($q) = received('oai', qr/o-ren-id/);
+    is($q->{body}, '{"stream_options":{"include_usage":true},'
+        . '"model":"o-ren-id","stream":true,'
+        . '"messages":[{"role":"user","content":"hi"}]}',
+        'null, renamed: both changes, nothing else');
+    counts_logged('o-ren', 'o-ren-id', 'null, renamed');
 }
 
 # the client asked: the chunk passes unchanged
