@@ -70,7 +70,7 @@ mg_usage_object(const char *p, size_t len, mg_usage_t *u)
 }
 
 
-/* a non-negative integer; 1 if it is one */
+/* a non-negative integer ("-0" is one); 1 if it is one */
 
 static int
 mg_usage_count(const char *p, const mg_json_field_t *f, long long *n)
@@ -83,8 +83,17 @@ mg_usage_count(const char *p, const mg_json_field_t *f, long long *n)
     }
 
     v = 0;
+    i = 0;
 
-    for (i = 0; i < f->len; i++) {
+    if (p[f->start] == '-') {
+        if (f->len != 2 || p[f->start + 1] != '0') {
+            return 0;
+        }
+
+        i = 1;
+    }
+
+    for ( /* void */ ; i < f->len; i++) {
         if (p[f->start + i] < '0' || p[f->start + i] > '9') {
             return 0;
         }
@@ -422,6 +431,15 @@ mg_usage_stream_options(const char *body, size_t len,
         e->cut = 0;
         e->text = ",\"stream_options\":{\"include_usage\":true}";
         e->len = sizeof(",\"stream_options\":{\"include_usage\":true}") - 1;
+
+        /* no comma in an object without members */
+
+        for (p = end - 1; p > body && mg_usage_ws(p[-1]); p--) { /* void */ }
+
+        if (p > body && p[-1] == '{') {
+            e->text++;
+            e->len--;
+        }
 
         return MG_USAGE_EDIT;
 

@@ -136,6 +136,10 @@ test_tail(void)
            MG_USAGE_FOUND, "huge count");
     is_int(p, MG_USAGE_MAX, "huge count: clamped");
 
+    is_int(tail("{\"usage\":{\"prompt_tokens\":-0}}", &p, &c),
+           MG_USAGE_FOUND, "-0 is a count");
+    is_int(p, 0, "-0: 0");
+
     is_int(tail("{\"usage\":{\"prompt_tokens\":1,}}", &p, &c),
            MG_USAGE_NONE, "invalid usage object: none");
 
@@ -289,6 +293,9 @@ test_request(void)
           MG_USAGE_EDIT,
           "{\"model\":\"m\",\"stream\":true,"
           "\"stream_options\":{\"include_usage\":true}}\n  " },
+
+        { "{ }", MG_JSON_NONE, MG_USAGE_EDIT,
+          "{ \"stream_options\":{\"include_usage\":true}}" },
 
         { "{\"stream_options\":null,\"model\":\"m\"}", MG_JSON_NULL,
           MG_USAGE_EDIT,
