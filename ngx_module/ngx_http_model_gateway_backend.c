@@ -83,6 +83,7 @@ ngx_http_model_gateway_backend_block(ngx_conf_t *cf, ngx_command_t *cmd,
     b->first_byte_timeout = NGX_CONF_UNSET_MSEC;
     b->idle_timeout = NGX_CONF_UNSET_MSEC;
     b->ssl_verify = NGX_CONF_UNSET;
+    b->stream_usage = NGX_CONF_UNSET;
     b->keepalive = NGX_CONF_UNSET_UINT;
     b->keepalive_timeout = NGX_CONF_UNSET_MSEC;
     b->keepalive_requests = NGX_CONF_UNSET_UINT;
@@ -175,6 +176,7 @@ ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
     ngx_int_t                                 n;
     ngx_str_t                                *value, *name;
     ngx_uint_t                                nargs;
+    ngx_flag_t                               *fp;
     ngx_msec_t                                ms, *msp;
     ngx_http_model_gateway_main_conf_t       *mcf;
     const ngx_http_model_gateway_provider_t  *p;
@@ -342,14 +344,16 @@ ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
         return NGX_CONF_OK;
     }
 
-    if (ngx_mg_is("ssl_verify")) {
+    if (ngx_mg_is("ssl_verify") || ngx_mg_is("stream_usage")) {
+        fp = ngx_mg_is("ssl_verify") ? &b->ssl_verify : &b->stream_usage;
+
         if (value[1].len == 2 && ngx_strncmp(value[1].data, "on", 2) == 0) {
-            b->ssl_verify = 1;
+            *fp = 1;
 
         } else if (value[1].len == 3
                    && ngx_strncmp(value[1].data, "off", 3) == 0)
         {
-            b->ssl_verify = 0;
+            *fp = 0;
 
         } else {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -741,6 +745,7 @@ ngx_http_model_gateway_backend_finish(ngx_conf_t *cf,
     ngx_conf_init_msec_value(b->first_byte_timeout, mcf->first_byte_timeout);
     ngx_conf_init_msec_value(b->idle_timeout, mcf->idle_timeout);
     ngx_conf_init_value(b->ssl_verify, 1);
+    ngx_conf_init_value(b->stream_usage, 1);
     ngx_conf_init_uint_value(b->keepalive, 32);
     ngx_conf_init_msec_value(b->keepalive_timeout, 60000);
     ngx_conf_init_uint_value(b->keepalive_requests, 1000);

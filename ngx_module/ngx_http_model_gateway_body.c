@@ -3,9 +3,10 @@
  * Copyright (C) The ngx_http_model_gateway_module authors
  *
  * The request body: made one string in memory, validated by the
- * single-pass scanner, the members the gateway reads (model, stream, the
- * object ids of the Responses and Conversations APIs) picked out and
- * refused when duplicated, and the candidates of its model found.
+ * single-pass scanner, the members the gateway reads (model, stream,
+ * stream_options, the object ids of the Responses and Conversations APIs)
+ * picked out and refused when duplicated, and the candidates of its model
+ * found.
  */
 
 
@@ -167,7 +168,7 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
     ngx_http_model_gateway_main_conf_t  *mcf;
 
     enum { F_MODEL = 0, F_MESSAGES, F_STREAM, F_INPUT, F_PREVIOUS,
-           F_CONVERSATION, F_MAX_TOKENS,
+           F_CONVERSATION, F_STREAM_OPTIONS, F_MAX_TOKENS,
            F_N = F_MAX_TOKENS + NGX_HTTP_MG_TOKEN_FIELDS };
 
     mg_json_field_t  f[F_N] = {
@@ -177,6 +178,7 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
         { "input", 5, MG_JSON_NONE, 0, 0, 0 },
         { "previous_response_id", 20, MG_JSON_NONE, 0, 0, 0 },
         { "conversation", 12, MG_JSON_NONE, 0, 0, 0 },
+        { "stream_options", 14, MG_JSON_NONE, 0, 0, 0 },
         { "max_tokens", 10, MG_JSON_NONE, 0, 0, 0 },
         { "max_completion_tokens", 21, MG_JSON_NONE, 0, 0, 0 },
         { "max_output_tokens", 17, MG_JSON_NONE, 0, 0, 0 }
@@ -381,6 +383,11 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
         }
 
         ctx->streaming = (f[F_STREAM].type == MG_JSON_TRUE);
+
+        if (ctx->streaming) {
+            ngx_http_model_gateway_usage_request(ctx,
+                                                 &f[F_STREAM_OPTIONS]);
+        }
 
     } else if (ctx->endpoint == MG_EP_EMBEDDINGS
                && f[F_INPUT].type == MG_JSON_NONE)

@@ -548,7 +548,13 @@ ngx_http_model_gateway_postconfiguration(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
-    return ngx_http_model_gateway_translate_init(cf);
+    if (ngx_http_model_gateway_translate_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* usage reads a translated event's counts once it is translated */
+
+    return ngx_http_model_gateway_usage_init(cf);
 }
 
 

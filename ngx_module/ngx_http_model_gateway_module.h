@@ -21,6 +21,7 @@
 #include "mg_breaker.h"
 #include "mg_translate.h"
 #include "mg_keys.h"
+#include "mg_usage.h"
 
 
 #define NGX_HTTP_MG_OPENAI             1
@@ -184,6 +185,9 @@ struct ngx_http_model_gateway_backend_s {
 
     ngx_flag_t                         ssl_verify;
     ngx_str_t                          ssl_trusted_certificate;
+
+    /* OpenAI-type chat streams ask for their usage chunk */
+    ngx_flag_t                         stream_usage;
 
     ngx_uint_t                         keepalive;
     ngx_msec_t                         keepalive_timeout;
@@ -516,6 +520,17 @@ typedef struct {
     uint64_t                           prompt;
     uint64_t                           completion;
     unsigned                           known:1;
+
+    /* how _usage.c finds them: what it watches, and its own state */
+    unsigned                           watch:3;     /* NGX_HTTP_MG_USAGE_* */
+    unsigned                           edit:1;      /* the client's chat
+                                                       stream did not ask */
+    unsigned                           strip:1;     /* so its usage chunk is
+                                                       not the client's */
+    mg_usage_edit_t                    request;     /* what asks for it */
+    ngx_buf_t                         *tail;        /* of an answer that
+                                                       ends with the
+                                                       connection */
 } ngx_http_model_gateway_usage_t;
 
 
@@ -768,6 +783,15 @@ ngx_int_t ngx_http_model_gateway_limits_headers(ngx_http_request_t *r,
 ngx_int_t ngx_http_model_gateway_state_init(ngx_conf_t *cf);
 ngx_uint_t ngx_http_model_gateway_state_by_id(
     ngx_http_model_gateway_ctx_t *ctx);
+
+/* usage.c */
+ngx_int_t ngx_http_model_gateway_usage_init(ngx_conf_t *cf);
+void ngx_http_model_gateway_usage_request(ngx_http_model_gateway_ctx_t *ctx,
+    mg_json_field_t *stream_options);
+ngx_uint_t ngx_http_model_gateway_usage_edit(
+    ngx_http_model_gateway_ctx_t *ctx);
+ngx_int_t ngx_http_model_gateway_usage_body(
+    ngx_http_model_gateway_ctx_t *ctx, u_char *data, size_t len);
 
 /* session.c */
 ngx_int_t ngx_http_model_gateway_session_init(ngx_conf_t *cf);

@@ -40,6 +40,7 @@ static void ngx_http_model_gateway_anthropic_stream_init(void *st,
 static int ngx_http_model_gateway_anthropic_stream(void *st,
     const mg_sse_event_t *ev, mg_buf_t *out, mg_xerror_t *err);
 static void ngx_http_model_gateway_anthropic_free(void *st);
+static int ngx_http_model_gateway_anthropic_usage(void *st, mg_x_usage_t *u);
 static ngx_uint_t ngx_http_model_gateway_anthropic_preamble(
     const mg_sse_event_t *ev);
 
@@ -59,6 +60,7 @@ static int ngx_http_model_gateway_gemini_stream(void *st,
     const mg_sse_event_t *ev, mg_buf_t *out, mg_xerror_t *err);
 static int ngx_http_model_gateway_gemini_finish(void *st, mg_buf_t *out);
 static void ngx_http_model_gateway_gemini_free(void *st);
+static int ngx_http_model_gateway_gemini_usage(void *st, mg_x_usage_t *u);
 
 static ngx_int_t ngx_http_model_gateway_bedrock_path(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, ngx_http_model_gateway_target_t *t,
@@ -77,6 +79,7 @@ static int ngx_http_model_gateway_bedrock_stream(void *st,
     const mg_sse_event_t *ev, mg_buf_t *out, mg_xerror_t *err);
 static int ngx_http_model_gateway_bedrock_finish(void *st, mg_buf_t *out);
 static void ngx_http_model_gateway_bedrock_free(void *st);
+static int ngx_http_model_gateway_bedrock_usage(void *st, mg_x_usage_t *u);
 static ngx_uint_t ngx_http_model_gateway_bedrock_preamble(
     const mg_sse_event_t *ev);
 static ngx_http_model_gateway_fail_e ngx_http_model_gateway_bedrock_fail(
@@ -98,7 +101,7 @@ const ngx_http_model_gateway_provider_t  ngx_http_model_gateway_providers[] = {
       ngx_string("text/event-stream"),
       ngx_http_model_gateway_bearer_init, NULL, NULL,
       0, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL,
-      NULL, NULL },
+      NULL, NULL, NULL },
 
     { ngx_string("openai_compatible"), NGX_HTTP_MG_OPENAI_COMPATIBLE,
       1, 1, 1, 0, 0, 0,
@@ -106,7 +109,7 @@ const ngx_http_model_gateway_provider_t  ngx_http_model_gateway_providers[] = {
       ngx_string("text/event-stream"),
       ngx_http_model_gateway_bearer_init, NULL, NULL,
       0, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL,
-      NULL, NULL },
+      NULL, NULL, NULL },
 
     { ngx_string("anthropic"), NGX_HTTP_MG_ANTHROPIC,
       1, 0, 0, 1, 0, 1,
@@ -125,7 +128,8 @@ const ngx_http_model_gateway_provider_t  ngx_http_model_gateway_providers[] = {
       NULL,
       ngx_http_model_gateway_anthropic_free,
       ngx_http_model_gateway_anthropic_preamble,
-      NULL },
+      NULL,
+      ngx_http_model_gateway_anthropic_usage },
 
     { ngx_string("azure"), NGX_HTTP_MG_AZURE,
       1, 1, 1, 0, 0, 1,
@@ -135,7 +139,7 @@ const ngx_http_model_gateway_provider_t  ngx_http_model_gateway_providers[] = {
       ngx_http_model_gateway_azure_path,
       NULL,
       0, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL,
-      NULL, NULL },
+      NULL, NULL, NULL },
 
     { ngx_string("gemini"), NGX_HTTP_MG_GEMINI,
       1, 0, 0, 1, 0, 1,
@@ -154,7 +158,8 @@ const ngx_http_model_gateway_provider_t  ngx_http_model_gateway_providers[] = {
       ngx_http_model_gateway_gemini_finish,
       ngx_http_model_gateway_gemini_free,
       NULL,
-      NULL },
+      NULL,
+      ngx_http_model_gateway_gemini_usage },
 
     { ngx_string("bedrock"), NGX_HTTP_MG_BEDROCK,
       1, 0, 0, 1, 1, 0,
@@ -173,12 +178,13 @@ const ngx_http_model_gateway_provider_t  ngx_http_model_gateway_providers[] = {
       ngx_http_model_gateway_bedrock_finish,
       ngx_http_model_gateway_bedrock_free,
       ngx_http_model_gateway_bedrock_preamble,
-      ngx_http_model_gateway_bedrock_fail },
+      ngx_http_model_gateway_bedrock_fail,
+      ngx_http_model_gateway_bedrock_usage },
 
     { ngx_null_string, 0, 0, 0, 0, 0, 0, 0, 0, ngx_null_string,
       NULL, NULL, NULL,
       0, 0, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL,
-      NULL, NULL }
+      NULL, NULL, NULL }
 };
 
 
@@ -365,6 +371,13 @@ ngx_http_model_gateway_anthropic_stream(void *st, const mg_sse_event_t *ev,
 }
 
 
+static int
+ngx_http_model_gateway_anthropic_usage(void *st, mg_x_usage_t *u)
+{
+    return mg_anthropic_stream_usage(st, u);
+}
+
+
 static void
 ngx_http_model_gateway_anthropic_free(void *st)
 {
@@ -470,6 +483,13 @@ static int
 ngx_http_model_gateway_gemini_finish(void *st, mg_buf_t *out)
 {
     return mg_gemini_stream_finish(st, out);
+}
+
+
+static int
+ngx_http_model_gateway_gemini_usage(void *st, mg_x_usage_t *u)
+{
+    return mg_gemini_stream_usage(st, u);
 }
 
 
@@ -585,6 +605,13 @@ static int
 ngx_http_model_gateway_bedrock_finish(void *st, mg_buf_t *out)
 {
     return mg_bedrock_stream_finish(st, out);
+}
+
+
+static int
+ngx_http_model_gateway_bedrock_usage(void *st, mg_x_usage_t *u)
+{
+    return mg_bedrock_stream_usage(st, u);
 }
 
 

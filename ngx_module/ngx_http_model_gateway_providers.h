@@ -82,6 +82,12 @@ struct ngx_http_model_gateway_provider_s {
     ngx_uint_t (*preamble)(const mg_sse_event_t *ev);
     ngx_http_model_gateway_fail_e  (*stream_fail)(const mg_sse_event_t *ev,
                                                   ngx_int_t *status);
+
+    /*
+     * a translated stream's counts so far, in OpenAI's terms, whether the
+     * client asked for the usage chunk or not: 1 when known (_usage.c)
+     */
+    int        (*stream_usage)(void *st, mg_x_usage_t *u);
 };
 
 

@@ -15,6 +15,10 @@ static ngx_str_t  ngx_http_model_gateway_accept_json =
     ngx_string("application/json");
 
 
+static ngx_uint_t ngx_http_model_gateway_usage_splice(
+    ngx_http_model_gateway_ctx_t *ctx, ngx_str_t *part, ngx_uint_t n);
+
+
 /*
  * The request for the current attempt: the client's JSON body with only
  * the model id replaced (spliced, not re-serialized), and the backend's own
@@ -31,7 +35,7 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
     ngx_int_t                                 rc;
     ngx_uint_t                                i, n;
     ngx_chain_t                              *cl, **ll;
-    ngx_str_t                                 part[3], suffix, sign;
+    ngx_str_t                                 part[5], suffix, sign;
     const ngx_str_t                          *accept;
     ngx_http_upstream_t                      *u;
     ngx_http_model_gateway_target_t          *t;
@@ -96,6 +100,12 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
         part[2].data = ctx->body.data + ctx->model_start + ctx->model_len;
         part[2].len = ctx->body.len - ctx->model_start - ctx->model_len;
         n = 3;
+    }
+
+    if (part[0].data == ctx->body.data
+        && ngx_http_model_gateway_usage_edit(ctx))
+    {
+        n = ngx_http_model_gateway_usage_splice(ctx, part, n);
     }
 
     body_len = 0;
@@ -196,4 +206,49 @@ ngx_http_model_gateway_build_request(ngx_http_request_t *r,
     b->flush = 1;
 
     return NGX_OK;
+}
+
+
+/*
+ * A chat stream whose client did not ask for its usage asks for it
+ * (_usage.c): one more splice in the client's body, in the part that
+ * holds it (never the model id's).
+ */
+
+static ngx_uint_t
+ngx_http_model_gateway_usage_splice(ngx_http_model_gateway_ctx_t *ctx,
+    ngx_str_t *part, ngx_uint_t n)
+{
+    u_char           *at;
+    ngx_uint_t        i, k;
+    mg_usage_edit_t  *e;
+
+    e = &ctx->usage.request;
+    at = ctx->body.data + e->at;
+
+    for (i = 0; i < n; i++) {
+        if (part[i].data >= ctx->body.data
+            && part[i].data <= at
+            && at + e->cut <= part[i].data + part[i].len
+            && part[i].data + part[i].len <= ctx->body.data + ctx->body.len)
+        {
+            break;
+        }
+    }
+
+    if (i == n) {
+        return n;
+    }
+
+    for (k = n - 1; k > i; k--) {
+        part[k + 2] = part[k];
+    }
+
+    part[i + 2].data = at + e->cut;
+    part[i + 2].len = part[i].data + part[i].len - (at + e->cut);
+    part[i + 1].data = (u_char *) e->text;
+    part[i + 1].len = e->len;
+    part[i].len = at - part[i].data;
+
+    return n + 2;
 }

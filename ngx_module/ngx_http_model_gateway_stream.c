@@ -295,6 +295,10 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
         cl->buf->last = p + bytes;
         cl->buf->tag = u->output.tag;
 
+        if (ngx_http_model_gateway_usage_body(ctx, p, bytes) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
         if (ctx->attempt.whole == NULL) {
             return NGX_OK;
         }

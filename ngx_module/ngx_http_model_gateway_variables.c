@@ -13,15 +13,17 @@ static ngx_int_t ngx_http_model_gateway_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
 
-#define NGX_HTTP_MG_VAR_BACKEND   0
-#define NGX_HTTP_MG_VAR_MODEL     1
-#define NGX_HTTP_MG_VAR_ATTEMPTS  2
-#define NGX_HTTP_MG_VAR_POLICY    3
-#define NGX_HTTP_MG_VAR_TTFB      4
-#define NGX_HTTP_MG_VAR_SESSION   5
-#define NGX_HTTP_MG_VAR_PINNED    6
-#define NGX_HTTP_MG_VAR_TENANT    7
-#define NGX_HTTP_MG_VAR_KEY_ID    8
+#define NGX_HTTP_MG_VAR_BACKEND     0
+#define NGX_HTTP_MG_VAR_MODEL       1
+#define NGX_HTTP_MG_VAR_ATTEMPTS    2
+#define NGX_HTTP_MG_VAR_POLICY      3
+#define NGX_HTTP_MG_VAR_TTFB        4
+#define NGX_HTTP_MG_VAR_SESSION     5
+#define NGX_HTTP_MG_VAR_PINNED      6
+#define NGX_HTTP_MG_VAR_TENANT      7
+#define NGX_HTTP_MG_VAR_KEY_ID      8
+#define NGX_HTTP_MG_VAR_PROMPT      9
+#define NGX_HTTP_MG_VAR_COMPLETION  10
 
 
 static ngx_http_variable_t  ngx_http_model_gateway_vars[] = {
@@ -60,6 +62,14 @@ static ngx_http_variable_t  ngx_http_model_gateway_vars[] = {
 
     { ngx_string("model_gateway_key_id"), NULL,
       ngx_http_model_gateway_variable, NGX_HTTP_MG_VAR_KEY_ID,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("model_gateway_prompt_tokens"), NULL,
+      ngx_http_model_gateway_variable, NGX_HTTP_MG_VAR_PROMPT,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("model_gateway_completion_tokens"), NULL,
+      ngx_http_model_gateway_variable, NGX_HTTP_MG_VAR_COMPLETION,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
@@ -149,6 +159,27 @@ ngx_http_model_gateway_variable(ngx_http_request_t *r,
                 ngx_str_set(&val, "peak_ewma");
                 break;
             }
+            break;
+
+        case NGX_HTTP_MG_VAR_PROMPT:
+        case NGX_HTTP_MG_VAR_COMPLETION:
+
+            /* unknown (no usage seen) is empty, never a made-up 0 */
+
+            if (!ctx->usage.known) {
+                break;
+            }
+
+            p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            val.data = p;
+            val.len = ngx_sprintf(p, "%uL", (data == NGX_HTTP_MG_VAR_PROMPT)
+                                            ? ctx->usage.prompt
+                                            : ctx->usage.completion)
+                      - p;
             break;
 
         case NGX_HTTP_MG_VAR_TTFB:

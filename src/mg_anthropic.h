@@ -123,6 +123,13 @@ int mg_anthropic_stream_event(mg_anthropic_stream_t *st, const char *event,
 /* nonzero once an event carrying content (text, a tool call) was emitted */
 int mg_anthropic_stream_has_content(const mg_anthropic_stream_t *st);
 
+/*
+ * The counts so far in OpenAI's terms, whether the client asked for the
+ * usage chunk or not: 1 once message_start gave them, else 0.
+ */
+int mg_anthropic_stream_usage(const mg_anthropic_stream_t *st,
+    mg_x_usage_t *u);
+
 void mg_anthropic_stream_free(mg_anthropic_stream_t *st);
 
 

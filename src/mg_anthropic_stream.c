@@ -819,6 +819,20 @@ mg_anthropic_stream_has_content(const mg_anthropic_stream_t *st)
 }
 
 
+int
+mg_anthropic_stream_usage(const mg_anthropic_stream_t *st, mg_x_usage_t *u)
+{
+    if (!st->started) {
+        return 0;
+    }
+
+    mg_anthropic_usage(st->input_tokens, st->output_tokens,
+                       st->cache_read_tokens, st->cache_creation_tokens, u);
+
+    return 1;
+}
+
+
 void
 mg_anthropic_stream_free(mg_anthropic_stream_t *st)
 {

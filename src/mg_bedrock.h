@@ -163,6 +163,13 @@ int mg_bedrock_stream_event(mg_bedrock_stream_t *st,
 int mg_bedrock_stream_has_content(const mg_bedrock_stream_t *st);
 
 /*
+ * The counts in OpenAI's terms: 1 once a metadata message gave them, else
+ * 0.  A metadata message that comes after the end (the client did not ask
+ * for the usage chunk, so the stream ended at messageStop) still counts.
+ */
+int mg_bedrock_stream_usage(const mg_bedrock_stream_t *st, mg_x_usage_t *u);
+
+/*
  * At the end of the HTTP stream.  A stream that ended after messageStop
  * but without the metadata include_usage waits for gets its
  * "data: [DONE]\n\n" here (without a usage chunk: there are no counts to

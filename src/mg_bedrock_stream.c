@@ -40,6 +40,7 @@ static int mg_b_stream_stop(mg_bedrock_stream_t *st, json_t *j,
     mg_buf_t *out, mg_xerror_t *err);
 static int mg_b_stream_metadata(mg_bedrock_stream_t *st, json_t *j,
     mg_buf_t *out);
+static void mg_b_stream_counts(mg_bedrock_stream_t *st, json_t *j);
 static int mg_b_stream_end(mg_bedrock_stream_t *st, mg_buf_t *out);
 
 
@@ -84,10 +85,6 @@ mg_bedrock_stream_event(mg_bedrock_stream_t *st,
         return mg_x_nomem(err);
     }
 
-    if (st->done) {
-        return MG_X_DONE;
-    }
-
     if (event_type == NULL) {
         event_type_len = 0;
     }
@@ -98,6 +95,28 @@ mg_bedrock_stream_event(mg_bedrock_stream_t *st,
 
 #define mg_b_is(s, n, lit)                                                    \
     ((n) == sizeof(lit) - 1 && memcmp(s, lit, sizeof(lit) - 1) == 0)
+
+    if (st->done) {
+
+        /*
+         * without include_usage the stream ended at messageStop, and the
+         * counts come after it: kept for the gateway's own accounting
+         */
+
+        if (!st->usage && payload_len
+            && mg_b_is(event_type, event_type_len, "metadata"))
+        {
+            j = json_loadb(payload, payload_len, JSON_ALLOW_NUL, NULL);
+
+            if (json_is_object(j)) {
+                mg_b_stream_counts(st, j);
+            }
+
+            json_decref(j);
+        }
+
+        return MG_X_DONE;
+    }
 
     if (message_type && message_type_len
         && !mg_b_is(message_type, message_type_len, "event"))
@@ -461,12 +480,25 @@ mg_b_stream_stop(mg_bedrock_stream_t *st, json_t *j, mg_buf_t *out,
 static int
 mg_b_stream_metadata(mg_bedrock_stream_t *st, json_t *j, mg_buf_t *out)
 {
+    mg_b_stream_counts(st, j);
+
+    if (!st->usage || !st->stopped) {
+        return MG_X_OK;
+    }
+
+    return mg_b_stream_end(st, out);
+}
+
+
+static void
+mg_b_stream_counts(mg_bedrock_stream_t *st, json_t *j)
+{
     json_t  *u;
 
     u = json_object_get(j, "usage");
 
     if (!json_is_object(u)) {
-        return MG_X_OK;
+        return;
     }
 
     st->input_tokens = mg_x_tokens(u, "inputTokens", 0);
@@ -475,12 +507,6 @@ mg_b_stream_metadata(mg_bedrock_stream_t *st, json_t *j, mg_buf_t *out)
     st->cache_read_tokens = mg_x_tokens(u, "cacheReadInputTokens", 0);
     st->cache_write_tokens = mg_x_tokens(u, "cacheWriteInputTokens", 0);
     st->usage = 1;
-
-    if (!st->stopped) {
-        return MG_X_OK;
-    }
-
-    return mg_b_stream_end(st, out);
 }
 
 
@@ -520,6 +546,20 @@ int
 mg_bedrock_stream_has_content(const mg_bedrock_stream_t *st)
 {
     return st->content;
+}
+
+
+int
+mg_bedrock_stream_usage(const mg_bedrock_stream_t *st, mg_x_usage_t *u)
+{
+    if (!st->usage) {
+        return 0;
+    }
+
+    mg_bedrock_usage(st->input_tokens, st->output_tokens, st->total_tokens,
+                     st->cache_read_tokens, st->cache_write_tokens, u);
+
+    return 1;
 }
 
 

@@ -69,6 +69,14 @@ const char *mg_gemini_finish(const char *reason, int calls);
  * Status 0 (an error inside a 200 body or a stream chunk): error.code or
  * error.status stands for it.  Messages are valid UTF-8.
  */
+/*
+ * usageMetadata's counts -> OpenAI's: thoughts are output, a tool-use
+ * prompt is input
+ */
+void mg_gemini_usage(long long prompt, long long candidates,
+    long long thoughts, long long tool_prompt, long long cached,
+    mg_x_usage_t *u);
+
 void mg_gemini_error(int status, const char *body, size_t len,
     mg_xerror_t *err);
 
@@ -144,6 +152,12 @@ int mg_gemini_stream_finish(mg_gemini_stream_t *st, mg_buf_t *out);
 
 /* nonzero once an event carrying content (text, a tool call) was emitted */
 int mg_gemini_stream_has_content(const mg_gemini_stream_t *st);
+
+/*
+ * The counts of the last usageMetadata in OpenAI's terms, whether the
+ * client asked for the usage chunk or not: 1 once one gave any, else 0.
+ */
+int mg_gemini_stream_usage(const mg_gemini_stream_t *st, mg_x_usage_t *u);
 
 void mg_gemini_stream_free(mg_gemini_stream_t *st);
 

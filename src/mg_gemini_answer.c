@@ -484,14 +484,28 @@ mg_g_usable(json_t *c)
  * output; a tool-use prompt is input.  total < 0: not given, summed.
  */
 
+void
+mg_gemini_usage(long long prompt, long long candidates, long long thoughts,
+    long long tool_prompt, long long cached, mg_x_usage_t *u)
+{
+    u->prompt = prompt + tool_prompt;
+    u->completion = candidates + thoughts;
+    u->cached = cached;
+    u->cache_write = 0;
+}
+
+
 json_t *
 mg_g_usage(long long prompt, long long candidates, long long thoughts,
     long long tool_prompt, long long cached, long long total)
 {
-    long long  in, out;
+    long long     in, out;
+    mg_x_usage_t  u;
 
-    in = prompt + tool_prompt;
-    out = candidates + thoughts;
+    mg_gemini_usage(prompt, candidates, thoughts, tool_prompt, cached, &u);
+
+    in = u.prompt;
+    out = u.completion;
 
     return json_pack("{s:I,s:I,s:I,s:{s:I},s:{s:I}}",
                      "prompt_tokens", (json_int_t) in,

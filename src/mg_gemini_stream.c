@@ -656,6 +656,26 @@ mg_gemini_stream_has_content(const mg_gemini_stream_t *st)
 }
 
 
+int
+mg_gemini_stream_usage(const mg_gemini_stream_t *st, mg_x_usage_t *u)
+{
+    /* counts start at 0 and total at -1 (not given) until one comes */
+
+    if (st->total_tokens < 0 && st->prompt_tokens == 0
+        && st->candidates_tokens == 0 && st->thoughts_tokens == 0
+        && st->tool_prompt_tokens == 0)
+    {
+        return 0;
+    }
+
+    mg_gemini_usage(st->prompt_tokens, st->candidates_tokens,
+                    st->thoughts_tokens, st->tool_prompt_tokens,
+                    st->cached_tokens, u);
+
+    return 1;
+}
+
+
 void
 mg_gemini_stream_free(mg_gemini_stream_t *st)
 {

@@ -400,8 +400,10 @@ SKIP: {
     chomp $curl;
     skip 'curl not installed', 4 unless $curl;
 
+    # (it asks for the usage chunk, as every stream here does)
     my $body = '{"model":"whole","stream":true,"messages":'
-        . '[{"role":"user","content":"hi"}]}';
+        . '[{"role":"user","content":"hi"}],'
+        . '"stream_options":{"include_usage":true}}';
     my $out = `$curl -sS --http2-prior-knowledge --max-time 10 -N \\
         -H 'Content-Type: application/json' --data-binary '$body' \\
         -w '\\n%{http_version} %{http_code}' \\
