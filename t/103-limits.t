@@ -51,6 +51,13 @@ $t->mock('a', handler => sub {
     my @h = (['x-ratelimit-limit-requests', '99999'],
              ['x-ratelimit-remaining-requests', '99998'],
              ['x-ratelimit-limit-tokens', '777777']);
+    if ($b->{stream} && $text =~ /slow/) {
+        # a stream that holds until the client has gone: no usage seen
+        return { status => 200,
+                 headers => [['Content-Type', 'text/event-stream']],
+                 chunks => [(MG::Test::openai_stream_events())[0 .. 1]],
+                 hold_after => 1, release => 'never', hold_timeout => 3 };
+    }
     if ($b->{stream}) {
         return { status => 200,
                  headers => [['Content-Type', 'text/event-stream'], @h],
@@ -82,6 +89,7 @@ my %KEYS = (
     sess    => ['t7', 'rpm=1000'],
     down    => ['t8', 'rpm=4'],
     fails   => ['t9', 'tpm=1000'],
+    gone    => ['t10', 'tpm=1000'],
 );
 my %K;
 my @lines;
@@ -305,6 +313,19 @@ is($r->{status}, 502, 'a failing backend: 502') or diag $r->{body};
 $t->wait_for(sub { 0 }, 0.3);
 $r = call('fails', text => "usage 1 1 $pad", body => { max_tokens => 500 });
 is($r->{status}, 200, 'the failed request\'s reservation was given back');
+
+# --- a client that goes away mid-stream keeps its reservation -------------
+
+my $st = $t->chat_stream('m', messages => [{ role => 'user',
+                                             content => "slow $pad" }],
+                         body => { max_tokens => 500 },
+                         headers => [['Authorization', "Bearer $K{gone}"]]);
+is($st->status, 200, 'gone: the stream began');
+ok(defined $st->next_event(5), 'gone: an event came');
+$st->close;
+$t->wait_for(sub { 0 }, 0.5);
+$r = call('gone', text => "usage 1 1 $pad", body => { max_tokens => 500 });
+is($r->{status}, 429, 'gone: the reservation stood, 550 more do not fit');
 
 # --- tenant limits ------------------------------------------------------------
 
