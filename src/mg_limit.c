@@ -7,7 +7,6 @@
  */
 
 #include <math.h>
-#include <stdio.h>
 
 #include "mg_limit.h"
 
@@ -135,20 +134,48 @@ mg_limit_estimate(size_t body_len, uint64_t bytes_per_token,
 }
 
 
+/* the decimal digits of v at p; returns the end (no NUL) */
+
+static char *
+mg_limit_digits(char *p, uint64_t v)
+{
+    char   tmp[20];
+    int    n;
+
+    n = 0;
+
+    do {
+        tmp[n++] = (char) ('0' + v % 10);
+        v /= 10;
+    } while (v);
+
+    while (n) {
+        *p++ = tmp[--n];
+    }
+
+    return p;
+}
+
+
+/* on every answer of a limited request: digits written by hand, no printf */
+
 size_t
 mg_limit_duration(char *buf, int64_t ms)
 {
-    int       n;
-    int64_t   h, m, s, frac;
     char     *p;
+    int64_t   h, m, s, frac;
 
     if (ms < 0) {
         ms = 0;
     }
 
+    p = buf;
+
     if (ms < 1000) {
-        return (size_t) snprintf(buf, MG_LIMIT_DURATION_LEN, "%lldms",
-                                 (long long) ms);
+        p = mg_limit_digits(p, (uint64_t) ms);
+        *p++ = 'm';
+        *p++ = 's';
+        return p - buf;
     }
 
     h = ms / 3600000;
@@ -156,31 +183,31 @@ mg_limit_duration(char *buf, int64_t ms)
     s = ms / 1000 % 60;
     frac = ms % 1000;
 
-    p = buf;
-
     if (h) {
-        p += snprintf(p, MG_LIMIT_DURATION_LEN, "%lldh", (long long) h);
+        p = mg_limit_digits(p, (uint64_t) h);
+        *p++ = 'h';
     }
 
     if (h || m) {
-        p += snprintf(p, MG_LIMIT_DURATION_LEN - (p - buf), "%lldm",
-                      (long long) m);
+        p = mg_limit_digits(p, (uint64_t) m);
+        *p++ = 'm';
     }
 
     /* seconds with up to three decimals, trailing zeros dropped: "7.66s" */
 
-    p += snprintf(p, MG_LIMIT_DURATION_LEN - (p - buf), "%lld",
-                  (long long) s);
+    p = mg_limit_digits(p, (uint64_t) s);
 
     if (frac) {
-        n = snprintf(p, MG_LIMIT_DURATION_LEN - (p - buf), ".%03lld",
-                     (long long) frac);
+        *p++ = '.';
+        *p++ = (char) ('0' + frac / 100);
 
-        while (p[n - 1] == '0') {
-            n--;
+        if (frac % 100) {
+            *p++ = (char) ('0' + frac / 10 % 10);
+
+            if (frac % 10) {
+                *p++ = (char) ('0' + frac % 10);
+            }
         }
-
-        p += n;
     }
 
     *p++ = 's';

@@ -150,6 +150,11 @@ main(void)
     ok(strcmp(duration(179560), "2m59.56s") == 0, "duration 2m59.56s");
     ok(strcmp(duration(3723000), "1h2m3s") == 0, "duration 1h2m3s");
     ok(strcmp(duration(-5), "0ms") == 0, "duration below 0");
+    ok(strcmp(duration(61001), "1m1.001s") == 0, "duration 1m1.001s");
+    ok(strcmp(duration(60010), "1m0.01s") == 0, "duration 1m0.01s");
+    ok(strcmp(duration(1100), "1.1s") == 0, "duration 1.1s");
+    ok(mg_limit_duration(dur, INT64_MAX) <= MG_LIMIT_DURATION_LEN,
+       "duration of INT64_MAX fits");
     ok(mg_limit_duration(dur, 86400000LL * 365 * 1000)
        <= MG_LIMIT_DURATION_LEN, "duration of 1000 years fits");
 
