@@ -408,8 +408,8 @@ ngx_http_mg_redis_cmd_t *
 ngx_http_mg_redis_command(ngx_uint_t nargs, ngx_str_t *args,
     ngx_http_mg_redis_handler_pt handler, void *data)
 {
-    return ngx_http_mg_redis_script((ngx_uint_t) -1, nargs, args, handler,
-                                    data);
+    return ngx_http_mg_redis_script_keys((ngx_uint_t) -1, 0, nargs, args,
+                                         handler, data);
 }
 
 
