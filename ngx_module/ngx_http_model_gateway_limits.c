@@ -42,6 +42,7 @@ typedef struct {
     ngx_queue_t                        queue;   /* LRU */
     mg_limit_state_t                   state;
     u_short                            len;
+    u_char                             busy;    /* in the check under way */
     u_char                             name[1];
 } ngx_http_model_gateway_lnode_t;
 
@@ -110,6 +111,10 @@ static void ngx_http_model_gateway_limits_pend(
     ngx_http_model_gateway_main_conf_t *mcf, ngx_str_t *name, u_char kind,
     uint64_t limit, int64_t day, int64_t delta);
 static void ngx_http_model_gateway_limits_flush(ngx_event_t *ev);
+static ngx_int_t ngx_http_model_gateway_pending_cmp(u_char *name,
+    size_t len, int64_t day, ngx_http_model_gateway_pending_t *pd);
+static void ngx_http_model_gateway_pending_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static void ngx_http_model_gateway_limits_ignore(void *data,
     redisReply *reply, ngx_int_t rc);
 static ngx_int_t ngx_http_model_gateway_limits_commit(ngx_http_request_t *r,
@@ -369,6 +374,7 @@ static ngx_int_t
 ngx_http_model_gateway_limits_collect(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {
+    uint64_t                             kl[4];
     ngx_int_t                            lo, hi, mid, c;
     ngx_str_t                           *tenant;
     ngx_uint_t                           i;
@@ -381,7 +387,10 @@ ngx_http_model_gateway_limits_collect(ngx_http_request_t *r,
     k = ctx->identity.key;
 
     if (k) {
-        uint64_t  kl[4] = { k->rpm, k->tpm, k->tpd, k->budget };
+        kl[0] = k->rpm;
+        kl[1] = k->tpm;
+        kl[2] = k->tpd;
+        kl[3] = k->budget;
 
         for (i = 0; i < 4; i++) {
             if (kl[i]
@@ -513,8 +522,9 @@ ngx_http_model_gateway_limits_add(ngx_http_request_t *r,
 /*
  * The tokens a request may use: its body counted at bytes per token, and
  * the output it asks for (max_tokens, max_completion_tokens or
- * max_output_tokens, the largest), or the configured default.  Requests
- * without a body (GET, DELETE) cost none; embeddings have no output.
+ * max_output_tokens, the largest), or the configured default.  Only
+ * chat, new responses and embeddings (no output) run a model; other calls
+ * cost no tokens.
  */
 
 static uint64_t
@@ -523,6 +533,20 @@ ngx_http_model_gateway_limits_estimate(ngx_http_model_gateway_ctx_t *ctx,
 {
     uint64_t    out;
     ngx_uint_t  i;
+
+    switch (ctx->endpoint) {
+
+    case MG_EP_CHAT:
+    case MG_EP_RESPONSES:
+    case MG_EP_EMBEDDINGS:
+        break;
+
+    default:
+
+        /* stored objects, conversations: no model runs */
+
+        return 0;
+    }
 
     if (ctx->body.len == 0) {
         return 0;
@@ -798,10 +822,15 @@ ngx_http_model_gateway_limits_local(ngx_http_request_t *r,
                                                    1);
         if (ln[i] == NULL) {
 
-            /* the zone is full of live counters: this one is not kept */
+            /*
+             * the zone is full, down to this request's own counters,
+             * which are never evicted under it: this one is not counted
+             */
 
             continue;
         }
+
+        ln[i]->busy = 1;
 
         mg_limit_take(&ln[i]->state, &next[i], l->kind[i], limit,
                       l->which[i] == 0 ? 1 : l->reserved, now, &res);
@@ -809,17 +838,21 @@ ngx_http_model_gateway_limits_local(ngx_http_request_t *r,
         ngx_http_model_gateway_limits_result(ctx, i, limit, res.remaining,
                                              res.reset_ms);
 
-        if (!res.ok) {
-            if (refused == NGX_HTTP_MG_LIMITS_MAX) {
-                refused = i;
-            }
+        /* the refusal that decides: one that never fits, else the longest */
 
-            if (res.retry_ms < 0 || retry < 0) {
-                retry = -1;
+        if (!res.ok
+            && (refused == NGX_HTTP_MG_LIMITS_MAX
+                || (res.retry_ms < 0 && retry >= 0)
+                || (retry >= 0 && res.retry_ms > retry)))
+        {
+            refused = i;
+            retry = res.retry_ms;
+        }
+    }
 
-            } else {
-                retry = ngx_max(retry, res.retry_ms);
-            }
+    for (i = 0; i < l->n; i++) {
+        if (ln[i]) {
+            ln[i]->busy = 0;
         }
     }
 
@@ -900,9 +933,16 @@ ngx_http_model_gateway_limits_node(ngx_slab_pool_t *shpool,
         }
 
         q = ngx_queue_last(&sh->lru);
-        ngx_queue_remove(q);
-
         ln = ngx_queue_data(q, ngx_http_model_gateway_lnode_t, queue);
+
+        if (ln->busy) {
+
+            /* the oldest is a counter of the request being checked */
+
+            return NULL;
+        }
+
+        ngx_queue_remove(q);
         ngx_rbtree_delete(&sh->rbtree, &ln->node);
         ngx_slab_free_locked(shpool, ln);
         ln = NULL;
@@ -1114,8 +1154,9 @@ ngx_http_model_gateway_limits_refuse(ngx_http_request_t *r,
     }
 
     return ngx_http_model_gateway_fail(r, NGX_HTTP_TOO_MANY_REQUESTS,
-                                       "requests", "rate_limit_exceeded",
-                                       NULL, NULL);
+                                       l->which[i] == 0 ? "requests"
+                                                        : "tokens",
+                                       "rate_limit_exceeded", NULL, NULL);
 }
 
 
@@ -1352,13 +1393,14 @@ ngx_http_model_gateway_limits_pend(ngx_http_model_gateway_main_conf_t *mcf,
     ngx_str_t *name, u_char kind, uint64_t limit, int64_t day, int64_t delta)
 {
     uint32_t                            hash;
+    ngx_int_t                           c;
     ngx_rbtree_node_t                  *node, *sentinel;
     ngx_http_model_gateway_pending_t   *pd;
 
     if (!ngx_http_model_gateway_pending_ready) {
         ngx_rbtree_init(&ngx_http_model_gateway_pending,
                         &ngx_http_model_gateway_pending_sentinel,
-                        ngx_rbtree_insert_value);
+                        ngx_http_model_gateway_pending_insert);
 
         ngx_http_model_gateway_settle_ev.handler =
                                         ngx_http_model_gateway_limits_flush;
@@ -1376,17 +1418,23 @@ ngx_http_model_gateway_limits_pend(ngx_http_model_gateway_main_conf_t *mcf,
     sentinel = ngx_http_model_gateway_pending.sentinel;
 
     while (node != sentinel) {
+
+        if (hash != node->key) {
+            node = (hash < node->key) ? node->left : node->right;
+            continue;
+        }
+
         pd = (ngx_http_model_gateway_pending_t *) node;
 
-        if (node->key == hash && pd->day == day && pd->len == name->len
-            && ngx_memcmp(pd->name, name->data, name->len) == 0)
-        {
+        c = ngx_http_model_gateway_pending_cmp(name->data, name->len, day,
+                                               pd);
+        if (c == 0) {
             pd->delta += delta;
             pd->limit = limit;
             return;
         }
 
-        node = (hash < node->key) ? node->left : node->right;
+        node = (c < 0) ? node->left : node->right;
     }
 
     if (ngx_http_model_gateway_npending >= NGX_HTTP_MG_PENDING_MAX) {
@@ -1422,28 +1470,104 @@ ngx_http_model_gateway_limits_pend(ngx_http_model_gateway_main_conf_t *mcf,
 }
 
 
+/* equal hashes are ordered by name, then day, as the search walks them */
+
+static ngx_int_t
+ngx_http_model_gateway_pending_cmp(u_char *name, size_t len, int64_t day,
+    ngx_http_model_gateway_pending_t *pd)
+{
+    ngx_int_t  c;
+
+    c = ngx_memn2cmp(name, pd->name, len, pd->len);
+
+    if (c) {
+        return c;
+    }
+
+    return (day < pd->day) ? -1 : (day > pd->day);
+}
+
+
+static void
+ngx_http_model_gateway_pending_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t                 **p;
+    ngx_http_model_gateway_pending_t   *n;
+
+    n = (ngx_http_model_gateway_pending_t *) node;
+
+    for ( ;; ) {
+
+        if (node->key < temp->key) {
+            p = &temp->left;
+
+        } else if (node->key > temp->key) {
+            p = &temp->right;
+
+        } else {
+            p = (ngx_http_model_gateway_pending_cmp(n->name, n->len, n->day,
+                     (ngx_http_model_gateway_pending_t *) temp) < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+/*
+ * At most a quarter of model_gateway_redis_max_inflight per tick, so that
+ * settling never takes the room of requests waiting on Redis; the rest
+ * waits for the next tick.  With Redis away they are dropped: the
+ * reservations stand.
+ */
+
 static void
 ngx_http_model_gateway_limits_flush(ngx_event_t *ev)
 {
-    u_char                             *p;
-    ngx_str_t                           args[6];
-    ngx_uint_t                          lost;
-    ngx_rbtree_node_t                  *node, *sentinel;
-    ngx_http_model_gateway_pending_t   *pd;
-    u_char                              buf[3 * NGX_INT64_LEN + 2];
+    u_char                              *p;
+    ngx_str_t                            args[6];
+    ngx_uint_t                           lost, sent, cap;
+    ngx_rbtree_node_t                   *node, *sentinel;
+    ngx_http_model_gateway_pending_t    *pd;
+    ngx_http_model_gateway_main_conf_t  *mcf;
+    u_char                               buf[3 * NGX_INT64_LEN + 2];
+
+    mcf = ev->data;
 
     if (ev->timer_set) {
         ngx_del_timer(ev);
     }
 
+    cap = mcf->redis ? ngx_max(mcf->redis->max_inflight / 4, 1) : 0;
     sentinel = ngx_http_model_gateway_pending.sentinel;
     lost = 0;
+    sent = 0;
 
     while (ngx_http_model_gateway_pending.root != sentinel) {
         node = ngx_rbtree_min(ngx_http_model_gateway_pending.root, sentinel);
         pd = (ngx_http_model_gateway_pending_t *) node;
 
-        if (pd->delta) {
+        if (pd->delta && !ngx_http_mg_redis_ready()) {
+            lost++;
+
+        } else if (pd->delta) {
+
+            if (sent >= cap) {
+                break;
+            }
+
             p = buf;
 
             args[0].data = pd->name;
@@ -1473,15 +1597,21 @@ ngx_http_model_gateway_limits_flush(ngx_event_t *ev)
                                          ev)
                 == NULL)
             {
-                lost++;
+                /* in-flight limit: the next tick */
+                break;
             }
+
+            sent++;
         }
 
         ngx_rbtree_delete(&ngx_http_model_gateway_pending, node);
         ngx_free(pd);
+        ngx_http_model_gateway_npending--;
     }
 
-    ngx_http_model_gateway_npending = 0;
+    if (ngx_http_model_gateway_pending.root != sentinel) {
+        ngx_add_timer(ev, ngx_max(mcf->limit_settle_interval, 10));
+    }
 
     if (lost) {
         ngx_log_error(NGX_LOG_WARN, ev->log, 0,

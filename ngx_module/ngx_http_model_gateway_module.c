@@ -58,6 +58,11 @@ static ngx_conf_num_bounds_t  ngx_http_model_gateway_limit_positive = {
 };
 
 
+static ngx_conf_num_bounds_t  ngx_http_model_gateway_limit_max_tokens = {
+    ngx_conf_check_num_bounds, 0, 2147483647
+};
+
+
 static ngx_conf_enum_t  ngx_http_model_gateway_session_fallbacks[] = {
     { ngx_string("hash"), NGX_HTTP_MG_FALLBACK_HASH },
     { ngx_string("fail"), NGX_HTTP_MG_FALLBACK_FAIL },
@@ -397,7 +402,7 @@ static ngx_command_t  ngx_http_model_gateway_commands[] = {
       ngx_conf_set_num_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_model_gateway_main_conf_t, limit_default_max_tokens),
-      NULL },
+      &ngx_http_model_gateway_limit_max_tokens },
 
     { ngx_string("model_gateway_limit_settle_interval"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -679,6 +684,13 @@ ngx_http_model_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(mcf->limit_bytes_per_token, 4);
     ngx_conf_init_uint_value(mcf->limit_default_max_tokens, 1024);
     ngx_conf_init_size_value(mcf->limit_zone_size, 1024 * 1024);
+
+    if (mcf->limit_zone_size < 8 * ngx_pagesize) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"model_gateway_limit_zone_size\" must be at "
+                           "least %uz", 8 * ngx_pagesize);
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_init_msec_value(mcf->limit_settle_interval, 100);
     ngx_conf_init_size_value(mcf->zone_size, 1024 * 1024);
     ngx_conf_init_uint_value(mcf->max_fails, 3);

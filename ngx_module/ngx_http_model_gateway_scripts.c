@@ -2,10 +2,11 @@
 /*
  * Copyright (C) The ngx_http_model_gateway_module authors
  *
- * The Lua scripts that keep session pins and object ids in Redis.  A
- * pin's value is "BACKEND|CREATED_MS"; times come from Redis' own clock, so
- * every nginx node agrees on a pin's age.  Every script touches one key,
- * so each runs on a single Redis Cluster slot (the layout: README "Redis").
+ * The Lua scripts that keep session pins, object ids and limit counters in
+ * Redis.  A pin's value is "BACKEND|CREATED_MS"; times come from Redis' own
+ * clock, so every nginx node agrees on a pin's age.  Every script touches
+ * one key, or (LIMIT) keys that all carry one tenant's hash tag, so each
+ * runs on a single Redis Cluster slot (the layout: README "Redis").
  */
 
 
@@ -123,8 +124,9 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
      * 'd' per UTC day, 'b' budget: src/mg_limit.c has the same rules),
      * ARGV[3i] its limit, ARGV[3i+1] the cost (1 request, or the tokens
      * reserved); then, with a pin, the PIN script's three arguments.
-     * Charges every counter or none.  Returns {1 if charged, the first
-     * counter that refused, the wait in ms (-1: never), the UTC day, then
+     * Charges every counter or none.  Returns {1 if charged, the counter
+     * whose refusal decides (one that never fits first, else the longest
+     * wait), its wait in ms (-1: never), the UTC day, then
      * per counter what remains and the ms until it is full again (-1:
      * never)}, and with a pin and a charge {backend, 1 if new} as PIN.
      * So a request's limits and its session cost one round trip.
@@ -147,12 +149,14 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
           "local tat = tonumber(v) or now "
           "if tat < now then tat = now end "
           "local e = tat + cost * p "
-          "if e - now <= 60000 then "
+          "if e - now <= 60000.001 then "
             "ok = true st[i] = e "
-            "rem = math.floor((60000 - (e - now)) / p) reset = e - now "
+            "rem = math.max(math.floor((60000 - (e - now)) / p + 1e-6), 0) "
+            "reset = e - now "
           "else "
             "ok = false reset = tat - now "
-            "rem = math.max(math.floor((60000 - (tat - now)) / p), 0) "
+            "rem = math.max(math.floor((60000 - (tat - now)) / p + 1e-6), "
+                           "0) "
             "if cost > lim then retry = -1 else retry = e - 60000 - now end "
           "end "
         "else "
@@ -177,9 +181,11 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
           "end "
         "end "
         "if not ok then "
-          "if out[1] == 1 then out[1] = 0 out[2] = i end "
-          "if retry < 0 or out[3] < 0 then out[3] = -1 "
-          "elseif retry > out[3] then out[3] = math.ceil(retry) end "
+          "out[1] = 0 "
+          "if out[2] == 0 or (retry < 0 and out[3] >= 0) "
+             "or (out[3] >= 0 and retry > out[3]) then "
+            "out[2] = i out[3] = math.ceil(retry) "
+          "end "
         "end "
         "out[#out + 1] = rem "
         "out[#out + 1] = math.ceil(reset) "
@@ -188,7 +194,7 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
       "for i = 1, n do "
         "local kind = ARGV[3 * i - 1] "
         "if kind == 'r' then "
-          "redis.call('SET', KEYS[i], string.format('%.3f', st[i]), 'PX', "
+          "redis.call('SET', KEYS[i], string.format('%.17g', st[i]), 'PX', "
                      "math.ceil(st[i] - now) + 1000) "
         "elseif kind == 'd' then "
           "redis.call('SET', KEYS[i], "
@@ -246,8 +252,8 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
           "tat = tat + d * 60000 / lim "
           "if tat <= now then redis.call('DEL', KEYS[i]) "
           "else "
-            "redis.call('SET', KEYS[i], string.format('%.3f', tat), 'PX', "
-                       "math.ceil(tat - now) + 1000) "
+            "redis.call('SET', KEYS[i], string.format('%.17g', tat), "
+                       "'PX', math.ceil(tat - now) + 1000) "
           "end "
         "elseif kind == 'd' then "
           "if v then "

@@ -27,11 +27,15 @@ mg_limit_take(const mg_limit_state_t *cur, mg_limit_state_t *next, int kind,
         tat = cur->tat > (double) now ? cur->tat : (double) now;
         end = tat + (double) cost * t;
 
-        if (end - (double) now <= MG_LIMIT_PERIOD) {
+        /* a millisecond's slack: 60000 / limit is rarely exact */
+
+        if (end - (double) now <= MG_LIMIT_PERIOD + 0.001) {
             next->tat = end;
             res->ok = 1;
-            res->remaining = (uint64_t) floor((MG_LIMIT_PERIOD
-                                               - (end - (double) now)) / t);
+            res->remaining = (end - (double) now >= MG_LIMIT_PERIOD) ? 0
+                             : (uint64_t) floor((MG_LIMIT_PERIOD
+                                                 - (end - (double) now)) / t
+                                                + 1e-6);
             res->reset_ms = (int64_t) ceil(end - (double) now);
             res->retry_ms = 0;
             return;
@@ -40,7 +44,8 @@ mg_limit_take(const mg_limit_state_t *cur, mg_limit_state_t *next, int kind,
         res->ok = 0;
         res->remaining = (tat - (double) now >= MG_LIMIT_PERIOD) ? 0
                          : (uint64_t) floor((MG_LIMIT_PERIOD
-                                             - (tat - (double) now)) / t);
+                                             - (tat - (double) now)) / t
+                                            + 1e-6);
         res->reset_ms = (int64_t) ceil(tat - (double) now);
         res->retry_ms = (cost > limit) ? -1
                         : (int64_t) ceil(end - MG_LIMIT_PERIOD - (double) now);

@@ -90,6 +90,8 @@ my %KEYS = (
     down    => ['t8', 'rpm=4'],
     fails   => ['t9', 'tpm=1000'],
     gone    => ['t10', 'tpm=1000'],
+    seven   => ['t11', 'rpm=7'],
+    both    => ['t12', 'rpm=1 tpm=50'],
 );
 my %K;
 my @lines;
@@ -181,6 +183,8 @@ sub call {
 
 sub hdr { $_[0]{headers}{$_[1]} }
 
+my %st;
+
 # --- requests per minute ---------------------------------------------------
 
 my $before = nreq();
@@ -209,6 +213,24 @@ ok(hdr($r, 'retry-after-ms') > 0 && hdr($r, 'retry-after-ms') <= 20000,
    'rpm: retry-after-ms');
 is(hdr($r, 'x-ratelimit-remaining-requests'), 0, 'rpm: 0 remain on the 429');
 is(nreq() - $before, 3, 'rpm: the backend saw 3 requests');
+
+# 60000 / 7 ms is not exact: a burst of 7 still passes, the 8th does not
+%st = ();
+for my $i (1 .. 8) {
+    $st{call('seven')->{status}}++;
+}
+is($st{200}, 7, 'rpm=7: 7 at once');
+is($st{429}, 1, 'rpm=7: the 8th refused');
+
+# two refusals at once: the one that never fits decides
+$r = call('both', body => { max_tokens => 5 });
+is($r->{status}, 200, 'both: the first request passes');
+$r = call('both', body => { max_tokens => 1000 });
+is($r->{status}, 429, 'both: rpm and tpm refuse');
+like($r->{json}{error}{message}, qr/^Request too large .* tokens per minute/,
+     'both: the never-fitting token limit is the one named');
+is($r->{json}{error}{type}, 'tokens', 'both: type tokens');
+ok(!defined hdr($r, 'retry-after'), 'both: no Retry-After');
 
 # another key of the same tenant has its own counters
 $r = call('free');
@@ -329,7 +351,7 @@ is($r->{status}, 429, 'gone: the reservation stood, 550 more do not fit');
 
 # --- tenant limits ------------------------------------------------------------
 
-my %st;
+%st = ();
 for my $i (1 .. 6) {
     $r = call($i % 2 ? 'share1' : 'share2');
     $st{$r->{status}}++;

@@ -66,6 +66,26 @@ main(void)
     ok(res.ok, "rate: passes when one unit came back");
     is(res.remaining, 0, "rate: and that unit is spent");
 
+    /* 60000 / 7 is not exact: still 7 at once */
+
+    memset(&s, 0, sizeof(s));
+    passed = 0;
+
+    for (i = 0; i < 8; i++) {
+        mg_limit_take(&s, &next, MG_LIMIT_RATE, 7, 1, NOW, &res);
+
+        if (res.ok) {
+            s = next;
+            passed++;
+        }
+    }
+
+    is(passed, 7, "rate: 7 per minute pass at once");
+
+    memset(&s, 0, sizeof(s));
+    mg_limit_take(&s, &next, MG_LIMIT_RATE, 7, 1, NOW, &res);
+    is(res.remaining, 6, "rate: 6 of 7 remain after one");
+
     /* a refusal changes nothing */
 
     memset(&s, 0, sizeof(s));
