@@ -38,10 +38,9 @@
 
 /* a counter of the shared-memory fallback */
 typedef struct {
-    ngx_rbtree_node_t                  node;    /* key: crc32 of name */
+    ngx_str_node_t                     sn;      /* its name, in name[] */
     ngx_queue_t                        queue;   /* LRU */
     mg_limit_state_t                   state;
-    u_short                            len;
     u_char                             busy;    /* in the check under way */
     u_char                             name[1];
 } ngx_http_model_gateway_lnode_t;
@@ -56,12 +55,11 @@ typedef struct {
 
 /* a settlement that waits for the next flush (per worker) */
 typedef struct {
-    ngx_rbtree_node_t                  node;    /* key: crc32 of name ^ day */
+    ngx_str_node_t                     sn;      /* the counter's key */
     int64_t                            day;
     int64_t                            delta;
     uint64_t                           limit;
     u_char                             kind;
-    u_short                            len;
     u_char                             name[1];
 } ngx_http_model_gateway_pending_t;
 
@@ -111,10 +109,6 @@ static void ngx_http_model_gateway_limits_pend(
     ngx_http_model_gateway_main_conf_t *mcf, ngx_str_t *name, u_char kind,
     uint64_t limit, int64_t day, int64_t delta);
 static void ngx_http_model_gateway_limits_flush(ngx_event_t *ev);
-static ngx_int_t ngx_http_model_gateway_pending_cmp(u_char *name,
-    size_t len, int64_t day, ngx_http_model_gateway_pending_t *pd);
-static void ngx_http_model_gateway_pending_insert(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static void ngx_http_model_gateway_limits_ignore(void *data,
     redisReply *reply, ngx_int_t rc);
 static ngx_int_t ngx_http_model_gateway_limits_commit(ngx_http_request_t *r,
@@ -123,8 +117,6 @@ static ngx_int_t ngx_http_model_gateway_limits_header(ngx_http_request_t *r,
     const char *name, ngx_str_t *value);
 static ngx_int_t ngx_http_model_gateway_limits_init_zone(
     ngx_shm_zone_t *shm_zone, void *data);
-static void ngx_http_model_gateway_limits_insert(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static ngx_int_t ngx_http_model_gateway_tenant_cmp(const void *a,
     const void *b);
 
@@ -886,33 +878,18 @@ ngx_http_model_gateway_limits_node(ngx_slab_pool_t *shpool,
     uint32_t                         hash;
     ngx_uint_t                       i;
     ngx_queue_t                     *q;
-    ngx_rbtree_node_t               *node, *sentinel;
+    ngx_str_node_t                  *sn;
     ngx_http_model_gateway_lnode_t  *ln;
 
     hash = ngx_crc32_short(name->data, name->len);
 
-    node = sh->rbtree.root;
-    sentinel = sh->rbtree.sentinel;
+    sn = ngx_str_rbtree_lookup(&sh->rbtree, name, hash);
 
-    while (node != sentinel) {
-
-        if (hash != node->key) {
-            node = (hash < node->key) ? node->left : node->right;
-            continue;
-        }
-
-        ln = (ngx_http_model_gateway_lnode_t *) node;
-
-        if (ln->len == name->len
-            && ngx_memcmp(ln->name, name->data, name->len) == 0)
-        {
-            ngx_queue_remove(&ln->queue);
-            ngx_queue_insert_head(&sh->lru, &ln->queue);
-            return ln;
-        }
-
-        node = (ngx_memn2cmp(name->data, ln->name, name->len, ln->len) < 0)
-               ? node->left : node->right;
+    if (sn) {
+        ln = (ngx_http_model_gateway_lnode_t *) sn;
+        ngx_queue_remove(&ln->queue);
+        ngx_queue_insert_head(&sh->lru, &ln->queue);
+        return ln;
     }
 
     if (!create) {
@@ -943,7 +920,7 @@ ngx_http_model_gateway_limits_node(ngx_slab_pool_t *shpool,
         }
 
         ngx_queue_remove(q);
-        ngx_rbtree_delete(&sh->rbtree, &ln->node);
+        ngx_rbtree_delete(&sh->rbtree, &ln->sn.node);
         ngx_slab_free_locked(shpool, ln);
         ln = NULL;
     }
@@ -952,52 +929,15 @@ ngx_http_model_gateway_limits_node(ngx_slab_pool_t *shpool,
         return NULL;
     }
 
-    ln->node.key = hash;
-    ln->len = (u_short) name->len;
+    ln->sn.node.key = hash;
+    ln->sn.str.len = name->len;
+    ln->sn.str.data = ln->name;
     ngx_memcpy(ln->name, name->data, name->len);
 
-    ngx_rbtree_insert(&sh->rbtree, &ln->node);
+    ngx_rbtree_insert(&sh->rbtree, &ln->sn.node);
     ngx_queue_insert_head(&sh->lru, &ln->queue);
 
     return ln;
-}
-
-
-static void
-ngx_http_model_gateway_limits_insert(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
-{
-    ngx_rbtree_node_t               **p;
-    ngx_http_model_gateway_lnode_t   *n, *t;
-
-    for ( ;; ) {
-
-        if (node->key < temp->key) {
-            p = &temp->left;
-
-        } else if (node->key > temp->key) {
-            p = &temp->right;
-
-        } else {
-            n = (ngx_http_model_gateway_lnode_t *) node;
-            t = (ngx_http_model_gateway_lnode_t *) temp;
-
-            p = (ngx_memn2cmp(n->name, t->name, n->len, t->len) < 0)
-                ? &temp->left : &temp->right;
-        }
-
-        if (*p == sentinel) {
-            break;
-        }
-
-        temp = *p;
-    }
-
-    *p = node;
-    node->parent = temp;
-    node->left = sentinel;
-    node->right = sentinel;
-    ngx_rbt_red(node);
 }
 
 
@@ -1034,7 +974,7 @@ ngx_http_model_gateway_limits_init_zone(ngx_shm_zone_t *shm_zone,
     }
 
     ngx_rbtree_init(&sh->rbtree, &sh->sentinel,
-                    ngx_http_model_gateway_limits_insert);
+                    ngx_str_rbtree_insert_value);
     ngx_queue_init(&sh->lru);
 
     shpool->data = sh;
@@ -1393,14 +1333,13 @@ ngx_http_model_gateway_limits_pend(ngx_http_model_gateway_main_conf_t *mcf,
     ngx_str_t *name, u_char kind, uint64_t limit, int64_t day, int64_t delta)
 {
     uint32_t                            hash;
-    ngx_int_t                           c;
-    ngx_rbtree_node_t                  *node, *sentinel;
+    ngx_str_node_t                     *sn;
     ngx_http_model_gateway_pending_t   *pd;
 
     if (!ngx_http_model_gateway_pending_ready) {
         ngx_rbtree_init(&ngx_http_model_gateway_pending,
                         &ngx_http_model_gateway_pending_sentinel,
-                        ngx_http_model_gateway_pending_insert);
+                        ngx_str_rbtree_insert_value);
 
         ngx_http_model_gateway_settle_ev.handler =
                                         ngx_http_model_gateway_limits_flush;
@@ -1412,29 +1351,22 @@ ngx_http_model_gateway_limits_pend(ngx_http_model_gateway_main_conf_t *mcf,
         ngx_http_model_gateway_pending_ready = 1;
     }
 
-    hash = ngx_crc32_short(name->data, name->len) ^ (uint32_t) day;
+    hash = ngx_crc32_short(name->data, name->len);
 
-    node = ngx_http_model_gateway_pending.root;
-    sentinel = ngx_http_model_gateway_pending.sentinel;
+    sn = ngx_str_rbtree_lookup(&ngx_http_model_gateway_pending, name, hash);
 
-    while (node != sentinel) {
+    if (sn) {
+        pd = (ngx_http_model_gateway_pending_t *) sn;
 
-        if (hash != node->key) {
-            node = (hash < node->key) ? node->left : node->right;
-            continue;
-        }
-
-        pd = (ngx_http_model_gateway_pending_t *) node;
-
-        c = ngx_http_model_gateway_pending_cmp(name->data, name->len, day,
-                                               pd);
-        if (c == 0) {
+        if (pd->day == day) {
             pd->delta += delta;
             pd->limit = limit;
             return;
         }
 
-        node = (c < 0) ? node->left : node->right;
+        /* a new UTC day began: what the old one holds goes first */
+
+        ngx_http_model_gateway_limits_flush(&ngx_http_model_gateway_settle_ev);
     }
 
     if (ngx_http_model_gateway_npending >= NGX_HTTP_MG_PENDING_MAX) {
@@ -1447,15 +1379,16 @@ ngx_http_model_gateway_limits_pend(ngx_http_model_gateway_main_conf_t *mcf,
         return;
     }
 
-    pd->node.key = hash;
+    pd->sn.node.key = hash;
+    pd->sn.str.len = name->len;
+    pd->sn.str.data = pd->name;
     pd->day = day;
     pd->delta = delta;
     pd->limit = limit;
     pd->kind = kind;
-    pd->len = name->len;
     ngx_memcpy(pd->name, name->data, name->len);
 
-    ngx_rbtree_insert(&ngx_http_model_gateway_pending, &pd->node);
+    ngx_rbtree_insert(&ngx_http_model_gateway_pending, &pd->sn.node);
     ngx_http_model_gateway_npending++;
 
     if (mcf->limit_settle_interval == 0 || ngx_exiting) {
@@ -1467,62 +1400,6 @@ ngx_http_model_gateway_limits_pend(ngx_http_model_gateway_main_conf_t *mcf,
         ngx_add_timer(&ngx_http_model_gateway_settle_ev,
                       mcf->limit_settle_interval);
     }
-}
-
-
-/* equal hashes are ordered by name, then day, as the search walks them */
-
-static ngx_int_t
-ngx_http_model_gateway_pending_cmp(u_char *name, size_t len, int64_t day,
-    ngx_http_model_gateway_pending_t *pd)
-{
-    ngx_int_t  c;
-
-    c = ngx_memn2cmp(name, pd->name, len, pd->len);
-
-    if (c) {
-        return c;
-    }
-
-    return (day < pd->day) ? -1 : (day > pd->day);
-}
-
-
-static void
-ngx_http_model_gateway_pending_insert(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
-{
-    ngx_rbtree_node_t                 **p;
-    ngx_http_model_gateway_pending_t   *n;
-
-    n = (ngx_http_model_gateway_pending_t *) node;
-
-    for ( ;; ) {
-
-        if (node->key < temp->key) {
-            p = &temp->left;
-
-        } else if (node->key > temp->key) {
-            p = &temp->right;
-
-        } else {
-            p = (ngx_http_model_gateway_pending_cmp(n->name, n->len, n->day,
-                     (ngx_http_model_gateway_pending_t *) temp) < 0)
-                ? &temp->left : &temp->right;
-        }
-
-        if (*p == sentinel) {
-            break;
-        }
-
-        temp = *p;
-    }
-
-    *p = node;
-    node->parent = temp;
-    node->left = sentinel;
-    node->right = sentinel;
-    ngx_rbt_red(node);
 }
 
 
@@ -1570,8 +1447,7 @@ ngx_http_model_gateway_limits_flush(ngx_event_t *ev)
 
             p = buf;
 
-            args[0].data = pd->name;
-            args[0].len = pd->len;
+            args[0] = pd->sn.str;
             ngx_str_set(&args[1], "1");
 
             args[2].data = p;
