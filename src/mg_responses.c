@@ -369,7 +369,7 @@ mg_r_messages(json_t *in, json_t *hist, json_t *chat, json_t *items,
     mg_xerror_t *err)
 {
     int          rc;
-    size_t       i;
+    size_t       i, base;
     json_t      *msgs, *v, *it;
     mg_r_req_t   rq;
 
@@ -397,6 +397,8 @@ mg_r_messages(json_t *in, json_t *hist, json_t *chat, json_t *items,
             return MG_X_NOMEM;
         }
     }
+
+    base = json_array_size(msgs);
 
     rq.where = "history";
     rq.param = "previous_response_id";
@@ -444,7 +446,9 @@ mg_r_messages(json_t *in, json_t *hist, json_t *chat, json_t *items,
                         "of items.");
     }
 
-    if (json_array_size(msgs) == 0) {
+    /* instructions alone ask nothing */
+
+    if (json_array_size(msgs) == base) {
         return mg_x_bad(err, "input", "input is required: there is nothing "
                         "to answer.");
     }
