@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "mg_responses.h"
+#include "mg_responses_int.h"
 
 
 /* what a request's top-level member asks of the translation */
@@ -1335,18 +1336,8 @@ mg_r_dump(json_t *j, mg_buf_t *out, size_t max, mg_xerror_t *err)
 
 /* the answer */
 
-typedef struct {
-    const mg_resp_answer_opts_t  *o;
-    unsigned                      n;      /* ids made so far */
-} mg_r_ids_t;
-
-
-static int mg_r_id(mg_r_ids_t *ids, const char *prefix, json_t *item);
-static json_t *mg_r_usage(json_t *usage);
-static int mg_r_output(mg_r_ids_t *ids, json_t *msg, const char *status,
+static int mg_r_output(mg_resp_ids_t *ids, json_t *msg, const char *status,
     json_t *output);
-static json_t *mg_r_response(const mg_resp_answer_opts_t *o, json_t *echo,
-    const char *status, const char *reason, json_t *output, json_t *usage);
 
 
 int
@@ -1357,7 +1348,7 @@ mg_resp_answer(const char *body, size_t len,
     int           rc;
     size_t        response_len;
     json_t       *in, *echo, *choice, *msg, *output, *usage, *res;
-    mg_r_ids_t    ids;
+    mg_resp_ids_t    ids;
     const char   *finish, *status, *reason;
     json_error_t  jerr;
 
@@ -1376,15 +1367,9 @@ mg_resp_answer(const char *body, size_t len,
     res = NULL;
     response_len = response->len;
 
-    if (o->echo && o->echo_len) {
-        echo = json_loadb(o->echo, o->echo_len, JSON_ALLOW_NUL, &jerr);
-
-        if (!json_is_object(echo)) {
-            mg_xerror_set(err, 500, 0, "server_error", NULL, NULL,
-                          "The request's fields to repeat cannot be read.");
-            rc = MG_X_ERROR;
-            goto done;
-        }
+    rc = mg_resp_echo(o, &echo, err);
+    if (rc != MG_X_OK) {
+        goto done;
     }
 
     finish = json_string_value(json_object_get(choice, "finish_reason"));
@@ -1419,7 +1404,7 @@ mg_resp_answer(const char *body, size_t len,
     }
 
     if (json_is_object(json_object_get(in, "usage"))) {
-        usage = mg_r_usage(json_object_get(in, "usage"));
+        usage = mg_resp_usage(json_object_get(in, "usage"));
 
         if (usage == NULL) {
             rc = MG_X_NOMEM;
@@ -1427,7 +1412,7 @@ mg_resp_answer(const char *body, size_t len,
         }
     }
 
-    res = mg_r_response(o, echo, status, reason, output, usage);
+    res = mg_resp_object(o, echo, status, reason, output, usage);
     if (res == NULL) {
         rc = MG_X_NOMEM;
         goto done;
@@ -1464,8 +1449,8 @@ done:
  * "msg_X_0", "fc_X_1", ..., unique as the response id is.
  */
 
-static int
-mg_r_id(mg_r_ids_t *ids, const char *prefix, json_t *item)
+int
+mg_resp_item_id(mg_resp_ids_t *ids, const char *prefix, json_t *item)
 {
     int          n;
     char         buf[MG_RESP_ID_SIZE];
@@ -1507,7 +1492,7 @@ mg_r_id(mg_r_ids_t *ids, const char *prefix, json_t *item)
  */
 
 static int
-mg_r_output(mg_r_ids_t *ids, json_t *msg, const char *status,
+mg_r_output(mg_resp_ids_t *ids, json_t *msg, const char *status,
     json_t *output)
 {
     size_t   i;
@@ -1535,7 +1520,7 @@ mg_r_output(mg_r_ids_t *ids, json_t *msg, const char *status,
             return MG_X_NOMEM;
         }
 
-        if (mg_r_id(ids, "msg_", item) != MG_X_OK
+        if (mg_resp_item_id(ids, "msg_", item) != MG_X_OK
             || mg_x_set_str(item, "status", status) != MG_X_OK
             || mg_x_set_str(item, "role", "assistant") != MG_X_OK
             || mg_x_set(item, "content", parts) != MG_X_OK)
@@ -1603,7 +1588,7 @@ mg_r_output(mg_r_ids_t *ids, json_t *msg, const char *status,
             return MG_X_NOMEM;
         }
 
-        if (mg_r_id(ids, "fc_", item) != MG_X_OK
+        if (mg_resp_item_id(ids, "fc_", item) != MG_X_OK
             || json_object_set(item, "call_id", json_object_get(v, "id"))
                != 0
             || json_object_set(item, "name", json_object_get(fn, "name"))
@@ -1629,8 +1614,8 @@ mg_r_output(mg_r_ids_t *ids, json_t *msg, const char *status,
 
 /* chat's usage in Responses' names */
 
-static json_t *
-mg_r_usage(json_t *usage)
+json_t *
+mg_resp_usage(json_t *usage)
 {
     long long  in, out, total;
 
@@ -1659,8 +1644,8 @@ mg_r_usage(json_t *usage)
  * backend's own defaults are not known here.
  */
 
-static json_t *
-mg_r_response(const mg_resp_answer_opts_t *o, json_t *echo,
+json_t *
+mg_resp_object(const mg_resp_answer_opts_t *o, json_t *echo,
     const char *status, const char *reason, json_t *output, json_t *usage)
 {
     json_t       *r, *v, *dflt;
@@ -1758,4 +1743,33 @@ failed:
     json_decref(r);
 
     return NULL;
+}
+
+
+/* the fields to repeat, parsed; NULL when there are none */
+
+int
+mg_resp_echo(const mg_resp_answer_opts_t *o, json_t **echo,
+    mg_xerror_t *err)
+{
+    *echo = NULL;
+
+    if (o->echo == NULL || o->echo_len == 0) {
+        return MG_X_OK;
+    }
+
+    *echo = json_loadb(o->echo, o->echo_len, JSON_ALLOW_NUL, NULL);
+
+    if (!json_is_object(*echo)) {
+        json_decref(*echo);
+        *echo = NULL;
+
+        /* the caller's own, from mg_resp_request() */
+
+        mg_xerror_set(err, 500, 0, "server_error", NULL, NULL,
+                      "The request's fields to repeat cannot be read.");
+        return MG_X_ERROR;
+    }
+
+    return MG_X_OK;
 }

@@ -1,0 +1,39 @@
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ *
+ * What the answer and the stream of gateway-held Responses share
+ * (mg_responses.c, mg_responses_stream.c).
+ */
+
+#ifndef _MG_RESPONSES_INT_H_INCLUDED_
+#define _MG_RESPONSES_INT_H_INCLUDED_
+
+#include "mg_responses.h"
+
+
+typedef struct {
+    const mg_resp_answer_opts_t  *o;
+    unsigned                      n;      /* ids made so far */
+} mg_resp_ids_t;
+
+
+/* item gets a new "id" beginning with prefix */
+int mg_resp_item_id(mg_resp_ids_t *ids, const char *prefix, json_t *item);
+
+/* a chat usage object -> Responses' usage, or NULL (out of memory) */
+json_t *mg_resp_usage(json_t *usage);
+
+/*
+ * The response object: status, incomplete_details {reason} (NULL: null),
+ * the request's fields from echo (may be NULL) or their defaults, output
+ * and usage (NULL: left out); NULL when out of memory.
+ */
+json_t *mg_resp_object(const mg_resp_answer_opts_t *o, json_t *echo,
+    const char *status, const char *reason, json_t *output, json_t *usage);
+
+/* o->echo parsed into *echo (NULL when none); a bad one is a 500 */
+int mg_resp_echo(const mg_resp_answer_opts_t *o, json_t **echo,
+    mg_xerror_t *err);
+
+
+#endif /* _MG_RESPONSES_INT_H_INCLUDED_ */
