@@ -92,4 +92,69 @@ int mg_resp_answer(const char *body, size_t len,
     mg_xerror_t *err);
 
 
+/*
+ * The stream: chat completion chunks in, Responses events out, each
+ * "event: NAME\ndata: JSON\n\n" with "type" NAME and a sequence_number
+ * counting from 0.  response.created and response.in_progress come before
+ * the first item; text is a message item (output_item.added,
+ * content_part.added, output_text.delta ..., and at its end
+ * output_text.done, content_part.done, output_item.done; a refusal the
+ * same with refusal events); each tool call a function_call item
+ * (output_item.added, function_call_arguments.delta ...; .done and
+ * output_item.done at the end).  A message ends when the first call
+ * starts; calls end, in their order, at the stream's end, so deltas of
+ * calls that interleave are still theirs.  The end is response.completed,
+ * or response.incomplete for finish_reason length or content_filter, with
+ * the whole response and its usage.
+ */
+typedef struct {
+    long long    index;         /* the chat tool call's index */
+    size_t       output;        /* its item's output_index */
+    mg_buf_t     args;          /* its arguments so far */
+} mg_resp_call_t;
+
+typedef struct {
+    mg_resp_answer_opts_t   o;  /* id and model copied, echo parsed */
+    json_t                 *echo;
+    json_t                 *output;     /* the items as they will end */
+    json_t                 *usage;      /* Responses' usage, once seen */
+    mg_buf_t                part;       /* the open part's text so far */
+    mg_resp_call_t         *calls;
+    size_t                  ncalls;
+    size_t                  calls_cap;
+    long long               seq;        /* the next sequence_number */
+    unsigned                ids;        /* item ids made */
+    long                    msg;        /* the open message's output
+                                           index, -1: none */
+    int                     kind;       /* its open part: 0 none,
+                                           1 output_text, 2 refusal */
+    size_t                  content;    /* that part's content_index */
+    const char             *reason;     /* incomplete: its reason */
+    unsigned                started:1;  /* created, in_progress sent */
+    unsigned                done:1;     /* the final event sent */
+} mg_resp_stream_t;
+
+/* o's strings are copied; an unreadable echo is a 500 */
+int mg_resp_stream_init(mg_resp_stream_t *st,
+    const mg_resp_answer_opts_t *o, mg_xerror_t *err);
+
+/*
+ * One chat chunk (a parsed chat.completion.chunk) -> its events, appended
+ * to out.  A chunk that is not one is a 502.  Returns MG_X_OK, MG_X_ERROR
+ * or MG_X_NOMEM; nothing is appended by a call that fails.
+ */
+int mg_resp_stream_chunk(mg_resp_stream_t *st, json_t *chunk,
+    mg_buf_t *out, mg_xerror_t *err);
+
+/*
+ * The chat stream ended ([DONE]): what is open is closed and the final
+ * event written; MG_X_DONE, or MG_X_NOMEM.  items, when not NULL, gets
+ * the output items (a JSON array) for the caller to store.
+ */
+int mg_resp_stream_end(mg_resp_stream_t *st, mg_buf_t *out,
+    mg_buf_t *items, mg_xerror_t *err);
+
+void mg_resp_stream_free(mg_resp_stream_t *st);
+
+
 #endif /* _MG_RESPONSES_H_INCLUDED_ */

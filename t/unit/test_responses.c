@@ -1021,6 +1021,494 @@ test_answer_bad(void)
 }
 
 
+/* streams */
+
+/*
+ * out's events as a JSON array of their data; each must be
+ * "event: NAME\ndata: JSON\n\n" with type NAME and the next number
+ */
+
+static json_t *
+events(const mg_buf_t *out, long long *seq, const char *name)
+{
+    char        *p, *end, *nl, *data, *stop;
+    json_t      *a, *ev;
+    const char  *type;
+
+    a = json_array();
+    p = out->data;
+    end = out->data + out->len;
+
+    while (p && p < end) {
+        nl = memchr(p, '\n', end - p);
+
+        if (nl == NULL || strncmp(p, "event: ", 7) != 0
+            || end - nl < 7 || strncmp(nl + 1, "data: ", 6) != 0)
+        {
+            ok(0, "%s: an event at byte %zu", name,
+               (size_t) (p - out->data));
+            break;
+        }
+
+        data = nl + 7;
+        stop = memmem(data, end - data, "\n\n", 2);
+
+        if (stop == NULL) {
+            ok(0, "%s: an event ends with an empty line", name);
+            break;
+        }
+
+        ev = json_loadb(data, stop - data, 0, NULL);
+        type = json_string_value(json_object_get(ev, "type"));
+
+        if (type == NULL || strlen(type) != (size_t) (nl - p - 7)
+            || strncmp(type, p + 7, nl - p - 7) != 0
+            || json_integer_value(json_object_get(ev, "sequence_number"))
+               != *seq)
+        {
+            ok(0, "%s: event %lld named by its type, numbered in turn",
+               name, *seq);
+            tap_diag_str("event", p, stop - p);
+        }
+
+        (*seq)++;
+        json_array_append_new(a, ev);
+        p = stop + 2;
+    }
+
+    return a;
+}
+
+
+/* the types of the events, joined by spaces */
+
+static void
+types(json_t *evs, char *buf, size_t size)
+{
+    size_t   i, n;
+    json_t  *ev;
+
+    buf[0] = '\0';
+    n = 0;
+
+    json_array_foreach(evs, i, ev) {
+        n += snprintf(buf + n, n < size ? size - n : 0, "%s%s", i ? " " : "",
+                      json_string_value(json_object_get(ev, "type")));
+    }
+}
+
+
+typedef struct {
+    int           rc;
+    mg_buf_t      out;
+    mg_buf_t      items;
+    json_t       *evs;
+    mg_xerror_t   err;
+} str_t;
+
+
+/* chunks: a JSON array (with ' for ") of chat chunks, fed one by one */
+
+static void
+stream(str_t *s, const char *chunks, const char *echo, const char *name)
+{
+    int                     rc;
+    char                   *e;
+    size_t                  i;
+    json_t                 *a, *c;
+    unsigned                n;
+    long long               seq;
+    mg_resp_stream_t        st;
+    mg_resp_answer_opts_t   o;
+
+    memset(s, 0, sizeof(str_t));
+    memset(&o, 0, sizeof(o));
+
+    n = 0;
+    e = echo ? strdup(q(echo)) : NULL;
+
+    o.id = "resp_gw_1";
+    o.model = "client-model";
+    o.created_at = 1700000000;
+    o.echo = e;
+    o.echo_len = e ? strlen(e) : 0;
+    o.item_id = seq_id;
+    o.data = &n;
+
+    rc = mg_resp_stream_init(&st, &o, &s->err);
+    free(e);
+
+    a = json_loads(q(chunks), 0, NULL);
+
+    json_array_foreach(a, i, c) {
+        if (rc != MG_X_OK) {
+            break;
+        }
+
+        rc = mg_resp_stream_chunk(&st, c, &s->out, &s->err);
+    }
+
+    if (rc == MG_X_OK) {
+        rc = mg_resp_stream_end(&st, &s->out, &s->items, &s->err);
+    }
+
+    s->rc = rc;
+    seq = 0;
+    s->evs = events(&s->out, &seq, name);
+
+    json_decref(a);
+    mg_resp_stream_free(&st);
+}
+
+
+static void
+str_free(str_t *s)
+{
+    mg_buf_free(&s->out);
+    mg_buf_free(&s->items);
+    json_decref(s->evs);
+}
+
+
+static void
+same_json(json_t *got, const char *exp, const char *name)
+{
+    char    *g;
+    json_t  *e;
+
+    e = json_loads(q(exp), 0, NULL);
+
+    if (!ok(got && e && json_equal(got, e), "%s", name)) {
+        g = json_dumps(got, JSON_COMPACT);
+        tap_diag_str("got", g, g ? strlen(g) : 0);
+        tap_diag_str("expected", q(exp), strlen(exp));
+        free(g);
+    }
+
+    json_decref(e);
+}
+
+
+#define CHUNK(delta, finish)                                                  \
+    "{'id':'c','object':'chat.completion.chunk','created':1,'model':'p',"     \
+    "'choices':[{'index':0,'delta':" delta ",'finish_reason':" finish "}]}"
+
+#define MSG_ITEM(status, content)                                             \
+    "{'type':'message','id':'msg_T0','status':'" status "',"                  \
+    "'role':'assistant','content':[" content "]}"
+
+#define TEXT_PART(text)                                                       \
+    "{'type':'output_text','annotations':[],'text':'" text "'}"
+
+
+static void
+test_stream_text(void)
+{
+    str_t  s;
+
+    stream(&s, "[" CHUNK("{'role':'assistant','content':''}", "null") ","
+               CHUNK("{'content':'Hel'}", "null") ","
+               CHUNK("{'content':'lo'}", "null") ","
+               CHUNK("{}", "'stop'") ","
+               "{'id':'c','object':'chat.completion.chunk','choices':[],"
+               "'usage':{'prompt_tokens':3,'completion_tokens':2,"
+               "'total_tokens':5}}]", NULL, "stream text");
+
+    is_int(s.rc, MG_X_DONE, "stream text: done");
+
+    same_json(s.evs, "["
+        "{'type':'response.created','sequence_number':0,'response':"
+        RESP_HEAD("in_progress", "null") "'output':[]," RESP_DEFAULTS "}},"
+        "{'type':'response.in_progress','sequence_number':1,'response':"
+        RESP_HEAD("in_progress", "null") "'output':[]," RESP_DEFAULTS "}},"
+        "{'type':'response.output_item.added','sequence_number':2,"
+        "'output_index':0,'item':" MSG_ITEM("in_progress", "") "},"
+        "{'type':'response.content_part.added','sequence_number':3,"
+        "'output_index':0,'item_id':'msg_T0','content_index':0,"
+        "'part':" TEXT_PART("") "},"
+        "{'type':'response.output_text.delta','sequence_number':4,"
+        "'output_index':0,'item_id':'msg_T0','content_index':0,"
+        "'delta':'Hel','logprobs':[]},"
+        "{'type':'response.output_text.delta','sequence_number':5,"
+        "'output_index':0,'item_id':'msg_T0','content_index':0,"
+        "'delta':'lo','logprobs':[]},"
+        "{'type':'response.output_text.done','sequence_number':6,"
+        "'output_index':0,'item_id':'msg_T0','content_index':0,"
+        "'text':'Hello','logprobs':[]},"
+        "{'type':'response.content_part.done','sequence_number':7,"
+        "'output_index':0,'item_id':'msg_T0','content_index':0,"
+        "'part':" TEXT_PART("Hello") "},"
+        "{'type':'response.output_item.done','sequence_number':8,"
+        "'output_index':0,'item':" MSG_ITEM("completed",
+                                            TEXT_PART("Hello")) "},"
+        "{'type':'response.completed','sequence_number':9,'response':"
+        RESP_HEAD("completed", "null") "'output':["
+        MSG_ITEM("completed", TEXT_PART("Hello")) "]," RESP_DEFAULTS ","
+        USAGE(3, 0, 2, 0, 5) "}}]",
+        "stream text: every event, numbered from 0");
+
+    same(s.items.data, s.items.len,
+         "[" MSG_ITEM("completed", TEXT_PART("Hello")) "]",
+         "stream text: the items to store");
+
+    str_free(&s);
+}
+
+
+static void
+test_stream_calls(void)
+{
+    char   buf[2048];
+    str_t  s;
+
+    stream(&s, "[" CHUNK("{'role':'assistant','content':'Let me'}", "null")
+               "," CHUNK("{'tool_calls':[{'index':0,'id':'call_1','type':"
+                         "'function','function':{'name':'get','arguments':"
+                         "''}}]}", "null") ","
+               CHUNK("{'tool_calls':[{'index':0,'function':{'arguments':"
+                     "'{\\'a\\''}}]}", "null") ","
+               CHUNK("{'tool_calls':[{'index':1,'id':'call_2','function':"
+                     "{'name':'put','arguments':'{}'}}]}", "null") ","
+               CHUNK("{'tool_calls':[{'index':0,'function':{'arguments':"
+                     "':1}'}}]}", "null") ","
+               CHUNK("{}", "'tool_calls'") "]",
+           "{'tools':[{'type':'function','name':'get'}]}", "stream calls");
+
+    is_int(s.rc, MG_X_DONE, "stream calls: done");
+
+    types(s.evs, buf, sizeof(buf));
+    is_str(buf, strlen(buf),
+           "response.created response.in_progress "
+           "response.output_item.added response.content_part.added "
+           "response.output_text.delta response.output_text.done "
+           "response.content_part.done response.output_item.done "
+           "response.output_item.added "
+           "response.function_call_arguments.delta "
+           "response.output_item.added "
+           "response.function_call_arguments.delta "
+           "response.function_call_arguments.delta "
+           "response.function_call_arguments.done "
+           "response.output_item.done "
+           "response.function_call_arguments.done "
+           "response.output_item.done response.completed",
+           "stream calls: the events in order");
+
+    same_json(json_array_get(s.evs, 8),
+              "{'type':'response.output_item.added','sequence_number':8,"
+              "'output_index':1,'item':{'type':'function_call','id':'fc_T1',"
+              "'status':'in_progress','arguments':'','call_id':'call_1',"
+              "'name':'get'}}",
+              "stream calls: a call's item added");
+
+    same_json(json_array_get(s.evs, 12),
+              "{'type':'response.function_call_arguments.delta',"
+              "'sequence_number':12,'output_index':1,'item_id':'fc_T1',"
+              "'delta':':1}'}",
+              "stream calls: an interleaved delta is its call's");
+
+    same_json(json_array_get(s.evs, 13),
+              "{'type':'response.function_call_arguments.done',"
+              "'sequence_number':13,'output_index':1,'item_id':'fc_T1',"
+              "'name':'get','arguments':'{\\'a\\':1}'}",
+              "stream calls: arguments done, whole");
+
+    same(s.items.data, s.items.len,
+         "[" MSG_ITEM("completed", TEXT_PART("Let me")) ","
+         "{'type':'function_call','id':'fc_T1','status':'completed',"
+         "'arguments':'{\\'a\\':1}','call_id':'call_1','name':'get'},"
+         "{'type':'function_call','id':'fc_T2','status':'completed',"
+         "'arguments':'{}','call_id':'call_2','name':'put'}]",
+         "stream calls: the items, text then the calls");
+
+    same_json(json_object_get(json_object_get(json_array_get(s.evs, 17),
+                                              "response"), "tools"),
+              "[{'type':'function','name':'get'}]",
+              "stream calls: the request's tools repeated");
+
+    ok(json_object_get(json_object_get(json_array_get(s.evs, 17),
+                                       "response"), "usage") == NULL,
+       "stream calls: no usage chunk, no usage");
+
+    str_free(&s);
+}
+
+
+static void
+test_stream_ends(void)
+{
+    char   buf[2048];
+    str_t  s;
+
+    stream(&s, "[" CHUNK("{'content':'Once'}", "null") ","
+               CHUNK("{}", "'length'") "]", NULL, "stream length");
+
+    types(s.evs, buf, sizeof(buf));
+    ok(strstr(buf, "response.output_item.done response.incomplete") != NULL
+       && strstr(buf, "response.completed") == NULL,
+       "stream length: ends with response.incomplete");
+
+    same_json(json_object_get(json_object_get(json_array_get(s.evs, 8),
+                                              "response"),
+                              "incomplete_details"),
+              "{'reason':'max_output_tokens'}",
+              "stream length: reason max_output_tokens");
+
+    same(s.items.data, s.items.len,
+         "[" MSG_ITEM("incomplete", TEXT_PART("Once")) "]",
+         "stream length: the message incomplete");
+
+    str_free(&s);
+
+    stream(&s, "[" CHUNK("{'content':'x'}", "'content_filter'") "]", NULL,
+           "stream filter");
+
+    same_json(json_object_get(json_object_get(json_array_get(s.evs, 8),
+                                              "response"),
+                              "incomplete_details"),
+              "{'reason':'content_filter'}",
+              "stream content_filter: reason content_filter");
+
+    str_free(&s);
+
+    stream(&s, "[" CHUNK("{'refusal':'No'}", "null") ","
+               CHUNK("{'refusal':'pe.'}", "'stop'") "]", NULL,
+           "stream refusal");
+
+    types(s.evs, buf, sizeof(buf));
+    is_str(buf, strlen(buf),
+           "response.created response.in_progress "
+           "response.output_item.added response.content_part.added "
+           "response.refusal.delta response.refusal.delta "
+           "response.refusal.done response.content_part.done "
+           "response.output_item.done response.completed",
+           "stream refusal: refusal events");
+
+    same_json(json_array_get(s.evs, 6),
+              "{'type':'response.refusal.done','sequence_number':6,"
+              "'output_index':0,'item_id':'msg_T0','content_index':0,"
+              "'refusal':'Nope.'}", "stream refusal: done, whole");
+
+    str_free(&s);
+
+    stream(&s, "[" CHUNK("{'role':'assistant'}", "'stop'") "]", NULL,
+           "stream empty");
+
+    same(s.items.data, s.items.len, "[" MSG_ITEM("completed",
+                                                  TEXT_PART("")) "]",
+         "stream empty: an empty text, never no output");
+
+    types(s.evs, buf, sizeof(buf));
+    is_str(buf, strlen(buf),
+           "response.created response.in_progress "
+           "response.output_item.added response.content_part.added "
+           "response.output_text.done response.content_part.done "
+           "response.output_item.done response.completed",
+           "stream empty: its events");
+
+    str_free(&s);
+}
+
+
+static void
+test_stream_misc(void)
+{
+    int                     rc;
+    size_t                  len;
+    json_t                 *c;
+    mg_buf_t                out;
+    mg_xerror_t             err;
+    mg_resp_stream_t        st;
+    mg_resp_answer_opts_t   o;
+
+    memset(&o, 0, sizeof(o));
+    memset(&out, 0, sizeof(mg_buf_t));
+
+    o.id = "resp_x";
+    o.model = "m";
+
+    ok(mg_resp_stream_init(&st, &o, &err) == MG_X_OK, "stream: init");
+
+    c = json_string("not a chunk");
+    rc = mg_resp_stream_chunk(&st, c, &out, &err);
+    ok(rc == MG_X_ERROR && err.status == 502 && out.len == 0,
+       "stream: a chunk that is not an object is a 502, nothing out");
+    json_decref(c);
+
+    c = json_loads(q(CHUNK("{'content':'a'}", "'stop'")), 0, NULL);
+    rc = mg_resp_stream_chunk(&st, c, &out, &err);
+    json_decref(c);
+
+    rc = mg_resp_stream_end(&st, &out, NULL, &err);
+    len = out.len;
+    ok(rc == MG_X_DONE && strstr(out.data, "msg_x_0") != NULL,
+       "stream: item ids made from the response id");
+
+    ok(mg_resp_stream_end(&st, &out, NULL, &err) == MG_X_DONE
+       && out.len == len, "stream: a second end writes nothing");
+
+    mg_resp_stream_free(&st);
+    mg_buf_free(&out);
+
+    o.echo = "[1]";
+    o.echo_len = 3;
+
+    ok(mg_resp_stream_init(&st, &o, &err) == MG_X_ERROR && err.status == 500,
+       "stream: unreadable echo fields are the gateway's 500");
+
+    mg_resp_stream_free(&st);
+}
+
+
+/*
+ * What a stream writes is a small multiple of what it reads: each delta
+ * once, the whole text again in its done events and the final response
+ */
+
+static void
+test_stream_bound(void)
+{
+    int                     rc;
+    char                   *d;
+    size_t                  i, in;
+    json_t                 *c;
+    mg_buf_t                out;
+    mg_xerror_t             err;
+    mg_resp_stream_t        st;
+    mg_resp_answer_opts_t   o;
+
+    memset(&o, 0, sizeof(o));
+    memset(&out, 0, sizeof(mg_buf_t));
+
+    o.id = "resp_b";
+    o.model = "m";
+
+    rc = mg_resp_stream_init(&st, &o, &err);
+    in = 0;
+
+    c = json_loads(q(CHUNK("{'content':'x'}", "null")), 0, NULL);
+
+    for (i = 0; rc == MG_X_OK && i < 5000; i++) {
+        d = json_dumps(c, JSON_COMPACT);
+        in += strlen(d) + 8;            /* as "data: ...\n\n" */
+        free(d);
+
+        rc = mg_resp_stream_chunk(&st, c, &out, &err);
+    }
+
+    json_decref(c);
+
+    if (rc == MG_X_OK) {
+        rc = mg_resp_stream_end(&st, &out, NULL, &err);
+    }
+
+    ok(rc == MG_X_DONE && out.len <= 2 * in + 4096,
+       "stream bound: %zu bytes out of %zu read", out.len, in);
+
+    mg_resp_stream_free(&st);
+    mg_buf_free(&out);
+}
+
+
 /*
  * Three turns chained as the gateway will chain them: each turn's history
  * is the input and output items stored so far.  A call made in turn 1 is
@@ -1161,6 +1649,12 @@ main(void)
     test_answer_shapes();
     test_answer_echo();
     test_answer_bad();
+
+    test_stream_text();
+    test_stream_calls();
+    test_stream_ends();
+    test_stream_misc();
+    test_stream_bound();
 
     test_turns();
 
