@@ -596,6 +596,7 @@ mg_r_part(mg_r_req_t *rq, const char *role, json_t *part, size_t i,
 
     user = (strcmp(role, "user") == 0);
     assistant = (strcmp(role, "assistant") == 0);
+    p = NULL;
 
     if (strcmp(type, "input_text") == 0
         || (assistant && strcmp(type, "output_text") == 0))
