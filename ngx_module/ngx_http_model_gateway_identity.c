@@ -12,6 +12,9 @@
  * With both, variables that are set win, and a key is required when they
  * are empty.
  *
+ * Requests that present the same key while Redis is looking it up wait
+ * for that one lookup: a burst of one new key costs one HGETALL.
+ *
  * A refusal is one 401 whatever was wrong (no key, a malformed, unknown,
  * expired or revoked one), so a caller learns nothing of which keys
  * exist.  The key itself is never logged; the log at info level says why.
@@ -31,6 +34,19 @@
 #define NGX_HTTP_MG_NAME_MAX  64
 
 
+/* one HGETALL in flight, and the requests that wait for its answer */
+typedef struct {
+    ngx_str_node_t                     sn;      /* the key's hash */
+    u_char                             hash[MG_KEY_HASH_LEN];
+    ngx_queue_t                        waiters; /* ctx->identity.wait */
+} ngx_http_model_gateway_lookup_t;
+
+
+static ngx_rbtree_t        ngx_http_model_gateway_lookups;
+static ngx_rbtree_node_t   ngx_http_model_gateway_lookups_sentinel;
+static ngx_uint_t          ngx_http_model_gateway_lookups_ready;
+
+
 static ngx_int_t ngx_http_model_gateway_identity_handler(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_model_gateway_identity_name(ngx_str_t *s);
@@ -48,9 +64,8 @@ static ngx_int_t ngx_http_model_gateway_identity_unavailable(
     ngx_http_request_t *r);
 static void ngx_http_model_gateway_identity_found(void *data,
     redisReply *reply, ngx_int_t rc);
-static ngx_int_t ngx_http_model_gateway_identity_record(
-    ngx_http_request_t *r, ngx_http_model_gateway_ctx_t *ctx,
-    redisReply *reply, mg_key_t *k);
+static ngx_int_t ngx_http_model_gateway_identity_record(ngx_log_t *log,
+    const u_char *hash, redisReply *reply, mg_key_t *k);
 static void ngx_http_model_gateway_identity_cleanup(void *data);
 static ngx_int_t ngx_http_model_gateway_identity_route(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
@@ -142,7 +157,7 @@ ngx_http_model_gateway_identity_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    if (ctx->identity.cmd) {
+    if (ctx->identity.lookup) {
         /* Redis has not answered yet */
         return NGX_AGAIN;
     }
@@ -216,10 +231,10 @@ ngx_http_model_gateway_identity_key(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, ngx_http_model_gateway_loc_conf_t *lcf)
 {
     u_char                              *p;
-    ngx_str_t                            key, args[2], prefix;
+    ngx_str_t                            key, args[2], prefix, hash;
     const mg_key_t                      *k;
     ngx_pool_cleanup_t                  *cln;
-    ngx_http_mg_redis_cmd_t             *cmd;
+    ngx_http_model_gateway_lookup_t     *lk;
     ngx_http_model_gateway_main_conf_t  *mcf;
 
     if (ngx_http_model_gateway_identity_presented(r, &key) != NGX_OK) {
@@ -272,39 +287,82 @@ ngx_http_model_gateway_identity_key(ngx_http_request_t *r,
         return ngx_http_model_gateway_identity_unavailable(r);
     }
 
-    /* HGETALL <prefix>:key:{<hash hex>}, as bin/mg-key writes it */
-
-    prefix = mcf->redis->prefix;
-
-    ngx_str_set(&args[0], "HGETALL");
-
-    args[1].len = prefix.len + sizeof(":key:{}") - 1 + 2 * MG_KEY_HASH_LEN;
-    args[1].data = ngx_pnalloc(r->pool, args[1].len);
-    if (args[1].data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    p = ngx_sprintf(args[1].data, "%V:key:{", &prefix);
-    p = ngx_hex_dump(p, ctx->identity.hash, MG_KEY_HASH_LEN);
-    *p = '}';
-
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    cmd = ngx_http_mg_redis_command(2, args,
-                                    ngx_http_model_gateway_identity_found,
-                                    ctx);
-    if (cmd == NULL) {
-        return ngx_http_model_gateway_identity_unavailable(r);
+    /* the same key already asked for: wait for that answer */
+
+    if (!ngx_http_model_gateway_lookups_ready) {
+        ngx_rbtree_init(&ngx_http_model_gateway_lookups,
+                        &ngx_http_model_gateway_lookups_sentinel,
+                        ngx_str_rbtree_insert_value);
+        ngx_http_model_gateway_lookups_ready = 1;
     }
 
-    ctx->identity.cmd = cmd;
+    hash.data = ctx->identity.hash;
+    hash.len = MG_KEY_HASH_LEN;
+
+    lk = (ngx_http_model_gateway_lookup_t *)
+             ngx_str_rbtree_lookup(&ngx_http_model_gateway_lookups, &hash,
+                                   ngx_crc32_short(hash.data, hash.len));
+
+    if (lk == NULL) {
+
+        /* HGETALL <prefix>:key:{<hash hex>}, as bin/mg-key writes it */
+
+        prefix = mcf->redis->prefix;
+
+        ngx_str_set(&args[0], "HGETALL");
+
+        args[1].len = prefix.len + sizeof(":key:{}") - 1
+                      + 2 * MG_KEY_HASH_LEN;
+        args[1].data = ngx_pnalloc(r->pool, args[1].len);
+        if (args[1].data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        p = ngx_sprintf(args[1].data, "%V:key:{", &prefix);
+        p = ngx_hex_dump(p, ctx->identity.hash, MG_KEY_HASH_LEN);
+        *p = '}';
+
+        /*
+         * the lookup belongs to the worker, not to a request: any of its
+         * waiters may go away before Redis answers
+         */
+
+        lk = ngx_alloc(sizeof(ngx_http_model_gateway_lookup_t),
+                       r->connection->log);
+        if (lk == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (ngx_http_mg_redis_command(2, args,
+                                      ngx_http_model_gateway_identity_found,
+                                      lk)
+            == NULL)
+        {
+            ngx_free(lk);
+            return ngx_http_model_gateway_identity_unavailable(r);
+        }
+
+        ngx_memcpy(lk->hash, ctx->identity.hash, MG_KEY_HASH_LEN);
+        lk->sn.str.data = lk->hash;
+        lk->sn.str.len = MG_KEY_HASH_LEN;
+        lk->sn.node.key = ngx_crc32_short(lk->hash, MG_KEY_HASH_LEN);
+        ngx_queue_init(&lk->waiters);
+
+        ngx_rbtree_insert(&ngx_http_model_gateway_lookups, &lk->sn.node);
+    }
+
+    ngx_queue_insert_tail(&lk->waiters, &ctx->identity.wait);
+    ctx->identity.lookup = lk;
+
     cln->handler = ngx_http_model_gateway_identity_cleanup;
     cln->data = ctx;
 
-    /* a client that goes away finalizes the request, which cancels */
+    /* a client that goes away finalizes the request: it stops waiting */
 
     r->read_event_handler = ngx_http_test_reading;
 
@@ -463,84 +521,141 @@ ngx_http_model_gateway_identity_cleanup(void *data)
 {
     ngx_http_model_gateway_ctx_t *ctx = data;
 
-    if (ctx->identity.cmd) {
-        ngx_http_mg_redis_cancel(ctx->identity.cmd);
-        ctx->identity.cmd = NULL;
+    /* the lookup goes on for the others, and fills the cache */
+
+    if (ctx->identity.lookup) {
+        ngx_queue_remove(&ctx->identity.wait);
+        ctx->identity.lookup = NULL;
     }
 }
 
+
+/*
+ * Redis answered a lookup: the record is read once, cached, and each
+ * request that waited for it goes on (a copy of the record in its pool).
+ */
 
 static void
 ngx_http_model_gateway_identity_found(void *data, redisReply *reply,
     ngx_int_t rc)
 {
-    ngx_http_model_gateway_ctx_t *ctx = data;
+    ngx_http_model_gateway_lookup_t *lk = data;
 
     mg_key_t                            *k;
+    ngx_log_t                           *log;
     ngx_int_t                            status;
+    ngx_uint_t                           what;
+    ngx_queue_t                         *q;
     ngx_connection_t                    *c;
     ngx_http_request_t                  *r;
+    ngx_http_model_gateway_ctx_t        *ctx;
     ngx_http_model_gateway_main_conf_t  *mcf;
 
-    r = ctx->request;
-    c = r->connection;
-    ctx->identity.cmd = NULL;
-    r->read_event_handler = ngx_http_block_reading;
+    enum { FOUND = 0, UNKNOWN, INVALID, FAILED };
 
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
+    ngx_rbtree_delete(&ngx_http_model_gateway_lookups, &lk->sn.node);
+
+    log = ngx_cycle->log;
+
+    if (!ngx_queue_empty(&lk->waiters)) {
+        ctx = ngx_queue_data(ngx_queue_head(&lk->waiters),
+                             ngx_http_model_gateway_ctx_t, identity.wait);
+        log = ctx->request->connection->log;
+    }
+
+    mcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                              ngx_http_model_gateway_module);
+
+    k = NULL;
 
     if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY) {
-        status = ngx_http_model_gateway_identity_unavailable(r);
+        what = FAILED;
 
     } else if (reply->elements == 0) {
 
         /* unknown: remembered, so that the same key costs no lookup */
 
-        ngx_http_model_gateway_key_cache_put(mcf, ctx->identity.hash, NULL);
-
-        status = ngx_http_model_gateway_identity_refuse(r, "an unknown key",
-                                                        NULL);
+        ngx_http_model_gateway_key_cache_put(mcf, lk->hash, NULL);
+        what = UNKNOWN;
 
     } else {
-        k = ngx_palloc(r->pool, sizeof(mg_key_t));
-        if (k == NULL) {
-            status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        k = ngx_alloc(sizeof(mg_key_t), log);
 
-        } else if (ngx_http_model_gateway_identity_record(r, ctx, reply, k)
+        if (k == NULL) {
+            what = FAILED;
+
+        } else if (ngx_http_model_gateway_identity_record(log, lk->hash,
+                                                          reply, k)
                    != NGX_OK)
         {
             /* a broken record lets nobody in, and is not asked again */
 
-            ngx_http_model_gateway_key_cache_put(mcf, ctx->identity.hash,
-                                                 NULL);
-
-            status = ngx_http_model_gateway_identity_refuse(r, "a key with "
-                                                            "an invalid "
-                                                            "record", NULL);
+            ngx_http_model_gateway_key_cache_put(mcf, lk->hash, NULL);
+            what = INVALID;
 
         } else {
-            ngx_http_model_gateway_key_cache_put(mcf, ctx->identity.hash, k);
-
-            status = ngx_http_model_gateway_identity_accept(r, ctx, k, 0);
+            ngx_http_model_gateway_key_cache_put(mcf, lk->hash, k);
+            what = FOUND;
         }
     }
 
-    if (status != NGX_DECLINED) {
-        ctx->identity.status = status;
+    /* a waiter resumed may end, and others with it: one at a time */
+
+    while (!ngx_queue_empty(&lk->waiters)) {
+        q = ngx_queue_head(&lk->waiters);
+        ngx_queue_remove(q);
+
+        ctx = ngx_queue_data(q, ngx_http_model_gateway_ctx_t, identity.wait);
+        ctx->identity.lookup = NULL;
+
+        r = ctx->request;
+        c = r->connection;
+        r->read_event_handler = ngx_http_block_reading;
+
+        switch (what) {
+
+        case FOUND:
+            status = ngx_http_model_gateway_identity_accept(r, ctx, k, 1);
+            break;
+
+        case UNKNOWN:
+            status = ngx_http_model_gateway_identity_refuse(r, "an unknown "
+                                                            "key", NULL);
+            break;
+
+        case INVALID:
+            status = ngx_http_model_gateway_identity_refuse(r, "a key with "
+                                                            "an invalid "
+                                                            "record", NULL);
+            break;
+
+        default:
+            status = ngx_http_model_gateway_identity_unavailable(r);
+        }
+
+        if (status != NGX_DECLINED) {
+            ctx->identity.status = status;
+        }
+
+        r->write_event_handler = ngx_http_core_run_phases;
+        ngx_http_core_run_phases(r);
+
+        ngx_http_run_posted_requests(c);
     }
 
-    r->write_event_handler = ngx_http_core_run_phases;
-    ngx_http_core_run_phases(r);
+    if (k) {
+        ngx_free(k);
+    }
 
-    ngx_http_run_posted_requests(c);
+    ngx_free(lk);
 }
 
 
 /* the fields of HGETALL, read as the key file's, and its own hash checked */
 
 static ngx_int_t
-ngx_http_model_gateway_identity_record(ngx_http_request_t *r,
-    ngx_http_model_gateway_ctx_t *ctx, redisReply *reply, mg_key_t *k)
+ngx_http_model_gateway_identity_record(ngx_log_t *log, const u_char *hash,
+    redisReply *reply, mg_key_t *k)
 {
     char         err[MG_KEY_ERR_LEN];
     size_t       i;
@@ -549,7 +664,7 @@ ngx_http_model_gateway_identity_record(ngx_http_request_t *r,
     mg_key_init(k);
 
     if (reply->elements % 2) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_ERR, log, 0,
                       "model gateway: a key record in Redis has an odd "
                       "number of fields");
         return NGX_ERROR;
@@ -562,7 +677,7 @@ ngx_http_model_gateway_identity_record(ngx_http_request_t *r,
         if (name->type != REDIS_REPLY_STRING
             || value->type != REDIS_REPLY_STRING)
         {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+            ngx_log_error(NGX_LOG_ERR, log, 0,
                           "model gateway: a key record in Redis has a "
                           "field that is not a string");
             return NGX_ERROR;
@@ -579,7 +694,7 @@ ngx_http_model_gateway_identity_record(ngx_http_request_t *r,
         goto invalid;
     }
 
-    if (!mg_key_hash_eq(k->hash, ctx->identity.hash)) {
+    if (!mg_key_hash_eq(k->hash, hash)) {
         ngx_snprintf((u_char *) err, MG_KEY_ERR_LEN,
                      "its hash is not the one of its name%Z");
         goto invalid;
@@ -589,7 +704,7 @@ ngx_http_model_gateway_identity_record(ngx_http_request_t *r,
 
 invalid:
 
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+    ngx_log_error(NGX_LOG_ERR, log, 0,
                   "model gateway: the key record of id \"%s\" in Redis is "
                   "invalid: %s", (k->set & MG_KEY_F_ID) ? k->id : "",
                   err);

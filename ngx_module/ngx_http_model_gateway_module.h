@@ -461,7 +461,8 @@ typedef struct {
     ngx_str_t                          tenant;
     ngx_str_t                          key_id;
     const mg_key_t                    *key;         /* its policy, or NULL */
-    void                              *cmd;         /* Redis, in flight */
+    void                              *lookup;      /* Redis, waited for */
+    ngx_queue_t                        wait;        /* in the lookup's list */
     ngx_int_t                          status;      /* a refusal decided */
     u_char                             hash[MG_KEY_HASH_LEN];
     unsigned                           done:1;      /* access phase ran */

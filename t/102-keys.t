@@ -345,7 +345,27 @@ unauthorized(chat_with($K{plain}, prefix => '/file/v1'),
 
 my ($rkey2) = mgkey('--tenant', 'red', '--id', 'red-2',
                     '--redis', "127.0.0.1:$RPORT", '--prefix', 'mgt');
-# a client that goes away while Redis is asked: the lookup is cancelled
+# requests that present one new key while Redis is asked share the lookup
+
+my ($rkey4) = mgkey('--tenant', 'red', '--id', 'red-4',
+                    '--redis', "127.0.0.1:$RPORT", '--prefix', 'mgt');
+is($t->redis_cmd('CONFIG', 'RESETSTAT'), 'OK', 'CONFIG RESETSTAT');
+is($t->redis_cmd('CLIENT', 'PAUSE', '150'), 'OK', 'redis paused');
+my @burst = map {
+    $t->start_request(method => 'POST', path => '/v1/chat/completions',
+                      headers => bearer($rkey4),
+                      json => { model => 'm',
+                                messages => [{ role => 'user',
+                                               content => "burst $_" }] })
+} 1 .. 10;
+my %bs;
+$bs{$t->finish_request($_)->{status} // 'none'}++ for @burst;
+is($bs{200}, 10, 'a burst of one new key: 10 requests served')
+    or diag explain \%bs;
+is(hgetalls(), 1, 'a burst of one new key: 1 HGETALL');
+
+# a client that goes away while Redis is asked: the lookup goes on (and
+# fills the cache), touching nothing of the request
 
 is($t->redis_cmd('CLIENT', 'PAUSE', '400'), 'OK', 'redis paused');
 my $p = $t->start_request(method => 'POST', path => '/v1/chat/completions',
