@@ -869,11 +869,14 @@ static int
 mg_r_input_item(mg_r_req_t *rq, json_t *it)
 {
     json_t      *content, *m;
-    const char  *role;
+    const char  *role, *type;
 
     content = json_object_get(it, "content");
+    type = json_string_value(json_object_get(it, "type"));
 
-    if (json_object_get(it, "type") && !json_is_string(content)) {
+    /* only a message is rewritten: a call may carry a "content" too */
+
+    if (type && (strcmp(type, "message") != 0 || !json_is_string(content))) {
         return json_array_append(rq->input, it) == 0 ? MG_X_OK : MG_X_NOMEM;
     }
 
@@ -1521,11 +1524,17 @@ mg_r_output(mg_resp_ids_t *ids, json_t *msg, const char *status,
             return MG_X_NOMEM;
         }
 
+        /* parts is the item's once set, freed with it; until then ours */
+
         if (mg_resp_item_id(ids, "msg_", item) != MG_X_OK
             || mg_x_set_str(item, "status", status) != MG_X_OK
-            || mg_x_set_str(item, "role", "assistant") != MG_X_OK
-            || mg_x_set(item, "content", parts) != MG_X_OK)
+            || mg_x_set_str(item, "role", "assistant") != MG_X_OK)
         {
+            json_decref(parts);
+            return MG_X_NOMEM;
+        }
+
+        if (mg_x_set(item, "content", parts) != MG_X_OK) {
             return MG_X_NOMEM;
         }
 

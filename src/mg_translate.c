@@ -354,51 +354,79 @@ mg_x_prefixed(const char *prefix, const char *s, size_t n)
 }
 
 
+/*
+ * jansson (2.14) does not look at what the callback returns for an
+ * object's key: it goes on with the value.  So a callback that refuses
+ * refuses everything after, and the dump is judged by that, not only by
+ * what json_dump_callback() returns; else a key dropped at the bound (or
+ * when memory ran out) left ":value" behind and the dump "succeeded".
+ */
+
+typedef struct {
+    mg_buf_t    *out;
+    size_t       end;           /* out->len may not pass it */
+    unsigned     over:1;
+    unsigned     failed:1;
+} mg_x_dump_t;
+
+
 static int
 mg_x_dump_cb(const char *buf, size_t size, void *data)
 {
-    return mg_buf_append(data, buf, size) == MG_X_OK ? 0 : -1;
+    mg_x_dump_t  *d = data;
+
+    if (d->failed) {
+        return -1;
+    }
+
+    /* stop at the bound, before the bytes past it are even copied */
+
+    if (size > d->end - d->out->len) {
+        d->over = 1;
+        d->failed = 1;
+        return -1;
+    }
+
+    if (mg_buf_append(d->out, buf, size) != MG_X_OK) {
+        d->failed = 1;
+        return -1;
+    }
+
+    return 0;
 }
 
 
-int
-mg_x_dump(json_t *j, mg_buf_t *out, size_t flags)
+static int
+mg_x_dump_to(json_t *j, mg_buf_t *out, size_t flags, size_t max,
+    mg_x_dump_t *d)
 {
     size_t  len;
 
     len = out->len;
 
-    if (json_dump_callback(j, mg_x_dump_cb, out, JSON_COMPACT | flags) != 0) {
+    d->out = out;
+    d->end = (max > (size_t) -1 - len) ? (size_t) -1 : len + max;
+    d->over = 0;
+    d->failed = 0;
+
+    if (json_dump_callback(j, mg_x_dump_cb, d, JSON_COMPACT | flags) != 0
+        || d->failed)
+    {
         out->len = len;
-        return MG_X_NOMEM;
+        return MG_X_ERROR;
     }
 
     return MG_X_OK;
 }
 
 
-/* what a bounded dump may still append */
-
-typedef struct {
-    mg_buf_t    *out;
-    size_t       end;           /* out->len may not pass it */
-    unsigned     over:1;
-} mg_x_dump_max_t;
-
-
-static int
-mg_x_dump_max_cb(const char *buf, size_t size, void *data)
+int
+mg_x_dump(json_t *j, mg_buf_t *out, size_t flags)
 {
-    mg_x_dump_max_t  *d = data;
+    mg_x_dump_t  d;
 
-    /* stop at the bound, before the bytes past it are even copied */
-
-    if (size > d->end - d->out->len) {
-        d->over = 1;
-        return -1;
-    }
-
-    return mg_buf_append(d->out, buf, size) == MG_X_OK ? 0 : -1;
+    return mg_x_dump_to(j, out, flags, (size_t) -1, &d) == MG_X_OK
+           ? MG_X_OK : MG_X_NOMEM;
 }
 
 
@@ -406,23 +434,13 @@ int
 mg_x_dump_max(json_t *j, mg_buf_t *out, size_t flags, size_t max,
     const char *provider, mg_xerror_t *err)
 {
-    size_t           len;
-    mg_x_dump_max_t  d;
+    mg_x_dump_t  d;
 
-    len = out->len;
-
-    d.out = out;
-    d.end = len + max;
-    d.over = 0;
-
-    if (json_dump_callback(j, mg_x_dump_max_cb, &d, JSON_COMPACT | flags)
-        != 0)
-    {
-        out->len = len;
-        return d.over ? mg_x_too_large(err, provider, max) : MG_X_NOMEM;
+    if (mg_x_dump_to(j, out, flags, max, &d) == MG_X_OK) {
+        return MG_X_OK;
     }
 
-    return MG_X_OK;
+    return d.over ? mg_x_too_large(err, provider, max) : MG_X_NOMEM;
 }
 
 

@@ -654,6 +654,25 @@ test_echo_input(void)
          "input items: messages typed, contents parts; others as sent");
 
     run_free(&r);
+
+    /* a call with a string "content" of its own is still a call (it had
+     * the message's rewrite, and strcmp() on its missing role: the fuzz
+     * target found it) */
+
+    translate(&r, "{'model':'m','input':[{'type':'function_call',"
+              "'call_id':'c','name':'f','arguments':'{}','content':'x'},"
+              "{'type':'function_call_output','call_id':'c','output':'o',"
+              "'role':'assistant','content':'y'}]}", NULL);
+
+    ok(r.rc == MG_X_OK, "input items: calls with a content translated");
+
+    same(r.input.data, r.input.len,
+         "[{'type':'function_call','call_id':'c','name':'f','arguments':"
+         "'{}','content':'x'},{'type':'function_call_output','call_id':'c',"
+         "'output':'o','role':'assistant','content':'y'}]",
+         "input items: calls with a string content stored as they came");
+
+    run_free(&r);
 }
 
 
@@ -691,6 +710,63 @@ test_bounds(void)
     run_free(&r);
 
     max_out = 0;
+}
+
+
+/*
+ * Every cap, wherever it falls: the whole request or a 400.  jansson goes
+ * on after a key its callback refused, so a cap inside "reasoning_effort"
+ * gave ':"low"}' without the key, and MG_X_OK (the fuzz target found it;
+ * the other translators' bounded dumps had it too).
+ */
+
+static void
+test_bounds_every_cap(void)
+{
+    int          bad;
+    size_t       full, cap;
+    json_t      *j;
+    run_t        r;
+    const char  *body;
+
+    body = "{'model':'m','input':'hi','text':{'verbosity':'low'},"
+           "'reasoning':{'effort':'low'}}";
+
+    translate(&r, body, NULL);
+    full = r.chat.len;
+    ok(r.rc == MG_X_OK && full > 0, "every cap: translated unbounded");
+    run_free(&r);
+
+    bad = 0;
+
+    for (cap = 1; cap <= full; cap++) {
+        max_out = cap;
+        translate(&r, body, NULL);
+
+        if (r.rc == MG_X_OK) {
+            j = json_loadb(r.chat.data, r.chat.len, 0, NULL);
+
+            if (j == NULL || r.chat.len > cap || cap < full) {
+                tap_diag("cap %zu: %.*s", cap, (int) r.chat.len,
+                         r.chat.data);
+                bad++;
+            }
+
+            json_decref(j);
+
+        } else if (r.rc != MG_X_ERROR || r.err.status != 400
+                   || !mg_x_streq(r.err.code, "request_too_large")
+                   || r.chat.len != 0)
+        {
+            bad++;
+        }
+
+        run_free(&r);
+    }
+
+    max_out = 0;
+
+    ok(bad == 0, "every cap up to %zu: the whole request or a 400", full);
 }
 
 
@@ -1018,6 +1094,48 @@ test_answer_bad(void)
 
         ans_free(&a);
     }
+}
+
+
+/*
+ * An item id that cannot be made (here a response id too long for the
+ * default "msg_<id>_<n>"; a failing id function is the same) is out of
+ * memory: a 500, nothing written, and nothing leaked (the message's parts
+ * were, before the fuzz target found it).
+ */
+
+static void
+test_answer_id_fails(void)
+{
+    int                     rc;
+    char                    id[MG_RESP_ID_SIZE + 16];
+    mg_buf_t                res, items;
+    const char             *b;
+    mg_xerror_t             err;
+    mg_resp_answer_opts_t   o;
+
+    memset(&o, 0, sizeof(o));
+    memset(&res, 0, sizeof(mg_buf_t));
+    memset(&items, 0, sizeof(mg_buf_t));
+
+    memcpy(id, "resp_", 5);
+    memset(id + 5, 'x', sizeof(id) - 6);
+    id[sizeof(id) - 1] = '\0';
+
+    o.id = id;
+    o.model = "m";
+
+    b = q(CHAT("{'role':'assistant','content':'hi'}", "stop", ""));
+
+    rc = mg_resp_answer(b, strlen(b), &o, &res, &items, &err);
+
+    ok(rc == MG_X_NOMEM && err.status == 500 && res.len == 0
+       && items.len == 0,
+       "answer: an item id that cannot be made is a 500, nothing written "
+       "(rc %d)", rc);
+
+    mg_buf_free(&res);
+    mg_buf_free(&items);
 }
 
 
@@ -1643,12 +1761,14 @@ main(void)
     test_history_unreadable();
     test_echo_input();
     test_bounds();
+    test_bounds_every_cap();
     test_bounds_many();
 
     test_answer_text();
     test_answer_shapes();
     test_answer_echo();
     test_answer_bad();
+    test_answer_id_fails();
 
     test_stream_text();
     test_stream_calls();
