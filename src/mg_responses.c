@@ -102,6 +102,7 @@ static int mg_r_input_item(mg_r_req_t *rq, json_t *it);
 static int mg_r_tools(json_t *in, json_t *chat, mg_xerror_t *err);
 static json_t *mg_r_named(json_t *name);
 static int mg_r_tool_choice(json_t *in, json_t *chat, mg_xerror_t *err);
+static int mg_r_tool_choice_set(json_t *in, json_t *chat, mg_xerror_t *err);
 static int mg_r_params(json_t *in, json_t *chat, int *stream,
     mg_xerror_t *err);
 static int mg_r_text(json_t *in, json_t *chat, mg_xerror_t *err);
@@ -189,12 +190,14 @@ mg_resp_request(const char *body, size_t len, const char *history,
         goto done;
     }
 
-    rc = mg_r_tool_choice(in, req, err);
+    rc = mg_r_params(in, req, stream, err);
     if (rc != MG_X_OK) {
         goto done;
     }
 
-    rc = mg_r_params(in, req, stream, err);
+    /* after the parameters: it drops parallel_tool_calls without tools */
+
+    rc = mg_r_tool_choice(in, req, err);
     if (rc != MG_X_OK) {
         goto done;
     }
@@ -990,8 +993,48 @@ mg_r_named(json_t *name)
 }
 
 
+/*
+ * Chat completions refuses tool_choice (and parallel_tool_calls) without
+ * tools: with none sent, "auto" and "none" ask nothing and are left out;
+ * "required", a function or allowed tools cannot be served.
+ */
+
 static int
 mg_r_tool_choice(json_t *in, json_t *chat, mg_xerror_t *err)
+{
+    int          rc;
+    json_t      *tc;
+    const char  *s;
+
+    rc = mg_r_tool_choice_set(in, chat, err);
+
+    if (rc != MG_X_OK || json_object_get(chat, "tools")) {
+        return rc;
+    }
+
+    json_object_del(chat, "parallel_tool_calls");
+
+    tc = json_object_get(chat, "tool_choice");
+
+    if (tc == NULL) {
+        return MG_X_OK;
+    }
+
+    s = json_string_value(tc);
+
+    if (mg_x_streq(s, "auto") || mg_x_streq(s, "none")) {
+        json_object_del(chat, "tool_choice");
+        return MG_X_OK;
+    }
+
+    return mg_x_bad(err, "tool_choice", "tool_choice %s%s%s needs tools: "
+                    "the request has none.", s ? "\"" : "", s ? s : "of a "
+                    "function or allowed tools", s ? "\"" : "");
+}
+
+
+static int
+mg_r_tool_choice_set(json_t *in, json_t *chat, mg_xerror_t *err)
 {
     size_t       i;
     json_t      *tc, *name, *tools, *t, *list, *c;

@@ -381,23 +381,48 @@ test_tools(void)
          "'tool_choice':'required'}",
          "function tools nested; nulls left out; tool_choice string");
 
-    chat("{'model':'m','input':'x','tools':[],'tool_choice':"
-         "{'type':'function','name':'get'}}", NULL,
+    chat("{'model':'m','input':'x','tools':[{'type':'function',"
+         "'name':'get'}],'tool_choice':{'type':'function','name':'get'},"
+         "'parallel_tool_calls':false}", NULL,
          "{'model':'" MODEL "','messages':[{'role':'user','content':'x'}],"
-         "'tool_choice':{'type':'function','function':{'name':'get'}}}",
-         "tool_choice function; no tools: none sent");
+         "'tools':[{'type':'function','function':{'name':'get'}}],"
+         "'tool_choice':{'type':'function','function':{'name':'get'}},"
+         "'parallel_tool_calls':false}",
+         "tool_choice function, parallel_tool_calls: sent with tools");
 
-    chat("{'model':'m','input':'x','tool_choice':{'type':'allowed_tools',"
+    chat("{'model':'m','input':'x','tools':[{'type':'function',"
+         "'name':'a'}],'tool_choice':{'type':'allowed_tools',"
          "'mode':'auto','tools':[{'type':'function','name':'a'}]}}", NULL,
          "{'model':'" MODEL "','messages':[{'role':'user','content':'x'}],"
+         "'tools':[{'type':'function','function':{'name':'a'}}],"
          "'tool_choice':{'type':'allowed_tools','allowed_tools':{"
          "'mode':'auto','tools':[{'type':'function','function':"
          "{'name':'a'}}]}}}",
          "tool_choice allowed_tools");
 
-    chat("{'model':'m','input':'x','tool_choice':'none'}", NULL,
-         "{'model':'" MODEL "','messages':[{'role':'user','content':'x'}],"
-         "'tool_choice':'none'}", "tool_choice none");
+    /* chat completions refuses tool_choice and parallel_tool_calls
+     * without tools */
+
+    chat("{'model':'m','input':'x','tool_choice':'none',"
+         "'parallel_tool_calls':true}", NULL,
+         "{'model':'" MODEL "','messages':[{'role':'user','content':'x'}]}",
+         "no tools: tool_choice none and parallel_tool_calls left out");
+
+    chat("{'model':'m','input':'x','tools':[],'tool_choice':'auto',"
+         "'parallel_tool_calls':false}", NULL,
+         "{'model':'" MODEL "','messages':[{'role':'user','content':'x'}]}",
+         "tools []: tool_choice auto and parallel_tool_calls left out");
+
+    refused("{'model':'m','input':'x','tools':[],'tool_choice':"
+            "{'type':'function','name':'get'}}", NULL, "tool_choice",
+            "needs tools", "no tools: tool_choice of a function refused");
+    refused("{'model':'m','input':'x','tool_choice':'required'}", NULL,
+            "tool_choice", "tool_choice \"required\" needs tools",
+            "no tools: tool_choice required refused");
+    refused("{'model':'m','input':'x','tool_choice':{'type':"
+            "'allowed_tools','mode':'auto','tools':[{'type':'function',"
+            "'name':'a'}]}}", NULL, "tool_choice", "needs tools",
+            "no tools: tool_choice allowed_tools refused");
 
     refused("{'model':'m','input':'x','tool_choice':'sometimes'}", NULL,
             "tool_choice", "tool_choice must be", "tool_choice unknown");
@@ -460,10 +485,11 @@ test_params(void)
          NULL,
          "{'model':'" MODEL "','messages':[{'role':'user','content':'x'}],"
          "'max_completion_tokens':100,'temperature':0.5,'top_p':0.9,"
-         "'parallel_tool_calls':false,'user':'u1','service_tier':'flex',"
+         "'user':'u1','service_tier':'flex',"
          "'safety_identifier':'s','prompt_cache_key':'pk',"
          "'reasoning_effort':'low'}",
-         "parameters: renamed, passed; metadata and the caller's left out");
+         "parameters: renamed, passed; metadata and the caller's left out, "
+         "parallel_tool_calls too without tools");
 
     chat("{'model':'m','input':'x','conversation':{'id':'conv_1'}}", NULL,
          "{'model':'" MODEL "','messages':[{'role':'user','content':'x'}]}",
