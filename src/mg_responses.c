@@ -98,6 +98,9 @@ static int mg_r_file(mg_r_req_t *rq, json_t *part, size_t i, size_t j,
     json_t **p);
 static int mg_r_call(mg_r_req_t *rq, json_t *it, size_t i);
 static int mg_r_call_output(mg_r_req_t *rq, json_t *it, size_t i);
+static int mg_r_order(json_t *msgs);
+static int mg_r_calls_block(json_t *msgs, size_t *i, json_t *first,
+    json_t *out);
 static int mg_r_input_item(mg_r_req_t *rq, json_t *it);
 static int mg_r_tools(json_t *in, json_t *chat, mg_xerror_t *err);
 static json_t *mg_r_named(json_t *name);
@@ -457,7 +460,62 @@ mg_r_messages(json_t *in, json_t *hist, json_t *chat, json_t *items,
                         "to answer.");
     }
 
-    return MG_X_OK;
+    return mg_r_order(msgs);
+}
+
+
+/*
+ * Chat completions wants an assistant message's tool_calls followed
+ * directly by their tool messages.  Text the model said after its calls
+ * (stored as [message, function_call, message]) goes after their
+ * outputs; calls of a later assistant message that come before the
+ * outputs join the first message's calls, their text going after the
+ * outputs too.  The block ends at a message of another role, a tool
+ * message of another call, or when every call has its output.
+ */
+
+static int
+mg_r_order(json_t *msgs)
+{
+    int      rc;
+    size_t   i, n;
+    json_t  *out, *m;
+
+    n = json_array_size(msgs);
+    out = json_array();
+
+    if (out == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    i = 0;
+
+    while (i < n) {
+        m = json_array_get(msgs, i++);
+
+        if (json_array_append(out, m) != 0) {
+            json_decref(out);
+            return MG_X_NOMEM;
+        }
+
+        if (json_object_get(m, "tool_calls") == NULL) {
+            continue;
+        }
+
+        rc = mg_r_calls_block(msgs, &i, m, out);
+
+        if (rc != MG_X_OK) {
+            json_decref(out);
+            return rc;
+        }
+    }
+
+    rc = (json_array_clear(msgs) == 0 && json_array_extend(msgs, out) == 0)
+         ? MG_X_OK : MG_X_NOMEM;
+
+    json_decref(out);
+
+    return rc;
 }
 
 
@@ -905,6 +963,103 @@ mg_r_input_item(mg_r_req_t *rq, json_t *it)
     }
 
     return MG_X_OK;
+}
+
+
+/*
+ * The messages from *i on that belong to first's calls, appended to out:
+ * the tool messages of its calls in their order, then the assistant text
+ * that came between; *i is moved past them.
+ */
+
+static int
+mg_r_calls_block(json_t *msgs, size_t *i, json_t *first, json_t *out)
+{
+    int          rc;
+    size_t       n, k;
+    json_t      *pending, *later, *calls, *more, *m, *tc, *c, *text;
+    const char  *role, *id;
+
+    calls = json_object_get(first, "tool_calls");
+    pending = json_object();
+    later = json_array();
+    rc = MG_X_NOMEM;
+
+    if (pending == NULL || later == NULL) {
+        goto done;
+    }
+
+    json_array_foreach(calls, k, tc) {
+        id = json_string_value(json_object_get(tc, "id"));
+
+        if (id && json_object_set(pending, id, json_true()) != 0) {
+            goto done;
+        }
+    }
+
+    n = json_array_size(msgs);
+
+    for ( /* void */ ; *i < n && json_object_size(pending); (*i)++) {
+        m = json_array_get(msgs, *i);
+        role = json_string_value(json_object_get(m, "role"));
+        id = json_string_value(json_object_get(m, "tool_call_id"));
+
+        if (mg_x_streq(role, "tool") && id && json_object_get(pending, id))
+        {
+            if (json_object_del(pending, id) != 0
+                || json_array_append(out, m) != 0)
+            {
+                goto done;
+            }
+
+            continue;
+        }
+
+        if (!mg_x_streq(role, "assistant")) {
+            break;
+        }
+
+        more = json_object_get(m, "tool_calls");
+
+        json_array_foreach(more, k, tc) {
+            id = json_string_value(json_object_get(tc, "id"));
+
+            if (json_array_append(calls, tc) != 0
+                || (id && json_object_set(pending, id, json_true()) != 0))
+            {
+                goto done;
+            }
+        }
+
+        c = json_object_get(m, "content");
+
+        if (more == NULL) {
+            text = json_incref(m);
+
+        } else if (json_string_length(c) || json_array_size(c)) {
+            text = json_pack("{s:s,s:O}", "role", "assistant", "content", c);
+
+            if (text == NULL) {
+                goto done;
+            }
+
+        } else {
+            continue;
+        }
+
+        if (json_array_append_new(later, text) != 0) {
+            goto done;
+        }
+    }
+
+    rc = (json_array_extend(out, later) == 0) ? MG_X_OK : MG_X_NOMEM;
+
+done:
+
+    json_decref(later);
+    json_decref(pending);
+
+    return rc;
 }
 
 

@@ -349,6 +349,52 @@ test_calls(void)
          "a call after the assistant's text joins its turn; after a "
          "result it starts one");
 
+    /* text after the calls in one answer: chat wants the calls followed
+     * by their outputs, the text after them */
+
+    chat("{'model':'m','input':[{'type':'function_call_output',"
+         "'call_id':'c1','output':'r1'}]}",
+         "[{'role':'user','content':'go'},"
+         "{'type':'message','role':'assistant','content':[{'type':"
+         "'output_text','text':'A','annotations':[]}]},"
+         "{'type':'function_call','call_id':'c1','name':'f',"
+         "'arguments':'{}'},"
+         "{'type':'message','role':'assistant','content':[{'type':"
+         "'output_text','text':'B','annotations':[]}]}]",
+         "{'model':'" MODEL "','messages':["
+         "{'role':'user','content':'go'},"
+         "{'role':'assistant','content':'A','tool_calls':["
+         "{'id':'c1','type':'function','function':{'name':'f',"
+         "'arguments':'{}'}}]},"
+         "{'role':'tool','tool_call_id':'c1','content':'r1'},"
+         "{'role':'assistant','content':'B'}]}",
+         "[msg, fc, msg] + [fco]: the text after the call follows its "
+         "output");
+
+    chat("{'model':'m','input':[{'type':'function_call_output',"
+         "'call_id':'c1','output':'r1'},{'type':'function_call_output',"
+         "'call_id':'c2','output':'r2'},{'role':'user','content':'next'}]}",
+         "[{'role':'user','content':'go'},"
+         "{'type':'function_call','call_id':'c1','name':'f',"
+         "'arguments':'{}'},"
+         "{'type':'message','role':'assistant','content':[{'type':"
+         "'output_text','text':'B','annotations':[]}]},"
+         "{'type':'function_call','call_id':'c2','name':'g',"
+         "'arguments':'{}'}]",
+         "{'model':'" MODEL "','messages':["
+         "{'role':'user','content':'go'},"
+         "{'role':'assistant','content':null,'tool_calls':["
+         "{'id':'c1','type':'function','function':{'name':'f',"
+         "'arguments':'{}'}},"
+         "{'id':'c2','type':'function','function':{'name':'g',"
+         "'arguments':'{}'}}]},"
+         "{'role':'tool','tool_call_id':'c1','content':'r1'},"
+         "{'role':'tool','tool_call_id':'c2','content':'r2'},"
+         "{'role':'assistant','content':'B'},"
+         "{'role':'user','content':'next'}]}",
+         "[fc, msg, fc] + [fco, fco]: the calls one turn, the text after "
+         "their outputs");
+
     refused("{'model':'m','input':[{'type':'function_call','call_id':'c',"
             "'name':'f'}]}", NULL, "input",
             "input[0]: a function_call needs call_id, name and arguments",
