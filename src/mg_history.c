@@ -168,7 +168,9 @@ mg_history_limit(const char *items, size_t len, size_t ninput,
 
         c = json_object_get(v, "call_id");
 
-        if (json_is_string(c)) {
+        /* an empty call_id names no call: it groups nothing */
+
+        if (json_is_string(c) && json_string_length(c)) {
             calls[ncalls].id = json_string_value(c);
             calls[ncalls].len = json_string_length(c);
             calls[ncalls].pos = i;

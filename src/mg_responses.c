@@ -1698,7 +1698,7 @@ mg_r_output(mg_resp_ids_t *ids, json_t *msg, const char *status,
     json_t *output)
 {
     size_t   i;
-    json_t  *content, *refusal, *calls, *parts, *part, *item, *fn, *v;
+    json_t  *content, *refusal, *calls, *parts, *part, *item, *fn, *v, *id;
 
     content = mg_x_get(msg, "content");
     refusal = mg_x_get(msg, "refusal");
@@ -1784,7 +1784,9 @@ mg_r_output(mg_resp_ids_t *ids, json_t *msg, const char *status,
     json_array_foreach(calls, i, v) {
         fn = json_object_get(v, "function");
 
-        if (!json_is_string(json_object_get(v, "id"))
+        id = json_object_get(v, "id");
+
+        if ((id && !json_is_null(id) && !json_is_string(id))
             || !json_is_string(json_object_get(fn, "name")))
         {
             return MG_X_ERROR;
@@ -1797,8 +1799,7 @@ mg_r_output(mg_resp_ids_t *ids, json_t *msg, const char *status,
         }
 
         if (mg_resp_item_id(ids, "fc_", item) != MG_X_OK
-            || json_object_set(item, "call_id", json_object_get(v, "id"))
-               != 0
+            || mg_resp_call_id(item, id) != MG_X_OK
             || json_object_set(item, "name", json_object_get(fn, "name"))
                != 0)
         {
@@ -1817,6 +1818,25 @@ mg_r_output(mg_resp_ids_t *ids, json_t *msg, const char *status,
     }
 
     return MG_X_OK;
+}
+
+
+int
+mg_resp_call_id(json_t *item, json_t *id)
+{
+    char         buf[MG_RESP_ID_SIZE + 8];
+    const char  *s;
+
+    if (json_is_string(id) && json_string_length(id)) {
+        return json_object_set(item, "call_id", id) == 0 ? MG_X_OK
+                                                          : MG_X_NOMEM;
+    }
+
+    s = json_string_value(json_object_get(item, "id"));
+
+    (void) snprintf(buf, sizeof(buf), "call_%s", s ? s : "");
+
+    return mg_x_set(item, "call_id", json_string(buf));
 }
 
 

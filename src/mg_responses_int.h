@@ -20,6 +20,13 @@ typedef struct {
 /* item gets a new "id" beginning with prefix */
 int mg_resp_item_id(mg_resp_ids_t *ids, const char *prefix, json_t *item);
 
+/*
+ * item's "call_id": id when it is a non-empty string, else one made up,
+ * "call_" and the item's id (unique as that is): a call without one could
+ * not be answered, nor told from another in the history
+ */
+int mg_resp_call_id(json_t *item, json_t *id);
+
 /* a chat usage object -> Responses' usage, or NULL (out of memory) */
 json_t *mg_resp_usage(json_t *usage);
 

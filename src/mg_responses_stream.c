@@ -698,14 +698,10 @@ mg_rs_call(mg_resp_stream_t *st, mg_buf_t *out, json_t *tc, size_t pos)
         ids.o = &st->o;
         ids.n = st->ids;
 
-        v = json_object_get(tc, "id");
-
         if (mg_resp_item_id(&ids, "fc_", item) != MG_X_OK
             || mg_x_set_str(item, "status", "in_progress") != MG_X_OK
             || mg_x_set_str(item, "arguments", "") != MG_X_OK
-            || mg_x_set(item, "call_id", json_is_string(v)
-                                         ? json_incref(v) : json_string(""))
-               != MG_X_OK
+            || mg_resp_call_id(item, json_object_get(tc, "id")) != MG_X_OK
             || mg_x_set(item, "name",
                         json_is_string(json_object_get(fn, "name"))
                         ? json_incref(json_object_get(fn, "name"))
@@ -737,16 +733,10 @@ mg_rs_call(mg_resp_stream_t *st, mg_buf_t *out, json_t *tc, size_t pos)
         c = &st->calls[k];
         item = json_array_get(st->output, c->output);
 
-        /* a backend may name the call after its first delta */
-
-        v = json_object_get(tc, "id");
-
-        if (json_is_string(v) && json_string_length(v)
-            && json_string_length(json_object_get(item, "call_id")) == 0
-            && json_object_set(item, "call_id", v) != 0)
-        {
-            return MG_X_NOMEM;
-        }
+        /*
+         * a backend may name the function after its first delta; a call
+         * id it sends late is not taken: the client has been told one
+         */
 
         v = json_object_get(fn, "name");
 

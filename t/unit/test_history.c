@@ -416,6 +416,11 @@ test_pairs(void)
     run("u1 c1:x u2 o1:xy u3", 1, 4, 0, "auto");
     kept_is("u2 o1 u3", "pairs: call_ids x and xy are not one pair");
 
+    /* an empty call_id names no call: such items are not one group */
+
+    run("u1 c1: u2 o1: a2 u3", 1, 4, 0, "auto");
+    kept_is("u2 o1 a2 u3", "pairs: empty call_ids are not one pair");
+
     /* a call with its output and an orphan output of another call */
 
     run("u1 c1:x u2 o1:x o2:w u3", 1, 4, 0, "auto");

@@ -1098,6 +1098,33 @@ test_answer_shapes(void)
 }
 
 
+/* a call without an id gets one made up, unique as its item's id */
+
+static void
+test_answer_call_ids(void)
+{
+    ans_t  a;
+
+    answer(&a, CHAT("{'role':'assistant','content':null,'tool_calls':["
+                    "{'type':'function','function':{'name':'f',"
+                    "'arguments':'{}'}},{'id':'','type':'function',"
+                    "'function':{'name':'g','arguments':'{}'}}]}",
+                    "tool_calls", ""), NULL, 1);
+
+    ok(a.rc == MG_X_OK, "answer: calls without ids answered");
+
+    same(a.items.data, a.items.len,
+         "[{'type':'function_call','id':'fc_T0','call_id':'call_fc_T0',"
+         "'name':'f','arguments':'{}','status':'completed'},"
+         "{'type':'function_call','id':'fc_T1','call_id':'call_fc_T1',"
+         "'name':'g','arguments':'{}','status':'completed'}]",
+         "answer: a call without an id, or with an empty one, gets "
+         "call_<item id>");
+
+    ans_free(&a);
+}
+
+
 static void
 test_answer_echo(void)
 {
@@ -1153,7 +1180,9 @@ test_answer_bad(void)
         "{'choices':[{'message':{'role':'assistant','content':7}}]}",
         "{'choices':[{'message':{'role':'assistant','tool_calls':{}}}]}",
         "{'choices':[{'message':{'role':'assistant','tool_calls':["
-        "{'function':{'name':'f'}}]}}]}",
+        "{'id':'c','function':{}}]}}]}",
+        "{'choices':[{'message':{'role':'assistant','tool_calls':["
+        "{'id':7,'function':{'name':'f'}}]}}]}",
         NULL
     };
 
@@ -1523,6 +1552,41 @@ test_stream_calls(void)
 }
 
 
+/* a streamed call without an id gets one made up, a late one ignored */
+
+static void
+test_stream_call_ids(void)
+{
+    str_t  s;
+
+    stream(&s, "[" CHUNK("{'tool_calls':[{'index':0,'type':'function',"
+                         "'function':{'name':'get','arguments':'{}'}}]}",
+                         "null") ","
+               CHUNK("{'tool_calls':[{'index':1,'id':'','function':"
+                     "{'name':'put','arguments':''}}]}", "null") ","
+               CHUNK("{'tool_calls':[{'index':1,'id':'late','function':"
+                     "{'arguments':'{}'}}]}", "null") ","
+               CHUNK("{}", "'tool_calls'") "]", NULL, "stream call ids");
+
+    is_int(s.rc, MG_X_DONE, "stream call ids: done");
+
+    same_json(json_object_get(json_array_get(s.evs, 2), "item"),
+              "{'type':'function_call','id':'fc_T0','status':'in_progress',"
+              "'arguments':'','call_id':'call_fc_T0','name':'get'}",
+              "stream call ids: the id made up as the item is added");
+
+    same(s.items.data, s.items.len,
+         "[{'type':'function_call','id':'fc_T0','status':'completed',"
+         "'arguments':'{}','call_id':'call_fc_T0','name':'get'},"
+         "{'type':'function_call','id':'fc_T1','status':'completed',"
+         "'arguments':'{}','call_id':'call_fc_T1','name':'put'}]",
+         "stream call ids: no id or an empty one: call_<item id>; the "
+         "id announced kept");
+
+    str_free(&s);
+}
+
+
 static void
 test_stream_ends(void)
 {
@@ -1838,12 +1902,14 @@ main(void)
 
     test_answer_text();
     test_answer_shapes();
+    test_answer_call_ids();
     test_answer_echo();
     test_answer_bad();
     test_answer_id_fails();
 
     test_stream_text();
     test_stream_calls();
+    test_stream_call_ids();
     test_stream_ends();
     test_stream_misc();
     test_stream_bound();
