@@ -130,6 +130,10 @@ typedef struct {
                                            1 output_text, 2 refusal */
     size_t                  content;    /* that part's content_index */
     const char             *reason;     /* incomplete: its reason */
+    int                     failed;     /* 0, or what a failed call
+                                           returned: every later one
+                                           returns it, error too */
+    mg_xerror_t             error;
     unsigned                started:1;  /* created, in_progress sent */
     unsigned                done:1;     /* the final event sent */
 } mg_resp_stream_t;
@@ -140,8 +144,12 @@ int mg_resp_stream_init(mg_resp_stream_t *st,
 
 /*
  * One chat chunk (a parsed chat.completion.chunk) -> its events, appended
- * to out.  A chunk that is not one is a 502.  Returns MG_X_OK, MG_X_ERROR
- * or MG_X_NOMEM; nothing is appended by a call that fails.
+ * to out.  A chunk that is not one is a 502, and so is an error object
+ * ({"error": {...}}), its message the provider's when it is a string.
+ * Returns MG_X_OK, MG_X_ERROR or MG_X_NOMEM; nothing is appended by a
+ * call that fails.  A failure is final: every later mg_resp_stream_chunk()
+ * and mg_resp_stream_end() returns the same, err set the same, and
+ * writes nothing; mg_resp_stream_fail() still ends the stream.
  */
 int mg_resp_stream_chunk(mg_resp_stream_t *st, json_t *chunk,
     mg_buf_t *out, mg_xerror_t *err);
@@ -153,6 +161,17 @@ int mg_resp_stream_chunk(mg_resp_stream_t *st, json_t *chunk,
  */
 int mg_resp_stream_end(mg_resp_stream_t *st, mg_buf_t *out,
     mg_buf_t *items, mg_xerror_t *err);
+
+/*
+ * The stream cut short (a failed chunk, a backend gone): what was sent
+ * is left as it is and the final event written, response.failed, the
+ * response "failed" with error {"code": "server_error", "message":
+ * message} (NULL: a generic one) and the output items so far, numbered
+ * after the last event written.  MG_X_DONE (nothing written when the
+ * final event was already sent), or MG_X_NOMEM.
+ */
+int mg_resp_stream_fail(mg_resp_stream_t *st, const char *message,
+    mg_buf_t *out, mg_xerror_t *err);
 
 void mg_resp_stream_free(mg_resp_stream_t *st);
 

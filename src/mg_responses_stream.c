@@ -95,8 +95,9 @@ mg_resp_stream_chunk(mg_resp_stream_t *st, json_t *chunk, mg_buf_t *out,
     long long    seq;
     const char  *finish;
 
-    if (!json_is_object(chunk)) {
-        return mg_x_bad_backend(err, "stream chunk");
+    if (st->failed) {
+        *err = st->error;
+        return st->failed;
     }
 
     if (st->done) {
@@ -105,6 +106,27 @@ mg_resp_stream_chunk(mg_resp_stream_t *st, json_t *chunk, mg_buf_t *out,
 
     len = out->len;
     seq = st->seq;
+
+    if (!json_is_object(chunk)) {
+        rc = mg_x_bad_backend(err, "stream chunk");
+        goto failed;
+    }
+
+    /* a provider's error in the stream: no answer, however it ends */
+
+    v = mg_x_get(chunk, "error");
+
+    if (v) {
+        v = json_is_string(json_object_get(v, "message"))
+            ? json_object_get(v, "message") : v;
+
+        mg_xerror_set(err, 502, 1, "server_error", "backend_error", NULL,
+                      "The model backend failed%s%s", json_is_string(v)
+                      ? ": " : ".", json_is_string(v)
+                      ? json_string_value(v) : "");
+        rc = MG_X_ERROR;
+        goto failed;
+    }
 
     rc = mg_rs_start(st, out);
     if (rc != MG_X_OK) {
@@ -180,7 +202,14 @@ failed:
     out->len = len;
     st->seq = seq;
 
-    return (rc == MG_X_NOMEM) ? mg_x_nomem(err) : rc;
+    if (rc == MG_X_NOMEM) {
+        (void) mg_x_nomem(err);
+    }
+
+    st->failed = rc;
+    st->error = *err;
+
+    return rc;
 }
 
 
@@ -193,6 +222,11 @@ mg_resp_stream_end(mg_resp_stream_t *st, mg_buf_t *out, mg_buf_t *items,
     json_t      *ev, *res;
     long long    seq;
     const char  *status;
+
+    if (st->failed) {
+        *err = st->error;
+        return st->failed;
+    }
 
     if (st->done) {
         return MG_X_DONE;
@@ -261,6 +295,76 @@ mg_resp_stream_end(mg_resp_stream_t *st, mg_buf_t *out, mg_buf_t *items,
         if (rc != MG_X_OK) {
             goto failed;
         }
+    }
+
+    st->done = 1;
+
+    return MG_X_DONE;
+
+failed:
+
+    out->len = len;
+    st->seq = seq;
+
+    st->failed = mg_x_nomem(err);
+    st->error = *err;
+
+    return st->failed;
+}
+
+
+int
+mg_resp_stream_fail(mg_resp_stream_t *st, const char *message,
+    mg_buf_t *out, mg_xerror_t *err)
+{
+    int           rc;
+    size_t        len;
+    json_t       *ev, *res;
+    long long     seq;
+
+    if (st->done) {
+        return MG_X_DONE;
+    }
+
+    len = out->len;
+    seq = st->seq;
+
+    rc = mg_rs_start(st, out);
+    if (rc != MG_X_OK) {
+        goto failed;
+    }
+
+    res = mg_resp_object(&st->o, st->echo, "failed", NULL, st->output,
+                         st->usage);
+
+    if (res == NULL
+        || mg_x_set(res, "error",
+                    json_pack("{s:s,s:s}", "code", "server_error",
+                              "message", message ? message
+                              : "The model backend failed."))
+           != MG_X_OK)
+    {
+        json_decref(res);
+        goto failed;
+    }
+
+    ev = mg_rs_event(st, "response.failed");
+
+    if (ev == NULL) {
+        json_decref(res);
+        goto failed;
+    }
+
+    /* res is the event's, or freed, either way */
+
+    if (mg_x_set(ev, "response", res) != MG_X_OK) {
+        json_decref(ev);
+        goto failed;
+    }
+
+    rc = mg_rs_put(st, out, ev);
+    if (rc != MG_X_OK) {
+        goto failed;
     }
 
     st->done = 1;

@@ -1688,6 +1688,11 @@ test_stream_misc(void)
        "stream: a chunk that is not an object is a 502, nothing out");
     json_decref(c);
 
+    /* a failure is final (test_stream_fail): a new stream goes on */
+
+    mg_resp_stream_free(&st);
+    ok(mg_resp_stream_init(&st, &o, &err) == MG_X_OK, "stream: init again");
+
     c = json_loads(q(CHUNK("{'content':'a'}", "'stop'")), 0, NULL);
     rc = mg_resp_stream_chunk(&st, c, &out, &err);
     json_decref(c);
@@ -1710,6 +1715,141 @@ test_stream_misc(void)
        "stream: unreadable echo fields are the gateway's 500");
 
     mg_resp_stream_free(&st);
+}
+
+
+/*
+ * A backend's error object in the stream is a 502 with its message; a
+ * failure is final, later calls repeating it and writing nothing; and
+ * mg_resp_stream_fail() ends the stream with response.failed.
+ */
+
+static void
+test_stream_fail(void)
+{
+    int                     rc;
+    char                    buf[2048];
+    json_t                 *c, *evs, *res;
+    mg_buf_t                out, items;
+    long long               seq;
+    mg_xerror_t             err;
+    mg_resp_stream_t        st;
+    mg_resp_answer_opts_t   o;
+
+    memset(&o, 0, sizeof(o));
+    memset(&out, 0, sizeof(mg_buf_t));
+    memset(&items, 0, sizeof(mg_buf_t));
+
+    o.id = "resp_f";
+    o.model = "m";
+
+    (void) mg_resp_stream_init(&st, &o, &err);
+
+    c = json_loads(q(CHUNK("{'content':'Hi'}", "null")), 0, NULL);
+    rc = mg_resp_stream_chunk(&st, c, &out, &err);
+    json_decref(c);
+    ok(rc == MG_X_OK, "stream fail: a first chunk");
+
+    seq = 0;
+    json_decref(events(&out, &seq, "stream fail: before"));
+
+    c = json_loads(q("{'error':{'message':'overloaded','type':'x',"
+                     "'code':null}}"), 0, NULL);
+    rc = mg_resp_stream_chunk(&st, c, &out, &err);
+    json_decref(c);
+
+    ok(rc == MG_X_ERROR && err.status == 502
+       && strcmp(err.type, "server_error") == 0
+       && strstr(err.message, "overloaded") != NULL,
+       "stream fail: an error chunk is a 502 with the provider's message "
+       "(rc %d: %s)", rc, err.message);
+
+    c = json_loads(q(CHUNK("{'tool_calls':[{'index':0,'id':'c','function':"
+                           "{'name':'f','arguments':'{}'}}]}", "'stop'")),
+                   0, NULL);
+    memset(&err, 0, sizeof(mg_xerror_t));
+    rc = mg_resp_stream_chunk(&st, c, &out, &err);
+    json_decref(c);
+
+    ok(rc == MG_X_ERROR && err.status == 502
+       && strstr(err.message, "overloaded") != NULL,
+       "stream fail: a chunk after the failure: the same error");
+
+    memset(&err, 0, sizeof(mg_xerror_t));
+    rc = mg_resp_stream_end(&st, &out, &items, &err);
+
+    ok(rc == MG_X_ERROR && err.status == 502 && items.len == 0,
+       "stream fail: the end after the failure: the same error");
+
+    rc = mg_resp_stream_fail(&st, "The model backend failed: overloaded",
+                             &out, &err);
+    is_int(rc, MG_X_DONE, "stream fail: ended");
+
+    seq = 0;
+    evs = events(&out, &seq, "stream fail");
+    types(evs, buf, sizeof(buf));
+
+    is_str(buf, strlen(buf),
+           "response.created response.in_progress "
+           "response.output_item.added response.content_part.added "
+           "response.output_text.delta response.failed",
+           "stream fail: nothing after the failure but response.failed");
+
+    res = json_object_get(json_array_get(evs, 5), "response");
+
+    ok(json_integer_value(json_object_get(json_array_get(evs, 5),
+                                          "sequence_number")) == 5
+       && mg_x_streq(json_string_value(json_object_get(res, "status")),
+                     "failed"),
+       "stream fail: response.failed numbered next, status failed");
+
+    same_json(json_object_get(res, "error"),
+              "{'code':'server_error','message':'The model backend failed: "
+              "overloaded'}", "stream fail: the error");
+
+    ok(json_array_size(json_object_get(res, "output")) == 1,
+       "stream fail: the output so far");
+
+    json_decref(evs);
+
+    rc = mg_resp_stream_fail(&st, NULL, &out, &err);
+    ok(rc == MG_X_DONE && seq == 6, "stream fail: once");
+
+    seq = 0;
+    evs = events(&out, &seq, "stream fail: again");
+    ok(seq == 6, "stream fail: a second fail writes nothing");
+    json_decref(evs);
+
+    mg_resp_stream_free(&st);
+    mg_buf_free(&out);
+    mg_buf_free(&items);
+
+    /* cut before anything was said: created, then failed */
+
+    (void) mg_resp_stream_init(&st, &o, &err);
+    rc = mg_resp_stream_fail(&st, NULL, &out, &err);
+
+    seq = 0;
+    evs = events(&out, &seq, "stream fail: at once");
+    types(evs, buf, sizeof(buf));
+
+    ok(rc == MG_X_DONE && strcmp(buf, "response.created "
+                                 "response.in_progress response.failed")
+                          == 0,
+       "stream fail: at once: created, in_progress, failed");
+
+    same_json(json_object_get(json_object_get(json_array_get(evs, 2),
+                                              "response"), "error"),
+              "{'code':'server_error','message':'The model backend "
+              "failed.'}", "stream fail: at once: a generic message");
+
+    json_decref(evs);
+
+    ok(mg_resp_stream_end(&st, &out, NULL, &err) == MG_X_DONE,
+       "stream fail: the end after it writes nothing more");
+
+    mg_resp_stream_free(&st);
+    mg_buf_free(&out);
 }
 
 
@@ -1912,6 +2052,7 @@ main(void)
     test_stream_call_ids();
     test_stream_ends();
     test_stream_misc();
+    test_stream_fail();
     test_stream_bound();
 
     test_turns();
