@@ -1711,6 +1711,15 @@ mg_r_output(mg_resp_ids_t *ids, json_t *msg, const char *status,
         return MG_X_ERROR;
     }
 
+    /* "" (or []) beside calls says nothing, as in the stream */
+
+    if (json_array_size(calls)
+        && ((json_is_string(content) && json_string_length(content) == 0)
+            || (json_is_array(content) && json_array_size(content) == 0)))
+    {
+        content = NULL;
+    }
+
     if (content || refusal || json_array_size(calls) == 0) {
         item = json_pack("{s:s}", "type", "message");
         parts = json_array();
@@ -1724,8 +1733,16 @@ mg_r_output(mg_resp_ids_t *ids, json_t *msg, const char *status,
 
         /* parts is the item's once set, freed with it; until then ours */
 
+        /*
+         * the message ended when the calls began: "completed", as the
+         * stream closes it; only the items open at the end (the calls,
+         * or the message alone) take the response's status
+         */
+
         if (mg_resp_item_id(ids, "msg_", item) != MG_X_OK
-            || mg_x_set_str(item, "status", status) != MG_X_OK
+            || mg_x_set_str(item, "status", json_array_size(calls)
+                                            ? "completed" : status)
+               != MG_X_OK
             || mg_x_set_str(item, "role", "assistant") != MG_X_OK)
         {
             json_decref(parts);

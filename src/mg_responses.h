@@ -83,7 +83,10 @@ typedef struct {
  * appended to response; its output items also to items (a JSON array; may
  * be NULL), for the caller to store.  finish_reason "length" makes the
  * response "incomplete" (reason max_output_tokens), "content_filter"
- * likewise (reason content_filter); its items are then "incomplete" too.
+ * likewise (reason content_filter); its items open at the end are then
+ * "incomplete" too: the calls, or a message without calls (a message
+ * with calls ended when they began: "completed", as in the stream).
+ * Empty content beside calls is no message, as in the stream.
  * An answer that is not a chat completion is a 502.  Returns MG_X_OK,
  * MG_X_ERROR or MG_X_NOMEM; on an error nothing is appended.
  */

@@ -1122,6 +1122,36 @@ test_answer_call_ids(void)
          "call_<item id>");
 
     ans_free(&a);
+
+    /* "" beside calls is no message, as the stream skips it */
+
+    answer(&a, CHAT("{'role':'assistant','content':'','tool_calls':["
+                    "{'id':'c1','type':'function','function':{'name':'f',"
+                    "'arguments':'{}'}}]}", "tool_calls", ""), NULL, 1);
+
+    same(a.items.data, a.items.len,
+         "[{'type':'function_call','id':'fc_T0','call_id':'c1',"
+         "'name':'f','arguments':'{}','status':'completed'}]",
+         "answer: empty content beside calls makes no message");
+
+    ans_free(&a);
+
+    /* cut short after a call: the message ended as the call began */
+
+    answer(&a, CHAT("{'role':'assistant','content':'Hm','tool_calls':["
+                    "{'id':'c1','type':'function','function':{'name':'f',"
+                    "'arguments':'{'}}]}", "length", ""), NULL, 1);
+
+    same(a.items.data, a.items.len,
+         "[{'type':'message','id':'msg_T0','status':'completed',"
+         "'role':'assistant','content':[{'type':'output_text','text':'Hm',"
+         "'annotations':[]}]},{'type':'function_call','id':'fc_T1',"
+         "'call_id':'c1','name':'f','arguments':'{','status':"
+         "'incomplete'}]",
+         "answer incomplete: the message before the calls completed, the "
+         "calls incomplete (as the stream)");
+
+    ans_free(&a);
 }
 
 
@@ -1582,6 +1612,22 @@ test_stream_call_ids(void)
          "'arguments':'{}','call_id':'call_fc_T1','name':'put'}]",
          "stream call ids: no id or an empty one: call_<item id>; the "
          "id announced kept");
+
+    str_free(&s);
+
+    /* the same rule as the answer: see test_answer_call_ids */
+
+    stream(&s, "[" CHUNK("{'content':'Hm'}", "null") ","
+               CHUNK("{'tool_calls':[{'index':0,'id':'c1','function':"
+                     "{'name':'f','arguments':'{'}}]}", "'length'") "]",
+           NULL, "stream cut after a call");
+
+    same(s.items.data, s.items.len,
+         "[" MSG_ITEM("completed", TEXT_PART("Hm")) ","
+         "{'type':'function_call','id':'fc_T1','status':'incomplete',"
+         "'arguments':'{','call_id':'c1','name':'f'}]",
+         "stream incomplete: the message before the calls completed, the "
+         "calls incomplete (as the answer)");
 
     str_free(&s);
 }
