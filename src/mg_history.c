@@ -115,7 +115,7 @@ mg_history_limit(const char *items, size_t len, size_t ninput,
         goto nomem;
     }
 
-    calls = malloc((n ? n : 1) * sizeof(mg_h_call_t));
+    calls = calloc(n ? n : 1, sizeof(mg_h_call_t));
 
     if (calls == NULL) {
         goto nomem;

@@ -764,9 +764,18 @@ mg_rs_call(mg_resp_stream_t *st, mg_buf_t *out, json_t *tc, size_t pos)
     index = json_is_integer(v) ? json_integer_value(v) : (long long) pos;
     fn = json_object_get(tc, "function");
 
-    for (k = 0; k < st->ncalls; k++) {
-        if (st->calls[k].index == index) {
-            break;
+    /* a delta mostly goes on with the last call: that one first */
+
+    k = st->ncalls;
+
+    if (k && st->calls[k - 1].index == index) {
+        k--;
+
+    } else {
+        for (k = 0; k < st->ncalls; k++) {
+            if (st->calls[k].index == index) {
+                break;
+            }
         }
     }
 
