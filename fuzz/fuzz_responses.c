@@ -648,7 +648,8 @@ mg_fz_events(mg_fz_events_t *ev, const char *p, size_t len)
         }
 
         if (mg_x_streq(json_string_value(t), "response.completed")
-            || mg_x_streq(json_string_value(t), "response.incomplete"))
+            || mg_x_streq(json_string_value(t), "response.incomplete")
+            || mg_x_streq(json_string_value(t), "response.failed"))
         {
             ev->final = j;
 
@@ -666,7 +667,7 @@ static void
 mg_fz_stream(const char *p, const char *end, unsigned sel, uint64_t h,
     const char *e, size_t elen, int bad_echo)
 {
-    int                     rc, done;
+    int                     rc, done, failed;
     size_t                  n, in, chunks, before;
     json_t                 *j, *items;
     mg_buf_t                out, it, *itp;
@@ -705,6 +706,7 @@ mg_fz_stream(const char *p, const char *end, unsigned sel, uint64_t h,
     in = elen;
     chunks = 0;
     done = 0;
+    failed = 0;
 
     for ( ;; ) {
         before = out.len;
@@ -724,6 +726,43 @@ mg_fz_stream(const char *p, const char *end, unsigned sel, uint64_t h,
 
         if (n == 6 && memcmp(s, "[DONE]", 6) == 0) {
             rc = mg_resp_stream_end(&st, &out, itp, &err);
+
+            /* after a failure: the same, then response.failed ends it */
+
+            if (failed) {
+                if (rc != failed || out.len != before) {
+                    abort();
+                }
+
+                mg_fz_error(&err, rc, 500, 502);
+                mg_fz_untouched(&it);
+
+                rc = mg_resp_stream_fail(&st, err.message, &out, &err);
+
+                if (rc == MG_X_NOMEM) {
+                    mg_fz_error(&err, rc, 500, 500);
+
+                    if (out.len != before) {
+                        abort();
+                    }
+
+                    break;
+                }
+
+                if (rc != MG_X_DONE) {
+                    abort();
+                }
+
+                mg_fz_events(&ev, out.data + before, out.len - before);
+
+                if (!mg_x_streq(json_string_value(json_object_get(
+                                    ev.final, "type")), "response.failed"))
+                {
+                    abort();
+                }
+
+                break;
+            }
 
             if (rc == MG_X_NOMEM) {
                 mg_fz_error(&err, rc, 500, 500);
@@ -779,16 +818,25 @@ mg_fz_stream(const char *p, const char *end, unsigned sel, uint64_t h,
         rc = mg_resp_stream_chunk(&st, j, &out, &err);
 
         if (rc != MG_X_OK) {
-            mg_fz_error(&err, rc, 502, 502);
+
+            /* a failure is final: later calls repeat it */
+
+            mg_fz_error(&err, rc, failed ? 500 : 502, 502);
 
             if (out.len != before
                 || memcmp(out.data, MG_FZ_PRE, MG_FZ_PRE_LEN) != 0
-                || (rc == MG_X_ERROR && json_is_object(j)))
+                || (failed && rc != failed)
+                || (!failed && rc == MG_X_ERROR && json_is_object(j)
+                    && mg_x_get(j, "error") == NULL))
             {
                 abort();
             }
 
-        } else if (!json_is_object(j) || (done && out.len != before)) {
+            failed = rc;
+
+        } else if ((!json_is_object(j) && !done) || failed
+                   || (done && out.len != before))
+        {
             abort();
         }
 
