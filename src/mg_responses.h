@@ -152,7 +152,8 @@ int mg_resp_stream_init(mg_resp_stream_t *st,
  * Returns MG_X_OK, MG_X_ERROR or MG_X_NOMEM; nothing is appended by a
  * call that fails.  A failure is final: every later mg_resp_stream_chunk()
  * and mg_resp_stream_end() returns the same, err set the same, and
- * writes nothing; mg_resp_stream_fail() still ends the stream.
+ * writes nothing; mg_resp_stream_fail() still ends the stream.  After
+ * the final event every chunk is ignored (MG_X_OK, nothing written).
  */
 int mg_resp_stream_chunk(mg_resp_stream_t *st, json_t *chunk,
     mg_buf_t *out, mg_xerror_t *err);
