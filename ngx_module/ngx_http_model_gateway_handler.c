@@ -558,3 +558,53 @@ ngx_http_model_gateway_route_done(ngx_http_request_t *r, ngx_int_t rc)
 
     ngx_http_run_posted_requests(c);
 }
+
+
+ngx_int_t
+ngx_http_model_gateway_build_models_json(ngx_conf_t *cf,
+    ngx_http_model_gateway_main_conf_t *mcf)
+{
+    u_char                          *p;
+    size_t                           len;
+    time_t                           now;
+    ngx_uint_t                       i;
+    ngx_http_model_gateway_model_t  *m;
+
+    /*
+     * the answer of GET /v1/models never changes until a reload, so it is
+     * rendered once here; names were checked to need no JSON escaping
+     */
+
+    now = ngx_time();
+    m = mcf->models.elts;
+
+    len = sizeof("{\"object\":\"list\",\"data\":[]}") - 1;
+
+    for (i = 0; i < mcf->models.nelts; i++) {
+        len += sizeof("{\"id\":\"\",\"object\":\"model\",\"created\":,"
+                      "\"owned_by\":\"model-gateway\"},") - 1
+               + m[i].name.len + NGX_TIME_T_LEN;
+    }
+
+    p = ngx_pnalloc(cf->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    mcf->models_json.data = p;
+
+    p = ngx_cpymem(p, "{\"object\":\"list\",\"data\":[",
+                   sizeof("{\"object\":\"list\",\"data\":[") - 1);
+
+    for (i = 0; i < mcf->models.nelts; i++) {
+        p = ngx_sprintf(p, "%s{\"id\":\"%V\",\"object\":\"model\","
+                        "\"created\":%T,\"owned_by\":\"model-gateway\"}",
+                        i ? "," : "", &m[i].name, now);
+    }
+
+    p = ngx_cpymem(p, "]}", 2);
+
+    mcf->models_json.len = p - mcf->models_json.data;
+
+    return NGX_OK;
+}

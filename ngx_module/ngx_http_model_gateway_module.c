@@ -26,12 +26,8 @@ static ngx_int_t ngx_http_model_gateway_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_model_gateway_init_process(ngx_cycle_t *cycle);
 static void ngx_http_model_gateway_exit_process(ngx_cycle_t *cycle);
 
-static ngx_int_t ngx_http_model_gateway_build_models_json(ngx_conf_t *cf,
-    ngx_http_model_gateway_main_conf_t *mcf);
 static char *ngx_http_model_gateway(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_model_gateway_balance_directive(ngx_conf_t *cf,
-    ngx_command_t *cmd, void *conf);
 
 
 static ngx_conf_num_bounds_t  ngx_http_model_gateway_tries_bounds = {
@@ -976,116 +972,4 @@ ngx_http_model_gateway(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf->handler = ngx_http_model_gateway_handler;
 
     return NGX_CONF_OK;
-}
-
-
-/* model_gateway_balance POLICY [MODEL ...]; */
-
-static char *
-ngx_http_model_gateway_balance_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf)
-{
-    ngx_http_model_gateway_loc_conf_t *mlcf = conf;
-
-    ngx_str_t                        *value;
-    ngx_uint_t                        i, policy;
-    ngx_http_model_gateway_policy_t  *p;
-
-    value = cf->args->elts;
-
-    if (ngx_strcmp(value[1].data, "round_robin") == 0) {
-        policy = NGX_HTTP_MG_BALANCE_ROUND_ROBIN;
-
-    } else if (ngx_strcmp(value[1].data, "least_outstanding") == 0) {
-        policy = NGX_HTTP_MG_BALANCE_LEAST_OUTSTANDING;
-
-    } else if (ngx_strcmp(value[1].data, "peak_ewma") == 0) {
-        policy = NGX_HTTP_MG_BALANCE_PEAK_EWMA;
-
-    } else {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "unknown balancing policy \"%V\" (round_robin, "
-                           "least_outstanding, peak_ewma)", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    if (cf->args->nelts == 2) {
-        if (mlcf->balance != NGX_CONF_UNSET_UINT) {
-            return "is duplicate";
-        }
-
-        mlcf->balance = policy;
-        return NGX_CONF_OK;
-    }
-
-    if (mlcf->balance_models == NGX_CONF_UNSET_PTR) {
-        mlcf->balance_models = ngx_array_create(cf->pool, 4,
-                                       sizeof(ngx_http_model_gateway_policy_t));
-        if (mlcf->balance_models == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    for (i = 2; i < cf->args->nelts; i++) {
-        p = ngx_array_push(mlcf->balance_models);
-        if (p == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        p->model = value[i];
-        p->policy = policy;
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-
-static ngx_int_t
-ngx_http_model_gateway_build_models_json(ngx_conf_t *cf,
-    ngx_http_model_gateway_main_conf_t *mcf)
-{
-    u_char                          *p;
-    size_t                           len;
-    time_t                           now;
-    ngx_uint_t                       i;
-    ngx_http_model_gateway_model_t  *m;
-
-    /*
-     * the answer of GET /v1/models never changes until a reload, so it is
-     * rendered once here; names were checked to need no JSON escaping
-     */
-
-    now = ngx_time();
-    m = mcf->models.elts;
-
-    len = sizeof("{\"object\":\"list\",\"data\":[]}") - 1;
-
-    for (i = 0; i < mcf->models.nelts; i++) {
-        len += sizeof("{\"id\":\"\",\"object\":\"model\",\"created\":,"
-                      "\"owned_by\":\"model-gateway\"},") - 1
-               + m[i].name.len + NGX_TIME_T_LEN;
-    }
-
-    p = ngx_pnalloc(cf->pool, len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    mcf->models_json.data = p;
-
-    p = ngx_cpymem(p, "{\"object\":\"list\",\"data\":[",
-                   sizeof("{\"object\":\"list\",\"data\":[") - 1);
-
-    for (i = 0; i < mcf->models.nelts; i++) {
-        p = ngx_sprintf(p, "%s{\"id\":\"%V\",\"object\":\"model\","
-                        "\"created\":%T,\"owned_by\":\"model-gateway\"}",
-                        i ? "," : "", &m[i].name, now);
-    }
-
-    p = ngx_cpymem(p, "]}", 2);
-
-    mcf->models_json.len = p - mcf->models_json.data;
-
-    return NGX_OK;
 }

@@ -773,6 +773,12 @@ ngx_int_t ngx_http_model_gateway_aws_sign(ngx_http_request_t *r,
     ngx_http_model_gateway_backend_t *b, ngx_str_t *path, ngx_str_t *body,
     ngx_str_t *out);
 
+/* peer.c, handler.c: their directives and conf-time pieces */
+char *ngx_http_model_gateway_balance_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_model_gateway_build_models_json(ngx_conf_t *cf,
+    ngx_http_model_gateway_main_conf_t *mcf);
+
 /* limits.c */
 char *ngx_http_model_gateway_tenant_limits(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);

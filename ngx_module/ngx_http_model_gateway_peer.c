@@ -549,3 +549,64 @@ ngx_http_model_gateway_fail_text(ngx_http_model_gateway_fail_e fail)
         return "error";
     }
 }
+
+
+/* model_gateway_balance POLICY [MODEL ...]; */
+
+char *
+ngx_http_model_gateway_balance_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_model_gateway_loc_conf_t *mlcf = conf;
+
+    ngx_str_t                        *value;
+    ngx_uint_t                        i, policy;
+    ngx_http_model_gateway_policy_t  *p;
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "round_robin") == 0) {
+        policy = NGX_HTTP_MG_BALANCE_ROUND_ROBIN;
+
+    } else if (ngx_strcmp(value[1].data, "least_outstanding") == 0) {
+        policy = NGX_HTTP_MG_BALANCE_LEAST_OUTSTANDING;
+
+    } else if (ngx_strcmp(value[1].data, "peak_ewma") == 0) {
+        policy = NGX_HTTP_MG_BALANCE_PEAK_EWMA;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown balancing policy \"%V\" (round_robin, "
+                           "least_outstanding, peak_ewma)", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (cf->args->nelts == 2) {
+        if (mlcf->balance != NGX_CONF_UNSET_UINT) {
+            return "is duplicate";
+        }
+
+        mlcf->balance = policy;
+        return NGX_CONF_OK;
+    }
+
+    if (mlcf->balance_models == NGX_CONF_UNSET_PTR) {
+        mlcf->balance_models = ngx_array_create(cf->pool, 4,
+                                       sizeof(ngx_http_model_gateway_policy_t));
+        if (mlcf->balance_models == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+        p = ngx_array_push(mlcf->balance_models);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        p->model = value[i];
+        p->policy = policy;
+    }
+
+    return NGX_CONF_OK;
+}
