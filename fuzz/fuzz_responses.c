@@ -1,10 +1,10 @@
 /*
  * Copyright (C) The ngx_http_model_gateway_module authors
  *
- * libFuzzer target for gateway-held Responses (mg_responses.c,
- * mg_responses_stream.c).  The first byte of the input chooses what the
- * rest is and how it is called; the rest is cut into pieces at blank
- * lines ("\n\n"):
+ * libFuzzer target for gateway-held Responses (mg_responses_request.c,
+ * mg_responses_items.c, mg_responses_answer.c, mg_responses_stream.c).
+ * The first byte of the input chooses what the rest is and how it is
+ * called; the rest is cut into pieces at blank lines ("\n\n"):
  *
  *   mode 0  a Responses request body, no history;
  *   mode 1  a request body, then (after the first blank line) the history;

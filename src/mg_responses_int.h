@@ -1,14 +1,26 @@
 /*
  * Copyright (C) The ngx_http_model_gateway_module authors
  *
- * What the answer and the stream of gateway-held Responses share
- * (mg_responses.c, mg_responses_stream.c).
+ * What the parts of gateway-held Responses share (mg_responses_request.c,
+ * mg_responses_items.c, mg_responses_answer.c, mg_responses_stream.c).
  */
 
 #ifndef _MG_RESPONSES_INT_H_INCLUDED_
 #define _MG_RESPONSES_INT_H_INCLUDED_
 
 #include "mg_responses.h"
+
+
+/* the request's fields a response object repeats, in its order; NULL ends */
+extern const char  *mg_r_echo_keys[];
+
+
+/*
+ * chat's "messages": in's instructions, then the stored items hist, then
+ * in's input, whose items are appended to items (mg_responses_items.c)
+ */
+int mg_r_messages(json_t *in, json_t *hist, json_t *chat, json_t *items,
+    mg_xerror_t *err);
 
 
 typedef struct {
