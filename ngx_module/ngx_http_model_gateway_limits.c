@@ -56,7 +56,7 @@ static void ngx_http_model_gateway_limits_cleanup(void *data);
 static ngx_int_t ngx_http_model_gateway_limits_commit(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
 static ngx_int_t ngx_http_model_gateway_limits_header(ngx_http_request_t *r,
-    const char *name, ngx_str_t *value);
+    ngx_str_t *name, ngx_str_t *value);
 static ngx_int_t ngx_http_model_gateway_tenant_cmp(const void *a,
     const void *b);
 
@@ -830,12 +830,15 @@ ngx_http_model_gateway_limits_headers(ngx_http_request_t *r,
     ngx_uint_t                           i;
     ngx_http_model_gateway_limit_hdr_t  *h;
 
-    static const char  *names[2][3] = {
-        { "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
-          "x-ratelimit-reset-requests" },
-        { "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
-          "x-ratelimit-reset-tokens" }
+    static ngx_str_t  names[2][3] = {
+        { ngx_string("x-ratelimit-limit-requests"),
+          ngx_string("x-ratelimit-remaining-requests"),
+          ngx_string("x-ratelimit-reset-requests") },
+        { ngx_string("x-ratelimit-limit-tokens"),
+          ngx_string("x-ratelimit-remaining-tokens"),
+          ngx_string("x-ratelimit-reset-tokens") }
     };
+    static ngx_str_t  retry_after_ms = ngx_string("retry-after-ms");
 
     if (ctx->limits.headers_done) {
         return NGX_OK;
@@ -859,7 +862,7 @@ ngx_http_model_gateway_limits_headers(ngx_http_request_t *r,
         v.len = ngx_sprintf(p, "%uL", h->limit) - p;
         p += v.len;
 
-        if (ngx_http_model_gateway_limits_header(r, names[i][0], &v)
+        if (ngx_http_model_gateway_limits_header(r, &names[i][0], &v)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -869,7 +872,7 @@ ngx_http_model_gateway_limits_headers(ngx_http_request_t *r,
         v.len = ngx_sprintf(p, "%uL", h->remaining) - p;
         p += v.len;
 
-        if (ngx_http_model_gateway_limits_header(r, names[i][1], &v)
+        if (ngx_http_model_gateway_limits_header(r, &names[i][1], &v)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -878,7 +881,7 @@ ngx_http_model_gateway_limits_headers(ngx_http_request_t *r,
         v.data = p;
         v.len = mg_limit_duration((char *) p, h->reset);
 
-        if (ngx_http_model_gateway_limits_header(r, names[i][2], &v)
+        if (ngx_http_model_gateway_limits_header(r, &names[i][2], &v)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -897,7 +900,7 @@ ngx_http_model_gateway_limits_headers(ngx_http_request_t *r,
         v.data = p;
         v.len = ngx_sprintf(p, "%L", ctx->limits.retry_ms) - p;
 
-        if (ngx_http_model_gateway_limits_header(r, "retry-after-ms", &v)
+        if (ngx_http_model_gateway_limits_header(r, &retry_after_ms, &v)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -910,7 +913,7 @@ ngx_http_model_gateway_limits_headers(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_model_gateway_limits_header(ngx_http_request_t *r,
-    const char *name, ngx_str_t *value)
+    ngx_str_t *name, ngx_str_t *value)
 {
     ngx_table_elt_t  *h;
 
@@ -920,8 +923,7 @@ ngx_http_model_gateway_limits_header(ngx_http_request_t *r,
     }
 
     h->hash = 1;
-    h->key.data = (u_char *) name;
-    h->key.len = ngx_strlen(name);
+    h->key = *name;
     h->value = *value;
     h->lowcase_key = NULL;
 
