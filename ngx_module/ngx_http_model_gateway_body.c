@@ -459,9 +459,24 @@ ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_model_gateway_translate_prepare(r, ctx);
-    if (rc != NGX_OK) {
-        return rc;
+    if (ctx->state.kind == NGX_HTTP_MG_STATE_NEW_RESPONSE) {
+
+        /* gateway mode: the chat request is built in the route step */
+
+        rc = ngx_http_model_gateway_memory_prepare(r, ctx);
+        if (rc != NGX_OK && rc != NGX_DECLINED) {
+            return rc;
+        }
+
+    } else {
+        rc = NGX_DECLINED;
+    }
+
+    if (rc == NGX_DECLINED) {
+        rc = ngx_http_model_gateway_translate_prepare(r, ctx);
+        if (rc != NGX_OK) {
+            return rc;
+        }
     }
 
     ctx->policy = ctx->lcf->balance;

@@ -12,8 +12,6 @@
 #include "ngx_http_model_gateway_module.h"
 
 
-static ngx_int_t ngx_http_model_gateway_send_json(ngx_http_request_t *r,
-    ngx_str_t *json);
 static ngx_int_t ngx_http_model_gateway_models(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, u_char *id, size_t id_len);
 static void ngx_http_model_gateway_body_handler(ngx_http_request_t *r);
@@ -219,6 +217,18 @@ ngx_http_model_gateway_handler(ngx_http_request_t *r)
             goto not_allowed;
         }
 
+        if (ctx->endpoint == MG_EP_RESPONSE
+            && ngx_http_model_gateway_memory_id((u_char *) id, id_len))
+        {
+            /* a response the gateway holds itself */
+
+            return ngx_http_model_gateway_memory_serve(r, ctx,
+                                                   (u_char *) id, id_len,
+                                                   (u_char *) id + id_len,
+                                                   r->uri.data + r->uri.len
+                                                   - (u_char *) id - id_len);
+        }
+
         ctx->state.kind = (ctx->endpoint == MG_EP_RESPONSE)
                           ? NGX_HTTP_MG_STATE_RESPONSE
                           : NGX_HTTP_MG_STATE_CONVERSATION;
@@ -325,7 +335,7 @@ not_allowed:
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_model_gateway_send_json(ngx_http_request_t *r, ngx_str_t *json)
 {
     ngx_int_t     rc;

@@ -159,6 +159,27 @@ static ngx_command_t  ngx_http_model_gateway_commands[] = {
       0,
       NULL },
 
+    { ngx_string("model_gateway_responses"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_model_gateway_responses_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("model_gateway_history_max_items"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_loc_conf_t, history_max_items),
+      NULL },
+
+    { ngx_string("model_gateway_history_max_bytes"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_loc_conf_t, history_max_bytes),
+      NULL },
+
     { ngx_string("model_gateway_backend_header"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -549,6 +570,12 @@ ngx_http_model_gateway_postconfiguration(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    /* its event link sits below translation: it reads chat chunks */
+
+    if (ngx_http_model_gateway_memory_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (ngx_http_model_gateway_translate_init(cf) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -801,6 +828,10 @@ ngx_http_model_gateway_create_loc_conf(ngx_conf_t *cf)
     conf->enable = NGX_CONF_UNSET;
     conf->balance = NGX_CONF_UNSET_UINT;
     conf->balance_models = NGX_CONF_UNSET_PTR;
+    conf->responses = NGX_CONF_UNSET_UINT;
+    conf->responses_models = NGX_CONF_UNSET_PTR;
+    conf->history_max_items = NGX_CONF_UNSET_UINT;
+    conf->history_max_bytes = NGX_CONF_UNSET_SIZE;
     conf->backend_header = NGX_CONF_UNSET;
     conf->session = NGX_CONF_UNSET_PTR;
     conf->session_idle = NGX_CONF_UNSET_MSEC;
@@ -839,6 +870,14 @@ ngx_http_model_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent,
                               NGX_HTTP_MG_BALANCE_ROUND_ROBIN);
     ngx_conf_merge_ptr_value(conf->balance_models, prev->balance_models,
                              NULL);
+    ngx_conf_merge_uint_value(conf->responses, prev->responses,
+                              NGX_HTTP_MG_RESPONSES_NATIVE);
+    ngx_conf_merge_ptr_value(conf->responses_models, prev->responses_models,
+                             NULL);
+    ngx_conf_merge_uint_value(conf->history_max_items,
+                              prev->history_max_items, 1000);
+    ngx_conf_merge_size_value(conf->history_max_bytes,
+                              prev->history_max_bytes, 512 * 1024);
     ngx_conf_merge_value(conf->backend_header, prev->backend_header, 1);
     ngx_conf_merge_ptr_value(conf->session, prev->session, NULL);
     ngx_conf_merge_msec_value(conf->session_idle, prev->session_idle,

@@ -39,6 +39,9 @@
 #define NGX_HTTP_MG_FALLBACK_HASH      0
 #define NGX_HTTP_MG_FALLBACK_FAIL      1
 
+#define NGX_HTTP_MG_RESPONSES_NATIVE   0
+#define NGX_HTTP_MG_RESPONSES_GATEWAY  1
+
 #define NGX_HTTP_MG_LIMIT_OPEN         0
 #define NGX_HTTP_MG_LIMIT_CLOSED       1
 
@@ -118,6 +121,8 @@ typedef struct ngx_http_model_gateway_backend_s
 typedef struct ngx_http_model_gateway_ctx_s  ngx_http_model_gateway_ctx_t;
 typedef struct ngx_http_model_gateway_provider_s
     ngx_http_model_gateway_provider_t;
+typedef struct ngx_http_model_gateway_memory_s
+    ngx_http_model_gateway_memory_t;
 
 
 /* an idle upstream connection kept by a worker for one backend */
@@ -254,6 +259,7 @@ typedef struct {
 /* who routes first: an identity before the object ids and sessions */
 #define NGX_HTTP_MG_ROUTE_IDENTITY     100
 #define NGX_HTTP_MG_ROUTE_LIMITS       150
+#define NGX_HTTP_MG_ROUTE_MEMORY       180
 #define NGX_HTTP_MG_ROUTE_STATE        200
 #define NGX_HTTP_MG_ROUTE_SESSION      300
 
@@ -378,6 +384,10 @@ typedef struct {
     ngx_flag_t                         enable;
     ngx_uint_t                         balance;     /* default policy */
     ngx_array_t                       *balance_models; /* _policy_t */
+    ngx_uint_t                         responses;   /* default mode */
+    ngx_array_t                       *responses_models; /* _policy_t */
+    ngx_uint_t                         history_max_items;
+    size_t                             history_max_bytes;
     ngx_flag_t                         backend_header;
 
     ngx_array_t                       *forward_headers; /* operator's */
@@ -626,6 +636,7 @@ struct ngx_http_model_gateway_ctx_s {
     ngx_http_model_gateway_identity_t  identity;
     ngx_http_model_gateway_session_t   session;
     ngx_http_model_gateway_state_t     state;
+    ngx_http_model_gateway_memory_t   *memory;      /* gateway-held */
 
     /* the current attempt's response, reset with one memzero */
     ngx_http_model_gateway_attempt_t   attempt;
@@ -682,6 +693,8 @@ void ngx_http_model_gateway_route_done(ngx_http_request_t *r,
     ngx_int_t rc);
 ngx_http_model_gateway_ctx_t *ngx_http_model_gateway_get_ctx(
     ngx_http_request_t *r);
+ngx_int_t ngx_http_model_gateway_send_json(ngx_http_request_t *r,
+    ngx_str_t *json);
 ngx_int_t ngx_http_model_gateway_fail(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, const char *code,
     const char *param, const char *message);
@@ -790,6 +803,20 @@ ngx_int_t ngx_http_model_gateway_limits_headers(ngx_http_request_t *r,
 ngx_int_t ngx_http_model_gateway_state_init(ngx_conf_t *cf);
 ngx_uint_t ngx_http_model_gateway_state_by_id(
     ngx_http_model_gateway_ctx_t *ctx);
+void ngx_http_model_gateway_state_release(ngx_http_model_gateway_ctx_t *ctx);
+
+/* memory.c */
+char *ngx_http_model_gateway_responses_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_model_gateway_memory_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_model_gateway_memory_prepare(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+ngx_int_t ngx_http_model_gateway_memory_tail(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+ngx_uint_t ngx_http_model_gateway_memory_id(u_char *id, size_t len);
+ngx_int_t ngx_http_model_gateway_memory_serve(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, u_char *id, size_t len,
+    u_char *rest, size_t rest_len);
 
 /* usage.c */
 ngx_int_t ngx_http_model_gateway_usage_init(ngx_conf_t *cf);

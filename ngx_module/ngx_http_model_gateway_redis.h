@@ -35,7 +35,10 @@ typedef struct {
 #define NGX_HTTP_MG_SCRIPT_STORE    4
 #define NGX_HTTP_MG_SCRIPT_LIMIT    5
 #define NGX_HTTP_MG_SCRIPT_SETTLE   6
-#define NGX_HTTP_MG_REDIS_NSCRIPTS  7
+#define NGX_HTTP_MG_SCRIPT_MREAD    7
+#define NGX_HTTP_MG_SCRIPT_MWRITE   8
+#define NGX_HTTP_MG_SCRIPT_MGET     9
+#define NGX_HTTP_MG_REDIS_NSCRIPTS  10
 
 extern ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[];
 

@@ -273,7 +273,129 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
         "end "
       "end "
       "return 1",
-      0, "" }
+      0, "" },
+
+    /*
+     * The memory of gateway-held Responses (_memory*.c).  A chain's items
+     * are Redis lists, one item (compact JSON) per element; element 0 of
+     * a list is its header: "" for a chain's first list, "PARENT END" for
+     * a fork (it continues PARENT's first END elements).  A response is a
+     * hash: l its list, s where its input starts there, i how many input
+     * items, e the end of its output, o the response object, b the
+     * backend that served it.  All of a tenant's keys carry its hash tag.
+     *
+     * MREAD: KEYS[1] a response; ARGV[1] the lists' key prefix, ARGV[2]
+     * the most items and ARGV[3] the most bytes to return.  Walks the
+     * chain from its end, newest first, in slices of 64, up to the
+     * limits.  Returns {0} for an unknown response, {3} when a list the
+     * chain needs is missing or short (evicted), else {1, backend, 1 if
+     * older items were left out, list, end, the items oldest first}.
+     */
+
+    { "local r = redis.call('HMGET', KEYS[1], 'l', 'e', 'b') "
+      "if not r[1] then return {0} end "
+      "local maxi, maxb = tonumber(ARGV[2]), tonumber(ARGV[3]) "
+      "local l, e = r[1], tonumber(r[2]) "
+      "local got, n, bytes, more = {}, 0, 0, 0 "
+      "while true do "
+        "local k = ARGV[1] .. l "
+        "local h = redis.call('LINDEX', k, 0) "
+        "if not h or redis.call('LLEN', k) < e then return {3} end "
+        "local hi = e - 1 "
+        "while hi >= 1 and more == 0 do "
+          "local lo = math.max(1, hi - 63) "
+          "local seg = redis.call('LRANGE', k, lo, hi) "
+          "for i = #seg, 1, -1 do "
+            "if n >= maxi or bytes + #seg[i] > maxb then "
+              "more = 1 break "
+            "end "
+            "n = n + 1 bytes = bytes + #seg[i] got[n] = seg[i] "
+          "end "
+          "hi = lo - 1 "
+        "end "
+        "if more == 1 or h == '' then break end "
+        "local sp = string.find(h, ' ', 1, true) "
+        "if not sp then return {3} end "
+        "l = string.sub(h, 1, sp - 1) e = tonumber(string.sub(h, sp + 1)) "
+      "end "
+      "local res = {1, r[3] or '', more, r[1], r[2]} "
+      "for i = n, 1, -1 do res[#res + 1] = got[i] end "
+      "return res",
+      1, "" },
+
+    /*
+     * MWRITE: KEYS[1] the new response; ARGV[1] the lists' key prefix,
+     * ARGV[2] the parent's list ("": a new chain), ARGV[3] the parent's
+     * end, ARGV[4] the id of a new list, ARGV[5] the time to keep (ms),
+     * ARGV[6] the number of input items, ARGV[7] the response object,
+     * ARGV[8] the backend, ARGV[9] the items, one per line.  The turn is
+     * appended to the parent's list when it ends there, else (a fork, or
+     * a new chain) to a new list.  Every list of the chain gets the TTL
+     * again.  Returns 1, or 0 when the parent's list is gone (nothing is
+     * written).
+     */
+
+    { "local ttl = tonumber(ARGV[5]) "
+      "local l, base "
+      "if ARGV[2] == '' then "
+        "l = ARGV[4] base = 1 "
+        "redis.call('RPUSH', ARGV[1] .. l, '') "
+      "else "
+        "local pe = tonumber(ARGV[3]) "
+        "local len = redis.call('LLEN', ARGV[1] .. ARGV[2]) "
+        "if len < pe or len == 0 then return 0 end "
+        "if len == pe then l = ARGV[2] base = pe "
+        "else "
+          "l = ARGV[4] base = 1 "
+          "redis.call('RPUSH', ARGV[1] .. l, ARGV[2] .. ' ' .. ARGV[3]) "
+        "end "
+      "end "
+      "local k = ARGV[1] .. l "
+      "local s, n, items = 1, 0, ARGV[9] "
+      "while s <= #items do "
+        "local nl = string.find(items, '\\n', s, true) or #items + 1 "
+        "redis.call('RPUSH', k, string.sub(items, s, nl - 1)) "
+        "n = n + 1 s = nl + 1 "
+      "end "
+      "redis.call('HSET', KEYS[1], 'l', l, 's', base, 'i', ARGV[6], "
+                 "'e', base + n, 'o', ARGV[7], 'b', ARGV[8]) "
+      "if ttl > 0 then "
+        "redis.call('PEXPIRE', KEYS[1], ttl) "
+        "local d = 0 "
+        "while l and d < 100000 do "
+          "redis.call('PEXPIRE', ARGV[1] .. l, ttl) "
+          "local h = redis.call('LINDEX', ARGV[1] .. l, 0) "
+          "l = nil d = d + 1 "
+          "if h and h ~= '' then "
+            "local sp = string.find(h, ' ', 1, true) "
+            "if sp then l = string.sub(h, 1, sp - 1) end "
+          "end "
+        "end "
+      "end "
+      "return 1",
+      1, "" },
+
+    /*
+     * MGET: KEYS[1] a response; ARGV[1] the lists' key prefix, ARGV[2]
+     * 'o' for its object or 'i' for its input items.  Returns {0} for an
+     * unknown response, {3} when its list is gone, else {1, the object}
+     * or {1, the items}.
+     */
+
+    { "local r = redis.call('HMGET', KEYS[1], 'o', 'l', 's', 'i') "
+      "if not r[1] then return {0} end "
+      "if ARGV[2] == 'o' then return {1, r[1]} end "
+      "local s, n = tonumber(r[3]), tonumber(r[4]) "
+      "local k = ARGV[1] .. r[2] "
+      "if redis.call('LLEN', k) < s + n then return {3} end "
+      "local res = {1} "
+      "if n > 0 then "
+        "for _, v in ipairs(redis.call('LRANGE', k, s, s + n - 1)) do "
+          "res[#res + 1] = v "
+        "end "
+      "end "
+      "return res",
+      1, "" }
 };
 
 

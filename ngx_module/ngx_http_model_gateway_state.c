@@ -22,8 +22,7 @@
  */
 
 
-#include "ngx_http_model_gateway_module.h"
-#include "ngx_http_model_gateway_redis.h"
+#include "ngx_http_model_gateway_memory.h"
 
 #include <hiredis/hiredis.h>
 
@@ -92,6 +91,12 @@ ngx_http_model_gateway_state_init(ngx_conf_t *cf)
 ngx_uint_t
 ngx_http_model_gateway_state_by_id(ngx_http_model_gateway_ctx_t *ctx)
 {
+    if (ctx->memory) {
+
+        /* a gateway-held chain goes where its last turn went */
+        return ctx->memory->prev.len != 0;
+    }
+
     return ctx->state.kind == NGX_HTTP_MG_STATE_RESPONSE
            || ctx->state.kind == NGX_HTTP_MG_STATE_CONVERSATION
            || (ctx->state.kind == NGX_HTTP_MG_STATE_NEW_RESPONSE
@@ -641,12 +646,9 @@ ngx_http_model_gateway_state_stored(void *data, redisReply *reply,
 {
     ngx_http_model_gateway_ctx_t *ctx = data;
 
-    ngx_chain_t          *cl, **ll;
-    ngx_http_request_t   *r;
-    ngx_http_upstream_t  *u;
+    ngx_http_request_t  *r;
 
     r = ctx->request;
-    u = r->upstream;
 
     ctx->state.cmd = NULL;
     ctx->state.store_pending = 0;
@@ -661,6 +663,26 @@ ngx_http_model_gateway_state_stored(void *data, redisReply *reply,
                       "model gateway: \"%V\" is recorded for another owner "
                       "already, left alone", &ctx->state.key);
     }
+
+    ngx_http_model_gateway_state_release(ctx);
+}
+
+
+/*
+ * A write the answer waited for is over: what the answer held back for it
+ * (its last byte, or its final events) goes out now, and the end when the
+ * backend's response has ended.
+ */
+
+void
+ngx_http_model_gateway_state_release(ngx_http_model_gateway_ctx_t *ctx)
+{
+    ngx_chain_t          *cl, **ll;
+    ngx_http_request_t   *r;
+    ngx_http_upstream_t  *u;
+
+    r = ctx->request;
+    u = r->upstream;
 
     if (u == NULL) {
         return;

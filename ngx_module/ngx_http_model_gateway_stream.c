@@ -587,9 +587,17 @@ ngx_http_model_gateway_stream_tail(ngx_http_request_t *r,
 {
     u_char       *p, *last;
     size_t        n;
+    ngx_int_t     rc;
     ngx_buf_t    *b;
     ngx_chain_t   out;
     ngx_uint_t    cut, responses;
+
+    /* a gateway-held stream ends with its own response.failed */
+
+    rc = ngx_http_model_gateway_memory_tail(r, ctx);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
 
     responses = (ctx->endpoint == MG_EP_RESPONSES
                  || ctx->endpoint == MG_EP_RESPONSE);

@@ -126,12 +126,14 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
     c.err = &err;
 
     /*
-     * no translation may write more than the body limit and the room a
-     * translation adds: each translator stops where it would pass this,
+     * no translation may write more than the body limit (or the body,
+     * when the gateway built it from stored items: at most the history
+     * limit more) and the room a translation adds: each translator stops
+     * where it would pass this,
      * and a request that cannot be sent within it is the client's 400
      */
 
-    c.max = ctx->lcf->max_body_size + MG_X_OUT_SLACK;
+    c.max = ngx_max(ctx->lcf->max_body_size, ctx->body.len) + MG_X_OUT_SLACK;
 
     for (i = 0; i < n; i++) {
         x = t[i].backend->provider;

@@ -177,6 +177,12 @@ int mg_resp_stream_end(mg_resp_stream_t *st, mg_buf_t *out,
 int mg_resp_stream_fail(mg_resp_stream_t *st, const char *message,
     mg_buf_t *out, mg_xerror_t *err);
 
+/*
+ * After mg_resp_stream_end(): the response object its final event held,
+ * appended to out, for the caller to store.  MG_X_OK or MG_X_NOMEM.
+ */
+int mg_resp_stream_object(mg_resp_stream_t *st, mg_buf_t *out);
+
 void mg_resp_stream_free(mg_resp_stream_t *st);
 
 

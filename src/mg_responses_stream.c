@@ -64,6 +64,27 @@ mg_resp_stream_init(mg_resp_stream_t *st, const mg_resp_answer_opts_t *o,
 }
 
 
+int
+mg_resp_stream_object(mg_resp_stream_t *st, mg_buf_t *out)
+{
+    int      rc;
+    json_t  *res;
+
+    res = mg_resp_object(&st->o, st->echo,
+                         st->reason ? "incomplete" : "completed", st->reason,
+                         st->output, st->usage);
+    if (res == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    rc = mg_x_dump(res, out, 0);
+
+    json_decref(res);
+
+    return rc;
+}
+
+
 void
 mg_resp_stream_free(mg_resp_stream_t *st)
 {

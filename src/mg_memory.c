@@ -1,0 +1,348 @@
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ *
+ * The JSON of the gateway's memory: see mg_memory.h.
+ */
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "mg_memory.h"
+
+
+static int mg_mem_put(json_t *it, mg_buf_t *out, size_t *n);
+static int mg_mem_id(mg_buf_t *out, json_t *it);
+
+
+int
+mg_mem_turn(const char *input, size_t ilen, const char *output, size_t olen,
+    mg_resp_id_pt id, void *data, mg_buf_t *out, size_t *ninput,
+    size_t *nitems, mg_xerror_t *err)
+{
+    int           rc;
+    char          buf[MG_RESP_ID_SIZE];
+    size_t        i, n, len;
+    json_t       *in, *res, *it;
+    const char   *type, *prefix;
+    json_error_t  jerr;
+
+    len = out->len;
+    n = 0;
+
+    in = json_loadb(input, input ? ilen : 0, 0, &jerr);
+    res = json_loadb(output, output ? olen : 0, 0, &jerr);
+
+    rc = MG_X_OK;
+
+    if (!json_is_array(in) || !json_is_array(res)) {
+        mg_xerror_set(err, 500, 0, "server_error", NULL, NULL,
+                      "The items of this turn cannot be stored.");
+        rc = MG_X_ERROR;
+        goto done;
+    }
+
+    json_array_foreach(in, i, it) {
+
+        if (!json_is_object(it)) {
+            mg_xerror_set(err, 500, 0, "server_error", NULL, NULL,
+                          "The items of this turn cannot be stored.");
+            rc = MG_X_ERROR;
+            goto done;
+        }
+
+        if (!json_is_string(json_object_get(it, "id"))) {
+            type = json_string_value(json_object_get(it, "type"));
+
+            prefix = (type == NULL || strcmp(type, "message") == 0)
+                     ? "msg_"
+                     : (strcmp(type, "function_call_output") == 0)
+                       ? "fco_" : "item_";
+
+            if (id(data, prefix, buf, sizeof(buf)) != 0
+                || json_object_set_new(it, "id", json_string(buf)) != 0)
+            {
+                rc = MG_X_NOMEM;
+                goto done;
+            }
+        }
+
+        rc = mg_mem_put(it, out, &n);
+        if (rc != MG_X_OK) {
+            goto done;
+        }
+    }
+
+    *ninput = n;
+
+    json_array_foreach(res, i, it) {
+        if (!json_is_object(it)) {
+            mg_xerror_set(err, 500, 0, "server_error", NULL, NULL,
+                          "The items of this turn cannot be stored.");
+            rc = MG_X_ERROR;
+            goto done;
+        }
+
+        rc = mg_mem_put(it, out, &n);
+        if (rc != MG_X_OK) {
+            goto done;
+        }
+    }
+
+    *nitems = n;
+
+done:
+
+    if (rc != MG_X_OK) {
+        out->len = len;
+
+        if (rc == MG_X_NOMEM) {
+            (void) mg_x_nomem(err);
+        }
+    }
+
+    json_decref(in);
+    json_decref(res);
+
+    return rc;
+}
+
+
+/* one item, on a line of its own: compact JSON escapes every newline */
+
+static int
+mg_mem_put(json_t *it, mg_buf_t *out, size_t *n)
+{
+    if ((*n && mg_buf_append(out, "\n", 1) != MG_X_OK)
+        || mg_x_dump(it, out, 0) != MG_X_OK)
+    {
+        return MG_X_NOMEM;
+    }
+
+    (*n)++;
+
+    return MG_X_OK;
+}
+
+
+int
+mg_mem_array(const char *const *items, const size_t *lens, size_t n,
+    mg_buf_t *out)
+{
+    size_t  i;
+
+    if (mg_buf_append(out, "[", 1) != MG_X_OK) {
+        return MG_X_NOMEM;
+    }
+
+    for (i = 0; i < n; i++) {
+        if ((i && mg_buf_append(out, ",", 1) != MG_X_OK)
+            || mg_buf_append(out, items[i], lens[i]) != MG_X_OK)
+        {
+            return MG_X_NOMEM;
+        }
+    }
+
+    return mg_buf_append(out, "]", 1);
+}
+
+
+size_t
+mg_mem_count(const char *array, size_t len)
+{
+    size_t        n;
+    json_t       *a;
+    json_error_t  jerr;
+
+    a = json_loadb(array, array ? len : 0, 0, &jerr);
+    n = json_array_size(a);
+    json_decref(a);
+
+    return n;
+}
+
+
+size_t
+mg_mem_turn_start(const char *const *items, const size_t *lens, size_t n)
+{
+    size_t        i;
+    json_t       *it;
+    const char   *type, *role;
+    json_error_t  jerr;
+
+    for (i = 0; i < n; i++) {
+        it = json_loadb(items[i], lens[i], 0, &jerr);
+
+        type = json_string_value(json_object_get(it, "type"));
+        role = json_string_value(json_object_get(it, "role"));
+
+        if ((type == NULL || strcmp(type, "message") == 0)
+            && role && strcmp(role, "user") == 0)
+        {
+            json_decref(it);
+            return i;
+        }
+
+        json_decref(it);
+    }
+
+    return n;
+}
+
+
+int
+mg_mem_list(const char *const *items, const size_t *lens, size_t n,
+    const char *order, size_t order_len, const char *limit,
+    size_t limit_len, const char *after, size_t after_len, mg_buf_t *out,
+    mg_xerror_t *err)
+{
+    int           desc;
+    char          num[8], *end;
+    long          max;
+    size_t        i, k, from, count, len, first_len, last_len;
+    json_t       *it, *first, *last;
+    const char   *s;
+    json_error_t  jerr;
+
+    desc = 1;
+
+    if (order && order_len) {
+        if (order_len == 3 && memcmp(order, "asc", 3) == 0) {
+            desc = 0;
+
+        } else if (!(order_len == 4 && memcmp(order, "desc", 4) == 0)) {
+            return mg_x_bad(err, "order", "Invalid 'order': expected "
+                            "'asc' or 'desc'.");
+        }
+    }
+
+    max = 20;
+
+    if (limit && limit_len) {
+        if (limit_len >= sizeof(num)) {
+            goto bad_limit;
+        }
+
+        memcpy(num, limit, limit_len);
+        num[limit_len] = '\0';
+
+        max = strtol(num, &end, 10);
+
+        if (*end != '\0' || max < 1 || max > 100) {
+            goto bad_limit;
+        }
+    }
+
+    /* the position in the order asked for */
+
+    from = 0;
+
+    if (after && after_len) {
+        for (k = 0; k < n; k++) {
+            i = desc ? n - 1 - k : k;
+
+            it = json_loadb(items[i], lens[i], 0, &jerr);
+            s = json_string_value(json_object_get(it, "id"));
+
+            if (s && strlen(s) == after_len && memcmp(s, after, after_len)
+                                               == 0)
+            {
+                json_decref(it);
+                break;
+            }
+
+            json_decref(it);
+        }
+
+        if (k == n) {
+            return mg_x_bad(err, "after", "No item found with id '%.*s'.",
+                            (int) (after_len > 128 ? 128 : after_len),
+                            after);
+        }
+
+        from = k + 1;
+    }
+
+    count = n - from;
+    if (count > (size_t) max) {
+        count = (size_t) max;
+    }
+
+    len = out->len;
+
+    if (mg_buf_append(out, "{\"object\":\"list\",\"data\":[", 25)
+        != MG_X_OK)
+    {
+        goto nomem;
+    }
+
+    for (k = 0; k < count; k++) {
+        i = desc ? n - 1 - (from + k) : from + k;
+
+        if ((k && mg_buf_append(out, ",", 1) != MG_X_OK)
+            || mg_buf_append(out, items[i], lens[i]) != MG_X_OK)
+        {
+            goto nomem;
+        }
+    }
+
+    first = NULL;
+    last = NULL;
+    first_len = 0;
+    last_len = 0;
+
+    if (count) {
+        i = desc ? n - 1 - from : from;
+        first = json_loadb(items[i], lens[i], 0, &jerr);
+        first_len = 1;
+
+        i = desc ? n - 1 - (from + count - 1) : from + count - 1;
+        last = json_loadb(items[i], lens[i], 0, &jerr);
+        last_len = 1;
+    }
+
+    if (mg_buf_append(out, "],\"first_id\":", 13) != MG_X_OK
+        || mg_mem_id(out, first_len ? first : NULL) != MG_X_OK
+        || mg_buf_append(out, ",\"last_id\":", 11) != MG_X_OK
+        || mg_mem_id(out, last_len ? last : NULL) != MG_X_OK
+        || mg_buf_printf(out, ",\"has_more\":%s}",
+                         from + count < n ? "true" : "false")
+           != MG_X_OK)
+    {
+        json_decref(first);
+        json_decref(last);
+        goto nomem;
+    }
+
+    json_decref(first);
+    json_decref(last);
+
+    return MG_X_OK;
+
+bad_limit:
+
+    return mg_x_bad(err, "limit", "Invalid 'limit': expected an integer "
+                    "from 1 to 100.");
+
+nomem:
+
+    out->len = len;
+
+    return mg_x_nomem(err);
+}
+
+
+/* an item's id as a JSON string, or null */
+
+static int
+mg_mem_id(mg_buf_t *out, json_t *it)
+{
+    json_t  *id;
+
+    id = json_object_get(it, "id");
+
+    if (!json_is_string(id)) {
+        return mg_buf_append(out, "null", 4);
+    }
+
+    return mg_x_dump(id, out, JSON_ENCODE_ANY);
+}
