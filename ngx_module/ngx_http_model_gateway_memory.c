@@ -149,9 +149,10 @@ ngx_http_model_gateway_memory_prepare(ngx_http_request_t *r,
     ngx_http_model_gateway_memory_t     *m;
     ngx_http_model_gateway_main_conf_t  *mcf;
     u_char                               rnd[NGX_HTTP_MG_MEMORY_ID_BYTES];
-    mg_json_field_t                      f[2] = {
+    mg_json_field_t                      f[3] = {
         { "truncation", 10, MG_JSON_NONE, 0, 0, 0 },
-        { "store", 5, MG_JSON_NONE, 0, 0, 0 }
+        { "store", 5, MG_JSON_NONE, 0, 0, 0 },
+        { "conversation", 12, MG_JSON_NONE, 0, 0, 0 }
     };
 
     mode = ctx->lcf->responses;
@@ -172,6 +173,23 @@ ngx_http_model_gateway_memory_prepare(ngx_http_request_t *r,
 
     if (mode != NGX_HTTP_MG_RESPONSES_GATEWAY) {
         return NGX_DECLINED;
+    }
+
+    if (mg_json_scan((char *) ctx->body.data, ctx->body.len, f, 3, 64, NULL)
+        != MG_JSON_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx->state.via == NGX_HTTP_MG_STATE_RESPONSE
+        && f[2].type != MG_JSON_NONE && f[2].type != MG_JSON_NULL)
+    {
+        return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
+                                           "invalid_request_error",
+                                           NULL, "conversation",
+                                           "'previous_response_id' and "
+                                           "'conversation' cannot be used "
+                                           "together.");
     }
 
     if (ctx->state.via == NGX_HTTP_MG_STATE_CONVERSATION) {
@@ -236,12 +254,6 @@ ngx_http_model_gateway_memory_prepare(ngx_http_request_t *r,
 
     m->request = ctx->body;
     m->created_at = ngx_time();
-
-    if (mg_json_scan((char *) ctx->body.data, ctx->body.len, f, 2, 64, NULL)
-        != MG_JSON_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
 
     if (f[0].type == MG_JSON_STRING)
     {

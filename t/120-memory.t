@@ -1,0 +1,1036 @@
+#!/usr/bin/perl
+
+# Gateway-held Responses (README "Gateway-held Responses"): the OpenAI
+# Responses API in "model_gateway_responses gateway" mode, the gateway
+# storing each turn's items in Redis and sending every turn as a chat
+# request to whichever chat backend serves the model.
+#
+# The mocks check what they receive in their own wire format and refuse
+# (as the provider would) what breaks its rules:
+#   oa   OpenAI chat completions: roles, a tool message answers a call of
+#        an earlier assistant message by its id, no Responses fields;
+#   ant  Anthropic Messages: x-api-key, anthropic-version, max_tokens,
+#        system at the top, user/assistant alternating from user,
+#        tool_result first in the user turn right after its tool_use;
+#   gem  Gemini generateContent: x-goog-api-key, user/model roles, a
+#        functionResponse named as the functionCall of the turn before;
+#   bed  Bedrock Converse: SigV4, alternating roles, toolResult answering
+#        a toolUse of the turn before by toolUseId.
+# Each reduces what it got to [role, text] / [call, name, args] /
+# [result, output] entries, so the test compares one history across
+# providers.  A mock answers "NAME-reply-N", or a call of get_weather
+# when the last user text says CALL; a file DIR/fail-NAME makes it fail
+# (503, or 529 for ant).
+#
+#   - a first turn, its follow-up on another provider with the whole
+#     history (instructions not carried over), a fork, GET / DELETE /
+#     input_items, unknown and foreign ids (another tenant: 404);
+#   - tools across providers (the call in one cloud, its output answered
+#     in another), streams from each provider with strictly increasing
+#     sequence_number, response.completed = GET /responses/{id};
+#   - a chain prefers its last backend, and moves with its whole history
+#     when that one fails (cross-cloud); a second node reads the chain;
+#   - store: false stores nothing; limits (items, bytes; truncation auto
+#     drops whole turns); what gateway mode cannot serve is a 400 naming
+#     the parameter; Redis down is a 503 before any backend is called;
+#     items lost from Redis are a 500 history_missing, never a shorter
+#     history; a write that fails leaves the answer whole.
+
+use strict;
+use warnings;
+
+use Test::More;
+use JSON::PP qw(decode_json encode_json);
+use Time::HiRes qw(time sleep);
+use MG::Test;
+use MG::AWS qw(sigv4_check es_event);
+
+my $t = MG::Test->new;
+$t->need_module;
+my $t2 = MG::Test->new;         # a second node on the same Redis
+
+my $DIR = $t->dir;
+my $J = JSON::PP->new->utf8->canonical;
+
+my $ANT_KEY = 'sk-ant-memory-test-key-0123456789';
+my $GEM_KEY = 'gem-memory-test-key-abcdef';
+$ENV{AWS_ACCESS_KEY_ID} = 'AKIDMEMORYTEST';
+$ENV{AWS_SECRET_ACCESS_KEY} = 'memory-test-secret-key/0123456789abcdef';
+delete $ENV{AWS_SESSION_TOKEN};
+
+sub write_file {
+    my ($f, $s) = @_;
+    open my $fh, '>', $f or die "$f: $!";
+    print {$fh} $s;
+    close $fh;
+}
+
+write_file("$DIR/ant.key", "$ANT_KEY\n");
+write_file("$DIR/gem.key", "$GEM_KEY\n");
+
+# two gateway keys of two tenants
+my %GWKEY;
+for my $tenant (qw(acme globex)) {
+    my ($rc, $out) = MG::Test::_capture(
+        [$^X, "$ENV{PWD}/bin/mg-key", '--tenant', $tenant, '--id',
+         "$tenant-1"]);
+    die "mg-key: $out" if $rc;
+    my ($key, $line) = split /\n/, $out;
+    $GWKEY{$tenant} = $key;
+    open my $fh, '>>', "$DIR/keys.txt" or die;
+    print {$fh} "$line\n";
+    close $fh;
+}
+
+###########################################################################
+# mocks
+
+sub reply {
+    my ($status, $obj, @h) = @_;
+    return { status => $status,
+             headers => [['Content-Type', 'application/json'], @h],
+             body => $J->encode($obj) };
+}
+
+sub failing { -e "$DIR/fail-$_[0]" }
+
+# the last user text of a normalized history
+sub last_user {
+    my $h = shift;
+    for my $e (reverse @$h) {
+        return $e->[1] if $e->[0] eq 'user';
+    }
+    return '';
+}
+
+sub text_of {
+    my $c = shift;
+    return $c unless ref $c;
+    return join '', map { $_->{text} // '' } @$c;
+}
+
+# --- OpenAI chat completions
+
+sub oa_history {
+    my $b = shift;
+    my (@h, %calls);
+    for my $m (@{$b->{messages}}) {
+        my $role = $m->{role} // '';
+        die "role $role\n" unless $role =~ /^(system|developer|user|assistant|tool)$/;
+        if ($role eq 'tool') {
+            die "tool message for unknown call $m->{tool_call_id}\n"
+                unless $calls{$m->{tool_call_id} // ''};
+            push @h, ['result', text_of($m->{content})];
+            next;
+        }
+        my $text = text_of($m->{content});
+        push @h, [$role eq 'developer' ? 'system' : $role, $text]
+            if defined $m->{content} && length $text;
+        for my $tc (@{$m->{tool_calls} || []}) {
+            die "call without id\n" unless $tc->{id};
+            $calls{$tc->{id}} = 1;
+            push @h, ['call', $tc->{function}{name},
+                      $tc->{function}{arguments}];
+        }
+    }
+    die "Responses fields in a chat request\n"
+        if grep { exists $b->{$_} } qw(input previous_response_id store
+                                       instructions truncation);
+    return \@h;
+}
+
+$t->mock('oa', handler => sub {
+    my $r = shift;
+    return reply(503, { error => { message => 'down', type => 'server_error' } })
+        if failing('oa');
+    my $b = eval { decode_json($r->{body}) };
+    my $h = eval { oa_history($b) };
+    return reply(400, { error => { message => "oa: $@",
+                                   type => 'invalid_request_error' } })
+        unless $h;
+    write_file("$DIR/seen-oa-$r->{n}", $J->encode($h));
+    my $call = last_user($h) =~ /CALL/;
+    my $text = "oa-reply-$r->{n}";
+    if ($b->{stream}) {
+        my %base = (id => "chatcmpl-$r->{n}", object => 'chat.completion.chunk',
+                    created => 1700000000, model => $b->{model});
+        my @ev = ({ %base, choices => [{ index => 0, delta => {
+                       role => 'assistant', content => '' },
+                       finish_reason => undef }] });
+        if ($call) {
+            push @ev, { %base, choices => [{ index => 0, delta => {
+                tool_calls => [{ index => 0, id => "call_oa$r->{n}",
+                    type => 'function', function => { name => 'get_weather',
+                    arguments => '' } }] }, finish_reason => undef }] };
+            push @ev, { %base, choices => [{ index => 0, delta => {
+                tool_calls => [{ index => 0, function => {
+                    arguments => $_ } }] }, finish_reason => undef }] }
+                for ('{"city":', '"Paris"}');
+        } else {
+            push @ev, { %base, choices => [{ index => 0,
+                delta => { content => $_ }, finish_reason => undef }] }
+                for ('oa-', "reply-$r->{n}");
+        }
+        push @ev, { %base, choices => [{ index => 0, delta => {},
+            finish_reason => $call ? 'tool_calls' : 'stop' }] };
+        push @ev, { %base, choices => [], usage => { prompt_tokens => 11,
+            completion_tokens => 4, total_tokens => 15 } }
+            if $b->{stream_options} && $b->{stream_options}{include_usage};
+        return { status => 200,
+                 headers => [['Content-Type', 'text/event-stream']],
+                 chunks => [(map { 'data: ' . $J->encode($_) . "\n\n" } @ev),
+                            "data: [DONE]\n\n"] };
+    }
+    my $msg = $call
+        ? { role => 'assistant', content => undef, tool_calls => [{
+              id => "call_oa$r->{n}", type => 'function', function => {
+              name => 'get_weather', arguments => '{"city":"Paris"}' } }] }
+        : { role => 'assistant', content => $text };
+    return reply(200, { id => "chatcmpl-$r->{n}", object => 'chat.completion',
+        created => 1700000000, model => $b->{model},
+        choices => [{ index => 0, message => $msg,
+                      finish_reason => $call ? 'tool_calls' : 'stop' }],
+        usage => { prompt_tokens => 11, completion_tokens => 4,
+                   total_tokens => 15 } });
+});
+
+# --- Anthropic Messages
+
+sub ant_history {
+    my $b = shift;
+    my @h;
+    die "max_tokens\n" unless $b->{max_tokens};
+    if (defined $b->{system}) {
+        push @h, ['system', text_of($b->{system})];
+    }
+    my ($prev_role, %prev_calls) = ('');
+    my $i = 0;
+    for my $m (@{$b->{messages}}) {
+        my $role = $m->{role} // '';
+        die "role $role\n" unless $role =~ /^(user|assistant)$/;
+        die "first message must be user\n" if $i++ == 0 && $role ne 'user';
+        die "roles must alternate\n" if $role eq $prev_role;
+        my $content = ref $m->{content} ? $m->{content}
+                                        : [{ type => 'text', text => $m->{content} }];
+        my (%calls, $seen_other);
+        for my $blk (@$content) {
+            if ($blk->{type} eq 'text') {
+                $seen_other = 1;
+                push @h, [$role, $blk->{text}];
+            } elsif ($blk->{type} eq 'tool_use') {
+                die "tool_use in a user turn\n" unless $role eq 'assistant';
+                $calls{$blk->{id}} = 1;
+                push @h, ['call', $blk->{name}, $J->encode($blk->{input})];
+            } elsif ($blk->{type} eq 'tool_result') {
+                die "tool_result in an assistant turn\n" if $role ne 'user';
+                die "tool_result after text\n" if $seen_other;
+                die "tool_result for unknown tool_use $blk->{tool_use_id}\n"
+                    unless $prev_calls{$blk->{tool_use_id}};
+                push @h, ['result', text_of($blk->{content})];
+            } else {
+                die "block $blk->{type}\n";
+            }
+        }
+        ($prev_role, %prev_calls) = ($role, %calls);
+    }
+    return \@h;
+}
+
+sub ant_sse {
+    my ($name, $data) = @_;
+    return "event: $name\ndata: " . $J->encode($data) . "\n\n";
+}
+
+$t->mock('ant', handler => sub {
+    my $r = shift;
+    return reply(529, { type => 'error', error => { type => 'overloaded_error',
+                                                    message => 'Overloaded' } })
+        if failing('ant');
+    return reply(401, { type => 'error', error => {
+                     type => 'authentication_error', message => 'key' } })
+        unless ($r->{headers}{'x-api-key'} // '') eq $ANT_KEY
+               && $r->{headers}{'anthropic-version'}
+               && $r->{path} eq '/v1/messages';
+    my $b = eval { decode_json($r->{body}) };
+    my $h = eval { ant_history($b) };
+    return reply(400, { type => 'error', error => {
+                     type => 'invalid_request_error', message => "ant: $@" } })
+        unless $h;
+    write_file("$DIR/seen-ant-$r->{n}", $J->encode($h));
+    my $call = last_user($h) =~ /CALL/;
+    my $id = "toolu_ant$r->{n}";
+    if ($b->{stream}) {
+        my @ev = (ant_sse('message_start', { type => 'message_start',
+            message => { id => "msg_$r->{n}", type => 'message',
+                role => 'assistant', content => [], model => $b->{model},
+                stop_reason => undef, stop_sequence => undef,
+                usage => { input_tokens => 21, output_tokens => 1 } } }));
+        if ($call) {
+            push @ev, ant_sse('content_block_start', { type =>
+                'content_block_start', index => 0, content_block => {
+                type => 'tool_use', id => $id, name => 'get_weather',
+                input => {} } });
+            push @ev, ant_sse('content_block_delta', { type =>
+                'content_block_delta', index => 0, delta => {
+                type => 'input_json_delta', partial_json => $_ } })
+                for ('{"city":', '"Paris"}');
+        } else {
+            push @ev, ant_sse('content_block_start', { type =>
+                'content_block_start', index => 0, content_block => {
+                type => 'text', text => '' } });
+            push @ev, ant_sse('ping', { type => 'ping' });
+            push @ev, ant_sse('content_block_delta', { type =>
+                'content_block_delta', index => 0, delta => {
+                type => 'text_delta', text => $_ } })
+                for ('ant-', "reply-$r->{n}");
+        }
+        push @ev, ant_sse('content_block_stop', { type => 'content_block_stop',
+                                                  index => 0 }),
+                  ant_sse('message_delta', { type => 'message_delta',
+                      delta => { stop_reason => $call ? 'tool_use' : 'end_turn',
+                                 stop_sequence => undef },
+                      usage => { output_tokens => 6 } }),
+                  ant_sse('message_stop', { type => 'message_stop' });
+        return { status => 200,
+                 headers => [['Content-Type', 'text/event-stream']],
+                 chunks => \@ev };
+    }
+    return reply(200, { id => "msg_$r->{n}", type => 'message',
+        role => 'assistant', model => $b->{model},
+        content => $call
+            ? [{ type => 'tool_use', id => $id, name => 'get_weather',
+                 input => { city => 'Paris' } }]
+            : [{ type => 'text', text => "ant-reply-$r->{n}" }],
+        stop_reason => $call ? 'tool_use' : 'end_turn',
+        usage => { input_tokens => 21, output_tokens => 6 } });
+});
+
+# --- Gemini
+
+sub gem_history {
+    my $b = shift;
+    my @h;
+    die "contents\n" unless ref $b->{contents} eq 'ARRAY' && @{$b->{contents}};
+    die "unknown field\n" if exists $b->{messages} || exists $b->{model};
+    if ($b->{systemInstruction}) {
+        push @h, ['system', text_of($b->{systemInstruction}{parts})];
+    }
+    my %prev_calls;
+    for my $c (@{$b->{contents}}) {
+        my $role = $c->{role} // '';
+        die "role $role\n" unless $role =~ /^(user|model)$/;
+        my %calls;
+        for my $p (@{$c->{parts} || []}) {
+            if (defined $p->{text}) {
+                push @h, [$role eq 'model' ? 'assistant' : 'user', $p->{text}];
+            } elsif ($p->{functionCall}) {
+                die "functionCall from user\n" unless $role eq 'model';
+                $calls{$p->{functionCall}{name}} = 1;
+                push @h, ['call', $p->{functionCall}{name},
+                          $J->encode($p->{functionCall}{args})];
+            } elsif ($p->{functionResponse}) {
+                die "functionResponse for unknown $p->{functionResponse}{name}\n"
+                    unless $prev_calls{$p->{functionResponse}{name}};
+                my $resp = $p->{functionResponse}{response};
+                push @h, ['result', ref $resp eq 'HASH' && exists $resp->{content}
+                          ? text_of($resp->{content}) : $J->encode($resp)];
+            } else {
+                die "part\n";
+            }
+        }
+        %prev_calls = %calls if $role eq 'model';
+    }
+    return \@h;
+}
+
+$t->mock('gem', handler => sub {
+    my $r = shift;
+    return reply(503, { error => { code => 503, status => 'UNAVAILABLE',
+                                   message => 'down' } })
+        if failing('gem');
+    return reply(403, { error => { code => 403, message => 'key' } })
+        unless ($r->{headers}{'x-goog-api-key'} // '') eq $GEM_KEY;
+    my ($model, $method) = $r->{path} =~
+        m{^/v1beta/models/([\w.\-]+):(generateContent|streamGenerateContent\?alt=sse)$}
+        or return reply(404, { error => { code => 404, message => 'path' } });
+    my $b = eval { decode_json($r->{body}) };
+    my $h = eval { gem_history($b) };
+    return reply(400, { error => { code => 400, status => 'INVALID_ARGUMENT',
+                                   message => "gem: $@" } })
+        unless $h;
+    write_file("$DIR/seen-gem-$r->{n}", $J->encode($h));
+    my $call = last_user($h) =~ /CALL/;
+    my @parts = $call
+        ? ({ functionCall => { name => 'get_weather',
+                               args => { city => 'Paris' } } })
+        : ({ text => "gem-reply-$r->{n}" });
+    my $cand = { content => { role => 'model', parts => \@parts },
+                 finishReason => 'STOP', index => 0 };
+    my $usage = { promptTokenCount => 13, candidatesTokenCount => 3,
+                  totalTokenCount => 16 };
+    if ($method =~ /^stream/) {
+        return { status => 200,
+                 headers => [['Content-Type', 'text/event-stream']],
+                 chunks => ['data: ' . $J->encode({ candidates => [$cand],
+                                usageMetadata => $usage }) . "\r\n\r\n"] };
+    }
+    return reply(200, { candidates => [$cand], usageMetadata => $usage });
+});
+
+# --- Bedrock Converse
+
+sub bed_history {
+    my $b = shift;
+    my @h;
+    for my $s (@{$b->{system} || []}) {
+        push @h, ['system', $s->{text}];
+    }
+    my ($prev_role, %prev_calls) = ('');
+    for my $m (@{$b->{messages}}) {
+        my $role = $m->{role} // '';
+        die "role $role\n" unless $role =~ /^(user|assistant)$/;
+        die "roles must alternate\n" if $role eq $prev_role;
+        my %calls;
+        for my $c (@{$m->{content}}) {
+            if (defined $c->{text}) {
+                push @h, [$role, $c->{text}];
+            } elsif ($c->{toolUse}) {
+                die "toolUse from user\n" unless $role eq 'assistant';
+                die "toolUseId\n" unless ($c->{toolUse}{toolUseId} // '') =~ /^[a-zA-Z0-9_-]+$/;
+                $calls{$c->{toolUse}{toolUseId}} = 1;
+                push @h, ['call', $c->{toolUse}{name},
+                          $J->encode($c->{toolUse}{input})];
+            } elsif ($c->{toolResult}) {
+                die "toolResult for unknown $c->{toolResult}{toolUseId}\n"
+                    unless $prev_calls{$c->{toolResult}{toolUseId}};
+                push @h, ['result', join '', map { $_->{text}
+                          // $J->encode($_->{json}) } @{$c->{toolResult}{content}}];
+            } else {
+                die "content\n";
+            }
+        }
+        ($prev_role, %prev_calls) = ($role, %calls);
+    }
+    return \@h;
+}
+
+$t->mock('bed', handler => sub {
+    my $r = shift;
+    return reply(503, { message => 'down' },
+                 ['x-amzn-ErrorType', 'ServiceUnavailableException'])
+        if failing('bed');
+    my $why = sigv4_check($r, access_key => $ENV{AWS_ACCESS_KEY_ID},
+                          secret => $ENV{AWS_SECRET_ACCESS_KEY},
+                          region => 'us-east-1', service => 'bedrock');
+    return reply(403, { message => "signature: $why" },
+                 ['x-amzn-ErrorType', 'InvalidSignatureException'])
+        if $why;
+    my ($id, $op) = $r->{path} =~ m{^/model/([^/]+)/(converse|converse-stream)$}
+        or return reply(404, { message => 'path' });
+    my $b = eval { decode_json($r->{body}) };
+    my $h = eval { bed_history($b) };
+    return reply(400, { message => "bed: $@" },
+                 ['x-amzn-ErrorType', 'ValidationException'])
+        unless $h;
+    write_file("$DIR/seen-bed-$r->{n}", $J->encode($h));
+    my $call = last_user($h) =~ /CALL/;
+    my $content = $call
+        ? [{ toolUse => { toolUseId => "tooluse_bed$r->{n}",
+                          name => 'get_weather', input => { city => 'Paris' } } }]
+        : [{ text => "bed-reply-$r->{n}" }];
+    my $stop = $call ? 'tool_use' : 'end_turn';
+    if ($op eq 'converse-stream') {
+        my @f = (es_event('messageStart', '{"role":"assistant"}'));
+        if ($call) {
+            push @f, es_event('contentBlockStart', $J->encode({
+                contentBlockIndex => 0, start => { toolUse => {
+                toolUseId => "tooluse_bed$r->{n}", name => 'get_weather' } } }));
+            push @f, es_event('contentBlockDelta', $J->encode({
+                contentBlockIndex => 0, delta => { toolUse => {
+                input => '{"city":"Paris"}' } } }));
+        } else {
+            push @f, es_event('contentBlockDelta', $J->encode({
+                contentBlockIndex => 0, delta => { text => $_ } }))
+                for ('bed-', "reply-$r->{n}");
+        }
+        push @f, es_event('contentBlockStop', '{"contentBlockIndex":0}'),
+                 es_event('messageStop', $J->encode({ stopReason => $stop })),
+                 es_event('metadata', $J->encode({ usage => {
+                     inputTokens => 17, outputTokens => 5, totalTokens => 22 },
+                     metrics => { latencyMs => 3 } }));
+        return { status => 200,
+                 headers => [['Content-Type',
+                              'application/vnd.amazon.eventstream']],
+                 chunks => \@f };
+    }
+    return reply(200, { output => { message => { role => 'assistant',
+                                                 content => $content } },
+                        stopReason => $stop,
+                        usage => { inputTokens => 17, outputTokens => 5,
+                                   totalTokens => 22 } });
+});
+
+###########################################################################
+# nginx
+
+my $RPORT = $t->redis;
+
+my $CONF = <<'EOF';
+%%TEST_GLOBALS%%
+events {}
+http {
+    %%TEST_GLOBALS_HTTP%%
+
+    model_gateway_redis 127.0.0.1:%%RPORT%%;
+    model_gateway_redis_timeout 1s;
+
+    model_gateway_backend oa {
+        type openai_compatible;
+        url http://127.0.0.1:%%PORT_oa%%/v1;
+        model m-oa;
+        model m-cross;
+        model m-any;
+        weight 100;
+    }
+
+    model_gateway_backend ant {
+        type anthropic;
+        url http://127.0.0.1:%%PORT_ant%%/v1;
+        key_file %%DIR%%/ant.key;
+        model m-ant claude-test;
+        model m-cross claude-test;
+        model m-any claude-test;
+        weight 1;
+    }
+
+    model_gateway_backend gem {
+        type gemini;
+        url http://127.0.0.1:%%PORT_gem%%/v1beta;
+        key_file %%DIR%%/gem.key;
+        model m-gem gemini-test;
+        model m-any gemini-test;
+        weight 1;
+    }
+
+    model_gateway_backend bed {
+        type bedrock;
+        url http://127.0.0.1:%%PORT_bed%%;
+        region us-east-1;
+        model m-bed anthropic.claude-test-v1:0;
+        model m-any anthropic.claude-test-v1:0;
+        weight 1;
+    }
+
+    server {
+        listen 127.0.0.1:%%PORT_gw%%;
+
+        location /v1/ {
+            model_gateway;
+            model_gateway_responses gateway;
+            model_gateway_backend_header on;
+        }
+
+        location /native/ {
+            model_gateway;
+            model_gateway_responses native;
+            model_gateway_responses gateway m-ant;
+        }
+
+        location /small/ {
+            model_gateway;
+            model_gateway_responses gateway;
+            model_gateway_history_max_items 4;
+            model_gateway_history_max_bytes 4k;
+        }
+
+        location /keyed/ {
+            model_gateway;
+            model_gateway_responses gateway;
+            model_gateway_key_file %%DIR%%/keys.txt;
+        }
+    }
+}
+EOF
+
+$CONF =~ s/%%DIR%%/$DIR/g;    # node 2 reads node 1's key files
+$t->write_conf($CONF, RPORT => $RPORT);
+$t->run;
+$t2->{ports}{$_} = $t->port($_) for qw(oa ant gem bed);
+$t2->write_conf($CONF, RPORT => $RPORT);
+$t2->run;
+
+ok($t->wait_for(sub { $t->grep_log(qr/redis \S+ is up/) >= 1 }, 10),
+   'connected to redis');
+ok($t2->wait_for(sub { $t2->grep_log(qr/redis \S+ is up/) >= 1 }, 10),
+   'node 2 connected to redis');
+
+###########################################################################
+# helpers
+
+sub create {
+    my ($body, %o) = @_;
+    return ($o{node} // $t)->request(method => 'POST',
+        path => ($o{prefix} // '/v1') . '/responses', json => $body,
+        headers => $o{headers} // []);
+}
+
+sub seen {
+    my ($mock, $n) = @_;
+    my $f = "$DIR/seen-$mock-$n";
+    return undef unless -e $f;
+    return decode_json(MG::Test::_read_file($f));
+}
+
+# the last request a mock recorded, as [role, text] entries
+sub last_seen {
+    my $mock = shift;
+    my $reqs = $t->mock_requests($mock);
+    return undef unless @$reqs;
+    return seen($mock, $reqs->[-1]{n});
+}
+
+sub texts_of_output {
+    my $resp = shift;
+    return join '|', map {
+        $_->{type} eq 'message'
+            ? join('', map { $_->{text} // '' } @{$_->{content}})
+            : "$_->{type}:" . ($_->{name} // '')
+    } @{$resp->{output} || []};
+}
+
+sub rkeys { my $p = shift // '*'; return [sort @{$t->redis_cmd('KEYS', $p)}] }
+
+sub stream_events {
+    my ($body, %o) = @_;
+    my $s = ($o{node} // $t)->stream(method => 'POST',
+        path => ($o{prefix} // '/v1') . '/responses',
+        json => { %$body, stream => JSON::PP::true });
+    my $raw = $s->rest(10);
+    my @ev;
+    for my $blk (split /\n\n/, $raw) {
+        my ($name) = $blk =~ /^event: (.+)$/m;
+        my ($data) = $blk =~ /^data: (.+)$/m;
+        next unless defined $data;
+        push @ev, { name => $name, data => decode_json($data) };
+    }
+    return ($s, \@ev, $raw);
+}
+
+###########################################################################
+# a chain across providers
+
+my $r1 = create({ model => 'm-oa', instructions => 'Be brief.',
+                  input => 'hello' });
+is($r1->{status}, 200, 'first turn: 200') or diag $r1->{body};
+my $R1 = $r1->{json};
+like($R1->{id}, qr/^resp_mgw_[0-9a-f]{32}$/, 'first turn: a gateway id');
+is($R1->{object}, 'response', 'first turn: a response object');
+is($R1->{status}, 'completed', 'first turn: completed');
+is($R1->{instructions}, 'Be brief.', 'first turn: instructions echoed');
+is($R1->{model}, 'm-oa', 'first turn: the client model');
+is(texts_of_output($R1), 'oa-reply-' . $t->mock_requests('oa')->[-1]{n},
+   'first turn: the backend text');
+like($R1->{output}[0]{id}, qr/^msg_mgw_[0-9a-f]{24}$/,
+     'first turn: a gateway item id');
+is_deeply([@{$R1->{usage}}{qw(input_tokens output_tokens total_tokens)}],
+          [11, 4, 15], 'first turn: usage from the chat usage');
+is_deeply(last_seen('oa'), [['system', 'Be brief.'], ['user', 'hello']],
+          'first turn: oa got the instructions and the input');
+like($r1->{headers}{'x-model-gateway-backend'}, qr/^oa;/,
+     'first turn: served by oa');
+
+my $r2 = create({ model => 'm-ant', previous_response_id => $R1->{id},
+                  input => 'and now?' });
+is($r2->{status}, 200, 'follow-up on Anthropic: 200') or diag $r2->{body};
+my $R2 = $r2->{json};
+is($R2->{previous_response_id}, $R1->{id}, 'follow-up: previous id echoed');
+is($R2->{instructions}, undef, 'follow-up: instructions not carried over');
+is_deeply(last_seen('ant'), [['user', 'hello'],
+          ['assistant', texts_of_output($R1)], ['user', 'and now?']],
+          'follow-up: ant got the history in Messages form, no system');
+is_deeply([@{$R2->{usage}}{qw(input_tokens output_tokens)}], [21, 6],
+          'follow-up: Anthropic usage');
+
+my $r3 = create({ model => 'm-gem', previous_response_id => $R2->{id},
+                  instructions => 'Be kind.', input => 'third' });
+is($r3->{status}, 200, 'third turn on Gemini: 200') or diag $r3->{body};
+is_deeply(last_seen('gem'), [['system', 'Be kind.'], ['user', 'hello'],
+          ['assistant', texts_of_output($R1)], ['user', 'and now?'],
+          ['assistant', texts_of_output($R2)], ['user', 'third']],
+          'third turn: gem got the whole chain and the new instructions');
+
+my $r4 = create({ model => 'm-bed', previous_response_id => $r3->{json}{id},
+                  input => 'fourth' });
+is($r4->{status}, 200, 'fourth turn on Bedrock: 200') or diag $r4->{body};
+is(scalar @{last_seen('bed')}, 7, 'fourth turn: bed got 7 entries');
+is(last_seen('bed')->[-2][1], texts_of_output($r3->{json}),
+   'fourth turn: with the Gemini answer');
+
+# a fork: another follow-up of the first turn
+my $f1 = create({ model => 'm-oa', previous_response_id => $R1->{id},
+                  input => 'fork' });
+is($f1->{status}, 200, 'fork: 200');
+is_deeply(last_seen('oa'), [['user', 'hello'],
+          ['assistant', texts_of_output($R1)], ['user', 'fork']],
+          'fork: only the first turn before it');
+my $f2 = create({ model => 'm-oa', previous_response_id => $f1->{json}{id},
+                  input => 'fork 2' });
+is_deeply([map { $_->[1] } @{last_seen('oa')}],
+          ['hello', texts_of_output($R1), 'fork', texts_of_output($f1->{json}),
+           'fork 2'], 'fork of a fork: its own chain');
+my $f3 = create({ model => 'm-oa', previous_response_id => $R2->{id},
+                  input => 'fork 3' });
+is(scalar @{last_seen('oa')}, 5, 'fork in the middle of a chain: 5 entries');
+
+my $lists = rkeys('mg:{:}:gw:l:*');
+is(scalar @$lists, 3, 'three lists: the chain, the fork, the middle fork');
+my $tree = $t->redis_cmd('LRANGE', $lists->[0], 0, 0);
+ok(defined $tree, 'list headers are readable');
+
+# GET, input_items, DELETE
+
+my $g = $t->request(method => 'GET', path => "/v1/responses/$R2->{id}");
+is($g->{status}, 200, 'GET: 200');
+is_deeply($g->{json}, $R2, 'GET: the response as it was answered');
+
+$g = $t->request(method => 'GET',
+                 path => "/v1/responses/$R2->{id}/input_items");
+is($g->{status}, 200, 'input_items: 200');
+is(scalar @{$g->{json}{data}}, 1, 'input_items: the turn input only');
+is($g->{json}{data}[0]{content}[0]{text}, 'and now?',
+   'input_items: the input message');
+like($g->{json}{data}[0]{id}, qr/^msg_mgw_/, 'input_items: an item id');
+is($g->{json}{first_id}, $g->{json}{data}[0]{id}, 'input_items: first_id');
+
+$g = $t->request(method => 'GET',
+                 path => "/v1/responses/$R2->{id}/input_items?limit=0");
+is($g->{status}, 400, 'input_items: limit 0 is a 400');
+is($g->{json}{error}{param}, 'limit', 'input_items: naming limit');
+
+$g = $t->request(method => 'GET',
+                 path => "/v1/responses/$R2->{id}?stream=true");
+is($g->{status}, 400, 'GET ?stream=true: 400');
+is($g->{json}{error}{param}, 'stream', 'GET ?stream=true: naming stream');
+
+$g = $t->request(method => 'POST', path => "/v1/responses/$R2->{id}/cancel");
+is($g->{status}, 400, 'cancel: 400');
+
+my $unknown = 'resp_mgw_' . ('0' x 32);
+$g = $t->request(method => 'GET', path => "/v1/responses/$unknown");
+is($g->{status}, 404, 'GET unknown: 404');
+is($g->{json}{error}{code}, 'response_not_found', 'GET unknown: code');
+
+$g = create({ model => 'm-oa', previous_response_id => $unknown,
+              input => 'x' });
+is($g->{status}, 404, 'previous_response_id unknown: 404');
+is($g->{json}{error}{param}, 'previous_response_id',
+   'previous_response_id unknown: param');
+
+$g = create({ model => 'm-oa', previous_response_id => 'resp_abc',
+              input => 'x' });
+is($g->{status}, 404, 'previous_response_id not a gateway id: 404');
+
+$g = create({ model => 'm-oa', previous_response_id => $R1->{id},
+              conversation => 'conv_1', input => 'x' });
+is($g->{status}, 400, 'previous_response_id with conversation: 400');
+
+my $d = $t->request(method => 'DELETE', path => "/v1/responses/$f3->{json}{id}");
+is($d->{status}, 200, 'DELETE: 200');
+is_deeply($d->{json}, { id => $f3->{json}{id}, object => 'response',
+                        deleted => JSON::PP::true }, 'DELETE: the deleted object');
+$d = $t->request(method => 'DELETE', path => "/v1/responses/$f3->{json}{id}");
+is($d->{status}, 404, 'DELETE again: 404');
+$g = $t->request(method => 'GET', path => "/v1/responses/$f3->{json}{id}");
+is($g->{status}, 404, 'GET deleted: 404');
+
+# the records carry the TTL of model_gateway_response_ttl (30 days)
+my $pttl = $t->redis_cmd('PTTL', "mg:{:}:gw:r:$R1->{id}");
+ok($pttl > 29 * 86400 * 1000 && $pttl <= 30 * 86400 * 1000,
+   'record TTL about 30 days');
+$pttl = $t->redis_cmd('PTTL', $lists->[0]);
+ok($pttl > 29 * 86400 * 1000, 'list TTL about 30 days');
+
+###########################################################################
+# tools across clouds
+
+my $tools = [{ type => 'function', name => 'get_weather',
+               description => 'Weather of a city',
+               parameters => { type => 'object', properties => {
+                   city => { type => 'string' } }, required => ['city'] } }];
+
+for my $pair (['m-oa', 'm-ant'], ['m-ant', 'm-bed'], ['m-bed', 'm-gem'],
+              ['m-gem', 'm-oa']) {
+    my ($a, $b) = @$pair;
+    my $c1 = create({ model => $a, tools => $tools, input => 'CALL weather' });
+    is($c1->{status}, 200, "tools $a: 200") or diag $c1->{body};
+    my $fc = $c1->{json}{output}[-1];
+    is($fc->{type}, 'function_call', "tools $a: a function_call item");
+    is($fc->{name}, 'get_weather', "tools $a: its name");
+    is_deeply(decode_json($fc->{arguments}), { city => 'Paris' },
+              "tools $a: its arguments");
+    like($fc->{call_id}, qr/\S/, "tools $a: a call_id");
+
+    my $c2 = create({ model => $b, tools => $tools,
+                      previous_response_id => $c1->{json}{id},
+                      input => [{ type => 'function_call_output',
+                                  call_id => $fc->{call_id},
+                                  output => 'sunny, 21C' }] });
+    is($c2->{status}, 200, "tools $a -> $b: 200") or diag $c2->{body};
+    my ($mock) = $b =~ /^m-(\w+)$/;
+    my $h = last_seen($mock);
+    is_deeply([grep { $_->[0] =~ /^(call|result)$/ } @$h],
+              [['call', 'get_weather', '{"city":"Paris"}'],
+               ['result', 'sunny, 21C']],
+              "tools $a -> $b: $mock got the call and its output paired");
+}
+
+###########################################################################
+# streams
+
+for my $m (qw(m-oa m-ant m-gem m-bed)) {
+    my ($s, $ev, $raw) = stream_events({ model => $m, input => 'stream me',
+                                         previous_response_id => $R1->{id} });
+    is($s->status, 200, "stream $m: 200");
+    like($s->header('content-type'), qr{^text/event-stream}, "stream $m: SSE");
+    my @names = map { $_->{name} } @$ev;
+    is_deeply([@names[0, 1]], ['response.created', 'response.in_progress'],
+              "stream $m: created, in_progress");
+    is($names[-1], 'response.completed', "stream $m: completed last");
+    ok((grep { $_ eq 'response.output_text.delta' } @names) >= 1,
+       "stream $m: text deltas");
+    my @seq = map { $_->{data}{sequence_number} } @$ev;
+    is_deeply(\@seq, [0 .. $#seq], "stream $m: sequence_number 0, 1, 2, ...");
+    ok(!(grep { $_->{data}{type} ne $_->{name} } @$ev),
+       "stream $m: every type is its event name");
+    unlike($raw, qr/\[DONE\]|chat\.completion/, "stream $m: no chat left");
+    my $final = $ev->[-1]{data}{response};
+    my ($mock) = $m =~ /^m-(\w+)$/;
+    is(texts_of_output($final), "$mock-reply-"
+       . $t->mock_requests($mock)->[-1]{n}, "stream $m: the text");
+    ok($final->{usage}{output_tokens} > 0, "stream $m: usage");
+    my $got = $t->request(method => 'GET', path => "/v1/responses/$final->{id}");
+    is_deeply($got->{json}, $final, "stream $m: GET = response.completed");
+    my $text = join '', map { $_->{data}{delta} }
+                        grep { $_->{name} eq 'response.output_text.delta' } @$ev;
+    is($text, texts_of_output($final), "stream $m: deltas add up");
+}
+
+{
+    my ($s, $ev) = stream_events({ model => 'm-ant', tools => $tools,
+                                   input => 'CALL please' });
+    my @names = map { $_->{name} } @$ev;
+    ok((grep { $_ eq 'response.function_call_arguments.delta' } @names) >= 1,
+       'stream with a call: arguments deltas');
+    my $done = (grep { $_->{name} eq 'response.function_call_arguments.done' }
+                @$ev)[0];
+    is($done->{data}{arguments}, '{"city":"Paris"}',
+       'stream with a call: arguments done');
+    my $final = $ev->[-1]{data}{response};
+    is($final->{output}[0]{type}, 'function_call',
+       'stream with a call: a function_call item');
+    my $c2 = create({ model => 'm-oa', tools => $tools,
+                      previous_response_id => $final->{id},
+                      input => [{ type => 'function_call_output',
+                                  call_id => $final->{output}[0]{call_id},
+                                  output => 'rain' }] });
+    is($c2->{status}, 200, 'streamed call answered on oa: 200');
+    is_deeply([grep { $_->[0] =~ /^(call|result)$/ } @{last_seen('oa')}],
+              [['call', 'get_weather', '{"city":"Paris"}'], ['result', 'rain']],
+              'streamed call answered on oa: paired');
+}
+
+###########################################################################
+# a chain prefers its last backend, and moves when that one fails
+
+{
+    # m-cross: oa (weight 100) and ant (weight 1); the first turn on ant
+    write_file("$DIR/fail-oa", '');
+    my $c1 = create({ model => 'm-cross', input => 'cross 1' });
+    unlink "$DIR/fail-oa";
+    is($c1->{status}, 200, 'cross: first turn 200');
+    like($c1->{headers}{'x-model-gateway-backend'}, qr/^ant;/,
+         'cross: first turn on ant (oa failing)');
+
+    my $c2 = create({ model => 'm-cross', previous_response_id => $c1->{json}{id},
+                      input => 'cross 2' });
+    like($c2->{headers}{'x-model-gateway-backend'}, qr/^ant;/,
+         'cross: second turn stays on ant, though oa weighs more');
+
+    write_file("$DIR/fail-ant", '');
+    my $c3 = create({ model => 'm-cross', previous_response_id => $c2->{json}{id},
+                      input => 'cross 3' });
+    unlink "$DIR/fail-ant";
+    is($c3->{status}, 200, 'cross: ant down, third turn 200')
+        or diag $c3->{body};
+    like($c3->{headers}{'x-model-gateway-backend'}, qr/^oa;/,
+         'cross: third turn on oa');
+    is_deeply([map { $_->[1] } @{last_seen('oa')}],
+              ['cross 1', texts_of_output($c1->{json}), 'cross 2',
+               texts_of_output($c2->{json}), 'cross 3'],
+              'cross: oa got the whole history');
+
+    # the second node continues the chain
+    my $c4 = create({ model => 'm-cross', previous_response_id => $c3->{json}{id},
+                      input => 'cross 4' }, node => $t2);
+    is($c4->{status}, 200, 'node 2: the chain continues');
+    is(scalar @{last_seen('oa')}, 7, 'node 2: with the whole history');
+    my $g2 = $t2->request(method => 'GET', path => "/v1/responses/$c1->{json}{id}");
+    is_deeply($g2->{json}, $c1->{json}, 'node 2: GET finds node 1\'s response');
+}
+
+###########################################################################
+# store: false; native mode beside gateway mode
+
+{
+    my $before = rkeys();
+    my $n = create({ model => 'm-oa', input => 'forget me', store => JSON::PP::false });
+    is($n->{status}, 200, 'store false: 200');
+    is($n->{json}{store}, JSON::PP::false, 'store false: echoed');
+    is_deeply(rkeys(), $before, 'store false: nothing written');
+    my $g = $t->request(method => 'GET', path => "/v1/responses/$n->{json}{id}");
+    is($g->{status}, 404, 'store false: GET 404');
+
+    my $c = create({ model => 'm-oa', input => 'ephemeral follow-up',
+                     previous_response_id => $R1->{id},
+                     store => JSON::PP::false });
+    is($c->{status}, 200, 'store false with previous_response_id: 200');
+    is(scalar @{last_seen('oa')}, 3, 'store false: the history is read');
+
+    my $nat = create({ model => 'm-ant', input => 'gw in native location' },
+                     prefix => '/native');
+    is($nat->{status}, 200, 'per-model gateway mode in a native location');
+    like($nat->{json}{id}, qr/^resp_mgw_/, 'per-model: a gateway id');
+}
+
+###########################################################################
+# what gateway mode refuses
+
+for my $case (
+    [{ background => JSON::PP::true }, 'background'],
+    [{ tools => [{ type => 'web_search' }] }, 'tools'],
+    [{ prompt => { id => 'pmpt_1' } }, 'prompt'],
+    [{ conversation => 'conv_1' }, 'conversation'],
+) {
+    my ($extra, $param) = @$case;
+    my $before = scalar @{$t->mock_requests('oa')};
+    my $res = create({ model => 'm-oa', input => 'x', %$extra });
+    is($res->{status}, 400, "refused: $param 400");
+    is($res->{json}{error}{param} // '', $param, "refused: naming $param")
+        or diag $res->{body};
+    is(scalar @{$t->mock_requests('oa')}, $before, "refused: $param not sent");
+}
+
+###########################################################################
+# limits: 4 items, 4 KB
+
+{
+    my $a = create({ model => 'm-oa', input => 'one' }, prefix => '/small');
+    my $b = create({ model => 'm-oa', input => 'two',
+                     previous_response_id => $a->{json}{id} }, prefix => '/small');
+    is($b->{status}, 200, 'limits: 4 items fit');
+    my $c = create({ model => 'm-oa', input => 'three',
+                     previous_response_id => $b->{json}{id} }, prefix => '/small');
+    is($c->{status}, 400, 'limits: 5 items do not');
+    is($c->{json}{error}{code}, 'context_length_exceeded',
+       'limits: context_length_exceeded');
+    my $c2 = create({ model => 'm-oa', input => 'three', truncation => 'auto',
+                      previous_response_id => $b->{json}{id} }, prefix => '/small');
+    is($c2->{status}, 200, 'limits: truncation auto');
+    is_deeply([map { $_->[1] } @{last_seen('oa')}],
+              ['two', texts_of_output($b->{json}), 'three'],
+              'limits: auto dropped the oldest whole turn');
+
+    my $big = create({ model => 'm-oa', input => 'x' x 5000 }, prefix => '/small');
+    is($big->{status}, 200, 'limits: a large first turn is no history');
+    my $e = create({ model => 'm-oa', input => 'y',
+                     previous_response_id => $big->{json}{id} },
+                   prefix => '/small');
+    is($e->{status}, 400, 'limits: over 4 KB of history');
+    my $e2 = create({ model => 'm-oa', input => 'y', truncation => 'auto',
+                      previous_response_id => $big->{json}{id} },
+                    prefix => '/small');
+    is($e2->{status}, 200, 'limits: auto drops the large turn');
+    is_deeply([map { $_->[1] } @{last_seen('oa')}], ['y'],
+              'limits: only the input left');
+}
+
+###########################################################################
+# tenants
+
+{
+    my $h1 = [['Authorization', "Bearer $GWKEY{acme}"]];
+    my $h2 = [['Authorization', "Bearer $GWKEY{globex}"]];
+    my $a = create({ model => 'm-oa', input => 'acme secret' },
+                   prefix => '/keyed', headers => $h1);
+    is($a->{status}, 200, 'tenant acme: 200');
+    ok(@{rkeys("mg:{acme}:gw:r:$a->{json}{id}")}, 'tenant acme: its hash tag');
+    my $g = $t->request(method => 'GET', path => "/keyed/responses/$a->{json}{id}",
+                        headers => $h2);
+    is($g->{status}, 404, 'tenant globex: acme\'s id is unknown');
+    $g = create({ model => 'm-oa', input => 'x',
+                  previous_response_id => $a->{json}{id} },
+                prefix => '/keyed', headers => $h2);
+    is($g->{status}, 404, 'tenant globex: cannot continue acme\'s chain');
+    $g = $t->request(method => 'DELETE', path => "/keyed/responses/$a->{json}{id}",
+                     headers => $h2);
+    is($g->{status}, 404, 'tenant globex: cannot delete it');
+    $g = $t->request(method => 'GET', path => "/keyed/responses/$a->{json}{id}",
+                     headers => $h1);
+    is($g->{status}, 200, 'tenant acme: still there');
+    $g = $t->request(method => 'GET', path => "/v1/responses/$a->{json}{id}");
+    is($g->{status}, 404, 'without identity: acme\'s id is unknown');
+}
+
+###########################################################################
+# Redis trouble
+
+{
+    # items lost: never a shorter history
+    my $a = create({ model => 'm-oa', input => 'to lose' });
+    my $list = $t->redis_cmd('HGET', "mg:{:}:gw:r:$a->{json}{id}", 'l');
+    $t->redis_cmd('DEL', "mg:{:}:gw:l:$list");
+    my $before = scalar @{$t->mock_requests('oa')};
+    my $b = create({ model => 'm-oa', input => 'next',
+                     previous_response_id => $a->{json}{id} });
+    is($b->{status}, 500, 'lost items: 500');
+    is($b->{json}{error}{code}, 'history_missing', 'lost items: history_missing');
+    is(scalar @{$t->mock_requests('oa')}, $before, 'lost items: no backend call');
+    $t->grep_log(qr/has lost items/) or fail('lost items: logged');
+
+    # a write that fails: the answer whole, the id unknown after
+    $t->redis_cmd('CONFIG', 'SET', 'maxmemory', '1');
+    my $w = create({ model => 'm-oa', input => 'unstorable' });
+    $t->redis_cmd('CONFIG', 'SET', 'maxmemory', '0');
+    is($w->{status}, 200, 'write fails: the answer is whole');
+    ok($w->{json} && $w->{json}{status} eq 'completed', 'write fails: JSON');
+    ok($t->grep_log(qr/storing "\Q$w->{json}{id}\E" failed/),
+       'write fails: logged');
+    my $g = $t->request(method => 'GET', path => "/v1/responses/$w->{json}{id}");
+    is($g->{status}, 404, 'write fails: the id is unknown');
+
+    # Redis down: 503 before any backend call, nothing half-written
+    $t->stop_redis;
+    $before = scalar @{$t->mock_requests('oa')};
+    my $x = create({ model => 'm-oa', input => 'no redis' });
+    is($x->{status}, 503, 'redis down: 503');
+    is($x->{json}{error}{code}, 'state_store_unavailable',
+       'redis down: state_store_unavailable');
+    is(scalar @{$t->mock_requests('oa')}, $before, 'redis down: no backend call');
+    $x = create({ model => 'm-oa', input => 'no redis, no store',
+                  store => JSON::PP::false });
+    is($x->{status}, 200, 'redis down: store false still works');
+    $g = $t->request(method => 'GET', path => "/v1/responses/$R1->{id}");
+    is($g->{status}, 503, 'redis down: GET 503');
+}
+
+# node 2's log gets the checks done_testing makes of node 1's
+$t2->stop;
+{
+    my @lines = split /\n/, $t2->error_log;
+    ok(!(grep { /\[(?:alert|emerg)\]|exited on signal/ } @lines),
+       'node 2: no alerts, no crashed workers');
+    ok(!(grep { /Sanitizer|runtime error:/ } @lines,
+         split /\n/, $t2->stderr_log), 'node 2: no sanitizer reports');
+}
+
+$t->done_testing;
