@@ -13,8 +13,6 @@
 #include "ngx_http_model_gateway_module.h"
 
 
-static ngx_int_t ngx_http_model_gateway_body_in_memory(ngx_http_request_t *r,
-    ngx_http_model_gateway_ctx_t *ctx);
 static void ngx_http_model_gateway_tokens_asked(
     ngx_http_model_gateway_ctx_t *ctx, mg_json_field_t *f);
 static ngx_int_t ngx_http_model_gateway_json_string(ngx_http_request_t *r,
@@ -43,7 +41,7 @@ static ngx_int_t ngx_http_model_gateway_state_model(ngx_http_request_t *r,
  * once per request and its size is limited by model_gateway_max_body_size.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_model_gateway_body_in_memory(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {

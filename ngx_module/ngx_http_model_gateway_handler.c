@@ -206,6 +206,15 @@ ngx_http_model_gateway_handler(ngx_http_request_t *r)
         break;
 
     case MG_EP_CONVERSATIONS:
+
+        if (ctx->lcf->responses == NGX_HTTP_MG_RESPONSES_GATEWAY) {
+
+            /* created by the gateway: no model names where it lives */
+
+            return ngx_http_model_gateway_memory_conversations(r, ctx, NULL,
+                                                               0, NULL, 0);
+        }
+
         ngx_str_set(&ctx->uri_suffix, "/conversations");
         ctx->state.kind = NGX_HTTP_MG_STATE_NEW_CONVERSATION;
         break;
@@ -215,6 +224,16 @@ ngx_http_model_gateway_handler(ngx_http_request_t *r)
 
         if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_DELETE|NGX_HTTP_POST))) {
             goto not_allowed;
+        }
+
+        if (ctx->endpoint == MG_EP_CONVERSATION
+            && ngx_http_model_gateway_memory_conv_id((u_char *) id, id_len))
+        {
+            return ngx_http_model_gateway_memory_conversations(r, ctx,
+                                                   (u_char *) id, id_len,
+                                                   (u_char *) id + id_len,
+                                                   r->uri.data + r->uri.len
+                                                   - (u_char *) id - id_len);
         }
 
         if (ctx->endpoint == MG_EP_RESPONSE

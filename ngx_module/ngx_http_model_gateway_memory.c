@@ -192,14 +192,28 @@ ngx_http_model_gateway_memory_prepare(ngx_http_request_t *r,
                                            "together.");
     }
 
-    if (ctx->state.via == NGX_HTTP_MG_STATE_CONVERSATION) {
-        return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
+    if (ctx->state.via == NGX_HTTP_MG_STATE_CONVERSATION
+        && !ngx_http_model_gateway_memory_conv_id(ctx->state.id.data,
+                                                  ctx->state.id.len))
+    {
+        p = ngx_pnalloc(r->pool, sizeof("Conversation with id '' not "
+                                        "found.") + 128);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->err.message_str.data = p;
+        ctx->err.message_str.len = ngx_sprintf(p, "Conversation with id "
+                                               "'%*s' not found.",
+                                               ngx_min(ctx->state.id.len,
+                                                       128),
+                                               ctx->state.id.data)
+                                   - p;
+
+        return ngx_http_model_gateway_fail(r, NGX_HTTP_NOT_FOUND,
                                            "invalid_request_error",
-                                           "unsupported_parameter",
-                                           "conversation",
-                                           "Conversations are not served "
-                                           "in gateway mode yet; use "
-                                           "previous_response_id.");
+                                           "conversation_not_found",
+                                           "conversation", NULL);
     }
 
     if (ctx->state.via == NGX_HTTP_MG_STATE_RESPONSE
@@ -247,6 +261,9 @@ ngx_http_model_gateway_memory_prepare(ngx_http_request_t *r,
 
     if (ctx->state.via == NGX_HTTP_MG_STATE_RESPONSE) {
         m->prev = ctx->state.id;
+
+    } else if (ctx->state.via == NGX_HTTP_MG_STATE_CONVERSATION) {
+        m->conv = ctx->state.id;
     }
 
     ctx->state.kind = NGX_HTTP_MG_STATE_NONE;
@@ -282,7 +299,7 @@ ngx_http_model_gateway_memory_prepare(ngx_http_request_t *r,
 
     m->store = (f[1].type != MG_JSON_FALSE);
 
-    if ((m->store || m->prev.len)
+    if ((m->store || m->prev.len || m->conv.len)
         && (mcf->redis == NULL || !ngx_http_mg_redis_ready()))
     {
         return ngx_http_model_gateway_memory_unavailable(r);
@@ -442,16 +459,30 @@ ngx_http_model_gateway_memory_route(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    if (m->prev.len == 0) {
+    if (m->conv.len) {
+        ngx_str_set(&kind, "c:");
+
+        if (ngx_http_model_gateway_memory_base(r, ctx, &kind, &m->conv,
+                                               &m->conv_key)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        args[0] = m->conv_key;
+
+    } else if (m->prev.len) {
+        ngx_str_set(&kind, "r:");
+
+        if (ngx_http_model_gateway_memory_base(r, ctx, &kind, &m->prev,
+                                               &args[0])
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else {
         return ngx_http_model_gateway_memory_build(r, ctx, NULL);
-    }
-
-    ngx_str_set(&kind, "r:");
-
-    if (ngx_http_model_gateway_memory_base(r, ctx, &kind, &m->prev, &args[0])
-        != NGX_OK)
-    {
-        return NGX_ERROR;
     }
 
     ngx_str_set(&kind, "l:");
@@ -508,42 +539,59 @@ ngx_http_model_gateway_memory_read(void *data, redisReply *reply,
         || reply->element[0]->type != REDIS_REPLY_INTEGER)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "model gateway: reading the chain of \"%V\" failed",
-                      &m->prev);
+                      "model gateway: reading the chain of \"%V%V\" failed",
+                      &m->prev, &m->conv);
 
         next = ngx_http_model_gateway_memory_unavailable(r);
 
     } else if (reply->element[0]->integer == 0) {
 
         p = ngx_pnalloc(r->pool, sizeof("Previous response with id '' not "
-                                        "found.") + m->prev.len);
+                                        "found.")
+                                 + m->prev.len + m->conv.len);
         if (p == NULL) {
             next = NGX_HTTP_INTERNAL_SERVER_ERROR;
             goto done;
         }
 
         ctx->err.message_str.data = p;
-        ctx->err.message_str.len = ngx_sprintf(p, "Previous response with "
-                                               "id '%V' not found.",
-                                               &m->prev)
-                                   - p;
 
-        next = ngx_http_model_gateway_fail(r, NGX_HTTP_NOT_FOUND,
+        if (m->conv.len) {
+            ctx->err.message_str.len = ngx_sprintf(p, "Conversation with "
+                                                   "id '%V' not found.",
+                                                   &m->conv)
+                                       - p;
+
+            next = ngx_http_model_gateway_fail(r, NGX_HTTP_NOT_FOUND,
+                                               "invalid_request_error",
+                                               "conversation_not_found",
+                                               "conversation", NULL);
+
+        } else {
+            ctx->err.message_str.len = ngx_sprintf(p, "Previous response "
+                                                   "with id '%V' not "
+                                                   "found.", &m->prev)
+                                       - p;
+
+            next = ngx_http_model_gateway_fail(r, NGX_HTTP_NOT_FOUND,
                                            "invalid_request_error",
                                            "previous_response_not_found",
                                            "previous_response_id", NULL);
+        }
 
     } else if (reply->element[0]->integer != 1 || reply->elements < 5) {
 
         /* never a shorter history: a chain with a hole is an error */
 
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "model gateway: the chain of \"%V\" has lost items "
-                      "(evicted? see maxmemory-policy)", &m->prev);
+                      "model gateway: the chain of \"%V%V\" has lost items "
+                      "(evicted? see maxmemory-policy)", &m->prev, &m->conv);
 
         next = ngx_http_model_gateway_fail(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
                                            "server_error", "history_missing",
-                                           "previous_response_id",
+                                           m->conv.len
+                                           ? "conversation"
+                                           : "previous_response_id",
                                            "Items of this response's chain "
                                            "are missing from the store.");
 

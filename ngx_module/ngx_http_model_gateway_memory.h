@@ -19,6 +19,7 @@
 /* what marks the ids the gateway makes: "resp_mgw_...", "msg_mgw_..." */
 #define NGX_HTTP_MG_MEMORY_MARK      "mgw_"
 #define NGX_HTTP_MG_MEMORY_RESP      "resp_mgw_"
+#define NGX_HTTP_MG_MEMORY_CONV      "conv_mgw_"
 
 /* random bytes of an id, hex-encoded */
 #define NGX_HTTP_MG_MEMORY_ID_BYTES  16
@@ -27,6 +28,8 @@
 struct ngx_http_model_gateway_memory_s {
     ngx_str_t                          id;          /* this response's */
     ngx_str_t                          prev;        /* previous_response_id */
+    ngx_str_t                          conv;        /* conversation */
+    ngx_str_t                          conv_key;    /* <base>c:<conv> */
     ngx_str_t                          truncation;  /* as the client said */
     ngx_str_t                          record;      /* <base>r:<id> */
     ngx_str_t                          lists;       /* <base>l: */

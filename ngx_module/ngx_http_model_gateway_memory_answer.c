@@ -484,13 +484,14 @@ ngx_http_model_gateway_memory_write(ngx_http_request_t *r,
     int                                  rc;
     u_char                              *p;
     size_t                               ninput, nitems;
-    ngx_str_t                            kind, none, list, args[10];
+    ngx_str_t                            kind, none, list, args[12];
     mg_buf_t                             lines;
     mg_xerror_t                          err;
     ngx_http_mg_redis_cmd_t             *cmd;
     ngx_http_model_gateway_memory_t     *m;
     ngx_http_model_gateway_main_conf_t  *mcf;
     u_char                               ttl[NGX_INT64_LEN];
+    u_char                               lttl[NGX_INT64_LEN];
     u_char                               nin[NGX_SIZE_T_LEN];
     u_char                               rnd[NGX_HTTP_MG_MEMORY_ID_BYTES];
     u_char                               lid[2 * NGX_HTTP_MG_MEMORY_ID_BYTES];
@@ -551,6 +552,19 @@ ngx_http_model_gateway_memory_write(ngx_http_request_t *r,
     args[5].data = ttl;
     args[5].len = p - ttl;
 
+    /* a conversation's list: appended to, kept as the conversation is */
+
+    args[10] = m->conv_key;
+    args[11] = args[5];
+
+    if (m->conv.len) {
+        ngx_str_null(&args[3]);
+
+        p = ngx_sprintf(lttl, "%M", mcf->conversation_ttl);
+        args[11].data = lttl;
+        args[11].len = p - lttl;
+    }
+
     p = ngx_sprintf(nin, "%uz", ninput);
     args[6].data = nin;
     args[6].len = p - nin;
@@ -561,7 +575,7 @@ ngx_http_model_gateway_memory_write(ngx_http_request_t *r,
     args[9].data = (u_char *) lines.data;
     args[9].len = lines.len;
 
-    cmd = ngx_http_mg_redis_script(NGX_HTTP_MG_SCRIPT_MWRITE, 10, args,
+    cmd = ngx_http_mg_redis_script(NGX_HTTP_MG_SCRIPT_MWRITE, 12, args,
                                    ngx_http_model_gateway_memory_written,
                                    ctx);
 
@@ -606,7 +620,7 @@ ngx_http_model_gateway_memory_written(void *data, redisReply *reply,
     } else if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "model gateway: storing \"%V\" failed: the chain of "
-                      "\"%V\" is gone", &m->id, &m->prev);
+                      "\"%V%V\" is gone", &m->id, &m->prev, &m->conv);
     }
 
     ngx_http_model_gateway_state_release(ctx);

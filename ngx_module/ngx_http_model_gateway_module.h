@@ -637,6 +637,7 @@ struct ngx_http_model_gateway_ctx_s {
     ngx_http_model_gateway_session_t   session;
     ngx_http_model_gateway_state_t     state;
     ngx_http_model_gateway_memory_t   *memory;      /* gateway-held */
+    void                              *conversation; /* _memory_conv.c */
 
     /* the current attempt's response, reset with one memzero */
     ngx_http_model_gateway_attempt_t   attempt;
@@ -701,6 +702,8 @@ ngx_int_t ngx_http_model_gateway_fail(ngx_http_request_t *r,
 
 /* body.c */
 ngx_int_t ngx_http_model_gateway_parse_body(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+ngx_int_t ngx_http_model_gateway_body_in_memory(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
 
 /* peer.c */
@@ -814,7 +817,11 @@ ngx_int_t ngx_http_model_gateway_memory_prepare(ngx_http_request_t *r,
 ngx_int_t ngx_http_model_gateway_memory_tail(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
 ngx_uint_t ngx_http_model_gateway_memory_id(u_char *id, size_t len);
+ngx_uint_t ngx_http_model_gateway_memory_conv_id(u_char *id, size_t len);
 ngx_int_t ngx_http_model_gateway_memory_serve(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, u_char *id, size_t len,
+    u_char *rest, size_t rest_len);
+ngx_int_t ngx_http_model_gateway_memory_conversations(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, u_char *id, size_t len,
     u_char *rest, size_t rest_len);
 

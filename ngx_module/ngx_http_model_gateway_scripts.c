@@ -284,18 +284,26 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
      * items, e the end of its output, o the response object, b the
      * backend that served it.  All of a tenant's keys carry its hash tag.
      *
-     * MREAD: KEYS[1] a response; ARGV[1] the lists' key prefix, ARGV[2]
-     * the most items and ARGV[3] the most bytes to return.  Walks the
-     * chain from its end, newest first, in slices of 64, up to the
-     * limits.  Returns {0} for an unknown response, {3} when a list the
-     * chain needs is missing or short (evicted), else {1, backend, 1 if
-     * older items were left out, list, end, the items oldest first}.
+     * A conversation is a hash too: l its list (appended to, never
+     * forked), o its object, b the backend of its last turn.  An item
+     * deleted from a conversation leaves an empty element, skipped.
+     *
+     * MREAD: KEYS[1] a response or a conversation; ARGV[1] the lists' key
+     * prefix, ARGV[2] the most items and ARGV[3] the most bytes to
+     * return.  Walks the chain from its end (a conversation's: its whole
+     * list), newest first, in slices of 64, up to the limits.  Returns
+     * {0} for an unknown id, {3} when a list the chain needs is missing
+     * or short (evicted), else {1, backend, 1 if older items were left
+     * out, list, end, the items oldest first}.
      */
 
     { "local r = redis.call('HMGET', KEYS[1], 'l', 'e', 'b') "
       "if not r[1] then return {0} end "
       "local maxi, maxb = tonumber(ARGV[2]), tonumber(ARGV[3]) "
       "local l, e = r[1], tonumber(r[2]) "
+      "if not e then e = redis.call('LLEN', ARGV[1] .. l) "
+        "if e == 0 then return {3} end "
+      "end "
       "local got, n, bytes, more = {}, 0, 0, 0 "
       "while true do "
         "local k = ARGV[1] .. l "
@@ -306,10 +314,12 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
           "local lo = math.max(1, hi - 63) "
           "local seg = redis.call('LRANGE', k, lo, hi) "
           "for i = #seg, 1, -1 do "
-            "if n >= maxi or bytes + #seg[i] > maxb then "
-              "more = 1 break "
+            "if #seg[i] > 0 then "
+              "if n >= maxi or bytes + #seg[i] > maxb then "
+                "more = 1 break "
+              "end "
+              "n = n + 1 bytes = bytes + #seg[i] got[n] = seg[i] "
             "end "
-            "n = n + 1 bytes = bytes + #seg[i] got[n] = seg[i] "
           "end "
           "hi = lo - 1 "
         "end "
@@ -318,7 +328,7 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
         "if not sp then return {3} end "
         "l = string.sub(h, 1, sp - 1) e = tonumber(string.sub(h, sp + 1)) "
       "end "
-      "local res = {1, r[3] or '', more, r[1], r[2]} "
+      "local res = {1, r[3] or '', more, r[1], tostring(e)} "
       "for i = n, 1, -1 do res[#res + 1] = got[i] end "
       "return res",
       1, "" },
@@ -328,21 +338,26 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
      * ARGV[2] the parent's list ("": a new chain), ARGV[3] the parent's
      * end, ARGV[4] the id of a new list, ARGV[5] the time to keep (ms),
      * ARGV[6] the number of input items, ARGV[7] the response object,
-     * ARGV[8] the backend, ARGV[9] the items, one per line.  The turn is
-     * appended to the parent's list when it ends there, else (a fork, or
-     * a new chain) to a new list.  Every list of the chain gets the TTL
-     * again.  Returns 1, or 0 when the parent's list is gone (nothing is
+     * ARGV[8] the backend, ARGV[9] the items, one per line, ARGV[10] a
+     * conversation ("" none), ARGV[11] the lists' time to keep (ms).  The
+     * turn is appended to the parent's list when it ends there (or is a
+     * conversation's: ARGV[3] ""), else (a fork, or a new chain) to a new
+     * list.  Every list of the chain gets the TTL again.  Returns 1, or 0
+     * when the parent's list or the conversation is gone (nothing is
      * written).
      */
 
-    { "local ttl = tonumber(ARGV[5]) "
+    { "local ttl, lttl = tonumber(ARGV[5]), tonumber(ARGV[11]) "
       "local l, base "
+      "if ARGV[10] ~= '' and redis.call('EXISTS', ARGV[10]) == 0 then "
+        "return 0 "
+      "end "
       "if ARGV[2] == '' then "
         "l = ARGV[4] base = 1 "
         "redis.call('RPUSH', ARGV[1] .. l, '') "
       "else "
-        "local pe = tonumber(ARGV[3]) "
         "local len = redis.call('LLEN', ARGV[1] .. ARGV[2]) "
+        "local pe = tonumber(ARGV[3]) or len "
         "if len < pe or len == 0 then return 0 end "
         "if len == pe then l = ARGV[2] base = pe "
         "else "
@@ -359,11 +374,15 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
       "end "
       "redis.call('HSET', KEYS[1], 'l', l, 's', base, 'i', ARGV[6], "
                  "'e', base + n, 'o', ARGV[7], 'b', ARGV[8]) "
-      "if ttl > 0 then "
-        "redis.call('PEXPIRE', KEYS[1], ttl) "
+      "if ARGV[10] ~= '' then "
+        "redis.call('HSET', ARGV[10], 'b', ARGV[8]) "
+        "if lttl > 0 then redis.call('PEXPIRE', ARGV[10], lttl) end "
+      "end "
+      "if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end "
+      "if lttl > 0 then "
         "local d = 0 "
         "while l and d < 100000 do "
-          "redis.call('PEXPIRE', ARGV[1] .. l, ttl) "
+          "redis.call('PEXPIRE', ARGV[1] .. l, lttl) "
           "local h = redis.call('LINDEX', ARGV[1] .. l, 0) "
           "l = nil d = d + 1 "
           "if h and h ~= '' then "
@@ -391,10 +410,119 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
       "local res = {1} "
       "if n > 0 then "
         "for _, v in ipairs(redis.call('LRANGE', k, s, s + n - 1)) do "
-          "res[#res + 1] = v "
+          "if #v > 0 then res[#res + 1] = v end "
         "end "
       "end "
       "return res",
+      1, "" },
+
+    /*
+     * MCONV: KEYS[1] a conversation; ARGV[1] the lists' key prefix,
+     * ARGV[2] what to do:
+     *   new      ARGV[3] its list's id, ARGV[4] its object, ARGV[5] the
+     *            time to keep (ms, 0: no expiry), ARGV[6] items, one per
+     *            line, ARGV[7] its created_at: {1}
+     *   get      {1, object}
+     *   meta     the object ARGV[3] .. created_at .. ARGV[4]: {1, object}
+     *   del      the conversation and its items: {1}
+     *   add      ARGV[3] items, one per line, ARGV[4] the time to keep:
+     *            {1}
+     *   items    ARGV[3] 'asc' or 'desc', ARGV[4] the most, ARGV[5] the
+     *            id to start after ('' none): {1, 1 if more, items...},
+     *            or {2} when there is no such item
+     *   item     ARGV[3] an item's id: {1, item} or {2}
+     *   delitem  ARGV[3] an item's id, left as an empty element:
+     *            {1, object} or {2}
+     * {0} for an unknown conversation, {3} when its items are gone.
+     * Lists are walked in slices of 64.
+     */
+
+    { "local k, lp, op = KEYS[1], ARGV[1], ARGV[2] "
+      "local function push(lk, items) "
+        "local s = 1 "
+        "while s <= #items do "
+          "local nl = string.find(items, '\\n', s, true) or #items + 1 "
+          "redis.call('RPUSH', lk, string.sub(items, s, nl - 1)) "
+          "s = nl + 1 "
+        "end "
+      "end "
+      "if op == 'new' then "
+        "local lk = lp .. ARGV[3] "
+        "redis.call('RPUSH', lk, '') "
+        "push(lk, ARGV[6]) "
+        "redis.call('HSET', k, 'l', ARGV[3], 'o', ARGV[4], 't', ARGV[7]) "
+        "local ttl = tonumber(ARGV[5]) "
+        "if ttl > 0 then "
+          "redis.call('PEXPIRE', k, ttl) redis.call('PEXPIRE', lk, ttl) "
+        "end "
+        "return {1} "
+      "end "
+      "local c = redis.call('HMGET', k, 'l', 'o', 't') "
+      "if not c[1] then return {0} end "
+      "local lk = lp .. c[1] "
+      "if op == 'get' then return {1, c[2]} end "
+      "if op == 'meta' then "
+        "local o = ARGV[3] .. (c[3] or '0') .. ARGV[4] "
+        "redis.call('HSET', k, 'o', o) return {1, o} "
+      "end "
+      "if op == 'del' then redis.call('DEL', k, lk) return {1} end "
+      "local len = redis.call('LLEN', lk) "
+      "if len == 0 then return {3} end "
+      "if op == 'add' then "
+        "push(lk, ARGV[3]) "
+        "local ttl = tonumber(ARGV[4]) "
+        "if ttl > 0 then "
+          "redis.call('PEXPIRE', k, ttl) redis.call('PEXPIRE', lk, ttl) "
+        "end "
+        "return {1} "
+      "end "
+      "local function each(desc, f) "
+        "if desc then "
+          "local hi = len - 1 "
+          "while hi >= 1 do "
+            "local lo = math.max(1, hi - 63) "
+            "local seg = redis.call('LRANGE', lk, lo, hi) "
+            "for j = #seg, 1, -1 do "
+              "if #seg[j] > 0 and f(lo + j - 1, seg[j]) then return end "
+            "end "
+            "hi = lo - 1 "
+          "end "
+        "else "
+          "local lo = 1 "
+          "while lo < len do "
+            "local hi = math.min(len - 1, lo + 63) "
+            "local seg = redis.call('LRANGE', lk, lo, hi) "
+            "for j = 1, #seg do "
+              "if #seg[j] > 0 and f(lo + j - 1, seg[j]) then return end "
+            "end "
+            "lo = hi + 1 "
+          "end "
+        "end "
+      "end "
+      "local function idof(v) "
+        "local ok, j = pcall(cjson.decode, v) "
+        "if ok and type(j) == 'table' then return j.id end "
+      "end "
+      "if op == 'items' then "
+        "local after, lim = ARGV[5], tonumber(ARGV[4]) "
+        "local seen, out = after == '', {1, 0} "
+        "each(ARGV[3] ~= 'asc', function(p, v) "
+          "if not seen then seen = (idof(v) == after) return false end "
+          "if #out - 2 >= lim then out[2] = 1 return true end "
+          "out[#out + 1] = v return false "
+        "end) "
+        "if not seen then return {2} end "
+        "return out "
+      "end "
+      "local pos, item "
+      "each(false, function(p, v) "
+        "if idof(v) == ARGV[3] then pos = p item = v return true end "
+        "return false "
+      "end) "
+      "if not pos then return {2} end "
+      "if op == 'item' then return {1, item} end "
+      "redis.call('LSET', lk, pos, '') "
+      "return {1, c[2]}",
       1, "" }
 };
 

@@ -94,7 +94,7 @@ ngx_http_model_gateway_state_by_id(ngx_http_model_gateway_ctx_t *ctx)
     if (ctx->memory) {
 
         /* a gateway-held chain goes where its last turn went */
-        return ctx->memory->prev.len != 0;
+        return ctx->memory->prev.len || ctx->memory->conv.len;
     }
 
     return ctx->state.kind == NGX_HTTP_MG_STATE_RESPONSE

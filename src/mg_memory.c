@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "mg_memory.h"
+#include "mg_responses_int.h"
 
 
 static int mg_mem_put(json_t *it, mg_buf_t *out, size_t *n);
@@ -195,12 +196,12 @@ mg_mem_list(const char *const *items, const size_t *lens, size_t n,
     size_t limit_len, const char *after, size_t after_len, mg_buf_t *out,
     mg_xerror_t *err)
 {
-    int           desc;
+    int           desc, rc;
     char          num[8], *end;
     long          max;
-    size_t        i, k, from, count, len, first_len, last_len;
-    json_t       *it, *first, *last;
-    const char   *s;
+    size_t        i, k, from, count, *sel_lens;
+    json_t       *it;
+    const char   *s, **sel;
     json_error_t  jerr;
 
     desc = 1;
@@ -267,67 +268,37 @@ mg_mem_list(const char *const *items, const size_t *lens, size_t n,
         count = (size_t) max;
     }
 
-    len = out->len;
+    if (desc) {
+        sel = malloc((count + 1) * sizeof(char *));
+        sel_lens = malloc((count + 1) * sizeof(size_t));
 
-    if (mg_buf_append(out, "{\"object\":\"list\",\"data\":[", 25)
-        != MG_X_OK)
-    {
-        goto nomem;
-    }
-
-    for (k = 0; k < count; k++) {
-        i = desc ? n - 1 - (from + k) : from + k;
-
-        if ((k && mg_buf_append(out, ",", 1) != MG_X_OK)
-            || mg_buf_append(out, items[i], lens[i]) != MG_X_OK)
-        {
-            goto nomem;
+        if (sel == NULL || sel_lens == NULL) {
+            free(sel);
+            free(sel_lens);
+            return mg_x_nomem(err);
         }
+
+        for (k = 0; k < count; k++) {
+            sel[k] = items[n - 1 - (from + k)];
+            sel_lens[k] = lens[n - 1 - (from + k)];
+        }
+
+        rc = mg_mem_page(sel, sel_lens, count, from + count < n, out);
+
+        free(sel);
+        free(sel_lens);
+
+    } else {
+        rc = mg_mem_page(items + from, lens + from, count, from + count < n,
+                         out);
     }
 
-    first = NULL;
-    last = NULL;
-    first_len = 0;
-    last_len = 0;
-
-    if (count) {
-        i = desc ? n - 1 - from : from;
-        first = json_loadb(items[i], lens[i], 0, &jerr);
-        first_len = 1;
-
-        i = desc ? n - 1 - (from + count - 1) : from + count - 1;
-        last = json_loadb(items[i], lens[i], 0, &jerr);
-        last_len = 1;
-    }
-
-    if (mg_buf_append(out, "],\"first_id\":", 13) != MG_X_OK
-        || mg_mem_id(out, first_len ? first : NULL) != MG_X_OK
-        || mg_buf_append(out, ",\"last_id\":", 11) != MG_X_OK
-        || mg_mem_id(out, last_len ? last : NULL) != MG_X_OK
-        || mg_buf_printf(out, ",\"has_more\":%s}",
-                         from + count < n ? "true" : "false")
-           != MG_X_OK)
-    {
-        json_decref(first);
-        json_decref(last);
-        goto nomem;
-    }
-
-    json_decref(first);
-    json_decref(last);
-
-    return MG_X_OK;
+    return (rc == MG_X_OK) ? MG_X_OK : mg_x_nomem(err);
 
 bad_limit:
 
     return mg_x_bad(err, "limit", "Invalid 'limit': expected an integer "
                     "from 1 to 100.");
-
-nomem:
-
-    out->len = len;
-
-    return mg_x_nomem(err);
 }
 
 
@@ -345,4 +316,182 @@ mg_mem_id(mg_buf_t *out, json_t *it)
     }
 
     return mg_x_dump(id, out, JSON_ENCODE_ANY);
+}
+
+
+int
+mg_mem_page(const char *const *items, const size_t *lens, size_t n,
+    int has_more, mg_buf_t *out)
+{
+    int           rc;
+    size_t        i, len;
+    json_t       *first, *last;
+    json_error_t  jerr;
+
+    len = out->len;
+
+    if (mg_buf_append(out, "{\"object\":\"list\",\"data\":[", 25)
+        != MG_X_OK)
+    {
+        goto nomem;
+    }
+
+    for (i = 0; i < n; i++) {
+        if ((i && mg_buf_append(out, ",", 1) != MG_X_OK)
+            || mg_buf_append(out, items[i], lens[i]) != MG_X_OK)
+        {
+            goto nomem;
+        }
+    }
+
+    first = n ? json_loadb(items[0], lens[0], 0, &jerr) : NULL;
+    last = n ? json_loadb(items[n - 1], lens[n - 1], 0, &jerr) : NULL;
+
+    rc = (mg_buf_append(out, "],\"first_id\":", 13) == MG_X_OK
+          && mg_mem_id(out, first) == MG_X_OK
+          && mg_buf_append(out, ",\"last_id\":", 11) == MG_X_OK
+          && mg_mem_id(out, last) == MG_X_OK
+          && mg_buf_printf(out, ",\"has_more\":%s}",
+                           has_more ? "true" : "false") == MG_X_OK);
+
+    json_decref(first);
+    json_decref(last);
+
+    if (rc) {
+        return MG_X_OK;
+    }
+
+nomem:
+
+    out->len = len;
+
+    return MG_X_NOMEM;
+}
+
+
+int
+mg_mem_items(const char *items, size_t len, mg_resp_id_pt id, void *data,
+    mg_buf_t *out, size_t *n, mg_xerror_t *err)
+{
+    int           rc;
+    size_t        nin;
+    json_t       *arr, *in, *chat, *got;
+    mg_buf_t      norm;
+    json_error_t  jerr;
+
+    arr = json_loadb(items, items ? len : 0, 0, &jerr);
+
+    if (!json_is_array(arr)) {
+        json_decref(arr);
+        return mg_x_bad(err, "items", "items must be an array of items.");
+    }
+
+    if (json_array_size(arr) == 0) {
+        json_decref(arr);
+        *n = 0;
+        return MG_X_OK;
+    }
+
+    in = json_pack("{s:o}", "input", arr);
+    chat = json_object();
+    got = json_array();
+    memset(&norm, 0, sizeof(mg_buf_t));
+
+    if (in == NULL || chat == NULL || got == NULL) {
+        rc = MG_X_NOMEM;
+        goto done;
+    }
+
+    rc = mg_r_messages(in, NULL, chat, got, err);
+
+    if (rc == MG_X_ERROR) {
+        err->param = "items";
+        goto done;
+    }
+
+    if (rc == MG_X_OK) {
+        rc = mg_x_dump(got, &norm, 0);
+    }
+
+    if (rc == MG_X_OK) {
+        rc = mg_mem_turn(norm.data, norm.len, "[]", 2, id, data, out, &nin,
+                         n, err);
+    }
+
+done:
+
+    if (rc == MG_X_NOMEM) {
+        (void) mg_x_nomem(err);
+    }
+
+    mg_buf_free(&norm);
+    json_decref(got);
+    json_decref(chat);
+    json_decref(in);
+
+    return rc;
+}
+
+
+int
+mg_mem_metadata(const char *p, size_t len, mg_buf_t *out, mg_xerror_t *err)
+{
+    int           rc;
+    const char   *key;
+    json_t       *m, *v;
+    json_error_t  jerr;
+
+    m = p ? json_loadb(p, len, 0, &jerr) : NULL;
+
+    if (m == NULL || json_is_null(m)) {
+        json_decref(m);
+        return mg_buf_append(out, "{}", 2) == MG_X_OK ? MG_X_OK
+                                                      : mg_x_nomem(err);
+    }
+
+    if (!json_is_object(m) || json_object_size(m) > 16) {
+        json_decref(m);
+        return mg_x_bad(err, "metadata", "metadata must be an object of at "
+                        "most 16 pairs.");
+    }
+
+    json_object_foreach(m, key, v) {
+        if (strlen(key) > 64 || !json_is_string(v)
+            || json_string_length(v) > 512)
+        {
+            json_decref(m);
+            return mg_x_bad(err, "metadata", "metadata keys must be at most "
+                            "64 characters and its values strings of at "
+                            "most 512.");
+        }
+    }
+
+    rc = mg_x_dump(m, out, 0);
+
+    json_decref(m);
+
+    return rc == MG_X_OK ? MG_X_OK : mg_x_nomem(err);
+}
+
+
+int
+mg_mem_conversation(const char *id, size_t id_len, long long created_at,
+    const char *metadata, size_t metadata_len, mg_buf_t *out)
+{
+    size_t  len;
+
+    len = out->len;
+
+    if (mg_buf_printf(out, "{\"id\":\"%.*s\",\"object\":\"conversation\","
+                      "\"created_at\":%lld,\"metadata\":", (int) id_len,
+                      id, created_at)
+        != MG_X_OK
+        || mg_buf_append(out, metadata, metadata_len) != MG_X_OK
+        || mg_buf_append(out, "}", 1) != MG_X_OK)
+    {
+        out->len = len;
+        return MG_X_NOMEM;
+    }
+
+    return MG_X_OK;
 }

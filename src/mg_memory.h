@@ -57,4 +57,34 @@ int mg_mem_list(const char *const *items, const size_t *lens, size_t n,
     mg_xerror_t *err);
 
 
+/*
+ * Items a client gives a conversation (POST /conversations, .../items):
+ * a JSON array of input items, checked and stored as a Responses input
+ * is (mg_resp_request()), ids given, appended to out one per line.
+ * *n gets their number.  A bad item is a 400 naming "items".
+ */
+int mg_mem_items(const char *items, size_t len, mg_resp_id_pt id,
+    void *data, mg_buf_t *out, size_t *n, mg_xerror_t *err);
+
+/*
+ * A conversation's metadata, as OpenAI allows it: an object of at most 16
+ * string values, keys of at most 64 characters, values of at most 512;
+ * its compact JSON appended to out ("{}" for NULL or JSON null).  Else a
+ * 400 naming "metadata".
+ */
+int mg_mem_metadata(const char *p, size_t len, mg_buf_t *out,
+    mg_xerror_t *err);
+
+/* the conversation object, appended */
+int mg_mem_conversation(const char *id, size_t id_len, long long created_at,
+    const char *metadata, size_t metadata_len, mg_buf_t *out);
+
+/*
+ * A page of a list, in its order: {"object": "list", "data": [...],
+ * "first_id", "last_id", "has_more"}, appended.
+ */
+int mg_mem_page(const char *const *items, const size_t *lens, size_t n,
+    int has_more, mg_buf_t *out);
+
+
 #endif /* _MG_MEMORY_H_INCLUDED_ */

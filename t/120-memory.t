@@ -909,7 +909,7 @@ for my $case (
     [{ background => JSON::PP::true }, 'background'],
     [{ tools => [{ type => 'web_search' }] }, 'tools'],
     [{ prompt => { id => 'pmpt_1' } }, 'prompt'],
-    [{ conversation => 'conv_1' }, 'conversation'],
+    [{ include => ['reasoning.encrypted_content'] }, 'include'],
 ) {
     my ($extra, $param) = @$case;
     my $before = scalar @{$t->mock_requests('oa')};
@@ -979,6 +979,137 @@ for my $case (
     is($g->{status}, 200, 'tenant acme: still there');
     $g = $t->request(method => 'GET', path => "/v1/responses/$a->{json}{id}");
     is($g->{status}, 404, 'without identity: acme\'s id is unknown');
+}
+
+###########################################################################
+# conversations
+
+sub conv_req {
+    my ($method, $path, $body, %o) = @_;
+    return $t->request(method => $method, path => "/v1/conversations$path",
+                       $body ? (json => $body) : (), %o);
+}
+
+{
+    my $c = conv_req('POST', '', { metadata => { topic => 'demo' },
+        items => [{ type => 'message', role => 'user', content => 'Hello!' }] });
+    is($c->{status}, 200, 'conversation: created') or diag $c->{body};
+    my $C = $c->{json};
+    like($C->{id}, qr/^conv_mgw_[0-9a-f]{32}$/, 'conversation: a gateway id');
+    is($C->{object}, 'conversation', 'conversation: object');
+    is_deeply($C->{metadata}, { topic => 'demo' }, 'conversation: metadata');
+    ok($C->{created_at} > 1700000000, 'conversation: created_at');
+    my $cid = $C->{id};
+
+    my $g = conv_req('GET', "/$cid");
+    is_deeply($g->{json}, $C, 'conversation: GET');
+
+    my $u = conv_req('POST', "/$cid", { metadata => { topic => 'new' } });
+    is($u->{status}, 200, 'conversation: metadata updated');
+    is_deeply($u->{json}, { %$C, metadata => { topic => 'new' } },
+              'conversation: created_at kept, metadata new');
+    $g = conv_req('GET', "/$cid");
+    is_deeply($g->{json}{metadata}, { topic => 'new' }, 'conversation: stored');
+
+    my $items = conv_req('GET', "/$cid/items");
+    is($items->{status}, 200, 'items: 200');
+    is(scalar @{$items->{json}{data}}, 1, 'items: the one created with it');
+    like($items->{json}{data}[0]{id}, qr/^msg_mgw_/, 'items: an id');
+    is($items->{json}{data}[0]{content}[0]{text}, 'Hello!', 'items: its text');
+
+    my $add = conv_req('POST', "/$cid/items", { items => [
+        { type => 'message', role => 'assistant', content => 'Hi, how can I help?' },
+        { type => 'message', role => 'user', content => 'Tell me a joke.' } ] });
+    is($add->{status}, 200, 'items added: 200') or diag $add->{body};
+    is(scalar @{$add->{json}{data}}, 2, 'items added: the two');
+    is($add->{json}{has_more}, JSON::PP::false, 'items added: has_more false');
+
+    my $r = create({ model => 'm-ant', conversation => $cid, input => 'Now.' });
+    is($r->{status}, 200, 'response in a conversation: 200') or diag $r->{body};
+    is_deeply($r->{json}{conversation}, { id => $cid },
+              'response in a conversation: conversation echoed');
+    is_deeply(last_seen('ant'), [['user', 'Hello!'],
+              ['assistant', 'Hi, how can I help?'],
+              ['user', 'Tell me a joke.'], ['user', 'Now.']],
+              'response in a conversation: ant got its items');
+
+    my $r2 = create({ model => 'm-gem', conversation => { id => $cid },
+                      input => 'Again.' });
+    is($r2->{status}, 200, 'second response, conversation as an object');
+    is_deeply([map { $_->[1] } @{last_seen('gem')}],
+              ['Hello!', 'Hi, how can I help?', 'Tell me a joke.', 'Now.',
+               texts_of_output($r->{json}), 'Again.'],
+              'second response: the first one\'s input and output were added');
+
+    $items = conv_req('GET', "/$cid/items?order=asc&limit=2");
+    is(scalar @{$items->{json}{data}}, 2, 'page: 2');
+    is($items->{json}{has_more}, JSON::PP::true, 'page: more');
+    my $next = conv_req('GET', "/$cid/items?order=asc&limit=100&after="
+                        . $items->{json}{last_id});
+    is(scalar @{$next->{json}{data}}, 5, 'page after: the other 5');
+    is($next->{json}{has_more}, JSON::PP::false, 'page after: no more');
+    is($next->{json}{data}[-1]{content}[0]{text}, texts_of_output($r2->{json}),
+       'page after: the last answer last');
+    my $bad = conv_req('GET', "/$cid/items?after=msg_nope");
+    is($bad->{status}, 400, 'page after an unknown item: 400');
+    $bad = conv_req('GET', "/$cid/items?limit=101");
+    is($bad->{status}, 400, 'page of 101: 400');
+
+    my $iid = $items->{json}{data}[1]{id};
+    my $it = conv_req('GET', "/$cid/items/$iid");
+    is($it->{status}, 200, 'item: 200');
+    is($it->{json}{content}[0]{text}, 'Hi, how can I help?', 'item: it');
+    my $di = conv_req('DELETE', "/$cid/items/$iid");
+    is($di->{status}, 200, 'item deleted: 200');
+    is($di->{json}{id}, $cid, 'item deleted: the conversation answers');
+    $it = conv_req('GET', "/$cid/items/$iid");
+    is($it->{status}, 404, 'item deleted: GET 404');
+    is($it->{json}{error}{code}, 'item_not_found', 'item deleted: code');
+    my $r3 = create({ model => 'm-oa', conversation => $cid, input => 'Third.' });
+    is($r3->{status}, 200, 'after a delete: 200');
+    ok(!(grep { $_->[1] eq 'Hi, how can I help?' } @{last_seen('oa')}),
+       'after a delete: the item is gone from the history');
+    is(scalar @{last_seen('oa')}, 7, 'after a delete: the rest is there');
+
+    my $bad_c = create({ model => 'm-oa', conversation => 'conv_123',
+                         input => 'x' });
+    is($bad_c->{status}, 404, 'a conversation not of the gateway: 404');
+    is($bad_c->{json}{error}{param}, 'conversation', 'naming conversation');
+
+    $bad = conv_req('POST', '', { items => [map { { role => 'user',
+        content => "m$_" } } 1 .. 21] });
+    is($bad->{status}, 400, '21 items: 400');
+    $bad = conv_req('POST', '', { metadata => { k => 1 } });
+    is($bad->{status}, 400, 'metadata of a number: 400');
+    is($bad->{json}{error}{param}, 'metadata', 'naming metadata');
+    $bad = conv_req('POST', '', { items => [{ type => 'web_search_call' }] });
+    is($bad->{status}, 400, 'an item gateway mode cannot hold: 400');
+    $bad = conv_req('PUT', "/$cid");
+    is($bad->{status}, 405, 'PUT: 405');
+
+    my $h1 = [['Authorization', "Bearer $GWKEY{acme}"]];
+    my $h2 = [['Authorization', "Bearer $GWKEY{globex}"]];
+    my $ac = $t->request(method => 'POST', path => '/keyed/conversations',
+                         json => {}, headers => $h1);
+    is($ac->{status}, 200, 'tenant acme: a conversation');
+    my $x = $t->request(method => 'GET',
+                        path => "/keyed/conversations/$ac->{json}{id}",
+                        headers => $h2);
+    is($x->{status}, 404, 'tenant globex: acme\'s conversation is unknown');
+    $x = create({ model => 'm-oa', conversation => $ac->{json}{id},
+                  input => 'x' }, prefix => '/keyed', headers => $h2);
+    is($x->{status}, 404, 'tenant globex: cannot use it');
+
+    my $del = conv_req('DELETE', "/$cid");
+    is_deeply($del->{json}, { id => $cid, object => 'conversation.deleted',
+                              deleted => JSON::PP::true }, 'conversation deleted');
+    $g = conv_req('GET', "/$cid");
+    is($g->{status}, 404, 'conversation deleted: GET 404');
+    $x = create({ model => 'm-oa', conversation => $cid, input => 'x' });
+    is($x->{status}, 404, 'conversation deleted: a response in it 404');
+    is($x->{json}{error}{code}, 'conversation_not_found',
+       'conversation deleted: conversation_not_found');
+    ok(!@{rkeys("mg:{:}:gw:c:$cid")}, 'conversation deleted: its key gone');
 }
 
 ###########################################################################
