@@ -5,22 +5,10 @@
 # storing each turn's items in Redis and sending every turn as a chat
 # request to whichever chat backend serves the model.
 #
-# The mocks check what they receive in their own wire format and refuse
-# (as the provider would) what breaks its rules:
-#   oa   OpenAI chat completions: roles, a tool message answers a call of
-#        an earlier assistant message by its id, no Responses fields;
-#   ant  Anthropic Messages: x-api-key, anthropic-version, max_tokens,
-#        system at the top, user/assistant alternating from user,
-#        tool_result first in the user turn right after its tool_use;
-#   gem  Gemini generateContent: x-goog-api-key, user/model roles, a
-#        functionResponse named as the functionCall of the turn before;
-#   bed  Bedrock Converse: SigV4, alternating roles, toolResult answering
-#        a toolUse of the turn before by toolUseId.
-# Each reduces what it got to [role, text] / [call, name, args] /
-# [result, output] entries, so the test compares one history across
-# providers.  A mock answers "NAME-reply-N", or a call of get_weather
-# when the last user text says CALL; a file DIR/fail-NAME makes it fail
-# (503, or 529 for ant).
+# The four provider mocks (t/lib/MG/Providers.pm: OpenAI chat, Anthropic,
+# Gemini, Bedrock) check what they receive in their own wire format,
+# refuse what breaks the provider's rules, and record the history they got
+# in one shape, so the test compares it across providers.
 #
 #   - a first turn, its follow-up on another provider with the whole
 #     history (instructions not carried over), a fork, GET / DELETE /
@@ -43,7 +31,7 @@ use Test::More;
 use JSON::PP qw(decode_json encode_json);
 use Time::HiRes qw(time sleep);
 use MG::Test;
-use MG::AWS qw(sigv4_check es_event);
+use MG::Providers;
 
 my $t = MG::Test->new;
 $t->need_module;
@@ -52,21 +40,12 @@ my $t2 = MG::Test->new;         # a second node on the same Redis
 my $DIR = $t->dir;
 my $J = JSON::PP->new->utf8->canonical;
 
-my $ANT_KEY = 'sk-ant-memory-test-key-0123456789';
-my $GEM_KEY = 'gem-memory-test-key-abcdef';
-$ENV{AWS_ACCESS_KEY_ID} = 'AKIDMEMORYTEST';
-$ENV{AWS_SECRET_ACCESS_KEY} = 'memory-test-secret-key/0123456789abcdef';
-delete $ENV{AWS_SESSION_TOKEN};
-
 sub write_file {
     my ($f, $s) = @_;
     open my $fh, '>', $f or die "$f: $!";
     print {$fh} $s;
     close $fh;
 }
-
-write_file("$DIR/ant.key", "$ANT_KEY\n");
-write_file("$DIR/gem.key", "$GEM_KEY\n");
 
 # two gateway keys of two tenants
 my %GWKEY;
@@ -83,397 +62,10 @@ for my $tenant (qw(acme globex)) {
 }
 
 ###########################################################################
-# mocks
-
-sub reply {
-    my ($status, $obj, @h) = @_;
-    return { status => $status,
-             headers => [['Content-Type', 'application/json'], @h],
-             body => $J->encode($obj) };
-}
-
-sub failing { -e "$DIR/fail-$_[0]" }
-
-# the last user text of a normalized history
-sub last_user {
-    my $h = shift;
-    for my $e (reverse @$h) {
-        return $e->[1] if $e->[0] eq 'user';
-    }
-    return '';
-}
-
-sub text_of {
-    my $c = shift;
-    return $c unless ref $c;
-    return join '', map { $_->{text} // '' } @$c;
-}
-
-# --- OpenAI chat completions
-
-sub oa_history {
-    my $b = shift;
-    my (@h, %calls);
-    for my $m (@{$b->{messages}}) {
-        my $role = $m->{role} // '';
-        die "role $role\n" unless $role =~ /^(system|developer|user|assistant|tool)$/;
-        if ($role eq 'tool') {
-            die "tool message for unknown call $m->{tool_call_id}\n"
-                unless $calls{$m->{tool_call_id} // ''};
-            push @h, ['result', text_of($m->{content})];
-            next;
-        }
-        my $text = text_of($m->{content});
-        push @h, [$role eq 'developer' ? 'system' : $role, $text]
-            if defined $m->{content} && length $text;
-        for my $tc (@{$m->{tool_calls} || []}) {
-            die "call without id\n" unless $tc->{id};
-            $calls{$tc->{id}} = 1;
-            push @h, ['call', $tc->{function}{name},
-                      $tc->{function}{arguments}];
-        }
-    }
-    die "Responses fields in a chat request\n"
-        if grep { exists $b->{$_} } qw(input previous_response_id store
-                                       instructions truncation);
-    return \@h;
-}
-
-$t->mock('oa', handler => sub {
-    my $r = shift;
-    return reply(503, { error => { message => 'down', type => 'server_error' } })
-        if failing('oa');
-    my $b = eval { decode_json($r->{body}) };
-    my $h = eval { oa_history($b) };
-    return reply(400, { error => { message => "oa: $@",
-                                   type => 'invalid_request_error' } })
-        unless $h;
-    write_file("$DIR/seen-oa-$r->{n}", $J->encode($h));
-    my $call = last_user($h) =~ /CALL/;
-    my $text = "oa-reply-$r->{n}";
-    if ($b->{stream}) {
-        my %base = (id => "chatcmpl-$r->{n}", object => 'chat.completion.chunk',
-                    created => 1700000000, model => $b->{model});
-        my @ev = ({ %base, choices => [{ index => 0, delta => {
-                       role => 'assistant', content => '' },
-                       finish_reason => undef }] });
-        if ($call) {
-            push @ev, { %base, choices => [{ index => 0, delta => {
-                tool_calls => [{ index => 0, id => "call_oa$r->{n}",
-                    type => 'function', function => { name => 'get_weather',
-                    arguments => '' } }] }, finish_reason => undef }] };
-            push @ev, { %base, choices => [{ index => 0, delta => {
-                tool_calls => [{ index => 0, function => {
-                    arguments => $_ } }] }, finish_reason => undef }] }
-                for ('{"city":', '"Paris"}');
-        } else {
-            push @ev, { %base, choices => [{ index => 0,
-                delta => { content => $_ }, finish_reason => undef }] }
-                for ('oa-', "reply-$r->{n}");
-        }
-        push @ev, { %base, choices => [{ index => 0, delta => {},
-            finish_reason => $call ? 'tool_calls' : 'stop' }] };
-        push @ev, { %base, choices => [], usage => { prompt_tokens => 11,
-            completion_tokens => 4, total_tokens => 15 } }
-            if $b->{stream_options} && $b->{stream_options}{include_usage};
-        return { status => 200,
-                 headers => [['Content-Type', 'text/event-stream']],
-                 chunks => [(map { 'data: ' . $J->encode($_) . "\n\n" } @ev),
-                            "data: [DONE]\n\n"] };
-    }
-    my $msg = $call
-        ? { role => 'assistant', content => undef, tool_calls => [{
-              id => "call_oa$r->{n}", type => 'function', function => {
-              name => 'get_weather', arguments => '{"city":"Paris"}' } }] }
-        : { role => 'assistant', content => $text };
-    return reply(200, { id => "chatcmpl-$r->{n}", object => 'chat.completion',
-        created => 1700000000, model => $b->{model},
-        choices => [{ index => 0, message => $msg,
-                      finish_reason => $call ? 'tool_calls' : 'stop' }],
-        usage => { prompt_tokens => 11, completion_tokens => 4,
-                   total_tokens => 15 } });
-});
-
-# --- Anthropic Messages
-
-sub ant_history {
-    my $b = shift;
-    my @h;
-    die "max_tokens\n" unless $b->{max_tokens};
-    if (defined $b->{system}) {
-        push @h, ['system', text_of($b->{system})];
-    }
-    my ($prev_role, %prev_calls) = ('');
-    my $i = 0;
-    for my $m (@{$b->{messages}}) {
-        my $role = $m->{role} // '';
-        die "role $role\n" unless $role =~ /^(user|assistant)$/;
-        die "first message must be user\n" if $i++ == 0 && $role ne 'user';
-        die "roles must alternate\n" if $role eq $prev_role;
-        my $content = ref $m->{content} ? $m->{content}
-                                        : [{ type => 'text', text => $m->{content} }];
-        my (%calls, $seen_other);
-        for my $blk (@$content) {
-            if ($blk->{type} eq 'text') {
-                $seen_other = 1;
-                push @h, [$role, $blk->{text}];
-            } elsif ($blk->{type} eq 'tool_use') {
-                die "tool_use in a user turn\n" unless $role eq 'assistant';
-                $calls{$blk->{id}} = 1;
-                push @h, ['call', $blk->{name}, $J->encode($blk->{input})];
-            } elsif ($blk->{type} eq 'tool_result') {
-                die "tool_result in an assistant turn\n" if $role ne 'user';
-                die "tool_result after text\n" if $seen_other;
-                die "tool_result for unknown tool_use $blk->{tool_use_id}\n"
-                    unless $prev_calls{$blk->{tool_use_id}};
-                push @h, ['result', text_of($blk->{content})];
-            } else {
-                die "block $blk->{type}\n";
-            }
-        }
-        ($prev_role, %prev_calls) = ($role, %calls);
-    }
-    return \@h;
-}
-
-sub ant_sse {
-    my ($name, $data) = @_;
-    return "event: $name\ndata: " . $J->encode($data) . "\n\n";
-}
-
-$t->mock('ant', handler => sub {
-    my $r = shift;
-    return reply(529, { type => 'error', error => { type => 'overloaded_error',
-                                                    message => 'Overloaded' } })
-        if failing('ant');
-    return reply(401, { type => 'error', error => {
-                     type => 'authentication_error', message => 'key' } })
-        unless ($r->{headers}{'x-api-key'} // '') eq $ANT_KEY
-               && $r->{headers}{'anthropic-version'}
-               && $r->{path} eq '/v1/messages';
-    my $b = eval { decode_json($r->{body}) };
-    my $h = eval { ant_history($b) };
-    return reply(400, { type => 'error', error => {
-                     type => 'invalid_request_error', message => "ant: $@" } })
-        unless $h;
-    write_file("$DIR/seen-ant-$r->{n}", $J->encode($h));
-    my $call = last_user($h) =~ /CALL/;
-    my $id = "toolu_ant$r->{n}";
-    if ($b->{stream}) {
-        my @ev = (ant_sse('message_start', { type => 'message_start',
-            message => { id => "msg_$r->{n}", type => 'message',
-                role => 'assistant', content => [], model => $b->{model},
-                stop_reason => undef, stop_sequence => undef,
-                usage => { input_tokens => 21, output_tokens => 1 } } }));
-        if ($call) {
-            push @ev, ant_sse('content_block_start', { type =>
-                'content_block_start', index => 0, content_block => {
-                type => 'tool_use', id => $id, name => 'get_weather',
-                input => {} } });
-            push @ev, ant_sse('content_block_delta', { type =>
-                'content_block_delta', index => 0, delta => {
-                type => 'input_json_delta', partial_json => $_ } })
-                for ('{"city":', '"Paris"}');
-        } else {
-            push @ev, ant_sse('content_block_start', { type =>
-                'content_block_start', index => 0, content_block => {
-                type => 'text', text => '' } });
-            push @ev, ant_sse('ping', { type => 'ping' });
-            push @ev, ant_sse('content_block_delta', { type =>
-                'content_block_delta', index => 0, delta => {
-                type => 'text_delta', text => $_ } })
-                for ('ant-', "reply-$r->{n}");
-        }
-        push @ev, ant_sse('content_block_stop', { type => 'content_block_stop',
-                                                  index => 0 }),
-                  ant_sse('message_delta', { type => 'message_delta',
-                      delta => { stop_reason => $call ? 'tool_use' : 'end_turn',
-                                 stop_sequence => undef },
-                      usage => { output_tokens => 6 } }),
-                  ant_sse('message_stop', { type => 'message_stop' });
-        return { status => 200,
-                 headers => [['Content-Type', 'text/event-stream']],
-                 chunks => \@ev };
-    }
-    return reply(200, { id => "msg_$r->{n}", type => 'message',
-        role => 'assistant', model => $b->{model},
-        content => $call
-            ? [{ type => 'tool_use', id => $id, name => 'get_weather',
-                 input => { city => 'Paris' } }]
-            : [{ type => 'text', text => "ant-reply-$r->{n}" }],
-        stop_reason => $call ? 'tool_use' : 'end_turn',
-        usage => { input_tokens => 21, output_tokens => 6 } });
-});
-
-# --- Gemini
-
-sub gem_history {
-    my $b = shift;
-    my @h;
-    die "contents\n" unless ref $b->{contents} eq 'ARRAY' && @{$b->{contents}};
-    die "unknown field\n" if exists $b->{messages} || exists $b->{model};
-    if ($b->{systemInstruction}) {
-        push @h, ['system', text_of($b->{systemInstruction}{parts})];
-    }
-    my %prev_calls;
-    for my $c (@{$b->{contents}}) {
-        my $role = $c->{role} // '';
-        die "role $role\n" unless $role =~ /^(user|model)$/;
-        my %calls;
-        for my $p (@{$c->{parts} || []}) {
-            if (defined $p->{text}) {
-                push @h, [$role eq 'model' ? 'assistant' : 'user', $p->{text}];
-            } elsif ($p->{functionCall}) {
-                die "functionCall from user\n" unless $role eq 'model';
-                $calls{$p->{functionCall}{name}} = 1;
-                push @h, ['call', $p->{functionCall}{name},
-                          $J->encode($p->{functionCall}{args})];
-            } elsif ($p->{functionResponse}) {
-                die "functionResponse for unknown $p->{functionResponse}{name}\n"
-                    unless $prev_calls{$p->{functionResponse}{name}};
-                my $resp = $p->{functionResponse}{response};
-                push @h, ['result', ref $resp eq 'HASH' && exists $resp->{content}
-                          ? text_of($resp->{content}) : $J->encode($resp)];
-            } else {
-                die "part\n";
-            }
-        }
-        %prev_calls = %calls if $role eq 'model';
-    }
-    return \@h;
-}
-
-$t->mock('gem', handler => sub {
-    my $r = shift;
-    return reply(503, { error => { code => 503, status => 'UNAVAILABLE',
-                                   message => 'down' } })
-        if failing('gem');
-    return reply(403, { error => { code => 403, message => 'key' } })
-        unless ($r->{headers}{'x-goog-api-key'} // '') eq $GEM_KEY;
-    my ($model, $method) = $r->{path} =~
-        m{^/v1beta/models/([\w.\-]+):(generateContent|streamGenerateContent\?alt=sse)$}
-        or return reply(404, { error => { code => 404, message => 'path' } });
-    my $b = eval { decode_json($r->{body}) };
-    my $h = eval { gem_history($b) };
-    return reply(400, { error => { code => 400, status => 'INVALID_ARGUMENT',
-                                   message => "gem: $@" } })
-        unless $h;
-    write_file("$DIR/seen-gem-$r->{n}", $J->encode($h));
-    my $call = last_user($h) =~ /CALL/;
-    my @parts = $call
-        ? ({ functionCall => { name => 'get_weather',
-                               args => { city => 'Paris' } } })
-        : ({ text => "gem-reply-$r->{n}" });
-    my $cand = { content => { role => 'model', parts => \@parts },
-                 finishReason => 'STOP', index => 0 };
-    my $usage = { promptTokenCount => 13, candidatesTokenCount => 3,
-                  totalTokenCount => 16 };
-    if ($method =~ /^stream/) {
-        return { status => 200,
-                 headers => [['Content-Type', 'text/event-stream']],
-                 chunks => ['data: ' . $J->encode({ candidates => [$cand],
-                                usageMetadata => $usage }) . "\r\n\r\n"] };
-    }
-    return reply(200, { candidates => [$cand], usageMetadata => $usage });
-});
-
-# --- Bedrock Converse
-
-sub bed_history {
-    my $b = shift;
-    my @h;
-    for my $s (@{$b->{system} || []}) {
-        push @h, ['system', $s->{text}];
-    }
-    my ($prev_role, %prev_calls) = ('');
-    for my $m (@{$b->{messages}}) {
-        my $role = $m->{role} // '';
-        die "role $role\n" unless $role =~ /^(user|assistant)$/;
-        die "roles must alternate\n" if $role eq $prev_role;
-        my %calls;
-        for my $c (@{$m->{content}}) {
-            if (defined $c->{text}) {
-                push @h, [$role, $c->{text}];
-            } elsif ($c->{toolUse}) {
-                die "toolUse from user\n" unless $role eq 'assistant';
-                die "toolUseId\n" unless ($c->{toolUse}{toolUseId} // '') =~ /^[a-zA-Z0-9_-]+$/;
-                $calls{$c->{toolUse}{toolUseId}} = 1;
-                push @h, ['call', $c->{toolUse}{name},
-                          $J->encode($c->{toolUse}{input})];
-            } elsif ($c->{toolResult}) {
-                die "toolResult for unknown $c->{toolResult}{toolUseId}\n"
-                    unless $prev_calls{$c->{toolResult}{toolUseId}};
-                push @h, ['result', join '', map { $_->{text}
-                          // $J->encode($_->{json}) } @{$c->{toolResult}{content}}];
-            } else {
-                die "content\n";
-            }
-        }
-        ($prev_role, %prev_calls) = ($role, %calls);
-    }
-    return \@h;
-}
-
-$t->mock('bed', handler => sub {
-    my $r = shift;
-    return reply(503, { message => 'down' },
-                 ['x-amzn-ErrorType', 'ServiceUnavailableException'])
-        if failing('bed');
-    my $why = sigv4_check($r, access_key => $ENV{AWS_ACCESS_KEY_ID},
-                          secret => $ENV{AWS_SECRET_ACCESS_KEY},
-                          region => 'us-east-1', service => 'bedrock');
-    return reply(403, { message => "signature: $why" },
-                 ['x-amzn-ErrorType', 'InvalidSignatureException'])
-        if $why;
-    my ($id, $op) = $r->{path} =~ m{^/model/([^/]+)/(converse|converse-stream)$}
-        or return reply(404, { message => 'path' });
-    my $b = eval { decode_json($r->{body}) };
-    my $h = eval { bed_history($b) };
-    return reply(400, { message => "bed: $@" },
-                 ['x-amzn-ErrorType', 'ValidationException'])
-        unless $h;
-    write_file("$DIR/seen-bed-$r->{n}", $J->encode($h));
-    my $call = last_user($h) =~ /CALL/;
-    my $content = $call
-        ? [{ toolUse => { toolUseId => "tooluse_bed$r->{n}",
-                          name => 'get_weather', input => { city => 'Paris' } } }]
-        : [{ text => "bed-reply-$r->{n}" }];
-    my $stop = $call ? 'tool_use' : 'end_turn';
-    if ($op eq 'converse-stream') {
-        my @f = (es_event('messageStart', '{"role":"assistant"}'));
-        if ($call) {
-            push @f, es_event('contentBlockStart', $J->encode({
-                contentBlockIndex => 0, start => { toolUse => {
-                toolUseId => "tooluse_bed$r->{n}", name => 'get_weather' } } }));
-            push @f, es_event('contentBlockDelta', $J->encode({
-                contentBlockIndex => 0, delta => { toolUse => {
-                input => '{"city":"Paris"}' } } }));
-        } else {
-            push @f, es_event('contentBlockDelta', $J->encode({
-                contentBlockIndex => 0, delta => { text => $_ } }))
-                for ('bed-', "reply-$r->{n}");
-        }
-        push @f, es_event('contentBlockStop', '{"contentBlockIndex":0}'),
-                 es_event('messageStop', $J->encode({ stopReason => $stop })),
-                 es_event('metadata', $J->encode({ usage => {
-                     inputTokens => 17, outputTokens => 5, totalTokens => 22 },
-                     metrics => { latencyMs => 3 } }));
-        return { status => 200,
-                 headers => [['Content-Type',
-                              'application/vnd.amazon.eventstream']],
-                 chunks => \@f };
-    }
-    return reply(200, { output => { message => { role => 'assistant',
-                                                 content => $content } },
-                        stopReason => $stop,
-                        usage => { inputTokens => 17, outputTokens => 5,
-                                   totalTokens => 22 } });
-});
-
-###########################################################################
 # nginx
 
 my $RPORT = $t->redis;
+my $BACKENDS = MG::Providers::start($t);
 
 my $CONF = <<'EOF';
 %%TEST_GLOBALS%%
@@ -484,43 +76,7 @@ http {
     model_gateway_redis 127.0.0.1:%%RPORT%%;
     model_gateway_redis_timeout 1s;
 
-    model_gateway_backend oa {
-        type openai_compatible;
-        url http://127.0.0.1:%%PORT_oa%%/v1;
-        model m-oa;
-        model m-cross;
-        model m-any;
-        weight 100;
-    }
-
-    model_gateway_backend ant {
-        type anthropic;
-        url http://127.0.0.1:%%PORT_ant%%/v1;
-        key_file %%DIR%%/ant.key;
-        model m-ant claude-test;
-        model m-cross claude-test;
-        model m-any claude-test;
-        weight 1;
-    }
-
-    model_gateway_backend gem {
-        type gemini;
-        url http://127.0.0.1:%%PORT_gem%%/v1beta;
-        key_file %%DIR%%/gem.key;
-        model m-gem gemini-test;
-        model m-any gemini-test;
-        weight 1;
-    }
-
-    model_gateway_backend bed {
-        type bedrock;
-        url http://127.0.0.1:%%PORT_bed%%;
-        region us-east-1;
-        model m-bed anthropic.claude-test-v1:0;
-        model m-any anthropic.claude-test-v1:0;
-        weight 1;
-    }
-
+%%BACKENDS%%
     server {
         listen 127.0.0.1:%%PORT_gw%%;
 
@@ -553,6 +109,7 @@ http {
 EOF
 
 $CONF =~ s/%%DIR%%/$DIR/g;    # node 2 reads node 1's key files
+$CONF =~ s/%%BACKENDS%%/$BACKENDS/;
 $t->write_conf($CONF, RPORT => $RPORT);
 $t->run;
 $t2->{ports}{$_} = $t->port($_) for qw(oa ant gem bed);
@@ -574,20 +131,8 @@ sub create {
         headers => $o{headers} // []);
 }
 
-sub seen {
-    my ($mock, $n) = @_;
-    my $f = "$DIR/seen-$mock-$n";
-    return undef unless -e $f;
-    return decode_json(MG::Test::_read_file($f));
-}
-
 # the last request a mock recorded, as [role, text] entries
-sub last_seen {
-    my $mock = shift;
-    my $reqs = $t->mock_requests($mock);
-    return undef unless @$reqs;
-    return seen($mock, $reqs->[-1]{n});
-}
+sub last_seen { MG::Providers::seen($t, $_[0]) }
 
 sub texts_of_output {
     my $resp = shift;
