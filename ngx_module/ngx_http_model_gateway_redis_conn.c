@@ -28,6 +28,8 @@ static void ngx_http_mg_redis_ssl_handshake(ngx_connection_t *c);
 static void ngx_http_mg_redis_close(ngx_http_mg_redis_t *rd);
 static void ngx_http_mg_redis_handshake_reply(void *data, redisReply *reply,
     ngx_int_t rc);
+static void ngx_http_mg_redis_policy_reply(void *data, redisReply *reply,
+    ngx_int_t rc);
 static void ngx_http_mg_redis_time_reply(void *data, redisReply *reply,
     ngx_int_t rc);
 
@@ -516,6 +518,17 @@ ngx_http_mg_redis_connected(ngx_http_mg_redis_t *rd)
         rd->handshake++;
     }
 
+    /* its eviction policy, which gateway-held memory depends on */
+
+    argv[0] = "INFO"; lens[0] = 4;
+    argv[1] = "memory"; lens[1] = 6;
+
+    if (ngx_http_mg_redis_append(rd, 2, argv, lens) != NGX_OK) {
+        goto failed;
+    }
+
+    rd->handshake++;
+
     /* Redis' clock, so that every node measures pin ages alike */
 
     argv[0] = "TIME"; lens[0] = 4;
@@ -535,7 +548,9 @@ ngx_http_mg_redis_connected(ngx_http_mg_redis_t *rd)
         cmd->internal = 1;
         cmd->handler = (i == rd->handshake - 1)
                        ? ngx_http_mg_redis_time_reply
-                       : ngx_http_mg_redis_handshake_reply;
+                       : (i == rd->handshake - 2)
+                         ? ngx_http_mg_redis_policy_reply
+                         : ngx_http_mg_redis_handshake_reply;
         cmd->data = rd;
         cmd->deadline = ngx_current_msec + rcf->timeout;
 
@@ -593,6 +608,80 @@ ngx_http_mg_redis_time_reply(void *data, redisReply *reply, ngx_int_t rc)
             rd->clock_offset = (sec * 1000 + usec / 1000)
                                - (ngx_int_t) (tp->sec * 1000 + tp->msec);
         }
+    }
+
+    ngx_http_mg_redis_handshake_reply(data, reply, rc);
+}
+
+
+/*
+ * Redis that evicts keys drops what the gateway holds (pins, ids, the
+ * items of Responses chains and conversations) without a word: a chain
+ * read later misses items, which is an error then, never a shorter
+ * history.  noeviction is what the gateway wants; volatile-* evicts keys
+ * with a TTL, which theirs are when model_gateway_response_ttl is set.
+ * Said once per connection; an INFO that is refused (renamed on managed
+ * Redis) is no reason to refuse the connection.
+ */
+
+static void
+ngx_http_mg_redis_policy_reply(void *data, redisReply *reply, ngx_int_t rc)
+{
+    ngx_http_mg_redis_t *rd = data;
+
+    u_char     *p, *end, *v;
+    ngx_str_t   policy;
+
+    if (rc != NGX_OK) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_STRING) {
+        p = (u_char *) reply->str;
+        end = p + reply->len;
+
+        p = ngx_strlcasestrn(p, end, (u_char *) "maxmemory_policy:",
+                             sizeof("maxmemory_policy:") - 2);
+
+        if (p) {
+            v = p + sizeof("maxmemory_policy:") - 1;
+
+            for (p = v; p < end && *p != CR && *p != LF; p++) {
+                /* void */
+            }
+
+            policy.data = v;
+            policy.len = p - v;
+
+            if (policy.len >= 8 && ngx_strncmp(v, "allkeys-", 8) == 0) {
+                ngx_log_error(NGX_LOG_WARN, rd->log, 0,
+                              "model gateway: redis %V evicts any key "
+                              "(maxmemory-policy %V): pins, ids and "
+                              "gateway-held responses may be lost; use "
+                              "noeviction", &rd->name, &policy);
+
+            } else if (policy.len >= 9
+                       && ngx_strncmp(v, "volatile-", 9) == 0)
+            {
+                ngx_log_error(NGX_LOG_WARN, rd->log, 0,
+                              "model gateway: redis %V evicts keys with a "
+                              "TTL (maxmemory-policy %V): gateway-held "
+                              "responses may be lost; use noeviction",
+                              &rd->name, &policy);
+            }
+        }
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+
+        /* not ours to insist on; TIME's reply ends the handshake */
+
+        ngx_log_error(NGX_LOG_INFO, rd->log, 0,
+                      "model gateway: redis %V did not say its "
+                      "maxmemory-policy", &rd->name);
+
+        rd->handshake--;
+        return;
     }
 
     ngx_http_mg_redis_handshake_reply(data, reply, rc);

@@ -524,6 +524,28 @@ for my $case (
     is($g->{status}, 200, 'tenant acme: still there');
     $g = $t->request(method => 'GET', path => "/v1/responses/$a->{json}{id}");
     is($g->{status}, 404, 'without identity: acme\'s id is unknown');
+
+    # the purge of one tenant
+    my $b = create({ model => 'm-oa', input => 'globex keeps this' },
+                   prefix => '/keyed', headers => $h2);
+    my ($rc, $out) = MG::Test::_capture([$^X, "$ENV{PWD}/bin/mg-purge",
+        '--redis', "127.0.0.1:$RPORT", '--tenant', 'acme', '--dry-run']);
+    like($out, qr/^[1-9]\d* keys would be removed$/m, 'purge: dry run counts');
+    ok(@{rkeys("mg:{acme}:gw:*")}, 'purge: dry run removes nothing');
+    ($rc, $out) = MG::Test::_capture([$^X, "$ENV{PWD}/bin/mg-purge",
+        '--redis', "127.0.0.1:$RPORT", '--tenant', 'acme']);
+    is($rc, 0, 'purge: exit 0');
+    like($out, qr/^[1-9]\d* keys removed$/m, 'purge: says how many');
+    is_deeply(rkeys("mg:{acme}:gw:*"), [], 'purge: acme holds nothing');
+    $g = $t->request(method => 'GET', path => "/keyed/responses/$a->{json}{id}",
+                     headers => $h1);
+    is($g->{status}, 404, 'purge: acme\'s response is gone');
+    $g = $t->request(method => 'GET', path => "/keyed/responses/$b->{json}{id}",
+                     headers => $h2);
+    is($g->{status}, 200, 'purge: globex\'s is not');
+    ($rc, $out) = MG::Test::_capture([$^X, "$ENV{PWD}/bin/mg-purge",
+        '--redis', "127.0.0.1:$RPORT", '--tenant', 'a*']);
+    is($rc, 2, 'purge: a pattern is no tenant');
 }
 
 ###########################################################################
@@ -697,6 +719,39 @@ sub conv_req {
     is($x->{status}, 200, 'redis down: store false still works');
     $g = $t->request(method => 'GET', path => "/v1/responses/$R1->{id}");
     is($g->{status}, 503, 'redis down: GET 503');
+}
+
+###########################################################################
+# a Redis that evicts is named at connect
+
+{
+    ok(!$t->grep_log(qr/evicts/), 'noeviction: no warning');
+    my $t3 = MG::Test->new;
+    my $lru = $t3->redis(args => ['--maxmemory-policy', 'allkeys-lru']);
+    $t3->write_conf(<<'EOF', RPORT => $lru);
+%%TEST_GLOBALS%%
+events {}
+http {
+    %%TEST_GLOBALS_HTTP%%
+    model_gateway_redis 127.0.0.1:%%RPORT%%;
+    model_gateway_backend x {
+        type openai_compatible;
+        url http://127.0.0.1:1/v1;
+        model m;
+    }
+    server {
+        listen 127.0.0.1:%%PORT_gw%%;
+        location / { model_gateway; model_gateway_responses gateway; }
+    }
+}
+EOF
+    $t3->run;
+    ok($t3->wait_for(sub { $t3->grep_log(qr/redis \S+ is up/) }, 10),
+       'allkeys-lru: connected all the same');
+    ok($t3->grep_log(qr/\[warn\].*evicts any key \(maxmemory-policy allkeys-lru\)/),
+       'allkeys-lru: a warning names the policy');
+    $t3->stop;
+    $t3->stop_redis;
 }
 
 # node 2's log gets the checks done_testing makes of node 1's
