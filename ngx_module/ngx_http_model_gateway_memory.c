@@ -29,6 +29,7 @@
 
 
 #include "ngx_http_model_gateway_memory.h"
+#include "ngx_http_model_gateway_providers.h"
 #include "mg_history.h"
 
 #include <hiredis/hiredis.h>
@@ -43,6 +44,8 @@ static ngx_int_t ngx_http_model_gateway_memory_build(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, redisReply *reply);
 static ngx_int_t ngx_http_model_gateway_memory_history(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, redisReply *reply, mg_buf_t *hist);
+static ngx_int_t ngx_http_model_gateway_memory_replay(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, mg_buf_t *hist, mg_resp_opts_t *o);
 static void ngx_http_model_gateway_memory_prefer(
     ngx_http_model_gateway_ctx_t *ctx, redisReply *name);
 static void ngx_http_model_gateway_memory_cleanup(void *data);
@@ -657,6 +660,14 @@ ngx_http_model_gateway_memory_build(ngx_http_request_t *r,
                              hist.data, hist.len, &o, &m->chat, NULL, NULL,
                              &stream, &err);
 
+        if (rc == MG_X_OK) {
+            nrc = ngx_http_model_gateway_memory_replay(r, ctx, &hist, &o);
+            if (nrc != NGX_OK) {
+                mg_buf_free(&hist);
+                return nrc;
+            }
+        }
+
         mg_buf_free(&hist);
     }
 
@@ -851,4 +862,157 @@ ngx_http_model_gateway_memory_prefer(ngx_http_model_gateway_ctx_t *ctx,
             return;
         }
     }
+}
+
+
+/*
+ * Provider-only state (Gemini's thought signatures, mg_responses.h) goes
+ * back only to the provider and model that made it: a target that made
+ * some of the history's gets a chat request of its own, with that state
+ * (ngx_http_model_gateway_memory_body()); every other target gets the
+ * request without (ctx->body).
+ */
+
+static ngx_int_t
+ngx_http_model_gateway_memory_replay(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, mg_buf_t *hist, mg_resp_opts_t *o)
+{
+    int                               rc, stream;
+    u_char                           *origin, *p, *q, *end;
+    size_t                            len;
+    ngx_uint_t                        i, k, n;
+    mg_buf_t                          body;
+    mg_xerror_t                       err;
+    ngx_http_model_gateway_target_t  *t;
+    ngx_http_model_gateway_memory_t  *m;
+    u_char                            needle[256];
+
+    m = ctx->memory;
+
+    p = (u_char *) hist->data;
+    end = p + hist->len;
+
+    if (ngx_strlcasestrn(p, end, (u_char *) "\"" MG_RESP_STATE "\"",
+                         sizeof(MG_RESP_STATE) + 2 - 1 - 1)
+        == NULL)
+    {
+        return NGX_OK;
+    }
+
+    t = ctx->model_conf->targets.elts;
+    n = ctx->model_conf->targets.nelts;
+
+    m->replay = ngx_pcalloc(r->pool, n * sizeof(ngx_str_t));
+    if (m->replay == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (!t[i].backend->provider->translated || ctx->tried[i]) {
+            continue;
+        }
+
+        origin = ngx_http_model_gateway_memory_origin(r->pool, &t[i]);
+        if (origin == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        len = ngx_strlen(origin);
+
+        if (len + sizeof("\"origin\":\"\"") > sizeof(needle)) {
+            continue;
+        }
+
+        q = ngx_sprintf(needle, "\"origin\":\"%s\"", origin);
+
+        if (ngx_strlcasestrn(p, end, needle, q - needle - 1) == NULL) {
+            continue;
+        }
+
+        /* targets of one origin share its request */
+
+        for (k = 0; k < i; k++) {
+            if (m->replay[k].len
+                && t[k].backend->provider == t[i].backend->provider
+                && t[k].provider_model.len == t[i].provider_model.len
+                && ngx_strncmp(t[k].provider_model.data,
+                               t[i].provider_model.data,
+                               t[i].provider_model.len) == 0)
+            {
+                m->replay[i] = m->replay[k];
+                break;
+            }
+        }
+
+        if (m->replay[i].len) {
+            continue;
+        }
+
+        ngx_memzero(&body, sizeof(mg_buf_t));
+
+        o->replay = (char *) origin;
+
+        rc = mg_resp_request((char *) m->request.data, m->request.len,
+                             hist->data, hist->len, o, &body, NULL, NULL,
+                             &stream, &err);
+
+        o->replay = NULL;
+
+        if (rc == MG_X_NOMEM) {
+            mg_buf_free(&body);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (rc == MG_X_OK) {
+            m->replay[i].data = ngx_pnalloc(r->pool, body.len);
+            if (m->replay[i].data == NULL) {
+                mg_buf_free(&body);
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            ngx_memcpy(m->replay[i].data, body.data, body.len);
+            m->replay[i].len = body.len;
+        }
+
+        mg_buf_free(&body);
+    }
+
+    return NGX_OK;
+}
+
+
+/* the chat request of target i when it is not ctx->body, or NULL */
+
+ngx_str_t *
+ngx_http_model_gateway_memory_body(ngx_http_model_gateway_ctx_t *ctx,
+    ngx_uint_t i)
+{
+    if (ctx->memory == NULL || ctx->memory->replay == NULL
+        || ctx->memory->replay[i].len == 0)
+    {
+        return NULL;
+    }
+
+    return &ctx->memory->replay[i];
+}
+
+
+/* "PROVIDER/MODEL": where provider-only state comes from, NUL-terminated */
+
+u_char *
+ngx_http_model_gateway_memory_origin(ngx_pool_t *pool,
+    ngx_http_model_gateway_target_t *t)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(pool, t->backend->provider->name.len + 1
+                          + t->provider_model.len + 1);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    *ngx_sprintf(p, "%V/%V", &t->backend->provider->name, &t->provider_model)
+        = '\0';
+
+    return p;
 }

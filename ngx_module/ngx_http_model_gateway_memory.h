@@ -45,6 +45,9 @@ struct ngx_http_model_gateway_memory_s {
     mg_buf_t                           items;
     mg_buf_t                           object;
     mg_resp_stream_t                  *st;          /* a stream's */
+    ngx_str_t                         *replay;      /* per target, or NULL:
+                                                       with provider-only
+                                                       state (_memory.c) */
 
     ngx_http_mg_redis_cmd_t           *cmd;         /* in flight */
     ngx_http_event_handler_pt          read_handler;
@@ -62,6 +65,8 @@ int ngx_http_model_gateway_memory_item_id(void *data, const char *prefix,
     char *buf, size_t size);
 ngx_int_t ngx_http_model_gateway_memory_error(ngx_http_request_t *r,
     mg_xerror_t *err);
+u_char *ngx_http_model_gateway_memory_origin(ngx_pool_t *pool,
+    ngx_http_model_gateway_target_t *t);
 
 /* _memory_answer.c */
 ngx_int_t ngx_http_model_gateway_memory_answer_init(ngx_conf_t *cf);

@@ -138,6 +138,14 @@ ngx_http_model_gateway_memory_opts(ngx_http_request_t *r,
     o->echo_len = m->echo.len;
     o->item_id = ngx_http_model_gateway_memory_item_id;
 
+    /* what the answer's provider-only state is kept for */
+
+    o->origin = (char *) ngx_http_model_gateway_memory_origin(r->pool,
+                                                              ctx->target);
+    if (o->origin == NULL) {
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 

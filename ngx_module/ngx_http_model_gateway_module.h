@@ -818,6 +818,8 @@ ngx_int_t ngx_http_model_gateway_memory_tail(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
 ngx_uint_t ngx_http_model_gateway_memory_id(u_char *id, size_t len);
 ngx_uint_t ngx_http_model_gateway_memory_conv_id(u_char *id, size_t len);
+ngx_str_t *ngx_http_model_gateway_memory_body(
+    ngx_http_model_gateway_ctx_t *ctx, ngx_uint_t i);
 ngx_int_t ngx_http_model_gateway_memory_serve(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, u_char *id, size_t len,
     u_char *rest, size_t rest_len);

@@ -66,6 +66,7 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
 {
     int                                       rc, stream, include_usage;
     u_char                                   *p;
+    ngx_str_t                                *body;
     ngx_uint_t                                i, n, left, translated, shrink;
     ngx_pool_cleanup_t                       *cln;
     mg_buf_t                                  out;
@@ -158,6 +159,18 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
         c.x = x;
         c.target = &t[i];
 
+        body = ngx_http_model_gateway_memory_body(ctx, i);
+
+        if (body) {
+
+            /* a gateway-held turn with this target's own state in it */
+
+            rc = x->request(&t[i], body, c.max, &out, &stream,
+                            &include_usage, &err);
+
+            goto one;
+        }
+
         /* a plain text chat is translated without a JSON tree */
 
         rc = ngx_http_model_gateway_translate_fast(x, &t[i], &ctx->body,
@@ -194,6 +207,8 @@ ngx_http_model_gateway_translate_prepare(ngx_http_request_t *r,
                                        ngx_http_model_gateway_translate_request,
                                        &c, &out);
         }
+
+    one:
 
         if (rc != MG_X_OK) {
             mg_buf_free(&out);

@@ -13,6 +13,7 @@
 
 static int mg_mem_put(json_t *it, mg_buf_t *out, size_t *n);
 static int mg_mem_id(mg_buf_t *out, json_t *it);
+static int mg_mem_public(const char *item, size_t len, mg_buf_t *out);
 
 
 int
@@ -338,7 +339,7 @@ mg_mem_page(const char *const *items, const size_t *lens, size_t n,
 
     for (i = 0; i < n; i++) {
         if ((i && mg_buf_append(out, ",", 1) != MG_X_OK)
-            || mg_buf_append(out, items[i], lens[i]) != MG_X_OK)
+            || mg_mem_public(items[i], lens[i], out) != MG_X_OK)
         {
             goto nomem;
         }
@@ -402,7 +403,7 @@ mg_mem_items(const char *items, size_t len, mg_resp_id_pt id, void *data,
         goto done;
     }
 
-    rc = mg_r_messages(in, NULL, chat, got, err);
+    rc = mg_r_messages(in, NULL, chat, got, NULL, err);
 
     if (rc == MG_X_ERROR) {
         err->param = "items";
@@ -494,4 +495,47 @@ mg_mem_conversation(const char *id, size_t id_len, long long created_at,
     }
 
     return MG_X_OK;
+}
+
+
+/* a stored item as a client sees it: without provider-only state */
+
+static int
+mg_mem_public(const char *item, size_t len, mg_buf_t *out)
+{
+    int                rc;
+    json_t            *it;
+    const char        *p, *end;
+    json_error_t       jerr;
+    static const char  key[] = "\"" MG_RESP_STATE "\"";
+
+    end = item + len;
+
+    for (p = item; p + sizeof(key) - 1 <= end; p++) {
+        p = memchr(p, '"', end - p);
+
+        if (p == NULL || p + sizeof(key) - 1 > end) {
+            return mg_buf_append(out, item, len);
+        }
+
+        if (memcmp(p, key, sizeof(key) - 1) == 0) {
+            break;
+        }
+    }
+
+    if (p + sizeof(key) - 1 > end) {
+        return mg_buf_append(out, item, len);
+    }
+
+    it = json_loadb(item, len, 0, &jerr);
+
+    if (it == NULL) {
+        return mg_buf_append(out, item, len);
+    }
+
+    json_object_del(it, MG_RESP_STATE);
+    rc = mg_x_dump(it, out, 0);
+    json_decref(it);
+
+    return rc;
 }

@@ -36,7 +36,24 @@ typedef struct {
     size_t          model_len;
     size_t          max_out;    /* the longest output to write; 0:
                                    MG_X_OUT_MAX */
+    const char     *replay;     /* the origin whose provider-only state
+                                   the history's calls carry to the chat
+                                   request; NULL: none's */
 } mg_resp_opts_t;
+
+
+/*
+ * Provider-only state: what a chat backend attaches to a tool call for
+ * itself (Gemini's thought signature, as "extra_content" of the call) is
+ * kept on the stored function_call item, as MG_RESP_STATE: {"origin":
+ * ORIGIN, "extra_content": {...}}, ORIGIN naming the provider and model
+ * that made it (mg_resp_answer_opts_t.origin).  It never reaches the
+ * client: the response object and its events go without it.  A later
+ * turn sends it back only to the same origin (mg_resp_opts_t.replay);
+ * one that crosses clouds goes without it.  An input item that carries
+ * the member has it dropped: only the gateway's own items carry state.
+ */
+#define MG_RESP_STATE  "x_mgw_state"
 
 
 /*
@@ -75,6 +92,9 @@ typedef struct {
     size_t          echo_len;
     mg_resp_id_pt   item_id;    /* NULL: "<prefix><id after resp_>_<n>" */
     void           *data;       /* item_id's */
+    const char     *origin;     /* the answer's provider and model: its
+                                   calls' provider-only state is kept in
+                                   the items; NULL: none is */
 } mg_resp_answer_opts_t;
 
 
@@ -114,6 +134,7 @@ typedef struct {
     long long    index;         /* the chat tool call's index */
     size_t       output;        /* its item's output_index */
     mg_buf_t     args;          /* its arguments so far */
+    json_t      *extra;         /* its provider-only state, or NULL */
 } mg_resp_call_t;
 
 typedef struct {

@@ -30,7 +30,7 @@ mg_resp_answer(const char *body, size_t len,
 {
     int           rc;
     size_t        response_len;
-    json_t       *in, *echo, *choice, *msg, *output, *usage, *res;
+    json_t       *in, *echo, *choice, *msg, *output, *usage, *res, *saved;
     mg_resp_ids_t    ids;
     const char   *finish, *status, *reason;
     json_error_t  jerr;
@@ -101,7 +101,14 @@ mg_resp_answer(const char *body, size_t len,
         goto done;
     }
 
-    rc = mg_x_dump(res, response, 0);
+    /* the client's response goes without provider-only state */
+
+    rc = mg_resp_state_take(output, &saved);
+
+    if (rc == MG_X_OK) {
+        rc = mg_x_dump(res, response, 0);
+        mg_resp_state_put(output, saved);
+    }
 
     if (rc == MG_X_OK && items) {
         rc = mg_x_dump(output, items, 0);
@@ -179,7 +186,8 @@ mg_r_output(mg_resp_ids_t *ids, json_t *msg, const char *status,
     json_t *output)
 {
     size_t   i;
-    json_t  *content, *refusal, *calls, *parts, *part, *item, *fn, *v, *id;
+    json_t  *content, *refusal, *calls, *parts, *part, *item, *fn, *v, *id,
+            *extra;
 
     content = mg_x_get(msg, "content");
     refusal = mg_x_get(msg, "refusal");
@@ -304,12 +312,19 @@ mg_r_output(mg_resp_ids_t *ids, json_t *msg, const char *status,
             return MG_X_NOMEM;
         }
 
+        extra = json_object_get(v, "extra_content");
         v = json_object_get(fn, "arguments");
 
         if (mg_x_set(item, "arguments", json_is_string(v)
                                         ? json_incref(v) : json_string(""))
                != MG_X_OK
             || mg_x_set_str(item, "status", status) != MG_X_OK)
+        {
+            return MG_X_NOMEM;
+        }
+
+        if (ids->o->origin && json_is_object(extra)
+            && mg_resp_state_set(item, ids->o->origin, extra) != MG_X_OK)
         {
             return MG_X_NOMEM;
         }
@@ -498,4 +513,68 @@ mg_resp_echo(const mg_resp_answer_opts_t *o, json_t **echo,
     }
 
     return MG_X_OK;
+}
+
+
+int
+mg_resp_state_set(json_t *item, const char *origin, json_t *extra)
+{
+    return mg_x_set(item, MG_RESP_STATE,
+                    json_pack("{s:s,s:O}", "origin", origin,
+                              "extra_content", extra));
+}
+
+
+int
+mg_resp_state_take(json_t *output, json_t **saved)
+{
+    size_t   i;
+    json_t  *item, *st;
+
+    *saved = NULL;
+
+    json_array_foreach(output, i, item) {
+        st = json_object_get(item, MG_RESP_STATE);
+
+        if (st == NULL) {
+            continue;
+        }
+
+        if (*saved == NULL) {
+            *saved = json_array();
+
+            if (*saved == NULL) {
+                return MG_X_NOMEM;
+            }
+        }
+
+        if (json_array_append_new(*saved,
+                                  json_pack("[I,O]", (json_int_t) i, st))
+            != 0)
+        {
+            mg_resp_state_put(output, *saved);
+            *saved = NULL;
+            return MG_X_NOMEM;
+        }
+
+        json_object_del(item, MG_RESP_STATE);
+    }
+
+    return MG_X_OK;
+}
+
+
+void
+mg_resp_state_put(json_t *output, json_t *saved)
+{
+    size_t   i;
+    json_t  *e;
+
+    json_array_foreach(saved, i, e) {
+        (void) json_object_set(json_array_get(output,
+                                   json_integer_value(json_array_get(e, 0))),
+                               MG_RESP_STATE, json_array_get(e, 1));
+    }
+
+    json_decref(saved);
 }

@@ -20,7 +20,18 @@ extern const char  *mg_r_echo_keys[];
  * in's input, whose items are appended to items (mg_responses_items.c)
  */
 int mg_r_messages(json_t *in, json_t *hist, json_t *chat, json_t *items,
-    mg_xerror_t *err);
+    const char *replay, mg_xerror_t *err);
+
+/*
+ * The items' MG_RESP_STATE members taken out (into *saved, a new array;
+ * NULL when none had one) and put back: what the client gets goes
+ * without them.
+ */
+int mg_resp_state_take(json_t *output, json_t **saved);
+void mg_resp_state_put(json_t *output, json_t *saved);
+
+/* item's MG_RESP_STATE: {"origin": origin, "extra_content": extra} */
+int mg_resp_state_set(json_t *item, const char *origin, json_t *extra);
 
 
 typedef struct {

@@ -22,6 +22,7 @@ typedef struct {
     json_t         *input;      /* this request's input as items, or NULL */
     const char     *where;      /* "input" or "history", for messages */
     const char     *param;      /* what err->param names for items */
+    const char     *replay;     /* state of this origin goes back */
     mg_xerror_t    *err;
 } mg_r_req_t;
 
@@ -51,7 +52,7 @@ static int mg_r_is_text_part(json_t *part);
 
 int
 mg_r_messages(json_t *in, json_t *hist, json_t *chat, json_t *items,
-    mg_xerror_t *err)
+    const char *replay, mg_xerror_t *err)
 {
     int          rc;
     size_t       i, base;
@@ -66,6 +67,7 @@ mg_r_messages(json_t *in, json_t *hist, json_t *chat, json_t *items,
 
     rq.msgs = msgs;
     rq.input = NULL;
+    rq.replay = replay;
     rq.err = err;
 
     v = mg_x_get(in, "instructions");
@@ -98,6 +100,7 @@ mg_r_messages(json_t *in, json_t *hist, json_t *chat, json_t *items,
     rq.where = "input";
     rq.param = "input";
     rq.input = items;
+    rq.replay = NULL;
 
     v = mg_x_get(in, "input");
 
@@ -483,7 +486,7 @@ static int
 mg_r_call(mg_r_req_t *rq, json_t *it, size_t i)
 {
     size_t   n;
-    json_t  *id, *name, *args, *tc, *last, *calls, *m;
+    json_t  *id, *name, *args, *tc, *last, *calls, *m, *st, *extra;
 
     id = json_object_get(it, "call_id");
     name = json_object_get(it, "name");
@@ -500,6 +503,20 @@ mg_r_call(mg_r_req_t *rq, json_t *it, size_t i)
     tc = json_pack("{s:O,s:s,s:{s:O,s:O}}", "id", id, "type", "function",
                    "function", "name", name, "arguments", args);
     if (tc == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    /* a stored call's provider-only state, back to where it came from */
+
+    st = json_object_get(it, MG_RESP_STATE);
+    extra = json_object_get(st, "extra_content");
+
+    if (rq->replay && json_is_object(extra)
+        && mg_x_streq(json_string_value(json_object_get(st, "origin")),
+                      rq->replay)
+        && json_object_set(tc, "extra_content", extra) != 0)
+    {
+        json_decref(tc);
         return MG_X_NOMEM;
     }
 
@@ -616,6 +633,21 @@ mg_r_input_item(mg_r_req_t *rq, json_t *it)
     /* only a message is rewritten: a call may carry a "content" too */
 
     if (type && (strcmp(type, "message") != 0 || !json_is_string(content))) {
+
+        /* provider-only state is the gateway's to keep, never the client's */
+
+        if (json_object_get(it, MG_RESP_STATE)) {
+            m = json_copy(it);
+
+            if (m == NULL || json_object_del(m, MG_RESP_STATE) != 0
+                || json_array_append_new(rq->input, m) != 0)
+            {
+                return MG_X_NOMEM;
+            }
+
+            return MG_X_OK;
+        }
+
         return json_array_append(rq->input, it) == 0 ? MG_X_OK : MG_X_NOMEM;
     }
 

@@ -158,7 +158,7 @@ mg_resp_request(const char *body, size_t len, const char *history,
         goto done;
     }
 
-    rc = mg_r_messages(in, hist, req, items, err);
+    rc = mg_r_messages(in, hist, req, items, o ? o->replay : NULL, err);
     if (rc != MG_X_OK) {
         goto done;
     }

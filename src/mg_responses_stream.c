@@ -33,6 +33,7 @@ static int mg_rs_open_part(mg_resp_stream_t *st, mg_buf_t *out, int kind);
 static int mg_rs_close_part(mg_resp_stream_t *st, mg_buf_t *out);
 static int mg_rs_close_message(mg_resp_stream_t *st, mg_buf_t *out,
     const char *status);
+static int mg_rs_items(mg_resp_stream_t *st, mg_buf_t *items);
 static int mg_rs_call(mg_resp_stream_t *st, mg_buf_t *out, json_t *tc,
     size_t pos);
 static int mg_rs_close_calls(mg_resp_stream_t *st, mg_buf_t *out,
@@ -54,9 +55,13 @@ mg_resp_stream_init(mg_resp_stream_t *st, const mg_resp_answer_opts_t *o,
 
     st->o.id = mg_x_strndup(o->id, o->id ? strlen(o->id) : 0);
     st->o.model = mg_x_strndup(o->model, o->model ? strlen(o->model) : 0);
+    st->o.origin = o->origin ? mg_x_strndup(o->origin, strlen(o->origin))
+                             : NULL;
     st->output = json_array();
 
-    if (st->o.id == NULL || st->o.model == NULL || st->output == NULL) {
+    if (st->o.id == NULL || st->o.model == NULL || st->output == NULL
+        || (o->origin && st->o.origin == NULL))
+    {
         return mg_x_nomem(err);
     }
 
@@ -85,6 +90,49 @@ mg_resp_stream_object(mg_resp_stream_t *st, mg_buf_t *out)
 }
 
 
+/* the items to store: the output, with the calls' provider-only state */
+
+static int
+mg_rs_items(mg_resp_stream_t *st, mg_buf_t *items)
+{
+    int      rc;
+    size_t   i;
+    json_t  *copy;
+
+    for (i = 0; i < st->ncalls; i++) {
+        if (st->calls[i].extra) {
+            break;
+        }
+    }
+
+    if (i == st->ncalls) {
+        return mg_x_dump(st->output, items, 0);
+    }
+
+    copy = json_deep_copy(st->output);
+    if (copy == NULL) {
+        return MG_X_NOMEM;
+    }
+
+    rc = MG_X_OK;
+
+    for (i = 0; i < st->ncalls && rc == MG_X_OK; i++) {
+        if (st->calls[i].extra) {
+            rc = mg_resp_state_set(json_array_get(copy, st->calls[i].output),
+                                   st->o.origin, st->calls[i].extra);
+        }
+    }
+
+    if (rc == MG_X_OK) {
+        rc = mg_x_dump(copy, items, 0);
+    }
+
+    json_decref(copy);
+
+    return rc;
+}
+
+
 void
 mg_resp_stream_free(mg_resp_stream_t *st)
 {
@@ -92,11 +140,13 @@ mg_resp_stream_free(mg_resp_stream_t *st)
 
     for (i = 0; i < st->ncalls; i++) {
         mg_buf_free(&st->calls[i].args);
+        json_decref(st->calls[i].extra);
     }
 
     free(st->calls);
     free((char *) st->o.id);
     free((char *) st->o.model);
+    free((char *) st->o.origin);
     mg_buf_free(&st->part);
     json_decref(st->usage);
     json_decref(st->output);
@@ -312,7 +362,7 @@ mg_resp_stream_end(mg_resp_stream_t *st, mg_buf_t *out, mg_buf_t *items,
     }
 
     if (items) {
-        rc = mg_x_dump(st->output, items, 0);
+        rc = mg_rs_items(st, items);
         if (rc != MG_X_OK) {
             goto failed;
         }
@@ -880,6 +930,14 @@ mg_rs_call(mg_resp_stream_t *st, mg_buf_t *out, json_t *tc, size_t pos)
         {
             return MG_X_NOMEM;
         }
+    }
+
+    /* provider-only state, for the stored item alone */
+
+    v = json_object_get(tc, "extra_content");
+
+    if (st->o.origin && c->extra == NULL && json_is_object(v)) {
+        c->extra = json_incref(v);
     }
 
     v = json_object_get(fn, "arguments");

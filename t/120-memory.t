@@ -330,6 +330,77 @@ for my $pair (['m-oa', 'm-ant'], ['m-ant', 'm-bed'], ['m-bed', 'm-gem'],
 }
 
 ###########################################################################
+# provider-only state: Gemini's thought signature goes back to Gemini's
+# same model only, and never to the client
+
+sub gem_sigs {
+    my $n = $t->mock_requests('gem')->[-1]{n};
+    return decode_json(MG::Test::_read_file("$DIR/sigs-gem-$n"));
+}
+
+for my $streamed (0, 1) {
+    my $what = $streamed ? 'streamed' : 'plain';
+    my ($c1, $fc, $raw);
+    if ($streamed) {
+        my ($s, $ev);
+        ($s, $ev, $raw) = stream_events({ model => 'm-gem', tools => $tools,
+                                          input => 'CALL signed' });
+        $c1 = { json => $ev->[-1]{data}{response} };
+    } else {
+        $c1 = create({ model => 'm-gem', tools => $tools,
+                       input => 'CALL signed' });
+        $raw = $c1->{body};
+    }
+    my $made = 'sig-gemini-test-' . $t->mock_requests('gem')->[-1]{n};
+    $fc = $c1->{json}{output}[0];
+    is($fc->{type}, 'function_call', "signature $what: a call");
+    unlike($raw, qr/sig-gemini|x_mgw_state|extra_content/,
+           "signature $what: the client never sees it");
+    my $g = $t->request(method => 'GET', path => "/v1/responses/$c1->{json}{id}");
+    unlike($g->{body}, qr/sig-gemini|x_mgw_state/,
+           "signature $what: nor GET /responses/{id}");
+
+    my $out = [{ type => 'function_call_output', call_id => $fc->{call_id},
+                 output => 'fine' }];
+    my $c2 = create({ model => 'm-gem', tools => $tools, input => $out,
+                      previous_response_id => $c1->{json}{id} });
+    is($c2->{status}, 200, "signature $what: the same model, 200")
+        or diag $c2->{body};
+    is_deeply(gem_sigs(), [$made],
+              "signature $what: sent back to the same model");
+
+    my $c3 = create({ model => 'm-gem2', tools => $tools, input => $out,
+                      previous_response_id => $c1->{json}{id} });
+    is($c3->{status}, 200, "signature $what: another Gemini model, 200")
+        or diag $c3->{body};
+    is_deeply(gem_sigs(), [], "signature $what: not to another model");
+
+    my $c4 = create({ model => 'm-ant', tools => $tools, input => $out,
+                      previous_response_id => $c1->{json}{id} });
+    is($c4->{status}, 200, "signature $what: Anthropic, 200");
+    unlike($t->mock_requests('ant')->[-1]{body}, qr/sig-gemini|extra_content/,
+           "signature $what: not across clouds");
+    unlike($t->mock_requests('oa')->[-1]{body} // '', qr/sig-gemini/,
+           "signature $what: nor to OpenAI");
+}
+
+{
+    # a client cannot plant one
+    my $c = create({ model => 'm-gem', tools => $tools, input => [
+        { type => 'message', role => 'user', content => 'q' },
+        { type => 'function_call', call_id => 'c_x', name => 'get_weather',
+          arguments => '{}', x_mgw_state => { origin => 'gemini/gemini-test',
+          extra_content => { google => { thought_signature =>
+          'sig-gemini-test-1' } } } },
+        { type => 'function_call_output', call_id => 'c_x', output => 'o' }] });
+    is($c->{status}, 200, 'planted state: 200') or diag $c->{body};
+    is_deeply(gem_sigs(), [], 'planted state: not sent');
+    my $g = $t->request(method => 'GET',
+                        path => "/v1/responses/$c->{json}{id}/input_items");
+    unlike($g->{body}, qr/x_mgw_state/, 'planted state: not stored');
+}
+
+###########################################################################
 # streams
 
 for my $m (qw(m-oa m-ant m-gem m-bed)) {

@@ -4,7 +4,9 @@
  * The JSON of the gateway's memory (src/mg_memory.c): a turn's items one
  * per line with ids given to input items only, the history array, the
  * first whole turn of a history read in part, and the input_items list
- * with its order, limit and after.
+ * with its order, limit and after; provider-only state (mg_responses.h)
+ * kept on stored items only, sent back only to its origin, never taken
+ * from a client.
  */
 
 #include <stdio.h>
@@ -28,6 +30,18 @@ id_fn(void *data, const char *prefix, char *buf, size_t size)
     snprintf(buf, size, "%sT%d", prefix, ++ids);
 
     return 0;
+}
+
+
+/* a buffer's text, NUL-terminated for strstr() */
+
+static const char *
+z(mg_buf_t *b)
+{
+    mg_buf_append(b, "", 1);
+    b->len--;
+
+    return b->data ? b->data : "";
 }
 
 
@@ -82,7 +96,7 @@ test_turn(void)
            "\"content\":[]}",
            "turn: one item a line, ids given to input items without one");
     ok(memchr(out.data, '\n', out.len) != NULL
-       && strstr(out.data, "a\\nb") != NULL,
+       && strstr(z(&out), "a\\nb") != NULL,
        "turn: a newline inside a text stays escaped");
 
     /* empty input, empty output */
@@ -249,9 +263,158 @@ test_list(void)
 }
 
 
+static void
+test_state(void)
+{
+    int                    rc, stream;
+    mg_buf_t               resp, items, chat, echo, input, out;
+    mg_xerror_t            err;
+    mg_resp_opts_t         ro;
+    mg_resp_stream_t       st;
+    mg_resp_answer_opts_t  o;
+    json_t                *chunk;
+    json_error_t           jerr;
+    const char            *answer, *hist, *body, *page[1];
+    size_t                 lens[1];
+
+    memset(&resp, 0, sizeof(resp));
+    memset(&items, 0, sizeof(items));
+    memset(&chat, 0, sizeof(chat));
+    memset(&echo, 0, sizeof(echo));
+    memset(&input, 0, sizeof(input));
+    memset(&out, 0, sizeof(out));
+    memset(&o, 0, sizeof(o));
+    memset(&ro, 0, sizeof(ro));
+
+    o.id = "resp_X";
+    o.model = "m";
+    o.created_at = 1;
+    o.origin = "gemini/g-1";
+
+    answer = "{\"choices\":[{\"index\":0,\"finish_reason\":\"tool_calls\","
+             "\"message\":{\"role\":\"assistant\",\"content\":null,"
+             "\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\","
+             "\"function\":{\"name\":\"f\",\"arguments\":\"{}\"},"
+             "\"extra_content\":{\"google\":{\"thought_signature\":"
+             "\"SIG\"}}}]}}]}";
+
+    rc = mg_resp_answer(answer, strlen(answer), &o, &resp, &items, &err);
+    is_int(rc, MG_X_OK, "state: answer ok");
+    ok(strstr(z(&resp), "SIG") == NULL && strstr(z(&resp), MG_RESP_STATE)
+       == NULL, "state: not in the client's response");
+    ok(strstr(z(&items), "\"" MG_RESP_STATE "\":{\"origin\":\"gemini/g-1\","
+              "\"extra_content\":{\"google\":{\"thought_signature\":"
+              "\"SIG\"}}}") != NULL,
+       "state: kept on the stored item with its origin");
+
+    mg_buf_reset(&resp);
+    mg_buf_reset(&items);
+    o.origin = NULL;
+    mg_resp_answer(answer, strlen(answer), &o, &resp, &items, &err);
+    ok(strstr(z(&items), "SIG") == NULL, "state: no origin, nothing kept");
+
+    /* sent back to its origin only */
+
+    hist = "[{\"type\":\"message\",\"role\":\"user\",\"content\":\"q\"},"
+           "{\"type\":\"function_call\",\"id\":\"fc_1\",\"call_id\":\"c1\","
+           "\"name\":\"f\",\"arguments\":\"{}\",\"status\":\"completed\","
+           "\"" MG_RESP_STATE "\":{\"origin\":\"gemini/g-1\",\"extra_content\":"
+           "{\"google\":{\"thought_signature\":\"SIG\"}}}}]";
+    body = "{\"model\":\"m\",\"input\":[{\"type\":"
+           "\"function_call_output\",\"call_id\":\"c1\",\"output\":\"r\"}]}";
+
+    ro.replay = "gemini/g-1";
+    rc = mg_resp_request(body, strlen(body), hist, strlen(hist), &ro, &chat,
+                         NULL, NULL, &stream, &err);
+    is_int(rc, MG_X_OK, "state: request ok");
+    ok(strstr(z(&chat), "\"extra_content\":{\"google\":"
+              "{\"thought_signature\":\"SIG\"}}") != NULL,
+       "state: back to the same origin");
+    ok(strstr(z(&chat), MG_RESP_STATE) == NULL, "state: its wrapper not");
+
+    mg_buf_reset(&chat);
+    ro.replay = "gemini/g-2";
+    mg_resp_request(body, strlen(body), hist, strlen(hist), &ro, &chat, NULL,
+                    NULL, &stream, &err);
+    ok(strstr(z(&chat), "SIG") == NULL, "state: not to another model");
+
+    mg_buf_reset(&chat);
+    ro.replay = NULL;
+    mg_resp_request(body, strlen(body), hist, strlen(hist), &ro, &chat, NULL,
+                    NULL, &stream, &err);
+    ok(strstr(z(&chat), "SIG") == NULL && strstr(z(&chat), MG_RESP_STATE)
+       == NULL, "state: not across clouds");
+
+    /* a client's items never carry it */
+
+    body = "{\"model\":\"m\",\"input\":[{\"type\":\"message\","
+           "\"role\":\"user\",\"content\":\"q\"},{\"type\":"
+           "\"function_call\",\"call_id\":\"c9\",\"name\":\"f\","
+           "\"arguments\":\"{}\",\"" MG_RESP_STATE "\":{\"origin\":"
+           "\"gemini/g-1\",\"extra_content\":{\"x\":1}}},{\"type\":"
+           "\"function_call_output\",\"call_id\":\"c9\",\"output\":\"r\"}]}";
+
+    mg_buf_reset(&chat);
+    ro.replay = "gemini/g-1";
+    rc = mg_resp_request(body, strlen(body), NULL, 0, &ro, &chat, &echo,
+                         &input, &stream, &err);
+    is_int(rc, MG_X_OK, "state: a client's item, ok");
+    ok(strstr(z(&chat), "extra_content") == NULL,
+       "state: a client's is not sent");
+    ok(strstr(z(&input), MG_RESP_STATE) == NULL,
+       "state: nor stored");
+
+    /* the stream keeps it for the items only */
+
+    o.origin = "gemini/g-1";
+    ok(mg_resp_stream_init(&st, &o, &err) == MG_X_OK, "state: stream init");
+
+    chunk = json_loads("{\"object\":\"chat.completion.chunk\",\"choices\":"
+                       "[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\""
+                       ":0,\"id\":\"c1\",\"type\":\"function\",\"function\":"
+                       "{\"name\":\"f\",\"arguments\":\"{}\"},"
+                       "\"extra_content\":{\"google\":{\"thought_signature\":"
+                       "\"SIG\"}}}]},\"finish_reason\":\"tool_calls\"}]}", 0,
+                       &jerr);
+    rc = mg_resp_stream_chunk(&st, chunk, &out, &err);
+    json_decref(chunk);
+    is_int(rc, MG_X_OK, "state: stream chunk");
+
+    mg_buf_reset(&items);
+    rc = mg_resp_stream_end(&st, &out, &items, &err);
+    is_int(rc, MG_X_DONE, "state: stream end");
+    ok(strstr(z(&out), "SIG") == NULL, "state: not in the events");
+    ok(strstr(z(&items), "\"thought_signature\":\"SIG\"") != NULL
+       && strstr(z(&items), "\"origin\":\"gemini/g-1\"") != NULL,
+       "state: in the stream's stored items");
+
+    mg_buf_reset(&resp);
+    mg_resp_stream_object(&st, &resp);
+    ok(strstr(z(&resp), "SIG") == NULL, "state: not in the stored object");
+    mg_resp_stream_free(&st);
+
+    /* a page of items goes without it */
+
+    page[0] = strstr(hist, "{\"type\":\"function_call\"");
+    lens[0] = strlen(page[0]) - 1;
+    mg_buf_reset(&out);
+    is_int(mg_mem_page(page, lens, 1, 0, &out), MG_X_OK, "state: page");
+    ok(strstr(z(&out), "SIG") == NULL && strstr(z(&out), "fc_1") != NULL,
+       "state: a page shows the item without it");
+
+    mg_buf_free(&resp);
+    mg_buf_free(&items);
+    mg_buf_free(&chat);
+    mg_buf_free(&echo);
+    mg_buf_free(&input);
+    mg_buf_free(&out);
+}
+
+
 int
 main(void)
 {
+    test_state();
     test_turn();
     test_array();
     test_turn_start();

@@ -9,7 +9,10 @@ package MG::Providers;
 #        system at the top, user/assistant alternating from user,
 #        tool_result first in the user turn right after its tool_use;
 #   gem  Gemini generateContent: x-goog-api-key, user/model roles, a
-#        functionResponse named as a functionCall of the turn before;
+#        functionResponse named as a functionCall of the turn before, a
+#        thoughtSignature only on a call and only its own model's (each
+#        call it makes carries one, "sig-MODEL-N"; those it got are in
+#        DIR/sigs-gem-N);
 #   bed  Bedrock Converse: SigV4, alternating roles, toolResult answering
 #        a toolUse of the turn before by toolUseId.
 # Each reduces what it got to [role, text] / [call, name, args] /
@@ -22,7 +25,8 @@ package MG::Providers;
 #   MG::Providers::start($t): starts the four mocks; returns the
 #   http-level configuration of their backends (with %%PORT_*%% and the
 #   key files written to $t->dir), serving models m-oa, m-ant, m-gem,
-#   m-bed, m-cross (oa weight 100, ant 1) and m-any (all four).
+#   m-gem2 (gem, another model), m-bed, m-cross (oa weight 100, ant 1)
+#   and m-any (all four).
 #   MG::Providers::seen($t, NAME): what the mock's last request held.
 
 use strict;
@@ -267,7 +271,7 @@ sub ant_handler {
 # --- Gemini
 
 sub gem_history {
-    my $b = shift;
+    my ($b, $model, $sigs) = @_;
     my @h;
     die "contents\n" unless ref $b->{contents} eq 'ARRAY' && @{$b->{contents}};
     die "unknown field\n" if exists $b->{messages} || exists $b->{model};
@@ -284,6 +288,12 @@ sub gem_history {
                 push @h, [$role eq 'model' ? 'assistant' : 'user', $p->{text}];
             } elsif ($p->{functionCall}) {
                 die "functionCall from user\n" unless $role eq 'model';
+                if (defined $p->{thoughtSignature}) {
+                    # Gemini 3 checks a signature is its own model's
+                    die "Thought signature is not valid\n"
+                        unless $p->{thoughtSignature} =~ /^sig-\Q$model\E-\d+$/;
+                    push @$sigs, $p->{thoughtSignature};
+                }
                 $calls{$p->{functionCall}{name}} = 1;
                 push @h, ['call', $p->{functionCall}{name},
                           $J->encode($p->{functionCall}{args})];
@@ -313,15 +323,18 @@ sub gem_handler {
         m{^/v1beta/models/([\w.\-]+):(generateContent|streamGenerateContent\?alt=sse)$}
         or return reply(404, { error => { code => 404, message => 'path' } });
     my $b = eval { decode_json($r->{body}) };
-    my $h = eval { gem_history($b) };
+    my @sigs;
+    my $h = eval { gem_history($b, $model, \@sigs) };
     return reply(400, { error => { code => 400, status => 'INVALID_ARGUMENT',
                                    message => "gem: $@" } })
         unless $h;
     write_file("$DIR/seen-gem-$r->{n}", $J->encode($h));
+    write_file("$DIR/sigs-gem-$r->{n}", $J->encode(\@sigs));
     my $call = last_user($h) =~ /CALL/;
     my @parts = $call
         ? ({ functionCall => { name => 'get_weather',
-                               args => { city => 'Paris' } } })
+                               args => { city => 'Paris' } },
+             thoughtSignature => "sig-$model-$r->{n}" })
         : ({ text => "gem-reply-$r->{n}" });
     my $cand = { content => { role => 'model', parts => \@parts },
                  finishReason => 'STOP', index => 0 };
@@ -467,6 +480,7 @@ sub start {
         url http://127.0.0.1:%%PORT_gem%%/v1beta;
         key_file $DIR/gem.key;
         model m-gem gemini-test;
+        model m-gem2 gemini-other;
         model m-any gemini-test;
         weight 1;
     }
