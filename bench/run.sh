@@ -50,7 +50,7 @@ BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-16}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_MAX_ERRORS=${BENCH_MAX_ERRORS:-5}
-BENCH_SCENARIOS=${BENCH_SCENARIOS:-basic balanced stateful auth stateful_auth anthropic stream_anthropic bedrock bedrock_key}
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-basic balanced stateful auth stateful_auth anthropic stream_anthropic bedrock bedrock_key responses_gateway}
 BENCH_FAKE_GATEWAY=${BENCH_FAKE_GATEWAY:-0}
 NGINX=${NGINX:-/usr/sbin/nginx}
 WRK=${WRK:-wrk}
@@ -810,6 +810,107 @@ auth_run() {
     check_alive mock "proxy$n" "gateway$n"
     stop_nginx "proxy$n"
     stop_nginx "gateway$n"
+}
+
+# gen_chain DIR: what the responses_gateway run sends: input.txt (one
+# turn's input, ~1 KB of plain text), first.json (a chain's first turn,
+# for the sanity check) and turn-1.json .. turn-10.json, the Anthropic
+# requests of a chain's turns (the history so far, with the mock's canned
+# answer as every assistant turn, then the input), which proxy_pass sends
+gen_chain() {
+    local dir=$1
+    mkdir -p "$dir"
+    printf '%s\n' "We run a Postgres cluster for the orders service, about \
+two terabytes, with one primary and two replicas in the same region. The new \
+cluster is managed by the cloud provider and lives in a different VPC, peered \
+with ours, with roughly one millisecond of extra latency. Our busiest hour \
+sees around four thousand writes per second and twenty thousand reads per \
+second, mostly point lookups by order id. Some reports run long analytical \
+queries against the replicas at night, and they sometimes hold snapshots open \
+for more than an hour. We cannot afford more than a few seconds of write \
+unavailability, and the business wants the cutover done before the holiday \
+freeze. What should the next step be, and what do we watch while we take it?" \
+        >"$dir/input.txt"
+    perl -MJSON::PP -e '
+        my ($dir, $mock) = @ARGV;
+        my $J = JSON::PP->new->canonical;
+        local $/;
+        open my $f, "<", "$dir/input.txt" or die $!;
+        (my $in = <$f>) =~ s/\n\z//;
+        open $f, "<", $mock or die $!;
+        my $conf = <$f>;
+        my ($answer) = $conf =~ m{location = /anthropic/v1/messages.*?return 200 \x27(.*?)\x27;}s
+            or die "no canned Anthropic answer in $mock\n";
+        my $text = $J->decode($answer)->{content}[0]{text};
+        open $f, ">", "$dir/first.json" or die $!;
+        print $f $J->encode({ model => "gpt-4o-mini", input => $in });
+        for my $k (1 .. 10) {
+            my @m;
+            push @m, { role => "user", content => $in },
+                     { role => "assistant", content => $text } for 2 .. $k;
+            push @m, { role => "user", content => $in };
+            open $f, ">", "$dir/turn-$k.json" or die $!;
+            print $f $J->encode({ model => "claude-3-5-sonnet-20241022",
+                                  max_tokens => 4096, messages => \@m });
+        }' "$dir" "$BENCH_DIR/mock.conf.in" \
+        || die "could not write the chain's requests into $dir"
+}
+
+# responses_gateway: 10-turn Responses chains held by the gateway over the
+# Anthropic mock, every request with a gateway key (cached by the worker)
+# and limits; proxy_pass sends the mock the 10 requests the gateway sends
+# for a chain's turns, in turn, holding nothing.  Reports the Redis round
+# trips per gateway request.
+scenario_responses_gateway() {
+    local lua_saved=$LUA key s0 s1 c0 c1 reqs gw px code
+    ensure_mock
+    ensure_redis
+    gen_chain "$WORK/chain"
+    key=$("$TOP/bin/mg-key" --tenant bench --id bench-chain \
+              --rpm 1000000000 --tpm 1000000000000 \
+              --redis "127.0.0.1:$REDIS_PORT" | head -n 1) \
+        || die "bin/mg-key could not write the bench's key to Redis"
+    start_proxy proxy11 1
+    start_gw gateway11 "$BENCH_DIR/gateway-responses.conf.in" \
+        MOCKPORT="${NGX_PORT[mock]}" WORKERS=1 REDISPORT="$REDIS_PORT"
+    px="http://127.0.0.1:${NGX_PORT[proxy11]}/anthropic/"
+    gw="http://127.0.0.1:${NGX_PORT[gateway11]}/v1/responses"
+    sanity_any proxy_pass "$px" proxy11 "$WORK/chain/turn-10.json"
+    code=$(curl -sS --max-time 10 -o "$WORK/sanity-responses.json" \
+        -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+        -H "Authorization: Bearer $key" \
+        --data-binary @"$WORK/chain/first.json" "$gw") || code=000
+    if [ "$code" != 200 ] || ! grep -qF '"resp_mgw_' \
+            "$WORK/sanity-responses.json"; then
+        show_logs gateway11
+        die "sanity check of responses_gateway ($gw) failed: HTTP $code"
+    fi
+    log "sanity check of responses_gateway OK (HTTP 200)"
+    BENCH_AUTH=$key
+    BENCH_CHAIN_DIR=$WORK/chain
+    export BENCH_AUTH BENCH_CHAIN_DIR
+    LUA=$BENCH_DIR/post-chain.lua
+    s0=$(redis_calls evalsha eval)
+    c0=$(redis_calls)
+    compare responses_gateway proxy_pass "$px" responses_gateway "$gw"
+    s1=$(redis_calls evalsha eval)
+    c1=$(redis_calls)
+    LUA=$lua_saved
+    unset BENCH_AUTH BENCH_CHAIN_DIR
+    reqs=$({ cat "$WORK"/responses_gateway-*-b.txt \
+                 "$WORK"/responses_gateway-*-base.txt 2>/dev/null || true; } \
+               | awk '/ requests in / { s += $1 } END { print s + 0 }')
+    echo "[responses_gateway] per gateway request: redis scripts" \
+         "$(awk -v a="$s0" -v b="$s1" -v n="$reqs" 'BEGIN { if (n > 0) \
+        printf "%.2f", (b - a) / n; else print "n/a" }') (LIMIT with the" \
+         "cached key's limits, MREAD of the chain from the second turn on," \
+         "MWRITE of the turn; SETTLE batched, not waited for), commands" \
+         "inside scripts included $(awk -v a="$c0" -v b="$c1" -v n="$reqs" \
+        'BEGIN { if (n > 0) printf "%.2f", (b - a) / n; else print "n/a" }')" \
+         "($reqs requests)"
+    check_alive mock proxy11 gateway11
+    stop_nginx proxy11
+    stop_gw gateway11
 }
 
 # ---------------------------------------------------------------- main

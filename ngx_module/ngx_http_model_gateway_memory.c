@@ -109,6 +109,64 @@ ngx_http_model_gateway_responses_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+/*
+ * A location that may hold Responses: what it reads back from Redis in one
+ * reply (a chain's history, a stored response, a page of items) is at most
+ * model_gateway_history_max_bytes and some framing, which has to stay
+ * below model_gateway_redis_max_reply_size: a larger reply drops the
+ * worker's connection for every request on it.
+ */
+
+char *
+ngx_http_model_gateway_memory_merge(ngx_conf_t *cf,
+    ngx_http_model_gateway_loc_conf_t *conf)
+{
+    ngx_uint_t                           i, gateway;
+    ngx_http_model_gateway_policy_t     *pol;
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    gateway = (conf->responses == NGX_HTTP_MG_RESPONSES_GATEWAY);
+
+    if (conf->responses_models) {
+        pol = conf->responses_models->elts;
+
+        for (i = 0; i < conf->responses_models->nelts; i++) {
+            gateway |= (pol[i].policy == NGX_HTTP_MG_RESPONSES_GATEWAY);
+        }
+    }
+
+    mcf = ngx_http_conf_get_module_main_conf(cf,
+                                             ngx_http_model_gateway_module);
+
+    if (!gateway || mcf->redis == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    if (conf->history_max_items == 0 || conf->history_max_bytes == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"model_gateway_history_max_items\" and "
+                           "\"model_gateway_history_max_bytes\" must not "
+                           "be 0");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->history_max_bytes + conf->history_max_items * 16 + 64 * 1024
+        > mcf->redis->max_reply_size)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"model_gateway_history_max_bytes\" %uz (with "
+                           "%ui items) does not fit "
+                           "\"model_gateway_redis_max_reply_size\" %uz: "
+                           "keep it 64k and 16 bytes an item below",
+                           conf->history_max_bytes, conf->history_max_items,
+                           mcf->redis->max_reply_size);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 ngx_int_t
 ngx_http_model_gateway_memory_init(ngx_conf_t *cf)
 {
@@ -646,6 +704,24 @@ ngx_http_model_gateway_memory_build(ngx_http_request_t *r,
 
     rc = mg_resp_request((char *) m->request.data, m->request.len, NULL, 0,
                          &o, &m->chat, &m->echo, &m->input, &stream, &err);
+
+    /*
+     * a turn is stored whole or not at all, and must fit the history
+     * limit: one that could not would be a chain nobody can continue (and
+     * a reply larger than Redis' replies may be)
+     */
+
+    if (rc == MG_X_OK && (m->store || m->conv.len)
+        && m->input.len > ctx->lcf->history_max_bytes)
+    {
+        return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
+                                           "invalid_request_error",
+                                           "context_length_exceeded",
+                                           "input",
+                                           "The input is larger than "
+                                           "model_gateway_history_max_bytes "
+                                           "allows a stored turn to be.");
+    }
 
     if (rc == MG_X_OK && reply) {
         mg_buf_reset(&m->chat);

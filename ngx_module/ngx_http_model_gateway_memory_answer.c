@@ -521,6 +521,15 @@ ngx_http_model_gateway_memory_write(ngx_http_request_t *r,
         return (rc == MG_X_NOMEM) ? NGX_ERROR : NGX_OK;
     }
 
+    if (lines.len + m->object.len > ctx->lcf->history_max_bytes) {
+        mg_buf_free(&lines);
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "model gateway: \"%V\" not stored: the turn is larger "
+                      "than model_gateway_history_max_bytes, follow-ups will "
+                      "not find it", &m->id);
+        return NGX_OK;
+    }
+
     ngx_str_set(&kind, "r:");
 
     if (ngx_http_model_gateway_memory_base(r, ctx, &kind, &m->id, &args[0])

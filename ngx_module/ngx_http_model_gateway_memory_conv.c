@@ -368,6 +368,17 @@ ngx_http_model_gateway_conv_parse(ngx_http_request_t *r,
             return ngx_http_model_gateway_memory_error(r, &err);
         }
 
+        if (cv->lines.len > ctx->lcf->history_max_bytes) {
+            mg_buf_free(&meta);
+            return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
+                                           "invalid_request_error",
+                                           "context_length_exceeded",
+                                           "items",
+                                           "The items are larger than "
+                                           "model_gateway_history_max_bytes "
+                                           "allows.");
+        }
+
         if (n > NGX_HTTP_MG_CONV_ITEMS_MAX) {
             mg_buf_free(&meta);
             return ngx_http_model_gateway_fail(r, NGX_HTTP_BAD_REQUEST,
@@ -463,6 +474,7 @@ ngx_http_model_gateway_conv_start(ngx_http_request_t *r,
     u_char                               lid[2 * NGX_HTTP_MG_MEMORY_ID_BYTES];
     u_char                               ttl[NGX_INT64_LEN];
     u_char                               lim[NGX_INT_T_LEN];
+    u_char                               maxb[NGX_SIZE_T_LEN];
     u_char                               now[NGX_TIME_T_LEN];
 
     static ngx_str_t  ops[] = {
@@ -575,7 +587,13 @@ ngx_http_model_gateway_conv_start(ngx_http_request_t *r,
             ngx_str_null(&args[5]);
         }
 
-        nargs = 6;
+        /* a page never outgrows a reply: at most the history's bytes */
+
+        args[6].data = maxb;
+        args[6].len = ngx_sprintf(maxb, "%uz", ctx->lcf->history_max_bytes)
+                      - maxb;
+
+        nargs = 7;
         break;
 
     case NGX_HTTP_MG_CONV_ITEM:

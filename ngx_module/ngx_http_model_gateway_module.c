@@ -947,6 +947,10 @@ ngx_http_model_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent,
         return NGX_CONF_OK;
     }
 
+    if (ngx_http_model_gateway_memory_merge(cf, conf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     /*
      * the body limit is nginx's own, so an oversized body gets its 413
      * (turned into a JSON error by the filter) before it is read.

@@ -812,6 +812,8 @@ void ngx_http_model_gateway_state_release(ngx_http_model_gateway_ctx_t *ctx);
 char *ngx_http_model_gateway_responses_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_http_model_gateway_memory_init(ngx_conf_t *cf);
+char *ngx_http_model_gateway_memory_merge(ngx_conf_t *cf,
+    ngx_http_model_gateway_loc_conf_t *conf);
 ngx_int_t ngx_http_model_gateway_memory_prepare(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
 ngx_int_t ngx_http_model_gateway_memory_tail(ngx_http_request_t *r,

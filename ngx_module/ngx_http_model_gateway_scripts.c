@@ -428,8 +428,9 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
      *   add      ARGV[3] items, one per line, ARGV[4] the time to keep:
      *            {1}
      *   items    ARGV[3] 'asc' or 'desc', ARGV[4] the most, ARGV[5] the
-     *            id to start after ('' none): {1, 1 if more, items...},
-     *            or {2} when there is no such item
+     *            id to start after ('' none), ARGV[6] the most bytes (one
+     *            item at least): {1, 1 if more, items...}, or {2} when
+     *            there is no such item
      *   item     ARGV[3] an item's id: {1, item} or {2}
      *   delitem  ARGV[3] an item's id, left as an empty element:
      *            {1, object} or {2}
@@ -505,10 +506,14 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
       "end "
       "if op == 'items' then "
         "local after, lim = ARGV[5], tonumber(ARGV[4]) "
+        "local maxb, bytes = tonumber(ARGV[6]), 0 "
         "local seen, out = after == '', {1, 0} "
         "each(ARGV[3] ~= 'asc', function(p, v) "
           "if not seen then seen = (idof(v) == after) return false end "
-          "if #out - 2 >= lim then out[2] = 1 return true end "
+          "if #out - 2 >= lim or (#out > 2 and bytes + #v > maxb) then "
+            "out[2] = 1 return true "
+          "end "
+          "bytes = bytes + #v "
           "out[#out + 1] = v return false "
         "end) "
         "if not seen then return {2} end "

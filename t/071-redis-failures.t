@@ -25,7 +25,8 @@
 # The fake Redis is a small Perl RESP server (fake_redis.pl, written into
 # the server root), one per nginx instance, behaviour read from a mode file
 # on every command: ok, delay:SECS, silent, stall, readonly, loading,
-# noscript-rst:SECS. It logs accepts, commands and closes.
+# noscript-rst:SECS (the connection setup, INFO included, is always
+# answered). It logs accepts, commands and closes.
 #
 # Instances: R (real Redis), SIL (silent fake), STL (stalling fake), RO
 # (READONLY/LOADING fake), AB (client aborts, redis_timeout 2s), RST
@@ -213,6 +214,10 @@ sub handle {
         return;
     }
     if ($name eq 'AUTH' || $name eq 'SELECT') { push @$q, [0, "+OK\r\n"]; return }
+    if ($name eq 'INFO') {
+        push @$q, [0, bulk("# Memory\r\nmaxmemory_policy:noeviction\r\n")];
+        return;
+    }
 
     # the data commands
     if ($m eq 'stall') { push @$q, [$NEVER, undef]; return }

@@ -99,6 +99,13 @@ http {
             model_gateway_history_max_bytes 4k;
         }
 
+        location /bytes/ {
+            model_gateway;
+            model_gateway_responses gateway;
+            model_gateway_history_max_items 100;
+            model_gateway_history_max_bytes 4k;
+        }
+
         location /keyed/ {
             model_gateway;
             model_gateway_responses gateway;
@@ -556,18 +563,94 @@ for my $case (
               ['two', texts_of_output($b->{json}), 'three'],
               'limits: auto dropped the oldest whole turn');
 
+    my $before = scalar @{$t->mock_requests('oa')};
     my $big = create({ model => 'm-oa', input => 'x' x 5000 }, prefix => '/small');
-    is($big->{status}, 200, 'limits: a large first turn is no history');
-    my $e = create({ model => 'm-oa', input => 'y',
-                     previous_response_id => $big->{json}{id} },
-                   prefix => '/small');
+    is($big->{status}, 400, 'limits: a turn larger than the byte limit');
+    is($big->{json}{error}{code}, 'context_length_exceeded',
+       'limits: ... context_length_exceeded');
+    is(scalar @{$t->mock_requests('oa')}, $before, 'limits: ... not sent');
+    $big = create({ model => 'm-oa', input => 'x' x 5000,
+                    store => JSON::PP::false }, prefix => '/small');
+    is($big->{status}, 200, 'limits: ... unless it is not stored');
+
+    # 4 KB of history in turns that fit one by one
+    my $p1 = create({ model => 'm-oa', input => 'a' x 1500 }, prefix => '/bytes');
+    my $p2 = create({ model => 'm-oa', input => 'b' x 1500,
+                      previous_response_id => $p1->{json}{id} },
+                    prefix => '/bytes');
+    is($p2->{status}, 200, 'limits: 3 KB of history fits');
+    my $e = create({ model => 'm-oa', input => 'c' x 1500,
+                     previous_response_id => $p2->{json}{id} },
+                   prefix => '/bytes');
     is($e->{status}, 400, 'limits: over 4 KB of history');
-    my $e2 = create({ model => 'm-oa', input => 'y', truncation => 'auto',
-                      previous_response_id => $big->{json}{id} },
-                    prefix => '/small');
-    is($e2->{status}, 200, 'limits: auto drops the large turn');
-    is_deeply([map { $_->[1] } @{last_seen('oa')}], ['y'],
-              'limits: only the input left');
+    is($e->{json}{error}{code}, 'context_length_exceeded',
+       'limits: ... context_length_exceeded');
+    my $e2 = create({ model => 'm-oa', input => 'c' x 1500,
+                      truncation => 'auto',
+                      previous_response_id => $p2->{json}{id} },
+                    prefix => '/bytes');
+    is($e2->{status}, 200, 'limits: auto drops the oldest turn');
+    is_deeply([map { substr($_->[1], 0, 1) } @{last_seen('oa')}],
+              ['b', 'o', 'c'], 'limits: ... and keeps the last one');
+
+    # an answer that makes the turn too large: delivered, not stored
+    my $l = create({ model => 'm-oa', input => 'LONG ANSWER please' },
+                   prefix => '/bytes');
+    is($l->{status}, 200, 'limits: a long answer is delivered');
+    like(texts_of_output($l->{json}), qr/z{5000}$/, 'limits: ... whole');
+    ok($t->grep_log(qr/"\Q$l->{json}{id}\E" not stored: the turn is larger/),
+       'limits: ... and said not to be stored');
+    my $g = $t->request(method => 'GET', path => "/bytes/responses/$l->{json}{id}");
+    is($g->{status}, 404, 'limits: ... so its id is unknown');
+
+    # a page of items stays within the byte limit
+    my $cv = $t->request(method => 'POST', path => '/bytes/conversations',
+                        json => { items => [map { { role => 'user',
+                            content => "$_" x 1500 } } 1 .. 2] });
+    is($cv->{status}, 200, 'limits: a conversation of 3 KB');
+    my $add = $t->request(method => 'POST',
+        path => "/bytes/conversations/$cv->{json}{id}/items",
+        json => { items => [{ role => 'user', content => '3' x 1500 }] });
+    is($add->{status}, 200, 'limits: 1.5 KB more');
+    my $pg = $t->request(method => 'GET',
+        path => "/bytes/conversations/$cv->{json}{id}/items?order=asc");
+    is(scalar @{$pg->{json}{data}}, 2, 'limits: a page of 2 items, 3 KB');
+    is($pg->{json}{has_more}, JSON::PP::true, 'limits: ... and more');
+    my $pg2 = $t->request(method => 'GET',
+        path => "/bytes/conversations/$cv->{json}{id}/items?order=asc&after="
+                . $pg->{json}{last_id});
+    is(scalar @{$pg2->{json}{data}}, 1, 'limits: the next page');
+    my $too = $t->request(method => 'POST',
+        path => "/bytes/conversations/$cv->{json}{id}/items",
+        json => { items => [{ role => 'user', content => '4' x 5000 }] });
+    is($too->{status}, 400, 'limits: items larger than the limit: 400');
+}
+
+{
+    # the byte limit has to fit a Redis reply
+    my $t4 = MG::Test->new;
+    $t4->write_conf(<<'EOF');
+%%TEST_GLOBALS%%
+events {}
+http {
+    %%TEST_GLOBALS_HTTP%%
+    model_gateway_redis 127.0.0.1:1;
+    model_gateway_redis_max_reply_size 64k;
+    model_gateway_backend x {
+        type openai_compatible;
+        url http://127.0.0.1:1/v1;
+        model m;
+    }
+    server {
+        listen 127.0.0.1:%%PORT_gw%%;
+        location / { model_gateway; model_gateway_responses gateway m; }
+    }
+}
+EOF
+    my ($rc, $out) = $t4->nginx_t;
+    isnt($rc, 0, 'config: 512k of history against a 64k reply cap fails');
+    like($out, qr/"model_gateway_history_max_bytes" 524288 .* does not fit "model_gateway_redis_max_reply_size" 65536/,
+         'config: ... naming both');
 }
 
 ###########################################################################

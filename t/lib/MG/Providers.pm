@@ -19,7 +19,7 @@ package MG::Providers;
 # [result, output] entries, written to DIR/seen-NAME-N (N: the mock's
 # request number), so that a test compares one history across providers.
 # A mock answers "NAME-reply-N", or a call of get_weather when the last
-# user text says CALL; while DIR/fail-NAME exists it fails (503, 529 for
+# user text says CALL (oa: with 5,000 more bytes when it says LONG ANSWER); while DIR/fail-NAME exists it fails (503, 529 for
 # ant).  Streams as each provider streams.
 #
 #   MG::Providers::start($t): starts the four mocks; returns the
@@ -114,6 +114,7 @@ sub oa_handler {
     write_file("$DIR/seen-oa-$r->{n}", $J->encode($h));
     my $call = last_user($h) =~ /CALL/;
     my $text = "oa-reply-$r->{n}";
+    $text .= ' ' . ('z' x 5000) if last_user($h) =~ /LONG ANSWER/;
     if ($b->{stream}) {
         my %base = (id => "chatcmpl-$r->{n}", object => 'chat.completion.chunk',
                     created => 1700000000, model => $b->{model});
