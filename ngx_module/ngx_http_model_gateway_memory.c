@@ -44,6 +44,9 @@ static ngx_int_t ngx_http_model_gateway_memory_build(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, redisReply *reply);
 static ngx_int_t ngx_http_model_gateway_memory_history(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, redisReply *reply, mg_buf_t *hist);
+static int ngx_http_model_gateway_memory_chat(
+    ngx_http_model_gateway_memory_t *m, mg_buf_t *hist, mg_resp_opts_t *o,
+    mg_xerror_t *err);
 static ngx_int_t ngx_http_model_gateway_memory_replay(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, mg_buf_t *hist, mg_resp_opts_t *o);
 static void ngx_http_model_gateway_memory_prefer(
@@ -700,6 +703,10 @@ ngx_http_model_gateway_memory_build(ngx_http_request_t *r,
           + MG_X_OUT_SLACK;
     o.max_out = max;
 
+    /* the input items get their ids now: stored, they are copied as text */
+
+    o.input_id = ngx_http_model_gateway_memory_item_id;
+
     /* the input, as it is stored (and what the history limits count) */
 
     rc = mg_resp_request((char *) m->request.data, m->request.len, NULL, 0,
@@ -723,6 +730,8 @@ ngx_http_model_gateway_memory_build(ngx_http_request_t *r,
                                            "allows a stored turn to be.");
     }
 
+    o.input_id = NULL;
+
     if (rc == MG_X_OK && reply) {
         mg_buf_reset(&m->chat);
 
@@ -732,9 +741,7 @@ ngx_http_model_gateway_memory_build(ngx_http_request_t *r,
             return nrc;
         }
 
-        rc = mg_resp_request((char *) m->request.data, m->request.len,
-                             hist.data, hist.len, &o, &m->chat, NULL, NULL,
-                             &stream, &err);
+        rc = ngx_http_model_gateway_memory_chat(m, &hist, &o, &err);
 
         if (rc == MG_X_OK) {
             nrc = ngx_http_model_gateway_memory_replay(r, ctx, &hist, &o);
@@ -782,6 +789,63 @@ ngx_http_model_gateway_memory_build(ngx_http_request_t *r,
 
 
 /*
+ * The chat request of a turn with a history, into m->chat.  Decoding and
+ * encoding the long texts of a history is most of the work, so they are
+ * set aside first (mg_x_shrink(), as the translators do) and put back,
+ * still escaped, into the chat request; when that cannot be done, the
+ * whole history goes through.
+ */
+
+static int
+ngx_http_model_gateway_memory_chat(ngx_http_model_gateway_memory_t *m,
+    mg_buf_t *hist, mg_resp_opts_t *o, mg_xerror_t *err)
+{
+    int            rc, stream;
+    mg_buf_t       shrunk;
+    mg_x_shrink_t  s;
+
+    rc = mg_x_shrink(hist->data, hist->len, 128, &s);
+
+    if (rc != MG_X_OK) {
+        mg_x_shrink_free(&s);
+        return rc;
+    }
+
+    if (s.n) {
+        ngx_memzero(&shrunk, sizeof(mg_buf_t));
+
+        rc = mg_resp_request((char *) m->request.data, m->request.len,
+                             s.body.data, s.body.len, o, &shrunk, NULL, NULL,
+                             &stream, err);
+
+        if (rc == MG_X_OK) {
+            s.max = mg_x_out_max(o->max_out);
+
+            rc = mg_x_expand(&s, hist->data, shrunk.data, shrunk.len,
+                             &m->chat);
+
+            if (rc == MG_X_ERROR) {
+                mg_buf_reset(&m->chat);
+            }
+        }
+
+        mg_buf_free(&shrunk);
+        mg_x_shrink_free(&s);
+
+        if (rc != MG_X_ERROR) {
+            return rc;
+        }
+    }
+
+    mg_x_shrink_free(&s);
+
+    return mg_resp_request((char *) m->request.data, m->request.len,
+                           hist->data, hist->len, o, &m->chat, NULL, NULL,
+                           &stream, err);
+}
+
+
+/*
  * The stored items (MREAD: {1, backend, more, list, end, items...}) and
  * this turn's input, held to the limits as truncation says; the kept
  * history is written to hist.
@@ -792,7 +856,7 @@ ngx_http_model_gateway_memory_history(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, redisReply *reply, mg_buf_t *hist)
 {
     int                               rc;
-    size_t                            i, n, from, ninput;
+    size_t                            i, n, from, ninput, bytes;
     const char                      **items;
     size_t                           *lens;
     mg_buf_t                          all;
@@ -875,14 +939,30 @@ ngx_http_model_gateway_memory_history(ngx_http_request_t *r,
     ngx_memzero(&all, sizeof(mg_buf_t));
     ngx_memzero(&err, sizeof(mg_xerror_t));
 
+    ninput = mg_mem_count(m->input.data, m->input.len);
+
+    /*
+     * within both limits as it is (the stored items are compact JSON, so
+     * their lengths are what the limiter counts, and the input's array is
+     * longer than its items): the history goes as it was read, without
+     * the limiter's parse of every item
+     */
+
+    for (bytes = m->input.len, i = from; i < n; i++) {
+        bytes += lens[i];
+    }
+
+    if (n - from + ninput <= o.max_items && bytes <= o.max_bytes) {
+        return mg_mem_array(items + from, lens + from, n - from, hist)
+               == MG_X_OK ? NGX_OK : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     /* history and input in one array: "[h1,h2" + "," + "i1,i2]" */
 
     if (mg_mem_array(items + from, lens + from, n - from, &all) != MG_X_OK) {
         mg_buf_free(&all);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    ninput = mg_mem_count(m->input.data, m->input.len);
 
     if (ninput) {
         all.len--;
@@ -968,10 +1048,7 @@ ngx_http_model_gateway_memory_replay(ngx_http_request_t *r,
     p = (u_char *) hist->data;
     end = p + hist->len;
 
-    if (ngx_strlcasestrn(p, end, (u_char *) "\"" MG_RESP_STATE "\"",
-                         sizeof(MG_RESP_STATE) + 2 - 1 - 1)
-        == NULL)
-    {
+    if (!mg_mem_has_state(hist->data, hist->len)) {
         return NGX_OK;
     }
 

@@ -26,6 +26,9 @@ static ngx_int_t ngx_http_model_gateway_memory_opts(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, mg_resp_answer_opts_t *o);
 static ngx_int_t ngx_http_model_gateway_memory_whole(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, mg_resp_answer_opts_t *o);
+static int ngx_http_model_gateway_memory_convert(
+    ngx_http_model_gateway_memory_t *m, char *p, size_t len,
+    mg_resp_answer_opts_t *o, mg_xerror_t *err);
 static ngx_int_t ngx_http_model_gateway_memory_event(
     ngx_http_model_gateway_ctx_t *ctx, const mg_sse_event_t *ev);
 static ngx_int_t ngx_http_model_gateway_memory_chunk(
@@ -179,9 +182,10 @@ ngx_http_model_gateway_memory_whole(ngx_http_request_t *r,
 
     ngx_memzero(&err, sizeof(mg_xerror_t));
 
-    rc = mg_resp_answer((char *) ctx->attempt.whole->pos,
+    rc = ngx_http_model_gateway_memory_convert(m,
+                        (char *) ctx->attempt.whole->pos,
                         ctx->attempt.whole->last - ctx->attempt.whole->pos,
-                        o, &m->object, &m->items, &err);
+                        o, &err);
 
     if (rc == MG_X_NOMEM) {
         return NGX_ERROR;
@@ -224,6 +228,62 @@ ngx_http_model_gateway_memory_whole(ngx_http_request_t *r,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * The chat completion -> the response object (m->object) and its output
+ * items (m->items).  Its long texts are set aside first and put back
+ * still escaped (mg_x_shrink(), as the translators do): decoding and
+ * encoding them is most of the work.
+ */
+
+static int
+ngx_http_model_gateway_memory_convert(ngx_http_model_gateway_memory_t *m,
+    char *p, size_t len, mg_resp_answer_opts_t *o, mg_xerror_t *err)
+{
+    int            rc;
+    mg_buf_t       obj, items;
+    mg_x_shrink_t  s;
+
+    ngx_memzero(&s, sizeof(mg_x_shrink_t));
+
+    if (mg_json_scan(p, len, NULL, 0, 64, NULL) == MG_JSON_OK
+        && mg_x_shrink(p, len, 128, &s) != MG_X_OK)
+    {
+        mg_x_shrink_free(&s);
+        return MG_X_NOMEM;
+    }
+
+    if (s.n) {
+        ngx_memzero(&obj, sizeof(mg_buf_t));
+        ngx_memzero(&items, sizeof(mg_buf_t));
+
+        rc = mg_resp_answer(s.body.data, s.body.len, o, &obj, &items, err);
+
+        if (rc == MG_X_OK) {
+            rc = mg_x_expand(&s, p, obj.data, obj.len, &m->object);
+        }
+
+        if (rc == MG_X_OK) {
+            rc = mg_x_expand(&s, p, items.data, items.len, &m->items);
+        }
+
+        mg_buf_free(&obj);
+        mg_buf_free(&items);
+        mg_x_shrink_free(&s);
+
+        if (rc != MG_X_ERROR) {
+            return rc;
+        }
+
+        mg_buf_reset(&m->object);
+        mg_buf_reset(&m->items);
+    }
+
+    mg_x_shrink_free(&s);
+
+    return mg_resp_answer(p, len, o, &m->object, &m->items, err);
 }
 
 
@@ -489,12 +549,10 @@ static ngx_int_t
 ngx_http_model_gateway_memory_write(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {
-    int                                  rc;
     u_char                              *p;
     size_t                               ninput, nitems;
     ngx_str_t                            kind, none, list, args[12];
     mg_buf_t                             lines;
-    mg_xerror_t                          err;
     ngx_http_mg_redis_cmd_t             *cmd;
     ngx_http_model_gateway_memory_t     *m;
     ngx_http_model_gateway_main_conf_t  *mcf;
@@ -509,16 +567,15 @@ ngx_http_model_gateway_memory_write(ngx_http_request_t *r,
 
     ngx_memzero(&lines, sizeof(mg_buf_t));
 
-    rc = mg_mem_turn(m->input.data, m->input.len, m->items.data,
-                     m->items.len, ngx_http_model_gateway_memory_item_id,
-                     NULL, &lines, &ninput, &nitems, &err);
+    /* both arrays are jansson's compact JSON, their items with ids */
 
-    if (rc != MG_X_OK) {
+    if (mg_mem_lines(m->input.data, m->input.len, &lines, &ninput)
+        != MG_X_OK
+        || mg_mem_lines(m->items.data, m->items.len, &lines, &nitems)
+           != MG_X_OK)
+    {
         mg_buf_free(&lines);
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "model gateway: the items of \"%V\" cannot be stored: "
-                      "%s", &m->id, err.message);
-        return (rc == MG_X_NOMEM) ? NGX_ERROR : NGX_OK;
+        return NGX_ERROR;
     }
 
     if (lines.len + m->object.len > ctx->lcf->history_max_bytes) {

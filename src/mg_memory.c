@@ -127,6 +127,91 @@ mg_mem_put(json_t *it, mg_buf_t *out, size_t *n)
 
 
 int
+mg_mem_lines(const char *array, size_t len, mg_buf_t *out, size_t *n)
+{
+    int          in_string;
+    size_t       depth, start, i, count;
+    const char  *p;
+
+    p = array;
+    count = 0;
+
+    /* past "[" and before "]": the top level is depth 0 */
+
+    if (len < 2 || p[0] != '[' || p[len - 1] != ']') {
+        *n = 0;
+        return MG_X_OK;
+    }
+
+    depth = 0;
+    in_string = 0;
+    start = 1;
+
+    for (i = 1; i < len - 1; i++) {
+
+        if (in_string) {
+            if (p[i] == '\\') {
+                i++;
+
+            } else if (p[i] == '"') {
+                in_string = 0;
+            }
+
+            continue;
+        }
+
+        switch (p[i]) {
+
+        case '"':
+            in_string = 1;
+            break;
+
+        case '{':
+        case '[':
+            depth++;
+            break;
+
+        case '}':
+        case ']':
+            depth--;
+            break;
+
+        case ',':
+            if (depth == 0) {
+                if (out
+                    && ((out->len && mg_buf_append(out, "\n", 1) != MG_X_OK)
+                        || mg_buf_append(out, p + start, i - start)
+                           != MG_X_OK))
+                {
+                    return MG_X_NOMEM;
+                }
+
+                count++;
+                start = i + 1;
+            }
+
+            break;
+        }
+    }
+
+    if (i > start) {
+        if (out
+            && ((out->len && mg_buf_append(out, "\n", 1) != MG_X_OK)
+                || mg_buf_append(out, p + start, i - start) != MG_X_OK))
+        {
+            return MG_X_NOMEM;
+        }
+
+        count++;
+    }
+
+    *n = count;
+
+    return MG_X_OK;
+}
+
+
+int
 mg_mem_array(const char *const *items, const size_t *lens, size_t n,
     mg_buf_t *out)
 {
@@ -151,15 +236,35 @@ mg_mem_array(const char *const *items, const size_t *lens, size_t n,
 size_t
 mg_mem_count(const char *array, size_t len)
 {
-    size_t        n;
-    json_t       *a;
-    json_error_t  jerr;
+    size_t  n;
 
-    a = json_loadb(array, array ? len : 0, 0, &jerr);
-    n = json_array_size(a);
-    json_decref(a);
+    return mg_mem_lines(array, len, NULL, &n) == MG_X_OK ? n : 0;
+}
 
-    return n;
+
+int
+mg_mem_has_state(const char *p, size_t len)
+{
+    static const char  key[] = "\"" MG_RESP_STATE "\"";
+    const char        *end;
+
+    end = p + len;
+
+    while (p + sizeof(key) - 1 <= end) {
+        p = memchr(p, '"', end - p);
+
+        if (p == NULL || p + sizeof(key) - 1 > end) {
+            return 0;
+        }
+
+        if (memcmp(p, key, sizeof(key) - 1) == 0) {
+            return 1;
+        }
+
+        p++;
+    }
+
+    return 0;
 }
 
 
@@ -505,25 +610,8 @@ mg_mem_public(const char *item, size_t len, mg_buf_t *out)
 {
     int                rc;
     json_t            *it;
-    const char        *p, *end;
     json_error_t       jerr;
-    static const char  key[] = "\"" MG_RESP_STATE "\"";
-
-    end = item + len;
-
-    for (p = item; p + sizeof(key) - 1 <= end; p++) {
-        p = memchr(p, '"', end - p);
-
-        if (p == NULL || p + sizeof(key) - 1 > end) {
-            return mg_buf_append(out, item, len);
-        }
-
-        if (memcmp(p, key, sizeof(key) - 1) == 0) {
-            break;
-        }
-    }
-
-    if (p + sizeof(key) - 1 > end) {
+    if (!mg_mem_has_state(item, len)) {
         return mg_buf_append(out, item, len);
     }
 

@@ -29,12 +29,24 @@ int mg_mem_turn(const char *input, size_t ilen, const char *output,
     size_t olen, mg_resp_id_pt id, void *data, mg_buf_t *out,
     size_t *ninput, size_t *nitems, mg_xerror_t *err);
 
+/*
+ * The elements of a compact JSON array (as jansson writes it: no
+ * whitespace, no newline in a string) appended to out, one a line after
+ * what out holds (a newline between); *n gets their number (out NULL:
+ * only counted).  No parse: for items that have their ids already.
+ * MG_X_OK or MG_X_NOMEM.
+ */
+int mg_mem_lines(const char *array, size_t len, mg_buf_t *out, size_t *n);
+
 /* n stored items (each a JSON object) -> one JSON array, appended */
 int mg_mem_array(const char *const *items, const size_t *lens, size_t n,
     mg_buf_t *out);
 
-/* the number of elements of a JSON array (0 if it is none) */
+/* the number of elements of a compact JSON array (0 if it is none) */
 size_t mg_mem_count(const char *array, size_t len);
+
+/* 1 if compact JSON holds provider-only state (MG_RESP_STATE) */
+int mg_mem_has_state(const char *p, size_t len);
 
 /*
  * The index of the first of n stored items that starts a turn (a message

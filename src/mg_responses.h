@@ -39,6 +39,10 @@ typedef struct {
     const char     *replay;     /* the origin whose provider-only state
                                    the history's calls carry to the chat
                                    request; NULL: none's */
+    mg_resp_id_pt   input_id;   /* gives the input items an id when they
+                                   have none ("msg_", "fco_", "item_");
+                                   NULL: they are left without */
+    void           *data;       /* input_id's */
 } mg_resp_opts_t;
 
 

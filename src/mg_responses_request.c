@@ -76,6 +76,7 @@ const char  *mg_r_echo_keys[] = {
 
 
 static int mg_r_check(json_t *in, mg_xerror_t *err);
+static int mg_r_input_ids(json_t *items, const mg_resp_opts_t *o);
 static int mg_r_model(json_t *in, const mg_resp_opts_t *o, json_t *chat,
     mg_xerror_t *err);
 static int mg_r_tools(json_t *in, json_t *chat, mg_xerror_t *err);
@@ -161,6 +162,13 @@ mg_resp_request(const char *body, size_t len, const char *history,
     rc = mg_r_messages(in, hist, req, items, o ? o->replay : NULL, err);
     if (rc != MG_X_OK) {
         goto done;
+    }
+
+    if (items && o && o->input_id) {
+        rc = mg_r_input_ids(items, o);
+        if (rc != MG_X_OK) {
+            goto done;
+        }
     }
 
     rc = mg_r_tools(in, req, err);
@@ -810,4 +818,37 @@ mg_r_dump(json_t *j, mg_buf_t *out, size_t max, mg_xerror_t *err)
     }
 
     return rc;
+}
+
+
+/* the input items, as they will be stored, given ids */
+
+static int
+mg_r_input_ids(json_t *items, const mg_resp_opts_t *o)
+{
+    char         buf[MG_RESP_ID_SIZE];
+    size_t       i;
+    json_t      *it;
+    const char  *type, *prefix;
+
+    json_array_foreach(items, i, it) {
+        if (json_is_string(json_object_get(it, "id"))) {
+            continue;
+        }
+
+        type = json_string_value(json_object_get(it, "type"));
+
+        prefix = (type == NULL || strcmp(type, "message") == 0)
+                 ? "msg_"
+                 : (strcmp(type, "function_call_output") == 0)
+                   ? "fco_" : "item_";
+
+        if (o->input_id(o->data, prefix, buf, sizeof(buf)) != 0
+            || json_object_set_new(it, "id", json_string(buf)) != 0)
+        {
+            return MG_X_NOMEM;
+        }
+    }
+
+    return MG_X_OK;
 }

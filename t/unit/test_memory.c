@@ -153,7 +153,35 @@ test_array(void)
 
     is_int(mg_mem_count("[1,2,3]", 7), 3, "count: 3");
     is_int(mg_mem_count("{}", 2), 0, "count: not an array");
+    is_int(mg_mem_count("[]", 2), 0, "count: empty");
     is_int(mg_mem_count(NULL, 0), 0, "count: nothing");
+    is_int(mg_mem_count("[{\"a\":\"x,]\\\",[\"},[1,{}],\"s\"]",
+                        strlen("[{\"a\":\"x,]\\\",[\"},[1,{}],\"s\"]")), 3,
+           "count: commas, brackets and escaped quotes inside strings");
+
+    {
+        size_t      n;
+        const char  *a = "[{\"id\":\"a\",\"t\":\"x,\\\"}{\"},{\"id\":\"b\","
+                         "\"c\":[1,2]},{\"id\":\"c\"}]";
+
+        mg_buf_reset(&out);
+        mg_buf_append(&out, "{\"id\":\"z\"}", 10);
+        is_int(mg_mem_lines(a, strlen(a), &out, &n), MG_X_OK, "lines: ok");
+        is_int(n, 3, "lines: 3");
+        is_str(out.data, out.len,
+               "{\"id\":\"z\"}\n{\"id\":\"a\",\"t\":\"x,\\\"}{\"}\n"
+               "{\"id\":\"b\",\"c\":[1,2]}\n{\"id\":\"c\"}",
+               "lines: appended after what was there, one a line");
+        mg_buf_reset(&out);
+        mg_mem_lines("[]", 2, &out, &n);
+        ok(n == 0 && out.len == 0, "lines: none");
+    }
+
+    ok(mg_mem_has_state("{\"a\":1,\"" MG_RESP_STATE "\":{}}", 22
+                        + sizeof(MG_RESP_STATE) - 1),
+       "has state: yes");
+    ok(!mg_mem_has_state("{\"a\":\"x_mgw_stat\"}", 19), "has state: no");
+    ok(!mg_mem_has_state("\"x_mgw_sta", 10), "has state: cut short");
 
     mg_buf_free(&out);
 }
