@@ -22,7 +22,8 @@ package MG::Providers;
 # user text says CALL (oa: with 5,000 more bytes when it says LONG ANSWER); while DIR/fail-NAME exists it fails (503, 529 for
 # ant).  Streams as each provider streams.
 #
-#   MG::Providers::start($t): starts the four mocks; returns the
+#   MG::Providers::start($t, [tls => {NAME => [cert, key]}]): starts the
+#   four mocks (those named in tls over https); returns the
 #   http-level configuration of their backends (with %%PORT_*%% and the
 #   key files written to $t->dir), serving models m-oa, m-ant, m-gem,
 #   m-gem2 (gem, another model), m-bed, m-cross (oa weight 100, ant 1)
@@ -445,17 +446,18 @@ sub bed_handler {
 
 
 sub start {
-    my $t = shift;
+    my ($t, %o) = @_;
     $DIR = $t->dir;
     write_file("$DIR/ant.key", "$ANT_KEY\n");
     write_file("$DIR/gem.key", "$GEM_KEY\n");
     $ENV{AWS_ACCESS_KEY_ID} = $AWS_ID;
     $ENV{AWS_SECRET_ACCESS_KEY} = $AWS_SECRET;
     delete $ENV{AWS_SESSION_TOKEN};
-    $t->mock('oa', handler => \&oa_handler);
-    $t->mock('ant', handler => \&ant_handler);
-    $t->mock('gem', handler => \&gem_handler);
-    $t->mock('bed', handler => \&bed_handler);
+    my %tls = %{$o{tls} || {}};
+    $t->mock('oa', handler => \&oa_handler, tls => $tls{oa});
+    $t->mock('ant', handler => \&ant_handler, tls => $tls{ant});
+    $t->mock('gem', handler => \&gem_handler, tls => $tls{gem});
+    $t->mock('bed', handler => \&bed_handler, tls => $tls{bed});
     return <<"CONF";
     model_gateway_backend oa {
         type openai_compatible;

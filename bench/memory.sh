@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# bench/long-history.sh -- does a long gateway-held history stall the
-# worker's shared Redis connection for the other requests on it?
+# bench/memory.sh -- what gateway-held Responses cost besides CPU: the
+# Redis memory of a stored turn and of a 1,000-turn conversation, and
+# whether a long history stalls the worker's shared Redis connection for
+# the other requests on it.
 #
-# Usage:   bench/long-history.sh /abs/path/to/ngx_http_model_gateway_module.so
+# Usage:   bench/memory.sh /abs/path/to/ngx_http_model_gateway_module.so
+#
+# Sizes: a 1,000-turn conversation (truncation auto; each turn a ~200
+# byte input and the mock's ~0.9 KB answer), its Redis memory (MEMORY
+# USAGE of its list, its hash and the 1,000 response records) per turn
+# and in all.
 #
 # One gateway worker (pinned like bench/run.sh's front ends), one Redis,
 # the Anthropic mock.  A chain is grown to ~490 KB of history (95 turns,
@@ -35,7 +42,7 @@ TOP=$(dirname "$BENCH_DIR")
 [ $# -eq 1 ] && [ -f "$1" ] || { echo "usage: $0 MODULE.so" >&2; exit 2; }
 MODULE=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 
-WORK=$TOP/build/bench/long-history-$(date +%Y%m%d-%H%M%S)-$$
+WORK=$TOP/build/bench/memory-$(date +%Y%m%d-%H%M%S)-$$
 mkdir -p "$WORK/tmp"
 PIDS=()
 cleanup() {
@@ -70,7 +77,7 @@ start() {
         ss -Htln "sport = :$port" | grep -q . && return 0
         sleep 0.1
     done
-    echo "long-history: $name did not start" >&2
+    echo "memory.sh: $name did not start" >&2
     exit 1
 }
 
@@ -95,6 +102,36 @@ KEY=$("$TOP/bin/mg-key" --tenant bench --id bench-long \
           --redis "127.0.0.1:$RPORT" | head -n 1)
 URL=http://127.0.0.1:$GPORT/v1
 
+mem_of() {
+    redis-cli -p "$RPORT" --scan --pattern "$1" \
+        | while read -r k; do redis-cli -p "$RPORT" memory usage "$k" samples 0; done \
+        | awk '{ s += $1 } END { print s + 0 }'
+}
+
+# a 1,000-turn conversation
+CONV=$(curl -sS -X POST -H 'Content-Type: application/json' \
+           -H "Authorization: Bearer $KEY" --data-binary '{}' \
+           "$URL/conversations" | grep -o '"id":"conv_mgw_[0-9a-f]*"' \
+           | cut -d'"' -f4)
+[ -n "$CONV" ] || { echo "memory.sh: no conversation" >&2; exit 1; }
+TURN=$(printf 'How do we keep the replication slot small while the copy runs, and what should page the on-call person? %.0s' 1 2)
+for i in $(seq 1 1000); do
+    curl -sS -o /dev/null -w '%{http_code}\n' -X POST \
+        -H 'Content-Type: application/json' -H "Authorization: Bearer $KEY" \
+        --data-binary "{\"model\":\"gpt-4o-mini\",\"conversation\":\"$CONV\",\"truncation\":\"auto\",\"input\":\"$i $TURN\"}" \
+        "$URL/responses"
+done | sort | uniq -c | awk '{ printf "conversation turns: %d answered %s\n", $1, $2 }'
+LIST=$(redis-cli -p "$RPORT" hget "mg:{bench}:gw:c:$CONV" l)
+L=$(redis-cli -p "$RPORT" memory usage "mg:{bench}:gw:l:$LIST" samples 0)
+C=$(redis-cli -p "$RPORT" memory usage "mg:{bench}:gw:c:$CONV" samples 0)
+R=$(mem_of 'mg:{bench}:gw:r:*')
+N=$(redis-cli -p "$RPORT" llen "mg:{bench}:gw:l:$LIST")
+echo "1,000-turn conversation: items $((L / 1024)) KB ($((N - 1)) items)," \
+     "conversation $C bytes, response records $((R / 1024)) KB;" \
+     "$(( (L + C + R) / 1024 )) KB in all, $(( (L + C + R) / 1000 )) bytes a turn"
+redis-cli -p "$RPORT" --scan --pattern 'mg:{bench}:gw:*' \
+    | xargs -r redis-cli -p "$RPORT" unlink >/dev/null
+
 # the long chain: 95 turns of ~4.3 KB input and the mock's ~0.9 KB answer
 INPUT=$(printf 'word%.0s ' $(seq 1 860))
 PREV=""
@@ -108,11 +145,9 @@ for i in $(seq 1 95); do
                -H "Authorization: Bearer $KEY" --data-binary "$body" \
                "$URL/responses" | grep -o '"id":"resp_mgw_[0-9a-f]*"' \
                | head -n 1 | cut -d'"' -f4)
-    [ -n "$PREV" ] || { echo "long-history: turn $i failed" >&2; exit 1; }
+    [ -n "$PREV" ] || { echo "memory.sh: turn $i failed" >&2; exit 1; }
 done
-HIST=$(redis-cli -p "$RPORT" --scan --pattern 'mg:{bench}:gw:l:*' \
-           | while read -r k; do redis-cli -p "$RPORT" memory usage "$k"; done \
-           | awk '{ s += $1 } END { print s + 0 }')
+HIST=$(mem_of 'mg:{bench}:gw:l:*')
 
 cat >"$WORK/small.json" <<EOF
 {"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}
