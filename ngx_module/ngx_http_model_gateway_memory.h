@@ -58,6 +58,7 @@ struct ngx_http_model_gateway_memory_s {
 
 
 /* _memory.c */
+ngx_int_t ngx_http_model_gateway_memory_unavailable(ngx_http_request_t *r);
 ngx_int_t ngx_http_model_gateway_memory_base(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, ngx_str_t *kind, ngx_str_t *id,
     ngx_str_t *out);
@@ -65,6 +66,10 @@ int ngx_http_model_gateway_memory_item_id(void *data, const char *prefix,
     char *buf, size_t size);
 ngx_int_t ngx_http_model_gateway_memory_error(ngx_http_request_t *r,
     mg_xerror_t *err);
+
+/* _memory_turn.c */
+ngx_int_t ngx_http_model_gateway_memory_route(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
 u_char *ngx_http_model_gateway_memory_origin(ngx_pool_t *pool,
     ngx_http_model_gateway_target_t *t);
 

@@ -100,6 +100,7 @@ ngx_http_model_gateway_memory_commit(ngx_http_request_t *r,
     }
 
     if (mg_resp_stream_init(m->st, &o, &err) != MG_X_OK) {
+        mg_resp_stream_free(m->st);
         free(m->st);
         m->st = NULL;
         return NGX_ERROR;
@@ -479,6 +480,28 @@ ngx_http_model_gateway_memory_pass(ngx_http_model_gateway_ctx_t *ctx)
     ev.raw_len = m->out.len;
 
     return ngx_http_model_gateway_memory_next(ctx, &ev);
+}
+
+
+/*
+ * The backend's stream ended cleanly without "data: [DONE]" (some
+ * OpenAI-compatible servers leave it out): the end all the same, as a
+ * chat stream gets its "[DONE]" then.  Called by the input filter, so
+ * that the final events wait for the write as they would.
+ */
+
+ngx_int_t
+ngx_http_model_gateway_memory_finish(ngx_http_model_gateway_ctx_t *ctx)
+{
+    ngx_http_model_gateway_memory_t  *m;
+
+    m = ctx->memory;
+
+    if (m == NULL || m->st == NULL || m->ended) {
+        return NGX_OK;
+    }
+
+    return ngx_http_model_gateway_memory_end(ctx);
 }
 
 

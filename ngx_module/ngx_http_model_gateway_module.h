@@ -818,6 +818,8 @@ ngx_int_t ngx_http_model_gateway_memory_prepare(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
 ngx_int_t ngx_http_model_gateway_memory_tail(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
+ngx_int_t ngx_http_model_gateway_memory_finish(
+    ngx_http_model_gateway_ctx_t *ctx);
 ngx_uint_t ngx_http_model_gateway_memory_id(u_char *id, size_t len);
 ngx_uint_t ngx_http_model_gateway_memory_conv_id(u_char *id, size_t len);
 ngx_str_t *ngx_http_model_gateway_memory_body(

@@ -362,7 +362,9 @@ ngx_http_model_gateway_input_filter(void *data, ssize_t bytes)
     }
 
     if (rc == 0 && ctx->attempt.framing_done
-        && ngx_http_model_gateway_translate_finish(ctx) != NGX_OK)
+        && (ngx_http_model_gateway_translate_finish(ctx) != NGX_OK
+            || (!ctx->stream.closed
+                && ngx_http_model_gateway_memory_finish(ctx) != NGX_OK)))
     {
         return NGX_ERROR;
     }

@@ -439,6 +439,27 @@ for my $m (qw(m-oa m-ant m-gem m-bed)) {
 }
 
 {
+    # a stream that ends without "data: [DONE]" ends all the same
+    my ($s, $ev) = stream_events({ model => 'm-oa', input => 'NO DONE here' });
+    is($ev->[-1]{name}, 'response.completed', 'no [DONE]: completed');
+    my $g = $t->request(method => 'GET',
+                        path => "/v1/responses/$ev->[-1]{data}{response}{id}");
+    is($g->{status}, 200, 'no [DONE]: stored');
+
+    # one cut short fails, and nothing is stored
+    ($s, $ev) = stream_events({ model => 'm-oa', input => 'CUT here' });
+    is($ev->[-1]{name}, 'response.failed', 'cut: response.failed');
+    is($ev->[-1]{data}{response}{status}, 'failed', 'cut: status failed');
+    is($ev->[-1]{data}{response}{error}{code}, 'server_error',
+       'cut: an error');
+    my @seq = map { $_->{data}{sequence_number} } @$ev;
+    is_deeply(\@seq, [0 .. $#seq], 'cut: sequence_number without a gap');
+    $g = $t->request(method => 'GET',
+                     path => "/v1/responses/$ev->[0]{data}{response}{id}");
+    is($g->{status}, 404, 'cut: not stored');
+}
+
+{
     my ($s, $ev) = stream_events({ model => 'm-ant', tools => $tools,
                                    input => 'CALL please' });
     my @names = map { $_->{name} } @$ev;
@@ -651,6 +672,28 @@ EOF
     isnt($rc, 0, 'config: 512k of history against a 64k reply cap fails');
     like($out, qr/"model_gateway_history_max_bytes" 524288 .* does not fit "model_gateway_redis_max_reply_size" 65536/,
          'config: ... naming both');
+
+    my $t5 = MG::Test->new;
+    $t5->write_conf(<<'EOF');
+%%TEST_GLOBALS%%
+events {}
+http {
+    %%TEST_GLOBALS_HTTP%%
+    model_gateway_backend x {
+        type openai_compatible;
+        url http://127.0.0.1:1/v1;
+        model m;
+    }
+    server {
+        listen 127.0.0.1:%%PORT_gw%%;
+        location / { model_gateway; model_gateway_responses gateway; }
+    }
+}
+EOF
+    ($rc, $out) = $t5->nginx_t;
+    isnt($rc, 0, 'config: gateway mode without Redis fails');
+    like($out, qr/"model_gateway_responses gateway" needs "model_gateway_redis"/,
+         'config: ... saying so');
 }
 
 ###########################################################################

@@ -19,7 +19,9 @@ package MG::Providers;
 # [result, output] entries, written to DIR/seen-NAME-N (N: the mock's
 # request number), so that a test compares one history across providers.
 # A mock answers "NAME-reply-N", or a call of get_weather when the last
-# user text says CALL (oa: with 5,000 more bytes when it says LONG ANSWER); while DIR/fail-NAME exists it fails (503, 529 for
+# user text says CALL (oa: with 5,000 more bytes when it says LONG ANSWER;
+# its stream without "data: [DONE]" for NO DONE, cut after two chunks for
+# CUT); while DIR/fail-NAME exists it fails (503, 529 for
 # ant).  Streams as each provider streams.
 #
 #   MG::Providers::start($t, [tls => {NAME => [cert, key]}]): starts the
@@ -141,10 +143,12 @@ sub oa_handler {
         push @ev, { %base, choices => [], usage => { prompt_tokens => 11,
             completion_tokens => 4, total_tokens => 15 } }
             if $b->{stream_options} && $b->{stream_options}{include_usage};
+        my $said = last_user($h);
         return { status => 200,
                  headers => [['Content-Type', 'text/event-stream']],
                  chunks => [(map { 'data: ' . $J->encode($_) . "\n\n" } @ev),
-                            "data: [DONE]\n\n"] };
+                            $said =~ /NO DONE/ ? () : "data: [DONE]\n\n"],
+                 $said =~ /CUT/ ? (close_after => 2) : () };
     }
     my $msg = $call
         ? { role => 'assistant', content => undef, tool_calls => [{
