@@ -42,6 +42,7 @@ ngx_http_model_gateway_memory_route(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {
     u_char                              *p;
+    ngx_int_t                            rc;
     ngx_str_t                            kind, none, args[4];
     ngx_http_model_gateway_memory_t     *m;
     ngx_http_mg_redis_cmd_t             *cmd;
@@ -77,7 +78,12 @@ ngx_http_model_gateway_memory_route(ngx_http_request_t *r,
         }
 
     } else {
-        return ngx_http_model_gateway_memory_build(r, ctx, NULL);
+
+        /* a new chain: routed as any request is (a session may pin it) */
+
+        rc = ngx_http_model_gateway_memory_build(r, ctx, NULL);
+
+        return (rc == NGX_OK) ? NGX_DECLINED : rc;
     }
 
     ngx_str_set(&kind, "l:");

@@ -5,8 +5,8 @@
 # storing each turn's items in Redis and sending every turn as a chat
 # request to whichever chat backend serves the model.
 #
-# The four provider mocks (t/lib/MG/Providers.pm: OpenAI chat, Anthropic,
-# Gemini, Bedrock) check what they receive in their own wire format,
+# The five provider mocks (t/lib/MG/Providers.pm: OpenAI chat, Azure
+# OpenAI, Anthropic, Gemini, Bedrock) check what they receive in their own wire format,
 # refuse what breaks the provider's rules, and record the history they got
 # in one shape, so the test compares it across providers.
 #
@@ -218,6 +218,13 @@ is(scalar @{last_seen('bed')}, 7, 'fourth turn: bed got 7 entries');
 is(last_seen('bed')->[-2][1], texts_of_output($r3->{json}),
    'fourth turn: with the Gemini answer');
 
+my $r5 = create({ model => 'm-az', previous_response_id => $r4->{json}{id},
+                  input => 'fifth' });
+is($r5->{status}, 200, 'fifth turn on Azure: 200') or diag $r5->{body};
+is(scalar @{last_seen('az')}, 9, 'fifth turn: az got 9 entries');
+is(last_seen('az')->[-2][1], texts_of_output($r4->{json}),
+   'fifth turn: with the Bedrock answer');
+
 # a fork: another follow-up of the first turn
 my $f1 = create({ model => 'm-oa', previous_response_id => $R1->{id},
                   input => 'fork' });
@@ -311,7 +318,7 @@ my $tools = [{ type => 'function', name => 'get_weather',
                    city => { type => 'string' } }, required => ['city'] } }];
 
 for my $pair (['m-oa', 'm-ant'], ['m-ant', 'm-bed'], ['m-bed', 'm-gem'],
-              ['m-gem', 'm-oa']) {
+              ['m-gem', 'm-az'], ['m-az', 'm-oa']) {
     my ($a, $b) = @$pair;
     my $c1 = create({ model => $a, tools => $tools, input => 'CALL weather' });
     is($c1->{status}, 200, "tools $a: 200") or diag $c1->{body};
@@ -410,7 +417,7 @@ for my $streamed (0, 1) {
 ###########################################################################
 # streams
 
-for my $m (qw(m-oa m-ant m-gem m-bed)) {
+for my $m (qw(m-oa m-az m-ant m-gem m-bed)) {
     my ($s, $ev, $raw) = stream_events({ model => $m, input => 'stream me',
                                          previous_response_id => $R1->{id} });
     is($s->status, 200, "stream $m: 200");

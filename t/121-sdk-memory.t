@@ -3,8 +3,8 @@
 # SDK conformance of gateway-held Responses and Conversations: the
 # official openai npm package (pinned in t/sdk/package-lock.json, run by
 # t/sdk/memory.mjs) against "model_gateway_responses gateway" over each
-# provider mock of t/lib/MG/Providers.pm (OpenAI chat, Anthropic, Gemini,
-# Bedrock), with a gateway key.  For every model: plain and streamed
+# provider mock of t/lib/MG/Providers.pm (OpenAI chat, Azure OpenAI,
+# Anthropic, Gemini, Bedrock), with a gateway key.  For every model: plain and streamed
 # responses, previous_response_id and a fork, a function call answered in
 # the next turn (plain and streamed), input items, a conversation (every
 # call of the Conversations API and a response in it), delete, and the
@@ -81,7 +81,7 @@ ok($t->wait_for(sub { $t->grep_log(qr/redis \S+ is up/) }, 10),
 
 my $BASE = 'http://127.0.0.1:' . $t->port('gw') . '/v1';
 
-for my $m (qw(m-oa m-ant m-gem m-bed)) {
+for my $m (qw(m-oa m-az m-ant m-gem m-bed)) {
     my ($mock) = $m =~ /^m-(\w+)$/;
     my ($rc, $out) = MG::Test::_capture(['node', "$sdk/memory.mjs", $BASE,
                                          $KEY, $m]);

@@ -1,10 +1,12 @@
 package MG::Providers;
 
-# Four chat backends for the tests of gateway-held Responses (t/120-memory.t,
+# Five chat backends for the tests of gateway-held Responses (t/120-memory.t,
 # t/121-sdk-memory.t), each checking what it receives in its own wire
 # format and refusing, as the provider would, what breaks its rules:
 #   oa   OpenAI chat completions: roles, a tool message answers a call of
 #        an earlier assistant message by its id, no Responses fields;
+#   az   Azure OpenAI: the same, at its deployment URL with api-version and
+#        the api-key header (never Authorization);
 #   ant  Anthropic Messages: x-api-key, anthropic-version, max_tokens,
 #        system at the top, user/assistant alternating from user,
 #        tool_result first in the user turn right after its tool_use;
@@ -25,11 +27,11 @@ package MG::Providers;
 # ant).  Streams as each provider streams.
 #
 #   MG::Providers::start($t, [tls => {NAME => [cert, key]}]): starts the
-#   four mocks (those named in tls over https); returns the
+#   five mocks (those named in tls over https); returns the
 #   http-level configuration of their backends (with %%PORT_*%% and the
 #   key files written to $t->dir), serving models m-oa, m-ant, m-gem,
-#   m-gem2 (gem, another model), m-bed, m-cross (oa weight 100, ant 1)
-#   and m-any (all four).
+#   m-gem2 (gem, another model), m-bed, m-az, m-cross (oa weight 100,
+#   ant 1) and m-any (oa, ant, gem, bed).
 #   MG::Providers::seen($t, NAME): what the mock's last request held.
 
 use strict;
@@ -44,6 +46,7 @@ my $DIR;
 
 our $ANT_KEY = 'sk-ant-memory-test-key-0123456789';
 our $GEM_KEY = 'gem-memory-test-key-abcdef';
+our $AZ_KEY = 'az-memory-test-key-0123456789';
 our $AWS_ID = 'AKIDMEMORYTEST';
 our $AWS_SECRET = 'memory-test-secret-key/0123456789abcdef';
 
@@ -105,18 +108,35 @@ sub oa_history {
     return \@h;
 }
 
-sub oa_handler {
+sub oa_handler { chat_handler('oa', shift) }
+
+# Azure OpenAI: its deployment URL, api-version and api-key, then chat
+sub az_handler {
     my $r = shift;
+    return reply(401, { error => { code => '401', message => 'Access denied '
+                                   . 'due to invalid subscription key.' } })
+        unless ($r->{headers}{'api-key'} // '') eq $AZ_KEY
+               && !defined $r->{headers}{authorization};
+    return reply(404, { error => { code => 'DeploymentNotFound',
+                                   message => "no deployment: $r->{path}" } })
+        unless $r->{path} =~
+            m{^/openai/deployments/my-deployment/chat/completions\?api-version=[\w-]+$};
+    return chat_handler('az', $r);
+}
+
+# OpenAI chat completions, as NAME ("oa", "az")
+sub chat_handler {
+    my ($name, $r) = @_;
     return reply(503, { error => { message => 'down', type => 'server_error' } })
-        if failing('oa');
+        if failing($name);
     my $b = eval { decode_json($r->{body}) };
     my $h = eval { oa_history($b) };
-    return reply(400, { error => { message => "oa: $@",
+    return reply(400, { error => { message => "$name: $@",
                                    type => 'invalid_request_error' } })
         unless $h;
-    write_file("$DIR/seen-oa-$r->{n}", $J->encode($h));
+    write_file("$DIR/seen-$name-$r->{n}", $J->encode($h));
     my $call = last_user($h) =~ /CALL/;
-    my $text = "oa-reply-$r->{n}";
+    my $text = "$name-reply-$r->{n}";
     $text .= ' ' . ('z' x 5000) if last_user($h) =~ /LONG ANSWER/;
     if ($b->{stream}) {
         my %base = (id => "chatcmpl-$r->{n}", object => 'chat.completion.chunk',
@@ -126,7 +146,7 @@ sub oa_handler {
                        finish_reason => undef }] });
         if ($call) {
             push @ev, { %base, choices => [{ index => 0, delta => {
-                tool_calls => [{ index => 0, id => "call_oa$r->{n}",
+                tool_calls => [{ index => 0, id => "call_$name$r->{n}",
                     type => 'function', function => { name => 'get_weather',
                     arguments => '' } }] }, finish_reason => undef }] };
             push @ev, { %base, choices => [{ index => 0, delta => {
@@ -136,7 +156,7 @@ sub oa_handler {
         } else {
             push @ev, { %base, choices => [{ index => 0,
                 delta => { content => $_ }, finish_reason => undef }] }
-                for ('oa-', "reply-$r->{n}");
+                for ("$name-", "reply-$r->{n}");
         }
         push @ev, { %base, choices => [{ index => 0, delta => {},
             finish_reason => $call ? 'tool_calls' : 'stop' }] };
@@ -152,7 +172,7 @@ sub oa_handler {
     }
     my $msg = $call
         ? { role => 'assistant', content => undef, tool_calls => [{
-              id => "call_oa$r->{n}", type => 'function', function => {
+              id => "call_$name$r->{n}", type => 'function', function => {
               name => 'get_weather', arguments => '{"city":"Paris"}' } }] }
         : { role => 'assistant', content => $text };
     return reply(200, { id => "chatcmpl-$r->{n}", object => 'chat.completion',
@@ -454,6 +474,7 @@ sub start {
     $DIR = $t->dir;
     write_file("$DIR/ant.key", "$ANT_KEY\n");
     write_file("$DIR/gem.key", "$GEM_KEY\n");
+    write_file("$DIR/az.key", "$AZ_KEY\n");
     $ENV{AWS_ACCESS_KEY_ID} = $AWS_ID;
     $ENV{AWS_SECRET_ACCESS_KEY} = $AWS_SECRET;
     delete $ENV{AWS_SESSION_TOKEN};
@@ -462,6 +483,7 @@ sub start {
     $t->mock('ant', handler => \&ant_handler, tls => $tls{ant});
     $t->mock('gem', handler => \&gem_handler, tls => $tls{gem});
     $t->mock('bed', handler => \&bed_handler, tls => $tls{bed});
+    $t->mock('az', handler => \&az_handler, tls => $tls{az});
     return <<"CONF";
     model_gateway_backend oa {
         type openai_compatible;
@@ -489,6 +511,14 @@ sub start {
         model m-gem gemini-test;
         model m-gem2 gemini-other;
         model m-any gemini-test;
+        weight 1;
+    }
+
+    model_gateway_backend az {
+        type azure;
+        url http://127.0.0.1:%%PORT_az%%/openai;
+        key_file $DIR/az.key;
+        model m-az my-deployment;
         weight 1;
     }
 
