@@ -133,7 +133,17 @@ is_deeply([map { $_->[1] } @{seen('ant')}],
 
 ok($t->wait_for(sub {
        (MG::Test::_read_file("$DIR/memory.log") // '')
-           =~ /tenant=acme model=claude-sonnet backend=bedrock/ }, 5),
-   'the log names the tenant and the backend that served');
+           =~ /tenant=acme model=claude-sonnet backend=bedrock tokens=17\/5 / }, 5),
+   'the log names the tenant, the backend that served and its tokens');
+
+my $s = $t->stream(method => 'POST', path => '/v1/responses',
+                   json => { model => 'claude-sonnet', input => 'streamed',
+                             stream => JSON::PP::true },
+                   headers => [['Authorization', "Bearer $ACME"]]);
+like($s->rest(10), qr/event: response\.completed/, 'a streamed turn');
+ok($t->wait_for(sub {
+       (MG::Test::_read_file("$DIR/memory.log") // '')
+           =~ /backend=anthropic tokens=21\/6 / }, 5),
+   'a streamed turn\'s tokens counted too');
 
 $t->done_testing;
