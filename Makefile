@@ -13,7 +13,7 @@ NGINX     ?= /usr/sbin/nginx
 
 DEBS      := nginx nginx-dev libhiredis-dev libjansson-dev libssl-dev \
              redis-server wrk gcc make perl openssl libio-socket-ssl-perl \
-             libclang-rt-14-dev clang curl
+             libclang-rt-14-dev clang curl prometheus
 
 MOD_SRCS  := $(wildcard $(TOP)/ngx_module/*.c $(TOP)/ngx_module/*.h \
                         $(TOP)/src/*.c $(TOP)/src/*.h) $(TOP)/config

@@ -36,6 +36,7 @@ ngx_http_model_gateway_get_ctx(ngx_http_request_t *r)
 
     ctx->request = r;
     ctx->lcf = ngx_http_get_module_loc_conf(r, ngx_http_model_gateway_module);
+    ctx->start = ngx_current_msec;
     ctx->min_retry_after_ms = -1;
     ctx->retry_after_ms = -1;
     ctx->session.pinned = -1;

@@ -709,6 +709,13 @@ ngx_http_model_gateway_memory_written(void *data, redisReply *reply,
     m->cmd = NULL;
     ctx->state.store_pending = 0;
 
+    ngx_http_model_gateway_metrics_state(r,
+                                   (rc == NGX_OK
+                                    && reply->type == REDIS_REPLY_INTEGER
+                                    && reply->integer == 1)
+                                   ? NGX_HTTP_MG_STATE_WRITE
+                                   : NGX_HTTP_MG_STATE_WRITE_FAILED);
+
     if (rc != NGX_OK || reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "model gateway: storing \"%V\" failed, follow-ups "

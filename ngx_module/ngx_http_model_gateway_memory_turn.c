@@ -147,6 +147,8 @@ ngx_http_model_gateway_memory_read(void *data, redisReply *reply,
 
     } else if (reply->element[0]->integer == 0) {
 
+        ngx_http_model_gateway_metrics_state(r, NGX_HTTP_MG_STATE_MISS);
+
         p = ngx_pnalloc(r->pool, sizeof("Previous response with id '' not "
                                         "found.")
                                  + m->prev.len + m->conv.len);
@@ -197,6 +199,7 @@ ngx_http_model_gateway_memory_read(void *data, redisReply *reply,
                                            "are missing from the store.");
 
     } else {
+        ngx_http_model_gateway_metrics_state(r, NGX_HTTP_MG_STATE_READ);
         next = ngx_http_model_gateway_memory_build(r, ctx, reply);
     }
 

@@ -386,6 +386,20 @@ static ngx_command_t  ngx_http_model_gateway_commands[] = {
       offsetof(ngx_http_model_gateway_main_conf_t, key_cache_time),
       NULL },
 
+    { ngx_string("model_gateway_price"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_model_gateway_price,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("model_gateway_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_model_gateway_metrics_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("model_gateway_tenant_limits"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
       ngx_http_model_gateway_tenant_limits,
@@ -577,6 +591,10 @@ ngx_http_model_gateway_postconfiguration(ngx_conf_t *cf)
     }
 
     if (ngx_http_model_gateway_translate_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_model_gateway_metrics_init(cf) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -804,6 +822,10 @@ ngx_http_model_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
     if (mcf->backends.nelts
         && ngx_http_model_gateway_zone_add(cf, mcf) != NGX_OK)
     {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_model_gateway_prices_finish(cf, mcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 

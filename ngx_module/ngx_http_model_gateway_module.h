@@ -73,6 +73,60 @@ typedef enum {
 
 
 /*
+ * Metrics (_metrics.c): counters and histograms in shared memory, added
+ * to with atomics, never under the zone's lock.  A histogram keeps a
+ * count per bucket (made cumulative when rendered), their total and sum.
+ */
+#define NGX_HTTP_MG_HIST_MAX           16
+
+typedef struct {
+    ngx_atomic_t                       bucket[NGX_HTTP_MG_HIST_MAX + 1];
+    ngx_atomic_t                       count;
+    ngx_atomic_t                       sum;         /* ms, or tokens */
+} ngx_http_model_gateway_hist_t;
+
+/* what the metrics tell apart: chat (and Responses), embeddings */
+#define NGX_HTTP_MG_OPS                2
+
+typedef struct {
+    ngx_atomic_t                       requests[NGX_HTTP_MG_OPS][3];
+                                                    /* 2xx, 4xx, 5xx */
+    ngx_atomic_t                       attempts[2]; /* answered, failed */
+    ngx_atomic_t                       failovers;
+    ngx_atomic_t                       tokens[3];   /* input, output,
+                                                       cached input */
+    ngx_atomic_t                       cost;        /* micro-USD */
+    ngx_http_model_gateway_hist_t      duration[NGX_HTTP_MG_OPS];
+    ngx_http_model_gateway_hist_t      ttft[NGX_HTTP_MG_OPS];
+    ngx_http_model_gateway_hist_t      usage[NGX_HTTP_MG_OPS][2];
+                                                    /* input, output */
+} ngx_http_model_gateway_metrics_t;
+
+/* a worker's Redis connection, as it publishes it */
+typedef struct {
+    ngx_atomic_t                       pid;
+    ngx_atomic_t                       up;
+    ngx_atomic_t                       inflight;
+    ngx_atomic_t                       commands;
+    ngx_atomic_t                       errors;
+    ngx_atomic_t                       timeouts;
+    ngx_http_model_gateway_hist_t      latency;     /* ms */
+} ngx_http_model_gateway_redis_stats_t;
+
+#define NGX_HTTP_MG_WORKERS_MAX        64
+
+/* session outcomes: NGX_HTTP_MG_PIN_NEW .. _FALLBACK */
+#define NGX_HTTP_MG_SESSION_OUTCOMES   5
+
+/* stored state: id lookups, records, gateway-held chains */
+#define NGX_HTTP_MG_STATE_READ         0
+#define NGX_HTTP_MG_STATE_MISS         1
+#define NGX_HTTP_MG_STATE_WRITE        2
+#define NGX_HTTP_MG_STATE_WRITE_FAILED 3
+#define NGX_HTTP_MG_STATE_OPS          4
+
+
+/*
  * Shared state of a backend, or of a backend serving one model (the pair
  * fields); found by name, so it survives reloads.
  */
@@ -86,6 +140,8 @@ typedef struct {
 
     long                               wrr_current;
 
+    ngx_http_model_gateway_metrics_t   metrics;     /* pairs' */
+
     size_t                             len;
     u_char                             name[1];
 } ngx_http_model_gateway_node_t;
@@ -95,6 +151,14 @@ typedef struct {
     ngx_rbtree_t                       rbtree;
     ngx_rbtree_node_t                  sentinel;
     ngx_uint_t                         rotate;
+    size_t                             layout;      /* of the nodes */
+
+    /* metrics of no backend */
+    ngx_atomic_t                       refused[3];  /* 2xx, 4xx, 5xx */
+    ngx_atomic_t                       sessions[NGX_HTTP_MG_SESSION_OUTCOMES];
+    ngx_atomic_t                       state[NGX_HTTP_MG_STATE_OPS];
+    ngx_http_model_gateway_redis_stats_t
+                                       redis[NGX_HTTP_MG_WORKERS_MAX];
 } ngx_http_model_gateway_shm_t;
 
 
@@ -225,6 +289,10 @@ typedef struct {
 typedef struct {
     ngx_str_t                          name;        /* client-visible */
     ngx_array_t                        targets;     /* _target_t */
+    uint64_t                           price[3];    /* micro-USD per 1M
+                                                       tokens: input,
+                                                       output, cached */
+    unsigned                           priced:1;
 } ngx_http_model_gateway_model_t;
 
 
@@ -299,6 +367,15 @@ typedef struct {
 } ngx_http_mg_redis_conf_t;
 
 
+/* model_gateway_price MODEL input= output= cached= (_metrics.c) */
+typedef struct {
+    ngx_str_t                          model;
+    uint64_t                           price[3];
+    ngx_str_t                          file;
+    ngx_uint_t                         line;
+} ngx_http_model_gateway_price_t;
+
+
 /* model_gateway_tenant_limits: rpm, tpm, tpd, budget; 0: none */
 typedef struct {
     ngx_str_t                          name;        /* "*": the default */
@@ -351,6 +428,8 @@ typedef struct {
     ngx_shm_zone_t                    *limit_zone;
     void                              *limit_sh;
 
+    ngx_array_t                       *prices;      /* _price_t */
+
     ngx_http_upstream_srv_conf_t      *upstream;    /* our peer selector */
 
     /*
@@ -382,6 +461,7 @@ typedef struct {
 
 typedef struct {
     ngx_flag_t                         enable;
+    ngx_flag_t                         metrics;     /* the endpoint */
     ngx_uint_t                         balance;     /* default policy */
     ngx_array_t                       *balance_models; /* _policy_t */
     ngx_uint_t                         responses;   /* default mode */
@@ -530,6 +610,7 @@ typedef struct {
 typedef struct {
     uint64_t                           prompt;
     uint64_t                           completion;
+    uint64_t                           cached;      /* of the prompt's */
     unsigned                           known:1;
 
     /* how _usage.c finds them: what it watches, and its own state */
@@ -616,6 +697,7 @@ struct ngx_http_model_gateway_ctx_s {
     mg_buf_t                           xout;
 
     /* routing */
+    ngx_msec_t                         start;       /* the handler's */
     ngx_uint_t                         route_index;
     ngx_uint_t                         policy;
     ngx_msec_t                         attempt_start;
@@ -830,6 +912,23 @@ ngx_int_t ngx_http_model_gateway_memory_serve(ngx_http_request_t *r,
 ngx_int_t ngx_http_model_gateway_memory_conversations(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, u_char *id, size_t len,
     u_char *rest, size_t rest_len);
+
+/* metrics.c */
+char *ngx_http_model_gateway_price(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_model_gateway_metrics_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_model_gateway_metrics_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_model_gateway_prices_finish(ngx_conf_t *cf,
+    ngx_http_model_gateway_main_conf_t *mcf);
+void ngx_http_model_gateway_hist_add(ngx_http_model_gateway_hist_t *h,
+    const uint64_t *bounds, ngx_uint_t n, uint64_t v);
+void ngx_http_model_gateway_metrics_state(ngx_http_request_t *r,
+    ngx_uint_t op);
+ngx_http_model_gateway_redis_stats_t *ngx_http_model_gateway_redis_stats(
+    void);
+extern const uint64_t  ngx_http_model_gateway_latency_bounds[];
+#define NGX_HTTP_MG_LATENCY_BUCKETS    12
 
 /* usage.c */
 ngx_int_t ngx_http_model_gateway_usage_init(ngx_conf_t *cf);

@@ -127,6 +127,19 @@ ngx_http_mg_redis_read_handler(ngx_event_t *rev)
 
             cmd = ngx_queue_data(q, ngx_http_mg_redis_cmd_t, queue);
 
+            if (rd->stats && !cmd->internal) {
+                rd->stats->inflight = rd->ninflight;
+
+                if (reply->type == REDIS_REPLY_ERROR) {
+                    (void) ngx_atomic_fetch_add(&rd->stats->errors, 1);
+                }
+
+                ngx_http_model_gateway_hist_add(&rd->stats->latency,
+                    ngx_http_model_gateway_latency_bounds,
+                    NGX_HTTP_MG_LATENCY_BUCKETS,
+                    ngx_current_msec + rcf->timeout - cmd->deadline);
+            }
+
             if (reply->type == REDIS_REPLY_ERROR && reply->len >= 8
                 && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
                 && cmd->script >= 0 && !cmd->retried)
@@ -200,6 +213,10 @@ void
 ngx_http_mg_redis_timer_handler(ngx_event_t *ev)
 {
     ngx_http_mg_redis_t *rd = ev->data;
+
+    if (rd->stats) {
+        (void) ngx_atomic_fetch_add(&rd->stats->timeouts, 1);
+    }
 
     *ngx_snprintf(rd->why, sizeof(rd->why) - 1,
                   "command timed out after %M ms", rd->mcf->redis->timeout)
@@ -377,6 +394,11 @@ send:
 
     ngx_queue_insert_tail(&rd->inflight, &cmd->queue);
     rd->ninflight++;
+
+    if (rd->stats) {
+        (void) ngx_atomic_fetch_add(&rd->stats->commands, 1);
+        rd->stats->inflight = rd->ninflight;
+    }
 
     if (rd->ninflight == 1) {
         ngx_http_mg_redis_arm_timer(rd);

@@ -58,6 +58,15 @@ ngx_http_mg_redis_init_process(ngx_cycle_t *cycle,
     rd->state = NGX_HTTP_MG_REDIS_DOWN;
     rd->backoff = 100;
 
+    /* this worker's slot of the metrics, counted from zero */
+
+    rd->stats = ngx_http_model_gateway_redis_stats();
+
+    if (rd->stats) {
+        ngx_memzero(rd->stats, sizeof(ngx_http_model_gateway_redis_stats_t));
+        rd->stats->pid = ngx_pid;
+    }
+
     ngx_queue_init(&rd->inflight);
     ngx_queue_init(&rd->free);
 
@@ -123,6 +132,10 @@ ngx_http_mg_redis_exit_process(void)
 
     if (rd == NULL) {
         return;
+    }
+
+    if (rd->stats && rd->stats->pid == (ngx_atomic_uint_t) ngx_pid) {
+        rd->stats->pid = 0;
     }
 
     /*
@@ -560,6 +573,11 @@ ngx_http_mg_redis_connected(ngx_http_mg_redis_t *rd)
 
     if (rd->handshake == 0) {
         rd->state = NGX_HTTP_MG_REDIS_READY;
+
+        if (rd->stats) {
+            rd->stats->up = 1;
+        }
+
         rd->backoff = 100;
         rd->logged_down = 0;
         ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
@@ -724,6 +742,11 @@ ngx_http_mg_redis_handshake_reply(void *data, redisReply *reply,
 
     if (--rd->handshake == 0) {
         rd->state = NGX_HTTP_MG_REDIS_READY;
+
+        if (rd->stats) {
+            rd->stats->up = 1;
+        }
+
         rd->backoff = 100;
         rd->logged_down = 0;
         ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
@@ -761,6 +784,11 @@ ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd, ngx_err_t err,
     }
 
     rd->state = NGX_HTTP_MG_REDIS_DOWN;
+
+    if (rd->stats) {
+        rd->stats->up = 0;
+        rd->stats->inflight = 0;
+    }
 
     /* the waiters' handlers may queue new commands: they fail at once */
 

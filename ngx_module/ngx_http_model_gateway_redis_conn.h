@@ -64,6 +64,7 @@ typedef struct {
     ngx_str_t                            name;
     ngx_log_t                            connect_log;
     u_char                               why[256];
+    ngx_http_model_gateway_redis_stats_t *stats;    /* in the zone */
     unsigned                             logged_down:1;
     unsigned                             resolving:1;
 } ngx_http_mg_redis_t;

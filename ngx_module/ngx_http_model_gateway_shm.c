@@ -29,6 +29,16 @@ static ngx_str_t  ngx_http_model_gateway_zone_name =
     ngx_string("model_gateway");
 
 
+/* what tells this build's zone from another's */
+
+static size_t
+ngx_http_model_gateway_layout(void)
+{
+    return sizeof(ngx_http_model_gateway_node_t) * 65536
+           + sizeof(ngx_http_model_gateway_shm_t);
+}
+
+
 ngx_int_t
 ngx_http_model_gateway_zone_add(ngx_conf_t *cf,
     ngx_http_model_gateway_main_conf_t *mcf)
@@ -77,13 +87,32 @@ ngx_http_model_gateway_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         sh = shpool->data;
 
     } else {
+        sh = NULL;
+    }
+
+    if (sh && sh->layout != ngx_http_model_gateway_layout()) {
+
+        /*
+         * a module built with other nodes: they are left where they are
+         * (a few hundred bytes each) and found no more
+         */
+
+        ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                      "model gateway: the shared zone was made by another "
+                      "build of the module, its state starts afresh");
+        sh = NULL;
+    }
+
+    if (sh == NULL) {
         sh = ngx_slab_alloc(shpool, sizeof(ngx_http_model_gateway_shm_t));
         if (sh == NULL) {
             return NGX_ERROR;
         }
 
+        ngx_memzero(sh, sizeof(ngx_http_model_gateway_shm_t));
         ngx_rbtree_init(&sh->rbtree, &sh->sentinel, ngx_rbtree_insert_value);
         sh->rotate = 0;
+        sh->layout = ngx_http_model_gateway_layout();
 
         shpool->data = sh;
         shpool->log_nomem = 0;
@@ -400,6 +429,7 @@ ngx_http_model_gateway_balance_done(ngx_http_request_t *r,
     conf.rate_limit_cooldown = mcf->rate_limit_cooldown;
 
     (void) ngx_atomic_fetch_add(&bn->outstanding, -1);
+    (void) ngx_atomic_fetch_add(&pn->metrics.attempts[failed ? 1 : 0], 1);
 
     ngx_shmtx_lock(&shpool->mutex);
 

@@ -275,6 +275,7 @@ ngx_http_model_gateway_state_found(void *data, redisReply *reply,
         }
 
     } else if (reply->type == REDIS_REPLY_STRING) {
+        ngx_http_model_gateway_metrics_state(r, NGX_HTTP_MG_STATE_READ);
         next = ngx_http_model_gateway_state_only(r, ctx,
                                                  (u_char *) reply->str,
                                                  reply->len);
@@ -287,11 +288,14 @@ ngx_http_model_gateway_state_found(void *data, redisReply *reply,
          * hand the other tenant's object over
          */
 
+        ngx_http_model_gateway_metrics_state(r, NGX_HTTP_MG_STATE_MISS);
         next = ngx_http_model_gateway_state_not_found(r, ctx);
 
     } else {
 
         /* unknown, or owned by no tenant (a record from before tenants) */
+
+        ngx_http_model_gateway_metrics_state(r, NGX_HTTP_MG_STATE_MISS);
 
         next = ngx_http_model_gateway_state_unknown(r, ctx);
     }
@@ -652,6 +656,12 @@ ngx_http_model_gateway_state_stored(void *data, redisReply *reply,
 
     ctx->state.cmd = NULL;
     ctx->state.store_pending = 0;
+
+    ngx_http_model_gateway_metrics_state(r,
+                                   (rc != NGX_OK
+                                    || reply->type == REDIS_REPLY_ERROR)
+                                   ? NGX_HTTP_MG_STATE_WRITE_FAILED
+                                   : NGX_HTTP_MG_STATE_WRITE);
 
     if (rc != NGX_OK || reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,

@@ -51,7 +51,7 @@ static ngx_int_t ngx_http_model_gateway_usage_tail(
     ngx_http_model_gateway_ctx_t *ctx, u_char *data, size_t len);
 static void ngx_http_model_gateway_usage_set(
     ngx_http_model_gateway_ctx_t *ctx, long long prompt,
-    long long completion);
+    long long completion, long long cached);
 
 
 static ngx_http_model_gateway_event_pt  ngx_http_model_gateway_usage_next;
@@ -184,7 +184,8 @@ ngx_http_model_gateway_usage_body(ngx_http_model_gateway_ctx_t *ctx,
     n = ngx_min(len, NGX_HTTP_MG_USAGE_TAIL);
 
     if (mg_usage_tail((char *) data + len - n, n, &u) == MG_USAGE_FOUND) {
-        ngx_http_model_gateway_usage_set(ctx, u.prompt, u.completion);
+        ngx_http_model_gateway_usage_set(ctx, u.prompt, u.completion,
+                                          u.cached);
     }
 
     return NGX_OK;
@@ -243,7 +244,8 @@ ngx_http_model_gateway_usage_tail(ngx_http_model_gateway_ctx_t *ctx,
         && mg_usage_tail((char *) b->pos, b->last - b->pos, &u)
            == MG_USAGE_FOUND)
     {
-        ngx_http_model_gateway_usage_set(ctx, u.prompt, u.completion);
+        ngx_http_model_gateway_usage_set(ctx, u.prompt, u.completion,
+                                          u.cached);
     }
 
     return NGX_OK;
@@ -274,7 +276,8 @@ ngx_http_model_gateway_usage_event(ngx_http_model_gateway_ctx_t *ctx,
         if (ctx->xstream && ctx->xlate->stream_usage
             && ctx->xlate->stream_usage(ctx->xstream, &xu))
         {
-            ngx_http_model_gateway_usage_set(ctx, xu.prompt, xu.completion);
+            ngx_http_model_gateway_usage_set(ctx, xu.prompt, xu.completion,
+                                              xu.cached);
         }
 
         return rc;
@@ -291,7 +294,8 @@ ngx_http_model_gateway_usage_event(ngx_http_model_gateway_ctx_t *ctx,
             break;
         }
 
-        ngx_http_model_gateway_usage_set(ctx, u.prompt, u.completion);
+        ngx_http_model_gateway_usage_set(ctx, u.prompt, u.completion,
+                                          u.cached);
 
         if (only && ctx->usage.strip) {
 
@@ -326,7 +330,8 @@ ngx_http_model_gateway_usage_event(ngx_http_model_gateway_ctx_t *ctx,
         if (mg_usage_responses_event(ev->data, ev->data_len, &u)
             == MG_USAGE_FOUND)
         {
-            ngx_http_model_gateway_usage_set(ctx, u.prompt, u.completion);
+            ngx_http_model_gateway_usage_set(ctx, u.prompt, u.completion,
+                                          u.cached);
         }
 
         break;
@@ -341,9 +346,10 @@ ngx_http_model_gateway_usage_event(ngx_http_model_gateway_ctx_t *ctx,
 
 static void
 ngx_http_model_gateway_usage_set(ngx_http_model_gateway_ctx_t *ctx,
-    long long prompt, long long completion)
+    long long prompt, long long completion, long long cached)
 {
     ctx->usage.prompt = (prompt > 0) ? (uint64_t) prompt : 0;
     ctx->usage.completion = (completion > 0) ? (uint64_t) completion : 0;
+    ctx->usage.cached = (cached > 0) ? (uint64_t) cached : 0;
     ctx->usage.known = 1;
 }

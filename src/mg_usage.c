@@ -31,22 +31,23 @@ int
 mg_usage_object(const char *p, size_t len, mg_usage_t *u)
 {
     int              found;
+    size_t           i, start, vlen;
     long long        n[4];
-    size_t           i;
-    mg_json_field_t  f[4];
+    mg_json_field_t  f[6], c;
 
     static const char  *names[] = {
-        "prompt_tokens", "completion_tokens", "input_tokens", "output_tokens"
+        "prompt_tokens", "completion_tokens", "input_tokens", "output_tokens",
+        "prompt_tokens_details", "input_tokens_details"
     };
 
     memset(f, 0, sizeof(f));
 
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i < 6; i++) {
         f[i].name = names[i];
         f[i].name_len = strlen(names[i]);
     }
 
-    if (mg_json_scan(p, len, f, 4, 16, NULL) != MG_JSON_OK) {
+    if (mg_json_scan(p, len, f, 6, 16, NULL) != MG_JSON_OK) {
         return MG_USAGE_NONE;
     }
 
@@ -65,6 +66,23 @@ mg_usage_object(const char *p, size_t len, mg_usage_t *u)
 
     u->prompt = (f[0].type != MG_JSON_NONE) ? n[0] : n[2];
     u->completion = (f[1].type != MG_JSON_NONE) ? n[1] : n[3];
+    u->cached = 0;
+
+    for (i = 4; i < 6; i++) {
+        if (f[i].type != MG_JSON_OBJECT) {
+            continue;
+        }
+
+        memset(&c, 0, sizeof(c));
+        c.type = mg_json_member(p + f[i].start, f[i].len, "cached_tokens", 13,
+                                &start, &vlen);
+        c.start = f[i].start + start;
+        c.len = vlen;
+
+        if (mg_usage_count(p, &c, &u->cached)) {
+            break;
+        }
+    }
 
     return MG_USAGE_FOUND;
 }

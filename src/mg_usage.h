@@ -20,6 +20,9 @@
 typedef struct {
     long long    prompt;        /* prompt_tokens or input_tokens */
     long long    completion;    /* completion_tokens or output_tokens */
+    long long    cached;        /* the input read from a cache:
+                                   prompt_tokens_details.cached_tokens or
+                                   input_tokens_details.cached_tokens */
 } mg_usage_t;
 
 

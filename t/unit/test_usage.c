@@ -424,9 +424,42 @@ test_translated(void)
 }
 
 
+/* the input read from a cache, in either API's details */
+
+static void
+test_cached(void)
+{
+    mg_usage_t   u;
+    const char  *chat, *resp, *none;
+
+    chat = "{\"prompt_tokens\":10,\"completion_tokens\":2,"
+           "\"prompt_tokens_details\":{\"audio_tokens\":0,"
+           "\"cached_tokens\":4}}";
+    resp = "{\"input_tokens\":7,\"input_tokens_details\":"
+           "{\"cached_tokens\":3},\"output_tokens\":1}";
+    none = "{\"prompt_tokens\":5,\"completion_tokens\":1,"
+           "\"prompt_tokens_details\":{\"cached_tokens\":\"x\"}}";
+
+    memset(&u, 0xff, sizeof(u));
+    ok(mg_usage_object(chat, strlen(chat), &u) == MG_USAGE_FOUND
+       && u.prompt == 10 && u.completion == 2 && u.cached == 4,
+       "cached: chat's prompt_tokens_details");
+
+    memset(&u, 0xff, sizeof(u));
+    ok(mg_usage_object(resp, strlen(resp), &u) == MG_USAGE_FOUND
+       && u.prompt == 7 && u.completion == 1 && u.cached == 3,
+       "cached: Responses' input_tokens_details");
+
+    memset(&u, 0xff, sizeof(u));
+    ok(mg_usage_object(none, strlen(none), &u) == MG_USAGE_FOUND
+       && u.prompt == 5 && u.cached == 0, "cached: not a count, none");
+}
+
+
 int
 main(void)
 {
+    test_cached();
     test_tail();
     test_chunks();
     test_responses();

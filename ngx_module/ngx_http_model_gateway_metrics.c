@@ -1,0 +1,1029 @@
+
+/*
+ * Copyright (C) The ngx_http_model_gateway_module authors
+ *
+ * Metrics: what every request did, counted in the shared zone by the log
+ * phase (a request the gateway refused counts too), and the Prometheus
+ * text of it all (model_gateway_metrics), rendered from the zone by
+ * whichever worker is asked, so it covers every worker and never waits on
+ * Redis.  Counters are atomics in the nodes the zone has per backend and
+ * model: nothing is allocated, and the zone's lock is never taken, on a
+ * request's path.  The names follow the OpenTelemetry semantic
+ * conventions for generative AI, v1.36.0, in Prometheus' form
+ * (gen_ai.client.operation.duration ->
+ * gen_ai_client_operation_duration_seconds); the gateway's own are
+ * model_gateway_*.  Costs come from model_gateway_price.
+ */
+
+
+#include "ngx_http_model_gateway_module.h"
+#include "ngx_http_model_gateway_providers.h"
+
+
+/* OpenTelemetry's recommended bucket boundaries (ms, ms, tokens) */
+
+static const uint64_t  ngx_http_model_gateway_duration_bounds[] = {
+    10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120, 10240, 20480, 40960,
+    81920
+};
+
+static const uint64_t  ngx_http_model_gateway_ttft_bounds[] = {
+    1, 5, 10, 20, 40, 60, 80, 100, 250, 500, 750, 1000, 2500, 5000, 7500,
+    10000
+};
+
+static const uint64_t  ngx_http_model_gateway_token_bounds[] = {
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
+    16777216, 67108864
+};
+
+const uint64_t  ngx_http_model_gateway_latency_bounds[] = {
+    1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000
+};
+
+#define NGX_HTTP_MG_DURATION_BUCKETS  14
+#define NGX_HTTP_MG_TTFT_BUCKETS      16
+#define NGX_HTTP_MG_TOKEN_BUCKETS     14
+
+
+static ngx_int_t ngx_http_model_gateway_metrics_log(ngx_http_request_t *r);
+static ngx_int_t ngx_http_model_gateway_metrics_handler(
+    ngx_http_request_t *r);
+static ngx_int_t ngx_http_model_gateway_price_value(ngx_str_t *v,
+    uint64_t *out);
+
+
+/*
+ * model_gateway_price MODEL input=USD output=USD [cached=USD];
+ * USD per million tokens, with up to six decimals; cached (the input the
+ * provider read from its cache) defaults to input's price.
+ */
+
+char *
+ngx_http_model_gateway_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_model_gateway_main_conf_t *mcf = conf;
+
+    ngx_str_t                       *value, v;
+    ngx_uint_t                       i, k, seen;
+    ngx_http_model_gateway_price_t  *p;
+
+    static ngx_str_t  names[] = {
+        ngx_string("input="), ngx_string("output="), ngx_string("cached=")
+    };
+
+    value = cf->args->elts;
+
+    if (mcf->prices == NULL) {
+        mcf->prices = ngx_array_create(cf->pool, 4,
+                                       sizeof(ngx_http_model_gateway_price_t));
+        if (mcf->prices == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    p = mcf->prices->elts;
+
+    for (i = 0; i < mcf->prices->nelts; i++) {
+        if (p[i].model.len == value[1].len
+            && ngx_strncmp(p[i].model.data, value[1].data, value[1].len)
+               == 0)
+        {
+            return "names a model priced already";
+        }
+    }
+
+    p = ngx_array_push(mcf->prices);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(p, sizeof(ngx_http_model_gateway_price_t));
+    p->model = value[1];
+    p->file = cf->conf_file->file.name;
+    p->line = cf->conf_file->line;
+
+    seen = 0;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        for (k = 0; k < 3; k++) {
+            if (value[i].len > names[k].len
+                && ngx_strncmp(value[i].data, names[k].data, names[k].len)
+                   == 0)
+            {
+                break;
+            }
+        }
+
+        if (k == 3 || (seen & (1 << k))) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid or repeated price \"%V\" (input=, "
+                               "output=, cached=)", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        v.data = value[i].data + names[k].len;
+        v.len = value[i].len - names[k].len;
+
+        if (ngx_http_model_gateway_price_value(&v, &p->price[k]) != NGX_OK)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid price \"%V\": USD per million "
+                               "tokens, up to 1000000 with at most six "
+                               "decimals", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        seen |= 1 << k;
+    }
+
+    if ((seen & 3) != 3) {
+        return "needs input= and output=";
+    }
+
+    if (!(seen & 4)) {
+        p->price[2] = p->price[0];
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* "3", "0.15", "1.234567" -> micro-USD */
+
+static ngx_int_t
+ngx_http_model_gateway_price_value(ngx_str_t *v, uint64_t *out)
+{
+    u_char      *p, *end;
+    uint64_t     n;
+    ngx_uint_t   dec, digits;
+
+    p = v->data;
+    end = p + v->len;
+    n = 0;
+    dec = 0;
+    digits = 0;
+
+    for ( /* void */ ; p < end; p++) {
+        if (*p == '.' && dec == 0 && digits) {
+            dec = 1;
+            continue;
+        }
+
+        if (*p < '0' || *p > '9' || dec > 6 || n > 1000000000000ULL) {
+            return NGX_ERROR;
+        }
+
+        n = n * 10 + (*p - '0');
+        digits++;
+
+        if (dec) {
+            dec++;
+        }
+    }
+
+    if (digits == 0 || dec == 1 || dec > 7) {
+        return NGX_ERROR;
+    }
+
+    for (dec = dec ? dec - 1 : 0; dec < 6; dec++) {
+        n *= 10;
+    }
+
+    if (n > 1000000ULL * 1000000ULL) {
+        return NGX_ERROR;
+    }
+
+    *out = n;
+
+    return NGX_OK;
+}
+
+
+/* each price to its model; a price of a model nobody serves is an error */
+
+ngx_int_t
+ngx_http_model_gateway_prices_finish(ngx_conf_t *cf,
+    ngx_http_model_gateway_main_conf_t *mcf)
+{
+    ngx_uint_t                       i, k;
+    ngx_http_model_gateway_model_t  *m;
+    ngx_http_model_gateway_price_t  *p;
+
+    if (mcf->prices == NULL) {
+        return NGX_OK;
+    }
+
+    p = mcf->prices->elts;
+    m = mcf->models.elts;
+
+    for (i = 0; i < mcf->prices->nelts; i++) {
+        for (k = 0; k < mcf->models.nelts; k++) {
+            if (m[k].name.len == p[i].model.len
+                && ngx_strncmp(m[k].name.data, p[i].model.data,
+                               p[i].model.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (k == mcf->models.nelts) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"model_gateway_price\" names a model no backend "
+                          "serves, \"%V\", in %V:%ui", &p[i].model,
+                          &p[i].file, p[i].line);
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(m[k].price, p[i].price, sizeof(m[k].price));
+        m[k].priced = 1;
+    }
+
+    return NGX_OK;
+}
+
+
+char *
+ngx_http_model_gateway_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_model_gateway_metrics_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_int_t
+ngx_http_model_gateway_metrics_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_model_gateway_metrics_log;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_model_gateway_hist_add(ngx_http_model_gateway_hist_t *h,
+    const uint64_t *bounds, ngx_uint_t n, uint64_t v)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < n && v > bounds[i]; i++) {
+        /* void */
+    }
+
+    (void) ngx_atomic_fetch_add(&h->bucket[i], 1);
+    (void) ngx_atomic_fetch_add(&h->count, 1);
+    (void) ngx_atomic_fetch_add(&h->sum, (ngx_atomic_int_t) v);
+}
+
+
+/* a read, a miss or a write of stored state (ids, chains) */
+
+void
+ngx_http_model_gateway_metrics_state(ngx_http_request_t *r, ngx_uint_t op)
+{
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
+
+    if (mcf->sh) {
+        (void) ngx_atomic_fetch_add(&mcf->sh->state[op], 1);
+    }
+}
+
+
+/* the log phase: once per request the gateway handled, whatever became of
+ * it */
+
+static ngx_int_t
+ngx_http_model_gateway_metrics_log(ngx_http_request_t *r)
+{
+    ngx_uint_t                           op, cls, status;
+    uint64_t                             in, cached, cost;
+    ngx_msec_int_t                       ms;
+    ngx_http_model_gateway_ctx_t        *ctx;
+    ngx_http_model_gateway_metrics_t    *m;
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_model_gateway_module);
+
+    if (ctx == NULL || r != r->main) {
+        return NGX_OK;
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
+
+    if (mcf->sh == NULL) {
+        return NGX_OK;
+    }
+
+    status = r->headers_out.status ? r->headers_out.status
+                                   : (ngx_uint_t) r->err_status;
+
+    cls = (status >= 500 || status < 200) ? 2 : (status >= 400) ? 1 : 0;
+
+    if (ctx->session.status != NGX_HTTP_MG_PIN_NONE
+        && ctx->session.status < NGX_HTTP_MG_SESSION_OUTCOMES)
+    {
+        (void) ngx_atomic_fetch_add(&mcf->sh->sessions[ctx->session.status],
+                                    1);
+    }
+
+    if (ctx->target == NULL) {
+
+        /* refused before a backend was tried */
+
+        (void) ngx_atomic_fetch_add(&mcf->sh->refused[cls], 1);
+        return NGX_OK;
+    }
+
+    m = &ctx->target->node->metrics;
+    op = (ctx->endpoint == MG_EP_EMBEDDINGS) ? 1 : 0;
+
+    (void) ngx_atomic_fetch_add(&m->requests[op][cls], 1);
+
+    if (ctx->attempts > 1) {
+        (void) ngx_atomic_fetch_add(&m->failovers, 1);
+    }
+
+    ms = (ngx_msec_int_t) (ngx_current_msec - ctx->start);
+    if (ms < 0) {
+        ms = 0;
+    }
+
+    ngx_http_model_gateway_hist_add(&m->duration[op],
+                                    ngx_http_model_gateway_duration_bounds,
+                                    NGX_HTTP_MG_DURATION_BUCKETS,
+                                    (uint64_t) ms);
+
+    if (ctx->first_byte_at && cls == 0) {
+        ms = (ngx_msec_int_t) (ctx->first_byte_at - ctx->start);
+
+        ngx_http_model_gateway_hist_add(&m->ttft[op],
+                                        ngx_http_model_gateway_ttft_bounds,
+                                        NGX_HTTP_MG_TTFT_BUCKETS,
+                                        (uint64_t) (ms > 0 ? ms : 0));
+    }
+
+    if (!ctx->usage.known) {
+        return NGX_OK;
+    }
+
+    cached = ngx_min(ctx->usage.cached, ctx->usage.prompt);
+    in = ctx->usage.prompt - cached;
+
+    (void) ngx_atomic_fetch_add(&m->tokens[0],
+                                (ngx_atomic_int_t) ctx->usage.prompt);
+    (void) ngx_atomic_fetch_add(&m->tokens[1],
+                                (ngx_atomic_int_t) ctx->usage.completion);
+    (void) ngx_atomic_fetch_add(&m->tokens[2], (ngx_atomic_int_t) cached);
+
+    ngx_http_model_gateway_hist_add(&m->usage[op][0],
+                                    ngx_http_model_gateway_token_bounds,
+                                    NGX_HTTP_MG_TOKEN_BUCKETS,
+                                    ctx->usage.prompt);
+
+    if (op == 0) {
+        ngx_http_model_gateway_hist_add(&m->usage[op][1],
+                                        ngx_http_model_gateway_token_bounds,
+                                        NGX_HTTP_MG_TOKEN_BUCKETS,
+                                        ctx->usage.completion);
+    }
+
+    if (ctx->model_conf && ctx->model_conf->priced) {
+
+        /* micro-USD: tokens (at most 10^15) times micro-USD per million */
+
+        cost = (in * ctx->model_conf->price[0]
+                + ctx->usage.completion * ctx->model_conf->price[1]
+                + cached * ctx->model_conf->price[2])
+               / 1000000;
+
+        (void) ngx_atomic_fetch_add(&m->cost, (ngx_atomic_int_t) cost);
+    }
+
+    return NGX_OK;
+}
+
+
+/* ---------------------------------------------------------- the endpoint */
+
+
+typedef struct {
+    mg_buf_t                           out;
+    ngx_int_t                          rc;
+} ngx_http_model_gateway_render_t;
+
+
+static void
+ngx_http_model_gateway_put(ngx_http_model_gateway_render_t *w,
+    const char *fmt, ...)
+{
+    u_char   *p;
+    va_list   args;
+    u_char    buf[1024];
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(buf, buf + sizeof(buf), fmt, args);
+    va_end(args);
+
+    if (mg_buf_append(&w->out, (char *) buf, p - buf) != MG_X_OK) {
+        w->rc = NGX_ERROR;
+    }
+}
+
+
+/* a label value: \, " and a newline escaped */
+
+static void
+ngx_http_model_gateway_label(ngx_http_model_gateway_render_t *w,
+    const char *name, ngx_str_t *v)
+{
+    u_char  *p, *end;
+
+    ngx_http_model_gateway_put(w, "%s=\"", name);
+
+    for (p = v->data, end = p + v->len; p < end; p++) {
+        if (*p == '\\' || *p == '"') {
+            ngx_http_model_gateway_put(w, "\\%c", *p);
+
+        } else if (*p == '\n') {
+            ngx_http_model_gateway_put(w, "\\n");
+
+        } else if (mg_buf_append(&w->out, (char *) p, 1) != MG_X_OK) {
+            w->rc = NGX_ERROR;
+        }
+    }
+
+    ngx_http_model_gateway_put(w, "\"");
+}
+
+
+static void
+ngx_http_model_gateway_family(ngx_http_model_gateway_render_t *w,
+    const char *name, const char *type, const char *help)
+{
+    ngx_http_model_gateway_put(w, "# HELP %s %s\n# TYPE %s %s\n", name, help,
+                               name, type);
+}
+
+
+/* OpenTelemetry's gen_ai.system of a backend type */
+
+static ngx_str_t *
+ngx_http_model_gateway_system(ngx_http_model_gateway_backend_t *b)
+{
+    static ngx_str_t  openai = ngx_string("openai");
+    static ngx_str_t  azure = ngx_string("az.ai.openai");
+    static ngx_str_t  anthropic = ngx_string("anthropic");
+    static ngx_str_t  gemini = ngx_string("gcp.gemini");
+    static ngx_str_t  bedrock = ngx_string("aws.bedrock");
+
+    switch (b->type) {
+    case NGX_HTTP_MG_AZURE:
+        return &azure;
+    case NGX_HTTP_MG_ANTHROPIC:
+        return &anthropic;
+    case NGX_HTTP_MG_GEMINI:
+        return &gemini;
+    case NGX_HTTP_MG_BEDROCK:
+        return &bedrock;
+    default:
+        return &openai;
+    }
+}
+
+
+/* the labels of a pair: backend and model (and the gen_ai ones) */
+
+static void
+ngx_http_model_gateway_pair(ngx_http_model_gateway_render_t *w,
+    ngx_http_model_gateway_model_t *m, ngx_http_model_gateway_target_t *t,
+    ngx_int_t op)
+{
+    static ngx_str_t  ops[] = { ngx_string("chat"), ngx_string("embeddings") };
+
+    if (op >= 0) {
+        ngx_http_model_gateway_label(w, "gen_ai_operation_name", &ops[op]);
+        ngx_http_model_gateway_put(w, ",");
+        ngx_http_model_gateway_label(w, "gen_ai_system",
+                                     ngx_http_model_gateway_system(
+                                         t->backend));
+        ngx_http_model_gateway_put(w, ",");
+        ngx_http_model_gateway_label(w, "gen_ai_request_model", &m->name);
+
+    } else {
+        ngx_http_model_gateway_label(w, "model", &m->name);
+    }
+
+    ngx_http_model_gateway_put(w, ",");
+    ngx_http_model_gateway_label(w, "backend", &t->backend->name);
+}
+
+
+/* a histogram's series; bounds in ms (div 1000) or tokens (div 1) */
+
+static void
+ngx_http_model_gateway_hist(ngx_http_model_gateway_render_t *w,
+    const char *name, ngx_http_model_gateway_hist_t *h,
+    const uint64_t *bounds, ngx_uint_t n, ngx_uint_t ms,
+    ngx_http_model_gateway_model_t *m, ngx_http_model_gateway_target_t *t,
+    ngx_int_t op, const char *extra)
+{
+    uint64_t    cum, sum;
+    ngx_uint_t  i;
+
+    cum = 0;
+
+    for (i = 0; i <= n; i++) {
+        cum += h->bucket[i];
+
+        ngx_http_model_gateway_put(w, "%s_bucket{", name);
+        ngx_http_model_gateway_pair(w, m, t, op);
+        ngx_http_model_gateway_put(w, "%s", extra);
+
+        if (i == n) {
+            ngx_http_model_gateway_put(w, ",le=\"+Inf\"} %uL\n", cum);
+
+        } else if (ms) {
+            ngx_http_model_gateway_put(w, ",le=\"%uL.%03uL\"} %uL\n",
+                                       bounds[i] / 1000, bounds[i] % 1000,
+                                       cum);
+
+        } else {
+            ngx_http_model_gateway_put(w, ",le=\"%uL\"} %uL\n", bounds[i],
+                                       cum);
+        }
+    }
+
+    sum = h->sum;
+
+    ngx_http_model_gateway_put(w, "%s_sum{", name);
+    ngx_http_model_gateway_pair(w, m, t, op);
+
+    if (ms) {
+        ngx_http_model_gateway_put(w, "%s} %uL.%03uL\n", extra, sum / 1000,
+                                   sum % 1000);
+
+    } else {
+        ngx_http_model_gateway_put(w, "%s} %uL\n", extra, sum);
+    }
+
+    ngx_http_model_gateway_put(w, "%s_count{", name);
+    ngx_http_model_gateway_pair(w, m, t, op);
+    ngx_http_model_gateway_put(w, "%s} %uL\n", extra, (uint64_t) h->count);
+}
+
+
+/* whether a target serves op at all: no empty series of what it cannot */
+
+static ngx_uint_t
+ngx_http_model_gateway_serves(ngx_http_model_gateway_target_t *t,
+    ngx_uint_t op)
+{
+    return op == 0 ? (!t->no_chat && t->backend->provider->chat)
+                   : (!t->no_embeddings && t->backend->provider->embeddings);
+}
+
+
+#define ngx_http_model_gateway_each_pair(mcf, m, t, i, j)                    \
+    for (i = 0, m = (mcf)->models.elts; i < (mcf)->models.nelts; i++)        \
+        for (j = 0, t = m[i].targets.elts; j < m[i].targets.nelts; j++)
+
+
+static void
+ngx_http_model_gateway_render_pairs(ngx_http_model_gateway_render_t *w,
+    ngx_http_model_gateway_main_conf_t *mcf)
+{
+    uint64_t                          cost;
+    ngx_uint_t                        i, j, op, k;
+    ngx_http_model_gateway_model_t   *m;
+    ngx_http_model_gateway_target_t  *t;
+
+    static const char  *classes[] = { "2xx", "4xx", "5xx" };
+    static const char  *types[] = { "input", "output", "cached_input" };
+
+    ngx_http_model_gateway_family(w,
+        "gen_ai_client_operation_duration_seconds", "histogram",
+        "GenAI operation duration (OpenTelemetry semantic conventions "
+        "v1.36.0), from the request's start to its last byte.");
+
+    ngx_http_model_gateway_each_pair(mcf, m, t, i, j) {
+        for (op = 0; op < NGX_HTTP_MG_OPS; op++) {
+            if (ngx_http_model_gateway_serves(&t[j], op)) {
+                ngx_http_model_gateway_hist(w,
+                    "gen_ai_client_operation_duration_seconds",
+                    &t[j].node->metrics.duration[op],
+                    ngx_http_model_gateway_duration_bounds,
+                    NGX_HTTP_MG_DURATION_BUCKETS, 1, &m[i], &t[j], op, "");
+            }
+        }
+    }
+
+    ngx_http_model_gateway_family(w,
+        "gen_ai_server_time_to_first_token_seconds", "histogram",
+        "Time to the first byte of a successful answer (its first token, "
+        "for a stream), from the request's start.");
+
+    ngx_http_model_gateway_each_pair(mcf, m, t, i, j) {
+        for (op = 0; op < NGX_HTTP_MG_OPS; op++) {
+            if (ngx_http_model_gateway_serves(&t[j], op)) {
+                ngx_http_model_gateway_hist(w,
+                    "gen_ai_server_time_to_first_token_seconds",
+                    &t[j].node->metrics.ttft[op],
+                    ngx_http_model_gateway_ttft_bounds,
+                    NGX_HTTP_MG_TTFT_BUCKETS, 1, &m[i], &t[j], op, "");
+            }
+        }
+    }
+
+    ngx_http_model_gateway_family(w, "gen_ai_client_token_usage",
+        "histogram", "Input and output tokens of a request, as the "
+        "provider's usage said.");
+
+    ngx_http_model_gateway_each_pair(mcf, m, t, i, j) {
+        for (op = 0; op < NGX_HTTP_MG_OPS; op++) {
+            if (!ngx_http_model_gateway_serves(&t[j], op)) {
+                continue;
+            }
+
+            for (k = 0; k < (op == 0 ? 2 : 1); k++) {
+                ngx_http_model_gateway_hist(w, "gen_ai_client_token_usage",
+                    &t[j].node->metrics.usage[op][k],
+                    ngx_http_model_gateway_token_bounds,
+                    NGX_HTTP_MG_TOKEN_BUCKETS, 0, &m[i], &t[j], op,
+                    k ? ",gen_ai_token_type=\"output\""
+                      : ",gen_ai_token_type=\"input\"");
+            }
+        }
+    }
+
+    ngx_http_model_gateway_family(w, "model_gateway_requests_total",
+        "counter", "Requests answered, by the backend and model that "
+        "answered last, the operation and the status class.");
+
+    ngx_http_model_gateway_each_pair(mcf, m, t, i, j) {
+        for (op = 0; op < NGX_HTTP_MG_OPS; op++) {
+            if (!ngx_http_model_gateway_serves(&t[j], op)) {
+                continue;
+            }
+
+            for (k = 0; k < 3; k++) {
+                ngx_http_model_gateway_put(w,
+                                           "model_gateway_requests_total{");
+                ngx_http_model_gateway_pair(w, &m[i], &t[j], -1);
+                ngx_http_model_gateway_put(w, ",operation=\"%s\","
+                    "status_class=\"%s\"} %uL\n",
+                    op ? "embeddings" : "chat", classes[k],
+                    (uint64_t) t[j].node->metrics.requests[op][k]);
+            }
+        }
+    }
+
+    ngx_http_model_gateway_family(w, "model_gateway_attempts_total",
+        "counter", "Attempts sent to a backend for a model: answered, or "
+        "failed (and tried elsewhere, or given up).");
+
+    ngx_http_model_gateway_each_pair(mcf, m, t, i, j) {
+        for (k = 0; k < 2; k++) {
+            ngx_http_model_gateway_put(w, "model_gateway_attempts_total{");
+            ngx_http_model_gateway_pair(w, &m[i], &t[j], -1);
+            ngx_http_model_gateway_put(w, ",result=\"%s\"} %uL\n",
+                                       k ? "failed" : "answered",
+                                       (uint64_t)
+                                       t[j].node->metrics.attempts[k]);
+        }
+    }
+
+    ngx_http_model_gateway_family(w, "model_gateway_failovers_total",
+        "counter", "Requests this backend answered after another attempt "
+        "had failed.");
+
+    ngx_http_model_gateway_each_pair(mcf, m, t, i, j) {
+        ngx_http_model_gateway_put(w, "model_gateway_failovers_total{");
+        ngx_http_model_gateway_pair(w, &m[i], &t[j], -1);
+        ngx_http_model_gateway_put(w, "} %uL\n",
+                                   (uint64_t) t[j].node->metrics.failovers);
+    }
+
+    ngx_http_model_gateway_family(w, "model_gateway_tokens_total",
+        "counter", "Tokens, as the providers' usage said: input (cached "
+        "input included), output, and the input read from a cache.");
+
+    ngx_http_model_gateway_each_pair(mcf, m, t, i, j) {
+        for (k = 0; k < 3; k++) {
+            ngx_http_model_gateway_put(w, "model_gateway_tokens_total{");
+            ngx_http_model_gateway_pair(w, &m[i], &t[j], -1);
+            ngx_http_model_gateway_put(w, ",type=\"%s\"} %uL\n", types[k],
+                                       (uint64_t)
+                                       t[j].node->metrics.tokens[k]);
+        }
+    }
+
+    ngx_http_model_gateway_family(w, "model_gateway_cost_usd_total",
+        "counter", "What the tokens cost, in USD, at the prices of "
+        "model_gateway_price (models without one: no series).");
+
+    ngx_http_model_gateway_each_pair(mcf, m, t, i, j) {
+        if (!m[i].priced) {
+            continue;
+        }
+
+        cost = t[j].node->metrics.cost;
+
+        ngx_http_model_gateway_put(w, "model_gateway_cost_usd_total{");
+        ngx_http_model_gateway_pair(w, &m[i], &t[j], -1);
+        ngx_http_model_gateway_put(w, "} %uL.%06uL\n", cost / 1000000,
+                                   cost % 1000000);
+    }
+}
+
+
+static void
+ngx_http_model_gateway_render_backends(ngx_http_model_gateway_render_t *w,
+    ngx_http_model_gateway_main_conf_t *mcf)
+{
+    ngx_uint_t                           i, j, k;
+    ngx_msec_t                           now, until;
+    ngx_http_model_gateway_model_t      *m;
+    ngx_http_model_gateway_target_t     *t;
+    ngx_http_model_gateway_backend_t   **b;
+
+    now = ngx_current_msec;
+    b = mcf->backends.elts;
+
+    ngx_http_model_gateway_family(w, "model_gateway_backend_in_flight",
+        "gauge", "Requests in flight to a backend, every worker's.");
+
+    for (i = 0; i < mcf->backends.nelts; i++) {
+        ngx_http_model_gateway_put(w, "model_gateway_backend_in_flight{");
+        ngx_http_model_gateway_label(w, "backend", &b[i]->name);
+        ngx_http_model_gateway_put(w, "} %uL\n",
+                                   (uint64_t) b[i]->node->outstanding);
+    }
+
+    ngx_http_model_gateway_family(w, "model_gateway_backend_cooldown_seconds",
+        "gauge", "How long a backend still cools down after failures (0: "
+        "in use).");
+
+    for (i = 0; i < mcf->backends.nelts; i++) {
+        until = (ngx_msec_t) b[i]->node->breaker.cooldown_until;
+
+        ngx_http_model_gateway_put(w,
+                                   "model_gateway_backend_cooldown_seconds{");
+        ngx_http_model_gateway_label(w, "backend", &b[i]->name);
+        k = (until > now) ? until - now : 0;
+        ngx_http_model_gateway_put(w, "} %ui.%03ui\n", k / 1000, k % 1000);
+    }
+
+    ngx_http_model_gateway_family(w, "model_gateway_rate_limited_seconds",
+        "gauge", "How long a backend is still rate limited for a model, "
+        "after its 429 (0: not limited).");
+
+    ngx_http_model_gateway_each_pair(mcf, m, t, i, j) {
+        until = (ngx_msec_t) t[j].node->breaker.limited_until;
+
+        ngx_http_model_gateway_put(w, "model_gateway_rate_limited_seconds{");
+        ngx_http_model_gateway_pair(w, &m[i], &t[j], -1);
+        k = (until > now) ? until - now : 0;
+        ngx_http_model_gateway_put(w, "} %ui.%03ui\n", k / 1000, k % 1000);
+    }
+}
+
+
+static void
+ngx_http_model_gateway_render_rest(ngx_http_model_gateway_render_t *w,
+    ngx_http_model_gateway_main_conf_t *mcf)
+{
+    ngx_uint_t                             i, k;
+    ngx_http_model_gateway_shm_t          *sh;
+    ngx_http_model_gateway_redis_stats_t  *rs;
+
+    static const char  *classes[] = { "2xx", "4xx", "5xx" };
+    static const char  *sessions[] = {
+        NULL, "new", "hit", "rebound", "fallback"
+    };
+    static const char  *state[] = { "read", "miss", "write", "write_failed" };
+
+    sh = mcf->sh;
+
+    ngx_http_model_gateway_family(w, "model_gateway_refused_total",
+        "counter", "Requests answered by the gateway itself before any "
+        "backend (bad requests, keys, limits, stores), by status class.");
+
+    for (k = 0; k < 3; k++) {
+        ngx_http_model_gateway_put(w, "model_gateway_refused_total"
+                                   "{status_class=\"%s\"} %uL\n",
+                                   classes[k], (uint64_t) sh->refused[k]);
+    }
+
+    ngx_http_model_gateway_family(w, "model_gateway_sessions_total",
+        "counter", "Requests with a session key, by what became of the "
+        "session: a new pin, a hit, a rebound, a fallback without Redis.");
+
+    for (k = 1; k < NGX_HTTP_MG_SESSION_OUTCOMES; k++) {
+        ngx_http_model_gateway_put(w, "model_gateway_sessions_total"
+                                   "{result=\"%s\"} %uL\n", sessions[k],
+                                   (uint64_t) sh->sessions[k]);
+    }
+
+    ngx_http_model_gateway_family(w, "model_gateway_state_total", "counter",
+        "Stored state (response and conversation ids, gateway-held "
+        "chains): reads, reads that found nothing, writes, failed writes.");
+
+    for (k = 0; k < NGX_HTTP_MG_STATE_OPS; k++) {
+        ngx_http_model_gateway_put(w, "model_gateway_state_total"
+                                   "{op=\"%s\"} %uL\n", state[k],
+                                   (uint64_t) sh->state[k]);
+    }
+
+    if (mcf->redis == NULL) {
+        return;
+    }
+
+#define ngx_http_model_gateway_each_worker(rs, i)                           \
+    for (i = 0, rs = sh->redis; i < NGX_HTTP_MG_WORKERS_MAX; i++, rs++)     \
+        if (rs->pid)
+
+    ngx_http_model_gateway_family(w, "model_gateway_redis_up", "gauge",
+        "1 while a worker's Redis connection is ready.");
+
+    ngx_http_model_gateway_each_worker(rs, i) {
+        ngx_http_model_gateway_put(w, "model_gateway_redis_up{worker=\"%uL\"}"
+                                   " %uL\n", (uint64_t) rs->pid,
+                                   (uint64_t) rs->up);
+    }
+
+    ngx_http_model_gateway_family(w, "model_gateway_redis_in_flight",
+        "gauge", "Commands a worker waits for.");
+
+    ngx_http_model_gateway_each_worker(rs, i) {
+        ngx_http_model_gateway_put(w, "model_gateway_redis_in_flight"
+                                   "{worker=\"%uL\"} %uL\n",
+                                   (uint64_t) rs->pid,
+                                   (uint64_t) rs->inflight);
+    }
+
+    ngx_http_model_gateway_family(w, "model_gateway_redis_commands_total",
+        "counter", "Commands (scripts included) a worker sent.");
+
+    ngx_http_model_gateway_each_worker(rs, i) {
+        ngx_http_model_gateway_put(w, "model_gateway_redis_commands_total"
+                                   "{worker=\"%uL\"} %uL\n",
+                                   (uint64_t) rs->pid,
+                                   (uint64_t) rs->commands);
+    }
+
+    ngx_http_model_gateway_family(w, "model_gateway_redis_errors_total",
+        "counter", "Error replies a worker got.");
+
+    ngx_http_model_gateway_each_worker(rs, i) {
+        ngx_http_model_gateway_put(w, "model_gateway_redis_errors_total"
+                                   "{worker=\"%uL\"} %uL\n",
+                                   (uint64_t) rs->pid,
+                                   (uint64_t) rs->errors);
+    }
+
+    ngx_http_model_gateway_family(w, "model_gateway_redis_timeouts_total",
+        "counter", "Commands that timed out (each drops the connection).");
+
+    ngx_http_model_gateway_each_worker(rs, i) {
+        ngx_http_model_gateway_put(w, "model_gateway_redis_timeouts_total"
+                                   "{worker=\"%uL\"} %uL\n",
+                                   (uint64_t) rs->pid,
+                                   (uint64_t) rs->timeouts);
+    }
+
+    ngx_http_model_gateway_family(w, "model_gateway_redis_latency_seconds",
+        "histogram", "From a command's sending to its reply.");
+
+    ngx_http_model_gateway_each_worker(rs, i) {
+        uint64_t  cum = 0;
+
+        for (k = 0; k <= NGX_HTTP_MG_LATENCY_BUCKETS; k++) {
+            cum += rs->latency.bucket[k];
+
+            if (k == NGX_HTTP_MG_LATENCY_BUCKETS) {
+                ngx_http_model_gateway_put(w,
+                    "model_gateway_redis_latency_seconds_bucket"
+                    "{worker=\"%uL\",le=\"+Inf\"} %uL\n",
+                    (uint64_t) rs->pid, cum);
+
+            } else {
+                ngx_http_model_gateway_put(w,
+                    "model_gateway_redis_latency_seconds_bucket"
+                    "{worker=\"%uL\",le=\"%uL.%03uL\"} %uL\n",
+                    (uint64_t) rs->pid,
+                    ngx_http_model_gateway_latency_bounds[k] / 1000,
+                    ngx_http_model_gateway_latency_bounds[k] % 1000, cum);
+            }
+        }
+
+        ngx_http_model_gateway_put(w,
+            "model_gateway_redis_latency_seconds_sum{worker=\"%uL\"} "
+            "%uL.%03uL\nmodel_gateway_redis_latency_seconds_count"
+            "{worker=\"%uL\"} %uL\n", (uint64_t) rs->pid,
+            (uint64_t) rs->latency.sum / 1000,
+            (uint64_t) rs->latency.sum % 1000, (uint64_t) rs->pid,
+            (uint64_t) rs->latency.count);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_model_gateway_metrics_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                            rc;
+    ngx_buf_t                           *b;
+    ngx_chain_t                          out;
+    ngx_http_model_gateway_render_t      w;
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
+
+    if (mcf->sh == NULL) {
+        return NGX_HTTP_NOT_FOUND;
+    }
+
+    ngx_memzero(&w, sizeof(ngx_http_model_gateway_render_t));
+
+    ngx_http_model_gateway_render_pairs(&w, mcf);
+    ngx_http_model_gateway_render_backends(&w, mcf);
+    ngx_http_model_gateway_render_rest(&w, mcf);
+
+    if (w.rc != NGX_OK) {
+        mg_buf_free(&w.out);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b = ngx_create_temp_buf(r->pool, w.out.len ? w.out.len : 1);
+    if (b == NULL) {
+        mg_buf_free(&w.out);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->pos, w.out.data, w.out.len);
+    b->last_buf = (r == r->main);
+    b->last_in_chain = 1;
+
+    mg_buf_free(&w.out);
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type,
+                "text/plain; version=0.0.4; charset=utf-8");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/* the slot of this worker's Redis connection */
+
+ngx_http_model_gateway_redis_stats_t *
+ngx_http_model_gateway_redis_stats(void)
+{
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
+    mcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                              ngx_http_model_gateway_module);
+
+    if (mcf == NULL || mcf->sh == NULL) {
+        return NULL;
+    }
+
+    return &mcf->sh->redis[ngx_worker % NGX_HTTP_MG_WORKERS_MAX];
+}
