@@ -286,8 +286,9 @@ ngx_http_model_gateway_hist_add(ngx_http_model_gateway_hist_t *h,
         /* void */
     }
 
+    /* the count is the buckets' total: two atomics an observation */
+
     (void) ngx_atomic_fetch_add(&h->bucket[i], 1);
-    (void) ngx_atomic_fetch_add(&h->count, 1);
     (void) ngx_atomic_fetch_add(&h->sum, (ngx_atomic_int_t) v);
 }
 
@@ -387,11 +388,11 @@ ngx_http_model_gateway_metrics_log(ngx_http_request_t *r)
     cached = ngx_min(ctx->usage.cached, ctx->usage.prompt);
     in = ctx->usage.prompt - cached;
 
-    (void) ngx_atomic_fetch_add(&m->tokens[0],
-                                (ngx_atomic_int_t) ctx->usage.prompt);
-    (void) ngx_atomic_fetch_add(&m->tokens[1],
-                                (ngx_atomic_int_t) ctx->usage.completion);
-    (void) ngx_atomic_fetch_add(&m->tokens[2], (ngx_atomic_int_t) cached);
+    /* input and output totals are the usage histograms' sums */
+
+    if (cached) {
+        (void) ngx_atomic_fetch_add(&m->tokens[2], (ngx_atomic_int_t) cached);
+    }
 
     ngx_http_model_gateway_hist_add(&m->usage[op][0],
                                     ngx_http_model_gateway_token_bounds,
@@ -548,6 +549,9 @@ ngx_http_model_gateway_hist(ngx_http_model_gateway_render_t *w,
     uint64_t    cum, sum;
     ngx_uint_t  i;
 
+    /* the sum first: a count read after it is never the smaller */
+
+    sum = h->sum;
     cum = 0;
 
     for (i = 0; i <= n; i++) {
@@ -571,8 +575,6 @@ ngx_http_model_gateway_hist(ngx_http_model_gateway_render_t *w,
         }
     }
 
-    sum = h->sum;
-
     ngx_http_model_gateway_put(w, "%s_sum{", name);
     ngx_http_model_gateway_pair(w, m, t, op);
 
@@ -586,7 +588,7 @@ ngx_http_model_gateway_hist(ngx_http_model_gateway_render_t *w,
 
     ngx_http_model_gateway_put(w, "%s_count{", name);
     ngx_http_model_gateway_pair(w, m, t, op);
-    ngx_http_model_gateway_put(w, "%s} %uL\n", extra, (uint64_t) h->count);
+    ngx_http_model_gateway_put(w, "%s} %uL\n", extra, cum);
 }
 
 
@@ -610,10 +612,11 @@ static void
 ngx_http_model_gateway_render_pairs(ngx_http_model_gateway_render_t *w,
     ngx_http_model_gateway_main_conf_t *mcf)
 {
-    uint64_t                          cost;
-    ngx_uint_t                        i, j, op, k;
-    ngx_http_model_gateway_model_t   *m;
-    ngx_http_model_gateway_target_t  *t;
+    uint64_t                           cost, n;
+    ngx_uint_t                         i, j, op, k;
+    ngx_http_model_gateway_model_t    *m;
+    ngx_http_model_gateway_target_t   *t;
+    ngx_http_model_gateway_metrics_t  *mt;
 
     static const char  *classes[] = { "2xx", "4xx", "5xx" };
     static const char  *types[] = { "input", "output", "cached_input" };
@@ -727,11 +730,14 @@ ngx_http_model_gateway_render_pairs(ngx_http_model_gateway_render_t *w,
 
     ngx_http_model_gateway_each_pair(mcf, m, t, i, j) {
         for (k = 0; k < 3; k++) {
+            mt = &t[j].node->metrics;
+            n = (k == 2) ? mt->tokens[2]
+                         : mt->usage[0][k].sum + (k ? 0 : mt->usage[1][0].sum);
+
             ngx_http_model_gateway_put(w, "model_gateway_tokens_total{");
             ngx_http_model_gateway_pair(w, &m[i], &t[j], -1);
             ngx_http_model_gateway_put(w, ",type=\"%s\"} %uL\n", types[k],
-                                       (uint64_t)
-                                       t[j].node->metrics.tokens[k]);
+                                       n);
         }
     }
 
@@ -939,8 +945,7 @@ ngx_http_model_gateway_render_rest(ngx_http_model_gateway_render_t *w,
             "%uL.%03uL\nmodel_gateway_redis_latency_seconds_count"
             "{worker=\"%uL\"} %uL\n", (uint64_t) rs->pid,
             (uint64_t) rs->latency.sum / 1000,
-            (uint64_t) rs->latency.sum % 1000, (uint64_t) rs->pid,
-            (uint64_t) rs->latency.count);
+            (uint64_t) rs->latency.sum % 1000, (uint64_t) rs->pid, cum);
     }
 }
 

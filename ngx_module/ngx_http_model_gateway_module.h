@@ -75,13 +75,13 @@ typedef enum {
 /*
  * Metrics (_metrics.c): counters and histograms in shared memory, added
  * to with atomics, never under the zone's lock.  A histogram keeps a
- * count per bucket (made cumulative when rendered), their total and sum.
+ * count per bucket (made cumulative when rendered: the last is the total)
+ * and the sum.
  */
 #define NGX_HTTP_MG_HIST_MAX           16
 
 typedef struct {
     ngx_atomic_t                       bucket[NGX_HTTP_MG_HIST_MAX + 1];
-    ngx_atomic_t                       count;
     ngx_atomic_t                       sum;         /* ms, or tokens */
 } ngx_http_model_gateway_hist_t;
 
@@ -93,8 +93,9 @@ typedef struct {
                                                     /* 2xx, 4xx, 5xx */
     ngx_atomic_t                       attempts[2]; /* answered, failed */
     ngx_atomic_t                       failovers;
-    ngx_atomic_t                       tokens[3];   /* input, output,
-                                                       cached input */
+    ngx_atomic_t                       tokens[3];   /* cached input in
+                                                       [2]; input and output
+                                                       are usage's sums */
     ngx_atomic_t                       cost;        /* micro-USD */
     ngx_http_model_gateway_hist_t      duration[NGX_HTTP_MG_OPS];
     ngx_http_model_gateway_hist_t      ttft[NGX_HTTP_MG_OPS];
