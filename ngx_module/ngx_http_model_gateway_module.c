@@ -400,6 +400,13 @@ static ngx_command_t  ngx_http_model_gateway_commands[] = {
       0,
       NULL },
 
+    { ngx_string("model_gateway_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_model_gateway_status_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("model_gateway_tenant_limits"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
       ngx_http_model_gateway_tenant_limits,

@@ -931,6 +931,10 @@ ngx_http_model_gateway_redis_stats_t *ngx_http_model_gateway_redis_stats(
 extern const uint64_t  ngx_http_model_gateway_latency_bounds[];
 #define NGX_HTTP_MG_LATENCY_BUCKETS    12
 
+/* status.c */
+char *ngx_http_model_gateway_status_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+
 /* usage.c */
 ngx_int_t ngx_http_model_gateway_usage_init(ngx_conf_t *cf);
 void ngx_http_model_gateway_usage_request(ngx_http_model_gateway_ctx_t *ctx,

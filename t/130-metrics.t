@@ -99,6 +99,10 @@ http {
         location = /metrics {
             model_gateway_metrics;
         }
+
+        location = /status {
+            model_gateway_status;
+        }
     }
 }
 EOF
@@ -218,6 +222,22 @@ is(join(',', map { $m->{$_} } @up), '1,1', 'redis: both up');
 my $cmds = 0;
 $cmds += $m->{$_} for grep { /^model_gateway_redis_commands_total/ } keys %$m;
 ok($cmds >= 6, "redis: commands counted ($cmds)");
+
+# the status page
+my $st = $t->request(method => 'GET', path => '/status');
+is($st->{status}, 200, 'status: 200');
+my $sj = eval { decode_json($st->{body}) } || {};
+my ($down) = grep { $_->{name} eq 'down' } @{$sj->{backends} || []};
+my ($aa) = grep { $_->{name} eq 'a' } @{$sj->{backends} || []};
+is($down->{health}, 'ok', 'status: "down" is in use (max_fails 0)');
+is($aa->{type}, 'openai_compatible', 'status: a backend\'s type');
+like($aa->{url}, qr{^http://127\.0\.0\.1:\d+/v1$}, 'status: its URL');
+is_deeply([map { $_->{model} } @{$aa->{models}}], ['m', 'e'],
+          'status: its models');
+is($aa->{weight}, 1, 'status: its weight');
+is($aa->{in_flight}, 0, 'status: nothing in flight');
+is(scalar @{$sj->{redis}{workers} || []}, 2, 'status: two workers');
+ok(!(grep { !$_->{up} } @{$sj->{redis}{workers}}), 'status: Redis up');
 
 # the text passes promtool
 SKIP: {
