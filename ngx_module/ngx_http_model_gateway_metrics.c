@@ -46,7 +46,17 @@ const uint64_t  ngx_http_model_gateway_latency_bounds[] = {
 #define NGX_HTTP_MG_TOKEN_BUCKETS     14
 
 
+typedef struct {
+    mg_buf_t                           out;
+    ngx_int_t                          rc;
+} ngx_http_model_gateway_render_t;
+
+
 static ngx_int_t ngx_http_model_gateway_metrics_log(ngx_http_request_t *r);
+static ngx_http_model_gateway_who_t *ngx_http_model_gateway_who(
+    ngx_http_model_gateway_shm_t *sh, ngx_http_model_gateway_ctx_t *ctx);
+static void ngx_http_model_gateway_render_who(
+    ngx_http_model_gateway_render_t *w, ngx_http_model_gateway_shm_t *sh);
 static ngx_int_t ngx_http_model_gateway_metrics_handler(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_model_gateway_price_value(ngx_str_t *v,
@@ -317,6 +327,7 @@ ngx_http_model_gateway_metrics_log(ngx_http_request_t *r)
     ngx_uint_t                           op, cls, status;
     uint64_t                             in, cached, cost;
     ngx_msec_int_t                       ms;
+    ngx_http_model_gateway_who_t        *who;
     ngx_http_model_gateway_ctx_t        *ctx;
     ngx_http_model_gateway_metrics_t    *m;
     ngx_http_model_gateway_main_conf_t  *mcf;
@@ -337,6 +348,13 @@ ngx_http_model_gateway_metrics_log(ngx_http_request_t *r)
                                    : (ngx_uint_t) r->err_status;
 
     cls = (status >= 500 || status < 200) ? 2 : (status >= 400) ? 1 : 0;
+
+    who = ctx->identity.tenant.len ? ngx_http_model_gateway_who(mcf->sh, ctx)
+                                   : NULL;
+
+    if (who) {
+        (void) ngx_atomic_fetch_add(&who->requests[cls], 1);
+    }
 
     if (ctx->session.status != NGX_HTTP_MG_PIN_NONE
         && ctx->session.status < NGX_HTTP_MG_SESSION_OUTCOMES)
@@ -394,6 +412,13 @@ ngx_http_model_gateway_metrics_log(ngx_http_request_t *r)
         (void) ngx_atomic_fetch_add(&m->tokens[2], (ngx_atomic_int_t) cached);
     }
 
+    if (who) {
+        (void) ngx_atomic_fetch_add(&who->tokens[0],
+                                    (ngx_atomic_int_t) ctx->usage.prompt);
+        (void) ngx_atomic_fetch_add(&who->tokens[1],
+                                    (ngx_atomic_int_t) ctx->usage.completion);
+    }
+
     ngx_http_model_gateway_hist_add(&m->usage[op][0],
                                     ngx_http_model_gateway_token_bounds,
                                     NGX_HTTP_MG_TOKEN_BUCKETS,
@@ -416,19 +441,86 @@ ngx_http_model_gateway_metrics_log(ngx_http_request_t *r)
                / 1000000;
 
         (void) ngx_atomic_fetch_add(&m->cost, (ngx_atomic_int_t) cost);
+
+        if (who) {
+            (void) ngx_atomic_fetch_add(&who->cost, (ngx_atomic_int_t) cost);
+        }
     }
 
     return NGX_OK;
 }
 
 
+/*
+ * The slot of the request's tenant and key: found by its hash and name
+ * among 16 slots from where the hash points, or claimed there with a
+ * compare-and-set; none: the "_other" slot.  No lock: a slot once
+ * claimed is never given back (until nginx restarts, or the table's size
+ * changes).
+ */
+
+static ngx_http_model_gateway_who_t *
+ngx_http_model_gateway_who(ngx_http_model_gateway_shm_t *sh,
+    ngx_http_model_gateway_ctx_t *ctx)
+{
+    u_char                         *p;
+    size_t                          len;
+    uint32_t                        hash;
+    ngx_uint_t                      i, k, n;
+    ngx_http_model_gateway_who_t   *e;
+    u_char                          name[NGX_HTTP_MG_WHO_LEN];
+
+    if (sh->who == NULL || sh->nwho == 0) {
+        return NULL;
+    }
+
+    len = ctx->identity.tenant.len + 1 + ctx->identity.key_id.len;
+
+    if (len > sizeof(name)) {
+        return &sh->who[sh->nwho];
+    }
+
+    p = ngx_cpymem(name, ctx->identity.tenant.data, ctx->identity.tenant.len);
+    *p++ = '\0';
+    ngx_memcpy(p, ctx->identity.key_id.data, ctx->identity.key_id.len);
+
+    hash = ngx_crc32_short(name, len) | 1;
+
+    for (k = 0; k < 16; k++) {
+        i = (hash + k) % sh->nwho;
+        e = &sh->who[i];
+
+        if (e->hash == 0
+            && ngx_atomic_cmp_set(&e->hash, 0, (ngx_atomic_uint_t) hash))
+        {
+            ngx_memcpy(e->name, name, len);
+            e->len = (u_char) len;
+            ngx_memory_barrier();
+            e->ready = 1;
+            return e;
+        }
+
+        if (e->hash != hash) {
+            continue;
+        }
+
+        /* claimed by another worker this very moment: its name follows */
+
+        for (n = 0; !e->ready && n < 4096; n++) {
+            ngx_cpu_pause();
+        }
+
+        if (e->ready && e->len == len && ngx_memcmp(e->name, name, len) == 0)
+        {
+            return e;
+        }
+    }
+
+    return &sh->who[sh->nwho];
+}
+
+
 /* ---------------------------------------------------------- the endpoint */
-
-
-typedef struct {
-    mg_buf_t                           out;
-    ngx_int_t                          rc;
-} ngx_http_model_gateway_render_t;
 
 
 static void
@@ -979,6 +1071,7 @@ ngx_http_model_gateway_metrics_handler(ngx_http_request_t *r)
     ngx_http_model_gateway_render_pairs(&w, mcf);
     ngx_http_model_gateway_render_backends(&w, mcf);
     ngx_http_model_gateway_render_rest(&w, mcf);
+    ngx_http_model_gateway_render_who(&w, mcf->sh);
 
     if (w.rc != NGX_OK) {
         mg_buf_free(&w.out);
@@ -1013,6 +1106,94 @@ ngx_http_model_gateway_metrics_handler(ngx_http_request_t *r)
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/* a tenant and key's labels: the name is "TENANT\0KEY" */
+
+static void
+ngx_http_model_gateway_who_labels(ngx_http_model_gateway_render_t *w,
+    ngx_http_model_gateway_who_t *e, ngx_uint_t other)
+{
+    u_char     *nul;
+    ngx_str_t   tenant, key;
+
+    if (other) {
+        ngx_str_set(&tenant, "_other");
+        ngx_str_set(&key, "_other");
+
+    } else {
+        nul = ngx_strlchr(e->name, e->name + e->len, '\0');
+
+        tenant.data = e->name;
+        tenant.len = nul ? (size_t) (nul - e->name) : e->len;
+        key.data = nul ? nul + 1 : e->name + e->len;
+        key.len = e->name + e->len - key.data;
+    }
+
+    ngx_http_model_gateway_label(w, "tenant", &tenant);
+    ngx_http_model_gateway_put(w, ",");
+    ngx_http_model_gateway_label(w, "key", &key);
+}
+
+
+#define ngx_http_model_gateway_each_who(sh, e, i)                            \
+    for (i = 0, e = (sh)->who; (sh)->who && i <= (sh)->nwho; i++, e++)      \
+        if (i == (sh)->nwho ? e->requests[0] + e->requests[1]               \
+                              + e->requests[2] != 0                         \
+                            : e->ready != 0)
+
+
+static void
+ngx_http_model_gateway_render_who(ngx_http_model_gateway_render_t *w,
+    ngx_http_model_gateway_shm_t *sh)
+{
+    uint64_t                       cost;
+    ngx_uint_t                     i, k;
+    ngx_http_model_gateway_who_t  *e;
+
+    static const char  *classes[] = { "2xx", "4xx", "5xx" };
+
+    ngx_http_model_gateway_family(w, "model_gateway_tenant_requests_total",
+        "counter", "Requests of a tenant's key, by status class (at most "
+        "model_gateway_metrics_tenants pairs; the rest as \"_other\").");
+
+    ngx_http_model_gateway_each_who(sh, e, i) {
+        for (k = 0; k < 3; k++) {
+            ngx_http_model_gateway_put(w,
+                                       "model_gateway_tenant_requests_total{");
+            ngx_http_model_gateway_who_labels(w, e, i == sh->nwho);
+            ngx_http_model_gateway_put(w, ",status_class=\"%s\"} %uL\n",
+                                       classes[k], (uint64_t) e->requests[k]);
+        }
+    }
+
+    ngx_http_model_gateway_family(w, "model_gateway_tenant_tokens_total",
+        "counter", "Tokens of a tenant's key: input and output.");
+
+    ngx_http_model_gateway_each_who(sh, e, i) {
+        for (k = 0; k < 2; k++) {
+            ngx_http_model_gateway_put(w,
+                                       "model_gateway_tenant_tokens_total{");
+            ngx_http_model_gateway_who_labels(w, e, i == sh->nwho);
+            ngx_http_model_gateway_put(w, ",type=\"%s\"} %uL\n",
+                                       k ? "output" : "input",
+                                       (uint64_t) e->tokens[k]);
+        }
+    }
+
+    ngx_http_model_gateway_family(w, "model_gateway_tenant_cost_usd_total",
+        "counter", "What a tenant's key spent, in USD, at the configured "
+        "prices.");
+
+    ngx_http_model_gateway_each_who(sh, e, i) {
+        cost = e->cost;
+
+        ngx_http_model_gateway_put(w, "model_gateway_tenant_cost_usd_total{");
+        ngx_http_model_gateway_who_labels(w, e, i == sh->nwho);
+        ngx_http_model_gateway_put(w, "} %uL.%06uL\n", cost / 1000000,
+                                   cost % 1000000);
+    }
 }
 
 

@@ -400,6 +400,13 @@ static ngx_command_t  ngx_http_model_gateway_commands[] = {
       0,
       NULL },
 
+    { ngx_string("model_gateway_metrics_tenants"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, metrics_tenants),
+      NULL },
+
     { ngx_string("model_gateway_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_model_gateway_status_directive,
@@ -671,6 +678,7 @@ ngx_http_model_gateway_create_main_conf(ngx_conf_t *cf)
     mcf->response_ttl = NGX_CONF_UNSET_MSEC;
     mcf->conversation_ttl = NGX_CONF_UNSET_MSEC;
     mcf->zone_size = NGX_CONF_UNSET_SIZE;
+    mcf->metrics_tenants = NGX_CONF_UNSET_UINT;
     mcf->max_fails = NGX_CONF_UNSET_UINT;
     mcf->fail_window = NGX_CONF_UNSET_MSEC;
     mcf->cooldown = NGX_CONF_UNSET_MSEC;
@@ -741,6 +749,14 @@ ngx_http_model_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
     }
     ngx_conf_init_msec_value(mcf->limit_settle_interval, 100);
     ngx_conf_init_size_value(mcf->zone_size, 1024 * 1024);
+    ngx_conf_init_uint_value(mcf->metrics_tenants, 256);
+
+    if (mcf->metrics_tenants > 100000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"model_gateway_metrics_tenants\" is at most "
+                           "100000");
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_init_uint_value(mcf->max_fails, 3);
     ngx_conf_init_msec_value(mcf->fail_window, 10000);
     ngx_conf_init_msec_value(mcf->cooldown, 10000);

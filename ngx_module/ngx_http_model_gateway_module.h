@@ -116,6 +116,23 @@ typedef struct {
 
 #define NGX_HTTP_MG_WORKERS_MAX        64
 
+/*
+ * A tenant and key's counters: a slot of a fixed table, claimed once with
+ * a compare-and-set of its hash; what finds no slot counts in the last
+ * one, "_other".
+ */
+#define NGX_HTTP_MG_WHO_LEN            130          /* tenant NUL key */
+
+typedef struct {
+    ngx_atomic_t                       hash;        /* 0: free */
+    ngx_atomic_t                       ready;       /* name written */
+    ngx_atomic_t                       requests[3]; /* 2xx, 4xx, 5xx */
+    ngx_atomic_t                       tokens[2];   /* input, output */
+    ngx_atomic_t                       cost;        /* micro-USD */
+    u_char                             len;
+    u_char                             name[NGX_HTTP_MG_WHO_LEN];
+} ngx_http_model_gateway_who_t;
+
 /* session outcomes: NGX_HTTP_MG_PIN_NEW .. _FALLBACK */
 #define NGX_HTTP_MG_SESSION_OUTCOMES   5
 
@@ -160,6 +177,10 @@ typedef struct {
     ngx_atomic_t                       state[NGX_HTTP_MG_STATE_OPS];
     ngx_http_model_gateway_redis_stats_t
                                        redis[NGX_HTTP_MG_WORKERS_MAX];
+
+    /* per tenant and key: nwho slots and "_other" after them */
+    ngx_http_model_gateway_who_t      *who;
+    ngx_uint_t                         nwho;
 } ngx_http_model_gateway_shm_t;
 
 
@@ -400,6 +421,7 @@ typedef struct {
     ngx_str_t                          ssl_trusted_certificate;
 
     size_t                             zone_size;
+    ngx_uint_t                         metrics_tenants;
     ngx_shm_zone_t                    *shm_zone;
     ngx_slab_pool_t                   *shpool;
     ngx_http_model_gateway_shm_t      *sh;

@@ -121,6 +121,23 @@ ngx_http_model_gateway_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     mcf->shpool = shpool;
     mcf->sh = sh;
 
+    /* the tenants' table: kept over a reload that keeps its size */
+
+    if (sh->who == NULL || sh->nwho != mcf->metrics_tenants) {
+        if (sh->who) {
+            ngx_slab_free(shpool, sh->who);
+        }
+
+        sh->nwho = 0;
+        sh->who = ngx_slab_calloc(shpool, (mcf->metrics_tenants + 1)
+                                  * sizeof(ngx_http_model_gateway_who_t));
+        if (sh->who == NULL) {
+            goto nomem;
+        }
+
+        sh->nwho = mcf->metrics_tenants;
+    }
+
     b = mcf->backends.elts;
     for (i = 0; i < mcf->backends.nelts; i++) {
         b[i]->node = ngx_http_model_gateway_node(shpool, sh, &b[i]->name,

@@ -60,6 +60,19 @@ $t->mock('down', handler => sub {
 
 my $RPORT = $t->redis;
 
+# three tenants' keys; the table holds two
+my %KEY;
+for my $n (1 .. 3) {
+    my ($rc, $out) = MG::Test::_capture([$^X, "$ENV{PWD}/bin/mg-key",
+        '--tenant', "t$n", '--id', "k$n"]);
+    die "mg-key: $out" if $rc;
+    my ($key, $line) = split /\n/, $out;
+    $KEY{$n} = $key;
+    open my $fh, '>>', "$DIR/keys" or die;
+    print {$fh} "$line\n";
+    close $fh;
+}
+
 $t->write_conf(<<'EOF', RPORT => $RPORT);
 %%TEST_GLOBALS%%
 worker_processes 2;
@@ -71,6 +84,7 @@ http {
     model_gateway_max_fails 0;
 
     model_gateway_price m input=3 output=15 cached=0.3;
+    model_gateway_metrics_tenants 2;
 
     model_gateway_backend down {
         type openai_compatible;
@@ -94,6 +108,11 @@ http {
             model_gateway;
             model_gateway_session $http_x_session_id;
             model_gateway_responses gateway;
+        }
+
+        location /keyed/ {
+            model_gateway;
+            model_gateway_key_file %%DIR%%/keys;
         }
 
         location = /metrics {
@@ -156,10 +175,20 @@ is($t->request(method => 'POST', path => '/v1/responses',
                          previous_response_id => 'resp_mgw_' . ('0' x 32) }
               )->{status}, 404, 'an unknown chain');
 
+# tenants: t1 twice, t2 once, t3 (no room left) once, one bad key
+for my $n (1, 1, 2, 3) {
+    is($t->chat('m', path => '/keyed/chat/completions',
+                headers => [['Authorization', "Bearer $KEY{$n}"]])->{status},
+       200, "tenant t$n: 200");
+}
+is($t->chat('m', path => '/keyed/chat/completions',
+            headers => [['Authorization', 'Bearer mgk_nope']])->{status},
+   401, 'a bad key: 401');
+
 my ($r, $m);
 $t->wait_for(sub {
     ($r, $m) = metrics();
-    ($m->{q{model_gateway_requests_total{model="m",backend="a",operation="chat",status_class="2xx"}}} // 0) >= 8
+    ($m->{q{model_gateway_requests_total{model="m",backend="a",operation="chat",status_class="2xx"}}} // 0) >= 12
 }, 5);
 diag $r->{body} if $ENV{MG_DUMP};
 my $pair = 'model="m",backend="a"';
@@ -167,46 +196,58 @@ my $chat = 'gen_ai_operation_name="chat",gen_ai_system="openai",'
          . 'gen_ai_request_model="m",backend="a"';
 
 is($m->{qq{model_gateway_requests_total{$pair,operation="chat",status_class="2xx"}}},
-   8, 'requests: 3 chats, a stream, 2 in sessions, 2 gateway-held turns');
+   12, 'requests: 3 chats, a stream, 2 in sessions, 2 gateway-held turns, '
+   . '4 of tenants');
+is($m->{q{model_gateway_tenant_requests_total{tenant="t1",key="k1",status_class="2xx"}}},
+   2, 'tenant t1: 2 requests');
+is($m->{q{model_gateway_tenant_tokens_total{tenant="t1",key="k1",type="input"}}},
+   2000, 'tenant t1: its input tokens');
+is($m->{q{model_gateway_tenant_cost_usd_total{tenant="t1",key="k1"}}},
+   '0.009840', 'tenant t1: its cost');
+is($m->{q{model_gateway_tenant_requests_total{tenant="t2",key="k2",status_class="2xx"}}},
+   1, 'tenant t2: 1 request');
+is($m->{q{model_gateway_tenant_requests_total{tenant="_other",key="_other",status_class="2xx"}}},
+   1, 'tenant t3: no room, counted as _other');
+ok(!(grep { /tenant="t3"/ } keys %$m), 'tenant t3: no series of its own');
 is($m->{qq{model_gateway_requests_total{model="e",backend="a",operation="embeddings",status_class="2xx"}}},
    1, 'requests: the embeddings');
 # "down" comes first (priority) but for the session hit (pinned to "a")
 # and the chain's second turn (it prefers the backend of its first)
 is($m->{qq{model_gateway_attempts_total{model="m",backend="down",result="failed"}}},
-   6, 'attempts: "down" failed whenever it was tried');
-is($m->{qq{model_gateway_attempts_total{$pair,result="answered"}}}, 8,
+   10, 'attempts: "down" failed whenever it was tried');
+is($m->{qq{model_gateway_attempts_total{$pair,result="answered"}}}, 12,
    'attempts: "a" answered');
-is($m->{qq{model_gateway_failovers_total{$pair}}}, 6,
+is($m->{qq{model_gateway_failovers_total{$pair}}}, 10,
    'failovers: the answers that came after a failure');
-# 7 plain answers of 1000/200/400 cached, a stream of 10/2, embeddings of 7
-is($m->{qq{model_gateway_tokens_total{$pair,type="input"}}}, 7 * 1000 + 10,
+# 11 plain answers of 1000/200/400 cached, a stream of 10/2, embeddings of 7
+is($m->{qq{model_gateway_tokens_total{$pair,type="input"}}}, 11 * 1000 + 10,
    'tokens: input');
-is($m->{qq{model_gateway_tokens_total{$pair,type="output"}}}, 7 * 200 + 2,
+is($m->{qq{model_gateway_tokens_total{$pair,type="output"}}}, 11 * 200 + 2,
    'tokens: output');
-is($m->{qq{model_gateway_tokens_total{$pair,type="cached_input"}}}, 7 * 400,
+is($m->{qq{model_gateway_tokens_total{$pair,type="cached_input"}}}, 11 * 400,
    'tokens: cached input');
 is($m->{qq{model_gateway_tokens_total{model="e",backend="a",type="input"}}},
    7, 'tokens: embeddings input');
-# per answer: 600 * 3 + 200 * 15 + 400 * 0.3 = 4920 micro-USD; the
-# stream: 10 * 3 + 2 * 15 = 60
-is($m->{qq{model_gateway_cost_usd_total{$pair}}}, '0.034500',
+# per answer: 600 * 3 + 200 * 15 + 400 * 0.3 = 4920 micro-USD (11 of
+# them); the stream: 10 * 3 + 2 * 15 = 60
+is($m->{qq{model_gateway_cost_usd_total{$pair}}}, '0.054180',
    'cost: at the configured prices');
 ok(!exists $m->{qq{model_gateway_cost_usd_total{model="e",backend="a"}}},
    'cost: no series for a model without a price');
-is($m->{qq{gen_ai_client_operation_duration_seconds_count{$chat}}}, 8,
+is($m->{qq{gen_ai_client_operation_duration_seconds_count{$chat}}}, 12,
    'duration: a count per answer');
 is($m->{qq{gen_ai_client_operation_duration_seconds_bucket{$chat,le="+Inf"}}},
-   8, 'duration: +Inf holds them all');
-is($m->{qq{gen_ai_server_time_to_first_token_seconds_count{$chat}}}, 8,
+   12, 'duration: +Inf holds them all');
+is($m->{qq{gen_ai_server_time_to_first_token_seconds_count{$chat}}}, 12,
    'time to first token: a count per answer');
 is($m->{qq{gen_ai_client_token_usage_sum{$chat,gen_ai_token_type="input"}}},
-   7010, 'token usage histogram: input sum');
+   11010, 'token usage histogram: input sum');
 is($m->{qq{gen_ai_client_token_usage_bucket{$chat,gen_ai_token_type="output",le="256"}}},
-   8, 'token usage histogram: every output under 256');
+   12, 'token usage histogram: every output under 256');
 is($m->{qq{gen_ai_client_token_usage_bucket{$chat,gen_ai_token_type="output",le="64"}}},
    1, 'token usage histogram: one (the stream) under 64');
-is($m->{q{model_gateway_refused_total{status_class="4xx"}}}, 2,
-   'refused: the unknown model and the unknown chain');
+is($m->{q{model_gateway_refused_total{status_class="4xx"}}}, 3,
+   'refused: the unknown model, the unknown chain and the bad key');
 is($m->{q{model_gateway_sessions_total{result="rebound"}}}, 1,
    'sessions: the first pinned to "down", rebound to "a"');
 is($m->{q{model_gateway_sessions_total{result="hit"}}}, 1, 'sessions: hit');
