@@ -280,6 +280,21 @@ is($aa->{in_flight}, 0, 'status: nothing in flight');
 is(scalar @{$sj->{redis}{workers} || []}, 2, 'status: two workers');
 ok(!(grep { !$_->{up} } @{$sj->{redis}{workers}}), 'status: Redis up');
 
+# every series conf/grafana-dashboard.json queries is in the text
+{
+    my $dash = decode_json(MG::Test::_read_file("$ENV{PWD}/conf/grafana-dashboard.json"));
+    my %want;
+    for my $p (@{$dash->{panels}}) {
+        for my $q (@{$p->{targets} || []}) {
+            $want{$1} = 1 while $q->{expr} =~ /\b((?:model_gateway|gen_ai)_\w+)/g;
+        }
+    }
+    my %have = map { /^(\w+)[{ ]/ ? ($1 => 1) : () } split /\n/, $r->{body};
+    my @missing = grep { !$have{$_} } sort keys %want;
+    ok(keys %want >= 12, scalar(keys %want) . ' series in the dashboard');
+    is_deeply(\@missing, [], 'the dashboard queries only series the gateway serves');
+}
+
 # the text passes promtool
 SKIP: {
     skip 'promtool not installed (Debian: prometheus)', 2
