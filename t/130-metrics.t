@@ -286,7 +286,9 @@ ok(!(grep { !$_->{up} } @{$sj->{redis}{workers}}), 'status: Redis up');
     my %want;
     for my $p (@{$dash->{panels}}) {
         for my $q (@{$p->{targets} || []}) {
-            $want{$1} = 1 while $q->{expr} =~ /\b((?:model_gateway|gen_ai)_\w+)/g;
+            # series names, not the labels of a "by (...)"
+            (my $e = $q->{expr}) =~ s/\bby \([^)]*\)//g;
+            $want{$1} = 1 while $e =~ /\b((?:model_gateway|gen_ai)_\w+)/g;
         }
     }
     my %have = map { /^(\w+)[{ ]/ ? ($1 => 1) : () } split /\n/, $r->{body};
