@@ -29,7 +29,7 @@ ASAN_CC_OPT := -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer
 ASAN_LD_OPT := -fsanitize=address,undefined
 
 .PHONY: all deps build asan unit sdk test test-unit test-nginx test-asan \
-        run bench bench-bounds fuzz clean style
+        run deb bench bench-bounds fuzz clean style
 
 all: build
 
@@ -128,6 +128,24 @@ test-asan: deps asan sdk
 
 run: build
 	@$(TOP)/bin/mg-run $(B)/$(MODULE)
+
+# The Debian package libnginx-mod-http-model-gateway, built as Debian's own
+# nginx modules are (debian/: dh with nginx-dev's nginx add-on), from the
+# committed tree, into build/deb/.
+deb: deps
+	@missing=""; for p in debhelper dpkg-dev; do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
+	        | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	rm -rf $(B)/deb && mkdir -p $(B)/deb/src
+	git -C $(TOP) archive HEAD | tar -x -C $(B)/deb/src
+	cd $(B)/deb/src && dpkg-buildpackage -us -uc -b >../build.log 2>&1 \
+	    || { tail -40 ../build.log; exit 1; }
+	@ls $(B)/deb/*.deb
 
 bench: build
 	@$(TOP)/bench/run.sh $(B)/$(MODULE)
