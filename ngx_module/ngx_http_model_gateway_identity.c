@@ -53,8 +53,6 @@ static ngx_int_t ngx_http_model_gateway_identity_name(ngx_str_t *s);
 static ngx_int_t ngx_http_model_gateway_identity_key(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx,
     ngx_http_model_gateway_loc_conf_t *lcf);
-static ngx_int_t ngx_http_model_gateway_identity_presented(
-    ngx_http_request_t *r, ngx_str_t *key);
 static ngx_int_t ngx_http_model_gateway_identity_accept(
     ngx_http_request_t *r, ngx_http_model_gateway_ctx_t *ctx,
     const mg_key_t *k, ngx_uint_t copy);
@@ -237,7 +235,7 @@ ngx_http_model_gateway_identity_key(ngx_http_request_t *r,
     ngx_http_model_gateway_lookup_t     *lk;
     ngx_http_model_gateway_main_conf_t  *mcf;
 
-    if (ngx_http_model_gateway_identity_presented(r, &key) != NGX_OK) {
+    if (ngx_http_model_gateway_key_presented(r, &key) != NGX_OK) {
         return ngx_http_model_gateway_identity_refuse(r, "no key", NULL);
     }
 
@@ -375,9 +373,8 @@ ngx_http_model_gateway_identity_key(ngx_http_request_t *r,
  * "x-api-key: K" (Anthropic), "api-key: K" (Azure OpenAI).
  */
 
-static ngx_int_t
-ngx_http_model_gateway_identity_presented(ngx_http_request_t *r,
-    ngx_str_t *key)
+ngx_int_t
+ngx_http_model_gateway_key_presented(ngx_http_request_t *r, ngx_str_t *key)
 {
     u_char           *p, *end;
     ngx_uint_t        i, n;

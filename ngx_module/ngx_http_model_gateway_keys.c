@@ -66,11 +66,8 @@ ngx_http_model_gateway_key_file(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_model_gateway_loc_conf_t *lcf = conf;
 
-    ngx_str_t                          *value;
-    ngx_uint_t                          i;
-    ngx_array_t                         lines;
-    ngx_http_model_gateway_keys_t      *kf;
-    ngx_http_model_gateway_key_line_t  *l;
+    ngx_str_t                      *value;
+    ngx_http_model_gateway_keys_t  *kf;
 
     if (lcf->key_file != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
@@ -78,26 +75,47 @@ ngx_http_model_gateway_key_file(ngx_conf_t *cf, ngx_command_t *cmd,
 
     value = cf->args->elts;
 
-    kf = ngx_pcalloc(cf->pool, sizeof(ngx_http_model_gateway_keys_t));
+    kf = ngx_http_model_gateway_keys_load(cf, &value[1]);
     if (kf == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    kf->name = value[1];
+    lcf->key_file = kf;
+
+    return NGX_CONF_OK;
+}
+
+
+/* reads and checks a key file: gateway keys, or the admin API's */
+
+ngx_http_model_gateway_keys_t *
+ngx_http_model_gateway_keys_load(ngx_conf_t *cf, ngx_str_t *path)
+{
+    ngx_uint_t                          i;
+    ngx_array_t                         lines;
+    ngx_http_model_gateway_keys_t      *kf;
+    ngx_http_model_gateway_key_line_t  *l;
+
+    kf = ngx_pcalloc(cf->pool, sizeof(ngx_http_model_gateway_keys_t));
+    if (kf == NULL) {
+        return NULL;
+    }
+
+    kf->name = *path;
 
     if (ngx_conf_full_name(cf->cycle, &kf->name, 1) != NGX_OK) {
-        return NGX_CONF_ERROR;
+        return NULL;
     }
 
     if (ngx_array_init(&lines, cf->temp_pool, 16,
                        sizeof(ngx_http_model_gateway_key_line_t))
         != NGX_OK)
     {
-        return NGX_CONF_ERROR;
+        return NULL;
     }
 
     if (ngx_http_model_gateway_key_file_read(cf, kf, &lines) != NGX_OK) {
-        return NGX_CONF_ERROR;
+        return NULL;
     }
 
     /*
@@ -117,7 +135,7 @@ ngx_http_model_gateway_key_file(ngx_conf_t *cf, ngx_command_t *cmd,
                                &kf->name, ngx_max(l[i - 1].line, l[i].line),
                                l[i].key->id,
                                ngx_min(l[i - 1].line, l[i].line));
-            return NGX_CONF_ERROR;
+            return NULL;
         }
     }
 
@@ -130,7 +148,7 @@ ngx_http_model_gateway_key_file(ngx_conf_t *cf, ngx_command_t *cmd,
                                "%V:%ui: the hash is also on line %ui",
                                &kf->name, ngx_max(l[i - 1].line, l[i].line),
                                ngx_min(l[i - 1].line, l[i].line));
-            return NGX_CONF_ERROR;
+            return NULL;
         }
     }
 
@@ -138,16 +156,14 @@ ngx_http_model_gateway_key_file(ngx_conf_t *cf, ngx_command_t *cmd,
     kf->keys = ngx_palloc(cf->pool, (lines.nelts ? lines.nelts : 1)
                                     * sizeof(mg_key_t *));
     if (kf->keys == NULL) {
-        return NGX_CONF_ERROR;
+        return NULL;
     }
 
     for (i = 0; i < lines.nelts; i++) {
         kf->keys[i] = l[i].key;
     }
 
-    lcf->key_file = kf;
-
-    return NGX_CONF_OK;
+    return kf;
 }
 
 

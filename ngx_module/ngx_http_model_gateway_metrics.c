@@ -334,7 +334,7 @@ ngx_http_model_gateway_metrics_log(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_model_gateway_module);
 
-    if (ctx == NULL || r != r->main) {
+    if (ctx == NULL || r != r->main || ctx->admin) {
         return NGX_OK;
     }
 
@@ -482,7 +482,10 @@ ngx_http_model_gateway_who(ngx_http_model_gateway_shm_t *sh,
 
     p = ngx_cpymem(name, ctx->identity.tenant.data, ctx->identity.tenant.len);
     *p++ = '\0';
-    ngx_memcpy(p, ctx->identity.key_id.data, ctx->identity.key_id.len);
+
+    if (ctx->identity.key_id.len) {
+        ngx_memcpy(p, ctx->identity.key_id.data, ctx->identity.key_id.len);
+    }
 
     hash = ngx_crc32_short(name, len) | 1;
 
@@ -873,6 +876,27 @@ ngx_http_model_gateway_render_backends(ngx_http_model_gateway_render_t *w,
         ngx_http_model_gateway_label(w, "backend", &b[i]->name);
         ngx_http_model_gateway_put(w, "} %uL\n",
                                    (uint64_t) b[i]->node->outstanding);
+    }
+
+    ngx_http_model_gateway_family(w, "model_gateway_backend_weight",
+        "gauge", "The weight balancing and session hashing use now: an "
+        "admin's, or the configured one.");
+
+    for (i = 0; i < mcf->backends.nelts; i++) {
+        ngx_http_model_gateway_put(w, "model_gateway_backend_weight{");
+        ngx_http_model_gateway_label(w, "backend", &b[i]->name);
+        ngx_http_model_gateway_put(w, "} %ui\n",
+                        (ngx_uint_t) ngx_http_model_gateway_weight(b[i]));
+    }
+
+    ngx_http_model_gateway_family(w, "model_gateway_backend_drained",
+        "gauge", "1 while an admin has drained a backend.");
+
+    for (i = 0; i < mcf->backends.nelts; i++) {
+        ngx_http_model_gateway_put(w, "model_gateway_backend_drained{");
+        ngx_http_model_gateway_label(w, "backend", &b[i]->name);
+        ngx_http_model_gateway_put(w, "} %ui\n",
+                                   (ngx_uint_t) (b[i]->node->drain != 0));
     }
 
     ngx_http_model_gateway_family(w, "model_gateway_backend_cooldown_seconds",

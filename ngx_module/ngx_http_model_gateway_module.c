@@ -407,6 +407,20 @@ static ngx_command_t  ngx_http_model_gateway_commands[] = {
       offsetof(ngx_http_model_gateway_main_conf_t, metrics_tenants),
       NULL },
 
+    { ngx_string("model_gateway_admin"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_model_gateway_admin_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("model_gateway_admin_sync"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, admin_sync),
+      NULL },
+
     { ngx_string("model_gateway_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_model_gateway_status_directive,
@@ -696,6 +710,7 @@ ngx_http_model_gateway_create_main_conf(ngx_conf_t *cf)
     mcf->limit_default_max_tokens = NGX_CONF_UNSET_UINT;
     mcf->limit_zone_size = NGX_CONF_UNSET_SIZE;
     mcf->limit_settle_interval = NGX_CONF_UNSET_MSEC;
+    mcf->admin_sync = NGX_CONF_UNSET_MSEC;
 
     /*
      * every gateway request selects its backend with our own peer
@@ -769,6 +784,26 @@ ngx_http_model_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     if (ngx_http_model_gateway_redis_finish(cf, mcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_conf_init_msec_value(mcf->admin_sync, 1000);
+
+    if (mcf->admin_sync < 100 || mcf->admin_sync > 60000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"model_gateway_admin_sync\" must be "
+                           "100ms to 60s");
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->admin && mcf->redis == NULL) {
+
+        /* the fleet's weights and drains must be one for every node */
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"model_gateway_admin\" needs "
+                           "\"model_gateway_redis\": admin changes are "
+                           "kept there, for every node");
         return NGX_CONF_ERROR;
     }
 
@@ -1029,6 +1064,10 @@ ngx_http_model_gateway_init_process(ngx_cycle_t *cycle)
     }
 
     if (ngx_http_mg_redis_init_process(cycle, mcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_model_gateway_admin_init_process(cycle, mcf) != NGX_OK) {
         return NGX_ERROR;
     }
 

@@ -158,6 +158,16 @@ typedef struct {
 
     long                               wrr_current;
 
+    /*
+     * a backend's operator overrides (_admin_sync.c), the fleet's as Redis
+     * last said: 0, or the weight that replaces the configured one; 1 when
+     * drained; the last cool-down clear applied
+     */
+    ngx_atomic_t                       admin_weight;
+    ngx_atomic_t                       drain;
+    ngx_atomic_t                       admin_clear;
+    ngx_atomic_t                       forced_until; /* ms, Redis' clock */
+
     ngx_http_model_gateway_metrics_t   metrics;     /* pairs' */
 
     size_t                             len;
@@ -181,6 +191,10 @@ typedef struct {
     /* per tenant and key: nwho slots and "_other" after them */
     ngx_http_model_gateway_who_t      *who;
     ngx_uint_t                         nwho;
+
+    /* the fleet's admin state: who reads it next, and when it last did */
+    ngx_atomic_t                       admin_poll_at;
+    ngx_atomic_t                       admin_synced_at; /* ms, Redis' */
 } ngx_http_model_gateway_shm_t;
 
 
@@ -453,6 +467,9 @@ typedef struct {
 
     ngx_array_t                       *prices;      /* _price_t */
 
+    ngx_msec_t                         admin_sync;  /* admin state poll */
+    ngx_uint_t                         admin;       /* an admin location */
+
     ngx_http_upstream_srv_conf_t      *upstream;    /* our peer selector */
 
     /*
@@ -504,6 +521,9 @@ typedef struct {
     ngx_http_model_gateway_keys_t     *key_file;
     ngx_flag_t                         key_redis;
     ngx_flag_t                         auth;        /* identity required */
+
+    /* the admin API's keys (_admin.c) */
+    ngx_http_model_gateway_keys_t     *admin_keys;
 
     ngx_http_complex_value_t          *session;
     ngx_msec_t                         session_idle;
@@ -696,6 +716,8 @@ struct ngx_http_model_gateway_ctx_s {
     ngx_http_request_t                *request;
     ngx_http_model_gateway_loc_conf_t *lcf;
 
+    void                              *admin;       /* an admin request's */
+
     /* the request */
     mg_endpoint_t                      endpoint;
     ngx_str_t                          body;        /* whole client body */
@@ -858,6 +880,8 @@ ngx_int_t ngx_http_model_gateway_models_allowed(ngx_http_request_t *r,
 /* keys.c */
 char *ngx_http_model_gateway_key_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+ngx_http_model_gateway_keys_t *ngx_http_model_gateway_keys_load(
+    ngx_conf_t *cf, ngx_str_t *path);
 const mg_key_t *ngx_http_model_gateway_keys_find(
     ngx_http_model_gateway_keys_t *keys, const u_char *hash);
 ngx_int_t ngx_http_model_gateway_key_cache_get(
@@ -953,9 +977,45 @@ ngx_http_model_gateway_redis_stats_t *ngx_http_model_gateway_redis_stats(
 extern const uint64_t  ngx_http_model_gateway_latency_bounds[];
 #define NGX_HTTP_MG_LATENCY_BUCKETS    12
 
+/* admin.c, admin_sync.c, admin_objects.c */
+char *ngx_http_model_gateway_admin_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_model_gateway_admin_init_process(ngx_cycle_t *cycle,
+    ngx_http_model_gateway_main_conf_t *mcf);
+ngx_int_t ngx_http_model_gateway_admin_apply(
+    ngx_http_model_gateway_main_conf_t *mcf,
+    ngx_http_model_gateway_backend_t *b, const char *rec, size_t len,
+    ngx_log_t *log);
+ngx_str_t *ngx_http_model_gateway_admin_hash(void);
+struct redisReply;
+void ngx_http_model_gateway_admin_apply_all(
+    ngx_http_model_gateway_main_conf_t *mcf, struct redisReply *reply,
+    ngx_log_t *log);
+ngx_str_t *ngx_http_model_gateway_admin_id(ngx_http_request_t *r);
+ngx_str_t ngx_http_model_gateway_admin_part(ngx_str_t *s);
+struct json_t *ngx_http_model_gateway_admin_field(ngx_http_request_t *r,
+    const char *name);
+ngx_int_t ngx_http_model_gateway_key_presented(ngx_http_request_t *r,
+    ngx_str_t *key);
+ngx_int_t ngx_http_model_gateway_admin_objects(ngx_http_request_t *r,
+    ngx_str_t *kind, ngx_str_t *rest);
+ngx_int_t ngx_http_model_gateway_admin_keys(ngx_http_request_t *r,
+    ngx_str_t *rest);
+ngx_int_t ngx_http_model_gateway_admin_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *code, const char *message);
+ngx_int_t ngx_http_model_gateway_admin_send(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *json);
+
+/* the weight that balancing and rendezvous hashing use now */
+#define ngx_http_model_gateway_weight(b)                                    \
+    ((b)->node->admin_weight ? (ngx_int_t) (b)->node->admin_weight          \
+                             : (b)->weight)
+
 /* status.c */
 char *ngx_http_model_gateway_status_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_model_gateway_status_backends(mg_buf_t *out,
+    ngx_http_model_gateway_main_conf_t *mcf);
 
 /* usage.c */
 ngx_int_t ngx_http_model_gateway_usage_init(ngx_conf_t *cf);

@@ -39,7 +39,8 @@ typedef struct {
 #define NGX_HTTP_MG_SCRIPT_MWRITE   8
 #define NGX_HTTP_MG_SCRIPT_MGET     9
 #define NGX_HTTP_MG_SCRIPT_MCONV    10
-#define NGX_HTTP_MG_REDIS_NSCRIPTS  11
+#define NGX_HTTP_MG_SCRIPT_ADMIN    11
+#define NGX_HTTP_MG_REDIS_NSCRIPTS  12
 
 extern ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[];
 

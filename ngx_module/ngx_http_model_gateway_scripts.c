@@ -528,6 +528,54 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
       "if op == 'item' then return {1, item} end "
       "redis.call('LSET', lk, pos, '') "
       "return {1, c[2]}",
+      1, "" },
+
+    /*
+     * ADMIN: KEYS[1] the fleet's admin hash; ARGV[1] a backend, ARGV[2]
+     * what to do (weight, drain, undrain, cool, clear, reset, resetall),
+     * ARGV[3] a weight or a cool-down's length (ms).  Returns {the
+     * backend's record after the change, Redis' time}, or for resetall
+     * {every backend's name and record, Redis' time}.  The record is
+     * "WEIGHT|DRAIN|FORCED_UNTIL|CLEARS" (src/mg_admin.h); a reset is a
+     * clear too, and a record stays once made, so its count of clears
+     * never goes back and no node applies a clear twice or misses one.
+     */
+
+    { "local t = redis.call('TIME') "
+      "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
+      "local op = ARGV[2] "
+      "local function clears(v) "
+        "local c = v and string.match(v, '^%d+|[01]|%d+|(%d+)$') "
+        "return c and tonumber(c) or 0 "
+      "end "
+      "if op == 'resetall' then "
+        "local all, out = redis.call('HGETALL', KEYS[1]), {} "
+        "for i = 1, #all, 2 do "
+          "local v = '0|0|0|' .. (clears(all[i + 1]) + 1) "
+          "redis.call('HSET', KEYS[1], all[i], v) "
+          "out[#out + 1] = all[i] out[#out + 1] = v "
+        "end "
+        "return {out, now} "
+      "end "
+      "local w, d, u, c = 0, 0, 0, 0 "
+      "local v = redis.call('HGET', KEYS[1], ARGV[1]) "
+      "if v then "
+        "local a, b, e, f = string.match(v, "
+                                        "'^(%d+)|([01])|(%d+)|(%d+)$') "
+        "if a then "
+          "w, d, u, c = tonumber(a), tonumber(b), tonumber(e), tonumber(f) "
+        "end "
+      "end "
+      "if op == 'weight' then w = tonumber(ARGV[3]) "
+      "elseif op == 'drain' then d = 1 "
+      "elseif op == 'undrain' then d = 0 "
+      "elseif op == 'cool' then u = now + tonumber(ARGV[3]) "
+      "elseif op == 'clear' then u = 0 c = c + 1 "
+      "elseif op == 'reset' then w, d, u, c = 0, 0, 0, c + 1 "
+      "end "
+      "v = string.format('%d|%d|%d|%d', w, d, u, c) "
+      "redis.call('HSET', KEYS[1], ARGV[1], v) "
+      "return {v, now}",
       1, "" }
 };
 

@@ -214,9 +214,9 @@ ngx_http_model_gateway_session_key(ngx_http_request_t *r,
 
         nodes[i].name = (char *) t[i].backend->name.data;
         nodes[i].len = t[i].backend->name.len;
-        nodes[i].weight = t[i].backend->weight;
+        nodes[i].weight = ngx_http_model_gateway_weight(t[i].backend);
 
-        eligible[i] = t[i].backend->naddrs
+        eligible[i] = t[i].backend->naddrs && !bn->drain
                       && bn->breaker.cooldown_until <= now
                       && pn->breaker.limited_until <= now;
     }
@@ -521,6 +521,7 @@ ngx_http_model_gateway_session_resolved(ngx_http_request_t *r,
         /* the pinned backend is the only candidate */
 
         if (n < 0
+            || t[n].backend->node->drain
             || t[n].backend->node->breaker.cooldown_until > ngx_current_msec
             || t[n].node->breaker.limited_until > ngx_current_msec
             || t[n].backend->naddrs == 0)
@@ -537,9 +538,13 @@ ngx_http_model_gateway_session_resolved(ngx_http_request_t *r,
         ctx->tried[n] = 0;
     }
 
-    /* rebind: the pinned backend first, then the others */
+    /*
+     * rebind: the pinned backend first, then the others; a drained one
+     * hands its sessions to where a new session would go
+     */
 
-    ctx->preferred = (n >= 0) ? n : ctx->session.hashed;
+    ctx->preferred = (n >= 0 && !t[n].backend->node->drain)
+                     ? n : ctx->session.hashed;
 
     return NGX_OK;
 }

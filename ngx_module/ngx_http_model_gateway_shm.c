@@ -296,9 +296,12 @@ ngx_http_model_gateway_balance(ngx_http_request_t *r,
 
         eligible[i] = 0;
 
-        if (ctx->tried[i] || t[i].backend->naddrs == 0) {
+        if (ctx->tried[i] || t[i].backend->naddrs == 0 || bn->drain) {
 
-            /* tried already, or a "resolve" host not resolved yet */
+            /*
+             * tried already, a "resolve" host not resolved yet, or drained
+             * by the operator
+             */
             continue;
         }
 
@@ -312,12 +315,12 @@ ngx_http_model_gateway_balance(ngx_http_request_t *r,
         eligible[i] = 1;
         left++;
 
-        peers[i].weight = t[i].backend->weight;
+        peers[i].weight = ngx_http_model_gateway_weight(t[i].backend);
         peers[i].outstanding = bn->outstanding;
         peers[i].ewma_us = bn->ewma_us;
         peers[i].priority = t[i].backend->priority;
 
-        wrr[i].weight = t[i].backend->weight;
+        wrr[i].weight = peers[i].weight;
         wrr[i].current = pn->wrr_current;
     }
 

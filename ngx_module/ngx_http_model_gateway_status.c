@@ -13,6 +13,7 @@
 
 #include "ngx_http_model_gateway_module.h"
 #include "ngx_http_model_gateway_providers.h"
+#include "ngx_http_model_gateway_redis.h"
 
 
 static ngx_int_t ngx_http_model_gateway_status_handler(ngx_http_request_t *r);
@@ -60,13 +61,14 @@ ngx_http_model_gateway_left(mg_msec_t until, ngx_msec_t now)
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_model_gateway_status_backends(mg_buf_t *out,
     ngx_http_model_gateway_main_conf_t *mcf)
 {
     ngx_uint_t                           i, j, k, n;
     ngx_msec_t                           now, cool, trial;
-    const char                          *health;
+    ngx_int_t                            forced;
+    const char                          *health, *drain;
     ngx_http_model_gateway_node_t       *node;
     ngx_http_model_gateway_model_t      *m;
     ngx_http_model_gateway_target_t     *t;
@@ -91,6 +93,17 @@ ngx_http_model_gateway_status_backends(mg_buf_t *out,
             health = "trial";
         }
 
+        /* a drain is done when its last request in flight has ended */
+
+        drain = node->drain ? (node->outstanding ? "draining" : "drained")
+                            : "none";
+
+        forced = (ngx_int_t) node->forced_until - ngx_http_mg_redis_now();
+
+        if (node->forced_until == 0 || mcf->redis == NULL || forced < 0) {
+            forced = 0;
+        }
+
         if ((i && mg_buf_append(out, ",", 1) != MG_X_OK)
             || mg_buf_append(out, "{\"name\":", 8) != MG_X_OK
             || ngx_http_model_gateway_status_string(out, &b[i]->name)
@@ -102,12 +115,15 @@ ngx_http_model_gateway_status_backends(mg_buf_t *out,
             || ngx_http_model_gateway_status_string(out, &b[i]->url)
                != NGX_OK
             || mg_buf_printf(out, ",\"health\":\"%s\",\"cooldown_ms\":%lu,"
+                             "\"forced_cooldown_ms\":%ld,"
                              "\"weight\":%ld,\"effective_weight\":%ld,"
+                             "\"drain\":\"%s\","
                              "\"priority\":%ld,\"in_flight\":%lu,"
                              "\"latency_ewma_ms\":%.1f,\"models\":[",
-                             health, (unsigned long) cool,
-                             (long) b[i]->weight, (long) b[i]->weight,
-                             (long) b[i]->priority,
+                             health, (unsigned long) cool, (long) forced,
+                             (long) b[i]->weight,
+                             (long) ngx_http_model_gateway_weight(b[i]),
+                             drain, (long) b[i]->priority,
                              (unsigned long) node->outstanding,
                              (double) node->ewma_us / 1000)
                != MG_X_OK)
@@ -192,7 +208,22 @@ ngx_http_model_gateway_status_redis(mg_buf_t *out,
         }
     }
 
-    return mg_buf_append(out, "]}", 2) == MG_X_OK ? NGX_OK : NGX_ERROR;
+    if (mg_buf_append(out, "]", 1) != MG_X_OK) {
+        return NGX_ERROR;
+    }
+
+    /* how old the fleet's admin state is on this node */
+
+    if (mcf->sh->admin_synced_at == 0) {
+        return mg_buf_append(out, ",\"admin_synced_ms_ago\":null}", 28)
+               == MG_X_OK ? NGX_OK : NGX_ERROR;
+    }
+
+    return mg_buf_printf(out, ",\"admin_synced_ms_ago\":%ld}",
+                         (long) ngx_max(0, ngx_http_mg_redis_now()
+                                        - (ngx_int_t)
+                                          mcf->sh->admin_synced_at))
+           == MG_X_OK ? NGX_OK : NGX_ERROR;
 }
 
 

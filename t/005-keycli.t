@@ -223,8 +223,15 @@ SKIP: {
     is_deeply([parse(join('', map { "$_ $h{$_}\n" } sort keys %h), '-f')],
               ["ok ci.key-1 acme $rhex $canon_tail"],
               'redis: the gateway reads the record as the line');
-    is_deeply($t->redis_cmd('KEYS', '*'), [$name],
-              'redis: one Redis key, nothing else written');
+    is_deeply([sort @{$t->redis_cmd('KEYS', '*')}], [sort 'mg:keys', $name],
+              'redis: the record and the index of ids, nothing else');
+    is($t->redis_cmd('HGET', 'mg:keys', 'acme/ci.key-1'), $rhex,
+       'redis: the index names the record by tenant and id');
+    ($rc, undef, $err) = cli(@all, '--redis', $at);
+    is($rc, 1, 'redis: the same id of the tenant again: exit 1');
+    like($err, qr/has a key of id ci\.key-1 already/, 'saying why');
+    is(scalar @{$t->redis_cmd('KEYS', 'mg:key:*')}, 1,
+       'and no second record written');
     # Redis Cluster hashes what is between the first '{' and the next '}'
     like($name, qr/^[^{}]*\{$rhex\}\z/,
          'redis: the hash tag is the first braces: one slot per record');
@@ -233,6 +240,8 @@ SKIP: {
     ($rc, undef, $err) = cli('--redis', $at, '--revoke', "sha256:$rhex");
     is($rc, 0, 'revoke sha256:HEX: exit 0') or diag($err);
     is($t->redis_cmd('EXISTS', $name), 0, 'revoke sha256:HEX: gone');
+    is($t->redis_cmd('HEXISTS', 'mg:keys', 'acme/ci.key-1'), 0,
+       'revoke sha256:HEX: its id left the index');
     ($rc) = cli('--redis', $at, '--revoke', "sha256:$rhex");
     is($rc, 1, 'revoke it again: nothing found, exit 1');
 
@@ -242,6 +251,8 @@ SKIP: {
     ($rc) = cli('--redis', $at, '--revoke', 'k-a');
     is($rc, 0, 'revoke by id: exit 0');
     is($t->redis_cmd('EXISTS', "mg:key:{$ha}"), 0, 'revoke by id: gone');
+    is($t->redis_cmd('HEXISTS', 'mg:keys', 'acme/k-a'), 0,
+       'revoke by id: its id left the index');
     is($t->redis_cmd('EXISTS', "mg:key:{$hb}"), 1,
        'revoke by id: the other key of the tenant stays');
     ($rc) = cli('--redis', $at, '--revoke', uc $hb);

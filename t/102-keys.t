@@ -89,6 +89,10 @@ http {
 
     model_gateway_redis 127.0.0.1:%%RPORT%%;
     model_gateway_redis_prefix mgt;
+
+    # the admin state is read at start, then not within the test: the
+    # HGETALLs counted are the key lookups
+    model_gateway_admin_sync 60s;
     model_gateway_redis_connect_timeout 300ms;
     model_gateway_key_cache_time 1s;
     model_gateway_key_cache_size 2;

@@ -257,6 +257,9 @@ is($m->{q{model_gateway_state_total{op="read"}}}, 1, 'state: a chain read');
 is($m->{q{model_gateway_state_total{op="miss"}}}, 1, 'state: a miss');
 is($m->{q{model_gateway_backend_in_flight{backend="a"}}}, 0,
    'in flight: none now');
+is($m->{q{model_gateway_backend_weight{backend="a"}}}, 1,
+   'weight: the configured one');
+is($m->{q{model_gateway_backend_drained{backend="a"}}}, 0, 'not drained');
 my @up = grep { /^model_gateway_redis_up\{worker="\d+"\}$/ } keys %$m;
 is(scalar @up, 2, 'redis: a series per worker');
 is(join(',', map { $m->{$_} } @up), '1,1', 'redis: both up');
