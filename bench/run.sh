@@ -50,7 +50,7 @@ BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-16}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_MAX_ERRORS=${BENCH_MAX_ERRORS:-5}
-BENCH_SCENARIOS=${BENCH_SCENARIOS:-basic balanced stateful auth stateful_auth anthropic stream_anthropic bedrock bedrock_key responses_gateway}
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-basic balanced stateful stateful_hot auth stateful_auth anthropic stream_anthropic bedrock bedrock_key responses_gateway}
 BENCH_FAKE_GATEWAY=${BENCH_FAKE_GATEWAY:-0}
 NGINX=${NGINX:-/usr/sbin/nginx}
 WRK=${WRK:-wrk}
@@ -628,33 +628,40 @@ redis_calls() {
 
 # stateful: two workers each; every request carries one of 1000 session
 # keys, all pinned in Redis by the warm-up, so each costs one round trip
-# (an EVALSHA of the pin script). proxy_pass gets the same header.
-scenario_stateful() {
-    local lua_saved=$LUA calls0 calls1 trips0 trips1 reqs
+# (a GETEX of the pin). proxy_pass gets the same header.
+# stateful_hot: the same with model_gateway_session_cache 1s, so a hot
+# session's pin is read from the node's cache, not from Redis.
+scenario_stateful() { stateful_run stateful 0; }
+scenario_stateful_hot() { stateful_run stateful_hot 1s; }
+
+# stateful_run LABEL CACHE_TIME
+stateful_run() {
+    local tag=$1 cache=$2 lua_saved=$LUA calls0 calls1 trips0 trips1 reqs
+    local cmds trips
     ensure_mock
     ensure_redis
     start_proxy proxy3 2
     start_gw gateway3 "$BENCH_DIR/gateway-stateful.conf.in" \
         MOCKPORT="${NGX_PORT[mock]}" WORKERS=2 \
-        REDISPORT="$REDIS_PORT"
+        REDISPORT="$REDIS_PORT" SESSIONCACHE="$cache"
     sanity proxy_pass "$(url_of proxy3)" proxy3
-    sanity stateful "$(url_of gateway3)" gateway3
+    sanity "$tag" "$(url_of gateway3)" gateway3
     LUA=$BENCH_DIR/post-session.lua
     calls0=$(redis_calls)
     trips0=$(redis_calls getex evalsha eval)
-    compare stateful proxy_pass "$(url_of proxy3)" stateful "$(url_of gateway3)"
+    compare "$tag" proxy_pass "$(url_of proxy3)" "$tag" "$(url_of gateway3)"
     calls1=$(redis_calls)
     trips1=$(redis_calls getex evalsha eval)
     LUA=$lua_saved
-    reqs=$(cat "$WORK"/stateful-*-b.txt "$WORK"/stateful-*-base.txt \
+    reqs=$(cat "$WORK/$tag"-*-b.txt "$WORK/$tag"-*-base.txt \
                2>/dev/null | awk '/ requests in / { s += $1 } END { print s + 0 }')
-    STATEFUL_CMDS=$(awk -v a="$calls0" -v b="$calls1" -v n="$reqs" \
-        'BEGIN { if (n > 0) printf "%.2f", (b - a) / n; else print "n/a" }')
-    STATEFUL_TRIPS=$(awk -v a="$trips0" -v b="$trips1" -v n="$reqs" \
-        'BEGIN { if (n > 0) printf "%.2f", (b - a) / n; else print "n/a" }')
-    echo "[stateful] redis round trips per gateway request: $STATEFUL_TRIPS;" \
+    cmds=$(awk -v a="$calls0" -v b="$calls1" -v n="$reqs" \
+        'BEGIN { if (n > 0) printf "%.3f", (b - a) / n; else print "n/a" }')
+    trips=$(awk -v a="$trips0" -v b="$trips1" -v n="$reqs" \
+        'BEGIN { if (n > 0) printf "%.3f", (b - a) / n; else print "n/a" }')
+    echo "[$tag] redis round trips per gateway request: $trips;" \
          "commands per request (INFO commandstats, scripts' inner ones" \
-         "included): $STATEFUL_CMDS ($reqs requests)"
+         "included): $cmds ($reqs requests)"
     check_alive mock proxy3 gateway3
     stop_nginx proxy3
     stop_gw gateway3

@@ -531,7 +531,7 @@ ngx_http_model_gateway_admin_mapping(ngx_http_model_gateway_admin_job_t *job,
 {
     char       *sep;
     json_t     *j;
-    ngx_str_t   owner, args[2];
+    ngx_str_t   owner, args[2], name;
 
     if (reply->type != REDIS_REPLY_STRING) {
         return ngx_http_model_gateway_admin_not_found(job->request);
@@ -552,6 +552,18 @@ ngx_http_model_gateway_admin_mapping(ngx_http_model_gateway_admin_job_t *job,
     }
 
     if (job->remove) {
+
+        /* this node forgets it at once, the others within their cache */
+
+        name.len = job->key.len + 1 + job->tenant.len;
+        name.data = ngx_pnalloc(job->request->pool, name.len);
+        if (name.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_sprintf(name.data, "%V %V", &job->key, &job->tenant);
+        ngx_http_model_gateway_ids_drop(job->request, &name);
+
         ngx_str_set(&args[0], "DEL");
         args[1] = job->key;
 

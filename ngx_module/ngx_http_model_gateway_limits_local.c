@@ -19,27 +19,9 @@
 #include <hiredis/hiredis.h>
 
 
-/* a counter of the shared-memory fallback */
-typedef struct {
-    ngx_str_node_t                     sn;      /* its name, in name[] */
-    ngx_queue_t                        queue;   /* LRU */
-    mg_limit_state_t                   state;
-    u_char                             busy;    /* in the check under way */
-    u_char                             name[1];
-} ngx_http_model_gateway_lnode_t;
-
-
-typedef struct {
-    ngx_rbtree_t                       rbtree;
-    ngx_rbtree_node_t                  sentinel;
-    ngx_queue_t                        lru;
-} ngx_http_model_gateway_lshm_t;
-
-
-
-static ngx_http_model_gateway_lnode_t *ngx_http_model_gateway_limits_node(
-    ngx_slab_pool_t *shpool, ngx_http_model_gateway_lshm_t *sh,
-    ngx_str_t *name, ngx_uint_t create);
+/* a counter of the shared-memory fallback: its LRU entry's payload */
+#define ngx_http_model_gateway_limits_state(ln)                             \
+    ((mg_limit_state_t *) (ln)->data)
 
 
 /*
@@ -58,8 +40,7 @@ ngx_http_model_gateway_limits_local(ngx_http_request_t *r,
     ngx_slab_pool_t                     *shpool;
     mg_limit_state_t                     next[NGX_HTTP_MG_LIMITS_MAX];
     mg_limit_result_t                    res;
-    ngx_http_model_gateway_lshm_t       *sh;
-    ngx_http_model_gateway_lnode_t      *ln[NGX_HTTP_MG_LIMITS_MAX];
+    ngx_http_model_gateway_lru_node_t   *ln[NGX_HTTP_MG_LIMITS_MAX];
     ngx_http_model_gateway_limits_t     *l;
     ngx_http_model_gateway_main_conf_t  *mcf;
 
@@ -83,7 +64,6 @@ ngx_http_model_gateway_limits_local(ngx_http_request_t *r,
     now = (int64_t) ngx_time() * 1000 + (int64_t) ngx_timeofday()->msec;
 
     shpool = (ngx_slab_pool_t *) mcf->limit_zone->shm.addr;
-    sh = mcf->limit_sh;
 
     refused = NGX_HTTP_MG_LIMITS_MAX;
     retry = 0;
@@ -99,8 +79,9 @@ ngx_http_model_gateway_limits_local(ngx_http_request_t *r,
 
         limit = ngx_max(l->limit[i] / mcf->limit_nodes, 1);
 
-        ln[i] = ngx_http_model_gateway_limits_node(shpool, sh, &l->keys[i],
-                                                   1);
+        ln[i] = ngx_http_model_gateway_lru_get(shpool, mcf->limit_sh,
+                                               &l->keys[i],
+                                               sizeof(mg_limit_state_t), 1);
         if (ln[i] == NULL) {
 
             /*
@@ -113,7 +94,8 @@ ngx_http_model_gateway_limits_local(ngx_http_request_t *r,
 
         ln[i]->busy = 1;
 
-        mg_limit_take(&ln[i]->state, &next[i], l->kind[i], limit,
+        mg_limit_take(ngx_http_model_gateway_limits_state(ln[i]), &next[i],
+                      l->kind[i], limit,
                       l->which[i] == 0 ? 1 : l->reserved, now, &res);
 
         ngx_http_model_gateway_limits_result(ctx, i, limit, res.remaining,
@@ -140,7 +122,7 @@ ngx_http_model_gateway_limits_local(ngx_http_request_t *r,
     if (refused == NGX_HTTP_MG_LIMITS_MAX) {
         for (i = 0; i < l->n; i++) {
             if (ln[i]) {
-                ln[i]->state = next[i];
+                *ngx_http_model_gateway_limits_state(ln[i]) = next[i];
             }
         }
 
@@ -158,123 +140,17 @@ ngx_http_model_gateway_limits_local(ngx_http_request_t *r,
 }
 
 
-/* a counter by name, made if missing; the least recently used goes first */
-
-static ngx_http_model_gateway_lnode_t *
-ngx_http_model_gateway_limits_node(ngx_slab_pool_t *shpool,
-    ngx_http_model_gateway_lshm_t *sh, ngx_str_t *name, ngx_uint_t create)
-{
-    uint32_t                         hash;
-    ngx_uint_t                       i;
-    ngx_queue_t                     *q;
-    ngx_str_node_t                  *sn;
-    ngx_http_model_gateway_lnode_t  *ln;
-
-    hash = ngx_crc32_short(name->data, name->len);
-
-    sn = ngx_str_rbtree_lookup(&sh->rbtree, name, hash);
-
-    if (sn) {
-        ln = (ngx_http_model_gateway_lnode_t *) sn;
-        ngx_queue_remove(&ln->queue);
-        ngx_queue_insert_head(&sh->lru, &ln->queue);
-        return ln;
-    }
-
-    if (!create) {
-        return NULL;
-    }
-
-    for (i = 0; i < 3; i++) {
-        ln = ngx_slab_calloc_locked(shpool,
-                                    offsetof(ngx_http_model_gateway_lnode_t,
-                                             name)
-                                    + name->len);
-        if (ln) {
-            break;
-        }
-
-        if (ngx_queue_empty(&sh->lru)) {
-            return NULL;
-        }
-
-        q = ngx_queue_last(&sh->lru);
-        ln = ngx_queue_data(q, ngx_http_model_gateway_lnode_t, queue);
-
-        if (ln->busy) {
-
-            /* the oldest is a counter of the request being checked */
-
-            return NULL;
-        }
-
-        ngx_queue_remove(q);
-        ngx_rbtree_delete(&sh->rbtree, &ln->sn.node);
-        ngx_slab_free_locked(shpool, ln);
-        ln = NULL;
-    }
-
-    if (ln == NULL) {
-        return NULL;
-    }
-
-    ln->sn.node.key = hash;
-    ln->sn.str.len = name->len;
-    ln->sn.str.data = ln->name;
-    ngx_memcpy(ln->name, name->data, name->len);
-
-    ngx_rbtree_insert(&sh->rbtree, &ln->sn.node);
-    ngx_queue_insert_head(&sh->lru, &ln->queue);
-
-    return ln;
-}
-
-
 ngx_int_t
 ngx_http_model_gateway_limits_init_zone(ngx_shm_zone_t *shm_zone,
     void *data)
 {
-    ngx_http_model_gateway_main_conf_t *omcf = data;
-
-    ngx_slab_pool_t                     *shpool;
-    ngx_http_model_gateway_lshm_t       *sh;
     ngx_http_model_gateway_main_conf_t  *mcf;
 
     mcf = shm_zone->data;
 
-    if (omcf) {
-
-        /* a reload keeps the counters */
-
-        mcf->limit_sh = omcf->limit_sh;
-        return NGX_OK;
-    }
-
-    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-
-    if (shm_zone->shm.exists) {
-        mcf->limit_sh = shpool->data;
-        return NGX_OK;
-    }
-
-    sh = ngx_slab_alloc(shpool, sizeof(ngx_http_model_gateway_lshm_t));
-    if (sh == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_rbtree_init(&sh->rbtree, &sh->sentinel,
-                    ngx_str_rbtree_insert_value);
-    ngx_queue_init(&sh->lru);
-
-    shpool->data = sh;
-    mcf->limit_sh = sh;
-
-    shpool->log_nomem = 0;
-
-    return NGX_OK;
+    return ngx_http_model_gateway_lru_init_zone(shm_zone,
+                                               &mcf->limit_sh);
 }
-
-
 
 
 /* a settlement of counters charged here while Redis was away */
@@ -287,8 +163,8 @@ ngx_http_model_gateway_limits_local_adjust(
     int64_t                          now;
     uint64_t                         limit;
     ngx_uint_t                       i;
-    ngx_slab_pool_t                 *shpool;
-    ngx_http_model_gateway_lnode_t  *ln;
+    ngx_slab_pool_t                    *shpool;
+    ngx_http_model_gateway_lru_node_t  *ln;
 
     now = (int64_t) ngx_time() * 1000 + (int64_t) ngx_timeofday()->msec;
 
@@ -301,12 +177,13 @@ ngx_http_model_gateway_limits_local_adjust(
             continue;
         }
 
-        ln = ngx_http_model_gateway_limits_node(shpool, mcf->limit_sh,
-                                                &l->keys[i], 0);
+        ln = ngx_http_model_gateway_lru_get(shpool, mcf->limit_sh,
+                                            &l->keys[i],
+                                            sizeof(mg_limit_state_t), 0);
         if (ln) {
             limit = ngx_max(l->limit[i] / mcf->limit_nodes, 1);
-            mg_limit_adjust(&ln->state, l->kind[i], limit, delta, l->day,
-                            now);
+            mg_limit_adjust(ngx_http_model_gateway_limits_state(ln),
+                            l->kind[i], limit, delta, l->day, now);
         }
     }
 

@@ -337,6 +337,27 @@ static ngx_command_t  ngx_http_model_gateway_commands[] = {
       offsetof(ngx_http_model_gateway_loc_conf_t, session_max),
       NULL },
 
+    { ngx_string("model_gateway_session_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_model_gateway_session_cache,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("model_gateway_state_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, state_cache),
+      NULL },
+
+    { ngx_string("model_gateway_cache_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, cache_size),
+      NULL },
+
     { ngx_string("model_gateway_session_mode"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_enum_slot,
@@ -711,6 +732,8 @@ ngx_http_model_gateway_create_main_conf(ngx_conf_t *cf)
     mcf->limit_zone_size = NGX_CONF_UNSET_SIZE;
     mcf->limit_settle_interval = NGX_CONF_UNSET_MSEC;
     mcf->admin_sync = NGX_CONF_UNSET_MSEC;
+    mcf->cache_size = NGX_CONF_UNSET_SIZE;
+    mcf->state_cache = NGX_CONF_UNSET_MSEC;
 
     /*
      * every gateway request selects its backend with our own peer
@@ -788,6 +811,38 @@ ngx_http_model_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     ngx_conf_init_msec_value(mcf->admin_sync, 1000);
+    ngx_conf_init_size_value(mcf->cache_size, 1024 * 1024);
+
+    if (mcf->cache_size < 8 * ngx_pagesize) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"model_gateway_cache_size\" must be at "
+                           "least %uz", 8 * ngx_pagesize);
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->cache_wanted && mcf->redis == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"model_gateway_session_cache\" caches pins "
+                           "read from \"model_gateway_redis\", which is "
+                           "not set");
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_conf_init_msec_value(mcf->state_cache, 60000);
+
+    if (mcf->state_cache > 3600000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"model_gateway_state_cache\" is at most 1h");
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->state_cache && mcf->redis) {
+        mcf->cache_wanted = 1;
+    }
+
+    if (ngx_http_model_gateway_cache_zone(cf, mcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     if (mcf->admin_sync < 100 || mcf->admin_sync > 60000) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -916,6 +971,7 @@ ngx_http_model_gateway_create_loc_conf(ngx_conf_t *cf)
     conf->session = NGX_CONF_UNSET_PTR;
     conf->session_idle = NGX_CONF_UNSET_MSEC;
     conf->session_max = NGX_CONF_UNSET_MSEC;
+    conf->session_cache = NGX_CONF_UNSET_MSEC;
     conf->session_mode = NGX_CONF_UNSET_UINT;
     conf->session_fallback = NGX_CONF_UNSET_UINT;
     conf->tries = NGX_CONF_UNSET_UINT;
@@ -964,6 +1020,7 @@ ngx_http_model_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent,
                               30 * 60 * 1000);
     ngx_conf_merge_msec_value(conf->session_max, prev->session_max,
                               24 * 60 * 60 * 1000);
+    ngx_conf_merge_msec_value(conf->session_cache, prev->session_cache, 0);
     ngx_conf_merge_uint_value(conf->session_mode, prev->session_mode,
                               NGX_HTTP_MG_SESSION_REBIND);
     ngx_conf_merge_uint_value(conf->session_fallback, prev->session_fallback,

@@ -198,6 +198,24 @@ typedef struct {
 } ngx_http_model_gateway_shm_t;
 
 
+/*
+ * Named entries in a shared zone, least recently used first out (_lru.c):
+ * a payload of the user's, then the name.
+ */
+typedef struct {
+    ngx_rbtree_t                       rbtree;
+    ngx_rbtree_node_t                  sentinel;
+    ngx_queue_t                        lru;
+} ngx_http_model_gateway_lru_t;
+
+typedef struct {
+    ngx_str_node_t                     sn;
+    ngx_queue_t                        queue;
+    ngx_uint_t                         busy;    /* not to be evicted */
+    u_char                             data[1];
+} ngx_http_model_gateway_lru_node_t;
+
+
 /* why an attempt failed; decides retry and the final status */
 typedef enum {
     NGX_HTTP_MG_FAIL_NONE = 0,
@@ -463,12 +481,19 @@ typedef struct {
     size_t                             limit_zone_size;
     ngx_msec_t                         limit_settle_interval;
     ngx_shm_zone_t                    *limit_zone;
-    void                              *limit_sh;
+    ngx_http_model_gateway_lru_t      *limit_sh;
 
     ngx_array_t                       *prices;      /* _price_t */
 
     ngx_msec_t                         admin_sync;  /* admin state poll */
     ngx_uint_t                         admin;       /* an admin location */
+
+    /* the node's cache of session pins and id mappings (_lru.c) */
+    ngx_msec_t                         state_cache;
+    ngx_uint_t                         cache_wanted;
+    size_t                             cache_size;
+    ngx_shm_zone_t                    *cache_zone;
+    ngx_http_model_gateway_lru_t      *cache;
 
     ngx_http_upstream_srv_conf_t      *upstream;    /* our peer selector */
 
@@ -528,6 +553,7 @@ typedef struct {
     ngx_http_complex_value_t          *session;
     ngx_msec_t                         session_idle;
     ngx_msec_t                         session_max;
+    ngx_msec_t                         session_cache;
     ngx_uint_t                         session_mode;
     ngx_uint_t                         session_fallback;
     ngx_uint_t                         tries;
@@ -1010,6 +1036,35 @@ ngx_int_t ngx_http_model_gateway_admin_send(ngx_http_request_t *r,
 #define ngx_http_model_gateway_weight(b)                                    \
     ((b)->node->admin_weight ? (ngx_int_t) (b)->node->admin_weight          \
                              : (b)->weight)
+
+/* pins.c */
+char *ngx_http_model_gateway_session_cache(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_model_gateway_pins_get(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, ngx_str_t *backend);
+void ngx_http_model_gateway_pins_put(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, ngx_str_t *backend, int64_t born);
+void ngx_http_model_gateway_pins_drop(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx);
+
+/* lru.c */
+ngx_http_model_gateway_lru_node_t *ngx_http_model_gateway_lru_get(
+    ngx_slab_pool_t *shpool, ngx_http_model_gateway_lru_t *lru,
+    ngx_str_t *name, size_t size, ngx_uint_t create);
+void ngx_http_model_gateway_lru_delete(ngx_slab_pool_t *shpool,
+    ngx_http_model_gateway_lru_t *lru, ngx_http_model_gateway_lru_node_t *ln);
+ngx_int_t ngx_http_model_gateway_lru_init_zone(ngx_shm_zone_t *shm_zone,
+    ngx_http_model_gateway_lru_t **out);
+ngx_int_t ngx_http_model_gateway_cache_zone(ngx_conf_t *cf,
+    ngx_http_model_gateway_main_conf_t *mcf);
+
+/* ids.c */
+ngx_int_t ngx_http_model_gateway_ids_get(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, ngx_str_t *backend);
+void ngx_http_model_gateway_ids_put(ngx_http_request_t *r,
+    ngx_http_model_gateway_ctx_t *ctx, u_char *backend, size_t len);
+void ngx_http_model_gateway_ids_drop(ngx_http_request_t *r,
+    ngx_str_t *key);
 
 /* status.c */
 char *ngx_http_model_gateway_status_directive(ngx_conf_t *cf,

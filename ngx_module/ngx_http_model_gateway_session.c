@@ -102,7 +102,7 @@ ngx_http_model_gateway_session_route(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {
     ngx_int_t                 rc;
-    ngx_str_t                 args[4];
+    ngx_str_t                 args[4], backend;
     ngx_pool_cleanup_t       *cln;
     ngx_http_mg_redis_cmd_t  *cmd;
     u_char                    ms[1][NGX_INT64_LEN];
@@ -115,6 +115,20 @@ ngx_http_model_gateway_session_route(ngx_http_request_t *r,
 
     if (rc != NGX_OK) {
         return rc;
+    }
+
+    /* a pin this node read a moment ago costs no round trip */
+
+    rc = ngx_http_model_gateway_pins_get(r, ctx, &backend);
+
+    if (rc == NGX_OK) {
+        return ngx_http_model_gateway_session_resolved(r, ctx,
+                                                  (char *) backend.data,
+                                                  backend.len, 0);
+    }
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
     }
 
     /*
@@ -342,6 +356,7 @@ ngx_http_model_gateway_session_reply(void *data, redisReply *reply,
     ngx_http_model_gateway_ctx_t *ctx = data;
 
     ngx_int_t                          next;
+    ngx_str_t                          backend;
     redisReply                        *name, *fresh;
     ngx_http_request_t                *r;
 
@@ -372,6 +387,13 @@ ngx_http_model_gateway_session_reply(void *data, redisReply *reply,
     name = reply->element[0];
     fresh = reply->element[1];
 
+    /* the pin is new, or was made a moment ago: about now either way */
+
+    backend.data = (u_char *) name->str;
+    backend.len = name->len;
+    ngx_http_model_gateway_pins_put(r, ctx, &backend,
+                                    ngx_http_mg_redis_now());
+
     ngx_http_model_gateway_session_apply(r, ctx, name->str, name->len,
                                          fresh->integer != 0);
 }
@@ -386,8 +408,8 @@ ngx_http_model_gateway_session_peek(void *data, redisReply *reply,
     ngx_http_model_gateway_ctx_t *ctx = data;
 
     u_char              *sep, *end;
-    size_t               len;
     ngx_int_t            born, next;
+    ngx_str_t            name;
     ngx_http_request_t  *r;
 
     r = ctx->request;
@@ -429,9 +451,11 @@ ngx_http_model_gateway_session_peek(void *data, redisReply *reply,
                    < (ngx_int_t) ctx->lcf->session_max)
             {
                 r->read_event_handler = ngx_http_block_reading;
-                len = sep - (u_char *) reply->str;
+                name.data = (u_char *) reply->str;
+                name.len = sep - (u_char *) reply->str;
+                ngx_http_model_gateway_pins_put(r, ctx, &name, born);
                 ngx_http_model_gateway_session_apply(r, ctx, reply->str,
-                                                     len, 0);
+                                                     name.len, 0);
                 return;
             }
         }
@@ -630,6 +654,8 @@ ngx_http_model_gateway_session_commit(ngx_http_request_t *r,
     args[1] = ctx->session.backend;
     args[2] = b->name;
 
+    ngx_http_model_gateway_pins_put(r, ctx, &b->name, -1);
+
     if (ngx_http_mg_redis_script(NGX_HTTP_MG_SCRIPT_MOVE, 3, args,
                                  ngx_http_model_gateway_session_ignore, mcf)
         == NULL)
@@ -682,6 +708,8 @@ ngx_http_model_gateway_session_done(ngx_http_request_t *r,
     (void) ngx_http_mg_redis_script(NGX_HTTP_MG_SCRIPT_DROP, 2, args,
                                     ngx_http_model_gateway_session_ignore,
                                     mcf);
+
+    ngx_http_model_gateway_pins_drop(r, ctx);
 
     ctx->session.backend.len = 0;
 }

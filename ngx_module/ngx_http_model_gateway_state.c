@@ -108,8 +108,9 @@ static ngx_int_t
 ngx_http_model_gateway_state_route(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx)
 {
+    ngx_int_t                            rc;
     ngx_uint_t                           kind;
-    ngx_str_t                            args[2];
+    ngx_str_t                            args[2], backend;
     ngx_pool_cleanup_t                  *cln;
     ngx_http_mg_redis_cmd_t             *cmd;
     ngx_http_model_gateway_main_conf_t  *mcf;
@@ -143,6 +144,20 @@ ngx_http_model_gateway_state_route(ngx_http_request_t *r,
     if (ngx_http_model_gateway_state_key(r, ctx, kind, &ctx->state.id)
         != NGX_OK)
     {
+        return NGX_ERROR;
+    }
+
+    /* a mapping this node read lately: it never changes */
+
+    rc = ngx_http_model_gateway_ids_get(r, ctx, &backend);
+
+    if (rc == NGX_OK) {
+        ngx_http_model_gateway_metrics_state(r, NGX_HTTP_MG_STATE_READ);
+        return ngx_http_model_gateway_state_only(r, ctx, backend.data,
+                                                 backend.len);
+    }
+
+    if (rc == NGX_ERROR) {
         return NGX_ERROR;
     }
 
@@ -276,6 +291,8 @@ ngx_http_model_gateway_state_found(void *data, redisReply *reply,
 
     } else if (reply->type == REDIS_REPLY_STRING) {
         ngx_http_model_gateway_metrics_state(r, NGX_HTTP_MG_STATE_READ);
+        ngx_http_model_gateway_ids_put(r, ctx, (u_char *) reply->str,
+                                       reply->len);
         next = ngx_http_model_gateway_state_only(r, ctx,
                                                  (u_char *) reply->str,
                                                  reply->len);

@@ -379,6 +379,14 @@ http {
     model_gateway_event_max_size 16k;
 
     model_gateway_redis 127.0.0.1:%%RPORT%%;
+
+    # node B is to stay connected while Redis sleeps under node A: its
+    # admin state is read at start only, not polled into the stall
+    model_gateway_admin_sync 60s;
+
+    # every lookup asks Redis here (the node's cache of mappings:
+    # t/170-session-cache.t)
+    model_gateway_state_cache 0;
     model_gateway_redis_connect_timeout 500ms;
     %%DEFAULT%%
     %%TTLS%%

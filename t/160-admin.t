@@ -452,6 +452,12 @@ ok($t->wait_for(sub { defined backend_state($t, 'a')->{name}
     $t->redis_cmd('SET', 'mg:conv:conv_abc', 'c');
     $r = admin($t, 'GET', 'conversations/conv_abc', undef);
     is($r->{json}{backend}, 'c', 'a native conversation id inspected');
+    $r = $t->get('/v1/conversations/conv_abc');
+    is($r->{status}, 200, 'the conversation id routes (and is cached)');
+    $r = admin($t, 'DELETE', 'conversations/conv_abc', undef);
+    is($r->{status}, 200, 'its mapping deleted');
+    $r = $t->get('/v1/conversations/conv_abc');
+    is($r->{status}, 404, 'this node forgot it at once');
 
     $t->redis_cmd('HSET', 'mg:{acme}:gw:c:conv_mgw_0123', 'l', 'L1',
                   'o', '{"id":"conv_mgw_0123"}', 'b', 'a');
