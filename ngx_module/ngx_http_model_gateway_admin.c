@@ -131,15 +131,7 @@ ngx_int_t
 ngx_http_model_gateway_admin_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *json)
 {
-    ngx_int_t         rc;
-    ngx_buf_t        *b;
-    ngx_chain_t       out;
     ngx_table_elt_t  *h;
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = json->len;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
 
     /* the answer may name keys and tenants: never cached on the way */
 
@@ -153,27 +145,7 @@ ngx_http_model_gateway_admin_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_set(&h->value, "no-store");
     h->lowcase_key = NULL;
 
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_ERROR;
-    }
-
-    b->pos = json->data;
-    b->last = json->data + json->len;
-    b->memory = 1;
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_model_gateway_send_json_status(r, status, json);
 }
 
 
@@ -661,31 +633,11 @@ ngx_http_model_gateway_admin_number(ngx_http_request_t *r, const char *name,
 static ngx_int_t
 ngx_http_model_gateway_admin_list(ngx_http_request_t *r)
 {
-    ngx_str_t                            json;
-    mg_buf_t                             out;
-    ngx_http_model_gateway_main_conf_t  *mcf;
+    ngx_str_t  json;
 
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
-
-    ngx_memzero(&out, sizeof(mg_buf_t));
-
-    if (mg_buf_append(&out, "{", 1) != MG_X_OK
-        || ngx_http_model_gateway_status_backends(&out, mcf) != NGX_OK
-        || mg_buf_append(&out, "}\n", 2) != MG_X_OK)
-    {
-        mg_buf_free(&out);
+    if (ngx_http_model_gateway_status_render(r, 0, &json) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    json.len = out.len;
-    json.data = ngx_pnalloc(r->pool, out.len);
-    if (json.data == NULL) {
-        mg_buf_free(&out);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_memcpy(json.data, out.data, out.len);
-    mg_buf_free(&out);
 
     return ngx_http_model_gateway_admin_send(r, NGX_HTTP_OK, &json);
 }

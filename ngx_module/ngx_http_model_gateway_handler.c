@@ -358,11 +358,19 @@ not_allowed:
 ngx_int_t
 ngx_http_model_gateway_send_json(ngx_http_request_t *r, ngx_str_t *json)
 {
+    return ngx_http_model_gateway_send_json_status(r, NGX_HTTP_OK, json);
+}
+
+
+ngx_int_t
+ngx_http_model_gateway_send_json_status(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *json)
+{
     ngx_int_t     rc;
     ngx_buf_t    *b;
     ngx_chain_t   out;
 
-    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.status = status;
     r->headers_out.content_length_n = json->len;
     ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = r->headers_out.content_type.len;

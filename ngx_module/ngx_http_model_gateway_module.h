@@ -849,6 +849,8 @@ ngx_http_model_gateway_ctx_t *ngx_http_model_gateway_get_ctx(
     ngx_http_request_t *r);
 ngx_int_t ngx_http_model_gateway_send_json(ngx_http_request_t *r,
     ngx_str_t *json);
+ngx_int_t ngx_http_model_gateway_send_json_status(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *json);
 ngx_int_t ngx_http_model_gateway_fail(ngx_http_request_t *r,
     ngx_uint_t status, const char *type, const char *code,
     const char *param, const char *message);
@@ -1069,8 +1071,8 @@ void ngx_http_model_gateway_ids_drop(ngx_http_request_t *r,
 /* status.c */
 char *ngx_http_model_gateway_status_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-ngx_int_t ngx_http_model_gateway_status_backends(mg_buf_t *out,
-    ngx_http_model_gateway_main_conf_t *mcf);
+ngx_int_t ngx_http_model_gateway_status_render(ngx_http_request_t *r,
+    ngx_uint_t full, ngx_str_t *json);
 
 /* usage.c */
 ngx_int_t ngx_http_model_gateway_usage_init(ngx_conf_t *cf);

@@ -17,6 +17,10 @@
 
 
 static ngx_int_t ngx_http_model_gateway_status_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_model_gateway_status_backends(mg_buf_t *out,
+    ngx_http_model_gateway_main_conf_t *mcf);
+static ngx_int_t ngx_http_model_gateway_status_redis(mg_buf_t *out,
+    ngx_http_model_gateway_main_conf_t *mcf);
 
 
 char *
@@ -61,7 +65,7 @@ ngx_http_model_gateway_left(mg_msec_t until, ngx_msec_t now)
 }
 
 
-ngx_int_t
+static ngx_int_t
 ngx_http_model_gateway_status_backends(mg_buf_t *out,
     ngx_http_model_gateway_main_conf_t *mcf)
 {
@@ -230,10 +234,8 @@ ngx_http_model_gateway_status_redis(mg_buf_t *out,
 static ngx_int_t
 ngx_http_model_gateway_status_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                            rc;
-    ngx_str_t                            json;
-    mg_buf_t                             out;
-    ngx_http_model_gateway_main_conf_t  *mcf;
+    ngx_int_t  rc;
+    ngx_str_t  json;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -244,33 +246,61 @@ ngx_http_model_gateway_status_handler(ngx_http_request_t *r)
         return rc;
     }
 
+    rc = ngx_http_model_gateway_status_render(r, 1, &json);
+
+    if (rc == NGX_DECLINED) {
+        return NGX_HTTP_NOT_FOUND;
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_model_gateway_send_json(r, &json);
+}
+
+
+/*
+ * The status JSON in the request's pool: everything (full), or only the
+ * backends (the admin API's list); NGX_DECLINED without the shared zone.
+ */
+
+ngx_int_t
+ngx_http_model_gateway_status_render(ngx_http_request_t *r, ngx_uint_t full,
+    ngx_str_t *json)
+{
+    mg_buf_t                             out;
+    ngx_http_model_gateway_main_conf_t  *mcf;
+
     mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);
 
     if (mcf->sh == NULL) {
-        return NGX_HTTP_NOT_FOUND;
+        return NGX_DECLINED;
     }
 
     ngx_memzero(&out, sizeof(mg_buf_t));
 
-    if (mg_buf_printf(&out, "{\"time\":%lld,\"pid\":%d,",
-                      (long long) ngx_time(), (int) ngx_pid) != MG_X_OK
+    if ((full
+         ? mg_buf_printf(&out, "{\"time\":%lld,\"pid\":%d,",
+                         (long long) ngx_time(), (int) ngx_pid)
+         : mg_buf_append(&out, "{", 1))
+        != MG_X_OK
         || ngx_http_model_gateway_status_backends(&out, mcf) != NGX_OK
-        || ngx_http_model_gateway_status_redis(&out, mcf) != NGX_OK
+        || (full && ngx_http_model_gateway_status_redis(&out, mcf) != NGX_OK)
         || mg_buf_append(&out, "}\n", 2) != MG_X_OK)
     {
         mg_buf_free(&out);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
-    json.len = out.len;
-    json.data = ngx_pnalloc(r->pool, out.len);
-    if (json.data == NULL) {
-        mg_buf_free(&out);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    json->len = out.len;
+    json->data = ngx_pnalloc(r->pool, out.len);
+
+    if (json->data) {
+        ngx_memcpy(json->data, out.data, out.len);
     }
 
-    ngx_memcpy(json.data, out.data, out.len);
     mg_buf_free(&out);
 
-    return ngx_http_model_gateway_send_json(r, &json);
+    return json->data ? NGX_OK : NGX_ERROR;
 }
