@@ -92,6 +92,17 @@ $t->mock('br', handler => plain('br'));
 my ($crt, $key) = $t->cert('h.test');
 $t->mock('tls', tls => [$crt, $key], handler => plain('tls'));
 
+# rogue: https with a certificate the test CA did not issue
+my ($rcrt, $rkey) = $t->rogue_cert('r.test');
+$t->mock('rogue', tls => [$rcrt, $rkey], handler => plain('rogue'));
+
+# tcool: its model list answers, its chat fails
+$t->mock('tcool', handler => sub {
+    my $req = shift;
+    return models_ok() if $req->{method} eq 'GET';
+    return { status => 503, headers => [$JSONH], body => '{}' };
+});
+
 $t->write_conf(<<'EOF');
 %%TEST_GLOBALS%%
 worker_processes 2;
@@ -184,6 +195,23 @@ http {
         type openai_compatible;
         url http://127.0.0.1:%%PORT_steady%%/v1;
         model pair;
+    }
+
+    model_gateway_backend rogue {
+        type openai;
+        url https://r.test:%%PORT_rogue%%/v1;
+        connect 127.0.0.1:%%PORT_rogue%%;
+        ssl_trusted_certificate %%CA%%;
+        key_file %%DIR%%/tls.key;
+        model m-rogue;
+        health_check interval=1s timeout=500ms;
+    }
+
+    model_gateway_backend tcool {
+        type openai_compatible;
+        url http://127.0.0.1:%%PORT_tcool%%/v1;
+        model m-tcool;
+        health_check interval=1s timeout=500ms;
     }
 
     model_gateway_backend slow {
@@ -283,6 +311,14 @@ is($g->{sni}, 'h.test', 'https: with SNI of the URL\'s host');
 is($g->{headers}{host}, 'h.test:' . $t->port('tls'), 'https: Host');
 is(scalar(grep { $_->{event} eq 'tls_error' } @{$t->mock_events('tls')}), 0,
    'https: no handshake errors');
+
+ok($t->wait_for(sub {
+       (status_of('rogue')->{health_check}{state} // '') eq 'down' }, 5),
+   'https: a certificate the CA did not issue fails the probe');
+is(status_of('rogue')->{health_check}{last_error}, 'certificate not trusted',
+   'https: the error says so');
+is(scalar @{$t->mock_requests('rogue')}, 0,
+   'https: nothing sent to an untrusted server');
 
 # bedrock: connections accepted, and closed without a request
 ok($t->wait_for(sub {
@@ -411,6 +447,41 @@ my $after = chat_to(6);
 ok($after->{flaky} && $after->{steady}, 'flaky takes traffic again');
 
 ###########################################################################
+# a passing probe does not end a cool-down that traffic started: the
+# breaker's trial does
+
+for (1 .. 3) {
+    my $r = $t->chat('m-tcool');
+    isnt($r->{status}, 200, 'tcool: its chat fails');
+}
+$st = status_of('tcool');
+is($st->{health}, 'cooling_down', 'tcool: cooled down by traffic');
+my $np = @{probes('tcool')};
+ok($t->wait_for(sub { @{probes('tcool')} >= $np + 2 }, 5),
+   'tcool: probes go on while it cools down');
+$st = status_of('tcool');
+is($st->{health_check}{state}, 'up', 'tcool: its probes pass');
+is($st->{health}, 'cooling_down', 'tcool: and it still cools down');
+
+###########################################################################
+# after a reload, the old workers stop probing: still one per interval
+
+ok($t->reload(wait_old => 1), "reload (the old workers gone)");
+{
+    sleep 1;
+    my $n0 = @{probes('oai')};
+    my $t0 = time;
+    sleep 4;
+    my $n = @{probes('oai')} - $n0;
+    my $secs = time - $t0;
+    ok($n >= $secs - 3 && $n <= $secs + 2,
+       "after a reload, one probe per interval ($n in "
+       . sprintf('%.1f', $secs) . ' s)');
+}
+is(status_of('flaky')->{health_check}{state}, 'up',
+   'the health state carries over a reload');
+
+###########################################################################
 # no key in the log
 
 my $log = $t->error_log;
@@ -451,9 +522,10 @@ for my $c (
 ) {
     $t->write_conf($base, HC => $c->[0]);
     my ($rc, $out) = $t->nginx_t;
-    isnt($rc, 0, "nginx -t fails: health_check $c->[0]");
+    (my $name = $c->[0]) =~ s/;?\s+/ /g;
+    isnt($rc, 0, "nginx -t fails: health_check $name");
     like($out, qr/$c->[1].* in \S+nginx\.conf:\d+/,
-         "nginx -t says why, with file:line ($c->[0])") or diag $out;
+         "nginx -t says why, with file:line ($name)") or diag $out;
 }
 
 $t->write_conf($base, HC => 'interval=2s path=/health');
