@@ -282,8 +282,13 @@ ngx_http_model_gateway_health_finish(ngx_conf_t *cf,
 
     p = ngx_sprintf(p, "GET %V HTTP/1.1" CRLF "Host: %V" CRLF,
                     &b->health_path, &b->host_header);
-    p = ngx_cpymem(p, b->auth_header.data, b->auth_header.len);
-    p = ngx_cpymem(p, b->fixed_lines.data, b->fixed_lines.len);
+    if (b->auth_header.len) {
+        p = ngx_cpymem(p, b->auth_header.data, b->auth_header.len);
+    }
+
+    if (b->fixed_lines.len) {
+        p = ngx_cpymem(p, b->fixed_lines.data, b->fixed_lines.len);
+    }
     p = ngx_cpymem(p, "Accept: application/json" CRLF
                    "Accept-Encoding: identity" CRLF
                    "Connection: close" CRLF CRLF,
