@@ -216,6 +216,14 @@ ngx_http_model_gateway_backend_directive(ngx_conf_t *cf, ngx_command_t *dummy,
                                                      &value[2]);
     }
 
+    if (ngx_mg_is("health_check")) {
+        if (nargs > 5) {
+            goto invalid_args;
+        }
+
+        return ngx_http_model_gateway_health_directive(cf, b, value, nargs);
+    }
+
     if (ngx_mg_is("resolve")) {
         if (nargs != 0) {
             goto invalid_args;
@@ -836,7 +844,7 @@ ngx_http_model_gateway_backend_finish(ngx_conf_t *cf,
     b->body_conf = b->header_conf;
     b->body_conf.read_timeout = b->idle_timeout;
 
-    return NGX_OK;
+    return ngx_http_model_gateway_health_finish(cf, mcf, b);
 }
 
 

@@ -913,6 +913,43 @@ ngx_http_model_gateway_render_backends(ngx_http_model_gateway_render_t *w,
         ngx_http_model_gateway_put(w, "} %ui.%03ui\n", k / 1000, k % 1000);
     }
 
+    /* active health checks: series of the checked backends only */
+
+    ngx_http_model_gateway_family(w, "model_gateway_backend_health",
+        "gauge", "What a backend's active health check says: 1 up, 0 down, "
+        "-1 not known yet.");
+
+    for (i = 0; i < mcf->backends.nelts; i++) {
+        if (b[i]->health_interval == 0) {
+            continue;
+        }
+
+        ngx_http_model_gateway_put(w, "model_gateway_backend_health{");
+        ngx_http_model_gateway_label(w, "backend", &b[i]->name);
+        ngx_http_model_gateway_put(w, "} %s\n",
+                   b[i]->node->health == NGX_HTTP_MG_HEALTH_UP ? "1"
+                   : (b[i]->node->health == NGX_HTTP_MG_HEALTH_DOWN ? "0"
+                                                                    : "-1"));
+    }
+
+    ngx_http_model_gateway_family(w, "model_gateway_health_checks_total",
+        "counter", "Active health check probes of a backend, by result.");
+
+    for (i = 0; i < mcf->backends.nelts; i++) {
+        if (b[i]->health_interval == 0) {
+            continue;
+        }
+
+        for (k = 0; k < 2; k++) {
+            ngx_http_model_gateway_put(w,
+                                       "model_gateway_health_checks_total{");
+            ngx_http_model_gateway_label(w, "backend", &b[i]->name);
+            ngx_http_model_gateway_put(w, ",result=\"%s\"} %uL\n",
+                                       k ? "fail" : "pass",
+                                       (uint64_t) b[i]->node->probes[k]);
+        }
+    }
+
     ngx_http_model_gateway_family(w, "model_gateway_rate_limited_seconds",
         "gauge", "How long a backend is still rate limited for a model, "
         "after its 429 (0: not limited).");

@@ -1128,6 +1128,10 @@ ngx_http_model_gateway_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    if (ngx_http_model_gateway_health_init(cycle, mcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_model_gateway_resolve_init(cycle, mcf);
 }
 

@@ -144,6 +144,12 @@ typedef struct {
 #define NGX_HTTP_MG_STATE_OPS          4
 
 
+#define NGX_HTTP_MG_HEALTH_UNKNOWN     0
+#define NGX_HTTP_MG_HEALTH_UP          1
+#define NGX_HTTP_MG_HEALTH_DOWN        2
+#define NGX_HTTP_MG_HEALTH_ERR         48           /* NUL-terminated */
+
+
 /*
  * Shared state of a backend, or of a backend serving one model (the pair
  * fields); found by name, so it survives reloads.
@@ -167,6 +173,16 @@ typedef struct {
     ngx_atomic_t                       drain;
     ngx_atomic_t                       admin_clear;
     ngx_atomic_t                       forced_until; /* ms, Redis' clock */
+
+    /* active health checks (_health.c), in backend nodes only */
+    ngx_atomic_t                       health_next; /* next probe due */
+    ngx_atomic_t                       probes[2];   /* passed, failed */
+    ngx_msec_t                         health_at;   /* last verdict */
+    mg_msec_t                          health_until; /* its cool-down */
+    ngx_uint_t                         health;      /* NGX_HTTP_MG_HEALTH_* */
+    ngx_uint_t                         health_failed; /* in a row */
+    ngx_uint_t                         health_passed;
+    u_char                             health_error[NGX_HTTP_MG_HEALTH_ERR];
 
     ngx_http_model_gateway_metrics_t   metrics;     /* pairs' */
 
@@ -318,6 +334,14 @@ struct ngx_http_model_gateway_backend_s {
     ngx_msec_t                         keepalive_time;
     ngx_queue_t                        cache;       /* per worker */
     ngx_queue_t                        free;
+
+    /* health_check (_health.c); health_interval 0: none */
+    ngx_msec_t                         health_interval;
+    ngx_msec_t                         health_timeout;
+    ngx_uint_t                         health_fails;
+    ngx_uint_t                         health_passes;
+    ngx_str_t                          health_path; /* empty: connect only */
+    ngx_str_t                          health_request; /* has the key */
 
     /* u->conf before and after the response header */
     ngx_http_upstream_conf_t           header_conf;
@@ -879,6 +903,15 @@ ngx_int_t ngx_http_model_gateway_keepalive_init(ngx_cycle_t *cycle,
 
 /* resolve.c */
 ngx_int_t ngx_http_model_gateway_resolve_init(ngx_cycle_t *cycle,
+    ngx_http_model_gateway_main_conf_t *mcf);
+
+/* health.c */
+char *ngx_http_model_gateway_health_directive(ngx_conf_t *cf,
+    ngx_http_model_gateway_backend_t *b, ngx_str_t *value, ngx_uint_t n);
+ngx_int_t ngx_http_model_gateway_health_finish(ngx_conf_t *cf,
+    ngx_http_model_gateway_main_conf_t *mcf,
+    ngx_http_model_gateway_backend_t *b);
+ngx_int_t ngx_http_model_gateway_health_init(ngx_cycle_t *cycle,
     ngx_http_model_gateway_main_conf_t *mcf);
 
 /* shm.c */

@@ -65,6 +65,95 @@ ngx_http_model_gateway_left(mg_msec_t until, ngx_msec_t now)
 }
 
 
+/*
+ * "health_check": what the active checks say (_health.c), read without
+ * the lock: the error text is a fixed buffer whose last byte stays NUL
+ */
+
+static ngx_int_t
+ngx_http_model_gateway_status_health(mg_buf_t *out,
+    ngx_http_model_gateway_backend_t *b, ngx_msec_t now)
+{
+    ngx_str_t                       err;
+    ngx_msec_t                      at;
+    const char                     *state;
+    ngx_http_model_gateway_node_t  *node;
+    u_char                          text[NGX_HTTP_MG_HEALTH_ERR];
+
+    static const char  unchecked[] = "\"health_check\":{\"checked\":false,"
+                                     "\"state\":\"unknown\","
+                                     "\"last_check_ms_ago\":null,"
+                                     "\"last_error\":null}";
+
+    node = b->node;
+
+    if (b->health_interval == 0) {
+        return mg_buf_append(out, unchecked, sizeof(unchecked) - 1)
+               == MG_X_OK ? NGX_OK : NGX_ERROR;
+    }
+
+    switch (node->health) {
+    case NGX_HTTP_MG_HEALTH_UP:
+        state = "up";
+        break;
+    case NGX_HTTP_MG_HEALTH_DOWN:
+        state = "down";
+        break;
+    default:
+        state = "unknown";
+    }
+
+    at = node->health_at;
+
+    if (mg_buf_printf(out, "\"health_check\":{\"checked\":true,"
+                      "\"state\":\"%s\",\"interval_ms\":%lu,",
+                      state, (unsigned long) b->health_interval)
+        != MG_X_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (at == 0) {
+        if (mg_buf_append(out, "\"last_check_ms_ago\":null,", 25)
+            != MG_X_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else if (mg_buf_printf(out, "\"last_check_ms_ago\":%lu,",
+                             (unsigned long) ((ngx_msec_int_t) (now - at) > 0
+                                              ? now - at : 0))
+               != MG_X_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(text, node->health_error, NGX_HTTP_MG_HEALTH_ERR);
+    text[NGX_HTTP_MG_HEALTH_ERR - 1] = '\0';
+
+    err.data = text;
+    err.len = ngx_strlen(text);
+
+    if (mg_buf_append(out, "\"last_error\":", 13) != MG_X_OK) {
+        return NGX_ERROR;
+    }
+
+    if (err.len == 0) {
+        if (mg_buf_append(out, "null", 4) != MG_X_OK) {
+            return NGX_ERROR;
+        }
+
+    } else if (ngx_http_model_gateway_status_string(out, &err) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return mg_buf_printf(out, ",\"passed\":%lu,\"failed\":%lu}",
+                         (unsigned long) node->probes[0],
+                         (unsigned long) node->probes[1])
+           == MG_X_OK ? NGX_OK : NGX_ERROR;
+}
+
+
 static ngx_int_t
 ngx_http_model_gateway_status_backends(mg_buf_t *out,
     ngx_http_model_gateway_main_conf_t *mcf)
@@ -123,14 +212,16 @@ ngx_http_model_gateway_status_backends(mg_buf_t *out,
                              "\"weight\":%ld,\"effective_weight\":%ld,"
                              "\"drain\":\"%s\","
                              "\"priority\":%ld,\"in_flight\":%lu,"
-                             "\"latency_ewma_ms\":%.1f,\"models\":[",
+                             "\"latency_ewma_ms\":%.1f,",
                              health, (unsigned long) cool, (long) forced,
                              (long) b[i]->weight,
                              (long) ngx_http_model_gateway_weight(b[i]),
                              drain, (long) b[i]->priority,
                              (unsigned long) node->outstanding,
                              (double) node->ewma_us / 1000)
-               != MG_X_OK)
+               != MG_X_OK
+            || ngx_http_model_gateway_status_health(out, b[i], now) != NGX_OK
+            || mg_buf_append(out, ",\"models\":[", 11) != MG_X_OK)
         {
             return NGX_ERROR;
         }

@@ -53,6 +53,15 @@ $t->mock('a', handler => sub {
     return { status => 200, headers => [['Content-Type', 'application/json']],
              body => usage_completion($b->{model}) };
 });
+# hc: a health-checked backend whose model list answers; hcdown's does not
+$t->mock('hc', handler => sub {
+    return { status => 200, headers => [['Content-Type', 'application/json']],
+             body => '{"object":"list","data":[]}' };
+});
+$t->mock('hcdown', handler => sub {
+    return { status => 500, headers => [['Content-Type', 'application/json']],
+             body => '{}' };
+});
 $t->mock('down', handler => sub {
     return { status => 503, headers => [['Content-Type', 'application/json']],
              body => '{"error":{"message":"down"}}' };
@@ -99,6 +108,20 @@ http {
         model m;
         model e api=embeddings;
         priority 1;
+    }
+
+    model_gateway_backend hc {
+        type openai_compatible;
+        url http://127.0.0.1:%%PORT_hc%%/v1;
+        model hcm;
+        health_check interval=1s timeout=500ms;
+    }
+
+    model_gateway_backend hcdown {
+        type openai_compatible;
+        url http://127.0.0.1:%%PORT_hcdown%%/v1;
+        model hcm;
+        health_check interval=1s timeout=500ms;
     }
 
     server {
@@ -266,6 +289,22 @@ is(join(',', map { $m->{$_} } @up), '1,1', 'redis: both up');
 my $cmds = 0;
 $cmds += $m->{$_} for grep { /^model_gateway_redis_commands_total/ } keys %$m;
 ok($cmds >= 6, "redis: commands counted ($cmds)");
+
+# active health checks: series of the checked backends only
+ok($t->wait_for(sub {
+       my $r = $t->request(method => 'GET', path => '/metrics');
+       $r->{body} =~ /^model_gateway_backend_health\{backend="hc"\} 1$/m
+       && $r->{body} =~ /^model_gateway_backend_health\{backend="hcdown"\} 0$/m
+   }, 5), 'health: hc up (1), hcdown down (0)');
+($r, $m) = metrics();
+ok($m->{q{model_gateway_health_checks_total{backend="hc",result="pass"}}} >= 1,
+   'health: hc\'s passed probes');
+is($m->{q{model_gateway_health_checks_total{backend="hc",result="fail"}}}, 0,
+   'health: hc failed none');
+ok($m->{q{model_gateway_health_checks_total{backend="hcdown",result="fail"}}} >= 1,
+   'health: hcdown\'s failed probes');
+ok(!exists $m->{q{model_gateway_backend_health{backend="a"}}},
+   'health: no series of a backend without health_check');
 
 # the status page
 my $st = $t->request(method => 'GET', path => '/status');
