@@ -351,6 +351,10 @@ http {
     model_gateway_retry_after_max 0;
 
     model_gateway_redis 127.0.0.1:%%RPORT%%;
+
+    # the fake Redis logs and stalls commands: no admin poll among them
+    # after the first
+    model_gateway_admin_sync 60s;
     model_gateway_redis_timeout %%RTIMEOUT%%;
     model_gateway_redis_connect_timeout 500ms;
 
