@@ -272,6 +272,12 @@ ngx_http_model_gateway_limits_route(ngx_http_request_t *r,
     cln->handler = ngx_http_model_gateway_limits_cleanup;
     cln->data = ctx;
 
+    /* units the node leased before: no round trip */
+
+    if (ngx_http_model_gateway_limits_lease_take(r, ctx) == NGX_OK) {
+        return NGX_DECLINED;
+    }
+
     if (mcf->redis && ngx_http_mg_redis_ready()) {
 
         /*
@@ -514,7 +520,7 @@ ngx_http_model_gateway_limits_send(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, ngx_uint_t pin)
 {
     u_char                            *p;
-    ngx_str_t                          args[NGX_HTTP_MG_LIMITS_MAX * 4 + 5];
+    ngx_str_t                          args[NGX_HTTP_MG_LIMITS_MAX * 5 + 5];
     ngx_uint_t                         i, n, a;
     ngx_http_mg_redis_cmd_t           *cmd;
     ngx_http_model_gateway_limits_t   *l;
@@ -523,7 +529,7 @@ ngx_http_model_gateway_limits_send(ngx_http_request_t *r,
     l = &ctx->limits;
     n = l->n;
 
-    p = ngx_pnalloc(r->pool, (n * 2 + 3) * NGX_INT64_LEN + n);
+    p = ngx_pnalloc(r->pool, (n * 3 + 3) * NGX_INT64_LEN + n);
     if (p == NULL) {
         return NGX_ERROR;
     }
@@ -555,6 +561,12 @@ ngx_http_model_gateway_limits_send(ngx_http_request_t *r,
 
         args[a].data = p;
         p = ngx_sprintf(p, "%uL", l->which[i] == 0 ? 1 : l->reserved);
+        args[a].len = p - args[a].data;
+        a++;
+
+        args[a].data = p;
+        p = ngx_sprintf(p, "%uL",
+                        ngx_http_model_gateway_limits_lease_ask(ctx, i));
         args[a].len = p - args[a].data;
         a++;
     }
@@ -615,7 +627,7 @@ ngx_http_model_gateway_limits_reply(void *data, redisReply *reply,
     n = l->n;
 
     if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements < 4 + 2 * n)
+        || reply->elements < 4 + 3 * n)
     {
         if (rc == NGX_OK) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -632,7 +644,7 @@ ngx_http_model_gateway_limits_reply(void *data, redisReply *reply,
 
     e = reply->element;
 
-    for (i = 0; i < 4 + 2 * n; i++) {
+    for (i = 0; i < 4 + 3 * n; i++) {
         if (e[i]->type != REDIS_REPLY_INTEGER) {
             goto fallback;
         }
@@ -640,8 +652,8 @@ ngx_http_model_gateway_limits_reply(void *data, redisReply *reply,
 
     for (i = 0; i < n; i++) {
         ngx_http_model_gateway_limits_result(ctx, i, l->limit[i],
-                                             (uint64_t) e[4 + 2 * i]->integer,
-                                             e[5 + 2 * i]->integer);
+                                             (uint64_t) e[4 + 3 * i]->integer,
+                                             e[5 + 3 * i]->integer);
     }
 
     if (e[0]->integer == 0) {
@@ -660,10 +672,21 @@ ngx_http_model_gateway_limits_reply(void *data, redisReply *reply,
     l->charged = NGX_HTTP_MG_CHARGED_REDIS;
     l->day = e[3]->integer;
 
+    /* what the node may admit alone from now on */
+
+    for (i = 0; i < n; i++) {
+        if (e[6 + 3 * i]->integer > 0) {
+            ngx_http_model_gateway_limits_lease_grant(ctx, i,
+                                           e[6 + 3 * i]->integer,
+                                           (uint64_t) e[4 + 3 * i]->integer,
+                                           e[5 + 3 * i]->integer);
+        }
+    }
+
     if (l->pin) {
-        if (reply->elements != 6 + 2 * n
-            || e[4 + 2 * n]->type != REDIS_REPLY_STRING
-            || e[5 + 2 * n]->type != REDIS_REPLY_INTEGER)
+        if (reply->elements != 6 + 3 * n
+            || e[4 + 3 * n]->type != REDIS_REPLY_STRING
+            || e[5 + 3 * n]->type != REDIS_REPLY_INTEGER)
         {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "model gateway: the limits script did not name "
@@ -673,9 +696,9 @@ ngx_http_model_gateway_limits_reply(void *data, redisReply *reply,
         }
 
         next = ngx_http_model_gateway_session_resolved(r, ctx,
-                                                       e[4 + 2 * n]->str,
-                                                       e[4 + 2 * n]->len,
-                                                       e[5 + 2 * n]->integer
+                                                       e[4 + 3 * n]->str,
+                                                       e[4 + 3 * n]->len,
+                                                       e[5 + 3 * n]->integer
                                                        != 0);
         ngx_http_model_gateway_route_done(r, next);
         return;

@@ -39,9 +39,6 @@ static ngx_event_t         ngx_http_model_gateway_settle_ev;
 
 
 
-static void ngx_http_model_gateway_limits_pend(
-    ngx_http_model_gateway_main_conf_t *mcf, ngx_str_t *name, u_char kind,
-    uint64_t limit, int64_t day, int64_t delta);
 static void ngx_http_model_gateway_limits_flush(ngx_event_t *ev);
 static void ngx_http_model_gateway_limits_ignore(void *data,
     redisReply *reply, ngx_int_t rc);
@@ -115,7 +112,7 @@ ngx_http_model_gateway_limits_settle(ngx_http_model_gateway_ctx_t *ctx)
  * request's memory is not used: its pool is being destroyed.
  */
 
-static void
+void
 ngx_http_model_gateway_limits_pend(ngx_http_model_gateway_main_conf_t *mcf,
     ngx_str_t *name, u_char kind, uint64_t limit, int64_t day, int64_t delta)
 {

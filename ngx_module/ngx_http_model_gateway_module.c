@@ -484,6 +484,20 @@ static ngx_command_t  ngx_http_model_gateway_commands[] = {
       offsetof(ngx_http_model_gateway_main_conf_t, limit_default_max_tokens),
       &ngx_http_model_gateway_limit_max_tokens },
 
+    { ngx_string("model_gateway_limit_batch"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, limit_batch),
+      NULL },
+
+    { ngx_string("model_gateway_limit_lease"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, limit_lease),
+      NULL },
+
     { ngx_string("model_gateway_limit_settle_interval"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -731,6 +745,8 @@ ngx_http_model_gateway_create_main_conf(ngx_conf_t *cf)
     mcf->limit_default_max_tokens = NGX_CONF_UNSET_UINT;
     mcf->limit_zone_size = NGX_CONF_UNSET_SIZE;
     mcf->limit_settle_interval = NGX_CONF_UNSET_MSEC;
+    mcf->limit_batch = NGX_CONF_UNSET_UINT;
+    mcf->limit_lease = NGX_CONF_UNSET_MSEC;
     mcf->admin_sync = NGX_CONF_UNSET_MSEC;
     mcf->cache_size = NGX_CONF_UNSET_SIZE;
     mcf->state_cache = NGX_CONF_UNSET_MSEC;
@@ -786,6 +802,22 @@ ngx_http_model_gateway_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
     ngx_conf_init_msec_value(mcf->limit_settle_interval, 100);
+    ngx_conf_init_uint_value(mcf->limit_batch, 1);
+    ngx_conf_init_msec_value(mcf->limit_lease, 1000);
+
+    if (mcf->limit_batch < 1 || mcf->limit_batch > 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"model_gateway_limit_batch\" must be 1 to "
+                           "1000");
+        return NGX_CONF_ERROR;
+    }
+
+    if (mcf->limit_lease < 10 || mcf->limit_lease > 60000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"model_gateway_limit_lease\" must be 10ms to "
+                           "60s");
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_init_size_value(mcf->zone_size, 1024 * 1024);
     ngx_conf_init_uint_value(mcf->metrics_tenants, 256);
 

@@ -504,6 +504,8 @@ typedef struct {
     ngx_uint_t                         limit_default_max_tokens;
     size_t                             limit_zone_size;
     ngx_msec_t                         limit_settle_interval;
+    ngx_uint_t                         limit_batch; /* leases (_lease.c) */
+    ngx_msec_t                         limit_lease;
     ngx_shm_zone_t                    *limit_zone;
     ngx_http_model_gateway_lru_t      *limit_sh;
 

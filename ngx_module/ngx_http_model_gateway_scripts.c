@@ -120,15 +120,17 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
     /*
      * LIMIT: KEYS[1..n] a request's limit counters, all of one tenant
      * (one hash tag), and KEYS[n+1], when given, its session pin.
-     * ARGV[1] n; for each counter i ARGV[3i-1] its kind ('r' per minute,
+     * ARGV[1] n; for each counter i ARGV[4i-2] its kind ('r' per minute,
      * 'd' per UTC day, 'b' budget: src/mg_limit.c has the same rules),
-     * ARGV[3i] its limit, ARGV[3i+1] the cost (1 request, or the tokens
-     * reserved); then, with a pin, the PIN script's three arguments.
+     * ARGV[4i-1] its limit, ARGV[4i] the cost (1 request, or the tokens
+     * reserved), ARGV[4i+1] a lease asked for besides (units the node
+     * keeps to admit its next requests alone; granted only whole, and only
+     * where it fits); then, with a pin, the PIN script's three arguments.
      * Charges every counter or none.  Returns {1 if charged, the counter
      * whose refusal decides (one that never fits first, else the longest
-     * wait), its wait in ms (-1: never), the UTC day, then
-     * per counter what remains and the ms until it is full again (-1:
-     * never)}, and with a pin and a charge {backend, 1 if new} as PIN.
+     * wait), its wait in ms (-1: never), the UTC day, then per counter
+     * what remains, the ms until it is full again (-1: never) and the lease
+     * granted}, and with a pin and a charge {backend, 1 if new} as PIN.
      * So a request's limits and its session cost one round trip.
      */
 
@@ -138,19 +140,15 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
       "local n = tonumber(ARGV[1]) "
       "local out = {1, 0, 0, day} "
       "local st = {} "
-      "for i = 1, n do "
-        "local kind = ARGV[3 * i - 1] "
-        "local lim = tonumber(ARGV[3 * i]) "
-        "local cost = tonumber(ARGV[3 * i + 1]) "
-        "local v = redis.call('GET', KEYS[i]) "
-        "local ok, rem, reset, retry "
+      "local function take(kind, lim, v, cost) "
+        "local ok, rem, reset, retry, s "
         "if kind == 'r' then "
           "local p = 60000 / lim "
           "local tat = tonumber(v) or now "
           "if tat < now then tat = now end "
           "local e = tat + cost * p "
           "if e - now <= 60000.001 then "
-            "ok = true st[i] = e "
+            "ok = true s = e "
             "rem = math.max(math.floor((60000 - (e - now)) / p + 1e-6), 0) "
             "reset = e - now "
           "else "
@@ -173,13 +171,30 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
             "reset = -1 used = tonumber(v) or 0 "
           "end "
           "if used + cost <= lim then "
-            "ok = true st[i] = used + cost rem = lim - used - cost "
+            "ok = true s = used + cost rem = lim - used - cost "
           "else "
             "ok = false rem = math.max(lim - used, 0) "
             "if cost > lim or kind == 'b' then retry = -1 "
             "else retry = reset end "
           "end "
         "end "
+        "return ok, s, rem, reset, retry "
+      "end "
+      "for i = 1, n do "
+        "local kind = ARGV[4 * i - 2] "
+        "local lim = tonumber(ARGV[4 * i - 1]) "
+        "local cost = tonumber(ARGV[4 * i]) "
+        "local lease = tonumber(ARGV[4 * i + 1]) "
+        "local v = redis.call('GET', KEYS[i]) "
+        "local ok, s, rem, reset, retry "
+        "if lease > 0 then "
+          "ok, s, rem, reset, retry = take(kind, lim, v, cost + lease) "
+        "end "
+        "if not ok then "
+          "lease = 0 "
+          "ok, s, rem, reset, retry = take(kind, lim, v, cost) "
+        "end "
+        "st[i] = s "
         "if not ok then "
           "out[1] = 0 "
           "if out[2] == 0 or (retry < 0 and out[3] >= 0) "
@@ -189,10 +204,11 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
         "end "
         "out[#out + 1] = rem "
         "out[#out + 1] = math.ceil(reset) "
+        "out[#out + 1] = lease "
       "end "
       "if out[1] == 0 then return out end "
       "for i = 1, n do "
-        "local kind = ARGV[3 * i - 1] "
+        "local kind = ARGV[4 * i - 2] "
         "if kind == 'r' then "
           "redis.call('SET', KEYS[i], string.format('%.17g', st[i]), 'PX', "
                      "math.ceil(st[i] - now) + 1000) "
@@ -206,9 +222,9 @@ ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[] = {
       "end "
       "if #KEYS == n then return out end "
       "local pin = KEYS[n + 1] "
-      "local backend = ARGV[3 * n + 2] "
-      "local idle = tonumber(ARGV[3 * n + 3]) "
-      "local max = tonumber(ARGV[3 * n + 4]) "
+      "local backend = ARGV[4 * n + 2] "
+      "local idle = tonumber(ARGV[4 * n + 3]) "
+      "local max = tonumber(ARGV[4 * n + 4]) "
       "local v = redis.call('GET', pin) "
       "if v then "
         "local sep = string.find(v, '|', 1, true) "
