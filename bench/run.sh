@@ -50,7 +50,7 @@ BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-16}
 BENCH_WARMUP=${BENCH_WARMUP:-2}
 BENCH_MAX_ERRORS=${BENCH_MAX_ERRORS:-5}
-BENCH_SCENARIOS=${BENCH_SCENARIOS:-basic balanced stateful stateful_hot auth stateful_auth anthropic stream_anthropic bedrock bedrock_key responses_gateway}
+BENCH_SCENARIOS=${BENCH_SCENARIOS:-basic balanced stateful stateful_hot auth auth_batch stateful_auth anthropic stream_anthropic bedrock bedrock_key responses_gateway}
 BENCH_FAKE_GATEWAY=${BENCH_FAKE_GATEWAY:-0}
 NGINX=${NGINX:-/usr/sbin/nginx}
 WRK=${WRK:-wrk}
@@ -767,6 +767,14 @@ scenario_auth() {
     auth_run auth 9 "$BENCH_DIR/post.lua"
 }
 
+# auth_batch: auth with model_gateway_limit_batch 100: the node admits
+# from its leases, and asks Redis about once per 100 requests
+scenario_auth_batch() {
+    ensure_mock
+    ensure_redis
+    auth_run auth_batch 12 "$BENCH_DIR/post.lua" 100
+}
+
 # stateful_auth: auth, and every request carries one of 1000 session keys
 # (post-session.lua): the LIMIT script charges the limits and reads the pin
 # in one round trip; the SETTLE script after each answer is not waited for
@@ -774,9 +782,10 @@ scenario_stateful_auth() {
     auth_run stateful_auth 10 "$BENCH_DIR/post-session.lua"
 }
 
-# auth_run LABEL N LUA: the auth runs, gateway$N against proxy$N
+# auth_run LABEL N LUA [BATCH]: the auth runs, gateway$N against proxy$N
 auth_run() {
     local label=$1 n=$2 lua_saved=$LUA key calls0 calls1 s0 s1 w0 w1 reqs
+    local batch=${4:-1}
     ensure_mock
     ensure_redis
     key=$("$TOP/bin/mg-key" --tenant bench --id "bench-$n" \
@@ -786,7 +795,7 @@ auth_run() {
     start_proxy "proxy$n" 1
     start_nginx "gateway$n" "$BENCH_DIR/gateway-auth.conf.in" \
         MODULE="$MODULE" MOCKPORT="${NGX_PORT[mock]}" WORKERS=1 \
-        REDISPORT="$REDIS_PORT"
+        REDISPORT="$REDIS_PORT" BATCH="$batch"
     BENCH_AUTH=$key
     export BENCH_AUTH
     sanity proxy_pass "$(url_of "proxy$n")" "proxy$n"
