@@ -653,8 +653,9 @@ stateful_run() {
     calls1=$(redis_calls)
     trips1=$(redis_calls getex evalsha eval)
     LUA=$lua_saved
-    reqs=$(cat "$WORK/$tag"-*-b.txt "$WORK/$tag"-*-base.txt \
-               2>/dev/null | awk '/ requests in / { s += $1 } END { print s + 0 }')
+    reqs=$({ cat "$WORK/$tag"-*-b.txt "$WORK/$tag"-*-base.txt \
+                 2>/dev/null || true; } \
+               | awk '/ requests in / { s += $1 } END { print s + 0 }')
     cmds=$(awk -v a="$calls0" -v b="$calls1" -v n="$reqs" \
         'BEGIN { if (n > 0) printf "%.3f", (b - a) / n; else print "n/a" }')
     trips=$(awk -v a="$trips0" -v b="$trips1" -v n="$reqs" \
