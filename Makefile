@@ -28,7 +28,7 @@ CFLAGS_UNIT := -std=gnu99 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter \
 ASAN_CC_OPT := -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer
 ASAN_LD_OPT := -fsanitize=address,undefined
 
-.PHONY: all deps build asan unit sdk test test-unit test-nginx test-asan \
+.PHONY: all deps build asan unit sdk test test-unit test-nginx test-asan fleet \
         run deb bench bench-bounds fuzz clean style
 
 all: build
@@ -128,6 +128,12 @@ test-asan: deps asan sdk
 
 run: build
 	@$(TOP)/bin/mg-run $(B)/$(MODULE)
+
+# The fleet simulation at the issue's size: 3 nodes x 10,000 sessions
+# (make test runs it with 2,000).
+fleet: deps build
+	MG_FLEET_SESSIONS=10000 MG_MODULE=$(B)/$(MODULE) \
+	    prove -v -I t/lib t/190-fleet.t
 
 # The Debian package libnginx-mod-http-model-gateway, built as Debian's own
 # nginx modules are (debian/: dh with nginx-dev's nginx add-on), from the
