@@ -60,8 +60,11 @@ like($text, qr/authentication: on, with the demo key (mgk_\S+)/,
      'and the demo key');
 like($text, qr/demo \(openai_compatible\).*demo-model/, 'the demo backend');
 
+like($text, qr{admin API http://127\.0\.0\.1:$PORT/admin/ \(127\.0\.0\.1 only\), with the admin key mgk_\S+},
+     'and the admin API with its key');
+
 my @curl = $text =~ /^  (curl .*)$/mg;
-is(scalar @curl, 5, 'five curl lines');
+is(scalar @curl, 6, 'six curl lines');
 
 sub sh {
     my ($cmd) = @_;
@@ -100,6 +103,11 @@ like(sh("curl -s http://127.0.0.1:$PORT/metrics"),
      'the metrics count the requests');
 my $status = eval { decode_json(sh("curl -s http://127.0.0.1:$PORT/status")) };
 is($status && $status->{backends}[0]{name}, 'demo', 'the status shows the backend');
+my $admin = eval { decode_json(sh($curl[5])) };
+is($admin && $admin->{backends}[0]{effective_weight}, 1,
+   'the admin line lists the backends');
+like(sh("curl -s http://127.0.0.1:$PORT/admin/backends"),
+     qr/invalid_api_key/, 'the admin API without its key: refused');
 
 # Ctrl-C: the whole process group gets SIGINT
 my $ngx = MG::Test::_read_file("$DIR/run/nginx.pid", 1) // '';
