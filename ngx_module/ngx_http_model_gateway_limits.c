@@ -438,13 +438,21 @@ ngx_http_model_gateway_limits_add(ngx_http_request_t *r,
         p = ngx_cpymem(p, "mg", 2);
     }
 
-    p = ngx_sprintf(p, ":{%V}:rl:", &ctx->identity.tenant);
+    /* on every request: plain copies, not ngx_sprintf() */
+
+    p = ngx_cpymem(p, ":{", 2);
+    p = ngx_cpymem(p, ctx->identity.tenant.data, ctx->identity.tenant.len);
+    p = ngx_cpymem(p, "}:rl:", 5);
 
     if (of_key) {
-        p = ngx_sprintf(p, "key:%V:", &ctx->identity.key_id);
+        p = ngx_cpymem(p, "key:", 4);
+        p = ngx_cpymem(p, ctx->identity.key_id.data,
+                       ctx->identity.key_id.len);
+        *p++ = ':';
     }
 
-    p = ngx_sprintf(p, "%s", ngx_http_model_gateway_limit_names[which]);
+    p = ngx_cpymem(p, ngx_http_model_gateway_limit_names[which],
+                   ngx_strlen(ngx_http_model_gateway_limit_names[which]));
 
     l->keys[n].len = p - l->keys[n].data;
     l->kind[n] = kinds[which];

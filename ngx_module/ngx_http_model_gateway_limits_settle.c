@@ -135,7 +135,7 @@ ngx_http_model_gateway_limits_pend(ngx_http_model_gateway_main_conf_t *mcf,
         ngx_http_model_gateway_pending_ready = 1;
     }
 
-    hash = ngx_crc32_short(name->data, name->len);
+    hash = ngx_murmur_hash2(name->data, name->len);
 
     sn = ngx_str_rbtree_lookup(&ngx_http_model_gateway_pending, name, hash);
 

@@ -41,7 +41,7 @@ ngx_http_model_gateway_lru_get(ngx_slab_pool_t *shpool,
     ngx_str_node_t                     *sn;
     ngx_http_model_gateway_lru_node_t  *ln;
 
-    hash = ngx_crc32_short(name->data, name->len);
+    hash = ngx_murmur_hash2(name->data, name->len);
 
     sn = ngx_str_rbtree_lookup(&lru->rbtree, name, hash);
 

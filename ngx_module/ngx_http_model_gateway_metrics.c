@@ -487,7 +487,7 @@ ngx_http_model_gateway_who(ngx_http_model_gateway_shm_t *sh,
         ngx_memcpy(p, ctx->identity.key_id.data, ctx->identity.key_id.len);
     }
 
-    hash = ngx_crc32_short(name, len) | 1;
+    hash = ngx_murmur_hash2(name, len) | 1;
 
     for (k = 0; k < 16; k++) {
         i = (hash + k) % sh->nwho;

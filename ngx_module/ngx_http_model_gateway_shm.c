@@ -29,13 +29,20 @@ static ngx_str_t  ngx_http_model_gateway_zone_name =
     ngx_string("model_gateway");
 
 
-/* what tells this build's zone from another's */
+/*
+ * What tells this build's zone from another's: the sizes of its parts,
+ * and a version for what sizes do not show (how the tenants' table is
+ * hashed: 2 is murmur2)
+ */
+
+#define NGX_HTTP_MG_ZONE_VERSION  2
 
 static size_t
 ngx_http_model_gateway_layout(void)
 {
-    return sizeof(ngx_http_model_gateway_node_t) * 65536
-           + sizeof(ngx_http_model_gateway_shm_t);
+    return (sizeof(ngx_http_model_gateway_node_t) * 65536
+            + sizeof(ngx_http_model_gateway_shm_t)) * 16
+           + NGX_HTTP_MG_ZONE_VERSION;
 }
 
 
