@@ -5,7 +5,8 @@
 # host names): a chain started on Anthropic goes on on Bedrock, with its
 # whole history, when Anthropic fails; a Gemini turn continues it; a
 # conversation holds its turns; callers need a gateway key and another
-# tenant's ids are unknown.
+# tenant's ids are unknown; the metrics, the status page and the admin
+# API answer.
 
 use strict;
 use warnings;
@@ -67,6 +68,11 @@ for my $m (sort keys %HOST) {
 }
 $n = ($text =~ s/listen\s+127\.0\.0\.1:8080;/listen 127.0.0.1:%%PORT_gw%%;/);
 is($n, 1, 'listen port');
+my ($ADMIN, $ADMIN_LINE) = split /\n/,
+    `$^X $ROOT/bin/mg-key --tenant ops --id ops-1 2>/dev/null`;
+MG::Test::_write_file("$DIR/admin.keys", "$ADMIN_LINE\n");
+$n = ($text =~ s{/etc/nginx/admin\.keys}{$DIR/admin.keys});
+is($n, 1, 'the admin keys in the test dir');
 unlike($text, qr{/var/log|/usr/lib|/etc/nginx}, 'no system paths left');
 
 $t->write_conf($text);
@@ -145,5 +151,18 @@ ok($t->wait_for(sub {
        (MG::Test::_read_file("$DIR/memory.log") // '')
            =~ /backend=anthropic tokens=21\/6 / }, 5),
    'a streamed turn\'s tokens counted too');
+
+# the operator's side
+my $m = $t->get('/metrics');
+like($m->{body}, qr/^model_gateway_requests_total\{model="claude-sonnet",backend="bedrock",/m,
+     'metrics: the turns on Bedrock counted');
+my $st = $t->get('/status');
+is(scalar @{$st->{json}{backends} || []}, 3, 'status: three backends');
+my $ad = $t->request(method => 'GET', path => '/admin/backends',
+                     headers => [['Authorization', "Bearer $ADMIN"]]);
+is($ad->{status}, 200, 'admin: the list of backends');
+is(join(',', map { $_->{name} } @{$ad->{json}{backends} || []}),
+   'anthropic,bedrock,gemini', 'admin: by name');
+is($t->get('/admin/backends')->{status}, 401, 'admin: not without its key');
 
 $t->done_testing;
