@@ -47,7 +47,6 @@ struct ngx_http_model_gateway_admin_job_s {
 
 static ngx_int_t ngx_http_model_gateway_admin_arg(ngx_http_request_t *r,
     const char *name, ngx_str_t *out);
-static ngx_int_t ngx_http_model_gateway_admin_name_ok(ngx_str_t *s);
 static ngx_int_t ngx_http_model_gateway_admin_send_cmd(
     ngx_http_model_gateway_admin_job_t *job, ngx_uint_t nargs,
     ngx_str_t *args, ngx_http_model_gateway_admin_step_pt step);
@@ -137,7 +136,8 @@ ngx_http_model_gateway_admin_objects(ngx_http_request_t *r, ngx_str_t *kind,
     if (ngx_http_model_gateway_admin_arg(r, "tenant", &job->tenant)
         != NGX_OK
         || (job->tenant.len
-            && ngx_http_model_gateway_admin_name_ok(&job->tenant) != NGX_OK))
+            && ngx_http_model_gateway_name_ok(&job->tenant, MG_KEY_ID_MAX)
+               != NGX_OK))
     {
         return ngx_http_model_gateway_admin_error(r, NGX_HTTP_BAD_REQUEST,
                                                   "invalid_tenant",
@@ -208,7 +208,7 @@ ngx_http_model_gateway_admin_objects(ngx_http_request_t *r, ngx_str_t *kind,
     job->id = ngx_http_model_gateway_admin_part(rest);
 
     if (rest->len || job->id.len == 0 || job->id.len > 256
-        || ngx_http_model_gateway_admin_name_ok(&job->id) != NGX_OK)
+        || ngx_http_model_gateway_name_ok(&job->id, 256) != NGX_OK)
     {
         goto invalid;
     }
@@ -313,32 +313,6 @@ ngx_http_model_gateway_admin_arg(ngx_http_request_t *r, const char *name,
     ngx_unescape_uri(&dst, &src, raw.len, 0);
 
     out->len = dst - out->data;
-
-    return NGX_OK;
-}
-
-
-/* a tenant, a key id or an object id: A-Z a-z 0-9 . _ - */
-
-static ngx_int_t
-ngx_http_model_gateway_admin_name_ok(ngx_str_t *s)
-{
-    u_char      c;
-    ngx_uint_t  i;
-
-    if (s->len == 0 || s->len > 256) {
-        return NGX_DECLINED;
-    }
-
-    for (i = 0; i < s->len; i++) {
-        c = s->data[i];
-
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-              || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
-        {
-            return NGX_DECLINED;
-        }
-    }
 
     return NGX_OK;
 }
@@ -720,7 +694,7 @@ ngx_http_model_gateway_admin_keys(ngx_http_request_t *r, ngx_str_t *rest)
             || ngx_http_model_gateway_admin_arg(r, "cursor", &cursor)
                != NGX_OK
             || (job->tenant.len
-                && ngx_http_model_gateway_admin_name_ok(&job->tenant)
+                && ngx_http_model_gateway_name_ok(&job->tenant, MG_KEY_ID_MAX)
                    != NGX_OK)
             || (cursor.len && ngx_atoi(cursor.data, cursor.len) == NGX_ERROR))
         {
@@ -772,10 +746,11 @@ ngx_http_model_gateway_admin_keys(ngx_http_request_t *r, ngx_str_t *rest)
         job->tenant = ngx_http_model_gateway_admin_part(rest);
         job->id = ngx_http_model_gateway_admin_part(rest);
 
-        if (rest->len || job->tenant.len > MG_KEY_ID_MAX
-            || job->id.len > MG_KEY_ID_MAX
-            || ngx_http_model_gateway_admin_name_ok(&job->tenant) != NGX_OK
-            || ngx_http_model_gateway_admin_name_ok(&job->id) != NGX_OK)
+        if (rest->len
+            || ngx_http_model_gateway_name_ok(&job->tenant, MG_KEY_ID_MAX)
+               != NGX_OK
+            || ngx_http_model_gateway_name_ok(&job->id, MG_KEY_ID_MAX)
+               != NGX_OK)
         {
             return ngx_http_model_gateway_admin_error(r,
                                                   NGX_HTTP_BAD_REQUEST,

@@ -49,7 +49,6 @@ static ngx_uint_t          ngx_http_model_gateway_lookups_ready;
 
 static ngx_int_t ngx_http_model_gateway_identity_handler(
     ngx_http_request_t *r);
-static ngx_int_t ngx_http_model_gateway_identity_name(ngx_str_t *s);
 static ngx_int_t ngx_http_model_gateway_identity_key(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx,
     ngx_http_model_gateway_loc_conf_t *lcf);
@@ -194,9 +193,11 @@ ngx_http_model_gateway_identity_handler(ngx_http_request_t *r)
      * name (an empty one above all) identifies nobody
      */
 
-    if (ngx_http_model_gateway_identity_name(&tenant) != NGX_OK
+    if (ngx_http_model_gateway_name_ok(&tenant, NGX_HTTP_MG_NAME_MAX)
+        != NGX_OK
         || (key_id.len
-            && ngx_http_model_gateway_identity_name(&key_id) != NGX_OK))
+            && ngx_http_model_gateway_name_ok(&key_id, NGX_HTTP_MG_NAME_MAX)
+               != NGX_OK))
     {
         if (tenant.len) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -710,13 +711,18 @@ invalid:
 }
 
 
-static ngx_int_t
-ngx_http_model_gateway_identity_name(ngx_str_t *s)
+/*
+ * A tenant, a key id or an object id: 1 to max of A-Z a-z 0-9 . _ -
+ * (no ":", "{", "}" or "|": they would break the Redis key layout)
+ */
+
+ngx_int_t
+ngx_http_model_gateway_name_ok(ngx_str_t *s, size_t max)
 {
     u_char      c;
     ngx_uint_t  i;
 
-    if (s->len == 0 || s->len > NGX_HTTP_MG_NAME_MAX) {
+    if (s->len == 0 || s->len > max) {
         return NGX_DECLINED;
     }
 

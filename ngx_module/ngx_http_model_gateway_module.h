@@ -937,6 +937,7 @@ ngx_int_t ngx_http_model_gateway_translate_finish(
 char *ngx_http_model_gateway_identity(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_model_gateway_identity_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_model_gateway_name_ok(ngx_str_t *s, size_t max);
 ngx_int_t ngx_http_model_gateway_models_allowed(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, ngx_str_t *json);
 
