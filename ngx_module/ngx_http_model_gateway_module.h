@@ -447,6 +447,10 @@ typedef struct {
 
     /* Sentinel (_redis_sentinel.c): the primary is asked of these */
     ngx_array_t                       *sentinels;   /* ngx_addr_t */
+    ngx_array_t                       *sentinel_hosts; /* ngx_str_t, TLS */
+    ngx_flag_t                         sentinel_tls;
+    ngx_flag_t                         sentinel_ssl_verify;
+    ngx_ssl_t                         *sentinel_ssl;
     ngx_str_t                          sentinel_master;
     ngx_str_t                          sentinel_user;
     ngx_str_t                          sentinel_password; /* never logged */

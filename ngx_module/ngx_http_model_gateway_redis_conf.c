@@ -11,6 +11,10 @@
 #include "ngx_http_model_gateway_redis.h"
 
 
+static ngx_int_t ngx_http_mg_redis_ssl(ngx_conf_t *cf, ngx_ssl_t **sslp,
+    ngx_flag_t verify, ngx_str_t *trusted);
+
+
 /* model_gateway_redis HOST[:PORT] | unix:PATH; */
 
 char *
@@ -68,7 +72,7 @@ ngx_http_model_gateway_redis_sentinel(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_model_gateway_main_conf_t *mcf = conf;
 
-    ngx_str_t   *value;
+    ngx_str_t   *value, *host;
     ngx_url_t    u;
     ngx_uint_t   i;
     ngx_addr_t  *addr;
@@ -92,6 +96,13 @@ ngx_http_model_gateway_redis_sentinel(ngx_conf_t *cf, ngx_command_t *cmd,
                                                  cf->args->nelts - 1,
                                                  sizeof(ngx_addr_t));
     if (mcf->redis_conf.sentinels == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->redis_conf.sentinel_hosts = ngx_array_create(cf->pool,
+                                                      cf->args->nelts - 1,
+                                                      sizeof(ngx_str_t));
+    if (mcf->redis_conf.sentinel_hosts == NULL) {
         return NGX_CONF_ERROR;
     }
 
@@ -120,6 +131,15 @@ ngx_http_model_gateway_redis_sentinel(ngx_conf_t *cf, ngx_command_t *cmd,
         }
 
         *addr = u.addrs[0];
+
+        /* the name a sentinel's certificate must carry */
+
+        host = ngx_array_push(mcf->redis_conf.sentinel_hosts);
+        if (host == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *host = u.host;
     }
 
     mcf->redis = &mcf->redis_conf;
@@ -174,13 +194,14 @@ ngx_int_t
 ngx_http_model_gateway_redis_finish(ngx_conf_t *cf,
     ngx_http_model_gateway_main_conf_t *mcf)
 {
-    ngx_pool_cleanup_t        *cln;
     ngx_http_mg_redis_conf_t  *rcf;
 
     rcf = &mcf->redis_conf;
 
     ngx_conf_init_value(rcf->tls, 0);
     ngx_conf_init_value(rcf->ssl_verify, 1);
+    ngx_conf_init_value(rcf->sentinel_tls, 0);
+    ngx_conf_init_value(rcf->sentinel_ssl_verify, 1);
     ngx_conf_init_uint_value(rcf->database, 0);
     ngx_conf_init_msec_value(rcf->connect_timeout, 1000);
     ngx_conf_init_msec_value(rcf->timeout, 250);
@@ -228,7 +249,7 @@ ngx_http_model_gateway_redis_finish(ngx_conf_t *cf,
 
     if (rcf->sentinels == NULL
         && (rcf->sentinel_master.len || rcf->sentinel_password.len
-            || rcf->sentinel_user.len))
+            || rcf->sentinel_user.len || rcf->sentinel_tls == 1))
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"model_gateway_redis_sentinel_*\" directives "
@@ -240,18 +261,41 @@ ngx_http_model_gateway_redis_finish(ngx_conf_t *cf,
         return NGX_ERROR;
     }
 
+    if (mcf->redis && rcf->sentinels && rcf->sentinel_tls
+        && ngx_http_mg_redis_ssl(cf, &rcf->sentinel_ssl,
+                                 rcf->sentinel_ssl_verify,
+                                 &rcf->ssl_trusted_certificate)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     if (mcf->redis == NULL || !rcf->tls) {
         return NGX_OK;
     }
 
-    rcf->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
-    if (rcf->ssl == NULL) {
+    return ngx_http_mg_redis_ssl(cf, &rcf->ssl, rcf->ssl_verify,
+                                 &rcf->ssl_trusted_certificate);
+}
+
+
+/* a client TLS context, for the primary or for the sentinels */
+
+static ngx_int_t
+ngx_http_mg_redis_ssl(ngx_conf_t *cf, ngx_ssl_t **sslp, ngx_flag_t verify,
+    ngx_str_t *trusted)
+{
+    ngx_ssl_t           *ssl;
+    ngx_pool_cleanup_t  *cln;
+
+    ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (ssl == NULL) {
         return NGX_ERROR;
     }
 
-    rcf->ssl->log = cf->log;
+    ssl->log = cf->log;
 
-    if (ngx_ssl_create(rcf->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+    if (ngx_ssl_create(ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -259,20 +303,20 @@ ngx_http_model_gateway_redis_finish(ngx_conf_t *cf,
 
     cln = ngx_pool_cleanup_add(cf->pool, 0);
     if (cln == NULL) {
-        ngx_ssl_cleanup_ctx(rcf->ssl);
+        ngx_ssl_cleanup_ctx(ssl);
         return NGX_ERROR;
     }
 
     cln->handler = ngx_ssl_cleanup_ctx;
-    cln->data = rcf->ssl;
+    cln->data = ssl;
 
-    if (rcf->ssl_verify
-        && ngx_ssl_trusted_certificate(cf, rcf->ssl,
-                                       &rcf->ssl_trusted_certificate, 4)
-           != NGX_OK)
+    if (verify
+        && ngx_ssl_trusted_certificate(cf, ssl, trusted, 4) != NGX_OK)
     {
         return NGX_ERROR;
     }
+
+    *sslp = ssl;
 
     return NGX_OK;
 }

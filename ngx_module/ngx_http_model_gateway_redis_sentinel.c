@@ -51,6 +51,10 @@ struct ngx_http_mg_sentinel_s {
 
 static void ngx_http_mg_sentinel_start(ngx_http_mg_sentinel_conn_t *sc);
 static void ngx_http_mg_sentinel_write_handler(ngx_event_t *wev);
+static void ngx_http_mg_sentinel_send(ngx_http_mg_sentinel_conn_t *sc);
+#if (NGX_HTTP_SSL)
+static void ngx_http_mg_sentinel_ssl_handshake(ngx_connection_t *c);
+#endif
 static void ngx_http_mg_sentinel_read_handler(ngx_event_t *rev);
 static ngx_int_t ngx_http_mg_sentinel_prepare(
     ngx_http_mg_sentinel_conn_t *sc);
@@ -216,6 +220,14 @@ ngx_http_mg_sentinel_start(ngx_http_mg_sentinel_conn_t *sc)
     c->read->cancelable = 1;
     c->write->cancelable = 1;
 
+    /* nginx's SSL allocates from the connection's pool */
+
+    c->pool = ngx_create_pool(512, rd->log);
+    if (c->pool == NULL) {
+        ngx_http_mg_sentinel_failed(sc, 0, "out of memory");
+        return;
+    }
+
     sc->reader = redisReaderCreate();
     if (sc->reader == NULL) {
         ngx_http_mg_sentinel_failed(sc, 0, "out of memory");
@@ -235,10 +247,14 @@ static void
 ngx_http_mg_sentinel_write_handler(ngx_event_t *wev)
 {
     int                           err;
-    ssize_t                       n;
     socklen_t                     len;
     ngx_connection_t             *c;
     ngx_http_mg_sentinel_conn_t  *sc;
+#if (NGX_HTTP_SSL)
+    u_char                        name[256];
+    ngx_str_t                    *hosts;
+    ngx_http_mg_redis_conf_t     *rcf;
+#endif
 
     c = wev->data;
     sc = c->data;
@@ -269,6 +285,105 @@ ngx_http_mg_sentinel_write_handler(ngx_event_t *wev)
 
         sc->connected = 1;
 
+#if (NGX_HTTP_SSL)
+
+        rcf = sc->rd->mcf->redis;
+
+        if (rcf->sentinel_ssl) {
+            if (ngx_ssl_create_connection(rcf->sentinel_ssl, c,
+                                          NGX_SSL_CLIENT)
+                != NGX_OK)
+            {
+                ngx_http_mg_sentinel_failed(sc, 0, "TLS setup failed");
+                return;
+            }
+
+            hosts = rcf->sentinel_hosts->elts;
+
+            ngx_cpystrn(name, hosts[sc->index].data,
+                        ngx_min(hosts[sc->index].len + 1, sizeof(name)));
+            (void) SSL_set_tlsext_host_name(c->ssl->connection,
+                                            (char *) name);
+
+            if (ngx_ssl_handshake(c) == NGX_AGAIN) {
+                ngx_add_timer(c->write, rcf->connect_timeout);
+                c->ssl->handler = ngx_http_mg_sentinel_ssl_handshake;
+                return;
+            }
+
+            ngx_http_mg_sentinel_ssl_handshake(c);
+            return;
+        }
+
+#endif
+
+        ngx_http_mg_sentinel_send(sc);
+        return;
+    }
+
+    ngx_http_mg_sentinel_send(sc);
+}
+
+
+#if (NGX_HTTP_SSL)
+
+static void
+ngx_http_mg_sentinel_ssl_handshake(ngx_connection_t *c)
+{
+    long                          rc;
+    ngx_str_t                    *hosts;
+    ngx_http_mg_sentinel_conn_t  *sc;
+    ngx_http_mg_redis_conf_t     *rcf;
+
+    sc = c->data;
+    rcf = sc->rd->mcf->redis;
+    hosts = rcf->sentinel_hosts->elts;
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    if (!c->ssl->handshaked) {
+        ngx_http_mg_sentinel_failed(sc, 0, "TLS handshake failed");
+        return;
+    }
+
+    if (rcf->sentinel_ssl_verify) {
+        rc = SSL_get_verify_result(c->ssl->connection);
+
+        if (rc != X509_V_OK) {
+            ngx_http_mg_sentinel_failed(sc, 0,
+                                        "TLS certificate not trusted");
+            return;
+        }
+
+        if (ngx_ssl_check_host(c, &hosts[sc->index]) != NGX_OK) {
+            ngx_http_mg_sentinel_failed(sc, 0,
+                                        "TLS certificate name mismatch");
+            return;
+        }
+    }
+
+    c->read->handler = ngx_http_mg_sentinel_read_handler;
+    c->write->handler = ngx_http_mg_sentinel_write_handler;
+
+    ngx_http_mg_sentinel_send(sc);
+}
+
+#endif
+
+
+/* the request goes out once connected (and TLS done), then what is left */
+
+static void
+ngx_http_mg_sentinel_send(ngx_http_mg_sentinel_conn_t *sc)
+{
+    ssize_t            n;
+    ngx_connection_t  *c;
+
+    c = sc->peer.connection;
+
+    if (sc->out == NULL) {
         if (ngx_http_mg_sentinel_prepare(sc) != NGX_OK) {
             ngx_http_mg_sentinel_failed(sc, 0, "cannot prepare the request");
             return;
@@ -294,7 +409,7 @@ ngx_http_mg_sentinel_write_handler(ngx_event_t *wev)
         sc->sent += n;
     }
 
-    if (ngx_handle_write_event(wev, 0) != NGX_OK) {
+    if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
         ngx_http_mg_sentinel_failed(sc, 0, "event error");
     }
 }
@@ -746,8 +861,23 @@ ngx_http_mg_sentinel_failed(ngx_http_mg_sentinel_conn_t *sc, ngx_err_t err,
 static void
 ngx_http_mg_sentinel_close(ngx_http_mg_sentinel_conn_t *sc)
 {
-    if (sc->peer.connection) {
-        ngx_close_connection(sc->peer.connection);
+    ngx_connection_t  *c;
+
+    c = sc->peer.connection;
+
+    if (c) {
+#if (NGX_HTTP_SSL)
+        if (c->ssl) {
+            c->ssl->no_wait_shutdown = 1;
+            c->ssl->no_send_shutdown = 1;
+            (void) ngx_ssl_shutdown(c);
+        }
+#endif
+        if (c->pool) {
+            ngx_destroy_pool(c->pool);
+        }
+
+        ngx_close_connection(c);
         sc->peer.connection = NULL;
     }
 

@@ -56,6 +56,9 @@ $RP{r2} = $t->redis(name => 'r2',
                     args => ['--replicaof', '127.0.0.1', $RP{r1}]);
 
 my @SP = map { $t->port("s$_") } 1 .. 3;
+my @STLS = map { $t->port("s${_}_tls") } 1 .. 3;
+my $CA = $t->ca_path;
+my ($CRT, $KEY) = $t->cert('localhost');
 
 for my $i (0 .. 2) {
     MG::Test::_write_file("$DIR/s$i.conf", <<"EOF");
@@ -70,6 +73,11 @@ sentinel down-after-milliseconds $MASTER 1000
 sentinel failover-timeout $MASTER 5000
 sentinel parallel-syncs $MASTER 1
 sentinel sentinel-pass $SPASS
+tls-port $STLS[$i]
+tls-cert-file $CRT
+tls-key-file $KEY
+tls-ca-cert-file $CA
+tls-auth-clients no
 EOF
     $t->_spawn(cmd => ['redis-server', "$DIR/s$i.conf", '--sentinel'],
                out => "$DIR/s$i.log");
@@ -141,6 +149,7 @@ http {
     model_gateway_redis_sentinel %%SENTINELS%%;
     model_gateway_redis_sentinel_master mymaster;
     %%PASS%%
+    %%EXTRA%%
     model_gateway_redis_connect_timeout 500ms;
     model_gateway_redis_timeout 500ms;
 
@@ -166,6 +175,7 @@ EOF
             // join(' ', map { "127.0.0.1:$_" } @SP),
         PASS => $o{pass}
             // "model_gateway_redis_sentinel_password_file $DIR/spass;",
+        EXTRA => $o{extra} // '',
         PA => $t->port('a'));
 }
 
@@ -382,8 +392,47 @@ is("$r->{status} $r->{session}", '200 fallback', 'requests fall back');
 ok(!$tw->grep_log(qr/not-the-password-x9/), 'the password is not logged');
 $tw->stop;
 
+###########################################################################
+# TLS to the sentinels (their tls-port, a certificate for "localhost")
+
+my $STLS_RE = join '|', @STLS;
+$STLS_RE = qr/(?:$STLS_RE)/;
+my $ts = MG::Test->new;
+gw_conf($ts, sentinels => join(' ', map { "localhost:$_" } @STLS),
+        extra => "model_gateway_redis_sentinel_tls on;\n"
+                 . "    model_gateway_redis_tls_trusted_certificate $CA;");
+$ts->run;
+
+ok($ts->wait_for(sub { $ts->grep_log(qr/redis[ ]primary[ ]127\.0\.0\.1:$RP{r1}
+                        [ ]via[ ]sentinel[ ]127\.0\.0\.1:$STLS_RE\ is\ up/x)
+                       >= 2 },
+                 10),
+   'sentinels over TLS: both workers found the primary');
+ok($ts->wait_for(sub { $ts->grep_log(qr/redis[ ]sentinel[ ]\S+[ ]\(subscription\)/x) == 0
+                       && $ts->grep_log(qr/subscribed[ ]to[ ]\+switch/x)
+                          >= 2 }, 10),
+   'sentinels over TLS: both workers subscribed');
+$r = chat($ts, 'tls-1');
+ok($r->{status} == 200 && $r->{session} eq 'new' && pin_in('r1', 'tls-1'),
+   'sentinels over TLS: sessions pinned in the primary');
+$ts->stop;
+
+# a certificate that does not name the sentinel's address
+my $tn = MG::Test->new;
+gw_conf($tn, sentinels => join(' ', map { "127.0.0.1:$_" } @STLS),
+        extra => "model_gateway_redis_sentinel_tls on;\n"
+                 . "    model_gateway_redis_tls_trusted_certificate $CA;");
+$tn->run;
+ok($tn->wait_for(sub { $tn->grep_log(qr/\[error\].*redis[ ]sentinel[ ]
+                        127\.0\.0\.1:\d+:[ ]TLS[ ]certificate[ ]name
+                        [ ]mismatch/x) }, 10),
+   'sentinels over TLS: a certificate for another name is refused');
+$r = chat($tn, 'tls-2');
+is("$r->{status} $r->{session}", '200 fallback', 'and requests fall back');
+$tn->stop;
+
 # the other nodes' logs get the checks done_testing gives $t's
-for my $node ($tr, $tw) {
+for my $node ($tr, $tw, $ts, $tn) {
     my @l = $node->grep_log(qr/\[(?:alert|emerg)\]|exited on signal|
                                 Sanitizer|runtime\ error:/x);
     ok(!@l, 'no alerts or crashes on node ' . $node->dir) or diag("@l");
