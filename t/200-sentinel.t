@@ -180,6 +180,7 @@ EOF
 }
 
 my $N = 0;
+my $r;
 
 sub chat {
     my ($node, $key) = @_;
@@ -307,7 +308,24 @@ ok($t->grep_log(qr/redis 127\.0\.0\.1:$RP{r2} is down/),
    'the lost primary was logged');
 ok(!$t->grep_log(qr/\Q$SPASS\E/), 'the sentinel password is never logged');
 
-$t->stop;
+# an exiting worker does not wait for its sentinel connections: reload and
+# quit are prompt (no request is in flight), with no socket left open
+# (an [alert], checked by done_testing)
+
+my $UP1 = qr/redis primary 127\.0\.0\.1:$RP{r1} via sentinel \S+ is up/;
+my $ups = () = $t->grep_log($UP1);
+my $t0 = time;
+ok($t->reload(wait_old => 1, timeout => 5), 'reload: the old workers exit');
+diag(sprintf 'reload: old workers gone after %.2f s', time - $t0);
+ok($t->wait_for(sub { $t->grep_log($UP1) >= $ups + 2 }, 10),
+   'reload: the new workers found the primary');
+$r = chat($t, 'after-reload');
+ok($r->{status} == 200 && $r->{session} eq 'new'
+   && pin_in('r1', 'after-reload'), 'reload: sessions pinned');
+
+$t0 = time;
+is($t->stop(timeout => 5), 0, 'quit: nginx exits cleanly');
+ok(time - $t0 < 3, sprintf 'quit: within %.2f s', time - $t0);
 
 ###########################################################################
 # a sentinel that names a replica: ROLE refuses it
@@ -367,7 +385,7 @@ $tr->run;
 ok($tr->wait_for(sub { $tr->grep_log(qr/redis\ 127\.0\.0\.1:$RP{r3}\ is\ down:
                         \ is\ not\ the\ primary\ \(role\ slave\)/x) }, 10),
    'a replica named by a sentinel is refused: "is not the primary"');
-my $r = chat($tr, 'role-1');
+$r = chat($tr, 'role-1');
 is("$r->{status} $r->{session}", '200 fallback',
    'no primary: the request falls back');
 ok(!pin_in('r3', 'role-1') && !pin_in('r1', 'role-1'), 'and pins nothing');
