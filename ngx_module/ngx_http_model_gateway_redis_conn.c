@@ -96,8 +96,6 @@ ngx_http_mg_redis_init_process(ngx_cycle_t *cycle,
     rd->reconnect.log = cycle->log;
     rd->reconnect.cancelable = 1;
 
-    ngx_http_mg_redis = rd;
-
     /*
      * with sentinels, the primary's address is theirs to say, before each
      * connect, and a subscription follows their failovers
@@ -107,9 +105,10 @@ ngx_http_mg_redis_init_process(ngx_cycle_t *cycle,
         rd->name = mcf->redis->sentinel_master;
 
         if (ngx_http_mg_sentinel_init(rd, cycle) != NGX_OK) {
-            ngx_http_mg_redis = NULL;
             return NGX_ERROR;
         }
+
+        ngx_http_mg_redis = rd;
 
         ngx_http_mg_sentinel_discover(rd);
 
