@@ -419,17 +419,24 @@ ngx_http_mg_redis_switch(ngx_http_mg_redis_t *rd, ngx_sockaddr_t *sa,
         return;
     }
 
+    to.data = text;
+    to.len = ngx_sock_ntop(&sa->sockaddr, socklen, text,
+                           NGX_SOCKADDR_STRLEN, 1);
+
+    /* a READONLY reply and the sentinels may have brought it there first */
+
     if (rd->state != NGX_HTTP_MG_REDIS_DOWN
         && ngx_cmp_sockaddr(&sa->sockaddr, socklen, &rd->sockaddr.sockaddr,
                             rd->socklen, 1)
            == NGX_OK)
     {
+        ngx_log_error(NGX_LOG_INFO, rd->log, 0,
+                      "model gateway: redis sentinel %V: +switch-master %V "
+                      "to %V, already connected",
+                      ngx_http_mg_sentinel_via(rd),
+                      &rd->mcf->redis->sentinel_master, &to);
         return;
     }
-
-    to.data = text;
-    to.len = ngx_sock_ntop(&sa->sockaddr, socklen, text,
-                           NGX_SOCKADDR_STRLEN, 1);
 
     ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
                   "model gateway: redis sentinel %V: +switch-master %V to "
