@@ -194,6 +194,57 @@ static ngx_command_t  ngx_http_model_gateway_commands[] = {
       0,
       NULL },
 
+    { ngx_string("model_gateway_redis_sentinel"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_model_gateway_redis_sentinel,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("model_gateway_redis_sentinel_master"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t,
+               redis_conf.sentinel_master),
+      NULL },
+
+    { ngx_string("model_gateway_redis_sentinel_tls"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, redis_conf.sentinel_tls),
+      NULL },
+
+    { ngx_string("model_gateway_redis_sentinel_tls_verify"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t,
+               redis_conf.sentinel_ssl_verify),
+      NULL },
+
+    { ngx_string("model_gateway_redis_sentinel_user"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, redis_conf.sentinel_user),
+      NULL },
+
+    { ngx_string("model_gateway_redis_sentinel_password_env"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_model_gateway_redis_password,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      5,
+      NULL },
+
+    { ngx_string("model_gateway_redis_sentinel_password_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_model_gateway_redis_password,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      4,
+      NULL },
+
     { ngx_string("model_gateway_redis_tls"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -719,6 +770,8 @@ ngx_http_model_gateway_create_main_conf(ngx_conf_t *cf)
 
     mcf->redis_conf.tls = NGX_CONF_UNSET;
     mcf->redis_conf.ssl_verify = NGX_CONF_UNSET;
+    mcf->redis_conf.sentinel_tls = NGX_CONF_UNSET;
+    mcf->redis_conf.sentinel_ssl_verify = NGX_CONF_UNSET;
     mcf->redis_conf.database = NGX_CONF_UNSET_UINT;
     mcf->redis_conf.connect_timeout = NGX_CONF_UNSET_MSEC;
     mcf->redis_conf.timeout = NGX_CONF_UNSET_MSEC;

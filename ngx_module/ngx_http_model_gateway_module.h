@@ -24,6 +24,8 @@
 #include "mg_usage.h"
 
 
+#define NGX_HTTP_MG_SENTINELS_MAX      16
+
 #define NGX_HTTP_MG_OPENAI             1
 #define NGX_HTTP_MG_OPENAI_COMPATIBLE  2
 #define NGX_HTTP_MG_ANTHROPIC          3
@@ -442,6 +444,16 @@ typedef struct {
     ngx_msec_t                         timeout;
     ngx_uint_t                         max_inflight;
     size_t                             max_reply_size;
+
+    /* Sentinel (_redis_sentinel.c): the primary is asked of these */
+    ngx_array_t                       *sentinels;   /* ngx_addr_t */
+    ngx_array_t                       *sentinel_hosts; /* ngx_str_t, TLS */
+    ngx_flag_t                         sentinel_tls;
+    ngx_flag_t                         sentinel_ssl_verify;
+    ngx_ssl_t                         *sentinel_ssl;
+    ngx_str_t                          sentinel_master;
+    ngx_str_t                          sentinel_user;
+    ngx_str_t                          sentinel_password; /* never logged */
 } ngx_http_mg_redis_conf_t;
 
 
@@ -1143,6 +1155,8 @@ ngx_int_t ngx_http_model_gateway_backend_finish(ngx_conf_t *cf,
 /* redis_conf.c */
 char *ngx_http_model_gateway_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_model_gateway_redis_sentinel(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 char *ngx_http_model_gateway_redis_password(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_http_model_gateway_redis_finish(ngx_conf_t *cf,

@@ -11,6 +11,10 @@
 #include "ngx_http_model_gateway_redis.h"
 
 
+static ngx_int_t ngx_http_mg_redis_ssl(ngx_conf_t *cf, ngx_ssl_t **sslp,
+    ngx_flag_t verify, ngx_str_t *trusted);
+
+
 /* model_gateway_redis HOST[:PORT] | unix:PATH; */
 
 char *
@@ -22,7 +26,9 @@ ngx_http_model_gateway_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_url_t   u;
 
     if (mcf->redis) {
-        return "is duplicate";
+        return mcf->redis_conf.sentinels
+               ? "cannot be used with \"model_gateway_redis_sentinel\""
+               : "is duplicate";
     }
 
     value = cf->args->elts;
@@ -54,6 +60,94 @@ ngx_http_model_gateway_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * model_gateway_redis_sentinel HOST[:PORT] ...;  the primary's address is
+ * asked of these (_redis_sentinel.c) instead of being configured: the two
+ * ways of naming Redis exclude each other.
+ */
+
+char *
+ngx_http_model_gateway_redis_sentinel(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_model_gateway_main_conf_t *mcf = conf;
+
+    ngx_str_t   *value, *host;
+    ngx_url_t    u;
+    ngx_uint_t   i;
+    ngx_addr_t  *addr;
+
+    if (mcf->redis) {
+        return mcf->redis_conf.sentinels
+               ? "is duplicate"
+               : "cannot be used with \"model_gateway_redis\"";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts - 1 > NGX_HTTP_MG_SENTINELS_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many sentinels (at most %d)",
+                           NGX_HTTP_MG_SENTINELS_MAX);
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->redis_conf.sentinels = ngx_array_create(cf->pool,
+                                                 cf->args->nelts - 1,
+                                                 sizeof(ngx_addr_t));
+    if (mcf->redis_conf.sentinels == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    mcf->redis_conf.sentinel_hosts = ngx_array_create(cf->pool,
+                                                      cf->args->nelts - 1,
+                                                      sizeof(ngx_str_t));
+    if (mcf->redis_conf.sentinel_hosts == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        ngx_memzero(&u, sizeof(ngx_url_t));
+
+        u.url = value[i];
+        u.default_port = 26379;
+        u.no_resolve = 0;
+
+        /* resolved now: a worker never waits on DNS */
+
+        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0
+            || u.family == AF_UNIX)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid sentinel address \"%V\"%s%s",
+                               &value[i], u.err ? ": " : "",
+                               u.err ? u.err : "");
+            return NGX_CONF_ERROR;
+        }
+
+        addr = ngx_array_push(mcf->redis_conf.sentinels);
+        if (addr == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *addr = u.addrs[0];
+
+        /* the name a sentinel's certificate must carry */
+
+        host = ngx_array_push(mcf->redis_conf.sentinel_hosts);
+        if (host == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *host = u.host;
+    }
+
+    mcf->redis = &mcf->redis_conf;
+
+    return NGX_CONF_OK;
+}
+
+
 char *
 ngx_http_model_gateway_redis_password(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
@@ -62,9 +156,22 @@ ngx_http_model_gateway_redis_password(ngx_conf_t *cf, ngx_command_t *cmd,
 
     ngx_str_t  *value, what;
 
-    /* cmd->offset: bit 0 from the environment, bit 1 the ACL user */
+    /*
+     * cmd->offset: bit 0 from the environment, bit 1 the ACL user, bit 2
+     * the sentinels' password
+     */
 
     value = cf->args->elts;
+
+    if (cmd->offset & 4) {
+        ngx_str_set(&what, "the sentinel password");
+
+        return ngx_http_model_gateway_read_secret(cf, cmd->offset & 1,
+                                                  &value[1],
+                                                  &mcf->redis_conf
+                                                      .sentinel_password,
+                                                  &what);
+    }
 
     if (cmd->offset & 2) {
         ngx_str_set(&what, "the redis user");
@@ -87,13 +194,14 @@ ngx_int_t
 ngx_http_model_gateway_redis_finish(ngx_conf_t *cf,
     ngx_http_model_gateway_main_conf_t *mcf)
 {
-    ngx_pool_cleanup_t        *cln;
     ngx_http_mg_redis_conf_t  *rcf;
 
     rcf = &mcf->redis_conf;
 
     ngx_conf_init_value(rcf->tls, 0);
     ngx_conf_init_value(rcf->ssl_verify, 1);
+    ngx_conf_init_value(rcf->sentinel_tls, 0);
+    ngx_conf_init_value(rcf->sentinel_ssl_verify, 1);
     ngx_conf_init_uint_value(rcf->database, 0);
     ngx_conf_init_msec_value(rcf->connect_timeout, 1000);
     ngx_conf_init_msec_value(rcf->timeout, 250);
@@ -120,7 +228,45 @@ ngx_http_model_gateway_redis_finish(ngx_conf_t *cf,
         rcf->ssl_trusted_certificate = mcf->ssl_trusted_certificate;
     }
 
+    if (rcf->sentinels && rcf->sentinel_master.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"model_gateway_redis_sentinel\" needs "
+                           "\"model_gateway_redis_sentinel_master\"");
+        return NGX_ERROR;
+    }
+
+    /*
+     * the primary's certificate would have to be checked against an
+     * address learnt at run time: not done yet, so not offered
+     */
+
+    if (rcf->sentinels && rcf->tls == 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"model_gateway_redis_tls\" is not supported "
+                           "with \"model_gateway_redis_sentinel\" yet");
+        return NGX_ERROR;
+    }
+
+    if (rcf->sentinels == NULL
+        && (rcf->sentinel_master.len || rcf->sentinel_password.len
+            || rcf->sentinel_user.len || rcf->sentinel_tls == 1))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"model_gateway_redis_sentinel_*\" directives "
+                           "need \"model_gateway_redis_sentinel\"");
+        return NGX_ERROR;
+    }
+
     if (ngx_http_mg_redis_scripts_init(cf->log) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (mcf->redis && rcf->sentinels && rcf->sentinel_tls
+        && ngx_http_mg_redis_ssl(cf, &rcf->sentinel_ssl,
+                                 rcf->sentinel_ssl_verify,
+                                 &rcf->ssl_trusted_certificate)
+           != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -128,14 +274,28 @@ ngx_http_model_gateway_redis_finish(ngx_conf_t *cf,
         return NGX_OK;
     }
 
-    rcf->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
-    if (rcf->ssl == NULL) {
+    return ngx_http_mg_redis_ssl(cf, &rcf->ssl, rcf->ssl_verify,
+                                 &rcf->ssl_trusted_certificate);
+}
+
+
+/* a client TLS context, for the primary or for the sentinels */
+
+static ngx_int_t
+ngx_http_mg_redis_ssl(ngx_conf_t *cf, ngx_ssl_t **sslp, ngx_flag_t verify,
+    ngx_str_t *trusted)
+{
+    ngx_ssl_t           *ssl;
+    ngx_pool_cleanup_t  *cln;
+
+    ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (ssl == NULL) {
         return NGX_ERROR;
     }
 
-    rcf->ssl->log = cf->log;
+    ssl->log = cf->log;
 
-    if (ngx_ssl_create(rcf->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+    if (ngx_ssl_create(ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -143,20 +303,20 @@ ngx_http_model_gateway_redis_finish(ngx_conf_t *cf,
 
     cln = ngx_pool_cleanup_add(cf->pool, 0);
     if (cln == NULL) {
-        ngx_ssl_cleanup_ctx(rcf->ssl);
+        ngx_ssl_cleanup_ctx(ssl);
         return NGX_ERROR;
     }
 
     cln->handler = ngx_ssl_cleanup_ctx;
-    cln->data = rcf->ssl;
+    cln->data = ssl;
 
-    if (rcf->ssl_verify
-        && ngx_ssl_trusted_certificate(cf, rcf->ssl,
-                                       &rcf->ssl_trusted_certificate, 4)
-           != NGX_OK)
+    if (verify
+        && ngx_ssl_trusted_certificate(cf, ssl, trusted, 4) != NGX_OK)
     {
         return NGX_ERROR;
     }
+
+    *sslp = ssl;
 
     return NGX_OK;
 }

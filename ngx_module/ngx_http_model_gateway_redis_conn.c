@@ -32,6 +32,9 @@ static void ngx_http_mg_redis_policy_reply(void *data, redisReply *reply,
     ngx_int_t rc);
 static void ngx_http_mg_redis_time_reply(void *data, redisReply *reply,
     ngx_int_t rc);
+static void ngx_http_mg_redis_role_reply(void *data, redisReply *reply,
+    ngx_int_t rc);
+static void ngx_http_mg_redis_up(ngx_http_mg_redis_t *rd);
 
 
 ngx_int_t
@@ -92,6 +95,25 @@ ngx_http_mg_redis_init_process(ngx_cycle_t *cycle,
     rd->reconnect.data = rd;
     rd->reconnect.log = cycle->log;
     rd->reconnect.cancelable = 1;
+
+    /*
+     * with sentinels, the primary's address is theirs to say, before each
+     * connect, and a subscription follows their failovers
+     */
+
+    if (mcf->redis->sentinels) {
+        rd->name = mcf->redis->sentinel_master;
+
+        if (ngx_http_mg_sentinel_init(rd, cycle) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_mg_redis = rd;
+
+        ngx_http_mg_sentinel_discover(rd);
+
+        return NGX_OK;
+    }
 
     ngx_memcpy(&rd->sockaddr, mcf->redis->addr.sockaddr,
                mcf->redis->addr.socklen);
@@ -157,6 +179,10 @@ ngx_http_mg_redis_exit_process(void)
 
     if (rd->reconnect.timer_set) {
         ngx_del_timer(&rd->reconnect);
+    }
+
+    if (rd->sentinel) {
+        ngx_http_mg_sentinel_exit(rd);
     }
 
     ngx_http_mg_redis = NULL;
@@ -265,6 +291,11 @@ ngx_http_mg_redis_reconnect_handler(ngx_event_t *ev)
         return;
     }
 
+    if (rd->sentinel) {
+        ngx_http_mg_sentinel_discover(rd);
+        return;
+    }
+
     if (rd->resolver) {
         ngx_http_mg_redis_resolve(rd);
         return;
@@ -336,6 +367,98 @@ ngx_http_mg_redis_resolved(ngx_resolver_ctx_t *ctx)
     }
 
     ngx_http_mg_redis_connect(rd);
+}
+
+
+/*
+ * The sentinels' answer (sa NULL: none of them knew the primary): the
+ * connection is made to it, or stays down until the next attempt.
+ */
+
+void
+ngx_http_mg_redis_discovered(ngx_http_mg_redis_t *rd, ngx_sockaddr_t *sa,
+    socklen_t socklen)
+{
+    rd->discovering = 0;
+
+    if (ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    if (sa == NULL) {
+        ngx_http_mg_redis_fail(rd, 0, "no sentinel named the primary");
+        return;
+    }
+
+    ngx_memcpy(&rd->sockaddr, sa, socklen);
+    rd->socklen = socklen;
+
+    rd->name.data = rd->text;
+    rd->name.len = ngx_sock_ntop(&rd->sockaddr.sockaddr, rd->socklen,
+                                 rd->text, NGX_SOCKADDR_STRLEN, 1);
+
+    ngx_http_mg_redis_connect(rd);
+}
+
+
+/*
+ * A sentinel's +switch-master for our master: the connection to the old
+ * primary is dropped (its waiters fall back, as for any lost connection)
+ * and the new one is connected to at once, without waiting for a failed
+ * command or the backoff.
+ */
+
+void
+ngx_http_mg_redis_switch(ngx_http_mg_redis_t *rd, ngx_sockaddr_t *sa,
+    socklen_t socklen)
+{
+    u_char     text[NGX_SOCKADDR_STRLEN];
+    ngx_str_t  to;
+
+    if (ngx_exiting || ngx_terminate) {
+        return;
+    }
+
+    to.data = text;
+    to.len = ngx_sock_ntop(&sa->sockaddr, socklen, text,
+                           NGX_SOCKADDR_STRLEN, 1);
+
+    /* a READONLY reply and the sentinels may have brought it there first */
+
+    if (rd->state != NGX_HTTP_MG_REDIS_DOWN
+        && ngx_cmp_sockaddr(&sa->sockaddr, socklen, &rd->sockaddr.sockaddr,
+                            rd->socklen, 1)
+           == NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_INFO, rd->log, 0,
+                      "model gateway: redis sentinel %V: +switch-master %V "
+                      "to %V, already connected",
+                      ngx_http_mg_sentinel_via(rd),
+                      &rd->mcf->redis->sentinel_master, &to);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                  "model gateway: redis sentinel %V: +switch-master %V to "
+                  "%V, following", ngx_http_mg_sentinel_via(rd),
+                  &rd->mcf->redis->sentinel_master, &to);
+
+    if (rd->discovering) {
+        ngx_http_mg_sentinel_cancel(rd);
+        rd->discovering = 0;
+    }
+
+    if (rd->state != NGX_HTTP_MG_REDIS_DOWN) {
+        ngx_http_mg_redis_fail(rd, 0, "the primary moved (+switch-master)");
+    }
+
+    if (rd->reconnect.timer_set) {
+        ngx_del_timer(&rd->reconnect);
+    }
+
+    rd->backoff = 100;
+
+    ngx_http_mg_redis_discovered(rd, sa, socklen);
 }
 
 
@@ -477,12 +600,13 @@ ngx_http_mg_redis_ssl_handshake(ngx_connection_t *c)
 static void
 ngx_http_mg_redis_connected(ngx_http_mg_redis_t *rd)
 {
-    size_t                     lens[3];
-    ngx_uint_t                 i, argc;
-    const char                *argv[3];
-    ngx_http_mg_redis_cmd_t   *cmd;
-    ngx_http_mg_redis_conf_t  *rcf;
-    u_char                     db[NGX_INT_T_LEN];
+    size_t                        lens[3];
+    ngx_uint_t                    i, argc;
+    const char                   *argv[3];
+    ngx_http_mg_redis_cmd_t      *cmd;
+    ngx_http_mg_redis_conf_t     *rcf;
+    ngx_http_mg_redis_handler_pt  handlers[NGX_HTTP_MG_REDIS_NSCRIPTS + 5];
+    u_char                        db[NGX_INT_T_LEN];
 
     rcf = rd->mcf->redis;
     rd->handshake = 0;
@@ -503,7 +627,7 @@ ngx_http_mg_redis_connected(ngx_http_mg_redis_t *rd)
             goto failed;
         }
 
-        rd->handshake++;
+        handlers[rd->handshake++] = ngx_http_mg_redis_handshake_reply;
     }
 
     if (rcf->database) {
@@ -515,7 +639,22 @@ ngx_http_mg_redis_connected(ngx_http_mg_redis_t *rd)
             goto failed;
         }
 
-        rd->handshake++;
+        handlers[rd->handshake++] = ngx_http_mg_redis_handshake_reply;
+    }
+
+    /*
+     * the address a sentinel gave may be stale (a failover under way):
+     * only a node that says it is the primary is used
+     */
+
+    if (rcf->sentinels) {
+        argv[0] = "ROLE"; lens[0] = 4;
+
+        if (ngx_http_mg_redis_append(rd, 1, argv, lens) != NGX_OK) {
+            goto failed;
+        }
+
+        handlers[rd->handshake++] = ngx_http_mg_redis_role_reply;
     }
 
     for (i = 0; i < NGX_HTTP_MG_REDIS_NSCRIPTS; i++) {
@@ -528,7 +667,7 @@ ngx_http_mg_redis_connected(ngx_http_mg_redis_t *rd)
             goto failed;
         }
 
-        rd->handshake++;
+        handlers[rd->handshake++] = ngx_http_mg_redis_handshake_reply;
     }
 
     /* its eviction policy, which gateway-held memory depends on */
@@ -540,7 +679,7 @@ ngx_http_mg_redis_connected(ngx_http_mg_redis_t *rd)
         goto failed;
     }
 
-    rd->handshake++;
+    handlers[rd->handshake++] = ngx_http_mg_redis_policy_reply;
 
     /* Redis' clock, so that every node measures pin ages alike */
 
@@ -550,7 +689,7 @@ ngx_http_mg_redis_connected(ngx_http_mg_redis_t *rd)
         goto failed;
     }
 
-    rd->handshake++;
+    handlers[rd->handshake++] = ngx_http_mg_redis_time_reply;
 
     for (i = 0; i < rd->handshake; i++) {
         cmd = ngx_http_mg_redis_alloc(rd);
@@ -559,11 +698,7 @@ ngx_http_mg_redis_connected(ngx_http_mg_redis_t *rd)
         }
 
         cmd->internal = 1;
-        cmd->handler = (i == rd->handshake - 1)
-                       ? ngx_http_mg_redis_time_reply
-                       : (i == rd->handshake - 2)
-                         ? ngx_http_mg_redis_policy_reply
-                         : ngx_http_mg_redis_handshake_reply;
+        cmd->handler = handlers[i];
         cmd->data = rd;
         cmd->deadline = ngx_current_msec + rcf->timeout;
 
@@ -572,16 +707,7 @@ ngx_http_mg_redis_connected(ngx_http_mg_redis_t *rd)
     }
 
     if (rd->handshake == 0) {
-        rd->state = NGX_HTTP_MG_REDIS_READY;
-
-        if (rd->stats) {
-            rd->stats->up = 1;
-        }
-
-        rd->backoff = 100;
-        rd->logged_down = 0;
-        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
-                      "model gateway: redis %V is up", &rd->name);
+        ngx_http_mg_redis_up(rd);
     }
 
     ngx_http_mg_redis_arm_timer(rd);
@@ -741,17 +867,75 @@ ngx_http_mg_redis_handshake_reply(void *data, redisReply *reply,
     }
 
     if (--rd->handshake == 0) {
-        rd->state = NGX_HTTP_MG_REDIS_READY;
-
-        if (rd->stats) {
-            rd->stats->up = 1;
-        }
-
-        rd->backoff = 100;
-        rd->logged_down = 0;
-        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
-                      "model gateway: redis %V is up", &rd->name);
+        ngx_http_mg_redis_up(rd);
     }
+}
+
+
+/*
+ * ROLE's first element is "master" on the primary; anything else is a
+ * failed connect, and the next attempt asks the sentinels again.
+ */
+
+static void
+ngx_http_mg_redis_role_reply(void *data, redisReply *reply, ngx_int_t rc)
+{
+    ngx_http_mg_redis_t *rd = data;
+
+    if (rc != NGX_OK || reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_mg_redis_handshake_reply(data, reply, rc);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0
+        && reply->element[0]->type == REDIS_REPLY_STRING
+        && reply->element[0]->len == 6
+        && ngx_strncmp(reply->element[0]->str, "master", 6) == 0)
+    {
+        rd->handshake--;
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0
+        && reply->element[0]->type == REDIS_REPLY_STRING)
+    {
+        *ngx_snprintf(rd->why, sizeof(rd->why) - 1,
+                      "is not the primary (role %*s)",
+                      (size_t) ngx_min(reply->element[0]->len, 20),
+                      reply->element[0]->str)
+            = '\0';
+
+    } else {
+        *ngx_snprintf(rd->why, sizeof(rd->why) - 1,
+                      "is not the primary (no role)")
+            = '\0';
+    }
+
+    rd->handshake = (ngx_uint_t) -1;
+}
+
+
+static void
+ngx_http_mg_redis_up(ngx_http_mg_redis_t *rd)
+{
+    rd->state = NGX_HTTP_MG_REDIS_READY;
+
+    if (rd->stats) {
+        rd->stats->up = 1;
+    }
+
+    rd->backoff = 100;
+    rd->logged_down = 0;
+
+    if (rd->sentinel) {
+        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                      "model gateway: redis primary %V via sentinel %V "
+                      "is up", &rd->name, ngx_http_mg_sentinel_via(rd));
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                  "model gateway: redis %V is up", &rd->name);
 }
 
 
@@ -807,7 +991,7 @@ ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd, ngx_err_t err,
     }
 
     if (ngx_exiting || ngx_terminate || rd->reconnect.timer_set
-        || rd->resolving)
+        || rd->resolving || rd->discovering)
     {
         return;
     }

@@ -40,6 +40,9 @@ struct ngx_http_mg_redis_cmd_s {
 };
 
 
+typedef struct ngx_http_mg_sentinel_s  ngx_http_mg_sentinel_t;
+
+
 typedef struct {
     ngx_http_model_gateway_main_conf_t  *mcf;
     ngx_log_t                           *log;
@@ -65,8 +68,10 @@ typedef struct {
     ngx_log_t                            connect_log;
     u_char                               why[256];
     ngx_http_model_gateway_redis_stats_t *stats;    /* in the zone */
+    ngx_http_mg_sentinel_t              *sentinel;  /* NULL: none */
     unsigned                             logged_down:1;
     unsigned                             resolving:1;
+    unsigned                             discovering:1;
 } ngx_http_mg_redis_t;
 
 
@@ -87,6 +92,18 @@ void ngx_http_mg_redis_release(ngx_http_mg_redis_t *rd,
 /* _redis_conn.c: the connection's life */
 void ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd, ngx_err_t err,
     const char *why);
+void ngx_http_mg_redis_discovered(ngx_http_mg_redis_t *rd,
+    ngx_sockaddr_t *sa, socklen_t socklen);
+void ngx_http_mg_redis_switch(ngx_http_mg_redis_t *rd, ngx_sockaddr_t *sa,
+    socklen_t socklen);
+
+/* _redis_sentinel.c: the primary's address asked of the sentinels */
+ngx_int_t ngx_http_mg_sentinel_init(ngx_http_mg_redis_t *rd,
+    ngx_cycle_t *cycle);
+void ngx_http_mg_sentinel_discover(ngx_http_mg_redis_t *rd);
+void ngx_http_mg_sentinel_cancel(ngx_http_mg_redis_t *rd);
+ngx_str_t *ngx_http_mg_sentinel_via(ngx_http_mg_redis_t *rd);
+void ngx_http_mg_sentinel_exit(ngx_http_mg_redis_t *rd);
 
 
 #endif /* _NGX_HTTP_MODEL_GATEWAY_REDIS_CONN_H_INCLUDED_ */
