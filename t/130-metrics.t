@@ -212,6 +212,10 @@ my ($r, $m);
 $t->wait_for(sub {
     ($r, $m) = metrics();
     ($m->{q{model_gateway_requests_total{model="m",backend="a",operation="chat",status_class="2xx"}}} // 0) >= 12
+        # the last refusal is counted when nginx logs it, maybe a moment
+        # after its answer left
+        && ($m->{q{model_gateway_refused_total{status_class="4xx"}}} // 0)
+           >= 3
 }, 5);
 diag $r->{body} if $ENV{MG_DUMP};
 my $pair = 'model="m",backend="a"';
