@@ -14,12 +14,8 @@
  */
 
 
-#include "ngx_http_model_gateway_module.h"
-#include "ngx_http_model_gateway_redis.h"
+#include "ngx_http_model_gateway_admin.h"
 #include "mg_admin.h"
-
-#include <hiredis/hiredis.h>
-#include <jansson.h>
 
 
 #define NGX_HTTP_MG_ADMIN_BODY_MAX  8192

@@ -13,11 +13,8 @@
  */
 
 
-#include "ngx_http_model_gateway_module.h"
-#include "ngx_http_model_gateway_redis.h"
+#include "ngx_http_model_gateway_admin.h"
 #include "mg_admin.h"
-
-#include <hiredis/hiredis.h>
 
 
 static void ngx_http_model_gateway_admin_timer(ngx_event_t *ev);

@@ -566,8 +566,6 @@ ngx_http_model_gateway_health_connect(ngx_http_model_gateway_probe_t *pr)
 static void
 ngx_http_model_gateway_health_write(ngx_event_t *wev)
 {
-    int                                err;
-    socklen_t                          len;
     ngx_connection_t                  *c;
     ngx_http_model_gateway_probe_t    *pr;
     ngx_http_model_gateway_backend_t  *b;
@@ -581,14 +579,7 @@ ngx_http_model_gateway_health_write(ngx_event_t *wev)
         return;
     }
 
-    err = 0;
-    len = sizeof(int);
-
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len) == -1) {
-        err = ngx_socket_errno;
-    }
-
-    if (err) {
+    if (ngx_http_model_gateway_client_error(c)) {
         ngx_http_model_gateway_health_verdict(pr, 0, "connect failed");
         return;
     }
@@ -876,28 +867,7 @@ ngx_http_model_gateway_health_dummy(ngx_event_t *ev)
 static void
 ngx_http_model_gateway_health_close(ngx_http_model_gateway_probe_t *pr)
 {
-    ngx_pool_t        *pool;
-    ngx_connection_t  *c;
-
-    c = pr->peer.connection;
-
-    if (c) {
-#if (NGX_HTTP_SSL)
-        if (c->ssl) {
-            c->ssl->no_wait_shutdown = 1;
-            c->ssl->no_send_shutdown = 1;
-            (void) ngx_ssl_shutdown(c);
-        }
-#endif
-        pool = c->pool;
-
-        ngx_close_connection(c);
-        pr->peer.connection = NULL;
-
-        if (pool) {
-            ngx_destroy_pool(pool);
-        }
-    }
+    ngx_http_model_gateway_client_close(&pr->peer);
 
     if (pr->deadline.timer_set) {
         ngx_del_timer(&pr->deadline);

@@ -1053,34 +1053,13 @@ ngx_http_model_gateway_redis_stats_t *ngx_http_model_gateway_redis_stats(
 extern const uint64_t  ngx_http_model_gateway_latency_bounds[];
 #define NGX_HTTP_MG_LATENCY_BUCKETS    12
 
-/* admin.c, admin_sync.c, admin_objects.c */
+/* admin.c, admin_sync.c (the rest: ngx_http_model_gateway_admin.h) */
 char *ngx_http_model_gateway_admin_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_http_model_gateway_admin_init_process(ngx_cycle_t *cycle,
     ngx_http_model_gateway_main_conf_t *mcf);
-ngx_int_t ngx_http_model_gateway_admin_apply(
-    ngx_http_model_gateway_main_conf_t *mcf,
-    ngx_http_model_gateway_backend_t *b, const char *rec, size_t len,
-    ngx_log_t *log);
-ngx_str_t *ngx_http_model_gateway_admin_hash(void);
-struct redisReply;
-void ngx_http_model_gateway_admin_apply_all(
-    ngx_http_model_gateway_main_conf_t *mcf, struct redisReply *reply,
-    ngx_log_t *log);
-ngx_str_t *ngx_http_model_gateway_admin_id(ngx_http_request_t *r);
-ngx_str_t ngx_http_model_gateway_admin_part(ngx_str_t *s);
-struct json_t *ngx_http_model_gateway_admin_field(ngx_http_request_t *r,
-    const char *name);
 ngx_int_t ngx_http_model_gateway_key_presented(ngx_http_request_t *r,
     ngx_str_t *key);
-ngx_int_t ngx_http_model_gateway_admin_objects(ngx_http_request_t *r,
-    ngx_str_t *kind, ngx_str_t *rest);
-ngx_int_t ngx_http_model_gateway_admin_keys(ngx_http_request_t *r,
-    ngx_str_t *rest);
-ngx_int_t ngx_http_model_gateway_admin_error(ngx_http_request_t *r,
-    ngx_uint_t status, const char *code, const char *message);
-ngx_int_t ngx_http_model_gateway_admin_send(ngx_http_request_t *r,
-    ngx_uint_t status, ngx_str_t *json);
 
 /* the weight that balancing and rendezvous hashing use now */
 #define ngx_http_model_gateway_weight(b)                                    \
@@ -1096,6 +1075,10 @@ void ngx_http_model_gateway_pins_put(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, ngx_str_t *backend, int64_t born);
 void ngx_http_model_gateway_pins_drop(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx);
+
+/* client.c: the module's own connections (Redis, sentinels, probes) */
+ngx_err_t ngx_http_model_gateway_client_error(ngx_connection_t *c);
+void ngx_http_model_gateway_client_close(ngx_peer_connection_t *pc);
 
 /* lru.c */
 ngx_http_model_gateway_lru_node_t *ngx_http_model_gateway_lru_get(

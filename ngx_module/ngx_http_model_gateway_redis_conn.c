@@ -465,8 +465,7 @@ ngx_http_mg_redis_switch(ngx_http_mg_redis_t *rd, ngx_sockaddr_t *sa,
 static void
 ngx_http_mg_redis_write_handler(ngx_event_t *wev)
 {
-    int                        err;
-    socklen_t                  len;
+    ngx_err_t                  err;
     ngx_connection_t          *c;
     ngx_http_mg_redis_t       *rd;
     ngx_http_mg_redis_conf_t  *rcf;
@@ -483,14 +482,7 @@ ngx_http_mg_redis_write_handler(ngx_event_t *wev)
     if (rd->state == NGX_HTTP_MG_REDIS_CONNECTING && c->ssl == NULL
         && rd->handshake == 0)
     {
-        err = 0;
-        len = sizeof(int);
-
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len)
-            == -1)
-        {
-            err = ngx_socket_errno;
-        }
+        err = ngx_http_model_gateway_client_error(c);
 
         if (err) {
             ngx_http_mg_redis_fail(rd, err, "connect() failed");
@@ -1007,25 +999,7 @@ ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd, ngx_err_t err,
 static void
 ngx_http_mg_redis_close(ngx_http_mg_redis_t *rd)
 {
-    ngx_connection_t  *c;
-
-    c = rd->peer.connection;
-
-    if (c) {
-#if (NGX_HTTP_SSL)
-        if (c->ssl) {
-            c->ssl->no_wait_shutdown = 1;
-            c->ssl->no_send_shutdown = 1;
-            (void) ngx_ssl_shutdown(c);
-        }
-#endif
-        if (c->pool) {
-            ngx_destroy_pool(c->pool);
-        }
-
-        ngx_close_connection(c);
-        rd->peer.connection = NULL;
-    }
+    ngx_http_model_gateway_client_close(&rd->peer);
 
     if (rd->reader) {
         redisReaderFree(rd->reader);

@@ -246,8 +246,7 @@ ngx_http_mg_sentinel_start(ngx_http_mg_sentinel_conn_t *sc)
 static void
 ngx_http_mg_sentinel_write_handler(ngx_event_t *wev)
 {
-    int                           err;
-    socklen_t                     len;
+    ngx_err_t                     err;
     ngx_connection_t             *c;
     ngx_http_mg_sentinel_conn_t  *sc;
 #if (NGX_HTTP_SSL)
@@ -265,14 +264,7 @@ ngx_http_mg_sentinel_write_handler(ngx_event_t *wev)
     }
 
     if (!sc->connected) {
-        err = 0;
-        len = sizeof(int);
-
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len)
-            == -1)
-        {
-            err = ngx_socket_errno;
-        }
+        err = ngx_http_model_gateway_client_error(c);
 
         if (err) {
             ngx_http_mg_sentinel_failed(sc, err, "connect() failed");
@@ -861,25 +853,7 @@ ngx_http_mg_sentinel_failed(ngx_http_mg_sentinel_conn_t *sc, ngx_err_t err,
 static void
 ngx_http_mg_sentinel_close(ngx_http_mg_sentinel_conn_t *sc)
 {
-    ngx_connection_t  *c;
-
-    c = sc->peer.connection;
-
-    if (c) {
-#if (NGX_HTTP_SSL)
-        if (c->ssl) {
-            c->ssl->no_wait_shutdown = 1;
-            c->ssl->no_send_shutdown = 1;
-            (void) ngx_ssl_shutdown(c);
-        }
-#endif
-        if (c->pool) {
-            ngx_destroy_pool(c->pool);
-        }
-
-        ngx_close_connection(c);
-        sc->peer.connection = NULL;
-    }
+    ngx_http_model_gateway_client_close(&sc->peer);
 
     if (sc->reader) {
         redisReaderFree(sc->reader);
