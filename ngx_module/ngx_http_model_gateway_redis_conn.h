@@ -97,6 +97,9 @@ void ngx_http_mg_redis_discovered(ngx_http_mg_redis_t *rd,
 void ngx_http_mg_redis_switch(ngx_http_mg_redis_t *rd, ngx_sockaddr_t *sa,
     socklen_t socklen);
 
+/* _redis_handshake.c: the connection's first commands */
+void ngx_http_mg_redis_handshake(ngx_http_mg_redis_t *rd);
+
 /* _redis_sentinel.c: the primary's address asked of the sentinels */
 ngx_int_t ngx_http_mg_sentinel_init(ngx_http_mg_redis_t *rd,
     ngx_cycle_t *cycle);
