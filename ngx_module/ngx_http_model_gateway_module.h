@@ -1080,6 +1080,9 @@ void ngx_http_model_gateway_pins_drop(ngx_http_request_t *r,
 ngx_err_t ngx_http_model_gateway_client_error(ngx_connection_t *c);
 void ngx_http_model_gateway_client_close(ngx_peer_connection_t *pc);
 
+/* directives.c */
+extern ngx_command_t  ngx_http_model_gateway_commands[];
+
 /* lru.c */
 ngx_http_model_gateway_lru_node_t *ngx_http_model_gateway_lru_get(
     ngx_slab_pool_t *shpool, ngx_http_model_gateway_lru_t *lru,
