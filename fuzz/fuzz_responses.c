@@ -2,7 +2,8 @@
  * Copyright (C) The ngx_http_model_gateway_module authors
  *
  * libFuzzer target for gateway-held Responses (mg_responses_request.c,
- * mg_responses_items.c, mg_responses_answer.c, mg_responses_stream.c).
+ * mg_responses_items.c, mg_responses_answer.c, mg_responses_stream.c,
+ * mg_responses_calls.c).
  * The first byte of the input chooses what the rest is and how it is
  * called; the rest is cut into pieces at blank lines ("\n\n"):
  *

@@ -66,4 +66,21 @@ int mg_resp_echo(const mg_resp_answer_opts_t *o, json_t **echo,
     mg_xerror_t *err);
 
 
+/*
+ * The stream's events (mg_responses_stream.c): a new event with its
+ * sequence number, written out and released; one about an output item;
+ * the open message ended.  And its tool calls (mg_responses_calls.c):
+ * a call's delta, the calls ended.
+ */
+json_t *mg_rs_event(mg_resp_stream_t *st, const char *type);
+int mg_rs_put(mg_resp_stream_t *st, mg_buf_t *out, json_t *ev);
+json_t *mg_rs_item_event(mg_resp_stream_t *st, const char *type,
+    size_t index);
+int mg_rs_close_message(mg_resp_stream_t *st, mg_buf_t *out,
+    const char *status);
+int mg_rs_call(mg_resp_stream_t *st, mg_buf_t *out, json_t *tc, size_t pos);
+int mg_rs_close_calls(mg_resp_stream_t *st, mg_buf_t *out,
+    const char *status);
+
+
 #endif /* _MG_RESPONSES_INT_H_INCLUDED_ */
