@@ -386,6 +386,26 @@ sub get {
     return $r;
 }
 
+# $c->log_time($port, $re): the time (epoch seconds, with milliseconds)
+# of the last line of the node's log matching $re, or undef: when the
+# node itself says a thing happened ("Failover election won")
+sub log_time {
+    my ($self, $port, $re) = @_;
+    my $log = _read_file($self->{t}->dir . "/$self->{names}{$port}.log", 1)
+        // return undef;
+    my %mon = (Jan => 0, Feb => 1, Mar => 2, Apr => 3, May => 4, Jun => 5,
+               Jul => 6, Aug => 7, Sep => 8, Oct => 9, Nov => 10, Dec => 11);
+    my $at;
+    for my $l (grep { $_ =~ $re } split /\n/, $log) {
+        # "PID:ROLE DD Mon YYYY HH:MM:SS.mmm ...", in local time
+        my ($d, $m, $y, $hh, $mm, $ss, $ms) = $l =~
+            /^\d+:\w (\d+) (\w{3}) (\d{4}) (\d+):(\d+):(\d+)\.(\d+)/ or next;
+        $at = POSIX::mktime($ss, $mm, $hh, $d, $mon{$m}, $y - 1900, 0, 0, -1)
+              + $ms / 1000;
+    }
+    return $at;
+}
+
 # $c->commandstats($port): {command => calls} of INFO commandstats
 sub commandstats {
     my ($self, $port) = @_;
@@ -469,50 +489,55 @@ sub describe {
 ###########################################################################
 # faults
 
-# $c->failover($primary[, timeout => 10]): CLUSTER FAILOVER on one of its
-# replicas (a manual failover: the primary stops writes, the replica
-# catches up, takes the slots, the old primary becomes its replica);
-# waits until every node agrees and the old primary's link to the new
-# one is up. Returns the new primary's port.
+# $c->failover($primary[, timeout => 10, wait => 1]): CLUSTER FAILOVER
+# on one of its replicas (a manual failover: the primary stops writes,
+# the replica catches up, takes the slots, the old primary becomes its
+# replica); waits until every node agrees and the old primary's link to
+# the new one is up. Returns the new primary's port. With wait => 0 it
+# returns at once (traffic can go on meanwhile): wait_promoted() waits.
 sub failover {
     my ($self, $primary, %o) = @_;
     my ($replica) = $self->replicas_of($primary)
         or die "MG::Cluster: $primary has no replica\n";
-    my @slots = $self->slots_of($primary);
+    $self->{took}{$replica} = [$primary, [$self->slots_of($primary)],
+                               "failover of $primary to $replica"];
     my $r = $self->cmd($replica, 'CLUSTER', 'FAILOVER');
     die "MG::Cluster: CLUSTER FAILOVER on $replica: "
         . (ref $r ? $r->{error} : $r // $@) . "\n"
         unless defined $r && !ref $r && $r eq 'OK';
-    $self->_wait_took_over($replica, $primary, \@slots, $o{timeout} // 10,
-                           "failover of $primary to $replica");
+    $self->wait_promoted($replica, $o{timeout} // 10) if $o{wait} // 1;
     return $replica;
 }
 
-# $c->kill_primary($primary[, timeout => 15]): SIGKILL; waits until its
-# replica is promoted (the other nodes flag the primary as failed after
-# cluster-node-timeout, 1 s, then the replica wins an election) and every
-# live node agrees. Returns the new primary's port.
+# $c->kill_primary($primary[, timeout => 15, wait => 1]): SIGKILL; waits
+# until its replica is promoted (the other nodes flag the primary as
+# failed after cluster-node-timeout, 1 s, then the replica wins an
+# election) and every live node agrees. Returns the new primary's port;
+# wait => 0 as for failover().
 sub kill_primary {
     my ($self, $primary, %o) = @_;
     my ($replica) = $self->replicas_of($primary)
         or die "MG::Cluster: $primary has no replica\n";
-    my @slots = $self->slots_of($primary);
+    $self->{took}{$replica} = [$primary, [$self->slots_of($primary)],
+                               "promotion of $replica after $primary was "
+                               . "killed"];
     $self->kill_node($primary);
-    $self->_wait_took_over($replica, $primary, \@slots, $o{timeout} // 15,
-                           "promotion of $replica after $primary was killed");
+    $self->wait_promoted($replica, $o{timeout} // 15) if $o{wait} // 1;
     return $replica;
 }
 
-# $c->kill_node($port): SIGKILL, nothing waited for
-sub kill_node {
-    my ($self, $port) = @_;
-    kill 'KILL', $self->pid($port);
-    $self->{dead}{$port} = 1;
-}
-
-sub _wait_took_over {
-    my ($self, $new, $old, $slots, $timeout, $what) = @_;
+# $c->wait_promoted($new[, $timeout]): after failover() or kill_primary()
+# with wait => 0, waits (10 s by default) until every live node sees $new
+# serving the old primary's slots and the cluster is stable; returns the
+# seconds waited. Dies on timeout.
+sub wait_promoted {
+    my ($self, $new, $timeout) = @_;
+    my $x = delete $self->{took}{$new}
+        or die "MG::Cluster: $new is not being promoted\n";
+    my ($old, $slots, $what) = @$x;
+    $timeout //= 10;
     my $want = join ' ', map { "$_->[0]-$_->[1]" } @$slots;
+    my $t0 = time;
     my $ok = $self->{t}->wait_for(sub {
         for my $p ($self->alive) {
             my $have = join ' ', map { "$_->[0]-$_->[1]" }
@@ -523,6 +548,14 @@ sub _wait_took_over {
     }, $timeout, 0.05);
     die "MG::Cluster: $what: not done within $timeout s\n" . $self->describe
         unless $ok;
+    return time - $t0;
+}
+
+# $c->kill_node($port): SIGKILL, nothing waited for
+sub kill_node {
+    my ($self, $port) = @_;
+    kill 'KILL', $self->pid($port);
+    $self->{dead}{$port} = 1;
 }
 
 # the ranges node $p thinks $owner serves
