@@ -189,6 +189,13 @@ ngx_command_t  ngx_http_model_gateway_commands[] = {
       0,
       NULL },
 
+    { ngx_string("model_gateway_redis_cluster"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_model_gateway_redis_cluster,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("model_gateway_redis_sentinel_master"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,

@@ -517,7 +517,8 @@ ngx_http_model_gateway_render_rest(ngx_http_model_gateway_render_t *w,
         if (rs->pid)
 
     ngx_http_model_gateway_family(w, "model_gateway_redis_up", "gauge",
-        "1 while a worker's Redis connection is ready.");
+        "1 while a worker's Redis connection is ready "
+        "(a cluster's: every primary's).");
 
     ngx_http_model_gateway_each_worker(rs, i) {
         ngx_http_model_gateway_put(w, "model_gateway_redis_up{worker=\"%uL\"}"
@@ -563,6 +564,43 @@ ngx_http_model_gateway_render_rest(ngx_http_model_gateway_render_t *w,
                                    "{worker=\"%uL\"} %uL\n",
                                    (uint64_t) rs->pid,
                                    (uint64_t) rs->timeouts);
+    }
+
+    if (mcf->redis->cluster_seeds) {
+        ngx_http_model_gateway_family(w, "model_gateway_redis_redirects_total",
+            "counter", "Redis Cluster redirects a worker followed.");
+
+        ngx_http_model_gateway_each_worker(rs, i) {
+            ngx_http_model_gateway_put(w,
+                "model_gateway_redis_redirects_total"
+                "{worker=\"%uL\",kind=\"moved\"} %uL\n"
+                "model_gateway_redis_redirects_total"
+                "{worker=\"%uL\",kind=\"ask\"} %uL\n",
+                (uint64_t) rs->pid, (uint64_t) rs->moved,
+                (uint64_t) rs->pid, (uint64_t) rs->asked);
+        }
+
+        ngx_http_model_gateway_family(w,
+            "model_gateway_redis_cluster_refreshes_total", "counter",
+            "Redis Cluster slot maps a worker read.");
+
+        ngx_http_model_gateway_each_worker(rs, i) {
+            ngx_http_model_gateway_put(w,
+                "model_gateway_redis_cluster_refreshes_total"
+                "{worker=\"%uL\"} %uL\n", (uint64_t) rs->pid,
+                (uint64_t) rs->refreshes);
+        }
+
+        ngx_http_model_gateway_family(w,
+            "model_gateway_redis_cluster_primaries", "gauge",
+            "Primaries of the slot map a worker is connected to.");
+
+        ngx_http_model_gateway_each_worker(rs, i) {
+            ngx_http_model_gateway_put(w,
+                "model_gateway_redis_cluster_primaries"
+                "{worker=\"%uL\"} %uL\n", (uint64_t) rs->pid,
+                (uint64_t) rs->primaries);
+        }
     }
 
     ngx_http_model_gateway_family(w, "model_gateway_redis_latency_seconds",

@@ -25,6 +25,7 @@
 
 
 #define NGX_HTTP_MG_SENTINELS_MAX      16
+#define NGX_HTTP_MG_CLUSTER_SEEDS_MAX  16
 
 #define NGX_HTTP_MG_OPENAI             1
 #define NGX_HTTP_MG_OPENAI_COMPATIBLE  2
@@ -113,6 +114,10 @@ typedef struct {
     ngx_atomic_t                       commands;
     ngx_atomic_t                       errors;
     ngx_atomic_t                       timeouts;
+    ngx_atomic_t                       moved;       /* Redis Cluster */
+    ngx_atomic_t                       asked;
+    ngx_atomic_t                       refreshes;   /* slot maps read */
+    ngx_atomic_t                       primaries;   /* ... connected */
     ngx_http_model_gateway_hist_t      latency;     /* ms */
 } ngx_http_model_gateway_redis_stats_t;
 
@@ -454,6 +459,9 @@ typedef struct {
     ngx_str_t                          sentinel_master;
     ngx_str_t                          sentinel_user;
     ngx_str_t                          sentinel_password; /* never logged */
+
+    /* Redis Cluster (_redis_cluster.c): the slot map is asked of these */
+    ngx_array_t                       *cluster_seeds; /* ngx_addr_t */
 } ngx_http_mg_redis_conf_t;
 
 
@@ -1141,6 +1149,8 @@ ngx_int_t ngx_http_model_gateway_backend_finish(ngx_conf_t *cf,
 /* redis_conf.c */
 char *ngx_http_model_gateway_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+char *ngx_http_model_gateway_redis_cluster(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 char *ngx_http_model_gateway_redis_sentinel(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 char *ngx_http_model_gateway_redis_password(ngx_conf_t *cf,

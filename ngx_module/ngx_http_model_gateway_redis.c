@@ -20,10 +20,6 @@
 #include "ngx_http_model_gateway_redis_conn.h"
 
 
-static ngx_int_t ngx_http_mg_redis_send_cmd(ngx_http_mg_redis_t *rd,
-    ngx_http_mg_redis_cmd_t *cmd, ngx_uint_t as_eval);
-
-
 void
 ngx_http_mg_redis_read_handler(ngx_event_t *rev)
 {
@@ -127,8 +123,17 @@ ngx_http_mg_redis_read_handler(ngx_event_t *rev)
 
             cmd = ngx_queue_data(q, ngx_http_mg_redis_cmd_t, queue);
 
+            /* MOVED, ASK, TRYAGAIN: the command goes on, elsewhere */
+
+            if (reply->type == REDIS_REPLY_ERROR && rd->cluster
+                && ngx_http_mg_cluster_redirect(rd, cmd, reply) == NGX_OK)
+            {
+                freeReplyObject(reply);
+                continue;
+            }
+
             if (rd->stats && !cmd->internal) {
-                rd->stats->inflight = rd->ninflight;
+                ngx_http_mg_redis_count_inflight(rd);
 
                 if (reply->type == REDIS_REPLY_ERROR) {
                     (void) ngx_atomic_fetch_add(&rd->stats->errors, 1);
@@ -149,12 +154,8 @@ ngx_http_mg_redis_read_handler(ngx_event_t *rev)
                 freeReplyObject(reply);
                 cmd->retried = 1;
 
-                if (ngx_http_mg_redis_send_cmd(rd, cmd, 1) != NGX_OK) {
-                    if (cmd->data) {
-                        cmd->handler(cmd->data, NULL, NGX_ERROR);
-                    }
-
-                    ngx_http_mg_redis_release(rd, cmd);
+                if (ngx_http_mg_redis_send(rd, cmd, 1) != NGX_OK) {
+                    ngx_http_mg_redis_answer(rd, cmd, NGX_ERROR);
                 }
 
                 continue;
@@ -341,9 +342,14 @@ ngx_http_mg_redis_flush(ngx_http_mg_redis_t *rd)
 }
 
 
-static ngx_int_t
-ngx_http_mg_redis_send_cmd(ngx_http_mg_redis_t *rd,
-    ngx_http_mg_redis_cmd_t *cmd, ngx_uint_t as_eval)
+/*
+ * Sends a command on the connection (again, after NOSCRIPT or a cluster
+ * redirect): as EVALSHA, as EVAL, or as the plain command it is.
+ */
+
+ngx_int_t
+ngx_http_mg_redis_send(ngx_http_mg_redis_t *rd, ngx_http_mg_redis_cmd_t *cmd,
+    ngx_uint_t as_eval)
 {
     ngx_uint_t                 i, argc;
     const char                *argv[NGX_HTTP_MG_REDIS_MAX_ARGS + 3];
@@ -397,7 +403,7 @@ send:
 
     if (rd->stats) {
         (void) ngx_atomic_fetch_add(&rd->stats->commands, 1);
-        rd->stats->inflight = rd->ninflight;
+        ngx_http_mg_redis_count_inflight(rd);
     }
 
     if (rd->ninflight == 1) {
@@ -455,15 +461,47 @@ ngx_http_mg_redis_script_keys(ngx_uint_t script, ngx_uint_t nkeys,
     ngx_uint_t nargs, ngx_str_t *args, ngx_http_mg_redis_handler_pt handler,
     void *data)
 {
-    u_char                   *p;
-    size_t                    len;
-    ngx_uint_t                i;
-    ngx_http_mg_redis_t      *rd;
-    ngx_http_mg_redis_cmd_t  *cmd;
+    ngx_str_t            *key;
+    ngx_http_mg_redis_t  *rd;
 
     rd = ngx_http_mg_redis;
 
-    if (rd == NULL || rd->state != NGX_HTTP_MG_REDIS_READY
+    if (ngx_http_mg_cluster) {
+
+        /* the node that serves the slot of the (first) key */
+
+        key = (script != (ngx_uint_t) -1) ? (nkeys ? &args[0] : NULL)
+                                          : (nargs > 1 ? &args[1] : NULL);
+
+        if (key == NULL || nargs > NGX_HTTP_MG_REDIS_MAX_ARGS) {
+            return NULL;
+        }
+
+        rd = ngx_http_mg_cluster_route(key);
+    }
+
+    if (rd == NULL) {
+        return NULL;
+    }
+
+    return ngx_http_mg_redis_queue(rd, (ngx_int_t) script, nkeys, nargs,
+                                   args, handler, data);
+}
+
+
+/* the command on one connection, its arguments copied */
+
+ngx_http_mg_redis_cmd_t *
+ngx_http_mg_redis_queue(ngx_http_mg_redis_t *rd, ngx_int_t script,
+    ngx_uint_t nkeys, ngx_uint_t nargs, ngx_str_t *args,
+    ngx_http_mg_redis_handler_pt handler, void *data)
+{
+    u_char                   *p;
+    size_t                    len;
+    ngx_uint_t                i;
+    ngx_http_mg_redis_cmd_t  *cmd;
+
+    if (rd->state != NGX_HTTP_MG_REDIS_READY
         || nargs > NGX_HTTP_MG_REDIS_MAX_ARGS
         || rd->ninflight >= rd->mcf->redis->max_inflight)
     {
@@ -498,17 +536,55 @@ ngx_http_mg_redis_script_keys(ngx_uint_t script, ngx_uint_t nkeys,
     }
 
     cmd->nargs = nargs;
-    cmd->script = (ngx_int_t) script;
+    cmd->script = script;
     cmd->nkeys = nkeys;
     cmd->handler = handler;
     cmd->data = data;
 
-    if (ngx_http_mg_redis_send_cmd(rd, cmd, 0) != NGX_OK) {
+    if (ngx_http_mg_redis_send(rd, cmd, 0) != NGX_OK) {
         ngx_http_mg_redis_release(rd, cmd);
         return NULL;
     }
 
     return cmd;
+}
+
+
+/* the key a command is routed by in a cluster, NULL: none */
+
+ngx_str_t *
+ngx_http_mg_redis_cmd_key(ngx_http_mg_redis_cmd_t *cmd)
+{
+    if (cmd->script >= 0) {
+        return cmd->nkeys ? &cmd->args[0] : NULL;
+    }
+
+    return (cmd->nargs > 1) ? &cmd->args[1] : NULL;
+}
+
+
+/* the command is over without a reply: its waiter learns it, if any */
+
+void
+ngx_http_mg_redis_answer(ngx_http_mg_redis_t *rd,
+    ngx_http_mg_redis_cmd_t *cmd, ngx_int_t rc)
+{
+    if (cmd->data) {
+        cmd->handler(cmd->data, NULL, rc);
+    }
+
+    ngx_http_mg_redis_release(rd, cmd);
+}
+
+
+/* what the worker has in flight, over every connection of a cluster */
+
+void
+ngx_http_mg_redis_count_inflight(ngx_http_mg_redis_t *rd)
+{
+    rd->stats->inflight = rd->cluster
+                          ? ngx_http_mg_cluster_inflight(rd->cluster)
+                          : rd->ninflight;
 }
 
 

@@ -11,8 +11,40 @@
 #include "ngx_http_model_gateway_redis.h"
 
 
+static char *ngx_http_mg_redis_named(ngx_http_mg_redis_conf_t *rcf,
+    ngx_uint_t how);
+static char *ngx_http_mg_redis_addrs(ngx_conf_t *cf, ngx_array_t **addrs,
+    ngx_array_t **hosts, in_port_t port, const char *what);
 static ngx_int_t ngx_http_mg_redis_ssl(ngx_conf_t *cf, ngx_ssl_t **sslp,
     ngx_flag_t verify, ngx_str_t *trusted);
+
+
+/* the three ways of naming Redis, which exclude each other */
+#define NGX_HTTP_MG_REDIS_ONE       0
+#define NGX_HTTP_MG_REDIS_SENTINEL  1
+#define NGX_HTTP_MG_REDIS_CLUSTER   2
+
+static const char  *ngx_http_mg_redis_conflicts[] = {
+    "cannot be used with \"model_gateway_redis\"",
+    "cannot be used with \"model_gateway_redis_sentinel\"",
+    "cannot be used with \"model_gateway_redis_cluster\""
+};
+
+
+/* why Redis, already named, cannot be named again this way */
+
+static char *
+ngx_http_mg_redis_named(ngx_http_mg_redis_conf_t *rcf, ngx_uint_t how)
+{
+    ngx_uint_t  was;
+
+    was = rcf->sentinels ? NGX_HTTP_MG_REDIS_SENTINEL
+          : rcf->cluster_seeds ? NGX_HTTP_MG_REDIS_CLUSTER
+          : NGX_HTTP_MG_REDIS_ONE;
+
+    return (was == how) ? "is duplicate"
+                        : (char *) ngx_http_mg_redis_conflicts[was];
+}
 
 
 /* model_gateway_redis HOST[:PORT] | unix:PATH; */
@@ -26,9 +58,7 @@ ngx_http_model_gateway_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_url_t   u;
 
     if (mcf->redis) {
-        return mcf->redis_conf.sentinels
-               ? "cannot be used with \"model_gateway_redis_sentinel\""
-               : "is duplicate";
+        return ngx_http_mg_redis_named(mcf->redis, NGX_HTTP_MG_REDIS_ONE);
     }
 
     value = cf->args->elts;
@@ -72,18 +102,12 @@ ngx_http_model_gateway_redis_sentinel(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_model_gateway_main_conf_t *mcf = conf;
 
-    ngx_str_t   *value, *host;
-    ngx_url_t    u;
-    ngx_uint_t   i;
-    ngx_addr_t  *addr;
+    char  *rv;
 
     if (mcf->redis) {
-        return mcf->redis_conf.sentinels
-               ? "is duplicate"
-               : "cannot be used with \"model_gateway_redis\"";
+        return ngx_http_mg_redis_named(mcf->redis,
+                                       NGX_HTTP_MG_REDIS_SENTINEL);
     }
-
-    value = cf->args->elts;
 
     if (cf->args->nelts - 1 > NGX_HTTP_MG_SENTINELS_MAX) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -92,17 +116,85 @@ ngx_http_model_gateway_redis_sentinel(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    mcf->redis_conf.sentinels = ngx_array_create(cf->pool,
-                                                 cf->args->nelts - 1,
-                                                 sizeof(ngx_addr_t));
-    if (mcf->redis_conf.sentinels == NULL) {
+    rv = ngx_http_mg_redis_addrs(cf, &mcf->redis_conf.sentinels,
+                                 &mcf->redis_conf.sentinel_hosts, 26379,
+                                 "sentinel");
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    mcf->redis = &mcf->redis_conf;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * model_gateway_redis_cluster HOST[:PORT] ...;  seed nodes of a Redis
+ * Cluster: the slot map is asked of them (_redis_cluster.c), and every
+ * primary it names is connected to.  Their certificates (with TLS) must
+ * carry the first seed's host name.
+ */
+
+char *
+ngx_http_model_gateway_redis_cluster(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_model_gateway_main_conf_t *mcf = conf;
+
+    char         *rv;
+    ngx_str_t    *hosts;
+    ngx_array_t  *names;
+
+    if (mcf->redis) {
+        return ngx_http_mg_redis_named(mcf->redis,
+                                       NGX_HTTP_MG_REDIS_CLUSTER);
+    }
+
+    if (cf->args->nelts - 1 > NGX_HTTP_MG_CLUSTER_SEEDS_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many cluster seeds (at most %d)",
+                           NGX_HTTP_MG_CLUSTER_SEEDS_MAX);
         return NGX_CONF_ERROR;
     }
 
-    mcf->redis_conf.sentinel_hosts = ngx_array_create(cf->pool,
-                                                      cf->args->nelts - 1,
-                                                      sizeof(ngx_str_t));
-    if (mcf->redis_conf.sentinel_hosts == NULL) {
+    rv = ngx_http_mg_redis_addrs(cf, &mcf->redis_conf.cluster_seeds, &names,
+                                 6379, "cluster seed");
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    hosts = names->elts;
+    mcf->redis_conf.host = hosts[0];
+
+    mcf->redis = &mcf->redis_conf;
+
+    return NGX_CONF_OK;
+}
+
+
+/* the directive's addresses, resolved now: a worker never waits on DNS */
+
+static char *
+ngx_http_mg_redis_addrs(ngx_conf_t *cf, ngx_array_t **addrs,
+    ngx_array_t **hosts, in_port_t port, const char *what)
+{
+    ngx_str_t   *value, *host;
+    ngx_url_t    u;
+    ngx_uint_t   i;
+    ngx_addr_t  *addr;
+
+    value = cf->args->elts;
+
+    *addrs = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                              sizeof(ngx_addr_t));
+    if (*addrs == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *hosts = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                              sizeof(ngx_str_t));
+    if (*hosts == NULL) {
         return NGX_CONF_ERROR;
     }
 
@@ -110,39 +202,34 @@ ngx_http_model_gateway_redis_sentinel(ngx_conf_t *cf, ngx_command_t *cmd,
         ngx_memzero(&u, sizeof(ngx_url_t));
 
         u.url = value[i];
-        u.default_port = 26379;
-        u.no_resolve = 0;
-
-        /* resolved now: a worker never waits on DNS */
+        u.default_port = port;
 
         if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0
             || u.family == AF_UNIX)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid sentinel address \"%V\"%s%s",
+                               "invalid %s address \"%V\"%s%s", what,
                                &value[i], u.err ? ": " : "",
                                u.err ? u.err : "");
             return NGX_CONF_ERROR;
         }
 
-        addr = ngx_array_push(mcf->redis_conf.sentinels);
+        addr = ngx_array_push(*addrs);
         if (addr == NULL) {
             return NGX_CONF_ERROR;
         }
 
         *addr = u.addrs[0];
 
-        /* the name a sentinel's certificate must carry */
+        /* the name a certificate must carry */
 
-        host = ngx_array_push(mcf->redis_conf.sentinel_hosts);
+        host = ngx_array_push(*hosts);
         if (host == NULL) {
             return NGX_CONF_ERROR;
         }
 
         *host = u.host;
     }
-
-    mcf->redis = &mcf->redis_conf;
 
     return NGX_CONF_OK;
 }
@@ -202,6 +289,15 @@ ngx_http_model_gateway_redis_finish(ngx_conf_t *cf,
     ngx_conf_init_value(rcf->ssl_verify, 1);
     ngx_conf_init_value(rcf->sentinel_tls, 0);
     ngx_conf_init_value(rcf->sentinel_ssl_verify, 1);
+
+    if (rcf->cluster_seeds && rcf->database != NGX_CONF_UNSET_UINT) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"model_gateway_redis_database\" cannot be used "
+                           "with \"model_gateway_redis_cluster\": a cluster "
+                           "has database 0 only");
+        return NGX_ERROR;
+    }
+
     ngx_conf_init_uint_value(rcf->database, 0);
     ngx_conf_init_msec_value(rcf->connect_timeout, 1000);
     ngx_conf_init_msec_value(rcf->timeout, 250);

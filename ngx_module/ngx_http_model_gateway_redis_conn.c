@@ -16,7 +16,6 @@
 ngx_http_mg_redis_t  *ngx_http_mg_redis;
 
 
-static void ngx_http_mg_redis_connect(ngx_http_mg_redis_t *rd);
 static void ngx_http_mg_redis_resolve(ngx_http_mg_redis_t *rd);
 static void ngx_http_mg_redis_resolved(ngx_resolver_ctx_t *ctx);
 static void ngx_http_mg_redis_reconnect_handler(ngx_event_t *ev);
@@ -24,67 +23,43 @@ static void ngx_http_mg_redis_write_handler(ngx_event_t *ev);
 #if (NGX_HTTP_SSL)
 static void ngx_http_mg_redis_ssl_handshake(ngx_connection_t *c);
 #endif
-static void ngx_http_mg_redis_close(ngx_http_mg_redis_t *rd);
 
 
 ngx_int_t
 ngx_http_mg_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_model_gateway_main_conf_t *mcf)
 {
-    ngx_http_mg_redis_t       *rd;
-    ngx_http_conf_ctx_t       *hctx;
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_mg_redis_t                   *rd;
+    ngx_http_conf_ctx_t                   *hctx;
+    ngx_http_core_loc_conf_t              *clcf;
+    ngx_http_model_gateway_redis_stats_t  *stats;
 
     ngx_http_mg_redis = NULL;
+    ngx_http_mg_cluster = NULL;
 
     if (mcf->redis == NULL) {
         return NGX_OK;
     }
 
-    rd = ngx_pcalloc(cycle->pool, sizeof(ngx_http_mg_redis_t));
+    /* this worker's slot of the metrics, counted from zero */
+
+    stats = ngx_http_model_gateway_redis_stats();
+
+    if (stats) {
+        ngx_memzero(stats, sizeof(ngx_http_model_gateway_redis_stats_t));
+        stats->pid = ngx_pid;
+    }
+
+    /* a connection per primary, made as the slot map names them */
+
+    if (mcf->redis->cluster_seeds) {
+        return ngx_http_mg_cluster_init(cycle, mcf);
+    }
+
+    rd = ngx_http_mg_redis_create(cycle, mcf);
     if (rd == NULL) {
         return NGX_ERROR;
     }
-
-    rd->mcf = mcf;
-    rd->log = cycle->log;
-    rd->state = NGX_HTTP_MG_REDIS_DOWN;
-    rd->backoff = 100;
-
-    /* this worker's slot of the metrics, counted from zero */
-
-    rd->stats = ngx_http_model_gateway_redis_stats();
-
-    if (rd->stats) {
-        ngx_memzero(rd->stats, sizeof(ngx_http_model_gateway_redis_stats_t));
-        rd->stats->pid = ngx_pid;
-    }
-
-    ngx_queue_init(&rd->inflight);
-    ngx_queue_init(&rd->free);
-
-    rd->out = ngx_create_temp_buf(cycle->pool, 16384);
-    if (rd->out == NULL) {
-        return NGX_ERROR;
-    }
-
-    rd->timer.handler = ngx_http_mg_redis_timer_handler;
-    rd->timer.data = rd;
-    rd->timer.log = cycle->log;
-
-    /*
-     * not cancelable: while a command is in flight, a worker that is
-     * shutting down (reload, quit) must not look idle and exit under the
-     * requests that wait for it; the timer only runs while commands are
-     * in flight, and never longer than model_gateway_redis_timeout
-     */
-
-    rd->timer.cancelable = 0;
-
-    rd->reconnect.handler = ngx_http_mg_redis_reconnect_handler;
-    rd->reconnect.data = rd;
-    rd->reconnect.log = cycle->log;
-    rd->reconnect.cancelable = 1;
 
     /*
      * with sentinels, the primary's address is theirs to say, before each
@@ -133,12 +108,68 @@ ngx_http_mg_redis_init_process(ngx_cycle_t *cycle,
 }
 
 
+/*
+ * A connection's state, not connected yet; a cluster's nodes share the
+ * worker's slot of the metrics.
+ */
+
+ngx_http_mg_redis_t *
+ngx_http_mg_redis_create(ngx_cycle_t *cycle,
+    ngx_http_model_gateway_main_conf_t *mcf)
+{
+    ngx_http_mg_redis_t  *rd;
+
+    rd = ngx_pcalloc(cycle->pool, sizeof(ngx_http_mg_redis_t));
+    if (rd == NULL) {
+        return NULL;
+    }
+
+    rd->mcf = mcf;
+    rd->log = cycle->log;
+    rd->state = NGX_HTTP_MG_REDIS_DOWN;
+    rd->backoff = 100;
+
+    rd->stats = ngx_http_model_gateway_redis_stats();
+
+    ngx_queue_init(&rd->inflight);
+    ngx_queue_init(&rd->free);
+
+    rd->out = ngx_create_temp_buf(cycle->pool, 16384);
+    if (rd->out == NULL) {
+        return NULL;
+    }
+
+    rd->timer.handler = ngx_http_mg_redis_timer_handler;
+    rd->timer.data = rd;
+    rd->timer.log = cycle->log;
+
+    /*
+     * not cancelable: while a command is in flight, a worker that is
+     * shutting down (reload, quit) must not look idle and exit under the
+     * requests that wait for it; the timer only runs while commands are
+     * in flight, and never longer than model_gateway_redis_timeout
+     */
+
+    rd->timer.cancelable = 0;
+
+    rd->reconnect.handler = ngx_http_mg_redis_reconnect_handler;
+    rd->reconnect.data = rd;
+    rd->reconnect.log = cycle->log;
+    rd->reconnect.cancelable = 1;
+
+    return rd;
+}
+
+
 void
 ngx_http_mg_redis_exit_process(void)
 {
-    ngx_queue_t              *q;
-    ngx_http_mg_redis_t      *rd;
-    ngx_http_mg_redis_cmd_t  *cmd;
+    ngx_http_mg_redis_t  *rd;
+
+    if (ngx_http_mg_cluster) {
+        ngx_http_mg_cluster_exit();
+        return;
+    }
 
     rd = ngx_http_mg_redis;
 
@@ -150,11 +181,27 @@ ngx_http_mg_redis_exit_process(void)
         rd->stats->pid = 0;
     }
 
-    /*
-     * the process ends: nothing is logged (Redis is not down) and no
-     * waiter is resumed into a fallback that could not finish anyway; a
-     * graceful exit has none left, a fast one abandons its requests
-     */
+    ngx_http_mg_redis_drop(rd);
+
+    if (rd->sentinel) {
+        ngx_http_mg_sentinel_exit(rd);
+    }
+
+    ngx_http_mg_redis = NULL;
+}
+
+
+/*
+ * The process ends: nothing is logged (Redis is not down) and no waiter
+ * is resumed into a fallback that could not finish anyway; a graceful
+ * exit has none left, a fast one abandons its requests.
+ */
+
+void
+ngx_http_mg_redis_drop(ngx_http_mg_redis_t *rd)
+{
+    ngx_queue_t              *q;
+    ngx_http_mg_redis_cmd_t  *cmd;
 
     ngx_http_mg_redis_close(rd);
 
@@ -171,23 +218,23 @@ ngx_http_mg_redis_exit_process(void)
         ngx_del_timer(&rd->reconnect);
     }
 
-    if (rd->sentinel) {
-        ngx_http_mg_sentinel_exit(rd);
-    }
-
-    ngx_http_mg_redis = NULL;
+    rd->state = NGX_HTTP_MG_REDIS_DOWN;
 }
 
 
 ngx_uint_t
 ngx_http_mg_redis_ready(void)
 {
+    if (ngx_http_mg_cluster) {
+        return ngx_http_mg_cluster_ready();
+    }
+
     return ngx_http_mg_redis
            && ngx_http_mg_redis->state == NGX_HTTP_MG_REDIS_READY;
 }
 
 
-static void
+void
 ngx_http_mg_redis_connect(ngx_http_mg_redis_t *rd)
 {
     ngx_err_t                       err;
@@ -277,7 +324,7 @@ ngx_http_mg_redis_reconnect_handler(ngx_event_t *ev)
 {
     ngx_http_mg_redis_t *rd = ev->data;
 
-    if (ngx_exiting || ngx_terminate) {
+    if (ngx_exiting || ngx_terminate || rd->retired) {
         return;
     }
 
@@ -604,11 +651,6 @@ ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd, ngx_err_t err,
 
     rd->state = NGX_HTTP_MG_REDIS_DOWN;
 
-    if (rd->stats) {
-        rd->stats->up = 0;
-        rd->stats->inflight = 0;
-    }
-
     /* the waiters' handlers may queue new commands: they fail at once */
 
     while (!ngx_queue_empty(&rd->inflight)) {
@@ -617,16 +659,22 @@ ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd, ngx_err_t err,
         rd->ninflight--;
 
         cmd = ngx_queue_data(q, ngx_http_mg_redis_cmd_t, queue);
+        ngx_http_mg_redis_answer(rd, cmd, NGX_ERROR);
+    }
 
-        if (cmd->data) {
-            cmd->handler(cmd->data, NULL, NGX_ERROR);
-        }
+    if (rd->cluster) {
 
-        ngx_http_mg_redis_release(rd, cmd);
+        /* a primary lost may be a failover: the slot map is read again */
+
+        ngx_http_mg_cluster_node_down(rd);
+
+    } else if (rd->stats) {
+        rd->stats->up = 0;
+        rd->stats->inflight = 0;
     }
 
     if (ngx_exiting || ngx_terminate || rd->reconnect.timer_set
-        || rd->resolving || rd->discovering)
+        || rd->resolving || rd->discovering || rd->retired)
     {
         return;
     }
@@ -637,9 +685,51 @@ ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd, ngx_err_t err,
 }
 
 
+/*
+ * An address a sentinel or a cluster node gave: an IP address (not a host
+ * name: nothing is resolved here) and a port.
+ */
+
+ngx_int_t
+ngx_http_mg_redis_addr(u_char *ip, size_t len, ngx_int_t port,
+    ngx_sockaddr_t *sa, socklen_t *socklen)
+{
+    in_addr_t  a;
+
+    if (port < 1 || port > 65535) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(sa, sizeof(ngx_sockaddr_t));
+
+    a = ngx_inet_addr(ip, len);
+
+    if (a != INADDR_NONE) {
+        sa->sockaddr_in.sin_family = AF_INET;
+        sa->sockaddr_in.sin_addr.s_addr = a;
+        *socklen = sizeof(struct sockaddr_in);
+
+#if (NGX_HAVE_INET6)
+    } else if (ngx_inet6_addr(ip, len, sa->sockaddr_in6.sin6_addr.s6_addr)
+               == NGX_OK)
+    {
+        sa->sockaddr_in6.sin6_family = AF_INET6;
+        *socklen = sizeof(struct sockaddr_in6);
+#endif
+
+    } else {
+        return NGX_ERROR;
+    }
+
+    ngx_inet_set_port(&sa->sockaddr, (in_port_t) port);
+
+    return NGX_OK;
+}
+
+
 /* closes the connection, if any; the waiters stay in the queue */
 
-static void
+void
 ngx_http_mg_redis_close(ngx_http_mg_redis_t *rd)
 {
     ngx_http_model_gateway_client_close(&rd->peer);

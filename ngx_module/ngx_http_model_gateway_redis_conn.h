@@ -2,8 +2,9 @@
 /*
  * Copyright (C) The ngx_http_model_gateway_module authors
  *
- * The worker's Redis connection and its commands, shared by _redis.c (the
- * command pipeline) and _redis_conn.c (the connection's life) only; the
+ * The worker's Redis connections and their commands, shared by _redis.c
+ * (the command pipeline), _redis_conn.c (a connection's life) and the
+ * ways of finding Redis (_redis_sentinel.c, _redis_cluster.c) only; the
  * rest of the module uses ngx_http_model_gateway_redis.h.
  */
 
@@ -25,6 +26,10 @@
 /* the limits script with a session pin: 9 keys and 28 arguments */
 #define NGX_HTTP_MG_REDIS_MAX_ARGS    40
 
+/* Redis Cluster: nodes known to a worker, redirects one command follows */
+#define NGX_HTTP_MG_CLUSTER_NODES     64
+#define NGX_HTTP_MG_CLUSTER_REDIRECTS 3
+
 
 struct ngx_http_mg_redis_cmd_s {
     ngx_queue_t                    queue;
@@ -35,12 +40,14 @@ struct ngx_http_mg_redis_cmd_s {
     ngx_uint_t                     nkeys;       /* of the script's args */
     ngx_uint_t                     nargs;
     ngx_str_t                      args[NGX_HTTP_MG_REDIS_MAX_ARGS];
+    ngx_uint_t                     redirects;   /* MOVED, ASK, TRYAGAIN */
     unsigned                       internal:1;
     unsigned                       retried:1;
 };
 
 
 typedef struct ngx_http_mg_sentinel_s  ngx_http_mg_sentinel_t;
+typedef struct ngx_http_mg_cluster_s   ngx_http_mg_cluster_t;
 
 
 typedef struct {
@@ -69,13 +76,17 @@ typedef struct {
     u_char                               why[256];
     ngx_http_model_gateway_redis_stats_t *stats;    /* in the zone */
     ngx_http_mg_sentinel_t              *sentinel;  /* NULL: none */
+    ngx_http_mg_cluster_t               *cluster;   /* NULL: none */
+    ngx_uint_t                           index;     /* in the cluster */
+    unsigned                             retired:1; /* not in its map */
     unsigned                             logged_down:1;
     unsigned                             resolving:1;
     unsigned                             discovering:1;
 } ngx_http_mg_redis_t;
 
 
-extern ngx_http_mg_redis_t  *ngx_http_mg_redis;
+extern ngx_http_mg_redis_t    *ngx_http_mg_redis;
+extern ngx_http_mg_cluster_t  *ngx_http_mg_cluster;
 
 
 /* _redis.c: the command pipeline */
@@ -88,8 +99,24 @@ void ngx_http_mg_redis_flush(ngx_http_mg_redis_t *rd);
 ngx_http_mg_redis_cmd_t *ngx_http_mg_redis_alloc(ngx_http_mg_redis_t *rd);
 void ngx_http_mg_redis_release(ngx_http_mg_redis_t *rd,
     ngx_http_mg_redis_cmd_t *cmd);
+ngx_http_mg_redis_cmd_t *ngx_http_mg_redis_queue(ngx_http_mg_redis_t *rd,
+    ngx_int_t script, ngx_uint_t nkeys, ngx_uint_t nargs, ngx_str_t *args,
+    ngx_http_mg_redis_handler_pt handler, void *data);
+ngx_int_t ngx_http_mg_redis_send(ngx_http_mg_redis_t *rd,
+    ngx_http_mg_redis_cmd_t *cmd, ngx_uint_t as_eval);
+void ngx_http_mg_redis_answer(ngx_http_mg_redis_t *rd,
+    ngx_http_mg_redis_cmd_t *cmd, ngx_int_t rc);
+ngx_str_t *ngx_http_mg_redis_cmd_key(ngx_http_mg_redis_cmd_t *cmd);
+void ngx_http_mg_redis_count_inflight(ngx_http_mg_redis_t *rd);
 
 /* _redis_conn.c: the connection's life */
+ngx_http_mg_redis_t *ngx_http_mg_redis_create(ngx_cycle_t *cycle,
+    ngx_http_model_gateway_main_conf_t *mcf);
+void ngx_http_mg_redis_connect(ngx_http_mg_redis_t *rd);
+void ngx_http_mg_redis_close(ngx_http_mg_redis_t *rd);
+void ngx_http_mg_redis_drop(ngx_http_mg_redis_t *rd);
+ngx_int_t ngx_http_mg_redis_addr(u_char *ip, size_t len, ngx_int_t port,
+    ngx_sockaddr_t *sa, socklen_t *socklen);
 void ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd, ngx_err_t err,
     const char *why);
 void ngx_http_mg_redis_discovered(ngx_http_mg_redis_t *rd,
@@ -107,6 +134,19 @@ void ngx_http_mg_sentinel_discover(ngx_http_mg_redis_t *rd);
 void ngx_http_mg_sentinel_cancel(ngx_http_mg_redis_t *rd);
 ngx_str_t *ngx_http_mg_sentinel_via(ngx_http_mg_redis_t *rd);
 void ngx_http_mg_sentinel_exit(ngx_http_mg_redis_t *rd);
+
+/* _redis_cluster.c: the slot map, a connection per primary, redirects */
+ngx_int_t ngx_http_mg_cluster_init(ngx_cycle_t *cycle,
+    ngx_http_model_gateway_main_conf_t *mcf);
+ngx_http_mg_redis_t *ngx_http_mg_cluster_route(ngx_str_t *key);
+ngx_int_t ngx_http_mg_cluster_redirect(ngx_http_mg_redis_t *rd,
+    ngx_http_mg_redis_cmd_t *cmd, redisReply *reply);
+void ngx_http_mg_cluster_node_up(ngx_http_mg_redis_t *rd);
+void ngx_http_mg_cluster_node_down(ngx_http_mg_redis_t *rd);
+ngx_uint_t ngx_http_mg_cluster_ready(void);
+ngx_int_t ngx_http_mg_cluster_clock(void);
+ngx_uint_t ngx_http_mg_cluster_inflight(ngx_http_mg_cluster_t *cl);
+void ngx_http_mg_cluster_exit(void);
 
 
 #endif /* _NGX_HTTP_MODEL_GATEWAY_REDIS_CONN_H_INCLUDED_ */

@@ -271,7 +271,8 @@ ngx_http_mg_redis_now(void)
     tp = ngx_timeofday();
 
     return (ngx_int_t) (tp->sec * 1000 + tp->msec)
-           + (ngx_http_mg_redis ? ngx_http_mg_redis->clock_offset : 0);
+           + (ngx_http_mg_redis ? ngx_http_mg_redis->clock_offset
+              : ngx_http_mg_cluster ? ngx_http_mg_cluster_clock() : 0);
 }
 
 
@@ -351,12 +352,21 @@ ngx_http_mg_redis_up(ngx_http_mg_redis_t *rd)
 {
     rd->state = NGX_HTTP_MG_REDIS_READY;
 
-    if (rd->stats) {
+    if (rd->stats && rd->cluster == NULL) {
         rd->stats->up = 1;
     }
 
     rd->backoff = 100;
     rd->logged_down = 0;
+
+    if (rd->cluster) {
+        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                      "model gateway: redis cluster node %V is up",
+                      &rd->name);
+
+        ngx_http_mg_cluster_node_up(rd);
+        return;
+    }
 
     if (rd->sentinel) {
         ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,

@@ -62,8 +62,6 @@ static ngx_int_t ngx_http_mg_sentinel_reply(ngx_http_mg_sentinel_conn_t *sc,
     redisReply *reply);
 static ngx_int_t ngx_http_mg_sentinel_message(ngx_http_mg_sentinel_conn_t *sc,
     redisReply *reply);
-static ngx_int_t ngx_http_mg_sentinel_addr(u_char *ip, size_t iplen,
-    u_char *port, size_t portlen, ngx_sockaddr_t *sa, socklen_t *socklen);
 static void ngx_http_mg_sentinel_failed(ngx_http_mg_sentinel_conn_t *sc,
     ngx_err_t err, const char *why);
 static void ngx_http_mg_sentinel_close(ngx_http_mg_sentinel_conn_t *sc);
@@ -625,10 +623,11 @@ ngx_http_mg_sentinel_reply(ngx_http_mg_sentinel_conn_t *sc,
         return NGX_ERROR;
     }
 
-    if (ngx_http_mg_sentinel_addr((u_char *) reply->element[0]->str,
-                                  reply->element[0]->len,
-                                  (u_char *) reply->element[1]->str,
-                                  reply->element[1]->len, &sa, &socklen)
+    if (ngx_http_mg_redis_addr((u_char *) reply->element[0]->str,
+                               reply->element[0]->len,
+                               ngx_atoi((u_char *) reply->element[1]->str,
+                                        reply->element[1]->len),
+                               &sa, &socklen)
         != NGX_OK)
     {
         ngx_http_mg_sentinel_failed(sc, 0, "gave an invalid address");
@@ -740,7 +739,8 @@ ngx_http_mg_sentinel_message(ngx_http_mg_sentinel_conn_t *sc,
         return NGX_OK;
     }
 
-    if (ngx_http_mg_sentinel_addr(f[3], fl[3], f[4], fl[4], &sa, &socklen)
+    if (ngx_http_mg_redis_addr(f[3], fl[3], ngx_atoi(f[4], fl[4]), &sa,
+                               &socklen)
         != NGX_OK)
     {
         ngx_log_error(NGX_LOG_WARN, rd->log, 0,
@@ -753,47 +753,6 @@ ngx_http_mg_sentinel_message(ngx_http_mg_sentinel_conn_t *sc,
     rd->sentinel->via = addr[sc->index].name;
 
     ngx_http_mg_redis_switch(rd, &sa, socklen);
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_mg_sentinel_addr(u_char *ip, size_t iplen, u_char *port,
-    size_t portlen, ngx_sockaddr_t *sa, socklen_t *socklen)
-{
-    in_addr_t  a;
-    ngx_int_t  n;
-
-    n = ngx_atoi(port, portlen);
-
-    if (n < 1 || n > 65535) {
-        return NGX_ERROR;
-    }
-
-    ngx_memzero(sa, sizeof(ngx_sockaddr_t));
-
-    a = ngx_inet_addr(ip, iplen);
-
-    if (a != INADDR_NONE) {
-        sa->sockaddr_in.sin_family = AF_INET;
-        sa->sockaddr_in.sin_addr.s_addr = a;
-        *socklen = sizeof(struct sockaddr_in);
-
-#if (NGX_HAVE_INET6)
-    } else if (ngx_inet6_addr(ip, iplen,
-                              sa->sockaddr_in6.sin6_addr.s6_addr)
-               == NGX_OK)
-    {
-        sa->sockaddr_in6.sin6_family = AF_INET6;
-        *socklen = sizeof(struct sockaddr_in6);
-#endif
-
-    } else {
-        return NGX_ERROR;
-    }
-
-    ngx_inet_set_port(&sa->sockaddr, (in_port_t) n);
 
     return NGX_OK;
 }

@@ -290,7 +290,7 @@ ngx_http_model_gateway_status_redis(mg_buf_t *out,
         if ((n++ && mg_buf_append(out, ",", 1) != MG_X_OK)
             || mg_buf_printf(out, "{\"pid\":%lu,\"up\":%s,\"in_flight\":%lu,"
                              "\"commands\":%lu,\"errors\":%lu,"
-                             "\"timeouts\":%lu}",
+                             "\"timeouts\":%lu",
                              (unsigned long) rs->pid,
                              rs->up ? "true" : "false",
                              (unsigned long) rs->inflight,
@@ -299,6 +299,25 @@ ngx_http_model_gateway_status_redis(mg_buf_t *out,
                              (unsigned long) rs->timeouts)
                != MG_X_OK)
         {
+            return NGX_ERROR;
+        }
+
+        /* a cluster's: its primaries, redirects and map reads */
+
+        if (mcf->redis->cluster_seeds
+            && mg_buf_printf(out, ",\"cluster\":{\"primaries\":%lu,"
+                             "\"moved\":%lu,\"ask\":%lu,"
+                             "\"refreshes\":%lu}",
+                             (unsigned long) rs->primaries,
+                             (unsigned long) rs->moved,
+                             (unsigned long) rs->asked,
+                             (unsigned long) rs->refreshes)
+               != MG_X_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (mg_buf_append(out, "}", 1) != MG_X_OK) {
             return NGX_ERROR;
         }
     }
