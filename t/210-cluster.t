@@ -327,11 +327,12 @@ is($f->{error}, 0, 'failover: no client errors');
 is($f->{streak}, 20, "failover: new pins of the slots on the promoted node");
 ok(defined $f->{recover} && $f->{recover} < 10,
    'failover: recovered within 10 s');
-# a redirect to a node not connected yet fails its command (README): one
-# request a worker, about, while the promoted node is connected
-ok($f->{fallback} <= 4, 'failover: fallbacks bounded '
+# a redirect to a node not connected yet fails its command (README): the
+# requests of the few milliseconds each worker takes to connect to the
+# promoted node (1 or 2 a worker here, 3 in all under ASan)
+ok($f->{fallback} <= 10, 'failover: fallbacks bounded '
    . "($f->{fallback} of $f->{total})");
-ok(($f->{last_fallback} // 0) < 2, 'failover: none 2 s after the command');
+ok(($f->{last_fallback} // 0) < 1, 'failover: none 1 s after the command');
 ok($t->wait_for(sub { all_up($t) }, 10),
    'failover: every primary of the new map connected (redis_up 1)');
 
