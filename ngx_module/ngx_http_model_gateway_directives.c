@@ -254,6 +254,13 @@ ngx_command_t  ngx_http_model_gateway_commands[] = {
       offsetof(ngx_http_model_gateway_main_conf_t, redis_conf.ssl_verify),
       NULL },
 
+    { ngx_string("model_gateway_redis_tls_name"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_model_gateway_main_conf_t, redis_conf.ssl_name),
+      NULL },
+
     { ngx_string("model_gateway_redis_tls_trusted_certificate"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,

@@ -434,11 +434,12 @@ typedef void (*ngx_http_model_gateway_done_pt)(ngx_http_request_t *r,
 
 typedef struct {
     ngx_addr_t                         addr;
-    ngx_str_t                          host;        /* TLS name */
+    ngx_str_t                          host;        /* as configured */
     in_port_t                          port;
     unsigned                           named:1;     /* host is a DNS name */
     ngx_flag_t                         tls;
     ngx_flag_t                         ssl_verify;
+    ngx_str_t                          ssl_name;    /* SNI, certificate */
     ngx_str_t                          ssl_trusted_certificate;
     ngx_ssl_t                         *ssl;
     ngx_str_t                          user;

@@ -332,14 +332,23 @@ ngx_http_model_gateway_redis_finish(ngx_conf_t *cf,
     }
 
     /*
-     * the primary's certificate would have to be checked against an
-     * address learnt at run time: not done yet, so not offered
+     * the name of Redis' certificate (and the SNI): by default the host as
+     * written; a primary found through sentinels has only an address, so
+     * its name must be given
      */
 
-    if (rcf->sentinels && rcf->tls == 1) {
+    if (rcf->ssl_name.data == NULL) {
+        rcf->ssl_name = rcf->host;
+    }
+
+    if (rcf->sentinels && rcf->tls == 1 && rcf->ssl_verify
+        && rcf->ssl_name.len == 0)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"model_gateway_redis_tls\" is not supported "
-                           "with \"model_gateway_redis_sentinel\" yet");
+                           "\"model_gateway_redis_tls\" with "
+                           "\"model_gateway_redis_sentinel\" needs "
+                           "\"model_gateway_redis_tls_name\" (the name "
+                           "the primary's certificate carries)");
         return NGX_ERROR;
     }
 

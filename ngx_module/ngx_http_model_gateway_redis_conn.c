@@ -540,11 +540,11 @@ ngx_http_mg_redis_write_handler(ngx_event_t *wev)
                 return;
             }
 
-            if (rcf->host.len) {
+            if (rcf->ssl_name.len) {
                 u_char  name[256];
 
-                ngx_cpystrn(name, rcf->host.data,
-                            ngx_min(rcf->host.len + 1, sizeof(name)));
+                ngx_cpystrn(name, rcf->ssl_name.data,
+                            ngx_min(rcf->ssl_name.len + 1, sizeof(name)));
                 (void) SSL_set_tlsext_host_name(c->ssl->connection,
                                                 (char *) name);
             }
@@ -602,11 +602,11 @@ ngx_http_mg_redis_ssl_handshake(ngx_connection_t *c)
             return;
         }
 
-        if (ngx_ssl_check_host(c, &rcf->host) != NGX_OK) {
+        if (ngx_ssl_check_host(c, &rcf->ssl_name) != NGX_OK) {
             ngx_log_error((rd->logged_down ? NGX_LOG_INFO : NGX_LOG_ERR),
                           rd->log, 0,
                           "model gateway: redis certificate does not match "
-                          "\"%V\"", &rcf->host);
+                          "\"%V\"", &rcf->ssl_name);
             ngx_http_mg_redis_fail(rd, 0, "TLS certificate name mismatch");
             return;
         }
