@@ -185,6 +185,43 @@ ngx_http_model_gateway_memory_id(u_char *id, size_t len)
 
 
 /*
+ * 404 "WHAT with id 'ID' not found.", as OpenAI words it; the id is echoed
+ * up to 128 bytes.
+ */
+
+ngx_int_t
+ngx_http_model_gateway_memory_not_found(ngx_http_request_t *r,
+    const char *what, ngx_str_t *id, const char *code, const char *param)
+{
+    u_char                        *p;
+    size_t                         len;
+    ngx_http_model_gateway_ctx_t  *ctx;
+
+    ctx = ngx_http_model_gateway_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    len = ngx_min(id->len, 128);
+
+    p = ngx_pnalloc(r->pool, ngx_strlen(what)
+                             + sizeof(" with id '' not found.") + len);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->err.message_str.data = p;
+    ctx->err.message_str.len = ngx_sprintf(p, "%s with id '%*s' not found.",
+                                           what, len, id->data)
+                               - p;
+
+    return ngx_http_model_gateway_fail(r, NGX_HTTP_NOT_FOUND,
+                                       "invalid_request_error", code, param,
+                                       NULL);
+}
+
+
+/*
  * A POST /responses whose model is in gateway mode, its body read: the
  * request becomes the gateway's, and the native id routing (_state.c)
  * never sees it.
@@ -248,24 +285,10 @@ ngx_http_model_gateway_memory_prepare(ngx_http_request_t *r,
         && !ngx_http_model_gateway_memory_conv_id(ctx->state.id.data,
                                                   ctx->state.id.len))
     {
-        p = ngx_pnalloc(r->pool, sizeof("Conversation with id '' not "
-                                        "found.") + 128);
-        if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        ctx->err.message_str.data = p;
-        ctx->err.message_str.len = ngx_sprintf(p, "Conversation with id "
-                                               "'%*s' not found.",
-                                               ngx_min(ctx->state.id.len,
-                                                       128),
-                                               ctx->state.id.data)
-                                   - p;
-
-        return ngx_http_model_gateway_fail(r, NGX_HTTP_NOT_FOUND,
-                                           "invalid_request_error",
-                                           "conversation_not_found",
-                                           "conversation", NULL);
+        return ngx_http_model_gateway_memory_not_found(r, "Conversation",
+                                                       &ctx->state.id,
+                                                       "conversation_not_found",
+                                                       "conversation");
     }
 
     if (ctx->state.via == NGX_HTTP_MG_STATE_RESPONSE
@@ -274,24 +297,11 @@ ngx_http_model_gateway_memory_prepare(ngx_http_request_t *r,
     {
         /* not one of ours: as unknown as another tenant's */
 
-        p = ngx_pnalloc(r->pool, sizeof("Previous response with id '' not "
-                                        "found.") + 128);
-        if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        ctx->err.message_str.data = p;
-        ctx->err.message_str.len = ngx_sprintf(p, "Previous response with "
-                                               "id '%*s' not found.",
-                                               ngx_min(ctx->state.id.len,
-                                                       128),
-                                               ctx->state.id.data)
-                                   - p;
-
-        return ngx_http_model_gateway_fail(r, NGX_HTTP_NOT_FOUND,
-                                           "invalid_request_error",
-                                           "previous_response_not_found",
-                                           "previous_response_id", NULL);
+        return ngx_http_model_gateway_memory_not_found(r,
+                                               "Previous response",
+                                               &ctx->state.id,
+                                               "previous_response_not_found",
+                                               "previous_response_id");
     }
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_model_gateway_module);

@@ -59,6 +59,8 @@ struct ngx_http_model_gateway_memory_s {
 
 /* _memory.c */
 ngx_int_t ngx_http_model_gateway_memory_unavailable(ngx_http_request_t *r);
+ngx_int_t ngx_http_model_gateway_memory_not_found(ngx_http_request_t *r,
+    const char *what, ngx_str_t *id, const char *code, const char *param);
 ngx_int_t ngx_http_model_gateway_memory_base(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, ngx_str_t *kind, ngx_str_t *id,
     ngx_str_t *out);

@@ -813,11 +813,7 @@ static ngx_int_t
 ngx_http_model_gateway_conv_not_found(ngx_http_request_t *r,
     ngx_http_model_gateway_conv_t *cv, ngx_uint_t item)
 {
-    u_char                        *p;
-    ngx_str_t                     *id;
-    ngx_http_model_gateway_ctx_t  *ctx;
-
-    ctx = cv->ctx;
+    ngx_str_t  *id;
 
     id = item ? &cv->item : &cv->id;
 
@@ -832,23 +828,11 @@ ngx_http_model_gateway_conv_not_found(ngx_http_request_t *r,
                                            "as 'after'.");
     }
 
-    p = ngx_pnalloc(r->pool, sizeof("Conversation with id '' not found.")
-                             + ngx_min(id->len, 128));
-    if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ctx->err.message_str.data = p;
-    ctx->err.message_str.len = ngx_sprintf(p, "%s with id '%*s' not found.",
-                                           item ? "Item" : "Conversation",
-                                           ngx_min(id->len, 128), id->data)
-                               - p;
-
-    return ngx_http_model_gateway_fail(r, NGX_HTTP_NOT_FOUND,
-                                       "invalid_request_error",
-                                       item ? "item_not_found"
-                                            : "conversation_not_found",
-                                       NULL, NULL);
+    return ngx_http_model_gateway_memory_not_found(r,
+                                           item ? "Item" : "Conversation", id,
+                                           item ? "item_not_found"
+                                                : "conversation_not_found",
+                                           NULL);
 }
 
 

@@ -403,26 +403,7 @@ ngx_http_model_gateway_object_items(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_model_gateway_object_not_found(ngx_http_request_t *r, ngx_str_t *id)
 {
-    u_char                        *p;
-    ngx_http_model_gateway_ctx_t  *ctx;
-
-    ctx = ngx_http_model_gateway_get_ctx(r);
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    p = ngx_pnalloc(r->pool, sizeof("Response with id '' not found.")
-                             + id->len);
-    if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ctx->err.message_str.data = p;
-    ctx->err.message_str.len = ngx_sprintf(p, "Response with id '%V' not "
-                                           "found.", id)
-                               - p;
-
-    return ngx_http_model_gateway_fail(r, NGX_HTTP_NOT_FOUND,
-                                       "invalid_request_error",
-                                       "response_not_found", NULL, NULL);
+    return ngx_http_model_gateway_memory_not_found(r, "Response", id,
+                                                   "response_not_found",
+                                                   NULL);
 }

@@ -125,7 +125,6 @@ ngx_http_model_gateway_memory_read(void *data, redisReply *reply,
 {
     ngx_http_model_gateway_ctx_t *ctx = data;
 
-    u_char                           *p;
     ngx_int_t                         next;
     ngx_http_request_t               *r;
     ngx_http_model_gateway_memory_t  *m;
@@ -149,38 +148,16 @@ ngx_http_model_gateway_memory_read(void *data, redisReply *reply,
 
         ngx_http_model_gateway_metrics_state(r, NGX_HTTP_MG_STATE_MISS);
 
-        p = ngx_pnalloc(r->pool, sizeof("Previous response with id '' not "
-                                        "found.")
-                                 + m->prev.len + m->conv.len);
-        if (p == NULL) {
-            next = NGX_HTTP_INTERNAL_SERVER_ERROR;
-            goto done;
-        }
-
-        ctx->err.message_str.data = p;
-
-        if (m->conv.len) {
-            ctx->err.message_str.len = ngx_sprintf(p, "Conversation with "
-                                                   "id '%V' not found.",
-                                                   &m->conv)
-                                       - p;
-
-            next = ngx_http_model_gateway_fail(r, NGX_HTTP_NOT_FOUND,
-                                               "invalid_request_error",
-                                               "conversation_not_found",
-                                               "conversation", NULL);
-
-        } else {
-            ctx->err.message_str.len = ngx_sprintf(p, "Previous response "
-                                                   "with id '%V' not "
-                                                   "found.", &m->prev)
-                                       - p;
-
-            next = ngx_http_model_gateway_fail(r, NGX_HTTP_NOT_FOUND,
-                                           "invalid_request_error",
-                                           "previous_response_not_found",
-                                           "previous_response_id", NULL);
-        }
+        next = m->conv.len
+               ? ngx_http_model_gateway_memory_not_found(r, "Conversation",
+                                                 &m->conv,
+                                                 "conversation_not_found",
+                                                 "conversation")
+               : ngx_http_model_gateway_memory_not_found(r,
+                                                 "Previous response",
+                                                 &m->prev,
+                                                 "previous_response_not_found",
+                                                 "previous_response_id");
 
     } else if (reply->element[0]->integer != 1 || reply->elements < 5) {
 
@@ -202,8 +179,6 @@ ngx_http_model_gateway_memory_read(void *data, redisReply *reply,
         ngx_http_model_gateway_metrics_state(r, NGX_HTTP_MG_STATE_READ);
         next = ngx_http_model_gateway_memory_build(r, ctx, reply);
     }
-
-done:
 
     ngx_http_model_gateway_route_done(r, next == NGX_OK ? NGX_DECLINED
                                                         : next);
