@@ -328,9 +328,10 @@ is($f->{streak}, 20, "failover: new pins of the slots on the promoted node");
 ok(defined $f->{recover} && $f->{recover} < 10,
    'failover: recovered within 10 s');
 # a redirect to a node not connected yet fails its command (README): the
-# requests of the few milliseconds each worker takes to connect to the
-# promoted node (1 or 2 a worker here, 3 in all under ASan)
-ok($f->{fallback} <= 10, 'failover: fallbacks bounded '
+# requests of the moment each worker takes to connect to the promoted
+# node fall back (2 or 3 in all here, 2 to 9 under ASan, all within
+# 0.15 s of the command)
+ok($f->{fallback} <= 20, 'failover: fallbacks bounded '
    . "($f->{fallback} of $f->{total})");
 ok(($f->{last_fallback} // 0) < 1, 'failover: none 1 s after the command');
 ok($t->wait_for(sub { all_up($t) }, 10),
