@@ -20,7 +20,7 @@
 
 
 #include "ngx_http_model_gateway_redis_conn.h"
-#include "mg_keyslot.h"
+#include "mg_cluster.h"
 
 
 struct ngx_http_mg_cluster_s {
@@ -683,26 +683,28 @@ ngx_int_t
 ngx_http_mg_cluster_redirect(ngx_http_mg_redis_t *rd,
     ngx_http_mg_redis_cmd_t *cmd, redisReply *reply)
 {
-    u_char                   *p, *last, *colon;
-    ngx_int_t                 slot, port;
-    ngx_uint_t                ask;
+    int                       kind;
     ngx_str_t                 asking;
     socklen_t                 socklen;
     ngx_sockaddr_t            sa;
     ngx_http_mg_redis_t      *to;
     ngx_http_mg_cluster_t    *cl;
+    mg_cluster_redirect_t     r;
     ngx_http_mg_redis_cmd_t  *pre;
 
     cl = rd->cluster;
-    p = (u_char *) reply->str;
-    last = p + reply->len;
 
-    /*
-     * the cluster cannot answer for now: to the waiter, as Redis away
-     * (it falls back), not as a refusal of its command
-     */
+    kind = mg_cluster_reply((u_char *) reply->str, reply->len, &r);
 
-    if (reply->len >= 11 && ngx_strncmp(p, "CLUSTERDOWN", 11) == 0) {
+    switch (kind) {
+
+    case MG_CLUSTER_DOWN:
+
+        /*
+         * the cluster cannot answer for now: to the waiter, as Redis away
+         * (it falls back), not as a refusal of its command
+         */
+
         if (cl->stats) {
             (void) ngx_atomic_fetch_add(&cl->stats->errors, 1);
         }
@@ -710,9 +712,9 @@ ngx_http_mg_cluster_redirect(ngx_http_mg_redis_t *rd,
         ngx_http_mg_redis_answer(rd, cmd, NGX_ERROR);
         ngx_http_mg_cluster_read(cl);
         return NGX_OK;
-    }
 
-    if (reply->len >= 8 && ngx_strncmp(p, "TRYAGAIN", 8) == 0) {
+    case MG_CLUSTER_TRYAGAIN:
+
         if (cmd->data == NULL
             || cmd->redirects++ >= NGX_HTTP_MG_CLUSTER_REDIRECTS)
         {
@@ -727,72 +729,57 @@ ngx_http_mg_cluster_redirect(ngx_http_mg_redis_t *rd,
         }
 
         return NGX_OK;
-    }
 
-    if (reply->len > 6 && ngx_strncmp(p, "MOVED ", 6) == 0) {
-        ask = 0;
-        p += 6;
+    case MG_CLUSTER_MOVED:
+    case MG_CLUSTER_ASK:
+        break;
 
-    } else if (reply->len > 4 && ngx_strncmp(p, "ASK ", 4) == 0) {
-        ask = 1;
-        p += 4;
+    case MG_CLUSTER_INVALID:
+        ngx_log_error(NGX_LOG_ERR, cl->log, 0,
+                      "model gateway: redis cluster node %V: a redirect "
+                      "not understood: \"%*s\"", &rd->name,
+                      (size_t) ngx_min(reply->len, 100), reply->str);
 
-    } else {
+        ngx_http_mg_redis_answer(rd, cmd, NGX_ERROR);
+        return NGX_OK;
+
+    default: /* MG_CLUSTER_OTHER */
         return NGX_DECLINED;
     }
 
     if (cl->stats) {
-        (void) ngx_atomic_fetch_add(ask ? &cl->stats->asked
-                                        : &cl->stats->moved, 1);
+        (void) ngx_atomic_fetch_add((kind == MG_CLUSTER_ASK)
+                                    ? &cl->stats->asked
+                                    : &cl->stats->moved, 1);
     }
 
-    /* <slot> <host>:<port>, the port after the last colon (IPv6) */
-
-    for (slot = 0; p < last && *p >= '0' && *p <= '9'; p++) {
-        slot = slot * 10 + (*p - '0');
-
-        if (slot >= MG_KEYSLOTS) {
-            return NGX_DECLINED;
-        }
-    }
-
-    if (p == last || *p++ != ' ') {
-        return NGX_DECLINED;
-    }
-
-    for (colon = last - 1; colon >= p && *colon != ':'; colon--) {
-        /* void */
-    }
-
-    if (colon < p) {
-        return NGX_DECLINED;
-    }
-
-    port = ngx_atoi(colon + 1, last - colon - 1);
-
-    if (*p == '[' && colon > p && colon[-1] == ']') {
-        p++;
-        colon--;
-    }
-
-    if (port == NGX_ERROR
-        || ngx_http_mg_cluster_addr(rd, p, colon - p, port, &sa, &socklen)
-           != NGX_OK)
+    if (ngx_http_mg_cluster_addr(rd, (u_char *) r.host, r.host_len,
+                                 (ngx_int_t) r.port, &sa, &socklen)
+        != NGX_OK)
     {
-        return NGX_DECLINED;
+        ngx_log_error((cl->logged_names ? NGX_LOG_INFO : NGX_LOG_ERR),
+                      cl->log, 0,
+                      "model gateway: redis cluster node %V redirects to "
+                      "\"%*s\", not an IP address", &rd->name,
+                      (size_t) ngx_min(r.host_len, 100), r.host);
+        cl->logged_names = 1;
+
+        ngx_http_mg_redis_answer(rd, cmd, NGX_ERROR);
+        return NGX_OK;
     }
 
     to = ngx_http_mg_cluster_node(cl, &sa.sockaddr, socklen);
 
     if (to == NULL) {
-        return NGX_DECLINED;
+        ngx_http_mg_redis_answer(rd, cmd, NGX_ERROR);
+        return NGX_OK;
     }
 
-    if (!ask) {
+    if (kind == MG_CLUSTER_MOVED) {
 
         /* the slot moved for good: the map says so before it is read */
 
-        cl->slots[slot] = (u_char) (to->index + 1);
+        cl->slots[r.slot] = (u_char) (to->index + 1);
         to->retired = 0;
 
         if (to->state == NGX_HTTP_MG_REDIS_DOWN
@@ -820,7 +807,7 @@ ngx_http_mg_cluster_redirect(ngx_http_mg_redis_t *rd,
         return NGX_OK;
     }
 
-    if (ask) {
+    if (kind == MG_CLUSTER_ASK) {
         ngx_str_set(&asking, "ASKING");
 
         pre = ngx_http_mg_redis_queue(to, -1, 0, 1, &asking,
