@@ -21,8 +21,11 @@
 #         finished: MOVED): no error and no fallback at all, the
 #         redirects counted by kind, the slot's pins still "hit" after it;
 #     (c) a primary killed (SIGKILL): no client error (fallbacks allowed,
-#         counted and bounded), pins on the promoted replica within a
-#         bounded time, the map complete again (redis_up 1);
+#         counted and bounded; the other primaries' requests are counted
+#         too: the whole cluster answers CLUSTERDOWN until the promotion),
+#         redis_up 0 and cluster_primaries 2 meanwhile, pins on the
+#         promoted replica within a bounded time, the map complete again
+#         (redis_up 1);
 #   - reload and quit with the cluster's connections are prompt;
 #   - nginx -t: the cluster with model_gateway_redis, with sentinels,
 #     with model_gateway_redis_database, a bad seed, 17 seeds.
@@ -245,13 +248,15 @@ sub traffic {
     my %n = (total => 0, new => 0, fallback => 0, error => 0,
              other => 0, other_fallback => 0, other_error => 0);
     my ($started, $recovered, $streak) = (time, undef, 0);
-    my ($fired, $i);
+    my ($fired, $i) = (undef, 0);
     while (time - $started < $o{max}) {
+        $i++;
         if (!$fired && $n{total} >= 10) {
             $fired = time;
             $o{fire}->();
         }
-        if ($o{others} && ++$i % 4 == 0) {
+        $o{watch}->() if $o{watch} && $fired && $i % 5 == 0;
+        if ($o{others} && $i % 4 == 0) {
             my $r = chat($t, next_key($o{tag}, $o{slots}, 0));
             $n{other}++;
             $n{other_fallback}++ if $r->{session} eq 'fallback';
@@ -419,10 +424,16 @@ my $K = $c->owner($SLOT);              # the target of the migration
 my @K_SLOTS = $c->slots_of($K);
 my ($K_REPLICA) = $c->replicas_of($K);
 my $K_NEW;
+my %seen;                               # the metrics seen in the outage
 my $k = traffic(tag => 'kill', max => 25, slots => \@K_SLOTS, others => 1,
                 to => $K_REPLICA, fire => sub {
     $K_NEW = $c->kill_primary($K, wait => 0);
     diag("$K killed (SIGKILL), its replica $K_NEW");
+}, watch => sub {
+    my $m = metrics($t);
+    $seen{"up $_"}++ for per_worker($m, 'model_gateway_redis_up');
+    $seen{"primaries $_"}++
+        for per_worker($m, 'model_gateway_redis_cluster_primaries');
 });
 $took = $c->wait_promoted($K_NEW, 15);
 report('primary killed', $k, $K_NEW);
@@ -443,6 +454,10 @@ ok(defined $k->{recover} && $k->{recover} < 15,
    'killed primary: recovered within 15 s');
 ok(($k->{last_fallback} // 0) < 10, 'killed primary: fallbacks bounded, '
    . "none 10 s after the kill ($k->{fallback} of $k->{total})");
+diag('killed primary: metrics seen meanwhile (value: times): '
+     . join(', ', map { "$_: $seen{$_}" } sort keys %seen));
+ok($seen{'up 0'} && $seen{'primaries 2'},
+   'killed primary: redis_up 0 and cluster_primaries 2 meanwhile');
 ok($t->wait_for(sub { all_up($t) }, 10),
    'killed primary: every primary of the new map connected (redis_up 1)');
 @bad = grep { chat($t, $_)->{session} ne 'hit' } @OLD[0 .. 9];
