@@ -29,7 +29,8 @@ ASAN_CC_OPT := -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer
 ASAN_LD_OPT := -fsanitize=address,undefined
 
 .PHONY: all deps build asan unit sdk test test-unit test-nginx test-asan fleet \
-        test-cluster fleet-cluster run deb bench bench-bounds fuzz clean style
+        test-cluster fleet-cluster run deb bench bench-bounds fuzz clean \
+        style
 
 all: build
 
