@@ -202,6 +202,8 @@ stop_nginx() {
 
 REDIS_PID=""
 REDIS_PORT=""
+CLUSTER_PIDS=()
+CLUSTER_PORTS=()
 
 cleanup() {
     local name
@@ -213,6 +215,11 @@ cleanup() {
         wait "$REDIS_PID" 2>/dev/null || true
         REDIS_PID=""
     fi
+    for pid in "${CLUSTER_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    CLUSTER_PIDS=()
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -615,11 +622,57 @@ ensure_redis() {
     die "redis-server did not start (see $WORK/redis.log)"
 }
 
+# ensure_cluster: three private redis-server primaries in one Redis
+# Cluster (no replicas: the bench measures the path, not failures)
+ensure_cluster() {
+    [ ${#CLUSTER_PORTS[@]} -gt 0 ] && return 0
+    local i p bus ok nodes=()
+    for ((i = 0; i < 3; i++)); do
+        # the cluster bus on a port of its own (port + 10000 may be taken)
+        pick_port
+        p=$PICKED_PORT
+        pick_port
+        bus=$PICKED_PORT
+        mkdir -p "$WORK/cluster-$p"
+        "${HARNESS[@]}" redis-server --port "$p" --bind 127.0.0.1 \
+            --cluster-enabled yes --cluster-node-timeout 1000 \
+            --cluster-port "$bus" \
+            --cluster-config-file "$WORK/cluster-$p/nodes.conf" \
+            --save '' --appendonly no --dir "$WORK/cluster-$p" \
+            >"$WORK/cluster-$p.log" 2>&1 &
+        CLUSTER_PIDS+=($!)
+        CLUSTER_PORTS+=("$p")
+        nodes+=("127.0.0.1:$p")
+    done
+    for p in "${CLUSTER_PORTS[@]}"; do
+        for ((i = 0; i < 50; i++)); do
+            redis-cli -p "$p" ping >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+    done
+    redis-cli --cluster create "${nodes[@]}" --cluster-yes \
+        >"$WORK/cluster-create.log" 2>&1 \
+        || die "redis-cli --cluster create failed (see $WORK/cluster-create.log)"
+    for ((i = 0; i < 100; i++)); do
+        ok=0
+        for p in "${CLUSTER_PORTS[@]}"; do
+            redis-cli -p "$p" cluster info 2>/dev/null \
+                | grep -q '^cluster_state:ok' && ok=$((ok + 1))
+        done
+        [ "$ok" = 3 ] && return 0
+        sleep 0.1
+    done
+    die "the Redis Cluster did not become ready"
+}
+
 # redis_calls [CMD...]: calls counted by INFO commandstats (all commands,
-# those run inside scripts included, or only the ones named)
+# those run inside scripts included, or only the ones named), summed over
+# the cluster's primaries when the scenario runs on the cluster
 redis_calls() {
-    local want=" $* "
-    redis-cli -p "$REDIS_PORT" info commandstats \
+    local want=" $* " p
+    for p in ${REDIS_COUNTED:-$REDIS_PORT}; do
+        redis-cli -p "$p" info commandstats
+    done \
         | awk -F'[:=,]' -v w="$want" '/^cmdstat_/ {
               c = substr($1, 9)
               if (w == "  " || index(w, " " c " ")) s += $3
@@ -631,19 +684,33 @@ redis_calls() {
 # (a GETEX of the pin). proxy_pass gets the same header.
 # stateful_hot: the same with model_gateway_session_cache 1s, so a hot
 # session's pin is read from the node's cache, not from Redis.
+# stateful_cluster: stateful on a three-primary Redis Cluster (the pins
+# spread over the primaries, one connection to each per worker).
 scenario_stateful() { stateful_run stateful 0; }
 scenario_stateful_hot() { stateful_run stateful_hot 1s; }
+scenario_stateful_cluster() { stateful_run stateful_cluster 0 cluster; }
 
-# stateful_run LABEL CACHE_TIME
+# stateful_run LABEL CACHE_TIME [cluster]
 stateful_run() {
     local tag=$1 cache=$2 lua_saved=$LUA calls0 calls1 trips0 trips1 reqs
-    local cmds trips
+    local cmds trips redis p
     ensure_mock
-    ensure_redis
+    if [ "${3:-}" = cluster ]; then
+        ensure_cluster
+        redis="model_gateway_redis_cluster"
+        for p in "${CLUSTER_PORTS[@]}"; do
+            redis+=" 127.0.0.1:$p"
+        done
+        REDIS_COUNTED="${CLUSTER_PORTS[*]}"
+    else
+        ensure_redis
+        redis="model_gateway_redis 127.0.0.1:$REDIS_PORT"
+        REDIS_COUNTED=""
+    fi
     start_proxy proxy3 2
     start_gw gateway3 "$BENCH_DIR/gateway-stateful.conf.in" \
         MOCKPORT="${NGX_PORT[mock]}" WORKERS=2 \
-        REDISPORT="$REDIS_PORT" SESSIONCACHE="$cache"
+        REDIS="$redis" SESSIONCACHE="$cache"
     sanity proxy_pass "$(url_of proxy3)" proxy3
     sanity "$tag" "$(url_of gateway3)" gateway3
     LUA=$BENCH_DIR/post-session.lua
@@ -653,6 +720,7 @@ stateful_run() {
     calls1=$(redis_calls)
     trips1=$(redis_calls getex evalsha eval)
     LUA=$lua_saved
+    REDIS_COUNTED=""
     reqs=$({ cat "$WORK/$tag"-*-b.txt "$WORK/$tag"-*-base.txt \
                  2>/dev/null || true; } \
                | awk '/ requests in / { s += $1 } END { print s + 0 }')

@@ -10,12 +10,14 @@
  * MOVED updates the slot and the command goes to the node named (the map
  * is read again, reads merged to one per 100 ms under a MOVED storm); ASK
  * sends ASKING and the command to the node named, once; TRYAGAIN sends
- * it again after 25 ms.  A command follows at most three redirects, each
- * within the command timeout.  CLUSTERDOWN, a primary that is down or
- * not connected yet, a slot nobody serves and a redirect too many fail
- * the command at once, as a lost connection does (its request falls
- * back, as with one Redis down), and the map is read again, every 500 ms
- * while a primary of the map is down.
+ * it again after 25 ms.  A command redirected to a node whose connection
+ * is being made (a replica just promoted) waits for it, for as long as
+ * the connection's setup may take.  A command follows at most three
+ * redirects, each within the command timeout.  CLUSTERDOWN, a primary
+ * that is down or not connected yet, a slot nobody serves and a redirect
+ * too many fail the command at once, as a lost connection does (its
+ * request falls back, as with one Redis down), and the map is read again,
+ * every 500 ms while a primary of the map is down.
  */
 
 
@@ -44,6 +46,7 @@ struct ngx_http_mg_cluster_s {
     unsigned                               reading:1;
     unsigned                               want:1;
     unsigned                               logged_names:1;
+    unsigned                               logged_seeds:1;
 };
 
 
@@ -73,6 +76,10 @@ static void ngx_http_mg_cluster_retry_handler(ngx_event_t *ev);
 static void ngx_http_mg_cluster_ignore(void *data, redisReply *reply,
     ngx_int_t rc);
 static void ngx_http_mg_cluster_publish(ngx_http_mg_cluster_t *cl);
+static ngx_int_t ngx_http_mg_cluster_forward(ngx_http_mg_redis_t *to,
+    ngx_http_mg_redis_cmd_t *cmd);
+static void ngx_http_mg_cluster_waiting(ngx_http_mg_redis_t *rd,
+    ngx_int_t rc);
 
 
 ngx_int_t
@@ -149,6 +156,16 @@ ngx_http_mg_cluster_exit(void)
 
     for (i = 0; i < cl->nnodes; i++) {
         ngx_http_mg_redis_drop(cl->nodes[i]);
+
+        while (!ngx_queue_empty(&cl->nodes[i]->waiting)) {
+            q = ngx_queue_head(&cl->nodes[i]->waiting);
+            ngx_queue_remove(q);
+
+            cmd = ngx_queue_data(q, ngx_http_mg_redis_cmd_t, queue);
+            ngx_http_mg_redis_release(cl->nodes[i], cmd);
+        }
+
+        cl->nodes[i]->nwaiting = 0;
     }
 
     while (!ngx_queue_empty(&cl->retry)) {
@@ -213,7 +230,7 @@ ngx_http_mg_cluster_node(ngx_http_mg_cluster_t *cl, struct sockaddr *sa,
             /* nor in the map being read */
 
             if (rd->retired && rd->state == NGX_HTTP_MG_REDIS_DOWN
-                && rd->ninflight == 0
+                && rd->ninflight == 0 && rd->nwaiting == 0
                 && ngx_strlchr(cl->read, cl->read + MG_KEYSLOTS,
                                (u_char) (rd->index + 1))
                    == NULL)
@@ -281,6 +298,15 @@ ngx_http_mg_cluster_ready(void)
 }
 
 
+/* a primary of the map (before any map: nothing is) */
+
+ngx_uint_t
+ngx_http_mg_cluster_member(ngx_http_mg_redis_t *rd)
+{
+    return rd->cluster->mapped && !rd->retired;
+}
+
+
 /*
  * Redis' clock, as the first connected primary of the map measured it;
  * a cluster's nodes are expected to agree (NTP).
@@ -331,6 +357,8 @@ ngx_http_mg_cluster_node_up(ngx_http_mg_redis_t *rd)
 
     ngx_http_mg_cluster_publish(cl);
 
+    ngx_http_mg_cluster_waiting(rd, NGX_OK);
+
     if (cl->want || cl->mapped == 0) {
         ngx_http_mg_cluster_read(cl);
     }
@@ -340,14 +368,57 @@ ngx_http_mg_cluster_node_up(ngx_http_mg_redis_t *rd)
 void
 ngx_http_mg_cluster_node_down(ngx_http_mg_redis_t *rd)
 {
+    ngx_uint_t              i;
     ngx_http_mg_cluster_t  *cl;
 
     cl = rd->cluster;
 
     ngx_http_mg_cluster_publish(cl);
 
+    ngx_http_mg_cluster_waiting(rd, NGX_ERROR);
+
     if (!rd->retired) {
         ngx_http_mg_cluster_read(cl);
+    }
+
+    if (cl->mapped == 0 && !cl->logged_seeds) {
+        for (i = 0; i < cl->nnodes; i++) {
+            if (cl->nodes[i]->state != NGX_HTTP_MG_REDIS_DOWN) {
+                return;
+            }
+        }
+
+        ngx_log_error(NGX_LOG_ERR, cl->log, 0,
+                      "model gateway: redis cluster: no seed answered, "
+                      "no slot map");
+        cl->logged_seeds = 1;
+    }
+}
+
+
+/* the commands redirected to a connection being made: it is, or it failed */
+
+static void
+ngx_http_mg_cluster_waiting(ngx_http_mg_redis_t *rd, ngx_int_t rc)
+{
+    ngx_queue_t              *q;
+    ngx_http_mg_redis_cmd_t  *cmd;
+
+    while (!ngx_queue_empty(&rd->waiting)) {
+        q = ngx_queue_head(&rd->waiting);
+        ngx_queue_remove(q);
+        rd->nwaiting--;
+
+        cmd = ngx_queue_data(q, ngx_http_mg_redis_cmd_t, queue);
+
+        if (cmd->data == NULL) {
+            ngx_http_mg_redis_release(rd, cmd);
+            continue;
+        }
+
+        if (rc != NGX_OK || ngx_http_mg_cluster_forward(rd, cmd) != NGX_OK) {
+            ngx_http_mg_redis_answer(rd, cmd, NGX_ERROR);
+        }
     }
 }
 
@@ -639,6 +710,7 @@ ngx_http_mg_cluster_install(ngx_http_mg_cluster_t *cl)
 
     cl->mapped = mapped;
     cl->primaries = primaries;
+    cl->logged_seeds = 0;
 
     ngx_http_mg_cluster_publish(cl);
 
@@ -683,14 +755,12 @@ ngx_int_t
 ngx_http_mg_cluster_redirect(ngx_http_mg_redis_t *rd,
     ngx_http_mg_redis_cmd_t *cmd, redisReply *reply)
 {
-    int                       kind;
-    ngx_str_t                 asking;
-    socklen_t                 socklen;
-    ngx_sockaddr_t            sa;
-    ngx_http_mg_redis_t      *to;
-    ngx_http_mg_cluster_t    *cl;
-    mg_cluster_redirect_t     r;
-    ngx_http_mg_redis_cmd_t  *pre;
+    int                     kind;
+    socklen_t               socklen;
+    ngx_sockaddr_t          sa;
+    ngx_http_mg_redis_t    *to;
+    ngx_http_mg_cluster_t  *cl;
+    mg_cluster_redirect_t   r;
 
     cl = rd->cluster;
 
@@ -780,15 +850,12 @@ ngx_http_mg_cluster_redirect(ngx_http_mg_redis_t *rd,
         /* the slot moved for good: the map says so before it is read */
 
         cl->slots[r.slot] = (u_char) (to->index + 1);
-        to->retired = 0;
-
-        if (to->state == NGX_HTTP_MG_REDIS_DOWN
-            && !to->reconnect.timer_set)
-        {
-            ngx_http_mg_redis_connect(to);
-        }
-
         ngx_http_mg_cluster_read(cl);
+    }
+
+    if (to->state == NGX_HTTP_MG_REDIS_DOWN && !to->reconnect.timer_set) {
+        to->retired = 0;
+        ngx_http_mg_redis_connect(to);
     }
 
     if (cmd->data == NULL) {
@@ -799,32 +866,59 @@ ngx_http_mg_cluster_redirect(ngx_http_mg_redis_t *rd,
         return NGX_OK;
     }
 
-    if (cmd->redirects++ >= NGX_HTTP_MG_CLUSTER_REDIRECTS
-        || to->state != NGX_HTTP_MG_REDIS_READY
-        || to->ninflight + 2 > to->mcf->redis->max_inflight)
-    {
+    if (cmd->redirects++ >= NGX_HTTP_MG_CLUSTER_REDIRECTS) {
         ngx_http_mg_redis_answer(rd, cmd, NGX_ERROR);
         return NGX_OK;
     }
 
-    if (kind == MG_CLUSTER_ASK) {
+    cmd->asking = (kind == MG_CLUSTER_ASK);
+
+    if (to->state == NGX_HTTP_MG_REDIS_CONNECTING
+        && to->nwaiting < to->mcf->redis->max_inflight)
+    {
+        /* a replica just promoted, say: it is being connected to */
+
+        ngx_queue_insert_tail(&to->waiting, &cmd->queue);
+        to->nwaiting++;
+        return NGX_OK;
+    }
+
+    if (ngx_http_mg_cluster_forward(to, cmd) != NGX_OK) {
+        ngx_http_mg_redis_answer(rd, cmd, NGX_ERROR);
+    }
+
+    return NGX_OK;
+}
+
+
+/* a redirected command on its way: after ASKING, for an ASK */
+
+static ngx_int_t
+ngx_http_mg_cluster_forward(ngx_http_mg_redis_t *to,
+    ngx_http_mg_redis_cmd_t *cmd)
+{
+    ngx_str_t                 asking;
+    ngx_http_mg_redis_cmd_t  *pre;
+
+    if (to->state != NGX_HTTP_MG_REDIS_READY
+        || to->ninflight + 2 > to->mcf->redis->max_inflight)
+    {
+        return NGX_ERROR;
+    }
+
+    if (cmd->asking) {
         ngx_str_set(&asking, "ASKING");
 
         pre = ngx_http_mg_redis_queue(to, -1, 0, 1, &asking,
-                                      ngx_http_mg_cluster_ignore, cl);
+                                      ngx_http_mg_cluster_ignore, to);
         if (pre == NULL) {
-            ngx_http_mg_redis_answer(rd, cmd, NGX_ERROR);
-            return NGX_OK;
+            return NGX_ERROR;
         }
 
         pre->internal = 1;
     }
 
-    if (ngx_http_mg_redis_send(to, cmd, cmd->retried) != NGX_OK) {
-        ngx_http_mg_redis_answer(rd, cmd, NGX_ERROR);
-    }
-
-    return NGX_OK;
+    return ngx_http_mg_redis_send(to, cmd, cmd->retried);
 }
 
 

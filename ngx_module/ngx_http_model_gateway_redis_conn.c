@@ -133,6 +133,7 @@ ngx_http_mg_redis_create(ngx_cycle_t *cycle,
 
     ngx_queue_init(&rd->inflight);
     ngx_queue_init(&rd->free);
+    ngx_queue_init(&rd->waiting);
 
     rd->out = ngx_create_temp_buf(cycle->pool, 16384);
     if (rd->out == NULL) {
@@ -638,7 +639,14 @@ ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd, ngx_err_t err,
     ngx_http_mg_redis_close(rd);
 
     if (!rd->logged_down) {
-        ngx_log_error(NGX_LOG_ERR, rd->log, err,
+
+        /*
+         * a cluster's seed or former node that no map names: a warning,
+         * the map says what is missing (and no seed at all, an error)
+         */
+
+        ngx_log_error(((rd->cluster && !ngx_http_mg_cluster_member(rd))
+                       ? NGX_LOG_WARN : NGX_LOG_ERR), rd->log, err,
                       "model gateway: redis %V is down%s%s",
                       &rd->name, why ? ": " : "", why ? why : "");
         rd->logged_down = 1;

@@ -43,6 +43,7 @@ struct ngx_http_mg_redis_cmd_s {
     ngx_uint_t                     redirects;   /* MOVED, ASK, TRYAGAIN */
     unsigned                       internal:1;
     unsigned                       retried:1;
+    unsigned                       asking:1;    /* ASKING goes first */
 };
 
 
@@ -78,6 +79,8 @@ typedef struct {
     ngx_http_mg_sentinel_t              *sentinel;  /* NULL: none */
     ngx_http_mg_cluster_t               *cluster;   /* NULL: none */
     ngx_uint_t                           index;     /* in the cluster */
+    ngx_queue_t                          waiting;   /* redirected here */
+    ngx_uint_t                           nwaiting;  /* ... while connecting */
     unsigned                             retired:1; /* not in its map */
     unsigned                             logged_down:1;
     unsigned                             resolving:1;
@@ -144,6 +147,7 @@ ngx_int_t ngx_http_mg_cluster_redirect(ngx_http_mg_redis_t *rd,
 void ngx_http_mg_cluster_node_up(ngx_http_mg_redis_t *rd);
 void ngx_http_mg_cluster_node_down(ngx_http_mg_redis_t *rd);
 ngx_uint_t ngx_http_mg_cluster_ready(void);
+ngx_uint_t ngx_http_mg_cluster_member(ngx_http_mg_redis_t *rd);
 ngx_int_t ngx_http_mg_cluster_clock(void);
 ngx_uint_t ngx_http_mg_cluster_inflight(ngx_http_mg_cluster_t *cl);
 void ngx_http_mg_cluster_exit(void);
