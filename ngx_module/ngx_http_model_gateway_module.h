@@ -439,7 +439,8 @@ typedef struct {
     unsigned                           named:1;     /* host is a DNS name */
     ngx_flag_t                         tls;
     ngx_flag_t                         ssl_verify;
-    ngx_str_t                          ssl_name;    /* SNI, certificate */
+    ngx_str_t                          ssl_name;    /* certificate, NUL */
+    ngx_uint_t                         ssl_sni;     /* a name, not an IP */
     ngx_str_t                          ssl_trusted_certificate;
     ngx_ssl_t                         *ssl;
     ngx_str_t                          user;

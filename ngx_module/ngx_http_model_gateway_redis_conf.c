@@ -281,6 +281,7 @@ ngx_int_t
 ngx_http_model_gateway_redis_finish(ngx_conf_t *cf,
     ngx_http_model_gateway_main_conf_t *mcf)
 {
+    u_char                    *name;
     ngx_http_mg_redis_conf_t  *rcf;
 
     rcf = &mcf->redis_conf;
@@ -339,6 +340,35 @@ ngx_http_model_gateway_redis_finish(ngx_conf_t *cf,
 
     if (rcf->ssl_name.data == NULL) {
         rcf->ssl_name = rcf->host;
+
+    } else if (rcf->tls != 1) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "\"model_gateway_redis_tls_name\" is ignored "
+                           "without \"model_gateway_redis_tls on\"");
+    }
+
+    if (rcf->ssl_name.len > 255) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the redis TLS name \"%V\" is longer than 255 "
+                           "bytes", &rcf->ssl_name);
+        return NGX_ERROR;
+    }
+
+    /* NUL-terminated for SNI, which names hosts, never addresses */
+
+    if (rcf->ssl_name.len) {
+        name = ngx_pnalloc(cf->pool, rcf->ssl_name.len + 1);
+        if (name == NULL) {
+            return NGX_ERROR;
+        }
+
+        *ngx_cpymem(name, rcf->ssl_name.data, rcf->ssl_name.len) = '\0';
+        rcf->ssl_name.data = name;
+
+        rcf->ssl_sni = (ngx_inet_addr(name, rcf->ssl_name.len) == INADDR_NONE
+                        && name[0] != '['
+                        && ngx_strlchr(name, name + rcf->ssl_name.len, ':')
+                           == NULL);
     }
 
     if (rcf->sentinels && rcf->tls == 1 && rcf->ssl_verify

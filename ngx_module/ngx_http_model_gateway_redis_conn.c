@@ -541,13 +541,9 @@ ngx_http_mg_redis_write_handler(ngx_event_t *wev)
                 return;
             }
 
-            if (rcf->ssl_name.len) {
-                u_char  name[256];
-
-                ngx_cpystrn(name, rcf->ssl_name.data,
-                            ngx_min(rcf->ssl_name.len + 1, sizeof(name)));
+            if (rcf->ssl_sni) {
                 (void) SSL_set_tlsext_host_name(c->ssl->connection,
-                                                (char *) name);
+                                                (char *) rcf->ssl_name.data);
             }
 
             if (ngx_ssl_handshake(c) == NGX_AGAIN) {
@@ -598,7 +594,8 @@ ngx_http_mg_redis_ssl_handshake(ngx_connection_t *c)
             ngx_log_error((rd->logged_down ? NGX_LOG_INFO : NGX_LOG_ERR),
                           rd->log, 0,
                           "model gateway: redis certificate verify error: "
-                          "(%l:%s)", rc, X509_verify_cert_error_string(rc));
+                          "(%l:%s) from %V", rc,
+                          X509_verify_cert_error_string(rc), &rd->name);
             ngx_http_mg_redis_fail(rd, 0, "TLS certificate not trusted");
             return;
         }
@@ -607,7 +604,7 @@ ngx_http_mg_redis_ssl_handshake(ngx_connection_t *c)
             ngx_log_error((rd->logged_down ? NGX_LOG_INFO : NGX_LOG_ERR),
                           rd->log, 0,
                           "model gateway: redis certificate does not match "
-                          "\"%V\"", &rcf->ssl_name);
+                          "\"%V\" from %V", &rcf->ssl_name, &rd->name);
             ngx_http_mg_redis_fail(rd, 0, "TLS certificate name mismatch");
             return;
         }
