@@ -35,6 +35,7 @@ use warnings;
 
 use Test::More;
 use Time::HiRes qw(time sleep);
+use Digest::SHA ();
 use MG::Test;
 use MG::Cluster;
 
@@ -506,6 +507,34 @@ ok($r->{status} == 200 && $r->{session} eq 'new'
 $t0 = time;
 is($t->stop(timeout => 5), 0, 'quit: nginx exits cleanly');
 ok(time - $t0 < 3, sprintf 'quit: within %.2f s', time - $t0);
+
+###########################################################################
+# the tools: bin/mg-purge given a node that does not serve the tenant's
+# slot finds the one that does; bin/mg-key --redis follows redirects
+
+{
+    my $owner = $c->key_owner('mg:{acme}:gw:r:x');
+    my ($other) = grep { $_ != $owner } $c->primaries;
+    $c->cmd($owner, 'SET', "mg:{acme}:gw:r:resp_$_", 'x') for 1 .. 3;
+    $c->cmd($owner, 'SET', 'mg:{acme}:pin:s:m', 'a|1');
+    my ($rc, $out) = MG::Test::_capture([$^X, "$ENV{PWD}/bin/mg-purge",
+        '--redis', "127.0.0.1:$other", '--tenant', 'acme']);
+    is($rc, 0, 'mg-purge on a cluster: exit 0') or diag($out);
+    like($out, qr/^3 keys removed$/m, 'mg-purge: the tenant\'s three keys');
+    ok(!defined $c->cmd($owner, 'GET', 'mg:{acme}:gw:r:resp_1')
+       && defined $c->cmd($owner, 'GET', 'mg:{acme}:pin:s:m'),
+       'mg-purge: removed on the slot\'s primary, the pin kept');
+
+    ($rc, $out) = MG::Test::_capture([$^X, "$ENV{PWD}/bin/mg-key",
+        '--tenant', 'acme', '--id', 'cluster-key',
+        '--redis', "127.0.0.1:$other"]);
+    is($rc, 0, 'mg-key --redis on a cluster: exit 0') or diag($out);
+    my ($key) = $out =~ /^(mgk_\S+)$/m;
+    my $hex = $key && Digest::SHA::sha256_hex($key);
+    ok($hex && ($c->cmd($c->key_owner("mg:key:{$hex}"), 'HGET',
+                        "mg:key:{$hex}", 'tenant') // '') eq 'acme',
+       'mg-key: the record written on its slot\'s primary');
+}
 
 ###########################################################################
 # nginx -t
