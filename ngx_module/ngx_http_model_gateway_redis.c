@@ -126,9 +126,15 @@ ngx_http_mg_redis_read_handler(ngx_event_t *rev)
             /* MOVED, ASK, TRYAGAIN: the command goes on, elsewhere */
 
             if (reply->type == REDIS_REPLY_ERROR && rd->cluster
+                && !cmd->internal
                 && ngx_http_mg_cluster_redirect(rd, cmd, reply) == NGX_OK)
             {
                 freeReplyObject(reply);
+
+                if (rd->stats) {
+                    ngx_http_mg_redis_count_inflight(rd);
+                }
+
                 continue;
             }
 
@@ -154,7 +160,12 @@ ngx_http_mg_redis_read_handler(ngx_event_t *rev)
                 freeReplyObject(reply);
                 cmd->retried = 1;
 
-                if (ngx_http_mg_redis_send(rd, cmd, 1) != NGX_OK) {
+                /* in a cluster, after ASKING again if it was asked */
+
+                if ((rd->cluster ? ngx_http_mg_cluster_forward(rd, cmd)
+                                 : ngx_http_mg_redis_send(rd, cmd, 1))
+                    != NGX_OK)
+                {
                     ngx_http_mg_redis_answer(rd, cmd, NGX_ERROR);
                 }
 

@@ -11,9 +11,9 @@
  * is read again, reads merged to one per 100 ms under a MOVED storm); ASK
  * sends ASKING and the command to the node named, once; TRYAGAIN sends
  * it again after 25 ms.  A command redirected to a node whose connection
- * is being made (a replica just promoted) waits for it, for as long as
- * the connection's setup may take.  A command follows at most three
- * redirects, each within the command timeout.  CLUSTERDOWN, a primary
+ * is being made (a replica just promoted) waits for it, within the
+ * command timeout.  A command follows at most three redirects, each
+ * within the command timeout.  CLUSTERDOWN, a primary
  * that is down or not connected yet, a slot nobody serves and a redirect
  * too many fail the command at once, as a lost connection does (its
  * request falls back, as with one Redis down), and the map is read again,
@@ -41,18 +41,20 @@ struct ngx_http_mg_cluster_s {
     ngx_msec_t                             read_at;
     ngx_event_t                            refresh;
     ngx_queue_t                            retry;    /* TRYAGAIN */
-    ngx_event_t                            retry_ev;
+    ngx_event_t                            tick;     /* while any waits */
     ngx_http_model_gateway_redis_stats_t  *stats;
     unsigned                               reading:1;
     unsigned                               want:1;
     unsigned                               logged_names:1;
     unsigned                               logged_seeds:1;
+    unsigned                               logged_map:1;
+    unsigned                               starting:1;
 };
 
 
 #define NGX_HTTP_MG_CLUSTER_MERGE      100  /* ms between two map reads */
 #define NGX_HTTP_MG_CLUSTER_DOWN_READ  500  /* ... while a primary is down */
-#define NGX_HTTP_MG_CLUSTER_TRYAGAIN   25
+#define NGX_HTTP_MG_CLUSTER_TICK       25   /* TRYAGAIN, waiting commands */
 
 
 ngx_http_mg_cluster_t  *ngx_http_mg_cluster;
@@ -67,17 +69,17 @@ static void ngx_http_mg_cluster_refresh_handler(ngx_event_t *ev);
 static void ngx_http_mg_cluster_slots(void *data, redisReply *reply,
     ngx_int_t rc);
 static ngx_int_t ngx_http_mg_cluster_range(ngx_http_mg_cluster_t *cl,
-    redisReply *range);
-static void ngx_http_mg_cluster_install(ngx_http_mg_cluster_t *cl);
+    ngx_http_mg_redis_t *reader, redisReply *range);
+static void ngx_http_mg_cluster_install(ngx_http_mg_cluster_t *cl,
+    ngx_http_mg_redis_t *reader);
+static void ngx_http_mg_cluster_no_seed(ngx_http_mg_cluster_t *cl);
 static ngx_int_t ngx_http_mg_cluster_addr(ngx_http_mg_redis_t *rd,
     u_char *host, size_t len, ngx_int_t port, ngx_sockaddr_t *sa,
     socklen_t *socklen);
-static void ngx_http_mg_cluster_retry_handler(ngx_event_t *ev);
+static void ngx_http_mg_cluster_tick_handler(ngx_event_t *ev);
 static void ngx_http_mg_cluster_ignore(void *data, redisReply *reply,
     ngx_int_t rc);
 static void ngx_http_mg_cluster_publish(ngx_http_mg_cluster_t *cl);
-static ngx_int_t ngx_http_mg_cluster_forward(ngx_http_mg_redis_t *to,
-    ngx_http_mg_redis_cmd_t *cmd);
 static void ngx_http_mg_cluster_waiting(ngx_http_mg_redis_t *rd,
     ngx_int_t rc);
 
@@ -109,12 +111,13 @@ ngx_http_mg_cluster_init(ngx_cycle_t *cycle,
 
     /*
      * not cancelable, as the connections' command timers: commands wait
-     * on it, for 25 ms at most
+     * on it (TRYAGAIN, a redirect to a connection being made), each one
+     * within the command timeout
      */
 
-    cl->retry_ev.handler = ngx_http_mg_cluster_retry_handler;
-    cl->retry_ev.data = cl;
-    cl->retry_ev.log = cycle->log;
+    cl->tick.handler = ngx_http_mg_cluster_tick_handler;
+    cl->tick.data = cl;
+    cl->tick.log = cycle->log;
 
     ngx_http_mg_cluster = cl;
 
@@ -131,10 +134,15 @@ ngx_http_mg_cluster_init(ngx_cycle_t *cycle,
     }
 
     cl->want = 1;
+    cl->starting = 1;
 
     for (i = 0; i < cl->nnodes; i++) {
         ngx_http_mg_redis_connect(cl->nodes[i]);
     }
+
+    cl->starting = 0;
+
+    ngx_http_mg_cluster_no_seed(cl);
 
     return NGX_OK;
 }
@@ -180,8 +188,8 @@ ngx_http_mg_cluster_exit(void)
         ngx_del_timer(&cl->refresh);
     }
 
-    if (cl->retry_ev.timer_set) {
-        ngx_del_timer(&cl->retry_ev);
+    if (cl->tick.timer_set) {
+        ngx_del_timer(&cl->tick);
     }
 
     ngx_http_mg_cluster = NULL;
@@ -227,11 +235,14 @@ ngx_http_mg_cluster_node(ngx_http_mg_cluster_t *cl, struct sockaddr *sa,
         for (i = 0; i < cl->nnodes; i++) {
             rd = cl->nodes[i];
 
-            /* nor in the map being read */
+            /* nor in the map, nor in the map being read */
 
             if (rd->retired && rd->state == NGX_HTTP_MG_REDIS_DOWN
                 && rd->ninflight == 0 && rd->nwaiting == 0
                 && ngx_strlchr(cl->read, cl->read + MG_KEYSLOTS,
+                               (u_char) (rd->index + 1))
+                   == NULL
+                && ngx_strlchr(cl->slots, cl->slots + MG_KEYSLOTS,
                                (u_char) (rd->index + 1))
                    == NULL)
             {
@@ -368,7 +379,6 @@ ngx_http_mg_cluster_node_up(ngx_http_mg_redis_t *rd)
 void
 ngx_http_mg_cluster_node_down(ngx_http_mg_redis_t *rd)
 {
-    ngx_uint_t              i;
     ngx_http_mg_cluster_t  *cl;
 
     cl = rd->cluster;
@@ -381,18 +391,31 @@ ngx_http_mg_cluster_node_down(ngx_http_mg_redis_t *rd)
         ngx_http_mg_cluster_read(cl);
     }
 
-    if (cl->mapped == 0 && !cl->logged_seeds) {
-        for (i = 0; i < cl->nnodes; i++) {
-            if (cl->nodes[i]->state != NGX_HTTP_MG_REDIS_DOWN) {
-                return;
-            }
-        }
+    ngx_http_mg_cluster_no_seed(cl);
+}
 
-        ngx_log_error(NGX_LOG_ERR, cl->log, 0,
-                      "model gateway: redis cluster: no seed answered, "
-                      "no slot map");
-        cl->logged_seeds = 1;
+
+/* before any map, with every seed tried and down: said once */
+
+static void
+ngx_http_mg_cluster_no_seed(ngx_http_mg_cluster_t *cl)
+{
+    ngx_uint_t  i;
+
+    if (cl->mapped || cl->logged_seeds || cl->starting) {
+        return;
     }
+
+    for (i = 0; i < cl->nnodes; i++) {
+        if (cl->nodes[i]->state != NGX_HTTP_MG_REDIS_DOWN) {
+            return;
+        }
+    }
+
+    ngx_log_error(NGX_LOG_ERR, cl->log, 0,
+                  "model gateway: redis cluster: no seed answered, "
+                  "no slot map");
+    cl->logged_seeds = 1;
 }
 
 
@@ -452,12 +475,16 @@ ngx_http_mg_cluster_read(ngx_http_mg_cluster_t *cl)
         return;
     }
 
+    /* a primary of the map first: a former node may have left the cluster */
+
     rd = NULL;
 
-    for (i = 0; i < cl->nnodes; i++) {
+    for (i = 0; i < 2 * cl->nnodes; i++) {
         rd = cl->nodes[(cl->next + i) % cl->nnodes];
 
-        if (rd->state == NGX_HTTP_MG_REDIS_READY) {
+        if (rd->state == NGX_HTTP_MG_REDIS_READY
+            && (i >= cl->nnodes || !rd->retired))
+        {
             break;
         }
 
@@ -540,17 +567,27 @@ ngx_http_mg_cluster_slots(void *data, redisReply *reply, ngx_int_t rc)
 {
     ngx_http_mg_cluster_t *cl = data;
 
-    size_t      i;
-    ngx_uint_t  bad;
+    size_t                i;
+    ngx_uint_t            bad, level;
+    ngx_http_mg_redis_t  *reader;
 
+    /*
+     * the node that answered, whose read loop this runs in: it is not
+     * closed here, whatever the map says (cl->reader may change below)
+     */
+
+    reader = cl->reader;
     cl->reading = 0;
+
+    level = cl->logged_map ? NGX_LOG_INFO : NGX_LOG_ERR;
 
     if (rc != NGX_OK || reply->type != REDIS_REPLY_ARRAY) {
         if (rc == NGX_OK && reply->type == REDIS_REPLY_ERROR) {
-            ngx_log_error(NGX_LOG_ERR, cl->log, 0,
+            ngx_log_error(level, cl->log, 0,
                           "model gateway: redis cluster node %V did not "
-                          "give the slot map: %*s", &cl->reader->name,
+                          "give the slot map: %*s", &reader->name,
                           (size_t) ngx_min(reply->len, 200), reply->str);
+            cl->logged_map = 1;
         }
 
         ngx_http_mg_cluster_read_later(cl, NGX_HTTP_MG_CLUSTER_DOWN_READ);
@@ -562,18 +599,34 @@ ngx_http_mg_cluster_slots(void *data, redisReply *reply, ngx_int_t rc)
     bad = 0;
 
     for (i = 0; i < reply->elements; i++) {
-        if (ngx_http_mg_cluster_range(cl, reply->element[i]) != NGX_OK) {
+        if (ngx_http_mg_cluster_range(cl, reader, reply->element[i])
+            != NGX_OK)
+        {
             bad++;
         }
     }
 
     if (bad) {
-        ngx_log_error(NGX_LOG_WARN, cl->log, 0,
+        ngx_log_error(level, cl->log, 0,
                       "model gateway: redis cluster node %V: %ui slot "
-                      "ranges of its map not used", &cl->reader->name, bad);
+                      "ranges of its map not used", &reader->name, bad);
+        cl->logged_map = 1;
     }
 
-    ngx_http_mg_cluster_install(cl);
+    /* a node out of the cluster knows no slot: its map is not taken */
+
+    if (bad == reply->elements && cl->mapped) {
+        ngx_log_error(level, cl->log, 0,
+                      "model gateway: redis cluster node %V serves no "
+                      "slot, its map is not used", &reader->name);
+        cl->logged_map = 1;
+
+        reader->retired = 1;
+        ngx_http_mg_cluster_read_later(cl, NGX_HTTP_MG_CLUSTER_DOWN_READ);
+        return;
+    }
+
+    ngx_http_mg_cluster_install(cl, reader);
 
     if (cl->want) {
         ngx_http_mg_cluster_read(cl);
@@ -582,7 +635,8 @@ ngx_http_mg_cluster_slots(void *data, redisReply *reply, ngx_int_t rc)
 
 
 static ngx_int_t
-ngx_http_mg_cluster_range(ngx_http_mg_cluster_t *cl, redisReply *range)
+ngx_http_mg_cluster_range(ngx_http_mg_cluster_t *cl,
+    ngx_http_mg_redis_t *reader, redisReply *range)
 {
     socklen_t             socklen;
     redisReply           *m;
@@ -608,7 +662,7 @@ ngx_http_mg_cluster_range(ngx_http_mg_cluster_t *cl, redisReply *range)
         return NGX_ERROR;
     }
 
-    if (ngx_http_mg_cluster_addr(cl->reader, (u_char *) m->element[0]->str,
+    if (ngx_http_mg_cluster_addr(reader, (u_char *) m->element[0]->str,
                                  m->element[0]->len,
                                  (ngx_int_t) m->element[1]->integer, &sa,
                                  &socklen)
@@ -618,7 +672,7 @@ ngx_http_mg_cluster_range(ngx_http_mg_cluster_t *cl, redisReply *range)
             ngx_log_error(NGX_LOG_ERR, cl->log, 0,
                           "model gateway: redis cluster node %V announces "
                           "\"%*s\", not an IP address (announced host "
-                          "names are not supported)", &cl->reader->name,
+                          "names are not supported)", &reader->name,
                           (size_t) ngx_min(m->element[0]->len, 100),
                           m->element[0]->str);
             cl->logged_names = 1;
@@ -641,12 +695,14 @@ ngx_http_mg_cluster_range(ngx_http_mg_cluster_t *cl, redisReply *range)
 
 /*
  * The map read becomes the map: primaries in it are connected (now, if
- * down without a reconnect due), nodes out of it are retired (closed when
- * idle, never reconnected unless every node is down).
+ * down without a reconnect due), nodes out of it are retired (closed if
+ * connected and idle, here or at a later read; never reconnected unless
+ * every node is down).
  */
 
 static void
-ngx_http_mg_cluster_install(ngx_http_mg_cluster_t *cl)
+ngx_http_mg_cluster_install(ngx_http_mg_cluster_t *cl,
+    ngx_http_mg_redis_t *reader)
 {
     ngx_uint_t            i, mapped, primaries, changed, down;
     ngx_http_mg_redis_t  *rd;
@@ -679,7 +735,9 @@ ngx_http_mg_cluster_install(ngx_http_mg_cluster_t *cl)
             if (rd->state == NGX_HTTP_MG_REDIS_DOWN) {
                 down++;
 
-                if (!rd->reconnect.timer_set) {
+                if (!rd->reconnect.timer_set && !ngx_exiting
+                    && !ngx_terminate)
+                {
                     ngx_http_mg_redis_connect(rd);
                 }
             }
@@ -693,8 +751,13 @@ ngx_http_mg_cluster_install(ngx_http_mg_cluster_t *cl)
             ngx_del_timer(&rd->reconnect);
         }
 
-        if (rd->state != NGX_HTTP_MG_REDIS_DOWN && rd->ninflight == 0
-            && rd != cl->reader)
+        /*
+         * only a ready connection: one being made has commands waiting
+         * for it (redirects), or its handshake in flight
+         */
+
+        if (rd->state == NGX_HTTP_MG_REDIS_READY && rd->ninflight == 0
+            && rd->nwaiting == 0 && rd != reader)
         {
             ngx_http_mg_redis_close(rd);
             rd->state = NGX_HTTP_MG_REDIS_DOWN;
@@ -705,12 +768,13 @@ ngx_http_mg_cluster_install(ngx_http_mg_cluster_t *cl)
         ngx_log_error(NGX_LOG_NOTICE, cl->log, 0,
                       "model gateway: redis cluster map: %ui primaries, "
                       "%ui of %d slots served (from %V)", primaries, mapped,
-                      MG_KEYSLOTS, &cl->reader->name);
+                      MG_KEYSLOTS, &reader->name);
     }
 
     cl->mapped = mapped;
     cl->primaries = primaries;
     cl->logged_seeds = 0;
+    cl->logged_map = 0;
 
     ngx_http_mg_cluster_publish(cl);
 
@@ -794,8 +858,8 @@ ngx_http_mg_cluster_redirect(ngx_http_mg_redis_t *rd,
 
         ngx_queue_insert_tail(&cl->retry, &cmd->queue);
 
-        if (!cl->retry_ev.timer_set) {
-            ngx_add_timer(&cl->retry_ev, NGX_HTTP_MG_CLUSTER_TRYAGAIN);
+        if (!cl->tick.timer_set) {
+            ngx_add_timer(&cl->tick, NGX_HTTP_MG_CLUSTER_TICK);
         }
 
         return NGX_OK;
@@ -853,7 +917,9 @@ ngx_http_mg_cluster_redirect(ngx_http_mg_redis_t *rd,
         ngx_http_mg_cluster_read(cl);
     }
 
-    if (to->state == NGX_HTTP_MG_REDIS_DOWN && !to->reconnect.timer_set) {
+    if (to->state == NGX_HTTP_MG_REDIS_DOWN && !to->reconnect.timer_set
+        && !ngx_exiting && !ngx_terminate)
+    {
         to->retired = 0;
         ngx_http_mg_redis_connect(to);
     }
@@ -876,10 +942,20 @@ ngx_http_mg_cluster_redirect(ngx_http_mg_redis_t *rd,
     if (to->state == NGX_HTTP_MG_REDIS_CONNECTING
         && to->nwaiting < to->mcf->redis->max_inflight)
     {
-        /* a replica just promoted, say: it is being connected to */
+        /*
+         * a replica just promoted, say: it is being connected to; the
+         * command waits for it within the command timeout
+         */
+
+        cmd->deadline = ngx_current_msec + to->mcf->redis->timeout;
 
         ngx_queue_insert_tail(&to->waiting, &cmd->queue);
         to->nwaiting++;
+
+        if (!cl->tick.timer_set) {
+            ngx_add_timer(&cl->tick, NGX_HTTP_MG_CLUSTER_TICK);
+        }
+
         return NGX_OK;
     }
 
@@ -893,7 +969,7 @@ ngx_http_mg_cluster_redirect(ngx_http_mg_redis_t *rd,
 
 /* a redirected command on its way: after ASKING, for an ASK */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_mg_cluster_forward(ngx_http_mg_redis_t *to,
     ngx_http_mg_redis_cmd_t *cmd)
 {
@@ -929,16 +1005,21 @@ ngx_http_mg_cluster_ignore(void *data, redisReply *reply, ngx_int_t rc)
 }
 
 
-/* TRYAGAIN's commands, sent again to their slot's primary */
+/*
+ * Every 25 ms while commands wait here: TRYAGAIN's are sent again to their
+ * slot's primary, and those waiting for a connection longer than the
+ * command timeout fail.
+ */
 
 static void
-ngx_http_mg_cluster_retry_handler(ngx_event_t *ev)
+ngx_http_mg_cluster_tick_handler(ngx_event_t *ev)
 {
     ngx_http_mg_cluster_t *cl = ev->data;
 
     ngx_str_t                *key;
+    ngx_uint_t                i, left;
     ngx_queue_t              *q;
-    ngx_http_mg_redis_t      *to;
+    ngx_http_mg_redis_t      *to, *rd;
     ngx_http_mg_redis_cmd_t  *cmd;
 
     while (!ngx_queue_empty(&cl->retry)) {
@@ -947,20 +1028,46 @@ ngx_http_mg_cluster_retry_handler(ngx_event_t *ev)
 
         cmd = ngx_queue_data(q, ngx_http_mg_redis_cmd_t, queue);
 
-        key = ngx_http_mg_redis_cmd_key(cmd);
-        to = key ? ngx_http_mg_cluster_route(key) : NULL;
-
         if (cmd->data == NULL) {
             ngx_http_mg_redis_release(cl->nodes[0], cmd);
             continue;
         }
 
-        if (to == NULL || to->state != NGX_HTTP_MG_REDIS_READY
-            || to->ninflight >= to->mcf->redis->max_inflight
-            || ngx_http_mg_redis_send(to, cmd, cmd->retried) != NGX_OK)
-        {
+        key = ngx_http_mg_redis_cmd_key(cmd);
+        to = key ? ngx_http_mg_cluster_route(key) : NULL;
+
+        cmd->asking = 0;
+
+        if (to == NULL || ngx_http_mg_cluster_forward(to, cmd) != NGX_OK) {
             ngx_http_mg_redis_answer(cl->nodes[0], cmd, NGX_ERROR);
         }
+    }
+
+    left = 0;
+
+    for (i = 0; i < cl->nnodes; i++) {
+        rd = cl->nodes[i];
+
+        /* in the order they came, so of their deadlines */
+
+        while (!ngx_queue_empty(&rd->waiting)) {
+            q = ngx_queue_head(&rd->waiting);
+            cmd = ngx_queue_data(q, ngx_http_mg_redis_cmd_t, queue);
+
+            if ((ngx_msec_int_t) (cmd->deadline - ngx_current_msec) > 0) {
+                left++;
+                break;
+            }
+
+            ngx_queue_remove(q);
+            rd->nwaiting--;
+
+            ngx_http_mg_redis_answer(rd, cmd, NGX_ERROR);
+        }
+    }
+
+    if (left && !cl->tick.timer_set) {
+        ngx_add_timer(&cl->tick, NGX_HTTP_MG_CLUSTER_TICK);
     }
 }
 
@@ -970,23 +1077,30 @@ ngx_http_mg_cluster_retry_handler(ngx_event_t *ev)
 static void
 ngx_http_mg_cluster_publish(ngx_http_mg_cluster_t *cl)
 {
-    ngx_uint_t            i, ready;
-    ngx_http_mg_redis_t  *rd;
+    ngx_uint_t  i, ready, nused;
+    u_char      used[NGX_HTTP_MG_CLUSTER_NODES];
 
-    ready = 0;
+    /* the nodes the map routes to (MOVED's patches included) */
 
-    for (i = 0; i < cl->nnodes; i++) {
-        rd = cl->nodes[i];
+    ngx_memzero(used, sizeof(used));
 
-        if (!rd->retired && rd->state == NGX_HTTP_MG_REDIS_READY) {
-            ready++;
+    for (i = 0; i < MG_KEYSLOTS; i++) {
+        if (cl->slots[i]) {
+            used[cl->slots[i] - 1] = 1;
         }
     }
 
-    /* before the first map, the seeds are no primaries */
+    ready = 0;
+    nused = 0;
 
-    if (cl->mapped == 0) {
-        ready = 0;
+    for (i = 0; i < cl->nnodes; i++) {
+        if (used[i]) {
+            nused++;
+
+            if (cl->nodes[i]->state == NGX_HTTP_MG_REDIS_READY) {
+                ready++;
+            }
+        }
     }
 
     cl->ready = ready;
@@ -996,6 +1110,6 @@ ngx_http_mg_cluster_publish(ngx_http_mg_cluster_t *cl)
     }
 
     cl->stats->primaries = ready;
-    cl->stats->up = (cl->mapped == MG_KEYSLOTS && ready == cl->primaries);
+    cl->stats->up = (cl->mapped == MG_KEYSLOTS && ready == nused);
     cl->stats->inflight = ngx_http_mg_cluster_inflight(cl);
 }

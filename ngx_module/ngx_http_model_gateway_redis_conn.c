@@ -245,6 +245,14 @@ ngx_http_mg_redis_connect(ngx_http_mg_redis_t *rd)
 
     rcf = rd->mcf->redis;
 
+    if (rd->state != NGX_HTTP_MG_REDIS_DOWN) {
+        return;
+    }
+
+    if (rd->reconnect.timer_set) {
+        ngx_del_timer(&rd->reconnect);
+    }
+
     ngx_memzero(&rd->peer, sizeof(ngx_peer_connection_t));
 
     /*
@@ -678,8 +686,11 @@ ngx_http_mg_redis_fail(ngx_http_mg_redis_t *rd, ngx_err_t err,
         rd->stats->inflight = 0;
     }
 
+    /* (a waiter's handler may have had the connection made again) */
+
     if (ngx_exiting || ngx_terminate || rd->reconnect.timer_set
-        || rd->resolving || rd->discovering || rd->retired)
+        || rd->resolving || rd->discovering || rd->retired
+        || rd->state != NGX_HTTP_MG_REDIS_DOWN)
     {
         return;
     }

@@ -144,6 +144,8 @@ ngx_int_t ngx_http_mg_cluster_init(ngx_cycle_t *cycle,
 ngx_http_mg_redis_t *ngx_http_mg_cluster_route(ngx_str_t *key);
 ngx_int_t ngx_http_mg_cluster_redirect(ngx_http_mg_redis_t *rd,
     ngx_http_mg_redis_cmd_t *cmd, redisReply *reply);
+ngx_int_t ngx_http_mg_cluster_forward(ngx_http_mg_redis_t *to,
+    ngx_http_mg_redis_cmd_t *cmd);
 void ngx_http_mg_cluster_node_up(ngx_http_mg_redis_t *rd);
 void ngx_http_mg_cluster_node_down(ngx_http_mg_redis_t *rd);
 ngx_uint_t ngx_http_mg_cluster_ready(void);
