@@ -17,10 +17,18 @@ package MG::Cluster;
 #   $c->finish_migration($m);
 #   $new = $c->kill_primary($p[1]);      # SIGKILL, its replica promoted
 #
+#   # TLS only: no plain port (--port 0 --tls-port P), the cluster bus and
+#   # replication over TLS too (tls-cluster, tls-replication); the nodes
+#   # announce their TLS ports and every helper method talks TLS
+#   my $c = MG::Cluster->new($t, tls => { cert => $crt, key => $key,
+#                                         ca => $t->ca_path,
+#                                         name => 'redis.test' });
+#
 # The nodes are MG::Test redis instances named cl1..cl6 ($t->{redis}), so
 # the harness stops them at the end of the test, on die, or (its watchdog)
 # when the test process is killed. Every wait is bounded; a wait that
-# times out dies with what the nodes said. Only core Perl.
+# times out dies with what the nodes said. Only core Perl (and
+# IO::Socket::SSL with the tls option).
 
 use strict;
 use warnings;
@@ -94,7 +102,12 @@ sub available {
 # once every node says cluster_state:ok, they agree on the slot map and
 # every replica's link is up. Options: nodes (6), replicas (1 per
 # primary), timeout (30 s for the whole start), args (more redis-server
-# arguments for every node).
+# arguments for every node), tls => {cert, key, ca[, name]} (every node
+# TLS only: --port 0, --tls-port on the port, --tls-cluster yes,
+# --tls-replication yes, the certificate and key given, --tls-auth-clients
+# no; redis-cli --tls --cacert CA creates the cluster, and this module's
+# connections verify the nodes' certificates against CA, and against
+# name when given; the port is the one announced).
 sub new {
     my ($class, $t, %opt) = @_;
     my $self = bless { t => $t, n => $opt{nodes} // 6,
@@ -102,6 +115,13 @@ sub new {
                        names => {}, dead => {} }, $class;
     my $dir = $t->dir;
     my $deadline = time + ($opt{timeout} // 30);
+    if (my $x = $opt{tls}) {
+        for (qw(cert key ca)) {
+            die "MG::Cluster: tls => {$_} is missing\n" unless $x->{$_};
+        }
+        require IO::Socket::SSL;
+        $self->{tls} = { %$x };
+    }
     for my $i (1 .. $self->{n}) {
         my $name = "cl$i";
         my $port = $t->port($name);
@@ -111,7 +131,7 @@ sub new {
         $self->{bus}{$port} = $bus;
         $self->{names}{$port} = $name;
         push @{$self->{ports}}, $port;
-        $t->redis(name => $name, args => [
+        my @args = (
             '--cluster-enabled', 'yes',
             '--cluster-config-file', "$dir/nodes-$port.conf",
             '--cluster-node-timeout', '1000',
@@ -123,10 +143,15 @@ sub new {
             # replicas sync at once, not after the default 5 s delay
             '--repl-diskless-sync', 'yes',
             '--repl-diskless-sync-delay', '0',
-            @{$opt{args} || []}]);
+            @{$opt{args} || []});
+        if ($self->{tls}) {
+            $self->_start_tls_node($name, $port, \@args);
+        } else {
+            $t->redis(name => $name, args => \@args);
+        }
     }
     my ($rc, $out) = $self->_run(
-        ['redis-cli', '--cluster', 'create',
+        ['redis-cli', $self->_cli_tls, '--cluster', 'create',
          (map { "127.0.0.1:$_" } @{$self->{ports}}),
          '--cluster-replicas', $self->{replicas}, '--cluster-yes'],
         $deadline - time);
@@ -135,6 +160,53 @@ sub new {
     $self->wait_stable($deadline - time);
     return $self;
 }
+
+# a node with a TLS port only, started as MG::Test::redis() starts one
+# (and registered as such, so that the harness stops it), answering PING
+# over TLS within 10 s
+sub _start_tls_node {
+    my ($self, $name, $port, $args) = @_;
+    my $t = $self->{t};
+    my $x = $self->{tls};
+    my $dir = $t->dir;
+    die "MG::Test: redis $name already running\n" if $t->{redis}{$name};
+    my $pid = $t->_spawn(
+        cmd => ['redis-server', '--port', '0', '--tls-port', $port,
+                '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+                '--dir', $dir, '--dbfilename', "$name.rdb",
+                '--daemonize', 'no',
+                '--tls-cluster', 'yes', '--tls-replication', 'yes',
+                '--tls-cert-file', $x->{cert}, '--tls-key-file', $x->{key},
+                '--tls-ca-cert-file', $x->{ca}, '--tls-auth-clients', 'no',
+                @$args],
+        out => "$dir/$name.log");
+    $t->{redis}{$name} = { pid => $pid, port => $port, addr => '127.0.0.1',
+                           tls => 1 };
+    my $until = time + 10;
+    while (1) {
+        my $r = $self->cmd($port, 'PING');
+        return $port if defined $r && !ref $r && $r eq 'PONG';
+        if (waitpid($pid, WNOHANG) == $pid || time > $until) {
+            my $why = $@ || 'no answer';
+            my $log = _read_file("$dir/$name.log", 1) // '';
+            $t->stop_redis($name);
+            die "MG::Cluster: redis-server $name (TLS port $port) did not "
+                . "start: $why\n$log";
+        }
+        sleep 0.05;
+    }
+}
+
+# redis-cli's TLS options, when the cluster has TLS
+sub _cli_tls {
+    my $self = shift;
+    my $x = $self->{tls} or return ();
+    return ('--tls', '--cacert', $x->{ca},
+            $x->{name} ? ('--sni', $x->{name}) : ());
+}
+
+# $c->tls: the tls option given to new(), or undef
+sub tls { $_[0]{tls} }
 
 # runs a command to its end, at most $timeout seconds (then killed);
 # returns ($exit_code, $output)
@@ -173,12 +245,11 @@ sub stop {
 
 # $c->pipeline($port, [@cmd], ...): the commands on one connection, in
 # order; returns an arrayref of the replies (as MG::Redis::redis_cmd
-# gives them). Dies on an I/O error or after 2 s.
+# gives them). Dies on an I/O error or after 2 s (after the connection,
+# and with TLS the handshake, were made: 1 s at most).
 sub pipeline {
     my ($self, $port, @cmds) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
-                                  Proto => 'tcp', Timeout => 1)
-        or die "redis 127.0.0.1:$port: connect: $!\n";
+    my $s = $self->_connect($port);
     my $io = MG::Test::IO->new($s);
     my $req = '';
     for my $c (@cmds) {
@@ -190,6 +261,31 @@ sub pipeline {
     my @r = map { MG::Redis::_resp_read($io, $deadline) } @cmds;
     close $s;
     return \@r;
+}
+
+# a connection to a node: plain, or TLS with the certificate verified
+# (against the CA, and the name when one was given)
+sub _connect {
+    my ($self, $port) = @_;
+    my $x = $self->{tls};
+    unless ($x) {
+        return IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                     PeerPort => $port, Proto => 'tcp',
+                                     Timeout => 1)
+            || die "redis 127.0.0.1:$port: connect: $!\n";
+    }
+    my $s = IO::Socket::SSL->new(
+        PeerHost => '127.0.0.1', PeerPort => $port, Timeout => 1,
+        SSL_ca_file => $x->{ca},
+        SSL_verify_mode => IO::Socket::SSL::SSL_VERIFY_PEER(),
+        $x->{name} ? (SSL_hostname => $x->{name},
+                      SSL_verifycn_name => $x->{name},
+                      SSL_verifycn_scheme => 'default')
+                   : (SSL_verifycn_scheme => 'none'));
+    return $s if $s;
+    no warnings 'once';
+    die "redis 127.0.0.1:$port: TLS connect: "
+        . ($IO::Socket::SSL::SSL_ERROR || $!) . "\n";
 }
 
 # $c->cmd($port, @cmd): one command; its reply, or undef when the node
