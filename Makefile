@@ -137,13 +137,14 @@ fleet: deps build
 	    prove -v -I t/lib t/190-fleet.t
 
 # Redis Cluster: the gateway's faults on a real six-node cluster
-# (t/210-cluster.t) and the fleet simulation on it (t/211-fleet-cluster.t,
-# 1,000 sessions). make test runs them too, with the rest of t/; this
+# (t/210-cluster.t), the fleet simulation on it (t/211-fleet-cluster.t,
+# 1,000 sessions) and the cluster over TLS (t/212-cluster-tls.t). make test
+# runs them too, with the rest of t/; this
 # target is for a machine or a CI step that wants only them, within
 # CLUSTER_TIMEOUT seconds (timeout kills prove's whole process group; the
 # harness then stops every redis-server and nginx it started).
 CLUSTER_TIMEOUT ?= 600
-CLUSTER_TESTS   := t/210-cluster.t t/211-fleet-cluster.t
+CLUSTER_TESTS   := t/210-cluster.t t/211-fleet-cluster.t t/212-cluster-tls.t
 
 test-cluster: build
 	MG_MODULE=$(B)/$(MODULE) timeout -k 10 $(CLUSTER_TIMEOUT) \
