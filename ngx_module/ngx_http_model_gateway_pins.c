@@ -81,6 +81,7 @@ ngx_int_t
 ngx_http_model_gateway_pins_get(ngx_http_request_t *r,
     ngx_http_model_gateway_ctx_t *ctx, ngx_str_t *backend)
 {
+    int64_t                              redis_now;
     ngx_msec_t                           now, every;
     ngx_str_t                            args[3];
     ngx_uint_t                           refresh;
@@ -106,6 +107,10 @@ ngx_http_model_gateway_pins_get(ngx_http_request_t *r,
 
     every = ngx_max(ctx->lcf->session_cache, ctx->lcf->session_idle / 100);
 
+    /* Redis' clock, as the pin's own node has it */
+
+    redis_now = ngx_http_mg_redis_now_for(&ctx->session.pin_key);
+
     ngx_shmtx_lock(&shpool->mutex);
 
     ln = ngx_http_model_gateway_lru_get(shpool, mcf->cache,
@@ -120,8 +125,7 @@ ngx_http_model_gateway_pins_get(ngx_http_request_t *r,
     pin = (ngx_http_model_gateway_pin_t *) ln->data;
 
     if (now - pin->fetched >= ctx->lcf->session_cache
-        || ngx_http_mg_redis_now() - pin->born
-           >= (int64_t) ctx->lcf->session_max)
+        || redis_now - pin->born >= (int64_t) ctx->lcf->session_max)
     {
         ngx_shmtx_unlock(&shpool->mutex);
         return NGX_DECLINED;
@@ -224,7 +228,8 @@ ngx_http_model_gateway_pins_put(ngx_http_request_t *r,
     if (born >= 0 || fresh) {
         pin->fetched = ngx_current_msec;
         pin->refreshed = ngx_current_msec;
-        pin->born = (born >= 0) ? born : ngx_http_mg_redis_now();
+        pin->born = (born >= 0)
+                    ? born : ngx_http_mg_redis_now_for(&ctx->session.pin_key);
     }
 
     pin->len = backend->len;

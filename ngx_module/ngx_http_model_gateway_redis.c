@@ -212,6 +212,19 @@ ngx_http_mg_redis_read_handler(ngx_event_t *rev)
         }
     }
 
+    /*
+     * a cluster's node that its map no longer names, idle now: closed
+     * here, once its read loop is over
+     */
+
+    if (rd->retired && rd->ninflight == 0 && rd->nwaiting == 0
+        && rd->state == NGX_HTTP_MG_REDIS_READY)
+    {
+        ngx_http_mg_redis_close(rd);
+        rd->state = NGX_HTTP_MG_REDIS_DOWN;
+        return;
+    }
+
     if (ngx_handle_read_event(rev, 0) != NGX_OK) {
         ngx_http_mg_redis_fail(rd, 0, "event error");
         return;

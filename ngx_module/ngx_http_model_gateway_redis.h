@@ -48,6 +48,7 @@ extern ngx_http_mg_redis_script_t  ngx_http_mg_redis_scripts[];
 ngx_int_t ngx_http_mg_redis_scripts_init(ngx_log_t *log);
 ngx_uint_t ngx_http_mg_redis_ready(void);
 ngx_int_t ngx_http_mg_redis_now(void);
+ngx_int_t ngx_http_mg_redis_now_for(ngx_str_t *key);
 ngx_http_mg_redis_cmd_t *ngx_http_mg_redis_script(ngx_uint_t script,
     ngx_uint_t nargs, ngx_str_t *args, ngx_http_mg_redis_handler_pt handler,
     void *data);

@@ -344,6 +344,26 @@ ngx_http_mg_cluster_clock(void)
 }
 
 
+/* the offset of the primary that serves the key, else the first one's */
+
+ngx_int_t
+ngx_http_mg_cluster_clock_for(ngx_str_t *key)
+{
+    ngx_uint_t              n;
+    ngx_http_mg_cluster_t  *cl;
+
+    cl = ngx_http_mg_cluster;
+
+    n = cl->slots[mg_keyslot(key->data, key->len)];
+
+    if (n && cl->nodes[n - 1]->state == NGX_HTTP_MG_REDIS_READY) {
+        return cl->nodes[n - 1]->clock_offset;
+    }
+
+    return ngx_http_mg_cluster_clock();
+}
+
+
 ngx_uint_t
 ngx_http_mg_cluster_inflight(ngx_http_mg_cluster_t *cl)
 {
@@ -696,8 +716,8 @@ ngx_http_mg_cluster_range(ngx_http_mg_cluster_t *cl,
 /*
  * The map read becomes the map: primaries in it are connected (now, if
  * down without a reconnect due), nodes out of it are retired (closed if
- * connected and idle, here or at a later read; never reconnected unless
- * every node is down).
+ * connected and idle, here or when their last reply is read; never
+ * reconnected unless every node is down).
  */
 
 static void

@@ -151,6 +151,7 @@ void ngx_http_mg_cluster_node_down(ngx_http_mg_redis_t *rd);
 ngx_uint_t ngx_http_mg_cluster_ready(void);
 ngx_uint_t ngx_http_mg_cluster_member(ngx_http_mg_redis_t *rd);
 ngx_int_t ngx_http_mg_cluster_clock(void);
+ngx_int_t ngx_http_mg_cluster_clock_for(ngx_str_t *key);
 ngx_uint_t ngx_http_mg_cluster_inflight(ngx_http_mg_cluster_t *cl);
 void ngx_http_mg_cluster_exit(void);
 

@@ -263,6 +263,27 @@ ngx_http_mg_redis_policy_reply(void *data, redisReply *reply, ngx_int_t rc)
 }
 
 
+/*
+ * Redis' clock as the node that holds the key measured it: a cluster's
+ * primaries each have theirs, and a pin's age is taken with its own.
+ */
+
+ngx_int_t
+ngx_http_mg_redis_now_for(ngx_str_t *key)
+{
+    ngx_time_t  *tp;
+
+    if (ngx_http_mg_cluster == NULL) {
+        return ngx_http_mg_redis_now();
+    }
+
+    tp = ngx_timeofday();
+
+    return (ngx_int_t) (tp->sec * 1000 + tp->msec)
+           + ngx_http_mg_cluster_clock_for(key);
+}
+
+
 ngx_int_t
 ngx_http_mg_redis_now(void)
 {

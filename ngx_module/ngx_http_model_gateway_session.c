@@ -392,7 +392,7 @@ ngx_http_model_gateway_session_reply(void *data, redisReply *reply,
     backend.data = (u_char *) name->str;
     backend.len = name->len;
     ngx_http_model_gateway_pins_put(r, ctx, &backend,
-                                    ngx_http_mg_redis_now());
+                             ngx_http_mg_redis_now_for(&ctx->session.pin_key));
 
     ngx_http_model_gateway_session_apply(r, ctx, name->str, name->len,
                                          fresh->integer != 0);
@@ -447,7 +447,7 @@ ngx_http_model_gateway_session_peek(void *data, redisReply *reply,
              */
 
             if (born != NGX_ERROR
-                && ngx_http_mg_redis_now() - born
+                && ngx_http_mg_redis_now_for(&ctx->session.pin_key) - born
                    < (ngx_int_t) ctx->lcf->session_max)
             {
                 r->read_event_handler = ngx_http_block_reading;
