@@ -494,8 +494,7 @@ ngx_http_mg_redis_script_keys(ngx_uint_t script, ngx_uint_t nkeys,
 
         /* the node that serves the slot of the (first) key */
 
-        key = (script != (ngx_uint_t) -1) ? (nkeys ? &args[0] : NULL)
-                                          : (nargs > 1 ? &args[1] : NULL);
+        key = ngx_http_mg_redis_key((ngx_int_t) script, nkeys, nargs, args);
 
         if (key == NULL || nargs > NGX_HTTP_MG_REDIS_MAX_ARGS) {
             return NULL;
@@ -574,16 +573,20 @@ ngx_http_mg_redis_queue(ngx_http_mg_redis_t *rd, ngx_int_t script,
 }
 
 
-/* the key a command is routed by in a cluster, NULL: none */
+/*
+ * The key a command is routed by in a cluster, NULL: none.  A script's
+ * first key; a plain command's first argument after its name.
+ */
 
 ngx_str_t *
-ngx_http_mg_redis_cmd_key(ngx_http_mg_redis_cmd_t *cmd)
+ngx_http_mg_redis_key(ngx_int_t script, ngx_uint_t nkeys, ngx_uint_t nargs,
+    ngx_str_t *args)
 {
-    if (cmd->script >= 0) {
-        return cmd->nkeys ? &cmd->args[0] : NULL;
+    if (script >= 0) {
+        return nkeys ? &args[0] : NULL;
     }
 
-    return (cmd->nargs > 1) ? &cmd->args[1] : NULL;
+    return (nargs > 1) ? &args[1] : NULL;
 }
 
 

@@ -15,6 +15,7 @@
 
 #include "ngx_http_model_gateway_module.h"
 #include "ngx_http_model_gateway_redis.h"
+#include "mg_cluster.h"
 
 #include <hiredis/hiredis.h>
 
@@ -88,6 +89,44 @@ typedef struct {
 } ngx_http_mg_redis_t;
 
 
+/*
+ * A worker's Redis Cluster: its nodes (one connection each), the slot map
+ * (_redis_cluster.c) and the commands that wait on redirects
+ * (_redis_cluster_redirect.c).
+ */
+
+#define NGX_HTTP_MG_CLUSTER_MERGE      100  /* ms between two map reads */
+#define NGX_HTTP_MG_CLUSTER_DOWN_READ  500  /* ... while a primary is down */
+#define NGX_HTTP_MG_CLUSTER_TICK       25   /* TRYAGAIN, waiting commands */
+
+
+struct ngx_http_mg_cluster_s {
+    ngx_http_model_gateway_main_conf_t    *mcf;
+    ngx_cycle_t                           *cycle;
+    ngx_log_t                             *log;
+    ngx_http_mg_redis_t                   *nodes[NGX_HTTP_MG_CLUSTER_NODES];
+    ngx_uint_t                             nnodes;
+    ngx_uint_t                             next;     /* round robin */
+    u_char                                 slots[MG_KEYSLOTS]; /* node + 1 */
+    u_char                                 read[MG_KEYSLOTS];
+    ngx_uint_t                             mapped;   /* slots served */
+    ngx_uint_t                             primaries;
+    ngx_uint_t                             ready;    /* ... connected */
+    ngx_http_mg_redis_t                   *reader;   /* asked for the map */
+    ngx_msec_t                             read_at;
+    ngx_event_t                            refresh;
+    ngx_queue_t                            retry;    /* TRYAGAIN */
+    ngx_event_t                            tick;     /* while any waits */
+    ngx_http_model_gateway_redis_stats_t  *stats;
+    unsigned                               reading:1;
+    unsigned                               want:1;
+    unsigned                               logged_names:1;
+    unsigned                               logged_seeds:1;
+    unsigned                               logged_map:1;
+    unsigned                               starting:1;
+};
+
+
 extern ngx_http_mg_redis_t    *ngx_http_mg_redis;
 extern ngx_http_mg_cluster_t  *ngx_http_mg_cluster;
 
@@ -109,7 +148,8 @@ ngx_int_t ngx_http_mg_redis_send(ngx_http_mg_redis_t *rd,
     ngx_http_mg_redis_cmd_t *cmd, ngx_uint_t as_eval);
 void ngx_http_mg_redis_answer(ngx_http_mg_redis_t *rd,
     ngx_http_mg_redis_cmd_t *cmd, ngx_int_t rc);
-ngx_str_t *ngx_http_mg_redis_cmd_key(ngx_http_mg_redis_cmd_t *cmd);
+ngx_str_t *ngx_http_mg_redis_key(ngx_int_t script, ngx_uint_t nkeys,
+    ngx_uint_t nargs, ngx_str_t *args);
 void ngx_http_mg_redis_count_inflight(ngx_http_mg_redis_t *rd);
 
 /* _redis_conn.c: the connection's life */
@@ -138,14 +178,15 @@ void ngx_http_mg_sentinel_cancel(ngx_http_mg_redis_t *rd);
 ngx_str_t *ngx_http_mg_sentinel_via(ngx_http_mg_redis_t *rd);
 void ngx_http_mg_sentinel_exit(ngx_http_mg_redis_t *rd);
 
-/* _redis_cluster.c: the slot map, a connection per primary, redirects */
+/* _redis_cluster.c: the slot map, a connection per primary */
 ngx_int_t ngx_http_mg_cluster_init(ngx_cycle_t *cycle,
     ngx_http_model_gateway_main_conf_t *mcf);
 ngx_http_mg_redis_t *ngx_http_mg_cluster_route(ngx_str_t *key);
-ngx_int_t ngx_http_mg_cluster_redirect(ngx_http_mg_redis_t *rd,
-    ngx_http_mg_redis_cmd_t *cmd, redisReply *reply);
-ngx_int_t ngx_http_mg_cluster_forward(ngx_http_mg_redis_t *to,
-    ngx_http_mg_redis_cmd_t *cmd);
+ngx_http_mg_redis_t *ngx_http_mg_cluster_node(ngx_http_mg_cluster_t *cl,
+    struct sockaddr *sa, socklen_t socklen);
+void ngx_http_mg_cluster_read(ngx_http_mg_cluster_t *cl);
+ngx_int_t ngx_http_mg_cluster_addr(ngx_http_mg_redis_t *rd, u_char *host,
+    size_t len, ngx_int_t port, ngx_sockaddr_t *sa, socklen_t *socklen);
 void ngx_http_mg_cluster_node_up(ngx_http_mg_redis_t *rd);
 void ngx_http_mg_cluster_node_down(ngx_http_mg_redis_t *rd);
 ngx_uint_t ngx_http_mg_cluster_ready(void);
@@ -154,6 +195,14 @@ ngx_int_t ngx_http_mg_cluster_clock(void);
 ngx_int_t ngx_http_mg_cluster_clock_for(ngx_str_t *key);
 ngx_uint_t ngx_http_mg_cluster_inflight(ngx_http_mg_cluster_t *cl);
 void ngx_http_mg_cluster_exit(void);
+
+/* _redis_cluster_redirect.c: MOVED, ASK, TRYAGAIN, CLUSTERDOWN */
+ngx_int_t ngx_http_mg_cluster_redirect(ngx_http_mg_redis_t *rd,
+    ngx_http_mg_redis_cmd_t *cmd, redisReply *reply);
+ngx_int_t ngx_http_mg_cluster_forward(ngx_http_mg_redis_t *to,
+    ngx_http_mg_redis_cmd_t *cmd);
+void ngx_http_mg_cluster_waiting(ngx_http_mg_redis_t *rd, ngx_int_t rc);
+void ngx_http_mg_cluster_tick_handler(ngx_event_t *ev);
 
 
 #endif /* _NGX_HTTP_MODEL_GATEWAY_REDIS_CONN_H_INCLUDED_ */
