@@ -26,6 +26,8 @@ use Time::HiRes qw(time sleep);
 use JSON::PP qw(decode_json);
 use IO::Socket::INET;
 use MG::Test;
+use MG::Sentinel;
+use MG::Sessions qw(session_key chat gw_conf traffic report check_node);
 
 my $t = MG::Test->new;
 $t->need_module;
@@ -83,112 +85,31 @@ EOF
                out => "$DIR/s$i.log");
 }
 
-# one command to a sentinel, after AUTH, on one connection
-sub resp { '*' . @_ . "\r\n" . join('', map { '$' . length($_) . "\r\n$_\r\n" } @_) }
+# the sentinels, as a client (AUTH first: they have requirepass)
+my $S = MG::Sentinel->new(ports => \@SP, master => $MASTER,
+                          password => $SPASS);
 
-sub scmd {
-    my ($port, @cmd) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
-                                  Proto => 'tcp', Timeout => 2)
-        or return undef;
-    my $io = MG::Test::IO->new($s);
-    $io->write(resp('AUTH', $SPASS) . resp(@cmd)) or return undef;
-    my $deadline = time + 3;
-    my $r = eval {
-        MG::Redis::_resp_read($io, $deadline);
-        MG::Redis::_resp_read($io, $deadline);
-    };
-    close $s;
-    return $r;
-}
-
-# SENTINEL MASTER's fields as a hash
-sub smaster {
-    my $r = scmd(shift, 'SENTINEL', 'MASTER', $MASTER);
-    return ref $r eq 'ARRAY' ? { @$r } : {};
-}
-
-sub primary_port {
-    my $r = scmd($SP[0], 'SENTINEL', 'get-master-addr-by-name', $MASTER);
-    return ref $r eq 'ARRAY' ? $r->[1] : 0;
-}
-
-# every sentinel knows the two others and the replica(s), and agrees on
-# the primary
-sub sentinels_ready {
-    my ($want, $replicas) = @_;
-    for my $p (@SP) {
-        my $m = smaster($p);
-        return 0 unless ($m->{'num-other-sentinels'} // 0) == 2
-            && ($m->{'num-slaves'} // 0) >= $replicas
-            && ($m->{port} // 0) == $want
-            && ($m->{flags} // '') eq 'master';
-    }
-    return 1;
-}
-
-ok($t->wait_for(sub { sentinels_ready($RP{r1}, 1) }, 30, 0.2),
+ok($t->wait_for(sub { $S->ready($RP{r1}, 1) }, 30, 0.2),
    'the three sentinels know each other, the primary and the replica')
-    or BAIL_OUT('sentinels did not settle: ' . explain(smaster($SP[0])));
+    or BAIL_OUT('sentinels did not settle: ' . explain($S->master($SP[0])));
 
 ###########################################################################
 # the gateway
 
-sub gw_conf {
+# MG::Sessions::gw_conf (2 workers, sessions on) given the sentinels (all
+# three, unless $o{sentinels}), the master's name, their password (unless
+# $o{pass}) and the directives $o{extra}
+sub sentinel_conf {
     my ($node, %o) = @_;
-    $node->write_conf(<<'EOF',
-%%TEST_GLOBALS%%
-worker_processes 2;
-
-events {
+    gw_conf($node, backend => $t->port('a'), redis => join "\n",
+        'model_gateway_redis_sentinel '
+            . ($o{sentinels} // join(' ', map { "127.0.0.1:$_" } @SP)) . ';',
+        'model_gateway_redis_sentinel_master mymaster;',
+        $o{pass} // "model_gateway_redis_sentinel_password_file $DIR/spass;",
+        split /\n\s*/, $o{extra} // '');
 }
 
-http {
-    %%TEST_GLOBALS_HTTP%%
-
-    model_gateway_redis_sentinel %%SENTINELS%%;
-    model_gateway_redis_sentinel_master mymaster;
-    %%PASS%%
-    %%EXTRA%%
-    model_gateway_redis_connect_timeout 500ms;
-    model_gateway_redis_timeout 500ms;
-
-    model_gateway_backend a {
-        type openai_compatible;
-        url http://127.0.0.1:%%PA%%/v1;
-        model m;
-    }
-
-    server {
-        listen 127.0.0.1:%%PORT_gw%% reuseport;
-        server_name localhost;
-
-        model_gateway_session $http_x_session_id;
-
-        location /v1/ {
-            model_gateway;
-        }
-    }
-}
-EOF
-        SENTINELS => $o{sentinels}
-            // join(' ', map { "127.0.0.1:$_" } @SP),
-        PASS => $o{pass}
-            // "model_gateway_redis_sentinel_password_file $DIR/spass;",
-        EXTRA => $o{extra} // '',
-        PA => $t->port('a'));
-}
-
-my $N = 0;
 my $r;
-
-sub chat {
-    my ($node, $key) = @_;
-    my $r = $node->chat('m', headers => [['X-Session-Id', $key]],
-                        timeout => 10);
-    return { status => $r->{status} // 0,
-             session => $r->{headers}{'x-model-gateway-session'} // '-' };
-}
 
 sub pin_in {
     my ($name, $key) = @_;
@@ -197,7 +118,7 @@ sub pin_in {
     return defined $v && !ref $v;
 }
 
-gw_conf($t);
+sentinel_conf($t);
 $t->run;
 
 ok($t->wait_for(sub {
@@ -207,7 +128,7 @@ ok($t->wait_for(sub {
 
 my @bad;
 for (1 .. 20) {
-    my $key = 'first-' . $N++;
+    my $key = session_key('first');
     my $r = chat($t, $key);
     push @bad, "$key $r->{status} $r->{session}"
         unless $r->{status} == 200 && $r->{session} eq 'new'
@@ -216,60 +137,15 @@ for (1 .. 20) {
 ok(!@bad, 'sessions are new and pinned in the primary') or diag("@bad");
 
 ###########################################################################
-# traffic through a failover: distinct session keys, one after the other,
-# until WANT requests in a row were "new" and pinned on NEWPORT's node
-# after the switch, or MAX seconds
-
-sub traffic {
-    my (%o) = @_;
-    my %n = (total => 0, new => 0, fallback => 0, error => 0);
-    my ($started, $recovered, $streak) = (time, undef, 0);
-    my $fired;
-    while (time - $started < $o{max}) {
-        if (!$fired && $n{total} >= 10) {
-            $o{fire}->();
-            $fired = time;
-        }
-        my $key = "$o{tag}-" . $N++;
-        my $r = chat($t, $key);
-        $n{total}++;
-        if ($r->{status} != 200) {
-            $n{error}++;
-            $streak = 0;
-        } elsif ($r->{session} eq 'fallback') {
-            $n{fallback}++;
-            $streak = 0;
-        } elsif ($r->{session} eq 'new') {
-            $n{new}++;
-            if ($fired && pin_in($o{to}, $key)) {
-                $recovered //= time;
-                last if ++$streak >= 20;
-            } else {
-                $streak = 0;
-                $recovered = undef;
-            }
-        } else {
-            $n{error}++;
-        }
-        sleep 0.01;
-    }
-    $n{recover} = defined $recovered ? $recovered - $fired : undef;
-    $n{streak} = $streak;
-    return \%n;
-}
-
-sub report {
-    my ($what, $n) = @_;
-    diag(sprintf '%s: %d requests, %d new, %d fallback, %d errors, '
-         . 'primary usable again after %s s', $what, @$n{qw(total new
-         fallback error)}, defined $n->{recover}
-         ? sprintf('%.2f', $n->{recover}) : 'never');
-}
+# traffic through a failover (MG::Sessions::traffic): distinct session
+# keys, one after the other, until 20 requests in a row were "new" and
+# pinned on the new primary after the switch, or MAX seconds
 
 # a forced failover: r2 becomes the primary
 
-my $f = traffic(tag => 'fo', max => 15, to => 'r2', fire => sub {
-    my $r = scmd($SP[0], 'SENTINEL', 'FAILOVER', $MASTER);
+my $f = traffic(t => $t, tag => 'fo', max => 15,
+                pinned => sub { pin_in('r2', shift) }, fire => sub {
+    my $r = $S->cmd($SP[0], 'SENTINEL', 'FAILOVER', $MASTER);
     diag('SENTINEL FAILOVER: ' . (ref $r ? explain($r) : $r // 'undef'));
 });
 report('forced failover', $f);
@@ -286,12 +162,13 @@ ok($t->wait_for(sub { $t->grep_log(qr/\+switch-master mymaster to 127\.0\.0\.1:$
 ###########################################################################
 # the new primary killed: the sentinels promote r1 (once it replicates r2)
 
-ok($t->wait_for(sub { sentinels_ready($RP{r2}, 1)
+ok($t->wait_for(sub { $S->ready($RP{r2}, 1)
                       && eval { ($t->redis_cmd({ name => 'r1' }, 'ROLE')
                           ->[3] // '') eq 'connected' } }, 20, 0.2),
    'r1 is a connected replica of r2');
 
-my $k = traffic(tag => 'kill', max => 25, to => 'r1', fire => sub {
+my $k = traffic(t => $t, tag => 'kill', max => 25,
+                pinned => sub { pin_in('r1', shift) }, fire => sub {
     kill 'KILL', $t->{redis}{r2}{pid};
     diag('r2 killed');
 });
@@ -331,55 +208,15 @@ ok(time - $t0 < 3, sprintf 'quit: within %.2f s', time - $t0);
 # a sentinel that names a replica: ROLE refuses it
 
 my $fake_port = $t->port('fake');
-MG::Test::_write_file("$DIR/fake.pl", <<'EOF');
-use strict;
-use warnings;
-use IO::Socket::INET;
-use IO::Select;
-my ($port, $rport, $life) = @ARGV;
-$SIG{PIPE} = 'IGNORE';
-my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port,
-    Listen => 64, ReuseAddr => 1) or die "listen: $!";
-my $sel = IO::Select->new($l);
-my %buf;
-my $end = time + $life;
-while (time < $end) {
-    for my $fh ($sel->can_read(0.5)) {
-        if ($fh == $l) { $sel->add($l->accept); next }
-        my $n = sysread($fh, my $d, 4096);
-        if (!$n) { $sel->remove($fh); close $fh; next }
-        $buf{$fh} .= $d;
-        while ($buf{$fh} =~ s/\A\*(\d+)\r\n//) {
-            my @a;
-            for (1 .. $1) {
-                $buf{$fh} =~ s/\A\$(\d+)\r\n// or last;
-                push @a, substr($buf{$fh}, 0, $1 + 2, '');
-            }
-            my $c = uc($a[0] // '');
-            $c =~ s/\r\n$//;
-            if ($c eq 'SUBSCRIBE') {
-                syswrite $fh, "*3\r\n\$9\r\nsubscribe\r\n\$14\r\n"
-                    . "+switch-master\r\n:1\r\n";
-            } elsif ($c eq 'SENTINEL') {
-                syswrite $fh, "*2\r\n\$9\r\n127.0.0.1\r\n\$"
-                    . length($rport) . "\r\n$rport\r\n";
-            } else {
-                syswrite $fh, "+OK\r\n";
-            }
-        }
-    }
-}
-EOF
 # r2 was killed: r1 is the primary now; a replica of it is the target
 $RP{r3} = $t->redis(name => 'r3',
                     args => ['--replicaof', '127.0.0.1', $RP{r1}]);
-$t->_spawn(cmd => [$^X, "$DIR/fake.pl", $fake_port, $RP{r3}, 60],
-           out => "$DIR/fake.log");
+MG::Sentinel::scripted($t, $fake_port, $RP{r3}, 60);
 $t->wait_for(sub { IO::Socket::INET->new(PeerAddr => '127.0.0.1',
                                          PeerPort => $fake_port) }, 5);
 
 my $tr = MG::Test->new;
-gw_conf($tr, sentinels => "127.0.0.1:$fake_port");
+sentinel_conf($tr, sentinels => "127.0.0.1:$fake_port");
 $tr->run;
 
 ok($tr->wait_for(sub { $tr->grep_log(qr/redis\ 127\.0\.0\.1:$RP{r3}\ is\ down:
@@ -395,7 +232,7 @@ $tr->stop;
 # a wrong sentinel password
 
 my $tw = MG::Test->new;
-gw_conf($tw, pass => "model_gateway_redis_sentinel_password_file "
+sentinel_conf($tw, pass => "model_gateway_redis_sentinel_password_file "
                      . "$DIR/wrongpass;");
 $tw->run;
 
@@ -416,7 +253,7 @@ $tw->stop;
 my $STLS_RE = join '|', @STLS;
 $STLS_RE = qr/(?:$STLS_RE)/;
 my $ts = MG::Test->new;
-gw_conf($ts, sentinels => join(' ', map { "localhost:$_" } @STLS),
+sentinel_conf($ts, sentinels => join(' ', map { "localhost:$_" } @STLS),
         extra => "model_gateway_redis_sentinel_tls on;\n"
                  . "    model_gateway_redis_tls_trusted_certificate $CA;");
 $ts->run;
@@ -437,7 +274,7 @@ $ts->stop;
 
 # a certificate that does not name the sentinel's address
 my $tn = MG::Test->new;
-gw_conf($tn, sentinels => join(' ', map { "127.0.0.1:$_" } @STLS),
+sentinel_conf($tn, sentinels => join(' ', map { "127.0.0.1:$_" } @STLS),
         extra => "model_gateway_redis_sentinel_tls on;\n"
                  . "    model_gateway_redis_tls_trusted_certificate $CA;");
 $tn->run;
@@ -450,11 +287,10 @@ is("$r->{status} $r->{session}", '200 fallback', 'and requests fall back');
 $tn->stop;
 
 # the other nodes' logs get the checks done_testing gives $t's
-for my $node ($tr, $tw, $ts, $tn) {
-    my @l = $node->grep_log(qr/\[(?:alert|emerg)\]|exited on signal|
-                                Sanitizer|runtime\ error:/x);
-    ok(!@l, 'no alerts or crashes on node ' . $node->dir) or diag("@l");
-}
+check_node($tr, 'a replica named by a sentinel');
+check_node($tw, 'a wrong sentinel password');
+check_node($ts, 'sentinels over TLS');
+check_node($tn, 'sentinels over TLS, another name');
 
 ###########################################################################
 # nginx -t

@@ -33,6 +33,8 @@ use Time::HiRes qw(time sleep);
 use IO::Socket::INET;
 use POSIX ();
 use MG::Test;
+use MG::Sentinel;
+use MG::Sessions qw(session_key chat gw_conf traffic report check_node);
 
 my $t = MG::Test->new;
 $t->need_module;
@@ -51,11 +53,6 @@ my ($WCRT, $WKEY) = $t->cert('wrong.test');
 ###########################################################################
 # Redis over TLS only
 
-# a command in RESP
-sub resp {
-    '*' . @_ . "\r\n" . join('', map { '$' . length($_) . "\r\n$_\r\n" } @_);
-}
-
 # one command over TLS (the certificate verified for redis.test, as the
 # gateway does), on its own connection; undef when it cannot be sent
 sub tcmd {
@@ -69,7 +66,7 @@ sub tcmd {
         or return undef;
     my $io = MG::Test::IO->new($s);
     my $r = eval {
-        $io->write(resp(@cmd)) or die "write\n";
+        $io->write(MG::Sentinel::resp(@cmd)) or die "write\n";
         MG::Redis::_resp_read($io, time + 3);
     };
     close $s;
@@ -145,45 +142,14 @@ EOF
                out => "$DIR/s$i.log");
 }
 
-# one command to a sentinel's plain port
-sub scmd {
-    my ($port, @cmd) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
-                                  Proto => 'tcp', Timeout => 2)
-        or return undef;
-    my $io = MG::Test::IO->new($s);
-    my $r = eval {
-        $io->write(resp(@cmd)) or die "write\n";
-        MG::Redis::_resp_read($io, time + 3);
-    };
-    close $s;
-    return $r;
-}
-
-sub smaster {
-    my $r = scmd(shift, 'SENTINEL', 'MASTER', $MASTER);
-    return ref $r eq 'ARRAY' ? { @$r } : {};
-}
-
-# every sentinel knows the two others and the replica, and agrees on the
-# primary
-sub sentinels_ready {
-    my ($want) = @_;
-    for my $p (@SP) {
-        my $m = smaster($p);
-        return 0 unless ($m->{'num-other-sentinels'} // 0) == 2
-            && ($m->{'num-slaves'} // 0) >= 1
-            && ($m->{port} // 0) == $want
-            && ($m->{flags} // '') eq 'master';
-    }
-    return 1;
-}
+# the sentinels, as a client (their plain client port, no password)
+my $S = MG::Sentinel->new(ports => \@SP, master => $MASTER);
 
 my $t0 = time;
-ok($t->wait_for(sub { sentinels_ready($RP{r1}) }, 20, 0.2),
+ok($t->wait_for(sub { $S->ready($RP{r1}, 1) }, 20, 0.2),
    'the three sentinels know each other, the primary and the replica '
    . '(over TLS)')
-    or BAIL_OUT('sentinels did not settle: ' . explain(smaster($SP[0])));
+    or BAIL_OUT('sentinels did not settle: ' . explain($S->master($SP[0])));
 diag(sprintf 'sentinels ready after %.2f s', time - $t0);
 
 ###########################################################################
@@ -196,76 +162,27 @@ $t->mock('a', handler => sub {
                                                  content => 'ok') };
 });
 
-sub gw_conf {
+# MG::Sessions::gw_conf (2 workers, sessions on) given the sentinels (all
+# three, unless $o{sentinels}), the master's name, TLS on, and the TLS
+# directives $o{tls} (the name redis.test and the CA, unless given)
+sub sentinel_conf {
     my ($node, %o) = @_;
-    $node->write_conf(<<'EOF',
-%%TEST_GLOBALS%%
-worker_processes 2;
-
-events {
-}
-
-http {
-    %%TEST_GLOBALS_HTTP%%
-
-    model_gateway_redis_sentinel %%SENTINELS%%;
-    model_gateway_redis_sentinel_master mymaster;
-    model_gateway_redis_tls on;
-    %%TLS%%
-    model_gateway_redis_connect_timeout 500ms;
-    model_gateway_redis_timeout 500ms;
-
-    model_gateway_backend a {
-        type openai_compatible;
-        url http://127.0.0.1:%%PA%%/v1;
-        model m;
-    }
-
-    server {
-        listen 127.0.0.1:%%PORT_gw%% reuseport;
-        server_name localhost;
-
-        model_gateway_session $http_x_session_id;
-
-        location /v1/ {
-            model_gateway;
-        }
-    }
-}
-EOF
-        SENTINELS => $o{sentinels}
-            // join(' ', map { "127.0.0.1:$_" } @SP),
-        TLS => $o{tls}
+    gw_conf($node, backend => $t->port('a'), redis => join "\n",
+        'model_gateway_redis_sentinel '
+            . ($o{sentinels} // join(' ', map { "127.0.0.1:$_" } @SP)) . ';',
+        'model_gateway_redis_sentinel_master mymaster;',
+        'model_gateway_redis_tls on;',
+        split /\n\s*/, $o{tls}
             // "model_gateway_redis_tls_name $NAME;\n"
-             . "    model_gateway_redis_tls_trusted_certificate $CA;",
-        PA => $t->port('a'));
+             . "model_gateway_redis_tls_trusted_certificate $CA;");
 }
 
-my $N = 0;
 my $r;
-
-sub chat {
-    my ($node, $key) = @_;
-    my $r = $node->chat('m', headers => [['X-Session-Id', $key]],
-                        timeout => 10);
-    return { status => $r->{status} // 0,
-             session => $r->{headers}{'x-model-gateway-session'} // '-' };
-}
 
 sub pin_in {
     my ($name, $key) = @_;
     my $v = tcmd($RP{$name}, 'GET', "mg:pin:$key:m");
     return defined $v && !ref $v;
-}
-
-# the done_testing checks, for the other gateways
-sub check_node {
-    my ($node, $label) = @_;
-    $node->stop;
-    my @l = grep { /\[(?:alert|emerg)\]|exited\ on\ signal|Sanitizer
-                    |runtime\ error:/x }
-        split(/\n/, $node->error_log), split(/\n/, $node->stderr_log);
-    ok(!@l, "$label: no alerts, crashes or sanitizer reports") or diag("@l");
 }
 
 # a certificate refused for not carrying NAME, from the node ADDR: the
@@ -284,7 +201,7 @@ sub mismatch {
 my $SRE = join '|', @SP;
 $SRE = qr/127\.0\.0\.1:(?:$SRE)/;
 
-gw_conf($t);
+sentinel_conf($t);
 $t->run;
 
 ok($t->wait_for(sub {
@@ -295,7 +212,7 @@ ok($t->wait_for(sub {
 
 my @bad;
 for (1 .. 10) {
-    my $key = 'first-' . $N++;
+    my $key = session_key('first');
     my @r = (chat($t, $key), chat($t, $key));
     push @bad, "$key: $r[0]{status} $r[0]{session}, $r[1]{status} "
         . "$r[1]{session}" unless "$r[0]{status} $r[0]{session}" eq '200 new'
@@ -309,56 +226,16 @@ ok(!$t->grep_log(qr/redis certificate|TLS certificate|TLS handshake/),
    'no TLS error logged');
 
 ###########################################################################
-# a forced failover under traffic: distinct session keys, one after the
-# other, until 20 requests in a row were "new" and pinned on the promoted
-# node, or MAX seconds
+# a forced failover under traffic (MG::Sessions::traffic): distinct
+# session keys, one after the other, until 20 requests in a row were "new"
+# and pinned on the promoted node, or MAX seconds
 
-sub traffic {
-    my (%o) = @_;
-    my %n = (total => 0, new => 0, fallback => 0, error => 0);
-    my ($started, $recovered, $streak) = (time, undef, 0);
-    my $fired;
-    while (time - $started < $o{max}) {
-        if (!$fired && $n{total} >= 10) {
-            $o{fire}->();
-            $fired = time;
-        }
-        my $key = "$o{tag}-" . $N++;
-        my $r = chat($t, $key);
-        $n{total}++;
-        if ($r->{status} != 200) {
-            $n{error}++;
-            $streak = 0;
-        } elsif ($r->{session} eq 'fallback') {
-            $n{fallback}++;
-            $streak = 0;
-        } elsif ($r->{session} eq 'new') {
-            $n{new}++;
-            if ($fired && pin_in($o{to}, $key)) {
-                $recovered //= time;
-                last if ++$streak >= 20;
-            } else {
-                $streak = 0;
-                $recovered = undef;
-            }
-        } else {
-            $n{error}++;
-        }
-        sleep 0.01;
-    }
-    $n{recover} = defined $recovered ? $recovered - $fired : undef;
-    $n{streak} = $streak;
-    return \%n;
-}
-
-my $f = traffic(tag => 'fo', max => 15, to => 'r2', fire => sub {
-    my $r = scmd($SP[0], 'SENTINEL', 'FAILOVER', $MASTER);
+my $f = traffic(t => $t, tag => 'fo', max => 15,
+                pinned => sub { pin_in('r2', shift) }, fire => sub {
+    my $r = $S->cmd($SP[0], 'SENTINEL', 'FAILOVER', $MASTER);
     diag('SENTINEL FAILOVER: ' . (ref $r ? explain($r) : $r // 'undef'));
 });
-diag(sprintf 'forced failover: %d requests, %d new, %d fallback, %d errors, '
-     . 'pinned in the new primary again after %s s', @$f{qw(total new
-     fallback error)}, defined $f->{recover}
-     ? sprintf('%.2f', $f->{recover}) : 'never');
+report('forced failover', $f);
 
 is($f->{error}, 0, 'failover: no client errors');
 is($f->{streak}, 20, 'failover: sessions pinned in the promoted node, '
@@ -381,7 +258,7 @@ is((role($RP{r2})->[0] // ''), 'master', 'r2 is the primary now');
 # model_gateway_redis_tls_name wrong.test: the certificates say redis.test
 
 my $tw = MG::Test->new;
-gw_conf($tw, tls => "model_gateway_redis_tls_name wrong.test;\n"
+sentinel_conf($tw, tls => "model_gateway_redis_tls_name wrong.test;\n"
                     . "    model_gateway_redis_tls_trusted_certificate $CA;");
 $tw->run;
 
@@ -412,7 +289,7 @@ check_node($tw, 'wrong name');
 # model_gateway_redis_tls_verify off, no name: TLS without SNI, unverified
 
 my $to = MG::Test->new;
-gw_conf($to, tls => 'model_gateway_redis_tls_verify off;');
+sentinel_conf($to, tls => 'model_gateway_redis_tls_verify off;');
 $to->run;
 ok($to->wait_for(sub {
         $to->grep_log(qr/redis[ ]primary[ ]127\.0\.0\.1:$RP{r2}\ via
@@ -429,46 +306,6 @@ check_node($to, 'verify off');
 
 my $fake_port = $t->port('fake');
 my $sni_port = $t->port('sni');
-
-MG::Test::_write_file("$DIR/fake.pl", <<'EOF');
-use strict;
-use warnings;
-use IO::Socket::INET;
-use IO::Select;
-my ($port, $rport, $life) = @ARGV;
-$SIG{PIPE} = 'IGNORE';
-my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port,
-    Listen => 64, ReuseAddr => 1) or die "listen: $!";
-my $sel = IO::Select->new($l);
-my %buf;
-my $end = time + $life;
-while (time < $end) {
-    for my $fh ($sel->can_read(0.5)) {
-        if ($fh == $l) { $sel->add($l->accept); next }
-        my $n = sysread($fh, my $d, 4096);
-        if (!$n) { $sel->remove($fh); delete $buf{$fh}; close $fh; next }
-        $buf{$fh} .= $d;
-        while ($buf{$fh} =~ s/\A\*(\d+)\r\n//) {
-            my @a;
-            for (1 .. $1) {
-                $buf{$fh} =~ s/\A\$(\d+)\r\n// or last;
-                push @a, substr($buf{$fh}, 0, $1 + 2, '');
-            }
-            my $c = uc($a[0] // '');
-            $c =~ s/\r\n$//;
-            if ($c eq 'SUBSCRIBE') {
-                syswrite $fh, "*3\r\n\$9\r\nsubscribe\r\n\$14\r\n"
-                    . "+switch-master\r\n:1\r\n";
-            } elsif ($c eq 'SENTINEL') {
-                syswrite $fh, "*2\r\n\$9\r\n127.0.0.1\r\n\$"
-                    . length($rport) . "\r\n$rport\r\n";
-            } else {
-                syswrite $fh, "+OK\r\n";
-            }
-        }
-    }
-}
-EOF
 
 # a TLS server: the handshake with the given certificate, the SNI appended
 # to a file, then the connection closed
@@ -498,8 +335,7 @@ while (time < $end) {
 }
 EOF
 
-$t->_spawn(cmd => [$^X, "$DIR/fake.pl", $fake_port, $sni_port, 60],
-           out => "$DIR/fake.log");
+MG::Sentinel::scripted($t, $fake_port, $sni_port, 60);
 $t->_spawn(cmd => [$^X, "$DIR/sni.pl", $sni_port, $WCRT, $WKEY,
                    "$DIR/sni.txt", 60],
            out => "$DIR/sni.log");
@@ -513,7 +349,7 @@ ok($t->wait_for(sub {
    'a scripted sentinel and a TLS server for wrong.test');
 
 my $tf = MG::Test->new;
-gw_conf($tf, sentinels => "127.0.0.1:$fake_port");
+sentinel_conf($tf, sentinels => "127.0.0.1:$fake_port");
 $tf->run;
 ok(mismatch($tf, $NAME, "127.0.0.1:$sni_port"),
    'a primary with a certificate for another name: refused')

@@ -38,6 +38,8 @@ use Time::HiRes qw(time sleep);
 use Digest::SHA ();
 use MG::Test;
 use MG::Cluster;
+use MG::Sessions qw(session_key chat gw_conf traffic report pin_key
+                    metrics msum per_worker all_up check_node);
 
 my $t = MG::Test->new;
 $t->need_module;
@@ -73,95 +75,19 @@ is_deeply([$c->self_check], [], 'our CRC16 key slots are CLUSTER KEYSLOT\'s');
 ###########################################################################
 # the gateway
 
-sub gw_conf {
+# MG::Sessions::gw_conf (2 workers, sessions on, each session's outcome
+# logged, /metrics) given the cluster's nodes as seeds (all six, unless
+# $o{seeds})
+sub cluster_conf {
     my ($node, %o) = @_;
-    $node->write_conf(<<'EOF',
-%%TEST_GLOBALS%%
-worker_processes 2;
-
-events {
+    gw_conf($node, backend => $t->port('a'), metrics => 1, session_log => 1,
+            redis => 'model_gateway_redis_cluster '
+                     . ($o{seeds} // $c->seeds) . ';');
 }
-
-http {
-    %%TEST_GLOBALS_HTTP%%
-
-    model_gateway_redis_cluster %%SEEDS%%;
-    model_gateway_redis_connect_timeout 500ms;
-    model_gateway_redis_timeout 500ms;
-
-    model_gateway_backend a {
-        type openai_compatible;
-        url http://127.0.0.1:%%PA%%/v1;
-        model m;
-    }
-
-    # each request's session outcome, with a timestamp, to set beside the
-    # nodes' logs when a count is off
-    log_format sessions '$msec $pid $http_x_session_id '
-                        '$model_gateway_session_status $status';
-
-    server {
-        listen 127.0.0.1:%%PORT_gw%% reuseport;
-        server_name localhost;
-
-        access_log %%DIR%%/sessions.log sessions;
-
-        model_gateway_session $http_x_session_id;
-
-        location /v1/ {
-            model_gateway;
-        }
-
-        location = /metrics {
-            model_gateway_metrics;
-        }
-    }
-}
-EOF
-        SEEDS => $o{seeds} // $c->seeds, PA => $t->port('a'));
-}
-
-sub pin_key { "mg:pin:$_[0]:m" }
 
 # the session's pin is on node $port itself (no redirection followed;
 # with $asking, as a client sent there by ASK: in a slot it imports)
-sub pin_at {
-    my ($port, $session, $asking) = @_;
-    my $v = $c->get_at($port, pin_key($session), $asking);
-    return defined $v && !ref $v;
-}
-
-sub chat {
-    my ($node, $key) = @_;
-    my $r = $node->chat('m', headers => [['X-Session-Id', $key]],
-                        timeout => 10);
-    return { status => $r->{status} // 0,
-             session => $r->{headers}{'x-model-gateway-session'} // '-' };
-}
-
-# every series of the node's metrics: {series => value}
-sub metrics {
-    my $node = shift;
-    my $r = $node->request(method => 'GET', path => '/metrics');
-    return {} unless ($r->{status} // 0) == 200;
-    return { map { /^(\S+) (\S+)$/ ? ($1 => $2) : () }
-             grep { !/^#/ } split /\n/, $r->{body} };
-}
-
-# the sum of the series matching $re, and how many there are
-sub msum {
-    my ($m, $re) = @_;
-    my ($sum, $n) = (0, 0);
-    for (grep { $_ =~ $re } keys %$m) { $sum += $m->{$_}; $n++ }
-    return wantarray ? ($sum, $n) : $sum;
-}
-
-# each worker's value of a per-worker gauge
-sub per_worker {
-    my ($m, $family) = @_;
-    return map { $m->{$_} } sort grep { /^\Q$family\E\{worker="\d+"\}$/ }
-        keys %$m;
-}
+sub pin_at { MG::Sessions::pin_at($c, @_) }
 
 my $REDIRECT_MOVED = qr/^model_gateway_redis_redirects_total\{worker="\d+",
                          kind="moved"\}$/x;
@@ -170,16 +96,7 @@ my $REDIRECT_ASK = qr/^model_gateway_redis_redirects_total\{worker="\d+",
 my $REFRESHES = qr/^model_gateway_redis_cluster_refreshes_total
                    \{worker="\d+"\}$/x;
 
-# every worker connected to every primary of its map
-sub all_up {
-    my $m = metrics(shift);
-    my @up = per_worker($m, 'model_gateway_redis_up');
-    my @pr = per_worker($m, 'model_gateway_redis_cluster_primaries');
-    return @up == 2 && @pr == 2 && !grep({ $_ != 1 } @up)
-           && !grep({ $_ != 3 } @pr);
-}
-
-gw_conf($t);
+cluster_conf($t);
 $t->run;
 
 ok($t->wait_for(sub { $t->grep_log(qr/\[notice\].*model\ gateway:\ redis
@@ -198,9 +115,8 @@ ok($nmoved == 2 && $nask == 2,
 
 # new sessions: each pin on the primary serving its key's slot
 my (%on, @bad);
-my $N = 0;
 for (1 .. 60) {
-    my $key = 'spread-' . $N++;
+    my $key = session_key('spread');
     my $owner = $c->key_owner(pin_key($key));
     my $r = chat($t, $key);
     if ($r->{status} == 200 && $r->{session} eq 'new' && pin_at($owner, $key))
@@ -225,93 +141,12 @@ ok($r->{session} eq 'new' && pin_at($P[2], "{$TAG}-x"),
    "a session key with a hash tag is pinned in the tag's slot");
 
 ###########################################################################
-# traffic through a fault: distinct sessions, one after the other (keys
-# of the slots in $o{slots} only, and with $o{others} every fourth one
-# elsewhere), until WANT requests in a row were "new" and pinned on node
-# $o{to} after the fault, or MAX seconds
-
-sub in_ranges {
-    my ($slot, $ranges) = @_;
-    return grep { $slot >= $_->[0] && $slot <= $_->[1] } @$ranges;
-}
-
-sub next_key {
-    my ($tag, $ranges, $inside) = @_;
-    while (1) {
-        my $key = "$tag-" . $N++;
-        my $in = in_ranges(MG::Cluster::keyslot(pin_key($key)), $ranges);
-        return $key if $inside ? $in : !$in;
-    }
-}
-
-sub traffic {
-    my (%o) = @_;
-    my %n = (total => 0, new => 0, fallback => 0, error => 0,
-             other => 0, other_fallback => 0, other_error => 0);
-    my ($started, $recovered, $streak) = (time, undef, 0);
-    my ($fired, $i) = (undef, 0);
-    while (time - $started < $o{max}) {
-        $i++;
-        if (!$fired && $n{total} >= 10) {
-            $fired = time;
-            $o{fire}->();
-        }
-        $o{watch}->() if $o{watch} && $fired && $i % 5 == 0;
-        if ($o{others} && $i % 4 == 0) {
-            my $r = chat($t, next_key($o{tag}, $o{slots}, 0));
-            $n{other}++;
-            $n{other_fallback}++ if $r->{session} eq 'fallback';
-            $n{other_error}++
-                if $r->{status} != 200 || $r->{session} !~ /^(new|fallback)$/;
-            next;
-        }
-        my $key = next_key($o{tag}, $o{slots}, 1);
-        my $r = chat($t, $key);
-        $n{total}++;
-        if ($r->{status} != 200) {
-            $n{error}++;
-            ($streak, $recovered) = (0, undef);
-        } elsif ($r->{session} eq 'fallback') {
-            $n{fallback}++;
-            $n{last_fallback} = time - ($fired // time);
-            ($streak, $recovered) = (0, undef);
-        } elsif ($r->{session} eq 'new') {
-            $n{new}++;
-            if ($fired && pin_at($o{to}, $key)) {
-                $recovered //= time;
-                last if ++$streak >= 20;
-            } else {
-                $streak = 0;
-                $recovered = undef;
-            }
-        } else {
-            $n{error}++;
-            ($streak, $recovered) = (0, undef);
-        }
-        sleep 0.01;
-    }
-    $n{recover} = defined $recovered ? $recovered - $fired : undef;
-    $n{streak} = $streak;
-    $n{fired} = $fired;
-    return \%n;
-}
-
-# prints the counts, and when the node was promoted (its own log) and
-# the last fallback, in seconds after the fault
-sub report {
-    my ($what, $n, $new) = @_;
-    my $won = $c->log_time($new, qr/Failover election won/);
-    diag(sprintf '%s: %d requests, %d new, %d fallback, %d errors; '
-         . 'promoted after %s, last fallback after %s, pinned on the '
-         . 'new primary (20 in a row) after %s%s', $what,
-         @$n{qw(total new fallback error)},
-         map({ defined $_ ? sprintf('%.2f s', $_) : 'never' }
-             defined $won ? $won - $n->{fired} : undef, $n->{last_fallback},
-             $n->{recover}),
-         $n->{other} ? sprintf('; other primaries: %d requests, %d fallback,'
-                               . ' %d errors', @$n{qw(other other_fallback
-                               other_error)}) : '');
-}
+# traffic through a fault (MG::Sessions::traffic): distinct sessions, one
+# after the other (keys of the slots in $o{slots} only, and with $o{others}
+# every fourth one elsewhere), until 20 requests in a row were "new" and
+# pinned on the promoted node after the fault, or MAX seconds; report()
+# prints the counts, and when the node was promoted (its own log) and the
+# fallbacks, in seconds after the fault
 
 ###########################################################################
 # (a) a forced failover of the first primary
@@ -320,13 +155,15 @@ my $A = $P[0];
 my @A_SLOTS = $c->slots_of($A);
 my $A_NEW;
 my $t0 = time;
-my $f = traffic(tag => 'fo', max => 15, slots => \@A_SLOTS,
-                to => ($c->replicas_of($A))[0], fire => sub {
+my ($A_REPLICA) = $c->replicas_of($A);
+my $f = traffic(t => $t, tag => 'fo', max => 15, slots => \@A_SLOTS,
+                pinned => sub { pin_at($A_REPLICA, shift) }, fire => sub {
     $A_NEW = $c->failover($A, wait => 0);
     diag("CLUSTER FAILOVER on $A_NEW, the replica of $A");
 });
 my $took = $c->wait_promoted($A_NEW);
-report('forced failover', $f, $A_NEW);
+report('forced failover', $f,
+       promoted => $c->log_time($A_NEW, qr/Failover election won/));
 diag(sprintf 'failover: the cluster agreed after %.2f s more', $took);
 
 is($f->{error}, 0, 'failover: no client errors');
@@ -426,8 +263,9 @@ my @K_SLOTS = $c->slots_of($K);
 my ($K_REPLICA) = $c->replicas_of($K);
 my $K_NEW;
 my %seen;                               # the metrics seen in the outage
-my $k = traffic(tag => 'kill', max => 25, slots => \@K_SLOTS, others => 1,
-                to => $K_REPLICA, fire => sub {
+my $k = traffic(t => $t, tag => 'kill', max => 25, slots => \@K_SLOTS,
+                others => 1, pinned => sub { pin_at($K_REPLICA, shift) },
+                fire => sub {
     $K_NEW = $c->kill_primary($K, wait => 0);
     diag("$K killed (SIGKILL), its replica $K_NEW");
 }, watch => sub {
@@ -437,7 +275,8 @@ my $k = traffic(tag => 'kill', max => 25, slots => \@K_SLOTS, others => 1,
         for per_worker($m, 'model_gateway_redis_cluster_primaries');
 });
 $took = $c->wait_promoted($K_NEW, 15);
-report('primary killed', $k, $K_NEW);
+report('primary killed', $k,
+       promoted => $c->log_time($K_NEW, qr/Failover election won/));
 # the whole cluster refuses commands (CLUSTERDOWN) from when the nodes
 # agree the primary failed until its replica is promoted
 # (cluster-require-full-coverage, yes by default): the other primaries'
@@ -470,24 +309,21 @@ ok(!@bad, 'the migrated pins are served by the promoted replica')
 
 my ($SEED) = grep { !$c->{dead}{$_} } $c->replicas_of($P[1]);
 my $t1 = MG::Test->new;
-gw_conf($t1, seeds => "127.0.0.1:$SEED");
+cluster_conf($t1, seeds => "127.0.0.1:$SEED");
 $t1->run;
 ok($t1->wait_for(sub { $t1->grep_log(qr/redis cluster map: /) >= 2 }, 10),
    "one seed, a replica ($SEED): both workers read the map");
 ok($t1->wait_for(sub { all_up($t1) }, 10), 'and connected to 3 primaries');
 %on = ();
 for (1 .. 30) {
-    my $key = 'seed-' . $N++;
+    my $key = session_key('seed');
     my $owner = $c->key_owner(pin_key($key));
     my $r = chat($t1, $key);
     $on{$owner}++ if $r->{session} eq 'new' && pin_at($owner, $key);
 }
 is(scalar(grep { $on{$_} } $c->primaries), 3,
    'one seed: pins on all three primaries');
-$t1->stop;
-my @l = $t1->grep_log(qr/\[(?:alert|emerg)\]|exited on signal|
-                         Sanitizer|runtime\ error:/x);
-ok(!@l, 'one seed: no alerts or crashes') or diag("@l");
+check_node($t1, 'one seed');
 
 ###########################################################################
 # reload and quit: prompt with the cluster's connections (an open socket

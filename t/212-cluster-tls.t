@@ -38,6 +38,8 @@ use Time::HiRes qw(time sleep);
 use POSIX ();
 use MG::Test;
 use MG::Cluster;
+use MG::Sessions qw(session_key chat gw_conf traffic report pin_key
+                    in_ranges metrics all_up check_node);
 
 my $t = MG::Test->new;
 $t->need_module;
@@ -133,69 +135,24 @@ diag(sprintf 'TLS cluster up after %.1f s: primaries %s', time - $T0,
 ###########################################################################
 # the gateway
 
-sub gw_conf {
+# MG::Sessions::gw_conf (2 workers, sessions on, each session's outcome
+# logged, /metrics) given seeds (all six nodes, unless $o{seeds}), TLS on,
+# and the TLS directives $o{tls} (the name redis.test and the CA, unless
+# given)
+sub cluster_conf {
     my ($node, %o) = @_;
-    $node->write_conf(<<'EOF',
-%%TEST_GLOBALS%%
-worker_processes 2;
-
-events {
+    gw_conf($node, backend => $t->port('a'), metrics => 1, session_log => 1,
+        redis => join "\n",
+            'model_gateway_redis_cluster ' . ($o{seeds} // $c->seeds) . ';',
+            'model_gateway_redis_tls on;',
+            split /\n\s*/, $o{tls}
+                // "model_gateway_redis_tls_name $NAME;\n"
+                 . "model_gateway_redis_tls_trusted_certificate $CA;");
 }
-
-http {
-    %%TEST_GLOBALS_HTTP%%
-
-    model_gateway_redis_cluster %%SEEDS%%;
-    model_gateway_redis_tls on;
-    %%TLS%%
-    model_gateway_redis_connect_timeout 500ms;
-    model_gateway_redis_timeout 500ms;
-
-    model_gateway_backend a {
-        type openai_compatible;
-        url http://127.0.0.1:%%PA%%/v1;
-        model m;
-    }
-
-    # each request's session outcome, with a timestamp, to set beside the
-    # nodes' logs when a count is off
-    log_format sessions '$msec $pid $http_x_session_id '
-                        '$model_gateway_session_status $status';
-
-    server {
-        listen 127.0.0.1:%%PORT_gw%% reuseport;
-        server_name localhost;
-
-        access_log %%DIR%%/sessions.log sessions;
-
-        model_gateway_session $http_x_session_id;
-
-        location /v1/ {
-            model_gateway;
-        }
-
-        location = /metrics {
-            model_gateway_metrics;
-        }
-    }
-}
-EOF
-        SEEDS => $o{seeds} // $c->seeds,
-        TLS => $o{tls}
-            // "model_gateway_redis_tls_name $NAME;\n"
-             . "    model_gateway_redis_tls_trusted_certificate $CA;",
-        PA => $t->port('a'));
-}
-
-sub pin_key { "mg:pin:$_[0]:m" }
 
 # the session's pin is on node $port itself, read over TLS (no
 # redirection followed)
-sub pin_at {
-    my ($port, $session) = @_;
-    my $v = $c->get_at($port, pin_key($session));
-    return defined $v && !ref $v;
-}
+sub pin_at { MG::Sessions::pin_at($c, @_) }
 
 # no pin of the session anywhere: GET (over TLS, following MOVED) answers
 # nil; undef when the cluster could not say
@@ -203,39 +160,6 @@ sub no_pin {
     my $session = shift;
     my $v = $c->get(pin_key($session));
     return ref $v ? undef : !defined $v;
-}
-
-sub chat {
-    my ($node, $key) = @_;
-    my $r = $node->chat('m', headers => [['X-Session-Id', $key]],
-                        timeout => 10);
-    return { status => $r->{status} // 0,
-             session => $r->{headers}{'x-model-gateway-session'} // '-' };
-}
-
-# every series of the node's metrics: {series => value}
-sub metrics {
-    my $node = shift;
-    my $r = $node->request(method => 'GET', path => '/metrics');
-    return {} unless ($r->{status} // 0) == 200;
-    return { map { /^(\S+) (\S+)$/ ? ($1 => $2) : () }
-             grep { !/^#/ } split /\n/, $r->{body} };
-}
-
-# each worker's value of a per-worker gauge
-sub per_worker {
-    my ($m, $family) = @_;
-    return map { $m->{$_} } sort grep { /^\Q$family\E\{worker="\d+"\}$/ }
-        keys %$m;
-}
-
-# every worker connected to every primary of its map
-sub all_up {
-    my $m = metrics(shift);
-    my @up = per_worker($m, 'model_gateway_redis_up');
-    my @pr = per_worker($m, 'model_gateway_redis_cluster_primaries');
-    return @up == 2 && @pr == 2 && !grep({ $_ != 1 } @up)
-           && !grep({ $_ != 3 } @pr);
 }
 
 # the lines saying node 127.0.0.1:$port is up (one per worker
@@ -266,20 +190,10 @@ sub clients {
 
 my $TLS_ERR = qr/redis certificate|TLS certificate|TLS handshake/;
 
-# the done_testing checks, for the other gateways
-sub check_node {
-    my ($node, $label) = @_;
-    $node->stop;
-    my @l = grep { /\[(?:alert|emerg)\]|exited\ on\ signal|Sanitizer
-                    |runtime\ error:/x }
-        split(/\n/, $node->error_log), split(/\n/, $node->stderr_log);
-    ok(!@l, "$label: no alerts, crashes or sanitizer reports") or diag("@l");
-}
-
 # the seeds are the replicas only: a primary is connected to because the
 # map read from a replica (over TLS) announced its address and TLS port
 my @R = map { $c->replicas_of($_) } @P;
-gw_conf($t, seeds => join ' ', map { "127.0.0.1:$_" } @R);
+cluster_conf($t, seeds => join ' ', map { "127.0.0.1:$_" } @R);
 $t->run;
 
 ok($t->wait_for(sub { $t->grep_log(qr/\[notice\].*model\ gateway:\ redis
@@ -298,10 +212,9 @@ ok(!@down, 'each primary "is up" for both workers (TLS, redis.test; '
 
 # new sessions: each pin on the primary serving its key's slot
 my (%on, @bad);
-my $N = 0;
 my @SPREAD;
 for (1 .. 45) {
-    my $key = 'spread-' . $N++;
+    my $key = session_key('spread');
     push @SPREAD, $key;
     my $owner = $c->key_owner(pin_key($key));
     my $r = chat($t, $key);
@@ -326,84 +239,21 @@ ok(!$t->grep_log($TLS_ERR), 'no TLS error logged');
 # a forced failover of the first primary (CLUSTER FAILOVER on its
 # replica, over TLS) under traffic: distinct sessions of its slots, one
 # after the other, until 20 in a row were "new" and pinned on the
-# promoted node, or 15 s
-
-sub in_ranges {
-    my ($slot, $ranges) = @_;
-    return grep { $slot >= $_->[0] && $slot <= $_->[1] } @$ranges;
-}
-
-sub next_key {
-    my ($tag, $ranges) = @_;
-    while (1) {
-        my $key = "$tag-" . $N++;
-        return $key
-            if in_ranges(MG::Cluster::keyslot(pin_key($key)), $ranges);
-    }
-}
-
-sub traffic {
-    my (%o) = @_;
-    my %n = (total => 0, new => 0, fallback => 0, error => 0);
-    my ($started, $recovered, $streak, $fired) = (time, undef, 0, undef);
-    while (time - $started < $o{max}) {
-        if (!$fired && $n{total} >= 10) {
-            $fired = time;
-            $o{fire}->();
-        }
-        my $key = next_key($o{tag}, $o{slots});
-        my $t1 = time;
-        my $r = chat($t, $key);
-        $t1 = time - $t1;
-        $n{slowest} = $t1 if $fired && $t1 > ($n{slowest} // 0);
-        $n{total}++;
-        if ($r->{status} != 200) {
-            $n{error}++;
-            ($streak, $recovered) = (0, undef);
-        } elsif ($r->{session} eq 'fallback') {
-            $n{fallback}++;
-            $n{first_fallback} //= time - ($fired // time);
-            $n{last_fallback} = time - ($fired // time);
-            ($streak, $recovered) = (0, undef);
-        } elsif ($r->{session} eq 'new') {
-            $n{new}++;
-            if ($fired && pin_at($o{to}, $key)) {
-                $recovered //= time;
-                last if ++$streak >= 20;
-            } else {
-                ($streak, $recovered) = (0, undef);
-            }
-        } else {
-            $n{error}++;
-            ($streak, $recovered) = (0, undef);
-        }
-        sleep 0.01;
-    }
-    $n{recover} = defined $recovered ? $recovered - $fired : undef;
-    $n{streak} = $streak;
-    $n{fired} = $fired;
-    return \%n;
-}
+# promoted node, or 15 s (MG::Sessions::traffic)
 
 my $A = $P[0];
 my @A_SLOTS = $c->slots_of($A);
 my ($A_REPLICA) = $c->replicas_of($A);
 my $A_NEW;
-my $f = traffic(tag => 'fo', max => 15, slots => \@A_SLOTS,
-                to => $A_REPLICA, fire => sub {
+my $f = traffic(t => $t, tag => 'fo', max => 15, slots => \@A_SLOTS,
+                pinned => sub { pin_at($A_REPLICA, shift) }, fire => sub {
     $A_NEW = $c->failover($A, wait => 0);
     diag("CLUSTER FAILOVER (over TLS) on $A_NEW, the replica of $A");
 });
 my $took = $c->wait_promoted($A_NEW);
-my $won = $c->log_time($A_NEW, qr/Failover election won/);
-diag(sprintf 'forced failover: %d requests, %d new, %d fallback, %d errors; '
-     . 'promoted after %s; fallbacks from %s to %s; pinned on the new '
-     . 'primary (20 in a row) after %s; the slowest request after the '
-     . 'command: %s; the cluster agreed %.2f s later',
-     @$f{qw(total new fallback error)},
-     map({ defined $_ ? sprintf('%.2f s', $_) : 'never' }
-         defined $won ? $won - $f->{fired} : undef, $f->{first_fallback},
-         $f->{last_fallback}, $f->{recover}, $f->{slowest}), $took);
+report('forced failover', $f,
+       promoted => $c->log_time($A_NEW, qr/Failover election won/));
+diag(sprintf 'failover: the cluster agreed after %.2f s more', $took);
 
 is($A_NEW, $A_REPLICA, 'failover: the replica was promoted');
 is($f->{error}, 0, 'failover: no client errors');
@@ -436,7 +286,7 @@ ok(!$t->grep_log($TLS_ERR), 'failover: no TLS error logged');
 sub refused {
     my ($label, $name, $tls, $tag) = @_;
     my $tw = MG::Test->new;
-    gw_conf($tw, tls => $tls);
+    cluster_conf($tw, tls => $tls);
     $tw->run;
     ok($tw->wait_for(sub {
             $tw->grep_log(qr/\[error\].*redis\ certificate\ does\ not\ match
